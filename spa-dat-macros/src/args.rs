@@ -1,0 +1,140 @@
+//! The options of `#[consumer(...)]` and `#[producer(...)]`.
+
+use proc_macro2::{Span, TokenStream};
+use syn::parse::Parser;
+use syn::{Expr, ExprArray, Lit, LitStr};
+
+use crate::expand::Kind;
+
+/// Parsed options; every string keeps its span for error messages.
+#[derive(Default)]
+pub(crate) struct Options {
+    pub(crate) topics: Option<Vec<LitStr>>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) group: Option<LitStr>,
+    pub(crate) client_id: Option<LitStr>,
+    pub(crate) client_name: Option<LitStr>,
+    pub(crate) dead_letter: Option<LitStr>,
+}
+
+const CONSUMER_OPTIONS: &[&str] = &[
+    "topics",
+    "name",
+    "group",
+    "client_id",
+    "client_name",
+    "dead_letter",
+];
+const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name"];
+
+fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
+    if slot.is_some() {
+        let name = key.get_ident().map(ToString::to_string).unwrap_or_default();
+        return Err(syn::Error::new_spanned(key, format!("duplicate option `{name}`")));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+fn topics_of(expr: Expr) -> syn::Result<Vec<LitStr>> {
+    match expr {
+        Expr::Lit(lit) => match lit.lit {
+            Lit::Str(topic) => Ok(vec![topic]),
+            other => Err(syn::Error::new_spanned(other, "expected a topic string or a list of them")),
+        },
+        Expr::Array(ExprArray { elems, bracket_token, .. }) => {
+            if elems.is_empty() {
+                return Err(syn::Error::new(
+                    bracket_token.span.join(),
+                    "`topics` cannot be empty: a consumer needs at least one topic",
+                ));
+            }
+            elems
+                .into_iter()
+                .map(|elem| match elem {
+                    Expr::Lit(syn::ExprLit { lit: Lit::Str(topic), .. }) => {
+                        if topic.value().is_empty() {
+                            Err(syn::Error::new_spanned(topic, "a topic cannot be empty"))
+                        } else {
+                            Ok(topic)
+                        }
+                    }
+                    other => Err(syn::Error::new_spanned(other, "expected a topic string")),
+                })
+                .collect()
+        }
+        other => Err(syn::Error::new_spanned(
+            other,
+            "expected a list of topics: `topics = [\"a\", \"b/+\"]`",
+        )),
+    }
+}
+
+/// Parses the attribute's options for `kind`; every error is collected.
+pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
+    let valid = match kind {
+        Kind::Consumer => CONSUMER_OPTIONS,
+        Kind::Producer => PRODUCER_OPTIONS,
+    };
+    let mut options = Options::default();
+    let mut errors: Vec<syn::Error> = Vec::new();
+    let parser = syn::meta::parser(|meta| {
+        let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        if !valid.contains(&key.as_str()) {
+            let mut message = format!(
+                "unknown option `{}` for #[{}]; expected one of: {}",
+                if key.is_empty() { "?".to_owned() } else { key.clone() },
+                kind.name(),
+                valid.join(", ")
+            );
+            if kind == Kind::Producer && CONSUMER_OPTIONS.contains(&key.as_str()) {
+                message.push_str(&format!(" (`{key}` is a #[consumer] option)"));
+            }
+            // Skip the value so the remaining options are still checked.
+            if meta.input.peek(syn::Token![=]) {
+                let _: Expr = meta.value()?.parse()?;
+            }
+            errors.push(syn::Error::new_spanned(&meta.path, message));
+            return Ok(());
+        }
+        let result = if key == "topics" {
+            let expr: Expr = meta.value()?.parse()?;
+            topics_of(expr).and_then(|topics| set(&mut options.topics, topics, &meta.path))
+        } else {
+            let value: LitStr = meta.value()?.parse()?;
+            if value.value().is_empty() {
+                Err(syn::Error::new_spanned(&value, format!("`{key}` cannot be empty")))
+            } else {
+                let slot = match key.as_str() {
+                    "name" => &mut options.name,
+                    "group" => &mut options.group,
+                    "client_id" => &mut options.client_id,
+                    "client_name" => &mut options.client_name,
+                    _ => &mut options.dead_letter,
+                };
+                set(slot, value, &meta.path)
+            }
+        };
+        if let Err(error) = result {
+            errors.push(error);
+        }
+        Ok(())
+    });
+    if let Err(error) = parser.parse2(attr) {
+        errors.push(error);
+    }
+    if kind == Kind::Consumer && options.topics.is_none() && errors.is_empty() {
+        errors.push(syn::Error::new(
+            Span::call_site(),
+            "#[consumer] needs the topics it handles: `#[consumer(topics = [\"sensors/+\"])]`",
+        ));
+    }
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(options),
+        Some(mut first) => {
+            first.extend(errors);
+            Err(first)
+        }
+    }
+}

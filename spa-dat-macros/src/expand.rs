@@ -1,0 +1,178 @@
+//! Expansion: the function unchanged, one compile-time check per argument (spanned on it),
+//! and an `inventory` registration.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{FnArg, ItemFn, LitStr, ReturnType};
+
+use crate::args::{self, Options};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Consumer,
+    Producer,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Consumer => "consumer",
+            Kind::Producer => "producer",
+        }
+    }
+}
+
+pub(crate) fn handler(kind: Kind, attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function: ItemFn = match syn::parse2(item.clone()) {
+        Ok(function) => function,
+        // Keep the item so the IDE and the rest of the crate still see it.
+        Err(error) => {
+            let error = error.to_compile_error();
+            return quote! { #item #error };
+        }
+    };
+    let options = args::parse(kind, attr);
+    let signature = check_signature(kind, &function);
+    let (options, ()) = match (options, signature) {
+        (Ok(options), Ok(())) => (options, ()),
+        (Err(mut a), Err(b)) => {
+            a.combine(b);
+            return with_error(&function, a);
+        }
+        (Err(error), _) | (_, Err(error)) => return with_error(&function, error),
+    };
+    let registration = register(kind, &function, &options);
+    quote! {
+        #function
+        #registration
+    }
+}
+
+fn with_error(function: &ItemFn, error: syn::Error) -> TokenStream {
+    let error = error.to_compile_error();
+    quote! { #function #error }
+}
+
+fn check_signature(kind: Kind, function: &ItemFn) -> syn::Result<()> {
+    let sig = &function.sig;
+    let mut errors: Vec<syn::Error> = Vec::new();
+    if sig.asyncness.is_none() {
+        errors.push(syn::Error::new_spanned(
+            sig.fn_token,
+            format!("#[{}] handlers must be `async fn`", kind.name()),
+        ));
+    }
+    if !sig.generics.params.is_empty() {
+        errors.push(syn::Error::new_spanned(
+            &sig.generics,
+            format!("#[{}] handlers cannot be generic", kind.name()),
+        ));
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(syn::Error::new_spanned(variadic, "handlers cannot be variadic"));
+    }
+    for input in &sig.inputs {
+        if let FnArg::Receiver(receiver) = input {
+            errors.push(syn::Error::new_spanned(
+                receiver,
+                format!(
+                    "#[{}] handlers are free functions; `self` cannot be passed",
+                    kind.name()
+                ),
+            ));
+        }
+    }
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(()),
+        Some(mut first) => {
+            for error in errors {
+                first.combine(error);
+            }
+            Err(first)
+        }
+    }
+}
+
+fn optional(value: &Option<LitStr>) -> TokenStream {
+    match value {
+        Some(value) => quote! { ::core::option::Option::Some(#value) },
+        None => quote! { ::core::option::Option::None },
+    }
+}
+
+fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
+    let ident = &function.sig.ident;
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let kind_path = match kind {
+        Kind::Consumer => quote! { ::spa_dat::__private::HandlerKind::Consumer },
+        Kind::Producer => quote! { ::spa_dat::__private::HandlerKind::Producer },
+    };
+    let topics = options.topics.clone().unwrap_or_default();
+    let group = optional(&options.group);
+    let client_id = optional(&options.client_id);
+    let client_name = optional(&options.client_name);
+    let dead_letter = optional(&options.dead_letter);
+
+    let arg_types: Vec<&syn::Type> = function
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            FnArg::Typed(typed) => Some(&*typed.ty),
+            FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let arg_checks = arg_types.iter().map(|ty| {
+        quote_spanned! {ty.span()=>
+            const _: () = ::spa_dat::__private::assert_from_context::<#ty>();
+        }
+    });
+    let return_check = match &function.sig.output {
+        ReturnType::Default => quote! {},
+        ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            const _: () = ::spa_dat::__private::assert_into_reply::<#ty>();
+        },
+    };
+    let arg_names: Vec<_> = (0..arg_types.len())
+        .map(|i| format_ident!("__spa_arg{}", i, span = Span::mixed_site()))
+        .collect();
+    let send_check = quote_spanned! {ident.span()=>
+        #[allow(unused)]
+        fn __spa_assert_send() {
+            let _ = |#(#arg_names: #arg_types),*| {
+                ::spa_dat::__private::assert_send_future(&#ident(#(#arg_names),*));
+            };
+        }
+    };
+    quote! {
+        #[doc(hidden)]
+        const _: () = {
+            #(#arg_checks)*
+            #return_check
+            #send_check
+            ::spa_dat::__private::inventory::submit! {
+                ::spa_dat::__private::Registration {
+                    kind: #kind_path,
+                    name: #name,
+                    module: ::core::module_path!(),
+                    topics: &[#(#topics),*],
+                    group: #group,
+                    client_id: #client_id,
+                    client_name: #client_name,
+                    dead_letter_topic: #dead_letter,
+                    make_handler: {
+                        fn __spa_make_handler() -> ::spa_dat::__private::BoxedHandler {
+                            ::spa_dat::__private::BoxedHandler::new(#ident)
+                        }
+                        __spa_make_handler
+                    },
+                }
+            }
+        };
+    }
+}

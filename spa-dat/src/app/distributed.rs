@@ -1,0 +1,313 @@
+//! [`DistributedApplication`]: every registered or added application, run together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::application::{Application, ApplicationLifeCycle, Settings};
+use super::resource::{Resource, ResourceSet};
+use super::shutdown::{on_signal, Shutdown};
+use crate::config::{Config, SocketProviderFactory};
+use crate::error::{Error, Result};
+use crate::handler::{registry, Extensions, Handler, Registration};
+use crate::socket::SocketProvider;
+
+/// Runs applications together: the ones registered with `#[consumer]` / `#[producer]` and the
+/// ones added with [`DistributedApplication::add_application`].
+///
+/// Start-up: check every handler's arguments (before any socket connects) → set up shared
+/// resources → set up each application (socket, its resources) → run each as a task.
+/// Shutdown (Ctrl-C, SIGTERM, [`Shutdown::trigger`], or every application done): consumers
+/// take no new messages, in-flight handlers get the grace period, applications are torn
+/// down in reverse order, then shared resources.
+pub struct DistributedApplication {
+    config: Option<Config>,
+    provider: Option<Arc<dyn SocketProvider>>,
+    include_registered: bool,
+    apps: Vec<Application>,
+    state: Extensions,
+    resources: ResourceSet,
+    shutdown: Shutdown,
+    watch_signals: bool,
+}
+
+impl std::fmt::Debug for DistributedApplication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedApplication")
+            .field("config", &self.config)
+            .field("apps", &self.apps)
+            .field("state", &self.state)
+            .field("resources", &self.resources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DistributedApplication {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl DistributedApplication {
+    /// Runs every registered handler with the configuration from the environment
+    /// (see [`Config::from_env`]; nothing set = the in-process bus). Blocks until shutdown.
+    pub fn run() -> Result<()> {
+        Self::new().start()
+    }
+
+    /// [`DistributedApplication::run`] on the caller's Tokio runtime.
+    pub async fn run_async() -> Result<()> {
+        Self::new().start_async().await
+    }
+
+    /// A distributed application with every registered handler, configured from the
+    /// environment unless [`DistributedApplication::config`] says otherwise.
+    pub fn new() -> Self {
+        DistributedApplication {
+            config: None,
+            provider: None,
+            include_registered: true,
+            apps: Vec::new(),
+            state: Extensions::default(),
+            resources: ResourceSet::default(),
+            shutdown: Shutdown::new(),
+            watch_signals: true,
+        }
+    }
+
+    /// Leaves out the handlers registered with `#[consumer]` / `#[producer]`: only added
+    /// applications run.
+    pub fn without_registered_handlers(mut self) -> Self {
+        self.include_registered = false;
+        self
+    }
+
+    /// Uses `config` instead of the environment.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = Some(config);
+        self
+    }
+
+    /// The default socket provider (instead of the one the config describes).
+    pub fn socket_provider(mut self, provider: Arc<dyn SocketProvider>) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// Adds an application (the Python package's `add_application`).
+    pub fn add_application(mut self, app: Application) -> Self {
+        self.apps.push(app);
+        self
+    }
+
+    /// Adds a consumer calling `handler` for every message on `topics`.
+    pub fn add_consumer<H, Args, I, S>(self, name: &str, topics: I, handler: H) -> Self
+    where
+        H: Handler<Args>,
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.add_application(Application::consumer(name, topics, handler))
+    }
+
+    /// Adds a producer calling `handler` once (the Python package's
+    /// `add_producer_application`).
+    pub fn add_producer<H: Handler<Args>, Args>(self, name: &str, handler: H) -> Self {
+        self.add_application(Application::producer(name, handler))
+    }
+
+    /// Adds state shared by every handler ([`crate::State<T>`]).
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.state.insert(Arc::new(value));
+        self
+    }
+
+    /// Adds a resource shared by every handler ([`crate::Res<T>`]): set up before any
+    /// application starts, torn down after all stopped.
+    pub fn resource<T: Resource>(mut self, resource: T) -> Self {
+        self.resources.add(resource);
+        self
+    }
+
+    /// Whether Ctrl-C and SIGTERM trigger shutdown (default: yes).
+    pub fn watch_signals(mut self, watch: bool) -> Self {
+        self.watch_signals = watch;
+        self
+    }
+
+    /// A handle that stops the run.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    /// Names of the handlers registered with `#[consumer]` / `#[producer]` in this binary.
+    pub fn registered_handlers() -> Vec<&'static str> {
+        registry::registrations().iter().map(|r| r.name).collect()
+    }
+
+    /// Runs on a new multi-threaded Tokio runtime; blocks until shutdown.
+    pub fn start(self) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::config(format!("cannot start the Tokio runtime: {e}")))?;
+        runtime.block_on(self.start_async())
+    }
+
+    /// Runs on the caller's Tokio runtime until shutdown.
+    pub async fn start_async(self) -> Result<()> {
+        let DistributedApplication {
+            config,
+            provider,
+            include_registered,
+            apps: added,
+            state,
+            resources,
+            shutdown,
+            watch_signals,
+        } = self;
+        let config = match config {
+            Some(config) => config,
+            None => Config::from_env()?,
+        };
+        let settings = Settings::from(&config);
+        let provider = match provider {
+            Some(provider) => provider,
+            None => SocketProviderFactory::from_config(&config.bus)?,
+        };
+        let mut apps: Vec<Application> = Vec::new();
+        if include_registered {
+            apps.extend(registry::registrations().into_iter().map(from_registration));
+        }
+        apps.extend(added);
+        if apps.is_empty() {
+            return Err(Error::config(
+                "nothing to run: no #[consumer] or #[producer] is registered and no application was added",
+            ));
+        }
+        check_unique_names(&apps)?;
+        for app in &mut apps {
+            app.inherit(&provider, &settings, &state, resources.by_type(), &shutdown);
+        }
+        let problems: Vec<Error> = apps.iter().filter_map(|app| app.check().err()).collect();
+        if !problems.is_empty() {
+            return Err(Error::from_many(problems));
+        }
+
+        let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
+        let result = run_apps(apps, &resources, &provider).await;
+        shutdown.trigger();
+        if let Some(signals) = signals {
+            signals.abort();
+        }
+        result
+    }
+}
+
+async fn run_apps(
+    apps: Vec<Application>,
+    resources: &ResourceSet,
+    provider: &Arc<dyn SocketProvider>,
+) -> Result<()> {
+    let mut shared = resources.setup().await?;
+    let mut ready: Vec<Application> = Vec::with_capacity(apps.len());
+    for mut app in apps {
+        if let Err(error) = app.setup().await {
+            tracing::error!(%error, "start-up failed; tearing down");
+            log_teardown(&mut app).await;
+            for app in ready.iter_mut().rev() {
+                log_teardown(app).await;
+            }
+            if let Err(teardown) = shared.teardown().await {
+                tracing::error!(error = %teardown, "shared resource teardown failed");
+            }
+            return Err(error);
+        }
+        ready.push(app);
+    }
+    tracing::info!(apps = ready.len(), bus = %provider.describe(), "spa-dat running");
+
+    let mut tasks = JoinSet::new();
+    let order: Vec<String> = ready.iter().map(|a| a.name().to_owned()).collect();
+    for mut app in ready {
+        tasks.spawn(async move {
+            let result = app.run_async().await;
+            (app, result)
+        });
+    }
+    let mut finished: HashMap<String, Application> = HashMap::new();
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((app, result)) => {
+                tracing::debug!(app = app.name(), "application finished");
+                if let Err(error) = result {
+                    errors.push(error);
+                }
+                finished.insert(app.name().to_owned(), app);
+            }
+            Err(join_error) => tracing::error!(error = %join_error, "application task failed"),
+        }
+    }
+    for name in order.iter().rev() {
+        if let Some(app) = finished.get_mut(name) {
+            if let Err(error) = app.teardown().await {
+                tracing::error!(app = %name, %error, "teardown failed");
+                errors.push(error);
+            }
+        }
+    }
+    if let Err(error) = shared.teardown().await {
+        errors.push(error);
+    }
+    tracing::info!("spa-dat stopped");
+    match errors.is_empty() {
+        true => Ok(()),
+        false => Err(Error::from_many(errors)),
+    }
+}
+
+async fn log_teardown(app: &mut Application) {
+    if let Err(error) = app.teardown().await {
+        tracing::error!(app = app.name(), %error, "teardown failed");
+    }
+}
+
+fn from_registration(registration: &'static Registration) -> Application {
+    let mut app = Application::from_boxed(
+        registration.name,
+        registration.kind,
+        registration.topics.iter().map(|t| (*t).to_owned()).collect(),
+        (registration.make_handler)(),
+    );
+    if let Some(group) = registration.group {
+        app = app.group(group);
+    }
+    if let Some(client_id) = registration.client_id {
+        app = app.client_id(client_id);
+    }
+    if let Some(client_name) = registration.client_name {
+        app = app.client_name(client_name);
+    }
+    if let Some(topic) = registration.dead_letter_topic {
+        app = app.dead_letter_topic(topic);
+    }
+    app
+}
+
+fn check_unique_names(apps: &[Application]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let duplicates: Vec<Error> = apps
+        .iter()
+        .filter(|app| !seen.insert(app.name()))
+        .map(|app| Error::Handler {
+            handler: app.name().to_owned(),
+            reason: "two applications share this name; give one `name = \"...\"`".to_owned(),
+        })
+        .collect();
+    match duplicates.is_empty() {
+        true => Ok(()),
+        false => Err(Error::from_many(duplicates)),
+    }
+}

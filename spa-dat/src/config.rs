@@ -1,0 +1,257 @@
+//! Configuration: which bus, how to reach it, and the runtime's knobs. Everything here is
+//! serde-deserializable, so a TOML file or environment variables can describe it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::socket::memory::{MemoryConfig, MemorySocketProvider};
+use crate::socket::{SocketProvider, DEFAULT_REQUEST_TIMEOUT};
+
+/// Which transport a socket uses, and its settings. In TOML, `transport = "memory"` (or
+/// `"mqtt"`, `"kafka"`) selects the variant; the other keys are the variant's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "transport", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SocketConfig {
+    /// The in-process bus.
+    Memory(MemoryConfig),
+}
+
+impl Default for SocketConfig {
+    fn default() -> Self {
+        SocketConfig::Memory(MemoryConfig {
+            bus: "default".to_owned(),
+            default_subscription_topics: Vec::new(),
+        })
+    }
+}
+
+/// Builds socket providers from configuration (the Python package's `SocketProviderFactory`).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketProviderFactory;
+
+impl SocketProviderFactory {
+    /// The provider `config` describes.
+    pub fn from_config(config: &SocketConfig) -> Result<Arc<dyn SocketProvider>> {
+        match config {
+            SocketConfig::Memory(memory) => Ok(Arc::new(MemorySocketProvider::from_config(memory))),
+        }
+    }
+
+    /// The provider a URL describes:
+    /// - `memory://` or `memory://name` — the in-process bus (`?topics=a,b` for default topics);
+    /// - `mqtt://user:pass@host:1883?client_id=...&qos=1` — MQTT (feature `mqtt`);
+    /// - `kafka://host:9092?group=...` — Kafka (feature `kafka`).
+    pub fn from_url(url: &str) -> Result<Arc<dyn SocketProvider>> {
+        Self::from_config(&SocketConfig::from_url(url)?)
+    }
+}
+
+impl SocketConfig {
+    /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+        match parsed.scheme() {
+            "memory" => {
+                let mut config = MemoryConfig {
+                    bus: match parsed.host_str() {
+                        Some(name) if !name.is_empty() => name.to_owned(),
+                        _ => "default".to_owned(),
+                    },
+                    default_subscription_topics: Vec::new(),
+                };
+                for (key, value) in parsed.query_pairs() {
+                    match &*key {
+                        "topics" => config.default_subscription_topics = split_list(&value),
+                        other => return Err(unknown_parameter(url, other, &["topics"])),
+                    }
+                }
+                Ok(SocketConfig::Memory(config))
+            }
+            other => Err(Error::config(format!(
+                "bad bus URL `{url}`: unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"
+            ))),
+        }
+    }
+}
+
+pub(crate) fn split_list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn unknown_parameter(url: &str, key: &str, valid: &[&str]) -> Error {
+    Error::config(format!(
+        "bad bus URL `{url}`: unknown parameter `{key}`; expected one of: {}",
+        valid.join(", ")
+    ))
+}
+
+/// The whole configuration of a [`crate::DistributedApplication`].
+///
+/// ```toml
+/// request_timeout_ms = 5000
+/// shutdown_grace_ms = 10000
+/// dead_letter_topic = "dead-letters"
+///
+/// [bus]
+/// transport = "memory"
+/// bus = "default"
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The default bus for every application.
+    #[serde(default)]
+    pub bus: SocketConfig,
+    /// How long `request` waits for a reply by default, in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long in-flight handlers may run on after shutdown was requested, in milliseconds.
+    #[serde(default = "default_shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+    /// Where consumers forward messages they cannot decode or whose handler failed. `None`:
+    /// such messages are logged and skipped.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    DEFAULT_REQUEST_TIMEOUT.as_millis() as u64
+}
+
+fn default_shutdown_grace_ms() -> u64 {
+    10_000
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bus: SocketConfig::default(),
+            request_timeout_ms: default_request_timeout_ms(),
+            shutdown_grace_ms: default_shutdown_grace_ms(),
+            dead_letter_topic: None,
+        }
+    }
+}
+
+/// Environment variable naming a TOML config file.
+pub const ENV_CONFIG_FILE: &str = "SPA_DAT_CONFIG";
+/// Environment variable holding a bus URL; overrides the file's `[bus]`.
+pub const ENV_URL: &str = "SPA_DAT_URL";
+/// Environment variable overriding `request_timeout_ms`.
+pub const ENV_REQUEST_TIMEOUT_MS: &str = "SPA_DAT_REQUEST_TIMEOUT_MS";
+/// Environment variable overriding `shutdown_grace_ms`.
+pub const ENV_SHUTDOWN_GRACE_MS: &str = "SPA_DAT_SHUTDOWN_GRACE_MS";
+/// Environment variable overriding `dead_letter_topic`.
+pub const ENV_DEAD_LETTER_TOPIC: &str = "SPA_DAT_DEAD_LETTER_TOPIC";
+
+impl Config {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::config(e.to_string()))
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
+        Self::from_toml(&text)
+            .map_err(|e| Error::config(format!("{}: {e}", path.display())))
+    }
+
+    /// The configuration the environment describes: the file named by `SPA_DAT_CONFIG` (if
+    /// any), then `SPA_DAT_URL`, `SPA_DAT_REQUEST_TIMEOUT_MS`, `SPA_DAT_SHUTDOWN_GRACE_MS` and
+    /// `SPA_DAT_DEAD_LETTER_TOPIC` on top. Nothing set: the in-process bus.
+    pub fn from_env() -> Result<Self> {
+        let mut config = match std::env::var_os(ENV_CONFIG_FILE) {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(url) = env_var(ENV_URL)? {
+            config.bus = SocketConfig::from_url(&url)?;
+        }
+        if let Some(ms) = env_var(ENV_REQUEST_TIMEOUT_MS)? {
+            config.request_timeout_ms = parse_ms(ENV_REQUEST_TIMEOUT_MS, &ms)?;
+        }
+        if let Some(ms) = env_var(ENV_SHUTDOWN_GRACE_MS)? {
+            config.shutdown_grace_ms = parse_ms(ENV_SHUTDOWN_GRACE_MS, &ms)?;
+        }
+        if let Some(topic) = env_var(ENV_DEAD_LETTER_TOPIC)? {
+            config.dead_letter_topic = Some(topic);
+        }
+        Ok(config)
+    }
+
+    /// `request_timeout_ms` as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// `shutdown_grace_ms` as a duration.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+fn env_var(name: &str) -> Result<Option<String>> {
+    match std::env::var(name) {
+        Ok(value) if value.trim().is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(Error::config(format!("{name} is not valid UTF-8")))
+        }
+    }
+}
+
+fn parse_ms(name: &str, value: &str) -> Result<u64> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| Error::config(format!("{name}=`{value}` is not a number of milliseconds")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_urls() {
+        assert_eq!(SocketConfig::from_url("memory://").ok(), Some(SocketConfig::default()));
+        let SocketConfig::Memory(named) =
+            SocketConfig::from_url("memory://plant?topics=a,b/+").expect("parses")
+        else {
+            panic!("not memory")
+        };
+        assert_eq!(named.bus, "plant");
+        assert_eq!(named.default_subscription_topics, ["a", "b/+"]);
+        let err = SocketConfig::from_url("memory://x?nope=1").expect_err("rejects");
+        assert!(err.to_string().contains("`nope`"), "{err}");
+        let err = SocketConfig::from_url("amqp://x").expect_err("rejects");
+        assert!(err.to_string().contains("unknown scheme"), "{err}");
+    }
+
+    #[test]
+    fn toml_config() {
+        let config = Config::from_toml(
+            "request_timeout_ms = 250\n[bus]\ntransport = \"memory\"\nbus = \"x\"\n",
+        )
+        .expect("parses");
+        assert_eq!(config.request_timeout(), Duration::from_millis(250));
+        assert_eq!(config.shutdown_grace_ms, 10_000);
+        let err = Config::from_toml("request_timeout = 1").expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = Config::from_toml("[bus]\ntransport = \"carrier-pigeon\"\n").expect_err("bad");
+        assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+    }
+}

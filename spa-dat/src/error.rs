@@ -1,0 +1,139 @@
+//! The one error type of spa-dat.
+
+use std::time::Duration;
+
+/// A boxed error from user code (handlers, resources).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with [`Error`] as the error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in spa-dat. Each variant carries what a user needs to act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Bytes on the bus that are not a spa-dat message.
+    #[error("not a spa-dat message: {reason}")]
+    Decode {
+        /// What is wrong with the bytes.
+        reason: String,
+    },
+    /// A message that cannot be written to the wire.
+    #[error("cannot encode message for topic `{topic}`: {reason}")]
+    Encode {
+        /// Topic of the message.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A payload that does not deserialize into the type a handler asked for.
+    #[error("payload on topic `{topic}` is not a valid `{type_name}`: {reason}")]
+    Payload {
+        /// Topic of the message.
+        topic: String,
+        /// The Rust type the payload was decoded into.
+        type_name: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// No reply arrived in time.
+    #[error("request on topic `{topic}` got no reply within {timeout:?}")]
+    RequestTimeout {
+        /// Topic the request was published to.
+        topic: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+    /// Configuration that cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The broker could not be reached or refused us.
+    #[error("cannot connect to {broker}: {reason}")]
+    Connect {
+        /// The broker's address.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
+    /// A transport operation failed.
+    #[error("{operation} failed on {broker}: {reason}")]
+    Transport {
+        /// What was attempted (publish, subscribe, ...).
+        operation: &'static str,
+        /// The broker's address.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
+    /// The socket was closed; no more operations are possible on it.
+    #[error("socket is closed")]
+    Closed,
+    /// A handler asked for an argument the application cannot provide.
+    #[error("handler `{handler}`: {reason}")]
+    Handler {
+        /// The handler's name.
+        handler: String,
+        /// What is missing and how to fix it.
+        reason: String,
+    },
+    /// A resource failed to set up or tear down.
+    #[error("resource `{resource}` failed to {stage}: {source}")]
+    Resource {
+        /// The resource's type name.
+        resource: &'static str,
+        /// `set up` or `tear down`.
+        stage: &'static str,
+        /// The resource's own error.
+        source: BoxError,
+    },
+    /// Application start-up failed.
+    #[error("application `{app}` failed to start: {source}")]
+    Startup {
+        /// The application's name.
+        app: String,
+        /// The cause.
+        source: Box<Error>,
+    },
+    /// Several errors at once (e.g. every invalid handler found at start-up).
+    #[error("{}", join_errors(.0))]
+    Many(Vec<Error>),
+    /// Any other error, from user code.
+    #[error(transparent)]
+    Other(BoxError),
+}
+
+fn join_errors(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Error {
+    pub(crate) fn decode(reason: impl Into<String>) -> Self {
+        Error::Decode {
+            reason: reason.into(),
+        }
+    }
+
+    /// One error for many: nested lists flattened, a single error as itself.
+    pub(crate) fn from_many(errors: Vec<Error>) -> Self {
+        let mut flat = Vec::with_capacity(errors.len());
+        for error in errors {
+            match error {
+                Error::Many(inner) => flat.extend(inner),
+                other => flat.push(other),
+            }
+        }
+        if flat.len() == 1 {
+            flat.remove(0)
+        } else {
+            Error::Many(flat)
+        }
+    }
+
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        Error::Config(reason.into())
+    }
+}

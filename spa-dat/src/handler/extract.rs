@@ -1,0 +1,281 @@
+//! Handler arguments: everything a handler can ask for implements [`FromContext`].
+
+use std::any::{type_name, Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::app::Shutdown;
+use crate::error::BoxError;
+use crate::handler::HandlerKind;
+use crate::message::{MessageBuilder, SpaMessage};
+use crate::socket::Socket;
+
+/// Values stored by type: the applications' shared state and resources.
+#[derive(Clone, Default)]
+pub struct Extensions {
+    values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
+}
+
+impl fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.values.values().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+impl Extensions {
+    /// Stores `value`, replacing a value of the same type.
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
+        self.values
+            .insert(TypeId::of::<T>(), (type_name::<T>(), value));
+    }
+
+    /// The value of type `T`, if stored.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let (_, value) = self.values.get(&TypeId::of::<T>())?;
+        Arc::clone(value).downcast::<T>().ok()
+    }
+
+    /// Whether a value of type `T` is stored.
+    pub fn contains<T: 'static>(&self) -> bool {
+        self.values.contains_key(&TypeId::of::<T>())
+    }
+
+    /// Adds every value of `other` that `self` lacks.
+    pub fn merge_missing(&mut self, other: &Extensions) {
+        for (id, value) in &other.values {
+            self.values.entry(*id).or_insert_with(|| value.clone());
+        }
+    }
+}
+
+/// What an application offers its handler, known before any socket connects: used to check
+/// every handler argument at start-up.
+#[derive(Debug)]
+pub struct HandlerScope<'a> {
+    /// The application's name.
+    pub app: &'a str,
+    /// Consumer or producer.
+    pub kind: HandlerKind,
+    /// Shared state available to the handler.
+    pub state: &'a Extensions,
+    /// Resources available to the handler.
+    pub resources: &'a Extensions,
+}
+
+/// Everything a handler call can draw its arguments from.
+#[derive(Debug)]
+pub struct HandlerContext {
+    pub(crate) app: Arc<AppRuntime>,
+    pub(crate) message: Option<SpaMessage>,
+}
+
+/// The parts of a running application that handlers can take.
+#[derive(Debug)]
+pub(crate) struct AppRuntime {
+    pub(crate) name: Arc<str>,
+    pub(crate) socket: Socket,
+    pub(crate) state: Extensions,
+    pub(crate) resources: Extensions,
+    pub(crate) shutdown: Shutdown,
+}
+
+impl HandlerContext {
+    /// The message being handled (`None` in a producer).
+    pub fn message(&self) -> Option<&SpaMessage> {
+        self.message.as_ref()
+    }
+
+    /// The application's name.
+    pub fn app_name(&self) -> &str {
+        &self.app.name
+    }
+
+    /// The application's socket.
+    pub fn socket(&self) -> &Socket {
+        &self.app.socket
+    }
+
+    /// Shared state of type `T`.
+    pub fn state<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.app.state.get::<T>()
+    }
+
+    /// The resource of type `T`.
+    pub fn resource<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        self.app.resources.get::<T>()
+    }
+}
+
+/// A type a handler can take as an argument.
+///
+/// `check` runs once per application at start-up, before any socket connects, so that a
+/// missing piece is reported then and not at the first message; `from_context` runs per call.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a spa-dat handler argument",
+    label = "not something spa-dat can pass to a handler",
+    note = "handler arguments can be: SpaMessage, Json<T>, Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
+)]
+pub trait FromContext: Sized + Send + 'static {
+    /// Whether an application described by `scope` can provide this argument; the error text
+    /// says what is missing and how to add it.
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        let _ = scope;
+        Ok(())
+    }
+
+    /// Takes the argument for one call.
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError>;
+}
+
+fn needs_message(what: &str, scope: &HandlerScope<'_>) -> Result<(), String> {
+    match scope.kind {
+        HandlerKind::Consumer => Ok(()),
+        HandlerKind::Producer => Err(format!(
+            "a producer has no incoming message: remove the `{what}` argument, or make `{}` a #[consumer]",
+            scope.app
+        )),
+    }
+}
+
+fn message_of(context: &HandlerContext) -> Result<&SpaMessage, BoxError> {
+    context
+        .message
+        .as_ref()
+        .ok_or_else(|| "no message in a producer call".into())
+}
+
+impl FromContext for SpaMessage {
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        needs_message("SpaMessage", scope)
+    }
+
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        message_of(context).cloned()
+    }
+}
+
+/// The message's payload decoded from JSON into `T`; as a return value, `T` encoded as a JSON
+/// reply. A payload that does not decode fails the call like a handler error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Json<T>(pub T);
+
+impl<T> Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + Send + 'static> FromContext for Json<T> {
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        needs_message("Json<_>", scope)
+    }
+
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        Ok(Json(message_of(context)?.payload_json()?))
+    }
+}
+
+impl FromContext for Socket {
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        Ok(context.app.socket.clone())
+    }
+}
+
+impl FromContext for MessageBuilder {
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        Ok(context.app.socket.builder().clone())
+    }
+}
+
+impl FromContext for Shutdown {
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        Ok(context.app.shutdown.clone())
+    }
+}
+
+/// Shared state of type `T`, added with `DistributedApplication::state` (or an application's
+/// `state`). One value shared by every handler: put a `Mutex` or atomics inside to mutate it.
+#[derive(Debug)]
+pub struct State<T>(pub Arc<T>);
+
+impl<T> Clone for State<T> {
+    fn clone(&self) -> Self {
+        State(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Deref for State<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + Sync + 'static> FromContext for State<T> {
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        if scope.state.contains::<T>() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no shared state of type `{}`: add it with `.state(value)` on the DistributedApplication or the application",
+                type_name::<T>()
+            ))
+        }
+    }
+
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        context
+            .app
+            .state
+            .get::<T>()
+            .map(State)
+            .ok_or_else(|| format!("no shared state of type `{}`", type_name::<T>()).into())
+    }
+}
+
+/// A resource of type `T`, added with `.resource(value)`: set up before the handlers start and
+/// torn down after they stop (see [`crate::Resource`]).
+#[derive(Debug)]
+pub struct Res<T>(pub Arc<T>);
+
+impl<T> Clone for Res<T> {
+    fn clone(&self) -> Self {
+        Res(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Deref for Res<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + Sync + 'static> FromContext for Res<T> {
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        if scope.resources.contains::<T>() {
+            Ok(())
+        } else {
+            Err(format!(
+                "no resource of type `{}`: add it with `.resource(value)` on the DistributedApplication or the application",
+                type_name::<T>()
+            ))
+        }
+    }
+
+    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+        context
+            .app
+            .resources
+            .get::<T>()
+            .map(Res)
+            .ok_or_else(|| format!("no resource of type `{}`", type_name::<T>()).into())
+    }
+}

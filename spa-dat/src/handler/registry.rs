@@ -1,0 +1,36 @@
+//! Handlers registered by `#[consumer]` / `#[producer]` through `inventory`.
+
+use super::{BoxedHandler, HandlerKind};
+
+/// One handler registered by an attribute macro. Built only by macro output (const).
+#[derive(Debug)]
+pub struct Registration {
+    /// Consumer or producer.
+    pub kind: HandlerKind,
+    /// Application name (the function's name unless `name = "..."`).
+    pub name: &'static str,
+    /// `module_path!()` of the function: tells apart handlers of the same name.
+    pub module: &'static str,
+    /// Topics a consumer subscribes to.
+    pub topics: &'static [&'static str],
+    /// Consumer group.
+    pub group: Option<&'static str>,
+    /// Client id on the bus.
+    pub client_id: Option<&'static str>,
+    /// Client name on the bus.
+    pub client_name: Option<&'static str>,
+    /// Dead-letter topic for this consumer.
+    pub dead_letter_topic: Option<&'static str>,
+    /// Builds the handler.
+    pub make_handler: fn() -> BoxedHandler,
+}
+
+inventory::collect!(Registration);
+
+/// Every registered handler, in a stable order (module, then name): inventory's own order
+/// is unspecified.
+pub(crate) fn registrations() -> Vec<&'static Registration> {
+    let mut all: Vec<&'static Registration> = inventory::iter::<Registration>.into_iter().collect();
+    all.sort_by_key(|r| (r.module, r.name));
+    all
+}

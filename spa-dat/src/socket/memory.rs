@@ -1,0 +1,387 @@
+//! The in-process bus (`memory://`): a real transport behind [`SpaSocket`] for the quick start,
+//! for tests and for applications whose handlers live in one process.
+//!
+//! Semantics follow MQTT: `+`/`#` filters; every subscribing socket gets each message once;
+//! sockets in the same group share messages round-robin; per-publisher order is kept; a
+//! publish waits while a subscriber's inbox is full (back-pressure instead of loss).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{
+    validate_filter, topic_matches, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer,
+    SocketOptions, SocketProvider, SpaSocket,
+};
+use crate::error::{Error, Result};
+use crate::message::SpaMessage;
+
+/// Prefix of reply topics; each socket owns `_spa/reply/{socket}/+`.
+const REPLY_PREFIX: &str = "_spa/reply";
+
+/// Configuration of the in-process bus.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Name of the bus: sockets on the same name in one process talk to each other.
+    #[serde(default = "default_bus_name")]
+    pub bus: String,
+    /// Topics a socket subscribes to when its application names none.
+    #[serde(default)]
+    pub default_subscription_topics: Vec<String>,
+}
+
+fn default_bus_name() -> String {
+    "default".to_owned()
+}
+
+/// An in-process message bus. Cheap to clone; clones are the same bus.
+#[derive(Clone)]
+pub struct MemoryBus {
+    inner: Arc<BusInner>,
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus")
+            .field("name", &self.inner.name)
+            .finish_non_exhaustive()
+    }
+}
+
+struct BusInner {
+    name: String,
+    routes: RwLock<Vec<Route>>,
+    groups: Mutex<HashMap<String, Arc<AtomicUsize>>>,
+    next_socket: AtomicU64,
+}
+
+#[derive(Clone)]
+enum Target {
+    Inbox(mpsc::Sender<Delivery>),
+    Replies(Arc<RequestMultiplexer>),
+}
+
+struct Route {
+    socket: u64,
+    filter: String,
+    group: Option<(Arc<str>, Arc<AtomicUsize>)>,
+    target: Target,
+}
+
+impl MemoryBus {
+    /// A new, private bus.
+    pub fn new(name: impl Into<String>) -> Self {
+        MemoryBus {
+            inner: Arc::new(BusInner {
+                name: name.into(),
+                routes: RwLock::new(Vec::new()),
+                groups: Mutex::new(HashMap::new()),
+                next_socket: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// The process-wide bus called `name` (`memory://name`); created on first use.
+    pub fn named(name: &str) -> Self {
+        static BUSES: OnceLock<Mutex<HashMap<String, MemoryBus>>> = OnceLock::new();
+        let buses = BUSES.get_or_init(Default::default);
+        let mut buses = buses.lock().unwrap_or_else(PoisonError::into_inner);
+        buses
+            .entry(name.to_owned())
+            .or_insert_with(|| MemoryBus::new(name))
+            .clone()
+    }
+
+    /// The bus's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Number of live subscriptions (for tests and diagnostics).
+    pub fn subscription_count(&self) -> usize {
+        self.read_routes().len()
+    }
+
+    fn read_routes(&self) -> std::sync::RwLockReadGuard<'_, Vec<Route>> {
+        // Routes are only pushed or retained: a panic elsewhere cannot leave them half-written.
+        self.inner.routes.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_routes(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Route>> {
+        self.inner.routes.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn group_cursor(&self, group: &str) -> Arc<AtomicUsize> {
+        let mut groups = self.inner.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(groups.entry(group.to_owned()).or_default())
+    }
+
+    /// The targets a message on `topic` goes to: every matching socket once, and one member of
+    /// each matching group.
+    fn targets(&self, topic: &str) -> Vec<Target> {
+        let routes = self.read_routes();
+        let mut targets = Vec::new();
+        let mut seen: Vec<u64> = Vec::new();
+        let mut groups: Vec<(&str, &AtomicUsize, Vec<&Route>)> = Vec::new();
+        for route in routes.iter() {
+            if !topic_matches(&route.filter, topic) || seen.contains(&route.socket) {
+                continue;
+            }
+            match &route.group {
+                None => {
+                    seen.push(route.socket);
+                    targets.push(route.target.clone());
+                }
+                Some((name, cursor)) => {
+                    match groups.iter_mut().find(|(g, _, _)| *g == &**name) {
+                        Some((_, _, members)) => {
+                            if !members.iter().any(|m| m.socket == route.socket) {
+                                members.push(route);
+                            }
+                        }
+                        None => groups.push((name, cursor, vec![route])),
+                    }
+                }
+            }
+        }
+        for (_, cursor, members) in groups {
+            let pick = cursor.fetch_add(1, Ordering::Relaxed) % members.len();
+            targets.push(members[pick].target.clone());
+        }
+        targets
+    }
+
+    async fn publish(&self, topic: &str, payload: Bytes) {
+        let targets = self.targets(topic);
+        if targets.is_empty() {
+            tracing::trace!(bus = %self.inner.name, topic, "no subscriber");
+            return;
+        }
+        let topic: Arc<str> = Arc::from(topic);
+        for target in targets {
+            match target {
+                Target::Inbox(inbox) => {
+                    // A closed inbox is a socket going away: its routes are being removed.
+                    let _ = inbox
+                        .send(Delivery::new(Arc::clone(&topic), payload.clone()))
+                        .await;
+                }
+                Target::Replies(replies) => deliver_reply(&replies, &topic, &payload),
+            }
+        }
+    }
+
+    fn add_route(&self, socket: u64, filter: &str, group: Option<&str>, target: Target) {
+        let group = group.map(|g| (Arc::from(g), self.group_cursor(g)));
+        let mut routes = self.write_routes();
+        let exists = routes
+            .iter()
+            .any(|r| r.socket == socket && r.filter == filter);
+        if !exists {
+            routes.push(Route {
+                socket,
+                filter: filter.to_owned(),
+                group,
+                target,
+            });
+        }
+    }
+
+    fn remove_routes(&self, socket: u64, filter: Option<&str>) {
+        self.write_routes()
+            .retain(|r| r.socket != socket || filter.is_some_and(|f| f != r.filter));
+    }
+}
+
+fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
+    let id = topic.rsplit('/').next().and_then(|id| id.parse::<u64>().ok());
+    match (id, SpaMessage::from_json(payload)) {
+        (Some(id), Ok(reply)) => {
+            if !replies.resolve(id, reply) {
+                tracing::debug!(topic, "reply arrived after its request ended");
+            }
+        }
+        (None, _) => tracing::warn!(topic, "reply topic carries no correlation id"),
+        (_, Err(error)) => tracing::warn!(topic, %error, "undecodable reply dropped"),
+    }
+}
+
+struct MemorySocket {
+    bus: MemoryBus,
+    id: u64,
+    group: Option<String>,
+    inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
+    replies: Arc<RequestMultiplexer>,
+    reply_prefix: String,
+    closed: AtomicBool,
+}
+
+impl MemorySocket {
+    fn inbox(&self) -> Result<mpsc::Sender<Delivery>> {
+        self.inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl SpaSocket for MemorySocket {
+    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
+        self.ensure_open()?;
+        self.bus.publish(topic, payload).await;
+        Ok(())
+    }
+
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        let inbox = self.inbox()?;
+        for topic in topics {
+            validate_filter(topic).map_err(Error::Config)?;
+        }
+        for topic in topics {
+            self.bus.add_route(
+                self.id,
+                topic,
+                self.group.as_deref(),
+                Target::Inbox(inbox.clone()),
+            );
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+        self.ensure_open()?;
+        for topic in topics {
+            self.bus.remove_routes(self.id, Some(topic));
+        }
+        Ok(())
+    }
+
+    async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+        self.ensure_open()?;
+        let pending = self.replies.register();
+        message.response_topic = Some(format!("{}/{}", self.reply_prefix, pending.id()));
+        self.publish(&message).await?;
+        pending.wait(&message.topic, timeout).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.bus.remove_routes(self.id, None);
+            self.inbox
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            self.replies.close();
+        }
+        Ok(())
+    }
+}
+
+/// Builds sockets on a [`MemoryBus`].
+#[derive(Debug, Clone)]
+pub struct MemorySocketProvider {
+    bus: MemoryBus,
+    default_topics: Vec<String>,
+}
+
+impl MemorySocketProvider {
+    /// A provider for `bus`.
+    pub fn new(bus: MemoryBus) -> Self {
+        MemorySocketProvider {
+            bus,
+            default_topics: Vec::new(),
+        }
+    }
+
+    /// A provider for the process-wide bus the config names.
+    pub fn from_config(config: &MemoryConfig) -> Self {
+        MemorySocketProvider {
+            bus: MemoryBus::named(&config.bus),
+            default_topics: config.default_subscription_topics.clone(),
+        }
+    }
+
+    /// The bus this provider connects to.
+    pub fn bus(&self) -> &MemoryBus {
+        &self.bus
+    }
+}
+
+#[async_trait]
+impl SocketProvider for MemorySocketProvider {
+    async fn connect(&self, options: SocketOptions) -> Result<Connection> {
+        let id = self.bus.inner.next_socket.fetch_add(1, Ordering::Relaxed);
+        let (sender, inbox) = Inbox::channel(options.inbox_capacity);
+        let replies = RequestMultiplexer::new();
+        let reply_prefix = format!("{REPLY_PREFIX}/{id}");
+        self.bus.add_route(
+            id,
+            &format!("{reply_prefix}/+"),
+            None,
+            Target::Replies(Arc::clone(&replies)),
+        );
+        let socket = MemorySocket {
+            bus: self.bus.clone(),
+            id,
+            group: options.group.clone(),
+            inbox: Mutex::new(Some(sender)),
+            replies,
+            reply_prefix,
+            closed: AtomicBool::new(false),
+        };
+        let topics = if options.topics.is_empty() {
+            &self.default_topics
+        } else {
+            &options.topics
+        };
+        if let Err(error) = socket.subscribe(topics).await {
+            socket.close().await?;
+            return Err(error);
+        }
+        Ok(Connection {
+            socket: Arc::new(socket),
+            inbox,
+        })
+    }
+
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
+        Arc::new(MemorySocketProvider {
+            bus: self.bus.clone(),
+            default_topics: topics,
+        })
+    }
+
+    fn default_topics(&self) -> &[String] {
+        &self.default_topics
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            wildcards: true,
+            consumer_groups: true,
+            ordered_per_publisher: true,
+            subscribe_is_synchronous: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("memory://{}", self.bus.name())
+    }
+}

@@ -1,0 +1,297 @@
+//! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
+//! builds sockets for applications, and the [`Socket`] handle handlers use.
+
+pub mod memory;
+mod request;
+mod topic;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::error::Result;
+use crate::message::{MessageBuilder, SpaMessage};
+
+pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
+pub use topic::{topic_matches, validate_filter};
+
+/// One connection to a bus: the Python package's `SpaSocket`, async.
+///
+/// Messages for the socket's subscriptions arrive in the [`Inbox`] returned with it by
+/// [`SocketProvider::connect`]. Implementations must be cheap to share: handlers call them
+/// concurrently through [`Socket`].
+#[async_trait]
+pub trait SpaSocket: Send + Sync + 'static {
+    /// Publishes bytes as they are to `topic`. Returns once the transport's delivery guarantee
+    /// for the socket's QoS is met (see each transport's docs). The primitive under
+    /// [`SpaSocket::publish`]; also how undecodable input reaches a dead-letter topic.
+    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()>;
+
+    /// Publishes `message` to its topic, in the wire format.
+    async fn publish(&self, message: &SpaMessage) -> Result<()> {
+        let bytes = message.to_json()?;
+        self.publish_bytes(&message.topic, Bytes::from(bytes)).await
+    }
+
+    /// Adds subscriptions (MQTT-style filters where the transport supports them).
+    async fn subscribe(&self, topics: &[String]) -> Result<()>;
+
+    /// Removes subscriptions made with [`SpaSocket::subscribe`].
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()>;
+
+    /// Publishes `message` with a response topic of this socket's and waits for the reply,
+    /// at most `timeout`. Concurrent requests each get their own reply.
+    async fn request(&self, message: SpaMessage, timeout: Duration) -> Result<SpaMessage>;
+
+    /// Closes the connection: pending requests fail, the inbox ends. Idempotent.
+    async fn close(&self) -> Result<()>;
+}
+
+/// What a transport can do, declared so that tests and applications need not guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// MQTT-style wildcard filters (`+`, `#`) in subscriptions.
+    pub wildcards: bool,
+    /// Competing consumers: members of one group share the messages.
+    pub consumer_groups: bool,
+    /// Messages of one publisher on one topic arrive in the order sent.
+    pub ordered_per_publisher: bool,
+    /// A message published right after `subscribe` returned is delivered.
+    pub subscribe_is_synchronous: bool,
+}
+
+/// A message as the transport delivered it, not yet decoded, with its acknowledgement.
+pub struct Delivery {
+    /// The topic the transport delivered it on.
+    pub topic: Arc<str>,
+    /// The raw bytes.
+    pub payload: Bytes,
+    ack: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("len", &self.payload.len())
+            .field("needs_ack", &self.ack.is_some())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery that needs no acknowledgement.
+    pub fn new(topic: Arc<str>, payload: Bytes) -> Self {
+        Delivery {
+            topic,
+            payload,
+            ack: None,
+        }
+    }
+
+    /// Attaches the acknowledgement the transport runs once the message was handled.
+    pub fn with_ack(mut self, ack: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.ack = Some(Box::new(ack));
+        self
+    }
+
+    /// Acknowledges the message: called by the runtime after its handler finished (or after it
+    /// was dead-lettered), which makes delivery at-least-once.
+    pub fn ack(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack();
+        }
+    }
+}
+
+/// The receiving half of a socket: deliveries for its subscriptions, in arrival order.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: mpsc::Receiver<Delivery>,
+}
+
+impl Inbox {
+    /// A bounded inbox and the sender a transport feeds it through.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Delivery>, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, Inbox { receiver: rx })
+    }
+
+    /// The next delivery; `None` once the socket is closed.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.receiver.recv().await
+    }
+
+    /// Up to `limit` deliveries at once (at least one unless closed).
+    pub async fn recv_many(&mut self, buffer: &mut Vec<Delivery>, limit: usize) -> usize {
+        self.receiver.recv_many(buffer, limit).await
+    }
+}
+
+/// What an application asks of its socket.
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// Client id on the bus (MQTT client id, Kafka client.id); unique per socket.
+    pub client_id: String,
+    /// Human-readable name.
+    pub client_name: Option<String>,
+    /// Topics to subscribe to on connect; when empty, the provider's default topics.
+    pub topics: Vec<String>,
+    /// Consumer group: members of one group share the messages (Kafka group, MQTT
+    /// `$share/{group}/...`). `None` = every socket gets every message, except on Kafka, where
+    /// the provider derives a group.
+    pub group: Option<String>,
+    /// How many undelivered messages the inbox holds before the transport waits.
+    pub inbox_capacity: usize,
+}
+
+impl SocketOptions {
+    /// Options for a socket with this client id and no subscriptions.
+    pub fn new(client_id: impl Into<String>) -> Self {
+        SocketOptions {
+            client_id: client_id.into(),
+            client_name: None,
+            topics: Vec::new(),
+            group: None,
+            inbox_capacity: 1024,
+        }
+    }
+
+    /// Sets the subscriptions.
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the consumer group.
+    pub fn group(mut self, group: impl Into<String>) -> Self {
+        self.group = Some(group.into());
+        self
+    }
+}
+
+/// A connected socket and its inbox.
+pub struct Connection {
+    /// The sending side, shareable.
+    pub socket: Arc<dyn SpaSocket>,
+    /// Deliveries for the socket's subscriptions.
+    pub inbox: Inbox,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection").finish_non_exhaustive()
+    }
+}
+
+/// Builds sockets for applications (the Python package's `SocketProvider`).
+#[async_trait]
+pub trait SocketProvider: Send + Sync + 'static {
+    /// Connects a socket and subscribes it to `options.topics` (or the default topics).
+    /// Fails with a clear error naming the broker when it cannot be reached.
+    async fn connect(&self, options: SocketOptions) -> Result<Connection>;
+
+    /// A provider like this one whose default subscriptions are `topics` (the Python package's
+    /// `rebuild` / `overwrite_config`).
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider>;
+
+    /// Topics a socket subscribes to when its options name none.
+    fn default_topics(&self) -> &[String];
+
+    /// What this transport can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// The bus, for logs and errors (`memory://default`, `mqtt://host:1883`, ...).
+    fn describe(&self) -> String;
+}
+
+/// The handle handlers use to talk to the bus: publish, request, (un)subscribe.
+///
+/// Cheap to clone. Messages it publishes get the application's `client_id`/`client_name` when
+/// they have none.
+#[derive(Clone)]
+pub struct Socket {
+    inner: Arc<dyn SpaSocket>,
+    builder: MessageBuilder,
+    request_timeout: Duration,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("builder", &self.builder)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Socket {
+    /// Wraps a transport socket.
+    pub fn new(inner: Arc<dyn SpaSocket>, builder: MessageBuilder, request_timeout: Duration) -> Self {
+        Socket {
+            inner,
+            builder,
+            request_timeout,
+        }
+    }
+
+    /// Publishes a message.
+    pub async fn publish(&self, message: SpaMessage) -> Result<()> {
+        self.inner.publish(&self.builder.stamp(message)).await
+    }
+
+    /// Publishes `value` as a JSON message on `topic`.
+    pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
+        self.inner.publish(&self.builder.json(topic, value)?).await
+    }
+
+    /// Sends a request and waits for its reply, at most the configured request timeout.
+    pub async fn request(&self, message: SpaMessage) -> Result<SpaMessage> {
+        self.request_with_timeout(message, self.request_timeout).await
+    }
+
+    /// Sends a request and waits for its reply, at most `timeout`.
+    pub async fn request_with_timeout(
+        &self,
+        message: SpaMessage,
+        timeout: Duration,
+    ) -> Result<SpaMessage> {
+        self.inner
+            .request(self.builder.stamp(message), timeout)
+            .await
+    }
+
+    /// Adds subscriptions; their messages reach this application's handler.
+    pub async fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        self.inner.subscribe(&to_owned(topics)).await
+    }
+
+    /// Removes subscriptions.
+    pub async fn unsubscribe(&self, topics: &[&str]) -> Result<()> {
+        self.inner.unsubscribe(&to_owned(topics)).await
+    }
+
+    /// The application's message builder.
+    pub fn builder(&self) -> &MessageBuilder {
+        &self.builder
+    }
+
+    /// The transport socket underneath.
+    pub fn transport(&self) -> &Arc<dyn SpaSocket> {
+        &self.inner
+    }
+}
+
+fn to_owned(topics: &[&str]) -> Vec<String> {
+    topics.iter().map(|t| (*t).to_owned()).collect()
+}
