@@ -1,0 +1,461 @@
+//! The transport conformance suite: one set of tests written against `SpaSocket`, run for
+//! every transport (modelled on Watermill's universal Pub/Sub tests). A transport file calls
+//! `conformance_tests!(make_transport())`; capabilities a transport lacks are declared by its
+//! provider and the affected tests assert that declaration instead of silently passing.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spa_dat::socket::{Connection, Inbox, SocketOptions, SocketProvider, SpaSocket};
+use spa_dat::{Error, QualityOfService, SpaMessage};
+
+/// A transport under test.
+#[derive(Clone)]
+pub struct Transport {
+    /// Builds sockets.
+    pub provider: Arc<dyn SocketProvider>,
+    /// How long deliveries may take before a test gives up.
+    pub patience: Duration,
+    /// Pause after subscribing when the transport's subscribe is not synchronous.
+    pub settle: Duration,
+    /// Separator the transport allows in topic names (`/` for MQTT, `.` for Kafka).
+    pub separator: &'static str,
+}
+
+impl Transport {
+    /// A topic no other test (or earlier run) uses.
+    pub fn topic(&self, name: &str) -> String {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        format!("conformance{sep}{name}{sep}{}", &id[..12], sep = self.separator)
+    }
+
+    pub async fn connect(&self, topics: &[&str], group: Option<&str>) -> Connection {
+        let mut options = SocketOptions::new(format!(
+            "conformance-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))
+        .topics(topics.iter().copied());
+        options.group = group.map(str::to_owned);
+        options.inbox_capacity = 4096;
+        let connection = self
+            .provider
+            .connect(options)
+            .await
+            .expect("socket connects");
+        if !topics.is_empty() {
+            self.settle().await;
+        }
+        connection
+    }
+
+    pub async fn settle(&self) {
+        if !self.provider.capabilities().subscribe_is_synchronous {
+            tokio::time::sleep(self.settle).await;
+        }
+    }
+}
+
+fn full_message(topic: &str, i: usize) -> SpaMessage {
+    SpaMessage::new(topic, format!("{{\"i\":{i},\"text\":\"grüße ✓\"}}"))
+        .with_content_type("application/json")
+        .with_client_id(format!("client-{i}"))
+        .with_client_name("conformance")
+        .with_qos(QualityOfService::AtLeastOnce)
+        .with_response_topic(format!("{topic}/reply/{i}"))
+        .with_timestamp(1_700_000_000 + i as i64)
+}
+
+fn seq_message(topic: &str, publisher: usize, seq: usize) -> SpaMessage {
+    SpaMessage::new(topic, format!("{publisher}:{seq}")).with_qos(QualityOfService::AtLeastOnce)
+}
+
+fn parse_seq(message: &SpaMessage) -> (usize, usize) {
+    let text = message.payload_str().expect("utf-8");
+    let (publisher, seq) = text.split_once(':').expect("publisher:seq");
+    (
+        publisher.parse().expect("publisher"),
+        seq.parse().expect("seq"),
+    )
+}
+
+/// Receives exactly `count` messages (acknowledging each), or panics after `patience`
+/// without news.
+pub async fn receive(inbox: &mut Inbox, count: usize, patience: Duration) -> Vec<SpaMessage> {
+    let mut received = Vec::with_capacity(count);
+    while received.len() < count {
+        match tokio::time::timeout(patience, inbox.recv()).await {
+            Ok(Some(delivery)) => {
+                let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
+                delivery.ack();
+                received.push(message);
+            }
+            Ok(None) => panic!("inbox closed after {} of {count}", received.len()),
+            Err(_) => panic!(
+                "only {} of {count} messages arrived (waited {patience:?} for the next)",
+                received.len()
+            ),
+        }
+    }
+    received
+}
+
+/// Asserts nothing more arrives within `quiet`.
+pub async fn assert_quiet(inbox: &mut Inbox, quiet: Duration) {
+    if let Ok(Some(delivery)) = tokio::time::timeout(quiet, inbox.recv()).await {
+        let message = SpaMessage::from_json(&delivery.payload);
+        panic!("unexpected extra message: {message:?}");
+    }
+}
+
+/// 100 messages, every field intact, in order.
+pub async fn every_field_intact(t: &Transport) {
+    let topic = t.topic("fields");
+    let mut sub = t.connect(&[&topic], None).await;
+    let publisher = t.connect(&[], None).await;
+    let sent: Vec<SpaMessage> = (0..100).map(|i| full_message(&topic, i)).collect();
+    for message in &sent {
+        publisher.socket.publish(message).await.expect("publish");
+    }
+    let received = receive(&mut sub.inbox, 100, t.patience).await;
+    assert_eq!(received, sent);
+    close(&[&sub, &publisher]).await;
+}
+
+/// 5,000 messages from 50 concurrent publishers reach each of 50 subscribers.
+pub async fn many_publishers_many_subscribers(t: &Transport) {
+    const PUBLISHERS: usize = 50;
+    const PER_PUBLISHER: usize = 100;
+    const SUBSCRIBERS: usize = 50;
+    let topic = t.topic("fanout");
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        subscribers.push(t.connect(&[&topic], None).await);
+    }
+    // Readers first: a transport may push back on publishers until subscribers read.
+    let mut readers = Vec::new();
+    for subscriber in &mut subscribers {
+        let inbox = std::mem::replace(&mut subscriber.inbox, spa_dat::socket::Inbox::channel(1).1);
+        let patience = t.patience;
+        readers.push(tokio::spawn(async move {
+            let mut inbox = inbox;
+            receive(&mut inbox, PUBLISHERS * PER_PUBLISHER, patience).await
+        }));
+    }
+    let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
+    for reader in readers {
+        let received = reader.await.expect("reader");
+        assert_no_loss_no_dupes(&received, PUBLISHERS, PER_PUBLISHER);
+    }
+    for c in subscribers.iter().chain(publishers.iter()) {
+        c.socket.close().await.expect("close");
+    }
+}
+
+async fn publish_concurrently(
+    t: &Transport,
+    topic: &str,
+    publishers: usize,
+    per_publisher: usize,
+) -> Vec<Connection> {
+    let mut connections = Vec::new();
+    for _ in 0..publishers {
+        connections.push(t.connect(&[], None).await);
+    }
+    let mut tasks = Vec::new();
+    for (p, connection) in connections.iter().enumerate() {
+        let socket = Arc::clone(&connection.socket);
+        let topic = topic.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for seq in 0..per_publisher {
+                socket
+                    .publish(&seq_message(&topic, p, seq))
+                    .await
+                    .expect("publish");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+    connections
+}
+
+fn assert_no_loss_no_dupes(received: &[SpaMessage], publishers: usize, per_publisher: usize) {
+    let ids: HashSet<(usize, usize)> = received.iter().map(parse_seq).collect();
+    assert_eq!(ids.len(), received.len(), "duplicates delivered");
+    assert_eq!(ids.len(), publishers * per_publisher, "messages lost");
+}
+
+/// 20 topics × 100 messages in parallel: each subscriber sees exactly its topic's.
+pub async fn topics_are_isolated(t: &Transport) {
+    const TOPICS: usize = 20;
+    const PER_TOPIC: usize = 100;
+    let topics: Vec<String> = (0..TOPICS).map(|i| t.topic(&format!("iso{i}"))).collect();
+    let mut tasks = Vec::new();
+    let mut subscribers = Vec::new();
+    for topic in &topics {
+        subscribers.push(t.connect(&[topic], None).await);
+    }
+    for topic in &topics {
+        let t = t.clone();
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let publisher = t.connect(&[], None).await;
+            for i in 0..PER_TOPIC {
+                publisher
+                    .socket
+                    .publish(&seq_message(&topic, 0, i))
+                    .await
+                    .expect("publish");
+            }
+            publisher.socket.close().await.expect("close");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+    for (topic, subscriber) in topics.iter().zip(subscribers.iter_mut()) {
+        let received = receive(&mut subscriber.inbox, PER_TOPIC, t.patience).await;
+        assert!(received.iter().all(|m| &m.topic == topic), "foreign topic");
+        assert_quiet(&mut subscriber.inbox, Duration::from_millis(50)).await;
+        subscriber.socket.close().await.expect("close");
+    }
+}
+
+/// 10,000 messages from 20 publishers that close right after: none lost.
+pub async fn publish_then_close(t: &Transport) {
+    const PUBLISHERS: usize = 20;
+    const PER_PUBLISHER: usize = 500;
+    let topic = t.topic("close");
+    let subscriber = t.connect(&[&topic], None).await;
+    let Connection { socket: subscriber_socket, mut inbox } = subscriber;
+    let patience = t.patience;
+    let reader =
+        tokio::spawn(async move { receive(&mut inbox, PUBLISHERS * PER_PUBLISHER, patience).await });
+    let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
+    for publisher in &publishers {
+        publisher.socket.close().await.expect("close");
+    }
+    let received = reader.await.expect("reader");
+    assert_no_loss_no_dupes(&received, PUBLISHERS, PER_PUBLISHER);
+    subscriber_socket.close().await.expect("close");
+}
+
+/// Subscribers closed and re-created between batches: every batch arrives whole.
+pub async fn resubscribe_between_batches(t: &Transport) {
+    let topic = t.topic("resub");
+    let publisher = t.connect(&[], None).await;
+    for batch in 0..5 {
+        let mut subscriber = t.connect(&[&topic], None).await;
+        for seq in 0..100 {
+            publisher
+                .socket
+                .publish(&seq_message(&topic, batch, seq))
+                .await
+                .expect("publish");
+        }
+        let received = receive(&mut subscriber.inbox, 100, t.patience).await;
+        let seqs: Vec<(usize, usize)> = received.iter().map(parse_seq).collect();
+        assert!(seqs.iter().all(|(b, _)| *b == batch), "stale batch delivered: {seqs:?}");
+        subscriber.socket.close().await.expect("close");
+        assert!(subscriber.inbox.recv().await.is_none(), "closed socket's inbox ends");
+    }
+    publisher.socket.close().await.expect("close");
+}
+
+/// Two groups each receive every message; members of one group share them.
+pub async fn consumer_groups(t: &Transport) {
+    const MESSAGES: usize = 1000;
+    if !t.provider.capabilities().consumer_groups {
+        panic!("transport declares no consumer groups; this test must not be run for it");
+    }
+    let topic = t.topic("groups");
+    let group_a = format!("a{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let group_b = format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let mut a1 = t.connect(&[&topic], Some(&group_a)).await;
+    let mut a2 = t.connect(&[&topic], Some(&group_a)).await;
+    let mut b1 = t.connect(&[&topic], Some(&group_b)).await;
+    t.settle().await;
+    let publishers = publish_concurrently(t, &topic, 1, MESSAGES).await;
+    let all_b = receive(&mut b1.inbox, MESSAGES, t.patience).await;
+    assert_no_loss_no_dupes(&all_b, 1, MESSAGES);
+    let mut shared: Vec<SpaMessage> = Vec::new();
+    let deadline = Instant::now() + t.patience * 4;
+    let (mut from_a1, mut from_a2) = (0, 0);
+    while shared.len() < MESSAGES && Instant::now() < deadline {
+        tokio::select! {
+            Some(d) = a1.inbox.recv() => { from_a1 += 1; shared.push(SpaMessage::from_json(&d.payload).expect("decodes")); d.ack(); }
+            Some(d) = a2.inbox.recv() => { from_a2 += 1; shared.push(SpaMessage::from_json(&d.payload).expect("decodes")); d.ack(); }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    assert_no_loss_no_dupes(&shared, 1, MESSAGES);
+    assert!(from_a1 > 0 && from_a2 > 0, "group members share: {from_a1} / {from_a2}");
+    assert_quiet(&mut a1.inbox, Duration::from_millis(200)).await;
+    close(&[&a1, &a2, &b1]).await;
+    close(&publishers.iter().collect::<Vec<_>>()).await;
+}
+
+/// Order kept per publisher on one topic.
+pub async fn order_per_publisher(t: &Transport) {
+    const PUBLISHERS: usize = 4;
+    const PER_PUBLISHER: usize = 500;
+    assert!(t.provider.capabilities().ordered_per_publisher);
+    let topic = t.topic("order");
+    let mut subscriber = t.connect(&[&topic], None).await;
+    let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
+    let received = receive(&mut subscriber.inbox, PUBLISHERS * PER_PUBLISHER, t.patience).await;
+    let mut next: HashMap<usize, usize> = HashMap::new();
+    for message in &received {
+        let (publisher, seq) = parse_seq(message);
+        let expected = next.entry(publisher).or_insert(0);
+        assert_eq!(seq, *expected, "publisher {publisher} out of order");
+        *expected += 1;
+    }
+    subscriber.socket.close().await.expect("close");
+    close(&publishers.iter().collect::<Vec<_>>()).await;
+}
+
+/// A responder on `topic` that answers each request with its payload reversed.
+pub async fn spawn_responder(t: &Transport, topic: &str) -> (Arc<dyn SpaSocket>, tokio::task::JoinHandle<()>) {
+    let Connection { socket, mut inbox } = t.connect(&[topic], None).await;
+    let responder = Arc::clone(&socket);
+    let task = tokio::spawn(async move {
+        while let Some(delivery) = inbox.recv().await {
+            let request = SpaMessage::from_json(&delivery.payload).expect("decodes");
+            delivery.ack();
+            let Some(reply_to) = request.response_topic.clone() else {
+                continue;
+            };
+            let body: String = request.payload_str().expect("utf-8").chars().rev().collect();
+            let reply = SpaMessage::new(reply_to, body).with_client_name("responder");
+            responder.publish(&reply).await.expect("reply");
+        }
+    });
+    (socket, task)
+}
+
+/// 100 concurrent requests on one socket, each answered with its own reply.
+pub async fn request_reply_concurrent(t: &Transport) {
+    let topic = t.topic("rpc");
+    let (responder, responder_task) = spawn_responder(t, &topic).await;
+    let requester = t.connect(&[], None).await;
+    let socket = Arc::clone(&requester.socket);
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let socket = Arc::clone(&socket);
+        let topic = topic.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = format!("request-{i:03}");
+            let reply = socket
+                .request(SpaMessage::new(topic, body.clone()), Duration::from_secs(20))
+                .await
+                .expect("reply");
+            let expected: String = body.chars().rev().collect();
+            assert_eq!(reply.payload_str().expect("utf-8"), expected);
+            assert_eq!(reply.client_name.as_deref(), Some("responder"));
+        }));
+    }
+    for task in tasks {
+        task.await.expect("request");
+    }
+    requester.socket.close().await.expect("close");
+    responder.close().await.expect("close");
+    responder_task.await.expect("responder ends when closed");
+}
+
+/// A request nobody answers fails with a timeout error, in about the timeout.
+pub async fn request_times_out(t: &Transport) {
+    let topic = t.topic("nobody");
+    let requester = t.connect(&[], None).await;
+    let started = Instant::now();
+    let result = requester
+        .socket
+        .request(SpaMessage::new(&topic, "hello?"), Duration::from_millis(300))
+        .await;
+    let waited = started.elapsed();
+    match result {
+        Err(Error::RequestTimeout { topic: t2, timeout }) => {
+            assert_eq!(t2, topic);
+            assert_eq!(timeout, Duration::from_millis(300));
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+    requester.socket.close().await.expect("close");
+}
+
+/// Unsubscribe stops delivery; raw bytes pass through untouched.
+pub async fn unsubscribe_stops_delivery(t: &Transport) {
+    let topic = t.topic("unsub");
+    let mut subscriber = t.connect(&[&topic], None).await;
+    let publisher = t.connect(&[], None).await;
+    publisher
+        .socket
+        .publish_bytes(&topic, Bytes::from_static(b"not an envelope"))
+        .await
+        .expect("publish");
+    let delivery = tokio::time::timeout(t.patience, subscriber.inbox.recv())
+        .await
+        .expect("arrives")
+        .expect("open");
+    assert_eq!(&delivery.payload[..], b"not an envelope");
+    delivery.ack();
+    subscriber
+        .socket
+        .unsubscribe(&[topic.clone()])
+        .await
+        .expect("unsubscribe");
+    t.settle().await;
+    publisher
+        .socket
+        .publish(&SpaMessage::new(&topic, "after"))
+        .await
+        .expect("publish");
+    assert_quiet(&mut subscriber.inbox, Duration::from_millis(500)).await;
+    close(&[&subscriber, &publisher]).await;
+}
+
+/// Operations on a closed socket fail with `Closed` instead of hanging.
+pub async fn closed_socket_errors(t: &Transport) {
+    let topic = t.topic("closed");
+    let connection = t.connect(&[], None).await;
+    connection.socket.close().await.expect("close");
+    connection.socket.close().await.expect("close is idempotent");
+    let result = connection
+        .socket
+        .publish(&SpaMessage::new(&topic, "x"))
+        .await;
+    assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+}
+
+async fn close(connections: &[&Connection]) {
+    for connection in connections {
+        connection.socket.close().await.expect("close");
+    }
+}
+
+/// One `#[tokio::test]` per conformance test for the transport `$make` builds.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@tests $make;
+            every_field_intact, many_publishers_many_subscribers, topics_are_isolated,
+            publish_then_close, resubscribe_between_batches, consumer_groups,
+            order_per_publisher, request_reply_concurrent, request_times_out,
+            unsubscribe_stops_delivery, closed_socket_errors);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let transport = $make;
+                conformance::$name(&transport).await;
+            }
+        )*
+    };
+}
