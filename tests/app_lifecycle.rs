@@ -1,0 +1,432 @@
+//! The application life cycle on the in-process bus: resources, teardown order, shutdown,
+//! failing and panicking handlers, undecodable input, start-up checks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::{
+    Application, ApplicationLifeCycle, BoxError, Config, DistributedApplication, Error, Json, Res,
+    Resource, Shutdown, Socket, SpaMessage, State,
+};
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+fn log_of(log: &Log) -> Vec<String> {
+    log.lock().expect("log").clone()
+}
+
+fn record(log: &Log, entry: impl Into<String>) {
+    log.lock().expect("log").push(entry.into());
+}
+
+struct Recorded {
+    name: &'static str,
+    log: Log,
+    fail_setup: bool,
+}
+
+#[async_trait]
+impl Resource for Recorded {
+    async fn setup(&self) -> Result<(), BoxError> {
+        if self.fail_setup {
+            return Err(format!("{} cannot start", self.name).into());
+        }
+        record(&self.log, format!("setup {}", self.name));
+        Ok(())
+    }
+    async fn teardown(&self) -> Result<(), BoxError> {
+        record(&self.log, format!("teardown {}", self.name));
+        Ok(())
+    }
+}
+
+// Distinct types so handlers can take each as `Res<T>`.
+struct First(Recorded);
+struct Second(Recorded);
+struct Local(Recorded);
+
+macro_rules! delegate_resource {
+    ($($ty:ident),*) => {$(
+        #[async_trait]
+        impl Resource for $ty {
+            async fn setup(&self) -> Result<(), BoxError> { self.0.setup().await }
+            async fn teardown(&self) -> Result<(), BoxError> { self.0.teardown().await }
+        }
+    )*};
+}
+delegate_resource!(First, Second, Local);
+
+fn recorded(name: &'static str, log: &Log) -> Recorded {
+    Recorded {
+        name,
+        log: Arc::clone(log),
+        fail_setup: false,
+    }
+}
+
+fn fresh_bus() -> (MemoryBus, DistributedApplication) {
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            shutdown_grace_ms: 2_000,
+            ..Config::default()
+        })
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus.clone())));
+    (bus, app)
+}
+
+async fn run_bounded(app: DistributedApplication) -> spa_dat::Result<()> {
+    tokio::time::timeout(Duration::from_secs(20), app.start_async())
+        .await
+        .expect("run() returns")
+}
+
+#[tokio::test]
+async fn resources_set_up_before_and_torn_down_after_in_reverse() {
+    let log: Log = Log::default();
+    let (bus, app) = fresh_bus();
+    let handler_log = Arc::clone(&log);
+    let app = app
+        .resource(First(recorded("first", &log)))
+        .resource(Second(recorded("second", &log)))
+        .add_application(
+            Application::producer(
+                "worker",
+                move |_first: Res<First>, _second: Res<Second>, _local: Res<Local>| {
+                    let log = Arc::clone(&handler_log);
+                    async move { record(&log, "handler") }
+                },
+            )
+            .resource(Local(recorded("local", &log))),
+        );
+    run_bounded(app).await.expect("runs");
+    assert_eq!(
+        log_of(&log),
+        [
+            "setup first",
+            "setup second",
+            "setup local",
+            "handler",
+            "teardown local",
+            "teardown second",
+            "teardown first"
+        ]
+    );
+    assert_eq!(bus.subscription_count(), 0, "sockets closed");
+}
+
+#[tokio::test]
+async fn failed_setup_half_way_tears_down_what_was_set_up() {
+    let log: Log = Log::default();
+    let (bus, app) = fresh_bus();
+    let handler_log = Arc::clone(&log);
+    let app = app
+        .resource(First(recorded("first", &log)))
+        .resource(Second(Recorded {
+            fail_setup: true,
+            ..recorded("second", &log)
+        }))
+        .add_producer("worker", move || {
+            let log = Arc::clone(&handler_log);
+            async move { record(&log, "handler") }
+        });
+    let error = run_bounded(app).await.expect_err("start-up fails");
+    assert!(
+        matches!(&error, Error::Resource { stage: "set up", .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("second cannot start"), "{error}");
+    assert_eq!(log_of(&log), ["setup first", "teardown first"]);
+    assert_eq!(bus.subscription_count(), 0);
+}
+
+#[tokio::test]
+async fn failed_app_setup_tears_down_the_apps_already_up() {
+    let log: Log = Log::default();
+    let (bus, app) = fresh_bus();
+    let app = app
+        .resource(First(recorded("shared", &log)))
+        .add_application(Application::consumer("a-listener", ["x"], || async {}))
+        .add_application(
+            Application::consumer("b-listener", ["y"], || async {}).resource(Local(Recorded {
+                fail_setup: true,
+                ..recorded("local", &log)
+            })),
+        );
+    let error = run_bounded(app).await.expect_err("start-up fails");
+    assert!(error.to_string().contains("b-listener"), "{error}");
+    assert_eq!(log_of(&log), ["setup shared", "teardown shared"]);
+    assert_eq!(bus.subscription_count(), 0, "a-listener's socket closed");
+}
+
+#[tokio::test]
+async fn missing_state_is_reported_before_any_socket_connects() {
+    struct Missing;
+    let (bus, app) = fresh_bus();
+    let app = app
+        .add_consumer("needs-state", ["t"], |_s: State<Missing>| async {})
+        .add_producer("reads-message", |_m: SpaMessage| async {});
+    let error = run_bounded(app).await.expect_err("rejected");
+    let text = error.to_string();
+    assert!(text.contains("needs-state") && text.contains("no shared state of type"), "{text}");
+    assert!(text.contains("Missing"), "{text}");
+    assert!(text.contains("reads-message") && text.contains("producer has no incoming message"), "{text}");
+    assert_eq!(bus.subscription_count(), 0, "nothing connected");
+}
+
+#[tokio::test]
+async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
+    let (bus, app) = fresh_bus();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let dead = Arc::new(Mutex::new(Vec::<Bytes>::new()));
+    let (h, d) = (Arc::clone(&handled), Arc::clone(&dead));
+    let app = app
+        .add_application(
+            Application::consumer("fragile", ["work"], move |message: SpaMessage| {
+                let handled = Arc::clone(&h);
+                async move {
+                    match message.payload_str()? {
+                        "boom" => panic!("handler blew up"),
+                        "fail" => Err(BoxError::from("refused")),
+                        _ => {
+                            handled.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        }
+                    }
+                }
+            })
+            .dead_letter_topic("dead"),
+        )
+        .add_consumer("undertaker", ["dead"], move |socket: Socket, shutdown: Shutdown| {
+            let _ = socket;
+            let _ = shutdown;
+            async {}
+        })
+        .add_producer("feeder", |socket: Socket| async move {
+            let raw = socket.transport();
+            raw.publish_bytes("work", Bytes::from_static(b"{not json")).await?;
+            raw.publish_bytes("work", Bytes::from_static(b"\xff\x00")).await?;
+            socket.publish(SpaMessage::new("work", "boom")).await?;
+            socket.publish(SpaMessage::new("work", "fail")).await?;
+            for _ in 0..3 {
+                socket.publish(SpaMessage::new("work", "ok")).await?;
+            }
+            Ok::<(), spa_dat::Error>(())
+        });
+    // Watch the dead-letter topic directly on the bus.
+    let provider = MemorySocketProvider::new(bus.clone());
+    let mut watcher = spa_dat::SocketProvider::connect(
+        &provider,
+        spa_dat::SocketOptions::new("watcher").topics(["dead"]),
+    )
+    .await
+    .expect("connects");
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(run_bounded(app));
+    while dead.lock().expect("dead").len() < 4 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
+            .await
+            .expect("dead letters arrive")
+            .expect("open");
+        d.lock().expect("dead").push(delivery.payload.clone());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handled.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.trigger();
+    run.await.expect("task").expect("run ends cleanly");
+    assert_eq!(handled.load(Ordering::SeqCst), 3, "good messages after bad ones handled");
+    let dead = dead.lock().expect("dead").clone();
+    assert_eq!(dead[0], Bytes::from_static(b"{not json"), "undecodable bytes kept as they were");
+    assert_eq!(dead[1], Bytes::from_static(b"\xff\x00"));
+    let boom = SpaMessage::from_json(&dead[2]).expect("envelope");
+    assert_eq!(boom.payload_str().expect("text"), "boom");
+    let fail = SpaMessage::from_json(&dead[3]).expect("envelope");
+    assert_eq!(fail.payload_str().expect("text"), "fail");
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_handlers_finish() {
+    let log: Log = Log::default();
+    let (_bus, app) = fresh_bus();
+    let l = Arc::clone(&log);
+    let app = app
+        .add_consumer("slow", ["jobs"], move |shutdown: Shutdown| {
+            let log = Arc::clone(&l);
+            async move {
+                record(&log, "started");
+                shutdown.trigger();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                record(&log, "finished");
+            }
+        })
+        .add_producer("submit", |socket: Socket| async move {
+            socket.publish(SpaMessage::new("jobs", "1")).await?;
+            socket.publish(SpaMessage::new("jobs", "2")).await
+        });
+    run_bounded(app).await.expect("clean");
+    assert_eq!(log_of(&log), ["started", "finished"], "second job not taken after shutdown");
+}
+
+#[tokio::test]
+async fn handlers_past_the_grace_period_are_cancelled() {
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            shutdown_grace_ms: 100,
+            ..Config::default()
+        })
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
+        .add_consumer("stuck", ["jobs"], |shutdown: Shutdown| async move {
+            shutdown.trigger();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        })
+        .add_producer("submit", |socket: Socket| async move {
+            socket.publish(SpaMessage::new("jobs", "1")).await
+        });
+    let started = Instant::now();
+    run_bounded(app).await.expect("clean");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn run_returns_when_producers_are_done_and_no_consumer_remains() {
+    let (_bus, app) = fresh_bus();
+    let count = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (Arc::clone(&count), Arc::clone(&count));
+    let app = app
+        .add_producer("one", move || {
+            let a = Arc::clone(&a);
+            async move { a.fetch_add(1, Ordering::SeqCst); }
+        })
+        .add_producer("two", move || {
+            let b = Arc::clone(&b);
+            async move { b.fetch_add(1, Ordering::SeqCst); }
+        });
+    run_bounded(app).await.expect("returns by itself");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_failing_producer_is_reported_and_does_not_stop_the_others() {
+    let (_bus, app) = fresh_bus();
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let app = app
+        .add_producer("broken", || async {
+            if std::hint::black_box(true) {
+                panic!("producer bug")
+            }
+        })
+        .add_producer("fine", move || {
+            let d = Arc::clone(&d);
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                d.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let error = run_bounded(app).await.expect_err("reported");
+    assert!(error.to_string().contains("producer bug"), "{error}");
+    assert_eq!(done.load(Ordering::SeqCst), 1);
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Sum {
+    a: i64,
+    b: i64,
+}
+
+#[tokio::test]
+async fn handlers_reply_to_requests_with_typed_payloads() {
+    let (_bus, app) = fresh_bus();
+    let answer = Arc::new(Mutex::new(None));
+    let slot = Arc::clone(&answer);
+    let app = app
+        .add_consumer("adder", ["math/add"], |Json(sum): Json<Sum>| async move {
+            Json(serde_json::json!({ "result": sum.a + sum.b }))
+        })
+        .add_producer("asker", move |socket: Socket| {
+            let slot = Arc::clone(&slot);
+            async move {
+                let request = SpaMessage::json("math/add", &Sum { a: 2, b: 40 })?;
+                let reply = socket.request(request).await?;
+                *slot.lock().expect("slot") = Some((
+                    reply.payload_json::<serde_json::Value>()?,
+                    reply.client_name.clone(),
+                    reply.content_type.clone(),
+                ));
+                Ok::<(), spa_dat::Error>(())
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(run_bounded(app));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while answer.lock().expect("slot").is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.trigger();
+    run.await.expect("task").expect("clean");
+    let (value, name, content_type) = answer.lock().expect("slot").clone().expect("answered");
+    assert_eq!(value["result"], 42);
+    assert_eq!(name.as_deref(), Some("adder"), "reply stamped by the responder app");
+    assert_eq!(content_type.as_deref(), Some("application/json"));
+}
+
+#[tokio::test]
+async fn a_single_application_runs_its_own_life_cycle() {
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let provider = Arc::new(MemorySocketProvider::new(bus.clone()));
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&seen);
+    let mut app = Application::consumer("solo", ["solo/in"], move |shutdown: Shutdown| {
+        let s = Arc::clone(&s);
+        async move {
+            if s.fetch_add(1, Ordering::SeqCst) == 1 {
+                shutdown.trigger();
+            }
+        }
+    })
+    .socket_provider(provider.clone());
+    app.setup().await.expect("setup");
+    assert_eq!(bus.subscription_count(), 2, "topic and reply subscriptions");
+    let mut publisher = spa_dat::SocketProvider::connect(&*provider, spa_dat::SocketOptions::new("p"))
+        .await
+        .expect("connect");
+    for _ in 0..2 {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("solo/in", "x"))
+            .await
+            .expect("publish");
+    }
+    tokio::time::timeout(Duration::from_secs(5), app.run_async())
+        .await
+        .expect("stops")
+        .expect("runs");
+    app.teardown().await.expect("teardown");
+    app.teardown().await.expect("teardown is idempotent");
+    assert_eq!(seen.load(Ordering::SeqCst), 2);
+    publisher.socket.close().await.expect("close");
+    assert!(publisher.inbox.recv().await.is_none());
+    assert_eq!(bus.subscription_count(), 0);
+}
+
+#[test]
+fn public_handles_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Socket>();
+    assert_send_sync::<Shutdown>();
+    assert_send_sync::<SpaMessage>();
+    assert_send_sync::<spa_dat::MessageBuilder>();
+    assert_send_sync::<MemoryBus>();
+    assert_send_sync::<Error>();
+}
