@@ -200,6 +200,12 @@ impl Application {
         self
     }
 
+    /// Adds state the caller keeps a handle to (e.g. metrics read in `main` after the run).
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.state.insert(value);
+        self
+    }
+
     /// Adds a resource for this application ([`crate::Res<T>`]), set up after its socket
     /// connects and torn down before it closes.
     pub fn resource<T: Resource>(mut self, resource: T) -> Self {

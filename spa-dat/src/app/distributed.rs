@@ -123,6 +123,12 @@ impl DistributedApplication {
         self
     }
 
+    /// Adds state the caller keeps a handle to (e.g. metrics read in `main` after the run).
+    pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.state.insert(value);
+        self
+    }
+
     /// Adds a resource shared by every handler ([`crate::Res<T>`]): set up before any
     /// application starts, torn down after all stopped.
     pub fn resource<T: Resource>(mut self, resource: T) -> Self {

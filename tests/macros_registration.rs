@@ -1,0 +1,90 @@
+//! `#[consumer]` / `#[producer]` register through `inventory`; `DistributedApplication`
+//! discovers every one of them and runs them like hand-registered handlers.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::{consumer, producer, Config, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State};
+
+#[derive(Default)]
+struct Counters {
+    readings: AtomicUsize,
+    grouped: AtomicUsize,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reading {
+    value: u32,
+}
+
+#[producer(name = "macro-producer", client_name = "macro sensor")]
+async fn publish_readings(socket: Socket) -> spa_dat::Result<()> {
+    for value in 0..10 {
+        socket.publish_json("macro/readings", &Reading { value }).await?;
+    }
+    let reply = socket.request(SpaMessage::new("macro/echo", "ping")).await?;
+    socket.publish(SpaMessage::new("macro/done", reply.payload)).await
+}
+
+#[consumer(topics = ["macro/+"], name = "macro-counter")]
+async fn count_readings(Json(reading): Json<Reading>, counters: State<Counters>) {
+    assert!(reading.value < 10);
+    counters.readings.fetch_add(1, Ordering::SeqCst);
+}
+
+#[consumer(topics = ["macro/readings"], group = "workers", dead_letter = "macro/dead")]
+async fn grouped_worker(message: SpaMessage, counters: State<Counters>) {
+    assert_eq!(message.client_name.as_deref(), Some("macro sensor"));
+    counters.grouped.fetch_add(1, Ordering::SeqCst);
+}
+
+#[consumer(topics = ["macro/echo"])]
+async fn echo(message: SpaMessage) -> Vec<u8> {
+    message.payload.to_vec()
+}
+
+#[consumer(topics = ["macro/done"])]
+async fn finish(message: SpaMessage, shutdown: Shutdown, counters: State<Counters>) {
+    assert_eq!(message.payload_str().ok(), Some("ping"));
+    // The other consumers run concurrently: let them catch up before ending the run.
+    for _ in 0..500 {
+        if counters.readings.load(Ordering::SeqCst) == 10
+            && counters.grouped.load(Ordering::SeqCst) == 10
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    shutdown.trigger();
+}
+
+#[test]
+fn every_registered_handler_is_discovered() {
+    let mut names = DistributedApplication::registered_handlers();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["echo", "finish", "grouped_worker", "macro-counter", "macro-producer"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registered_handlers_run_end_to_end() {
+    let counters = Arc::new(Counters::default());
+    let bus = MemoryBus::new("macros");
+    let app = DistributedApplication::new()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus.clone())))
+        .state_arc(Arc::clone(&counters));
+    tokio::time::timeout(Duration::from_secs(10), app.start_async())
+        .await
+        .expect("finish handler ends the run")
+        .expect("runs");
+    assert_eq!(bus.subscription_count(), 0, "every socket closed");
+    // Every reading reached the broadcast consumer; the lone group member got them all.
+    assert_eq!(counters.readings.load(Ordering::SeqCst), 10);
+    assert_eq!(counters.grouped.load(Ordering::SeqCst), 10);
+}

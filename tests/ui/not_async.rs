@@ -1,0 +1,6 @@
+use spa_dat::consumer;
+
+#[consumer(topics = ["a"])]
+fn handler() {}
+
+fn main() {}

@@ -1,0 +1,33 @@
+use spa_dat::{consumer, producer, Json, MessageBuilder, Res, Shutdown, Socket, SpaMessage, State};
+
+struct Db;
+struct Counter;
+
+#[derive(serde::Deserialize)]
+struct Reading {
+    #[allow(dead_code)]
+    value: f64,
+}
+
+#[consumer(topics = ["a/+", "b/#"], group = "g", client_id = "c", client_name = "n", dead_letter = "dead", name = "custom")]
+async fn everything(
+    _message: SpaMessage,
+    _reading: Json<Reading>,
+    _socket: Socket,
+    _builder: MessageBuilder,
+    _state: State<Counter>,
+    _db: Res<Db>,
+    _shutdown: Shutdown,
+) -> Result<Option<String>, std::io::Error> {
+    Ok(None)
+}
+
+#[consumer(topics = "single")]
+async fn single_topic() {}
+
+#[producer]
+async fn plain() -> spa_dat::Result<()> {
+    Ok(())
+}
+
+fn main() {}
