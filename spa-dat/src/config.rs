@@ -64,8 +64,8 @@ impl SocketConfig {
                     },
                     default_subscription_topics: Vec::new(),
                 };
-                for (key, value) in parsed.query_pairs() {
-                    match &*key {
+                for (key, value) in query_pairs(&parsed)? {
+                    match key.as_str() {
                         "topics" => config.default_subscription_topics = split_list(&value),
                         other => return Err(unknown_parameter(url, other, &["topics"])),
                     }
@@ -77,6 +77,28 @@ impl SocketConfig {
             ))),
         }
     }
+}
+
+/// The URL's query as key/value pairs, percent-decoded. Unlike form decoding, `+` stays a
+/// plus: it is the MQTT single-level wildcard in topic lists.
+pub(crate) fn query_pairs(url: &url::Url) -> Result<Vec<(String, String)>> {
+    let Some(query) = url.query() else {
+        return Ok(Vec::new());
+    };
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
+    };
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            Ok((decode(key)?, decode(value)?))
+        })
+        .collect()
 }
 
 pub(crate) fn split_list(value: &str) -> Vec<String> {

@@ -420,6 +420,47 @@ pub async fn unsubscribe_stops_delivery(t: &Transport) {
     close(&[&subscriber, &publisher]).await;
 }
 
+/// `+` matches one level, `#` the rest (including the parent level itself); a transport
+/// without wildcards must reject them instead of subscribing to a literal `+`.
+pub async fn wildcard_filters(t: &Transport) {
+    let base = t.topic("wild");
+    let one_level = format!("{base}/+/temp");
+    let all = format!("{base}/#");
+    if !t.provider.capabilities().wildcards {
+        let connection = t.connect(&[], None).await;
+        let result = connection.socket.subscribe(&[one_level]).await;
+        assert!(result.is_err(), "wildcards declared unsupported but accepted");
+        connection.socket.close().await.expect("close");
+        return;
+    }
+    let mut single = t.connect(&[&one_level], None).await;
+    let mut multi = t.connect(&[&all], None).await;
+    let publisher = t.connect(&[], None).await;
+    let topics = [
+        format!("{base}/kitchen/temp"),
+        format!("{base}/kitchen/humidity"),
+        format!("{base}/a/b/temp"),
+        base.clone(),
+    ];
+    for topic in &topics {
+        publisher
+            .socket
+            .publish(&SpaMessage::new(topic.as_str(), "x"))
+            .await
+            .expect("publish");
+    }
+    let got = receive(&mut single.inbox, 1, t.patience).await;
+    assert_eq!(got[0].topic, topics[0]);
+    assert_quiet(&mut single.inbox, Duration::from_millis(300)).await;
+    let got: Vec<String> = receive(&mut multi.inbox, 4, t.patience)
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(got, topics);
+    close(&[&single, &multi, &publisher]).await;
+}
+
 /// Operations on a closed socket fail with `Closed` instead of hanging.
 pub async fn closed_socket_errors(t: &Transport) {
     let topic = t.topic("closed");
@@ -447,7 +488,7 @@ macro_rules! conformance_tests {
             every_field_intact, many_publishers_many_subscribers, topics_are_isolated,
             publish_then_close, resubscribe_between_batches, consumer_groups,
             order_per_publisher, request_reply_concurrent, request_times_out,
-            unsubscribe_stops_delivery, closed_socket_errors);
+            unsubscribe_stops_delivery, closed_socket_errors, wildcard_filters);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

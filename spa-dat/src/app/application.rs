@@ -2,7 +2,6 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
-use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -381,14 +380,15 @@ impl Application {
         let context = HandlerContext {
             app: Arc::clone(&running.runtime),
             message: None,
+            readers_left: 0,
         };
         let span = tracing::info_span!("producer", app = %self.name);
         let outcome = run_guarded(
             self.handler.call(context),
+            span,
             &self.shutdown,
             self.settings().shutdown_grace,
         )
-        .instrument(span)
         .await;
         match outcome {
             Outcome::Done(Ok(_)) => Ok(()),
@@ -480,24 +480,36 @@ enum Outcome {
 }
 
 /// Runs a handler future, catching panics; once shutdown is requested it gets `grace` more
-/// time before it is dropped.
+/// time before it is dropped. Runs inside `span`.
 async fn run_guarded(
     call: futures_util::future::BoxFuture<'static, HandlerResult>,
+    span: tracing::Span,
     shutdown: &Shutdown,
     grace: Duration,
 ) -> Outcome {
-    let mut call = pin!(AssertUnwindSafe(call).catch_unwind());
-    // Most handlers finish on first poll: skip the shutdown watch for them.
-    let result = match call.as_mut().now_or_never() {
+    let mut call = AssertUnwindSafe(call).catch_unwind();
+    // Most handlers finish on their first poll: they need neither the shutdown watch nor an
+    // instrumented future (both would be moved and polled per message).
+    let first_poll = {
+        let _entered = span.enter();
+        (&mut call).now_or_never()
+    };
+    let result = match first_poll {
         Some(result) => result,
         None => {
             let deadline = async {
                 shutdown.triggered().await;
                 tokio::time::sleep(grace).await;
             };
-            tokio::select! {
-                result = call => result,
-                _ = deadline => return Outcome::Cancelled,
+            let guarded = async {
+                tokio::select! {
+                    result = call => Some(result),
+                    _ = deadline => None,
+                }
+            };
+            match Box::pin(guarded.instrument(span)).await {
+                Some(result) => result,
+                None => return Outcome::Cancelled,
             }
         }
     };
@@ -544,10 +556,9 @@ impl Consumer<'_> {
         let context = HandlerContext {
             app: Arc::clone(self.runtime),
             message: Some(message),
+            readers_left: 0,
         };
-        let outcome = run_guarded(self.handler.call(context), self.shutdown, self.grace)
-            .instrument(span)
-            .await;
+        let outcome = run_guarded(self.handler.call(context), span, self.shutdown, self.grace).await;
         match outcome {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,

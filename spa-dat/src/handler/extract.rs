@@ -73,6 +73,8 @@ pub struct HandlerScope<'a> {
 pub struct HandlerContext {
     pub(crate) app: Arc<AppRuntime>,
     pub(crate) message: Option<SpaMessage>,
+    /// Arguments still to be extracted that read the message: the last one may take it.
+    pub(crate) readers_left: usize,
 }
 
 /// The parts of a running application that handlers can take.
@@ -122,6 +124,10 @@ impl HandlerContext {
     note = "handler arguments can be: SpaMessage, Json<T>, Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
 )]
 pub trait FromContext: Sized + Send + 'static {
+    /// Whether `from_context` reads the message. The last argument that reads it may take it
+    /// instead of cloning; leave `true` unless the type never looks at the message.
+    const READS_MESSAGE: bool = true;
+
     /// Whether an application described by `scope` can provide this argument; the error text
     /// says what is missing and how to add it.
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
@@ -130,7 +136,7 @@ pub trait FromContext: Sized + Send + 'static {
     }
 
     /// Takes the argument for one call.
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError>;
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError>;
 }
 
 fn needs_message(what: &str, scope: &HandlerScope<'_>) -> Result<(), String> {
@@ -155,8 +161,13 @@ impl FromContext for SpaMessage {
         needs_message("SpaMessage", scope)
     }
 
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
-        message_of(context).cloned()
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
+        let message = if context.readers_left <= 1 {
+            context.message.take()
+        } else {
+            context.message.clone()
+        };
+        message.ok_or_else(|| "no message in a producer call".into())
     }
 }
 
@@ -177,25 +188,31 @@ impl<T: DeserializeOwned + Send + 'static> FromContext for Json<T> {
         needs_message("Json<_>", scope)
     }
 
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         Ok(Json(message_of(context)?.payload_json()?))
     }
 }
 
 impl FromContext for Socket {
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    const READS_MESSAGE: bool = false;
+
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         Ok(context.app.socket.clone())
     }
 }
 
 impl FromContext for MessageBuilder {
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    const READS_MESSAGE: bool = false;
+
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         Ok(context.app.socket.builder().clone())
     }
 }
 
 impl FromContext for Shutdown {
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    const READS_MESSAGE: bool = false;
+
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         Ok(context.app.shutdown.clone())
     }
 }
@@ -219,6 +236,8 @@ impl<T> Deref for State<T> {
 }
 
 impl<T: Send + Sync + 'static> FromContext for State<T> {
+    const READS_MESSAGE: bool = false;
+
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         if scope.state.contains::<T>() {
             Ok(())
@@ -230,7 +249,7 @@ impl<T: Send + Sync + 'static> FromContext for State<T> {
         }
     }
 
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         context
             .app
             .state
@@ -259,6 +278,8 @@ impl<T> Deref for Res<T> {
 }
 
 impl<T: Send + Sync + 'static> FromContext for Res<T> {
+    const READS_MESSAGE: bool = false;
+
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         if scope.resources.contains::<T>() {
             Ok(())
@@ -270,7 +291,7 @@ impl<T: Send + Sync + 'static> FromContext for Res<T> {
         }
     }
 
-    fn from_context(context: &HandlerContext) -> Result<Self, BoxError> {
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
         context
             .app
             .resources

@@ -137,7 +137,12 @@ macro_rules! impl_handler {
             fn call(&self, context: HandlerContext) -> BoxFuture<'static, HandlerResult> {
                 let handler = self.clone();
                 Box::pin(async move {
-                    $( let $arg = $arg::from_context(&context)?; )*
+                    let mut context = context;
+                    context.readers_left = 0 $(+ <$arg as FromContext>::READS_MESSAGE as usize)*;
+                    $(
+                        let $arg = <$arg as FromContext>::from_context(&mut context)?;
+                        context.readers_left -= <$arg as FromContext>::READS_MESSAGE as usize;
+                    )*
                     drop(context);
                     handler($($arg),*).await.into_reply()
                 })

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
@@ -57,7 +58,8 @@ impl std::fmt::Debug for MemoryBus {
 
 struct BusInner {
     name: String,
-    routes: RwLock<Vec<Route>>,
+    /// Copy-on-write: publishers take a snapshot and send without holding a lock.
+    routes: RwLock<Arc<Vec<Route>>>,
     groups: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     next_socket: AtomicU64,
 }
@@ -68,9 +70,15 @@ enum Target {
     Replies(Arc<RequestMultiplexer>),
 }
 
+#[derive(Clone)]
 struct Route {
     socket: u64,
-    filter: String,
+    /// Shared so that a message on exactly this topic reuses it instead of allocating.
+    filter: Arc<str>,
+    /// The filter has no wildcard: plain string equality decides.
+    exact: bool,
+    /// Length of the filter's part before its first wildcard.
+    literal_prefix: usize,
     group: Option<(Arc<str>, Arc<AtomicUsize>)>,
     target: Target,
 }
@@ -81,7 +89,7 @@ impl MemoryBus {
         MemoryBus {
             inner: Arc::new(BusInner {
                 name: name.into(),
-                routes: RwLock::new(Vec::new()),
+                routes: RwLock::new(Arc::new(Vec::new())),
                 groups: Mutex::new(HashMap::new()),
                 next_socket: AtomicU64::new(1),
             }),
@@ -109,13 +117,17 @@ impl MemoryBus {
         self.read_routes().len()
     }
 
-    fn read_routes(&self) -> std::sync::RwLockReadGuard<'_, Vec<Route>> {
-        // Routes are only pushed or retained: a panic elsewhere cannot leave them half-written.
-        self.inner.routes.read().unwrap_or_else(PoisonError::into_inner)
+    fn read_routes(&self) -> Arc<Vec<Route>> {
+        // Routes are replaced whole: a panic elsewhere cannot leave them half-written.
+        Arc::clone(&self.inner.routes.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    fn write_routes(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Route>> {
-        self.inner.routes.write().unwrap_or_else(PoisonError::into_inner)
+    /// Replaces the routes with `change` applied to a copy of them.
+    fn change_routes(&self, change: impl FnOnce(&mut Vec<Route>)) {
+        let mut routes = self.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next: Vec<Route> = routes.iter().cloned().collect();
+        change(&mut next);
+        *routes = Arc::new(next);
     }
 
     fn group_cursor(&self, group: &str) -> Arc<AtomicUsize> {
@@ -123,80 +135,110 @@ impl MemoryBus {
         Arc::clone(groups.entry(group.to_owned()).or_default())
     }
 
-    /// The targets a message on `topic` goes to: every matching socket once, and one member of
-    /// each matching group.
-    fn targets(&self, topic: &str) -> Vec<Target> {
-        let routes = self.read_routes();
-        let mut targets = Vec::new();
-        let mut seen: Vec<u64> = Vec::new();
-        let mut groups: Vec<(&str, &AtomicUsize, Vec<&Route>)> = Vec::new();
-        for route in routes.iter() {
-            if !topic_matches(&route.filter, topic) || seen.contains(&route.socket) {
+    /// Indices (into `routes`) of the routes a message on `topic` goes to: every matching
+    /// socket once, and one member of each matching group; plus the topic as a shared string.
+    fn targets(routes: &[Route], topic: &str) -> (Option<Arc<str>>, SmallVec<[usize; 4]>) {
+        let mut shared_topic: Option<Arc<str>> = None;
+        let mut targets: SmallVec<[usize; 4]> = SmallVec::new();
+        let mut groups: SmallVec<[(&str, &AtomicUsize, SmallVec<[usize; 4]>); 2]> =
+            SmallVec::new();
+        for (index, route) in routes.iter().enumerate() {
+            if !route.matches(topic) {
                 continue;
             }
+            if shared_topic.is_none() && route.exact {
+                shared_topic = Some(Arc::clone(&route.filter));
+            }
+            let same_socket = |i: &usize| routes[*i].socket == route.socket;
             match &route.group {
                 None => {
-                    seen.push(route.socket);
-                    targets.push(route.target.clone());
-                }
-                Some((name, cursor)) => {
-                    match groups.iter_mut().find(|(g, _, _)| *g == &**name) {
-                        Some((_, _, members)) => {
-                            if !members.iter().any(|m| m.socket == route.socket) {
-                                members.push(route);
-                            }
-                        }
-                        None => groups.push((name, cursor, vec![route])),
+                    if !targets.iter().any(same_socket) {
+                        targets.push(index);
                     }
                 }
+                Some((name, cursor)) => match groups.iter_mut().find(|(g, _, _)| *g == &**name) {
+                    Some((_, _, members)) => {
+                        if !members.iter().any(same_socket) {
+                            members.push(index);
+                        }
+                    }
+                    None => groups.push((name, cursor, smallvec::smallvec![index])),
+                },
             }
         }
         for (_, cursor, members) in groups {
-            let pick = cursor.fetch_add(1, Ordering::Relaxed) % members.len();
-            targets.push(members[pick].target.clone());
+            targets.push(members[cursor.fetch_add(1, Ordering::Relaxed) % members.len()]);
         }
-        targets
+        (shared_topic, targets)
     }
 
     async fn publish(&self, topic: &str, payload: Bytes) {
-        let targets = self.targets(topic);
+        let routes = self.read_routes();
+        let (shared_topic, targets) = Self::targets(&routes, topic);
         if targets.is_empty() {
             tracing::trace!(bus = %self.inner.name, topic, "no subscriber");
             return;
         }
-        let topic: Arc<str> = Arc::from(topic);
-        for target in targets {
-            match target {
+        let topic: Arc<str> = shared_topic.unwrap_or_else(|| Arc::from(topic));
+        for index in targets {
+            match &routes[index].target {
                 Target::Inbox(inbox) => {
                     // A closed inbox is a socket going away: its routes are being removed.
                     let _ = inbox
                         .send(Delivery::new(Arc::clone(&topic), payload.clone()))
                         .await;
                 }
-                Target::Replies(replies) => deliver_reply(&replies, &topic, &payload),
+                Target::Replies(replies) => deliver_reply(replies, &topic, &payload),
             }
         }
     }
 
     fn add_route(&self, socket: u64, filter: &str, group: Option<&str>, target: Target) {
         let group = group.map(|g| (Arc::from(g), self.group_cursor(g)));
-        let mut routes = self.write_routes();
-        let exists = routes
-            .iter()
-            .any(|r| r.socket == socket && r.filter == filter);
-        if !exists {
-            routes.push(Route {
-                socket,
-                filter: filter.to_owned(),
-                group,
-                target,
-            });
-        }
+        self.change_routes(|routes| {
+            if !routes.iter().any(|r| r.socket == socket && &*r.filter == filter) {
+                routes.push(Route::new(socket, filter, group, target));
+            }
+        });
     }
 
     fn remove_routes(&self, socket: u64, filter: Option<&str>) {
-        self.write_routes()
-            .retain(|r| r.socket != socket || filter.is_some_and(|f| f != r.filter));
+        self.change_routes(|routes| {
+            routes.retain(|r| r.socket != socket || filter.is_some_and(|f| f != &*r.filter))
+        });
+    }
+}
+
+impl Route {
+    fn new(
+        socket: u64,
+        filter: &str,
+        group: Option<(Arc<str>, Arc<AtomicUsize>)>,
+        target: Target,
+    ) -> Self {
+        let literal_prefix = match filter.find(['+', '#']) {
+            // `a/#` also matches `a` itself: the separator is not part of the prefix.
+            Some(at) if filter[at..].starts_with('#') => at.saturating_sub(1),
+            Some(at) => at,
+            None => filter.len(),
+        };
+        Route {
+            socket,
+            filter: Arc::from(filter),
+            exact: !filter.contains(['+', '#']),
+            literal_prefix,
+            group,
+            target,
+        }
+    }
+
+    fn matches(&self, topic: &str) -> bool {
+        if self.exact {
+            return &*self.filter == topic;
+        }
+        // Cheap rejection before the level-by-level match.
+        topic.as_bytes().starts_with(&self.filter.as_bytes()[..self.literal_prefix])
+            && topic_matches(&self.filter, topic)
     }
 }
 
