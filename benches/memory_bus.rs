@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use spa_dat::config::SocketConfig;
 use spa_dat::socket::memory::MemoryConfig;
-use spa_dat::{consumer, Config, DistributedApplication, SocketOptions, SocketProviderFactory, SpaMessage};
+use spa_dat::{
+    consumer, Config, DistributedApplication, SocketOptions, SocketProviderFactory, SpaMessage,
+};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 const MESSAGES: usize = 2_000_000;
@@ -76,7 +78,9 @@ async fn raw_stream() -> f64 {
     let topic: Arc<str> = Arc::from("bench/stream");
     let started = Instant::now();
     for _ in 0..MESSAGES {
-        tx.send((Arc::clone(&topic), bytes.clone())).await.expect("send");
+        tx.send((Arc::clone(&topic), bytes.clone()))
+            .await
+            .expect("send");
     }
     drop(tx);
     let count = consumer.await.expect("consumer");
@@ -111,7 +115,9 @@ async fn raw_requests() -> f64 {
     tokio::spawn(async move {
         while let Some((request, reply_to)) = rx.recv().await {
             let request = SpaMessage::from_json(&request).expect("decodes");
-            let reply = SpaMessage::new("reply", request.payload).to_json().expect("encodes");
+            let reply = SpaMessage::new("reply", request.payload)
+                .to_json()
+                .expect("encodes");
             let _ = reply_to.send(Bytes::from(reply));
         }
     });
@@ -185,7 +191,10 @@ fn main() {
         let (fw_s, raw_s) = (best(&mut fw_stream), best(&mut raw_stream_s));
         let (fw_r, raw_r) = (best(&mut fw_rr), best(&mut raw_rr));
         println!("in-process bus, one core (current-thread runtime), best of {ROUNDS} rounds");
-        println!("{:<44} {:>14} {:>14} {:>7}", "measure", "spa-dat", "raw channel", "ratio");
+        println!(
+            "{:<44} {:>14} {:>14} {:>7}",
+            "measure", "spa-dat", "raw channel", "ratio"
+        );
         println!(
             "{:<44} {:>14.0} {:>14.0} {:>7.2}",
             format!("consumer messages/s ({MESSAGES} msgs, decoded)"),

@@ -9,7 +9,9 @@
 use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use spa_dat::{consumer, producer, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State};
+use spa_dat::{
+    consumer, producer, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State,
+};
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Reading {
@@ -62,7 +64,10 @@ async fn thermostat(
     message: SpaMessage,
     temperatures: State<Temperatures>,
 ) -> spa_dat::Result<Option<Json<Summary>>> {
-    let mut seen = temperatures.seen.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut seen = temperatures
+        .seen
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     if message.topic == "thermostat/average" {
         let average = seen.iter().sum::<f64>() / seen.len().max(1) as f64;
         println!("thermostat → answering: {average:.2} °C");
@@ -72,7 +77,10 @@ async fn thermostat(
         })));
     }
     let reading: Reading = message.payload_json()?;
-    println!("thermostat ← {} reads {} °C", reading.sensor, reading.celsius);
+    println!(
+        "thermostat ← {} reads {} °C",
+        reading.sensor, reading.celsius
+    );
     seen.push(reading.celsius);
     Ok(None)
 }

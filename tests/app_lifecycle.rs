@@ -138,7 +138,13 @@ async fn failed_setup_half_way_tears_down_what_was_set_up() {
         });
     let error = run_bounded(app).await.expect_err("start-up fails");
     assert!(
-        matches!(&error, Error::Resource { stage: "set up", .. }),
+        matches!(
+            &error,
+            Error::Resource {
+                stage: "set up",
+                ..
+            }
+        ),
         "{error}"
     );
     assert!(error.to_string().contains("second cannot start"), "{error}");
@@ -174,9 +180,15 @@ async fn missing_state_is_reported_before_any_socket_connects() {
         .add_producer("reads-message", |_m: SpaMessage| async {});
     let error = run_bounded(app).await.expect_err("rejected");
     let text = error.to_string();
-    assert!(text.contains("needs-state") && text.contains("no shared state of type"), "{text}");
+    assert!(
+        text.contains("needs-state") && text.contains("no shared state of type"),
+        "{text}"
+    );
     assert!(text.contains("Missing"), "{text}");
-    assert!(text.contains("reads-message") && text.contains("producer has no incoming message"), "{text}");
+    assert!(
+        text.contains("reads-message") && text.contains("producer has no incoming message"),
+        "{text}"
+    );
     assert_eq!(bus.subscription_count(), 0, "nothing connected");
 }
 
@@ -203,15 +215,21 @@ async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
             })
             .dead_letter_topic("dead"),
         )
-        .add_consumer("undertaker", ["dead"], move |socket: Socket, shutdown: Shutdown| {
-            let _ = socket;
-            let _ = shutdown;
-            async {}
-        })
+        .add_consumer(
+            "undertaker",
+            ["dead"],
+            move |socket: Socket, shutdown: Shutdown| {
+                let _ = socket;
+                let _ = shutdown;
+                async {}
+            },
+        )
         .add_producer("feeder", |socket: Socket| async move {
             let raw = socket.transport();
-            raw.publish_bytes("work", Bytes::from_static(b"{not json")).await?;
-            raw.publish_bytes("work", Bytes::from_static(b"\xff\x00")).await?;
+            raw.publish_bytes("work", Bytes::from_static(b"{not json"))
+                .await?;
+            raw.publish_bytes("work", Bytes::from_static(b"\xff\x00"))
+                .await?;
             socket.publish(SpaMessage::new("work", "boom")).await?;
             socket.publish(SpaMessage::new("work", "fail")).await?;
             for _ in 0..3 {
@@ -242,9 +260,17 @@ async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
     }
     shutdown.trigger();
     run.await.expect("task").expect("run ends cleanly");
-    assert_eq!(handled.load(Ordering::SeqCst), 3, "good messages after bad ones handled");
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        3,
+        "good messages after bad ones handled"
+    );
     let dead = dead.lock().expect("dead").clone();
-    assert_eq!(dead[0], Bytes::from_static(b"{not json"), "undecodable bytes kept as they were");
+    assert_eq!(
+        dead[0],
+        Bytes::from_static(b"{not json"),
+        "undecodable bytes kept as they were"
+    );
     assert_eq!(dead[1], Bytes::from_static(b"\xff\x00"));
     let boom = SpaMessage::from_json(&dead[2]).expect("envelope");
     assert_eq!(boom.payload_str().expect("text"), "boom");
@@ -272,7 +298,11 @@ async fn shutdown_lets_in_flight_handlers_finish() {
             socket.publish(SpaMessage::new("jobs", "2")).await
         });
     run_bounded(app).await.expect("clean");
-    assert_eq!(log_of(&log), ["started", "finished"], "second job not taken after shutdown");
+    assert_eq!(
+        log_of(&log),
+        ["started", "finished"],
+        "second job not taken after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -295,7 +325,11 @@ async fn handlers_past_the_grace_period_are_cancelled() {
         });
     let started = Instant::now();
     run_bounded(app).await.expect("clean");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -306,11 +340,15 @@ async fn run_returns_when_producers_are_done_and_no_consumer_remains() {
     let app = app
         .add_producer("one", move || {
             let a = Arc::clone(&a);
-            async move { a.fetch_add(1, Ordering::SeqCst); }
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+            }
         })
         .add_producer("two", move || {
             let b = Arc::clone(&b);
-            async move { b.fetch_add(1, Ordering::SeqCst); }
+            async move {
+                b.fetch_add(1, Ordering::SeqCst);
+            }
         });
     run_bounded(app).await.expect("returns by itself");
     assert_eq!(count.load(Ordering::SeqCst), 2);
@@ -377,7 +415,11 @@ async fn handlers_reply_to_requests_with_typed_payloads() {
     run.await.expect("task").expect("clean");
     let (value, name, content_type) = answer.lock().expect("slot").clone().expect("answered");
     assert_eq!(value["result"], 42);
-    assert_eq!(name.as_deref(), Some("adder"), "reply stamped by the responder app");
+    assert_eq!(
+        name.as_deref(),
+        Some("adder"),
+        "reply stamped by the responder app"
+    );
     assert_eq!(content_type.as_deref(), Some("application/json"));
 }
 
@@ -398,9 +440,10 @@ async fn a_single_application_runs_its_own_life_cycle() {
     .socket_provider(provider.clone());
     app.setup().await.expect("setup");
     assert_eq!(bus.subscription_count(), 2, "topic and reply subscriptions");
-    let mut publisher = spa_dat::SocketProvider::connect(&*provider, spa_dat::SocketOptions::new("p"))
-        .await
-        .expect("connect");
+    let mut publisher =
+        spa_dat::SocketProvider::connect(&*provider, spa_dat::SocketOptions::new("p"))
+            .await
+            .expect("connect");
     for _ in 0..2 {
         publisher
             .socket

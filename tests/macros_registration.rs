@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
-use spa_dat::{consumer, producer, Config, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State};
+use spa_dat::{
+    consumer, producer, Config, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State,
+};
 
 #[derive(Default)]
 struct Counters {
@@ -22,10 +24,16 @@ struct Reading {
 #[producer(name = "macro-producer", client_name = "macro sensor")]
 async fn publish_readings(socket: Socket) -> spa_dat::Result<()> {
     for value in 0..10 {
-        socket.publish_json("macro/readings", &Reading { value }).await?;
+        socket
+            .publish_json("macro/readings", &Reading { value })
+            .await?;
     }
-    let reply = socket.request(SpaMessage::new("macro/echo", "ping")).await?;
-    socket.publish(SpaMessage::new("macro/done", reply.payload)).await
+    let reply = socket
+        .request(SpaMessage::new("macro/echo", "ping"))
+        .await?;
+    socket
+        .publish(SpaMessage::new("macro/done", reply.payload))
+        .await
 }
 
 #[consumer(topics = ["macro/+"], name = "macro-counter")]
@@ -66,7 +74,13 @@ fn every_registered_handler_is_discovered() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["echo", "finish", "grouped_worker", "macro-counter", "macro-producer"]
+        [
+            "echo",
+            "finish",
+            "grouped_worker",
+            "macro-counter",
+            "macro-producer"
+        ]
     );
 }
 

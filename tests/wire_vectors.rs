@@ -86,7 +86,10 @@ fn python_defaults_apply_to_sparse_objects() {
         SpaMessage::from_json(br#"{"Payload":"p","Topic":"t","Extra":[1,2]}"#).expect("decodes");
     assert_eq!(message.quality_of_service, QualityOfService::ExactlyOnce);
     assert_eq!(message.content_type, None);
-    assert!(message.timestamp >= before, "timestamp is taken now, not frozen");
+    assert!(
+        message.timestamp >= before,
+        "timestamp is taken now, not frozen"
+    );
 }
 
 #[test]
@@ -105,7 +108,10 @@ fn malformed_input_is_a_clear_error() {
         (&b"not json"[..], "expected"),
         (br#"{"Topic":"t"}"#, "Payload"),
         (br#"{"Payload":1,"Topic":"t"}"#, "invalid type"),
-        (br#"{"Payload":"x","Topic":"t","Timestamp":"soon"}"#, "invalid type"),
+        (
+            br#"{"Payload":"x","Topic":"t","Timestamp":"soon"}"#,
+            "invalid type",
+        ),
         (b"\xff\xfe", "expected"),
     ] {
         let error = SpaMessage::from_json(bytes).expect_err("must be rejected");
@@ -119,7 +125,9 @@ fn malformed_input_is_a_clear_error() {
 
 #[test]
 fn non_utf8_payload_cannot_be_encoded() {
-    let error = SpaMessage::new("t", vec![0x80]).to_json().expect_err("rejected");
+    let error = SpaMessage::new("t", vec![0x80])
+        .to_json()
+        .expect_err("rejected");
     assert!(error.to_string().contains("not valid UTF-8"), "{error}");
 }
 
@@ -131,7 +139,12 @@ fn message_builder_fills_sender_fields() {
     assert_eq!(message.client_name.as_deref(), Some("thermo"));
     let own = builder.stamp(SpaMessage::new("t", "x").with_client_id("mine"));
     assert_eq!(own.client_id.as_deref(), Some("mine"));
-    let json = builder.json("t", &serde_json::json!({"v": 1})).expect("encodes");
+    let json = builder
+        .json("t", &serde_json::json!({"v": 1}))
+        .expect("encodes");
     assert_eq!(json.content_type.as_deref(), Some("application/json"));
-    assert_eq!(json.payload_json::<serde_json::Value>().expect("json")["v"], 1);
+    assert_eq!(
+        json.payload_json::<serde_json::Value>().expect("json")["v"],
+        1
+    );
 }

@@ -30,7 +30,10 @@ const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name"];
 fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
     if slot.is_some() {
         let name = key.get_ident().map(ToString::to_string).unwrap_or_default();
-        return Err(syn::Error::new_spanned(key, format!("duplicate option `{name}`")));
+        return Err(syn::Error::new_spanned(
+            key,
+            format!("duplicate option `{name}`"),
+        ));
     }
     *slot = Some(value);
     Ok(())
@@ -40,9 +43,16 @@ fn topics_of(expr: Expr) -> syn::Result<Vec<LitStr>> {
     match expr {
         Expr::Lit(lit) => match lit.lit {
             Lit::Str(topic) => Ok(vec![topic]),
-            other => Err(syn::Error::new_spanned(other, "expected a topic string or a list of them")),
+            other => Err(syn::Error::new_spanned(
+                other,
+                "expected a topic string or a list of them",
+            )),
         },
-        Expr::Array(ExprArray { elems, bracket_token, .. }) => {
+        Expr::Array(ExprArray {
+            elems,
+            bracket_token,
+            ..
+        }) => {
             if elems.is_empty() {
                 return Err(syn::Error::new(
                     bracket_token.span.join(),
@@ -52,7 +62,10 @@ fn topics_of(expr: Expr) -> syn::Result<Vec<LitStr>> {
             elems
                 .into_iter()
                 .map(|elem| match elem {
-                    Expr::Lit(syn::ExprLit { lit: Lit::Str(topic), .. }) => {
+                    Expr::Lit(syn::ExprLit {
+                        lit: Lit::Str(topic),
+                        ..
+                    }) => {
                         if topic.value().is_empty() {
                             Err(syn::Error::new_spanned(topic, "a topic cannot be empty"))
                         } else {
@@ -79,11 +92,19 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
     let mut options = Options::default();
     let mut errors: Vec<syn::Error> = Vec::new();
     let parser = syn::meta::parser(|meta| {
-        let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        let key = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
         if !valid.contains(&key.as_str()) {
             let mut message = format!(
                 "unknown option `{}` for #[{}]; expected one of: {}",
-                if key.is_empty() { "?".to_owned() } else { key.clone() },
+                if key.is_empty() {
+                    "?".to_owned()
+                } else {
+                    key.clone()
+                },
                 kind.name(),
                 valid.join(", ")
             );
@@ -103,7 +124,10 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
         } else {
             let value: LitStr = meta.value()?.parse()?;
             if value.value().is_empty() {
-                Err(syn::Error::new_spanned(&value, format!("`{key}` cannot be empty")))
+                Err(syn::Error::new_spanned(
+                    &value,
+                    format!("`{key}` cannot be empty"),
+                ))
             } else {
                 let slot = match key.as_str() {
                     "name" => &mut options.name,

@@ -70,7 +70,10 @@ fn check_signature(kind: Kind, function: &ItemFn) -> syn::Result<()> {
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(syn::Error::new_spanned(variadic, "handlers cannot be variadic"));
+        errors.push(syn::Error::new_spanned(
+            variadic,
+            "handlers cannot be variadic",
+        ));
     }
     for input in &sig.inputs {
         if let FnArg::Receiver(receiver) = input {

@@ -187,8 +187,7 @@ impl Config {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
-        Self::from_toml(&text)
-            .map_err(|e| Error::config(format!("{}: {e}", path.display())))
+        Self::from_toml(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))
     }
 
     /// The configuration the environment describes: the file named by `SPA_DAT_CONFIG` (if
@@ -248,8 +247,12 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(irrefutable_let_patterns)] // refutable once a broker transport is compiled in
     fn memory_urls() {
-        assert_eq!(SocketConfig::from_url("memory://").ok(), Some(SocketConfig::default()));
+        assert_eq!(
+            SocketConfig::from_url("memory://").ok(),
+            Some(SocketConfig::default())
+        );
         let SocketConfig::Memory(named) =
             SocketConfig::from_url("memory://plant?topics=a,b/+").expect("parses")
         else {

@@ -319,7 +319,10 @@ mod tests {
     fn non_utf8_payload_is_an_encode_error() {
         let message = SpaMessage::new("t", vec![0xff, 0xfe]);
         let err = message.to_json().expect_err("must not encode");
-        assert!(matches!(err, Error::Encode { ref topic, .. } if topic == "t"), "{err}");
+        assert!(
+            matches!(err, Error::Encode { ref topic, .. } if topic == "t"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -337,8 +340,8 @@ mod tests {
 
     #[test]
     fn escaped_strings_decode() {
-        let m = SpaMessage::from_json(br#"{"Payload":"a\"b\u00fc","Topic":"t\/x"}"#)
-            .expect("decodes");
+        let m =
+            SpaMessage::from_json(br#"{"Payload":"a\"b\u00fc","Topic":"t\/x"}"#).expect("decodes");
         assert_eq!(&m.payload[..], "a\"bü".as_bytes());
         assert_eq!(m.topic, "t/x");
         assert_eq!(m.quality_of_service, QualityOfService::ExactlyOnce);

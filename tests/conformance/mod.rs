@@ -30,7 +30,11 @@ impl Transport {
     /// A topic no other test (or earlier run) uses.
     pub fn topic(&self, name: &str) -> String {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        format!("conformance{sep}{name}{sep}{}", &id[..12], sep = self.separator)
+        format!(
+            "conformance{sep}{name}{sep}{}",
+            &id[..12],
+            sep = self.separator
+        )
     }
 
     pub async fn connect(&self, topics: &[&str], group: Option<&str>) -> Connection {
@@ -232,10 +236,15 @@ pub async fn publish_then_close(t: &Transport) {
     const PER_PUBLISHER: usize = 500;
     let topic = t.topic("close");
     let subscriber = t.connect(&[&topic], None).await;
-    let Connection { socket: subscriber_socket, mut inbox } = subscriber;
+    let Connection {
+        socket: subscriber_socket,
+        mut inbox,
+    } = subscriber;
     let patience = t.patience;
     let reader =
-        tokio::spawn(async move { receive(&mut inbox, PUBLISHERS * PER_PUBLISHER, patience).await });
+        tokio::spawn(
+            async move { receive(&mut inbox, PUBLISHERS * PER_PUBLISHER, patience).await },
+        );
     let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
     for publisher in &publishers {
         publisher.socket.close().await.expect("close");
@@ -260,9 +269,15 @@ pub async fn resubscribe_between_batches(t: &Transport) {
         }
         let received = receive(&mut subscriber.inbox, 100, t.patience).await;
         let seqs: Vec<(usize, usize)> = received.iter().map(parse_seq).collect();
-        assert!(seqs.iter().all(|(b, _)| *b == batch), "stale batch delivered: {seqs:?}");
+        assert!(
+            seqs.iter().all(|(b, _)| *b == batch),
+            "stale batch delivered: {seqs:?}"
+        );
         subscriber.socket.close().await.expect("close");
-        assert!(subscriber.inbox.recv().await.is_none(), "closed socket's inbox ends");
+        assert!(
+            subscriber.inbox.recv().await.is_none(),
+            "closed socket's inbox ends"
+        );
     }
     publisher.socket.close().await.expect("close");
 }
@@ -294,7 +309,10 @@ pub async fn consumer_groups(t: &Transport) {
         }
     }
     assert_no_loss_no_dupes(&shared, 1, MESSAGES);
-    assert!(from_a1 > 0 && from_a2 > 0, "group members share: {from_a1} / {from_a2}");
+    assert!(
+        from_a1 > 0 && from_a2 > 0,
+        "group members share: {from_a1} / {from_a2}"
+    );
     assert_quiet(&mut a1.inbox, Duration::from_millis(200)).await;
     close(&[&a1, &a2, &b1]).await;
     close(&publishers.iter().collect::<Vec<_>>()).await;
@@ -308,7 +326,12 @@ pub async fn order_per_publisher(t: &Transport) {
     let topic = t.topic("order");
     let mut subscriber = t.connect(&[&topic], None).await;
     let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
-    let received = receive(&mut subscriber.inbox, PUBLISHERS * PER_PUBLISHER, t.patience).await;
+    let received = receive(
+        &mut subscriber.inbox,
+        PUBLISHERS * PER_PUBLISHER,
+        t.patience,
+    )
+    .await;
     let mut next: HashMap<usize, usize> = HashMap::new();
     for message in &received {
         let (publisher, seq) = parse_seq(message);
@@ -321,7 +344,10 @@ pub async fn order_per_publisher(t: &Transport) {
 }
 
 /// A responder on `topic` that answers each request with its payload reversed.
-pub async fn spawn_responder(t: &Transport, topic: &str) -> (Arc<dyn SpaSocket>, tokio::task::JoinHandle<()>) {
+pub async fn spawn_responder(
+    t: &Transport,
+    topic: &str,
+) -> (Arc<dyn SpaSocket>, tokio::task::JoinHandle<()>) {
     let Connection { socket, mut inbox } = t.connect(&[topic], None).await;
     let responder = Arc::clone(&socket);
     let task = tokio::spawn(async move {
@@ -331,7 +357,12 @@ pub async fn spawn_responder(t: &Transport, topic: &str) -> (Arc<dyn SpaSocket>,
             let Some(reply_to) = request.response_topic.clone() else {
                 continue;
             };
-            let body: String = request.payload_str().expect("utf-8").chars().rev().collect();
+            let body: String = request
+                .payload_str()
+                .expect("utf-8")
+                .chars()
+                .rev()
+                .collect();
             let reply = SpaMessage::new(reply_to, body).with_client_name("responder");
             responder.publish(&reply).await.expect("reply");
         }
@@ -352,7 +383,10 @@ pub async fn request_reply_concurrent(t: &Transport) {
         tasks.push(tokio::spawn(async move {
             let body = format!("request-{i:03}");
             let reply = socket
-                .request(SpaMessage::new(topic, body.clone()), Duration::from_secs(20))
+                .request(
+                    SpaMessage::new(topic, body.clone()),
+                    Duration::from_secs(20),
+                )
                 .await
                 .expect("reply");
             let expected: String = body.chars().rev().collect();
@@ -375,7 +409,10 @@ pub async fn request_times_out(t: &Transport) {
     let started = Instant::now();
     let result = requester
         .socket
-        .request(SpaMessage::new(&topic, "hello?"), Duration::from_millis(300))
+        .request(
+            SpaMessage::new(&topic, "hello?"),
+            Duration::from_millis(300),
+        )
         .await;
     let waited = started.elapsed();
     match result {
@@ -385,7 +422,10 @@ pub async fn request_times_out(t: &Transport) {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
     requester.socket.close().await.expect("close");
 }
 
@@ -407,7 +447,7 @@ pub async fn unsubscribe_stops_delivery(t: &Transport) {
     delivery.ack();
     subscriber
         .socket
-        .unsubscribe(&[topic.clone()])
+        .unsubscribe(std::slice::from_ref(&topic))
         .await
         .expect("unsubscribe");
     t.settle().await;
@@ -429,7 +469,10 @@ pub async fn wildcard_filters(t: &Transport) {
     if !t.provider.capabilities().wildcards {
         let connection = t.connect(&[], None).await;
         let result = connection.socket.subscribe(&[one_level]).await;
-        assert!(result.is_err(), "wildcards declared unsupported but accepted");
+        assert!(
+            result.is_err(),
+            "wildcards declared unsupported but accepted"
+        );
         connection.socket.close().await.expect("close");
         return;
     }
@@ -466,7 +509,11 @@ pub async fn closed_socket_errors(t: &Transport) {
     let topic = t.topic("closed");
     let connection = t.connect(&[], None).await;
     connection.socket.close().await.expect("close");
-    connection.socket.close().await.expect("close is idempotent");
+    connection
+        .socket
+        .close()
+        .await
+        .expect("close is idempotent");
     let result = connection
         .socket
         .publish(&SpaMessage::new(&topic, "x"))

@@ -150,7 +150,12 @@ impl Application {
 
     /// A producer: `handler` is called once when the application starts.
     pub fn producer<H: Handler<Args>, Args>(name: impl Into<String>, handler: H) -> Self {
-        Self::from_boxed(name, HandlerKind::Producer, Vec::new(), BoxedHandler::new(handler))
+        Self::from_boxed(
+            name,
+            HandlerKind::Producer,
+            Vec::new(),
+            BoxedHandler::new(handler),
+        )
     }
 
     /// An application around an already erased handler.
@@ -306,7 +311,10 @@ impl Application {
             let suffix = uuid::Uuid::new_v4().simple().to_string();
             format!("{}-{}", self.name, &suffix[..8])
         });
-        let client_name = self.client_name.clone().unwrap_or_else(|| self.name.clone());
+        let client_name = self
+            .client_name
+            .clone()
+            .unwrap_or_else(|| self.name.clone());
         let mut options = SocketOptions::new(client_id.clone());
         options.client_name = Some(client_name.clone());
         options.group = self.group.clone();
@@ -337,7 +345,9 @@ impl Application {
     }
 
     fn settings(&self) -> Settings {
-        self.settings.clone().unwrap_or_else(|| Settings::from(&Config::default()))
+        self.settings
+            .clone()
+            .unwrap_or_else(|| Settings::from(&Config::default()))
     }
 
     async fn consume(&self, running: &Running, mut inbox: Inbox) {
@@ -558,7 +568,8 @@ impl Consumer<'_> {
             message: Some(message),
             readers_left: 0,
         };
-        let outcome = run_guarded(self.handler.call(context), span, self.shutdown, self.grace).await;
+        let outcome =
+            run_guarded(self.handler.call(context), span, self.shutdown, self.grace).await;
         match outcome {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,

@@ -284,7 +284,11 @@ fn from_registration(registration: &'static Registration) -> Application {
     let mut app = Application::from_boxed(
         registration.name,
         registration.kind,
-        registration.topics.iter().map(|t| (*t).to_owned()).collect(),
+        registration
+            .topics
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect(),
         (registration.make_handler)(),
     );
     if let Some(group) = registration.group {

@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
-    validate_filter, topic_matches, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer,
+    topic_matches, validate_filter, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer,
     SocketOptions, SocketProvider, SpaSocket,
 };
 use crate::error::{Error, Result};
@@ -70,6 +70,9 @@ enum Target {
     Replies(Arc<RequestMultiplexer>),
 }
 
+/// A group with routes matching a topic: its name, round-robin cursor and member routes.
+type GroupMatch<'a> = (&'a str, &'a AtomicUsize, SmallVec<[usize; 4]>);
+
 #[derive(Clone)]
 struct Route {
     socket: u64,
@@ -119,19 +122,33 @@ impl MemoryBus {
 
     fn read_routes(&self) -> Arc<Vec<Route>> {
         // Routes are replaced whole: a panic elsewhere cannot leave them half-written.
-        Arc::clone(&self.inner.routes.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(
+            &self
+                .inner
+                .routes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Replaces the routes with `change` applied to a copy of them.
     fn change_routes(&self, change: impl FnOnce(&mut Vec<Route>)) {
-        let mut routes = self.inner.routes.write().unwrap_or_else(PoisonError::into_inner);
+        let mut routes = self
+            .inner
+            .routes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut next: Vec<Route> = routes.iter().cloned().collect();
         change(&mut next);
         *routes = Arc::new(next);
     }
 
     fn group_cursor(&self, group: &str) -> Arc<AtomicUsize> {
-        let mut groups = self.inner.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut groups = self
+            .inner
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(groups.entry(group.to_owned()).or_default())
     }
 
@@ -140,8 +157,7 @@ impl MemoryBus {
     fn targets(routes: &[Route], topic: &str) -> (Option<Arc<str>>, SmallVec<[usize; 4]>) {
         let mut shared_topic: Option<Arc<str>> = None;
         let mut targets: SmallVec<[usize; 4]> = SmallVec::new();
-        let mut groups: SmallVec<[(&str, &AtomicUsize, SmallVec<[usize; 4]>); 2]> =
-            SmallVec::new();
+        let mut groups: SmallVec<[GroupMatch<'_>; 2]> = SmallVec::new();
         for (index, route) in routes.iter().enumerate() {
             if !route.matches(topic) {
                 continue;
@@ -196,7 +212,10 @@ impl MemoryBus {
     fn add_route(&self, socket: u64, filter: &str, group: Option<&str>, target: Target) {
         let group = group.map(|g| (Arc::from(g), self.group_cursor(g)));
         self.change_routes(|routes| {
-            if !routes.iter().any(|r| r.socket == socket && &*r.filter == filter) {
+            if !routes
+                .iter()
+                .any(|r| r.socket == socket && &*r.filter == filter)
+            {
                 routes.push(Route::new(socket, filter, group, target));
             }
         });
@@ -237,13 +256,18 @@ impl Route {
             return &*self.filter == topic;
         }
         // Cheap rejection before the level-by-level match.
-        topic.as_bytes().starts_with(&self.filter.as_bytes()[..self.literal_prefix])
+        topic
+            .as_bytes()
+            .starts_with(&self.filter.as_bytes()[..self.literal_prefix])
             && topic_matches(&self.filter, topic)
     }
 }
 
 fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
-    let id = topic.rsplit('/').next().and_then(|id| id.parse::<u64>().ok());
+    let id = topic
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.parse::<u64>().ok());
     match (id, SpaMessage::from_json(payload)) {
         (Some(id), Ok(reply)) => {
             if !replies.resolve(id, reply) {

@@ -237,7 +237,11 @@ impl fmt::Debug for Socket {
 
 impl Socket {
     /// Wraps a transport socket.
-    pub fn new(inner: Arc<dyn SpaSocket>, builder: MessageBuilder, request_timeout: Duration) -> Self {
+    pub fn new(
+        inner: Arc<dyn SpaSocket>,
+        builder: MessageBuilder,
+        request_timeout: Duration,
+    ) -> Self {
         Socket {
             inner,
             builder,
@@ -257,7 +261,8 @@ impl Socket {
 
     /// Sends a request and waits for its reply, at most the configured request timeout.
     pub async fn request(&self, message: SpaMessage) -> Result<SpaMessage> {
-        self.request_with_timeout(message, self.request_timeout).await
+        self.request_with_timeout(message, self.request_timeout)
+            .await
     }
 
     /// Sends a request and waits for its reply, at most `timeout`.
