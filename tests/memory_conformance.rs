@@ -14,6 +14,7 @@ fn memory() -> conformance::Transport {
         patience: Duration::from_secs(5),
         settle: Duration::ZERO,
         separator: "/",
+        guard: None,
     }
 }
 

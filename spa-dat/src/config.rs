@@ -18,6 +18,9 @@ use crate::socket::{SocketProvider, DEFAULT_REQUEST_TIMEOUT};
 pub enum SocketConfig {
     /// The in-process bus.
     Memory(MemoryConfig),
+    /// An MQTT broker (feature `mqtt`).
+    #[cfg(feature = "mqtt")]
+    Mqtt(crate::socket::mqtt::MqttConfig),
 }
 
 impl Default for SocketConfig {
@@ -38,6 +41,10 @@ impl SocketProviderFactory {
     pub fn from_config(config: &SocketConfig) -> Result<Arc<dyn SocketProvider>> {
         match config {
             SocketConfig::Memory(memory) => Ok(Arc::new(MemorySocketProvider::from_config(memory))),
+            #[cfg(feature = "mqtt")]
+            SocketConfig::Mqtt(mqtt) => Ok(Arc::new(crate::socket::mqtt::MqttSocketProvider::new(
+                mqtt.clone(),
+            )?)),
         }
     }
 
@@ -72,6 +79,12 @@ impl SocketConfig {
                 }
                 Ok(SocketConfig::Memory(config))
             }
+            #[cfg(feature = "mqtt")]
+            "mqtt" | "mqtts" => Ok(SocketConfig::Mqtt(crate::socket::mqtt::MqttConfig::from_url(url)?)),
+            #[cfg(not(feature = "mqtt"))]
+            "mqtt" | "mqtts" => Err(Error::config(format!(
+                "bad bus URL `{url}`: spa-dat was built without the `mqtt` feature"
+            ))),
             other => Err(Error::config(format!(
                 "bad bus URL `{url}`: unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"
             ))),

@@ -24,6 +24,8 @@ pub struct Transport {
     pub settle: Duration,
     /// Separator the transport allows in topic names (`/` for MQTT, `.` for Kafka).
     pub separator: &'static str,
+    /// Keeps the broker of this test alive.
+    pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Transport {

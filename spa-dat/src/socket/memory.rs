@@ -204,7 +204,7 @@ impl MemoryBus {
                         .send(Delivery::new(Arc::clone(&topic), payload.clone()))
                         .await;
                 }
-                Target::Replies(replies) => deliver_reply(replies, &topic, &payload),
+                Target::Replies(replies) => super::deliver_reply(replies, &topic, &payload),
             }
         }
     }
@@ -260,22 +260,6 @@ impl Route {
             .as_bytes()
             .starts_with(&self.filter.as_bytes()[..self.literal_prefix])
             && topic_matches(&self.filter, topic)
-    }
-}
-
-fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
-    let id = topic
-        .rsplit('/')
-        .next()
-        .and_then(|id| id.parse::<u64>().ok());
-    match (id, SpaMessage::from_json(payload)) {
-        (Some(id), Ok(reply)) => {
-            if !replies.resolve(id, reply) {
-                tracing::debug!(topic, "reply arrived after its request ended");
-            }
-        }
-        (None, _) => tracing::warn!(topic, "reply topic carries no correlation id"),
-        (_, Err(error)) => tracing::warn!(topic, %error, "undecodable reply dropped"),
     }
 }
 

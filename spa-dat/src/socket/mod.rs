@@ -2,6 +2,8 @@
 //! builds sockets for applications, and the [`Socket`] handle handlers use.
 
 pub mod memory;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 mod request;
 mod topic;
 
@@ -113,24 +115,54 @@ impl Delivery {
 /// The receiving half of a socket: deliveries for its subscriptions, in arrival order.
 #[derive(Debug)]
 pub struct Inbox {
-    receiver: mpsc::Receiver<Delivery>,
+    receiver: InboxReceiver,
+}
+
+#[derive(Debug)]
+enum InboxReceiver {
+    Bounded(mpsc::Receiver<Delivery>),
+    Unbounded(mpsc::UnboundedReceiver<Delivery>),
 }
 
 impl Inbox {
-    /// A bounded inbox and the sender a transport feeds it through.
+    /// A bounded inbox and the sender a transport feeds it through: the transport waits
+    /// while it is full.
     pub fn channel(capacity: usize) -> (mpsc::Sender<Delivery>, Inbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (tx, Inbox { receiver: rx })
+        (
+            tx,
+            Inbox {
+                receiver: InboxReceiver::Bounded(rx),
+            },
+        )
+    }
+
+    /// An unbounded inbox, for transports whose reading task must never wait on the
+    /// application (the broker's flow control bounds it instead).
+    pub fn unbounded() -> (mpsc::UnboundedSender<Delivery>, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            tx,
+            Inbox {
+                receiver: InboxReceiver::Unbounded(rx),
+            },
+        )
     }
 
     /// The next delivery; `None` once the socket is closed.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.receiver.recv().await
+        match &mut self.receiver {
+            InboxReceiver::Bounded(rx) => rx.recv().await,
+            InboxReceiver::Unbounded(rx) => rx.recv().await,
+        }
     }
 
     /// Up to `limit` deliveries at once (at least one unless closed).
     pub async fn recv_many(&mut self, buffer: &mut Vec<Delivery>, limit: usize) -> usize {
-        self.receiver.recv_many(buffer, limit).await
+        match &mut self.receiver {
+            InboxReceiver::Bounded(rx) => rx.recv_many(buffer, limit).await,
+            InboxReceiver::Unbounded(rx) => rx.recv_many(buffer, limit).await,
+        }
     }
 }
 
@@ -299,4 +331,21 @@ impl Socket {
 
 fn to_owned(topics: &[&str]) -> Vec<String> {
     topics.iter().map(|t| (*t).to_owned()).collect()
+}
+
+/// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request.
+pub(crate) fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
+    let id = topic
+        .rsplit('/')
+        .next()
+        .and_then(|id| id.parse::<u64>().ok());
+    match (id, SpaMessage::from_json(payload)) {
+        (Some(id), Ok(reply)) => {
+            if !replies.resolve(id, reply) {
+                tracing::debug!(topic, "reply arrived after its request ended");
+            }
+        }
+        (None, _) => tracing::warn!(topic, "reply topic carries no correlation id"),
+        (_, Err(error)) => tracing::warn!(topic, %error, "undecodable reply dropped"),
+    }
 }

@@ -1,0 +1,1003 @@
+//! The MQTT transport (feature `mqtt`), on rumqttc.
+//!
+//! One connection per socket; its event loop is polled by one task that never waits on the
+//! application. Guarantees:
+//! - `publish` returns once the broker acknowledged the message (PUBACK at QoS 1, PUBREC at
+//!   QoS 2; written to the socket at QoS 0), or fails after `publish_timeout_ms`.
+//! - Incoming messages at QoS ≥ 1 are acknowledged only after their handler finished
+//!   (manual acks): at-least-once.
+//! - On a lost connection: reconnect with exponential backoff and jitter; after a reconnect
+//!   without a session on the broker, every subscription is renewed and every publish the
+//!   broker never acknowledged is sent again (rumqttc itself drops them).
+//! - Consumer groups map to shared subscriptions: `$share/{group}/{filter}`.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS,
+    Request, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::{
+    Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
+    SpaSocket,
+};
+use crate::config::{query_pairs, split_list, unknown_parameter};
+use crate::error::{Error, Result};
+use crate::message::SpaMessage;
+
+/// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Client id; default: the application's (its name plus a random suffix).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// QoS of publishes and subscriptions: 0, 1 (default: at least once) or 2.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Publish with the retain flag.
+    #[serde(default)]
+    pub retain: bool,
+    /// `true`: a new session on every connect. `false`: a persistent session, so messages
+    /// published while the consumer was away are delivered when it returns (needs a stable
+    /// `client_id`).
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// TLS (rustls); absent = plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// Unacknowledged outgoing publishes at once.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Largest packet accepted and sent, in bytes (rumqttc's default is 10 KiB).
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// Topics a socket subscribes to when its application names none.
+    #[serde(default)]
+    pub default_subscription_topics: Vec<String>,
+    /// How long the first connection may take.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long `publish` waits for the broker's acknowledgement.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Longest pause between reconnect attempts.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+/// TLS settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttTls {
+    /// PEM file with the CA certificates to trust; default: the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for mutual TLS.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_keepalive() -> u64 {
+    60
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_inflight() -> u16 {
+    100
+}
+fn default_max_packet_size() -> usize {
+    1024 * 1024
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_publish_timeout_ms() -> u64 {
+    10_000
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+impl MqttConfig {
+    /// A config for `host:port` with every other setting at its default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        MqttConfig {
+            host: host.into(),
+            port,
+            client_id: None,
+            username: None,
+            password: None,
+            keepalive_secs: default_keepalive(),
+            qos: default_qos(),
+            retain: false,
+            clean_session: true,
+            tls: None,
+            inflight: default_inflight(),
+            max_packet_size: default_max_packet_size(),
+            default_subscription_topics: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+
+    /// Parses `mqtt://user:pass@host:1883?client_id=...&qos=1&clean_session=false&topics=a,b`
+    /// (`mqtts://` for TLS with the system's CA certificates).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+        let tls = match parsed.scheme() {
+            "mqtt" => None,
+            "mqtts" => Some(MqttTls::default()),
+            other => {
+                return Err(Error::config(format!(
+                    "`{other}` is not an MQTT URL scheme"
+                )))
+            }
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| Error::config(format!("bad bus URL `{url}`: no host")))?;
+        let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
+        config.tls = tls;
+        let decode = |part: &str| {
+            percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
+        };
+        if !parsed.username().is_empty() {
+            config.username = Some(decode(parsed.username())?);
+        }
+        if let Some(password) = parsed.password() {
+            config.password = Some(decode(password)?);
+        }
+        let number = |key: &str, value: &str| -> Result<u64> {
+            value.parse().map_err(|_| {
+                Error::config(format!(
+                    "bad bus URL `{url}`: `{key}={value}` is not a number"
+                ))
+            })
+        };
+        for (key, value) in query_pairs(&parsed)? {
+            match key.as_str() {
+                "client_id" => config.client_id = Some(value),
+                "qos" => config.qos = number(&key, &value)?.min(255) as u8,
+                "keepalive" | "keepalive_secs" => config.keepalive_secs = number(&key, &value)?,
+                "retain" => config.retain = parse_bool(url, &key, &value)?,
+                "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
+                "inflight" => config.inflight = number(&key, &value)?.min(u16::MAX as u64) as u16,
+                "max_packet_size" => config.max_packet_size = number(&key, &value)? as usize,
+                "topics" => config.default_subscription_topics = split_list(&value),
+                "connect_timeout_ms" => config.connect_timeout_ms = number(&key, &value)?,
+                "publish_timeout_ms" => config.publish_timeout_ms = number(&key, &value)?,
+                "reconnect_max_ms" => config.reconnect_max_ms = number(&key, &value)?,
+                other => {
+                    return Err(unknown_parameter(
+                        url,
+                        other,
+                        &[
+                            "client_id",
+                            "qos",
+                            "keepalive",
+                            "retain",
+                            "clean_session",
+                            "inflight",
+                            "max_packet_size",
+                            "topics",
+                            "connect_timeout_ms",
+                            "publish_timeout_ms",
+                            "reconnect_max_ms",
+                        ],
+                    ))
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later, at connect time.
+    pub fn validate(&self) -> Result<()> {
+        qos_of(self.qos)?;
+        if self.host.trim().is_empty() {
+            return Err(Error::config("MQTT host is empty"));
+        }
+        if self.inflight == 0 {
+            return Err(Error::config("MQTT inflight must be at least 1"));
+        }
+        if self.keepalive_secs != 0 && self.keepalive_secs < 5 {
+            return Err(Error::config(
+                "MQTT keepalive must be 0 (off) or at least 5 seconds",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `host:port`, for logs and errors.
+    pub fn broker(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    /// The rumqttc options for a client with this id (the Python package's
+    /// `build_client_config`). Manual acknowledgements are on: the runtime acknowledges a
+    /// message after its handler finished.
+    pub fn build_client_config(&self, client_id: &str) -> Result<MqttOptions> {
+        self.validate()?;
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options
+            .set_keep_alive(Duration::from_secs(self.keepalive_secs))
+            .set_clean_session(self.clean_session)
+            .set_inflight(self.inflight)
+            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            .set_manual_acks(true);
+        if let Some(username) = &self.username {
+            options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls.client_config()?)),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(Error::config(format!(
+            "bad bus URL `{url}`: `{key}={value}` is not true or false"
+        ))),
+    }
+}
+
+fn qos_of(qos: u8) -> Result<QoS> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        other => Err(Error::config(format!(
+            "MQTT qos must be 0, 1 or 2, got {other}"
+        ))),
+    }
+}
+
+impl MqttTls {
+    fn client_config(&self) -> Result<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca_file {
+            Some(path) => {
+                for cert in read_pem_certs(path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+                if roots.is_empty() {
+                    return Err(Error::config(
+                        "TLS: no system CA certificates found; set tls.ca_file",
+                    ));
+                }
+            }
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::config(format!("TLS: {e}")))?
+            .with_root_certificates(roots);
+        match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = read_pem_certs(cert)?;
+                use rustls_pki_types::pem::PemObject;
+                let key_der = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| Error::config(format!("{}: {e}", key.display())))?;
+                builder
+                    .with_client_auth_cert(chain, key_der)
+                    .map_err(|e| Error::config(format!("TLS client certificate: {e}")))
+            }
+            (None, None) => Ok(builder.with_no_client_auth()),
+            _ => Err(Error::config(
+                "TLS: client_cert_file and client_key_file go together",
+            )),
+        }
+    }
+}
+
+fn read_pem_certs(
+    path: &std::path::Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::config(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "{}: no PEM certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Publish,
+    Subscribe,
+    Unsubscribe,
+}
+
+/// A request handed to rumqttc, waiting for its packet to be sent and then acknowledged.
+struct Pending {
+    kind: Kind,
+    /// `None` for the transport's own requests (re-subscriptions after a reconnect).
+    waiter: Option<oneshot::Sender<Result<()>>>,
+    /// What to send again if the broker lost it.
+    request: Request,
+}
+
+impl Pending {
+    fn resolve(self, result: Result<()>) {
+        if let Some(waiter) = self.waiter {
+            let _ = waiter.send(result);
+        }
+    }
+}
+
+/// Where each request is: handed to rumqttc but not yet sent (`unsent`, in order), or sent
+/// and waiting for the broker's acknowledgement (`unacked`, by packet id).
+#[derive(Default)]
+struct Ledger {
+    unsent: VecDeque<Pending>,
+    unacked: HashMap<(Kind, u16), Pending>,
+}
+
+struct Shared {
+    client: AsyncClient,
+    broker: String,
+    qos: QoS,
+    retain: bool,
+    publish_timeout: Duration,
+    /// Makes "record in the ledger, hand to rumqttc" one step: the ledger's order is the
+    /// order rumqttc sends in.
+    order: tokio::sync::Mutex<()>,
+    ledger: Mutex<Ledger>,
+    /// Current subscriptions as sent (with `$share/...`), renewed after a clean reconnect.
+    subscriptions: Mutex<Vec<String>>,
+    group: Option<String>,
+    replies: Arc<RequestMultiplexer>,
+    reply_prefix: String,
+    reply_subscription: tokio::sync::OnceCell<()>,
+    closed: AtomicBool,
+    close_requested: Notify,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // Each ledger operation is a single push/pop/insert: consistent even after a panic.
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn transport_error(&self, operation: &'static str, reason: impl Into<String>) -> Error {
+        Error::Transport {
+            operation,
+            broker: self.broker.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Records `request`, hands it to rumqttc, and waits for the broker's acknowledgement.
+    async fn submit(&self, kind: Kind, request: Request, operation: &'static str) -> Result<()> {
+        self.ensure_open()?;
+        let (waiter, acknowledged) = oneshot::channel();
+        {
+            let _order = self.order.lock().await;
+            self.ledger().unsent.push_back(Pending {
+                kind,
+                waiter: Some(waiter),
+                request: request.clone(),
+            });
+            let handed = match request {
+                Request::Publish(publish) => {
+                    self.client
+                        .publish_bytes(publish.topic, publish.qos, publish.retain, publish.payload)
+                        .await
+                }
+                Request::Subscribe(subscribe) => {
+                    self.client.subscribe_many(subscribe.filters).await
+                }
+                Request::Unsubscribe(mut unsubscribe) => match unsubscribe.topics.pop() {
+                    Some(topic) => self.client.unsubscribe(topic).await,
+                    None => Ok(()),
+                },
+                _ => Ok(()),
+            };
+            if let Err(error) = handed {
+                // Still under the order lock: the last entry is ours.
+                self.ledger().unsent.pop_back();
+                return Err(self.transport_error(operation, error.to_string()));
+            }
+        }
+        match tokio::time::timeout(self.publish_timeout, acknowledged).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(self.transport_error(
+                operation,
+                format!("not acknowledged within {:?}", self.publish_timeout),
+            )),
+        }
+    }
+
+    fn shared_filter(&self, filter: &str) -> String {
+        match &self.group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_owned(),
+        }
+    }
+
+    async fn subscribe_filters(&self, filters: Vec<String>) -> Result<()> {
+        if filters.is_empty() {
+            return Ok(());
+        }
+        for filter in &filters {
+            super::validate_filter(filter).map_err(Error::Config)?;
+        }
+        {
+            let mut current = self.subscriptions();
+            for filter in &filters {
+                if !current.contains(filter) {
+                    current.push(filter.clone());
+                }
+            }
+        }
+        let subscribe = Subscribe::new_many(
+            filters
+                .into_iter()
+                .map(|path| SubscribeFilter::new(path, self.qos)),
+        );
+        self.submit(Kind::Subscribe, Request::Subscribe(subscribe), "subscribe")
+            .await
+    }
+
+    async fn ensure_reply_subscription(&self) -> Result<()> {
+        self.reply_subscription
+            .get_or_try_init(|| self.subscribe_filters(vec![format!("{}/+", self.reply_prefix)]))
+            .await
+            .map(|_| ())
+    }
+}
+
+struct MqttSocket {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl SpaSocket for MqttSocket {
+    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
+        let mut publish = Publish::from_bytes(topic, self.shared.qos, payload);
+        publish.retain = self.shared.retain;
+        self.shared
+            .submit(Kind::Publish, Request::Publish(publish), "publish")
+            .await
+    }
+
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        let filters = topics
+            .iter()
+            .map(|t| self.shared.shared_filter(t))
+            .collect();
+        self.shared.subscribe_filters(filters).await
+    }
+
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+        for topic in topics {
+            let filter = self.shared.shared_filter(topic);
+            self.shared.subscriptions().retain(|f| *f != filter);
+            self.shared
+                .submit(
+                    Kind::Unsubscribe,
+                    Request::Unsubscribe(Unsubscribe::new(filter)),
+                    "unsubscribe",
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+        self.shared.ensure_open()?;
+        self.shared.ensure_reply_subscription().await?;
+        let pending = self.shared.replies.register();
+        message.response_topic = Some(format!("{}/{}", self.shared.reply_prefix, pending.id()));
+        self.publish(&message).await?;
+        pending.wait(&message.topic, timeout).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // A clean DISCONNECT if the connection is up; the driver stops either way.
+        let _ = self.shared.client.try_disconnect();
+        self.shared.close_requested.notify_one();
+        let driver = self
+            .shared
+            .driver
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut driver) = driver {
+            if tokio::time::timeout(Duration::from_secs(5), &mut driver)
+                .await
+                .is_err()
+            {
+                driver.abort();
+            }
+        }
+        self.shared.replies.close();
+        Ok(())
+    }
+}
+
+/// Builds MQTT sockets: one connection each.
+#[derive(Debug, Clone)]
+pub struct MqttSocketProvider {
+    config: MqttConfig,
+}
+
+impl MqttSocketProvider {
+    /// A provider for the broker `config` names.
+    pub fn new(config: MqttConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(MqttSocketProvider { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MqttConfig {
+        &self.config
+    }
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| if matches!(c, '/' | '+' | '#') { '_' } else { c })
+        .collect()
+}
+
+#[async_trait]
+impl SocketProvider for MqttSocketProvider {
+    async fn connect(&self, options: SocketOptions) -> Result<Connection> {
+        let config = &self.config;
+        let broker = config.broker();
+        let client_id = config
+            .client_id
+            .clone()
+            .unwrap_or_else(|| options.client_id.clone());
+        let mqtt_options = config.build_client_config(&client_id)?;
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options, 64);
+        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+        eventloop
+            .network_options
+            .set_connection_timeout(connect_timeout.as_secs().max(1));
+        let connected = tokio::time::timeout(connect_timeout, eventloop.poll()).await;
+        match connected {
+            Ok(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
+                tracing::info!(broker = %broker, client_id = %client_id, session_present = ack.session_present, "MQTT connected");
+            }
+            Ok(Ok(other)) => {
+                return Err(Error::Connect {
+                    broker,
+                    reason: format!("expected CONNACK, got {other:?}"),
+                })
+            }
+            Ok(Err(error)) => {
+                return Err(Error::Connect {
+                    broker,
+                    reason: describe(&error),
+                })
+            }
+            Err(_) => {
+                return Err(Error::Connect {
+                    broker,
+                    reason: format!("no CONNACK within {connect_timeout:?}"),
+                })
+            }
+        }
+        let (inbox_tx, inbox) = Inbox::unbounded();
+        let shared = Arc::new(Shared {
+            client,
+            broker,
+            qos: qos_of(config.qos)?,
+            retain: config.retain,
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            order: tokio::sync::Mutex::new(()),
+            ledger: Mutex::new(Ledger::default()),
+            subscriptions: Mutex::new(Vec::new()),
+            group: options.group.clone(),
+            replies: RequestMultiplexer::new(),
+            reply_prefix: format!("_spa/reply/{}", sanitize(&client_id)),
+            reply_subscription: tokio::sync::OnceCell::new(),
+            closed: AtomicBool::new(false),
+            close_requested: Notify::new(),
+            driver: Mutex::new(None),
+        });
+        let driver = Driver {
+            shared: Arc::clone(&shared),
+            inbox: inbox_tx,
+            held: Vec::new(),
+            backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
+        };
+        let handle = tokio::spawn(driver.run(eventloop));
+        *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+        let socket = MqttSocket { shared };
+        let topics = if options.topics.is_empty() {
+            config.default_subscription_topics.clone()
+        } else {
+            options.topics.clone()
+        };
+        if let Err(error) = socket.subscribe(&topics).await {
+            socket.close().await?;
+            return Err(error);
+        }
+        Ok(Connection {
+            socket: Arc::new(socket),
+            inbox,
+        })
+    }
+
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
+        let mut config = self.config.clone();
+        config.default_subscription_topics = topics;
+        Arc::new(MqttSocketProvider { config })
+    }
+
+    fn default_topics(&self) -> &[String] {
+        &self.config.default_subscription_topics
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            wildcards: true,
+            consumer_groups: true,
+            ordered_per_publisher: true,
+            subscribe_is_synchronous: true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.config.broker()
+    }
+}
+
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            format!(
+                "the broker refused the connection ({code:?}); check the credentials and client id"
+            )
+        }
+        ConnectionError::Io(io) => format!("{io}"),
+        ConnectionError::NetworkTimeout => "connection timed out".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// Exponential backoff with jitter between reconnect attempts.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    fn new(max: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The pause before the next attempt: the current step with ±50 % jitter.
+    fn pause(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        step.mul_f64(0.5 + fastrand::f64())
+    }
+}
+
+/// Polls the event loop, delivers messages, settles the ledger, reconnects.
+struct Driver {
+    shared: Arc<Shared>,
+    inbox: mpsc::UnboundedSender<Delivery>,
+    /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
+    held: Vec<Request>,
+    backoff: Backoff,
+}
+
+impl Driver {
+    async fn run(mut self, mut eventloop: EventLoop) {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    tracing::info!(broker = %self.shared.broker, session_present = ack.session_present, "MQTT reconnected");
+                    self.backoff.reset();
+                    self.restore(&mut eventloop, ack.session_present);
+                }
+                Ok(event) => self.handle(event),
+                Err(error) => {
+                    if self.shared.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // rumqttc moved its unacknowledged and unsent requests into `pending` and
+                    // would drop them on a reconnect without session: keep them ourselves.
+                    let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
+                    for event in buffered {
+                        self.handle(event);
+                    }
+                    self.held.extend(eventloop.pending.drain(..));
+                    let pause = self.backoff.pause();
+                    tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shared.close_requested.notified() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!(broker = %self.shared.broker, "MQTT connection closed");
+        let ledger = std::mem::take(&mut *self.shared.ledger());
+        for pending in ledger
+            .unsent
+            .into_iter()
+            .chain(ledger.unacked.into_values())
+        {
+            pending.resolve(Err(Error::Closed));
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Incoming::Publish(publish)) => self.deliver(publish),
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
+            }
+            Event::Incoming(Incoming::PubRec(ack)) => {
+                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => {
+                let refused = ack
+                    .return_codes
+                    .iter()
+                    .any(|code| matches!(code, SubscribeReasonCode::Failure));
+                let result = if refused {
+                    Err(self.shared.transport_error(
+                        "subscribe",
+                        "the broker refused the subscription (not authorized, or shared subscriptions unsupported)",
+                    ))
+                } else {
+                    Ok(())
+                };
+                self.acknowledged(Kind::Subscribe, ack.pkid, result);
+            }
+            Event::Incoming(Incoming::UnsubAck(ack)) => {
+                self.acknowledged(Kind::Unsubscribe, ack.pkid, Ok(()))
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.sent(Kind::Publish, pkid),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.sent(Kind::Subscribe, pkid),
+            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => self.sent(Kind::Unsubscribe, pkid),
+            _ => {}
+        }
+    }
+
+    /// rumqttc wrote a packet: the oldest unsent request of the ledger, unless it is the
+    /// retransmission of one still waiting for its acknowledgement.
+    fn sent(&mut self, kind: Kind, pkid: u16) {
+        let mut ledger = self.shared.ledger();
+        if pkid != 0 && ledger.unacked.contains_key(&(kind, pkid)) {
+            return;
+        }
+        let Some(pending) = ledger.unsent.pop_front() else {
+            tracing::error!(broker = %self.shared.broker, ?kind, pkid, "MQTT sent a packet the ledger does not know");
+            return;
+        };
+        if pending.kind != kind {
+            tracing::error!(broker = %self.shared.broker, expected = ?pending.kind, sent = ?kind, "MQTT ledger out of step");
+        }
+        if kind == Kind::Publish && pkid == 0 {
+            drop(ledger);
+            pending.resolve(Ok(()));
+        } else {
+            ledger.unacked.insert((kind, pkid), pending);
+        }
+    }
+
+    fn acknowledged(&mut self, kind: Kind, pkid: u16, result: Result<()>) {
+        let pending = self.shared.ledger().unacked.remove(&(kind, pkid));
+        if let Some(pending) = pending {
+            pending.resolve(result);
+        }
+    }
+
+    fn deliver(&mut self, publish: Publish) {
+        let acknowledgement = (publish.qos != QoS::AtMostOnce).then(|| {
+            let mut ack = Publish::new("", publish.qos, Vec::new());
+            ack.pkid = publish.pkid;
+            ack
+        });
+        if publish.topic.starts_with(&self.shared.reply_prefix) {
+            super::deliver_reply(&self.shared.replies, &publish.topic, &publish.payload);
+            if let Some(ack) = acknowledgement {
+                acknowledge(&self.shared.client, ack);
+            }
+            return;
+        }
+        let mut delivery = Delivery::new(Arc::from(publish.topic), publish.payload);
+        if let Some(ack) = acknowledgement {
+            let client = self.shared.client.clone();
+            delivery = delivery.with_ack(move || acknowledge(&client, ack));
+        }
+        // The consumer may be gone (shutting down): unacknowledged, the broker redelivers.
+        let _ = self.inbox.send(delivery);
+    }
+
+    /// After a reconnect: put back what was held. Without a session on the broker, also renew
+    /// every subscription and resend every unacknowledged publish as new.
+    fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) {
+        let held = std::mem::take(&mut self.held);
+        let mut ledger = self.shared.ledger();
+        let mut requests: Vec<Request> = Vec::new();
+        let mut front: Vec<Pending> = Vec::new();
+        if !session_present {
+            for filter in self.shared.subscriptions().iter() {
+                let subscribe = Subscribe::new(filter.clone(), self.shared.qos);
+                requests.push(Request::Subscribe(subscribe.clone()));
+                front.push(Pending {
+                    kind: Kind::Subscribe,
+                    waiter: None,
+                    request: Request::Subscribe(subscribe),
+                });
+            }
+        }
+        // rumqttc never retransmits (un)subscriptions: send again those not acknowledged.
+        let mut unacked_subscriptions: Vec<((Kind, u16), Pending)> = ledger
+            .unacked
+            .iter()
+            .filter(|((kind, _), _)| *kind != Kind::Publish)
+            .map(|(key, _)| *key)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|key| ledger.unacked.remove(&key).map(|p| (key, p)))
+            .collect();
+        unacked_subscriptions.sort_by_key(|((_, pkid), _)| *pkid);
+        for (_, pending) in unacked_subscriptions {
+            requests.push(renumbered(pending.request.clone()));
+            front.push(pending);
+        }
+        for request in held {
+            match request {
+                Request::Publish(publish) if publish.pkid != 0 => {
+                    if session_present {
+                        requests.push(Request::Publish(publish));
+                        continue;
+                    }
+                    // Lost with the session: send it again as a new publish.
+                    let pending = ledger
+                        .unacked
+                        .remove(&(Kind::Publish, publish.pkid))
+                        .unwrap_or(Pending {
+                            kind: Kind::Publish,
+                            waiter: None,
+                            request: Request::Publish(publish.clone()),
+                        });
+                    requests.push(renumbered(Request::Publish(publish)));
+                    front.push(pending);
+                }
+                // Unsent requests keep their place at the front of the ledger's unsent queue.
+                request @ (Request::Publish(_)
+                | Request::Subscribe(_)
+                | Request::Unsubscribe(_)) => requests.push(request),
+                other if session_present => requests.push(other),
+                _ => {}
+            }
+        }
+        for pending in front.into_iter().rev() {
+            ledger.unsent.push_front(pending);
+        }
+        drop(ledger);
+        eventloop.pending.extend(requests);
+    }
+}
+
+/// A request as new: packet id 0 (rumqttc assigns one), not a duplicate.
+fn renumbered(request: Request) -> Request {
+    match request {
+        Request::Publish(mut publish) => {
+            publish.pkid = 0;
+            publish.dup = false;
+            Request::Publish(publish)
+        }
+        Request::Subscribe(mut subscribe) => {
+            subscribe.pkid = 0;
+            Request::Subscribe(subscribe)
+        }
+        Request::Unsubscribe(mut unsubscribe) => {
+            unsubscribe.pkid = 0;
+            Request::Unsubscribe(unsubscribe)
+        }
+        other => other,
+    }
+}
+
+fn acknowledge(client: &AsyncClient, ack: Publish) {
+    if let Err(rumqttc::ClientError::TryRequest(_)) = client.try_ack(&ack) {
+        // The request channel is momentarily full: acknowledge from a task instead of waiting.
+        let client = client.clone();
+        tokio::spawn(async move {
+            let _ = client.ack(&ack).await;
+        });
+    }
+}

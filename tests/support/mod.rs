@@ -1,0 +1,3 @@
+//! Test support: real brokers started per test.
+
+pub mod mosquitto;
