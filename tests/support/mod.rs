@@ -1,3 +1,4 @@
-//! Test support: real brokers started per test.
+//! Test support: real brokers started per test, the Python spa-dat for interop.
 
 pub mod mosquitto;
+pub mod python;
