@@ -74,6 +74,9 @@ impl Mosquitto {
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir).expect("broker dir");
+        // Started as root, mosquitto drops to its own user: it must still write its database.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
         dir
     }
 
@@ -99,7 +102,11 @@ impl Mosquitto {
     }
 
     fn launch(&mut self) {
-        let log = std::fs::File::create(self.dir.join("mosquitto.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("mosquitto.log"))
+            .expect("log file");
         let child = Command::new(binary())
             .arg("-c")
             .arg(self.dir.join("mosquitto.conf"))
@@ -153,6 +160,8 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if std::env::var_os("SPA_DAT_KEEP_BROKER_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

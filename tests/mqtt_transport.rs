@@ -1,0 +1,461 @@
+//! MQTT behaviour beyond the conformance suite, against real Mosquitto brokers: scale-out with
+//! shared subscriptions, at-least-once across a broker restart, bad input, bad config.
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+use spa_dat::{
+    Application, Config, DistributedApplication, Error, Shutdown, SocketOptions, SocketProvider,
+    SpaMessage,
+};
+use support::mosquitto::Mosquitto;
+
+fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
+    Arc::new(MqttSocketProvider::new(config).expect("valid config"))
+}
+
+async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn seq_of(message: &SpaMessage) -> usize {
+    message
+        .payload_str()
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_subscription_group_splits_the_stream() {
+    const MESSAGES: usize = 10_000;
+    let broker = Mosquitto::start();
+    let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let per_member = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let mut app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)));
+    for member in 0..2 {
+        let (seen, per_member) = (Arc::clone(&seen), Arc::clone(&per_member));
+        app = app.add_application(
+            Application::consumer(
+                format!("worker-{member}"),
+                ["jobs/+"],
+                move |m: SpaMessage| {
+                    let (seen, per_member) = (Arc::clone(&seen), Arc::clone(&per_member));
+                    async move {
+                        per_member[member].fetch_add(1, Ordering::SeqCst);
+                        seen.lock().expect("seen").push(seq_of(&m));
+                    }
+                },
+            )
+            .group("workers"),
+        );
+    }
+    let app = app.add_producer("feeder", |socket: spa_dat::Socket| async move {
+        for seq in 0..MESSAGES {
+            socket
+                .publish(SpaMessage::new(
+                    format!("jobs/{}", seq % 7),
+                    seq.to_string(),
+                ))
+                .await?;
+        }
+        Ok::<(), Error>(())
+    });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let s = Arc::clone(&seen);
+    wait_until("10,000 jobs", Duration::from_secs(60), || {
+        s.lock().expect("seen").len() >= MESSAGES
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean run");
+    let seen = seen.lock().expect("seen").clone();
+    let unique: HashSet<usize> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), MESSAGES, "none lost");
+    assert_eq!(seen.len(), MESSAGES, "none handled twice");
+    let (a, b) = (
+        per_member[0].load(Ordering::SeqCst),
+        per_member[1].load(Ordering::SeqCst),
+    );
+    assert!(
+        a > MESSAGES / 4 && b > MESSAGES / 4,
+        "both members work: {a} / {b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
+    const MESSAGES: usize = 10_000;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut broker = Mosquitto::start();
+    let port = broker.port;
+    let mut consumer_config = MqttConfig::new("127.0.0.1", port);
+    consumer_config.clean_session = false;
+    consumer_config.client_id = Some("restart-consumer".into());
+    consumer_config.reconnect_max_ms = 500;
+    let seen = Arc::new(Mutex::new(HashSet::<usize>::new()));
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (s, h) = (Arc::clone(&seen), Arc::clone(&handled));
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(consumer_config))
+        .add_consumer("durable", ["stream/qos1"], move |m: SpaMessage| {
+            let (s, h) = (Arc::clone(&s), Arc::clone(&h));
+            async move {
+                h.fetch_add(1, Ordering::SeqCst);
+                s.lock().expect("seen").insert(seq_of(&m));
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut publisher_config = MqttConfig::new("127.0.0.1", port);
+    publisher_config.reconnect_max_ms = 500;
+    publisher_config.publish_timeout_ms = 20_000;
+    let publisher = provider(publisher_config)
+        .connect(SocketOptions::new("restart-publisher"))
+        .await
+        .expect("publisher connects");
+    let socket = Arc::clone(&publisher.socket);
+    let publishing = tokio::spawn(async move {
+        let mut retried = 0;
+        for seq in 0..MESSAGES {
+            // Each publish returns once the broker has it; a failed one is published again.
+            while let Err(error) = socket
+                .publish(&SpaMessage::new("stream/qos1", seq.to_string()))
+                .await
+            {
+                retried += 1;
+                assert!(retried < 1000, "publishing keeps failing: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        retried
+    });
+    let s = Arc::clone(&seen);
+    wait_until("a third of the stream", Duration::from_secs(60), || {
+        s.lock().expect("seen").len() >= MESSAGES / 3
+    })
+    .await;
+    broker.restart();
+    let retried = publishing.await.expect("publisher");
+    let s = Arc::clone(&seen);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.lock().expect("seen").len() < MESSAGES {
+        if Instant::now() > deadline {
+            let seen = s.lock().expect("seen");
+            let missing: Vec<usize> = (0..MESSAGES)
+                .filter(|i| !seen.contains(i))
+                .take(20)
+                .collect();
+            panic!(
+                "{} of {MESSAGES} handled; first missing: {missing:?}",
+                seen.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.trigger();
+    run.await.expect("join").expect("clean run");
+    publisher.socket.close().await.expect("close");
+    assert_eq!(seen.lock().expect("seen").len(), MESSAGES);
+    eprintln!(
+        "handled {} deliveries for {MESSAGES} messages; {retried} publishes retried by the test",
+        handled.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.clean_session = false;
+    config.client_id = Some("at-least-once".into());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&attempts);
+    let first = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            shutdown_grace_ms: 100,
+            ..Config::default()
+        })
+        .socket_provider(provider(config.clone()))
+        .add_consumer("slow", ["work/once"], move |shutdown: Shutdown| {
+            let a = Arc::clone(&a);
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                shutdown.trigger();
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        });
+    let run = tokio::spawn(first.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
+        .connect(SocketOptions::new("once-publisher"))
+        .await
+        .expect("connects");
+    publisher
+        .socket
+        .publish(&SpaMessage::new("work/once", "job"))
+        .await
+        .expect("publish");
+    run.await
+        .expect("join")
+        .expect("first run ends after the grace period");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let second = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer(
+            "slow",
+            ["work/once"],
+            move |m: SpaMessage, shutdown: Shutdown| {
+                let d = Arc::clone(&d);
+                async move {
+                    assert_eq!(m.payload_str().ok(), Some("job"));
+                    d.fetch_add(1, Ordering::SeqCst);
+                    shutdown.trigger();
+                }
+            },
+        );
+    tokio::time::timeout(Duration::from_secs(20), second.start_async())
+        .await
+        .expect("redelivered")
+        .expect("clean");
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        1,
+        "the unacknowledged message came back"
+    );
+    publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payloads_do_not_stop_the_consumer() {
+    let broker = Mosquitto::start();
+    let good = Arc::new(AtomicUsize::new(0));
+    let g = Arc::clone(&good);
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            dead_letter_topic: Some("dead/letters".into()),
+            ..Config::default()
+        })
+        .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
+        .add_consumer("robust", ["input"], move |_m: SpaMessage| {
+            let g = Arc::clone(&g);
+            async move {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let watcher_provider = provider(MqttConfig::new("127.0.0.1", broker.port));
+    let mut watcher = watcher_provider
+        .connect(SocketOptions::new("dead-watcher").topics(["dead/letters"]))
+        .await
+        .expect("connects");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let raw = watcher.socket.clone();
+    raw.publish_bytes("input", Bytes::from_static(b"\x00\x01 garbage"))
+        .await
+        .expect("publish");
+    raw.publish_bytes("input", Bytes::from_static(br#"{"Topic":"input"}"#))
+        .await
+        .expect("publish");
+    for _ in 0..5 {
+        raw.publish(&SpaMessage::new("input", "fine"))
+            .await
+            .expect("publish");
+    }
+    let g = Arc::clone(&good);
+    wait_until("five good messages", Duration::from_secs(20), || {
+        g.load(Ordering::SeqCst) == 5
+    })
+    .await;
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv())
+            .await
+            .expect("dead letter arrives")
+            .expect("open");
+        dead.push(delivery.payload.clone());
+        delivery.ack();
+    }
+    assert_eq!(
+        dead,
+        [
+            Bytes::from_static(b"\x00\x01 garbage"),
+            Bytes::from_static(br#"{"Topic":"input"}"#)
+        ]
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    watcher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payloads_beyond_rumqttc_default_packet_size_pass() {
+    let broker = Mosquitto::start();
+    let provider = provider(MqttConfig::new("127.0.0.1", broker.port));
+    let mut sub = provider
+        .connect(SocketOptions::new("big-sub").topics(["big"]))
+        .await
+        .expect("connects");
+    let publisher = provider
+        .connect(SocketOptions::new("big-pub"))
+        .await
+        .expect("connects");
+    let body = "x".repeat(200 * 1024);
+    publisher
+        .socket
+        .publish(&SpaMessage::new("big", body.clone()))
+        .await
+        .expect("publish");
+    let delivery = tokio::time::timeout(Duration::from_secs(10), sub.inbox.recv())
+        .await
+        .expect("arrives")
+        .expect("open");
+    let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
+    assert_eq!(message.payload.len(), body.len());
+    delivery.ack();
+}
+
+async fn connect_error(config: MqttConfig) -> Error {
+    let started = Instant::now();
+    let result = provider(config)
+        .connect(SocketOptions::new("bad-config"))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "fails fast, no hang"
+    );
+    match result {
+        Ok(_) => panic!("connected with a bad config"),
+        Err(error) => error,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_fails_with_a_clear_error_naming_the_broker() {
+    // Refused: a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let error = connect_error(MqttConfig::new("127.0.0.1", port)).await;
+    let text = error.to_string();
+    assert!(matches!(error, Error::Connect { .. }), "{text}");
+    assert!(
+        text.contains(&format!("mqtt://127.0.0.1:{port}")) && text.contains("refused"),
+        "{text}"
+    );
+
+    // Unknown host.
+    let error = connect_error(MqttConfig::new("no-such-host.invalid", 1883)).await;
+    let text = error.to_string();
+    assert!(text.contains("mqtt://no-such-host.invalid:1883"), "{text}");
+
+    // Wrong credentials.
+    let broker = Mosquitto::start_with_password();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.username = Some("user".into());
+    config.password = Some("wrong".into());
+    let error = connect_error(config.clone()).await;
+    let text = error.to_string();
+    assert!(
+        text.contains("refused the connection") && text.contains(&broker.url()),
+        "{text}"
+    );
+    config.password = Some("secret".into());
+    let ok = provider(config)
+        .connect(SocketOptions::new("good-creds"))
+        .await
+        .expect("right credentials work");
+    ok.socket.close().await.expect("close");
+
+    // A whole application with an unreachable broker: run() fails, naming it.
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(MqttConfig::new("127.0.0.1", port)))
+        .add_consumer("stranded", ["x"], || async {});
+    let error = tokio::time::timeout(Duration::from_secs(15), app.start_async())
+        .await
+        .expect("no hang")
+        .expect_err("fails");
+    assert!(
+        error.to_string().contains("stranded") && error.to_string().contains("refused"),
+        "{error}"
+    );
+}
+
+#[test]
+fn urls_and_config_are_validated() {
+    let config = MqttConfig::from_url("mqtt://u%40x:p%3Aw@broker.local:1884?client_id=c1&qos=2&clean_session=false&topics=a/+,b/%23")
+        .expect("parses");
+    assert_eq!(config.host, "broker.local");
+    assert_eq!(config.port, 1884);
+    assert_eq!(config.username.as_deref(), Some("u@x"));
+    assert_eq!(config.password.as_deref(), Some("p:w"));
+    assert_eq!(config.client_id.as_deref(), Some("c1"));
+    assert_eq!(config.qos, 2);
+    assert!(!config.clean_session);
+    assert_eq!(config.default_subscription_topics, ["a/+", "b/#"]);
+    for (url, needle) in [
+        ("mqtt://h?qos=3", "qos must be 0, 1 or 2"),
+        ("mqtt://h?bogus=1", "unknown parameter `bogus`"),
+        ("mqtt://h?clean_session=maybe", "not true or false"),
+        ("mqtt://h?keepalive=2", "keepalive"),
+    ] {
+        let error = MqttConfig::from_url(url).expect_err(url);
+        assert!(error.to_string().contains(needle), "{url}: {error}");
+    }
+    let via_factory =
+        spa_dat::SocketProviderFactory::from_url("mqtt://localhost:1883").expect("provider");
+    assert_eq!(via_factory.describe(), "mqtt://localhost:1883");
+    let rebuilt = via_factory.rebuild(vec!["x/#".into()]);
+    assert_eq!(rebuilt.default_topics(), ["x/#"]);
+    let options = MqttConfig::new("h", 1)
+        .build_client_config("client-9")
+        .expect("options");
+    assert_eq!(options.client_id(), "client-9");
+    let mut tls = MqttConfig::new("h", 8883);
+    tls.tls = Some(spa_dat::socket::mqtt::MqttTls {
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..Default::default()
+    });
+    let error = tls.build_client_config("c").expect_err("missing CA file");
+    assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
+}
