@@ -21,6 +21,9 @@ pub enum SocketConfig {
     /// An MQTT broker (feature `mqtt`).
     #[cfg(feature = "mqtt")]
     Mqtt(crate::socket::mqtt::MqttConfig),
+    /// A Kafka cluster (feature `kafka`).
+    #[cfg(feature = "kafka")]
+    Kafka(crate::socket::kafka::KafkaConfig),
 }
 
 impl Default for SocketConfig {
@@ -45,6 +48,10 @@ impl SocketProviderFactory {
             SocketConfig::Mqtt(mqtt) => Ok(Arc::new(crate::socket::mqtt::MqttSocketProvider::new(
                 mqtt.clone(),
             )?)),
+            #[cfg(feature = "kafka")]
+            SocketConfig::Kafka(kafka) => Ok(Arc::new(
+                crate::socket::kafka::KafkaSocketProvider::new(kafka.clone())?,
+            )),
         }
     }
 
@@ -60,10 +67,15 @@ impl SocketProviderFactory {
 impl SocketConfig {
     /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
-        match parsed.scheme() {
+        let Some((scheme, _)) = url.split_once("://") else {
+            return Err(Error::config(format!(
+                "bad bus URL `{url}`: expected memory://, mqtt:// or kafka://"
+            )));
+        };
+        match scheme {
             "memory" => {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
                 let mut config = MemoryConfig {
                     bus: match parsed.host_str() {
                         Some(name) if !name.is_empty() => name.to_owned(),
@@ -84,6 +96,12 @@ impl SocketConfig {
             #[cfg(not(feature = "mqtt"))]
             "mqtt" | "mqtts" => Err(Error::config(format!(
                 "bad bus URL `{url}`: spa-dat was built without the `mqtt` feature"
+            ))),
+            #[cfg(feature = "kafka")]
+            "kafka" => Ok(SocketConfig::Kafka(crate::socket::kafka::KafkaConfig::from_url(url)?)),
+            #[cfg(not(feature = "kafka"))]
+            "kafka" => Err(Error::config(format!(
+                "bad bus URL `{url}`: spa-dat was built without the `kafka` feature"
             ))),
             other => Err(Error::config(format!(
                 "bad bus URL `{url}`: unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"

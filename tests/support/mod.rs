@@ -1,4 +1,5 @@
-//! Test support: real brokers started per test, the Python spa-dat for interop.
+//! Test support: real brokers, the Python spa-dat for interop.
 
+pub mod kafka;
 pub mod mosquitto;
 pub mod python;

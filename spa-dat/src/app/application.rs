@@ -555,7 +555,7 @@ impl Consumer<'_> {
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(app = %self.app, topic = %delivery.topic, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
+                tracing::warn!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
                 self.dead_letter(&delivery).await;
                 delivery.ack();
                 return;
@@ -574,11 +574,11 @@ impl Consumer<'_> {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,
             Outcome::Done(Err(error)) => {
-                tracing::error!(app = %self.app, topic = %delivery.topic, %error, "handler failed");
+                tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
                 self.dead_letter(&delivery).await;
             }
             Outcome::Panicked(reason) => {
-                tracing::error!(app = %self.app, topic = %delivery.topic, panic = %reason, "handler panicked");
+                tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
                 self.dead_letter(&delivery).await;
             }
             Outcome::Cancelled => {
@@ -596,7 +596,7 @@ impl Consumer<'_> {
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
         reply.topic = response_topic;
-        if let Err(error) = self.transport.publish(&reply).await {
+        if let Err(error) = self.transport.publish_reply(&reply, delivery).await {
             tracing::error!(app = %self.app, topic = %reply.topic, %error, "publishing the reply failed");
         }
     }

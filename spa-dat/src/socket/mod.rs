@@ -1,6 +1,8 @@
 //! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
 //! builds sockets for applications, and the [`Socket`] handle handlers use.
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod memory;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
@@ -40,6 +42,13 @@ pub trait SpaSocket: Send + Sync + 'static {
         self.publish_bytes(&message.topic, Bytes::from(bytes)).await
     }
 
+    /// Publishes a reply to a request that arrived as `request`: transports that correlate by
+    /// metadata (a Kafka header) copy it from the request; the others publish as usual.
+    async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
+        let _ = request;
+        self.publish(reply).await
+    }
+
     /// Adds subscriptions (MQTT-style filters where the transport supports them).
     async fn subscribe(&self, topics: &[String]) -> Result<()>;
 
@@ -74,6 +83,10 @@ pub struct Delivery {
     pub topic: Arc<str>,
     /// The raw bytes.
     pub payload: Bytes,
+    /// Where the transport keeps it, for logs: Kafka's partition and offset.
+    pub position: Option<(i32, i64)>,
+    /// Correlation id carried beside the payload (a Kafka header), if any.
+    pub correlation: Option<String>,
     ack: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
@@ -93,6 +106,8 @@ impl Delivery {
         Delivery {
             topic,
             payload,
+            position: None,
+            correlation: None,
             ack: None,
         }
     }

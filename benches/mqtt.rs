@@ -1,0 +1,367 @@
+//! MQTT benchmark against a real Mosquitto: raw rumqttc and spa-dat in one run.
+//!
+//! ```text
+//! cargo bench --bench mqtt
+//! ```
+//! The parent process starts a broker and publishes; each consumer runs in a child process of
+//! this binary (so its CPU time and peak memory are its own, from getrusage). Printed:
+//! consumer messages/s at QoS 0 and 1 (first → last message), consumer CPU µs/message
+//! (user+sys), peak RSS, and request/reply latency p50/p99 — each with the framework/raw ratio.
+
+#[path = "../tests/support/mosquitto.rs"]
+mod mosquitto;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+use spa_dat::{Config, DistributedApplication, SocketOptions, SocketProvider, SpaMessage};
+use tokio::sync::Notify;
+
+const MESSAGES: usize = 100_000;
+const REQUESTS: usize = 2_000;
+
+fn payload(seq: usize) -> Bytes {
+    let message = SpaMessage::new(
+        "bench/stream",
+        format!(r#"{{"sensor":"kitchen","celsius":21.5,"seq":{seq}}}"#),
+    )
+    .with_client_id("bench-publisher");
+    Bytes::from(message.to_json().expect("encodes"))
+}
+
+fn usage() -> (f64, f64) {
+    // The same user/system times getrusage reports, read from /proc: the workspace forbids
+    // the `unsafe` a getrusage call needs.
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("stat")
+        .split_whitespace()
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    let status = std::fs::read_to_string("/proc/self/status").expect("proc status");
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    ((utime + stime) / ticks, hwm_kb / 1024.0)
+}
+
+/// Child: consume `count` messages at `qos` with the raw client or the framework; print
+/// `ready`, then `elapsed_s cpu_s peak_mb received`.
+fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async move {
+        let received = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(Notify::new());
+        let first = Arc::new(std::sync::OnceLock::<Instant>::new());
+        match kind {
+            "raw" => {
+                let mut options = MqttOptions::new("raw-consumer", "127.0.0.1", port);
+                options
+                    .set_max_packet_size(1 << 20, 1 << 20)
+                    .set_manual_acks(true)
+                    .set_inflight(100);
+                let (client, mut eventloop) = AsyncClient::new(options, 64);
+                let qos = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
+                let _keep_open = &client;
+                client
+                    .subscribe("bench/stream", qos)
+                    .await
+                    .expect("subscribe");
+                loop {
+                    if let Event::Incoming(Incoming::SubAck(_)) =
+                        eventloop.poll().await.expect("poll")
+                    {
+                        break;
+                    }
+                }
+                println!("ready");
+                let (start_cpu, _) = usage();
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Incoming(Incoming::Publish(publish))) => {
+                            first.get_or_init(Instant::now);
+                            let message = SpaMessage::from_json(&publish.payload).expect("decodes");
+                            std::hint::black_box(&message);
+                            if publish.qos != QoS::AtMostOnce {
+                                // From the polling task: queue the ack in the event loop itself
+                                // (awaiting the request channel here would deadlock).
+                                eventloop.pending.push_back(rumqttc::Request::PubAck(
+                                    rumqttc::PubAck::new(publish.pkid),
+                                ));
+                            }
+                            if received.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => panic!("raw consumer: {error}"),
+                    }
+                }
+                report(&first, start_cpu, count);
+            }
+            _ => {
+                let mut config = MqttConfig::new("127.0.0.1", port);
+                config.qos = qos;
+                config.client_id = Some("framework-consumer".into());
+                let (r, d, f) = (Arc::clone(&received), Arc::clone(&done), Arc::clone(&first));
+                let app = DistributedApplication::new()
+                    .without_registered_handlers()
+                    .watch_signals(false)
+                    .config(Config::default())
+                    .socket_provider(Arc::new(MqttSocketProvider::new(config).expect("config")))
+                    .add_consumer("bench", ["bench/stream"], move |message: SpaMessage| {
+                        let (r, d, f) = (Arc::clone(&r), Arc::clone(&d), Arc::clone(&f));
+                        async move {
+                            f.get_or_init(Instant::now);
+                            std::hint::black_box(&message);
+                            if r.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                                d.notify_one();
+                            }
+                        }
+                    });
+                let shutdown = app.shutdown_handle();
+                let run = tokio::spawn(app.start_async());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                println!("ready");
+                let (start_cpu, _) = usage();
+                done.notified().await;
+                report(&first, start_cpu, count);
+                shutdown.trigger();
+                run.await.expect("join").expect("run");
+            }
+        }
+    });
+}
+
+fn report(first: &std::sync::OnceLock<Instant>, start_cpu: f64, count: usize) {
+    let elapsed = first
+        .get()
+        .map(|t| t.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
+    let (cpu, peak) = usage();
+    println!("{elapsed} {} {peak} {count}", cpu - start_cpu);
+}
+
+struct ConsumerResult {
+    rate: f64,
+    cpu_us: f64,
+    peak_mb: f64,
+}
+
+async fn run_consumer(kind: &str, port: u16, qos: u8) -> ConsumerResult {
+    let exe = std::env::current_exe().expect("exe");
+    let mut child = Command::new(exe)
+        .args([
+            "--consumer-child",
+            kind,
+            &port.to_string(),
+            &qos.to_string(),
+            &MESSAGES.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("child");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().expect("line").expect("read"), "ready");
+    let mut options = MqttOptions::new(format!("publisher-{kind}-{qos}"), "127.0.0.1", port);
+    options
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let qos_level = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
+    for seq in 0..MESSAGES {
+        client
+            .publish_bytes("bench/stream", qos_level, false, payload(seq))
+            .await
+            .expect("publish");
+    }
+    let line = tokio::task::spawn_blocking(move || lines.next().expect("result").expect("read"))
+        .await
+        .expect("join");
+    let _ = child.wait();
+    let _ = client.disconnect().await;
+    driver.abort();
+    let parts: Vec<f64> = line
+        .split_whitespace()
+        .map(|p| p.parse().expect("number"))
+        .collect();
+    ConsumerResult {
+        rate: parts[3] / parts[0],
+        cpu_us: parts[1] * 1e6 / parts[3],
+        peak_mb: parts[2],
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6
+}
+
+async fn raw_round_trips(port: u16) -> Vec<Duration> {
+    // Responder and requester on plain rumqttc, QoS 1, the same envelope work as spa-dat.
+    let mut options = MqttOptions::new("raw-responder", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (responder, mut responder_loop) = AsyncClient::new(options, 64);
+    responder
+        .subscribe("bench/raw-rpc", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let responder_client = responder.clone();
+    let responder_task = tokio::spawn(async move {
+        while let Ok(event) = responder_loop.poll().await {
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                let request = SpaMessage::from_json(&publish.payload).expect("decodes");
+                let Some(reply_to) = request.response_topic.clone() else {
+                    continue;
+                };
+                let reply = SpaMessage::new(reply_to.clone(), request.payload)
+                    .to_json()
+                    .expect("encodes");
+                let client = responder_client.clone();
+                tokio::spawn(async move {
+                    client
+                        .publish(reply_to, QoS::AtLeastOnce, false, reply)
+                        .await
+                });
+            }
+        }
+    });
+    let mut options = MqttOptions::new("raw-requester", "127.0.0.1", port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (requester, mut requester_loop) = AsyncClient::new(options, 64);
+    requester
+        .subscribe("bench/raw-reply", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let requester_task = tokio::spawn(async move {
+        while let Ok(event) = requester_loop.poll().await {
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                let _ = tx.send(SpaMessage::from_json(&publish.payload).expect("decodes"));
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut samples = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let started = Instant::now();
+        let request = SpaMessage::new("bench/raw-rpc", format!("ping {i}"))
+            .with_response_topic("bench/raw-reply");
+        requester
+            .publish(
+                "bench/raw-rpc",
+                QoS::AtLeastOnce,
+                false,
+                request.to_json().expect("encodes"),
+            )
+            .await
+            .expect("publish");
+        let reply = rx.recv().await.expect("reply");
+        std::hint::black_box(reply);
+        samples.push(started.elapsed());
+    }
+    responder_task.abort();
+    requester_task.abort();
+    samples
+}
+
+async fn framework_round_trips(port: u16) -> Vec<Duration> {
+    let provider: Arc<dyn SocketProvider> =
+        Arc::new(MqttSocketProvider::new(MqttConfig::new("127.0.0.1", port)).expect("config"));
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_consumer(
+            "echo",
+            ["bench/rpc"],
+            |m: SpaMessage| async move { m.payload },
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requester = provider
+        .connect(SocketOptions::new("fw-requester"))
+        .await
+        .expect("connect");
+    let mut samples = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let started = Instant::now();
+        let reply = requester
+            .socket
+            .request(
+                SpaMessage::new("bench/rpc", format!("ping {i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("reply");
+        std::hint::black_box(reply);
+        samples.push(started.elapsed());
+    }
+    requester.socket.close().await.expect("close");
+    shutdown.trigger();
+    run.await.expect("join").expect("run");
+    samples
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--consumer-child") {
+        consumer_child(
+            &args[2],
+            args[3].parse().expect("port"),
+            args[4].parse().expect("qos"),
+            args[5].parse().expect("count"),
+        );
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let broker = mosquitto::Mosquitto::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt");
+    runtime.block_on(async {
+        println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
+        println!("{:<34} {:>12} {:>12} {:>7}", "measure", "spa-dat", "raw rumqttc", "ratio");
+        for qos in [0u8, 1] {
+            let raw = run_consumer("raw", broker.port, qos).await;
+            let fw = run_consumer("framework", broker.port, qos).await;
+            row(&format!("QoS {qos} consumer messages/s"), fw.rate, raw.rate);
+            row(&format!("QoS {qos} consumer CPU µs/message"), fw.cpu_us, raw.cpu_us);
+            row(&format!("QoS {qos} consumer peak RSS MB"), fw.peak_mb, raw.peak_mb);
+        }
+        let mut raw = raw_round_trips(broker.port).await;
+        let mut fw = framework_round_trips(broker.port).await;
+        row("request/reply p50 µs", percentile(&mut fw, 0.5), percentile(&mut raw, 0.5));
+        row("request/reply p99 µs", percentile(&mut fw, 0.99), percentile(&mut raw, 0.99));
+    });
+}
+
+fn row(name: &str, framework: f64, raw: f64) {
+    println!(
+        "{name:<34} {framework:>12.1} {raw:>12.1} {:>7.2}",
+        framework / raw
+    );
+}

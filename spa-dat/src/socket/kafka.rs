@@ -1,0 +1,784 @@
+//! The Kafka transport (feature `kafka`), on rdkafka.
+//!
+//! - `publish` returns once the broker acknowledged the record (idempotent producer,
+//!   `acks=all`); concurrent publishes on one socket are pipelined by librdkafka.
+//! - Each consuming socket is a member of a consumer group (default: derived from the
+//!   application's name), so N processes of an application split the partitions.
+//! - At least once: a record's offset is stored only after its handler finished (or it was
+//!   skipped or dead-lettered); stored offsets are committed every second, on rebalance and on
+//!   close, so a restarted application resumes after the last handled record.
+//! - Subscription topics and the reply topic are created when missing; user topics are never
+//!   deleted. Request/reply: one reply topic and consumer per socket (named as the Python
+//!   package names it, `{client_id}_request_response`), correlation in a header.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{
+    Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
+    SpaSocket,
+};
+use crate::config::{query_pairs, split_list, unknown_parameter};
+use crate::error::{Error, Result};
+use crate::message::SpaMessage;
+
+/// Header carrying the correlation id of a request and of its reply.
+pub const CORRELATION_HEADER: &str = "spa-correlation-id";
+
+/// Configuration of the Kafka transport (the Python package's `KafkaConfig`, extended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Consumer group of every socket; default: `spa-dat-{application name}`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Client id; default: the application's.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Topics a socket subscribes to when its application names none.
+    #[serde(default)]
+    pub default_subscription_topics: Vec<String>,
+    /// Create subscription topics that do not exist.
+    #[serde(default = "default_true")]
+    pub create_topics: bool,
+    /// Partitions of topics spa-dat creates.
+    #[serde(default = "default_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of topics spa-dat creates.
+    #[serde(default = "default_replication")]
+    pub topic_replication: i32,
+    /// How long connecting (the first metadata request) may take.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long `publish` waits for the broker's acknowledgement.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// librdkafka properties passed through as they are (SASL, SSL, tuning), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    1
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_connect_timeout_ms() -> u64 {
+    10_000
+}
+fn default_publish_timeout_ms() -> u64 {
+    30_000
+}
+
+impl KafkaConfig {
+    /// A config for `bootstrap_servers` with every other setting at its default.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            group_id: None,
+            client_id: None,
+            default_subscription_topics: Vec::new(),
+            create_topics: true,
+            topic_partitions: default_partitions(),
+            topic_replication: default_replication(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Parses `kafka://host:9092[,host2:9092]?group=...&client_id=...&topics=a,b&partitions=4`;
+    /// parameters with a dot (`security.protocol=SSL`) are librdkafka properties.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| Error::config(format!("`{url}` is not a kafka:// URL")))?;
+        let (servers, _) = rest.split_once('?').unwrap_or((rest, ""));
+        let servers = servers.trim_end_matches('/');
+        if servers.is_empty() {
+            return Err(Error::config(format!(
+                "bad bus URL `{url}`: no bootstrap server"
+            )));
+        }
+        let mut config = KafkaConfig::new(servers);
+        // The host list is not a URL authority (commas): parse the query on its own.
+        let parsed = url::Url::parse(&format!(
+            "kafka://query/?{}",
+            rest.split_once('?').map_or("", |(_, q)| q)
+        ))
+        .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+        let number = |key: &str, value: &str| -> Result<i64> {
+            value.parse().map_err(|_| {
+                Error::config(format!(
+                    "bad bus URL `{url}`: `{key}={value}` is not a number"
+                ))
+            })
+        };
+        for (key, value) in query_pairs(&parsed)? {
+            match key.as_str() {
+                "group" | "group_id" => config.group_id = Some(value),
+                "client_id" => config.client_id = Some(value),
+                "topics" => config.default_subscription_topics = split_list(&value),
+                "partitions" => config.topic_partitions = number(&key, &value)? as i32,
+                "replication" => config.topic_replication = number(&key, &value)? as i32,
+                "create_topics" => config.create_topics = value == "true" || value == "1",
+                "connect_timeout_ms" => config.connect_timeout_ms = number(&key, &value)? as u64,
+                "publish_timeout_ms" => config.publish_timeout_ms = number(&key, &value)? as u64,
+                property if property.contains('.') => {
+                    config.properties.insert(key.clone(), value);
+                }
+                other => {
+                    return Err(unknown_parameter(
+                        url,
+                        other,
+                        &[
+                            "group",
+                            "client_id",
+                            "topics",
+                            "partitions",
+                            "replication",
+                            "create_topics",
+                            "connect_timeout_ms",
+                            "publish_timeout_ms",
+                            "<librdkafka.property>",
+                        ],
+                    ))
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later.
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config("Kafka bootstrap_servers is empty"));
+        }
+        if self.topic_partitions < 1 || self.topic_replication < 1 {
+            return Err(Error::config(
+                "Kafka topic_partitions and topic_replication must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `kafka://servers`, for logs and errors.
+    pub fn broker(&self) -> String {
+        format!("kafka://{}", self.bootstrap_servers)
+    }
+
+    /// A config for another set of default topics (the Python package's `overwrite_config`).
+    pub fn overwrite_config(&self, topics: Vec<String>) -> Self {
+        KafkaConfig {
+            default_subscription_topics: topics,
+            ..self.clone()
+        }
+    }
+
+    fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+}
+
+/// A Kafka topic name may only use `[a-zA-Z0-9._-]`.
+fn validate_topic(topic: &str) -> Result<()> {
+    let valid = !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "`{topic}` is not a Kafka topic name: use letters, digits, `.`, `_`, `-` (Kafka has no `+`/`#` wildcards)"
+        )))
+    }
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn kafka_error(broker: &str, operation: &'static str, error: impl std::fmt::Display) -> Error {
+    Error::Transport {
+        operation,
+        broker: broker.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+/// Creates `topics` when missing; one already there is fine.
+async fn create_topics(
+    admin: &AdminClient<DefaultClientContext>,
+    config: &KafkaConfig,
+    topics: &[String],
+    partitions: i32,
+) -> Result<()> {
+    if topics.is_empty() {
+        return Ok(());
+    }
+    let broker = config.broker();
+    let new_topics: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| {
+            NewTopic::new(
+                t,
+                partitions,
+                TopicReplication::Fixed(config.topic_replication),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(&new_topics, &options)
+        .await
+        .map_err(|e| kafka_error(&broker, "create topics", e))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(kafka_error(
+                    &broker,
+                    "create topics",
+                    format!("{topic}: {code}"),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+struct Shared {
+    config: KafkaConfig,
+    broker: String,
+    client_id: String,
+    group_id: String,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    publish_timeout: Duration,
+    inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
+    consumer: Mutex<Option<Arc<StreamConsumer>>>,
+    handled: Handled,
+    topics: Mutex<BTreeSet<String>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    replies: Arc<RequestMultiplexer>,
+    reply_topic: String,
+    reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer>>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every guarded value is replaced or read whole: still consistent after a panic.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn ensure_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn send(&self, topic: &str, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<()> {
+        self.ensure_open()?;
+        let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        self.producer
+            .send(record, Timeout::After(self.publish_timeout))
+            .await
+            .map(|_| ())
+            .map_err(|(error, _)| kafka_error(&self.broker, "publish", describe(&error)))
+    }
+
+    fn consumer_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.config.client_config(&self.client_id);
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .set("isolation.level", "read_uncommitted");
+        for (key, value) in &self.config.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// The socket's group consumer, created on first subscription; its task feeds the inbox.
+    fn consumer(self: &Arc<Self>) -> Result<Arc<StreamConsumer>> {
+        let mut slot = lock(&self.consumer);
+        if let Some(consumer) = slot.as_ref() {
+            return Ok(Arc::clone(consumer));
+        }
+        let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
+        let consumer: StreamConsumer = self
+            .consumer_config(&self.group_id)
+            .create()
+            .map_err(|e| kafka_error(&self.broker, "create consumer", e))?;
+        tracing::debug!(broker = %self.broker, group = %self.group_id, client_id = %self.client_id, "Kafka consumer created");
+        let consumer = Arc::new(consumer);
+        let task = tokio::spawn(consume(
+            Arc::clone(&consumer),
+            inbox,
+            self.broker.clone(),
+            Arc::clone(&self.handled),
+        ));
+        lock(&self.tasks).push(task);
+        *slot = Some(Arc::clone(&consumer));
+        Ok(consumer)
+    }
+
+    async fn reply_consumer(self: &Arc<Self>) -> Result<()> {
+        self.reply_consumer
+            .get_or_try_init(|| async {
+                create_topics(&self.admin, &self.config, &[self.reply_topic.clone()], 1).await?;
+                let consumer: StreamConsumer = self
+                    .consumer_config(&format!("{}-replies", self.group_id))
+                    .set("enable.auto.offset.store", "true")
+                    .create()
+                    .map_err(|e| kafka_error(&self.broker, "create reply consumer", e))?;
+                // Assign the single partition directly: no group rebalance to wait for.
+                let mut assignment = rdkafka::TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(&self.reply_topic, 0, rdkafka::Offset::Beginning)
+                    .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+                consumer
+                    .assign(&assignment)
+                    .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+                let consumer = Arc::new(consumer);
+                let task = tokio::spawn(collect_replies(
+                    Arc::clone(&consumer),
+                    Arc::clone(&self.replies),
+                ));
+                lock(&self.tasks).push(task);
+                Ok::<_, Error>(consumer)
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn describe(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{error} ({code:?})"),
+        None => error.to_string(),
+    }
+}
+
+fn correlation_of<M: Message>(message: &M) -> Option<String> {
+    message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == CORRELATION_HEADER)
+            .and_then(|h| h.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    })
+}
+
+/// Next offset to commit per partition: what handlers finished with.
+type Handled = Arc<Mutex<HashMap<(Arc<str>, i32), i64>>>;
+
+/// Reads the group consumer into the inbox; the ack stores the offset after the handler.
+async fn consume(
+    consumer: Arc<StreamConsumer>,
+    inbox: mpsc::Sender<Delivery>,
+    broker: String,
+    handled: Handled,
+) {
+    loop {
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(broker = %broker, error = %describe(&error), "Kafka consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let topic: Arc<str> = Arc::from(message.topic());
+        let (partition, offset) = (message.partition(), message.offset());
+        let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
+        let correlation = correlation_of(&message);
+        drop(message);
+        let store = Arc::clone(&consumer);
+        let store_topic = Arc::clone(&topic);
+        let handled = Arc::clone(&handled);
+        let mut delivery = Delivery::new(topic, payload).with_ack(move || {
+            {
+                let mut handled = lock(&handled);
+                let next = handled.entry((Arc::clone(&store_topic), partition)).or_insert(0);
+                *next = (*next).max(offset + 1);
+            }
+            // librdkafka's offset store takes the handled record's offset and commits it + 1.
+            if let Err(error) = store.store_offset(&store_topic, partition, offset) {
+                // Revoked in a rebalance meanwhile: the new owner handles it again.
+                tracing::debug!(topic = %store_topic, partition, offset, %error, "offset not stored");
+            }
+        });
+        delivery.position = Some((partition, offset));
+        delivery.correlation = correlation;
+        if inbox.send(delivery).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn collect_replies(consumer: Arc<StreamConsumer>, replies: Arc<RequestMultiplexer>) {
+    loop {
+        let message = match consumer.recv().await {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(error = %describe(&error), "Kafka reply consumer error");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let reply = match SpaMessage::from_json(message.payload().unwrap_or_default()) {
+            Ok(reply) => reply,
+            Err(error) => {
+                tracing::warn!(topic = message.topic(), %error, "undecodable reply dropped");
+                continue;
+            }
+        };
+        let resolved = match correlation_of(&message).and_then(|c| c.parse::<u64>().ok()) {
+            Some(id) => replies.resolve(id, reply),
+            // A responder that does not copy headers (the Python package): oldest request.
+            None => replies.resolve_oldest(reply),
+        };
+        if !resolved {
+            tracing::debug!(
+                topic = message.topic(),
+                "reply arrived after its request ended"
+            );
+        }
+    }
+}
+
+struct KafkaSocket {
+    shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl SpaSocket for KafkaSocket {
+    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
+        self.shared.send(topic, &payload, None).await
+    }
+
+    async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
+        let bytes = reply.to_json()?;
+        let headers = request.correlation.as_deref().map(|id| {
+            OwnedHeaders::new().insert(Header {
+                key: CORRELATION_HEADER,
+                value: Some(id),
+            })
+        });
+        self.shared.send(&reply.topic, &bytes, headers).await
+    }
+
+    async fn subscribe(&self, topics: &[String]) -> Result<()> {
+        self.shared.ensure_open()?;
+        for topic in topics {
+            validate_topic(topic)?;
+        }
+        if topics.is_empty() {
+            return Ok(());
+        }
+        if self.shared.config.create_topics {
+            create_topics(
+                &self.shared.admin,
+                &self.shared.config,
+                topics,
+                self.shared.config.topic_partitions,
+            )
+            .await?;
+        }
+        let all: Vec<String> = {
+            let mut current = lock(&self.shared.topics);
+            current.extend(topics.iter().cloned());
+            current.iter().cloned().collect()
+        };
+        let consumer = self.shared.consumer()?;
+        let names: Vec<&str> = all.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| kafka_error(&self.shared.broker, "subscribe", e))
+    }
+
+    async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
+        self.shared.ensure_open()?;
+        let rest: Vec<String> = {
+            let mut current = lock(&self.shared.topics);
+            for topic in topics {
+                current.remove(topic);
+            }
+            current.iter().cloned().collect()
+        };
+        let consumer = lock(&self.shared.consumer).clone();
+        if let Some(consumer) = consumer {
+            if rest.is_empty() {
+                consumer.unsubscribe();
+            } else {
+                let names: Vec<&str> = rest.iter().map(String::as_str).collect();
+                consumer
+                    .subscribe(&names)
+                    .map_err(|e| kafka_error(&self.shared.broker, "unsubscribe", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+        self.shared.ensure_open()?;
+        self.shared.reply_consumer().await?;
+        let pending = self.shared.replies.register();
+        message.response_topic = Some(self.shared.reply_topic.clone());
+        let bytes = message.to_json()?;
+        let id = pending.id().to_string();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: CORRELATION_HEADER,
+            value: Some(&id),
+        });
+        self.shared
+            .send(&message.topic, &bytes, Some(headers))
+            .await?;
+        pending.wait(&message.topic, timeout).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let tasks: Vec<_> = lock(&self.shared.tasks).drain(..).collect();
+        for task in tasks {
+            task.abort();
+            // Its future holds the consumer: gone before the consumer is closed below.
+            let _ = task.await;
+        }
+        lock(&self.shared.inbox).take();
+        let consumer = lock(&self.shared.consumer).take();
+        if let Some(consumer) = consumer {
+            // Offsets of everything handled so far: committed now, not at the next interval.
+            let mut offsets = rdkafka::TopicPartitionList::new();
+            for ((topic, partition), next) in lock(&self.shared.handled).iter() {
+                let _ =
+                    offsets.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next));
+            }
+            let commit = tokio::task::spawn_blocking(move || {
+                if offsets.count() > 0 {
+                    match consumer.commit(&offsets, CommitMode::Sync) {
+                        Ok(()) => tracing::debug!(?offsets, "offsets committed on close"),
+                        Err(error) => tracing::warn!(%error, "committing offsets on close failed"),
+                    }
+                }
+                // The last handle: dropping it closes the consumer and leaves the group now,
+                // instead of holding partitions until the session times out.
+                if let Ok(consumer) = Arc::try_unwrap(consumer) {
+                    drop(consumer);
+                } else {
+                    tracing::warn!("Kafka consumer still referenced at close; it leaves the group when released");
+                }
+            });
+            let _ = commit.await;
+        }
+        if self.shared.reply_consumer.initialized() {
+            // The reply topic is this socket's alone (Python deletes its own too).
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+            if let Err(error) = self
+                .shared
+                .admin
+                .delete_topics(&[&self.shared.reply_topic], &options)
+                .await
+            {
+                tracing::debug!(%error, "reply topic not deleted");
+            }
+        }
+        let producer = self.shared.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            producer.flush(Timeout::After(Duration::from_secs(5)))
+        })
+        .await;
+        self.shared.replies.close();
+        Ok(())
+    }
+}
+
+/// Builds Kafka sockets: a producer each, a group consumer once the socket subscribes, a reply
+/// consumer once it sends a request.
+#[derive(Debug, Clone)]
+pub struct KafkaSocketProvider {
+    config: KafkaConfig,
+}
+
+impl KafkaSocketProvider {
+    /// A provider for the cluster `config` names.
+    pub fn new(config: KafkaConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(KafkaSocketProvider { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+}
+
+#[async_trait]
+impl SocketProvider for KafkaSocketProvider {
+    async fn connect(&self, options: SocketOptions) -> Result<Connection> {
+        let config = &self.config;
+        let broker = config.broker();
+        let client_id = sanitize(config.client_id.as_deref().unwrap_or(&options.client_id));
+        let group_id = options
+            .group
+            .clone()
+            .or_else(|| config.group_id.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "spa-dat-{}",
+                    sanitize(options.client_name.as_deref().unwrap_or(&options.client_id))
+                )
+            });
+        let mut producer_config = config.client_config(&client_id);
+        producer_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", config.publish_timeout_ms.to_string());
+        for (key, value) in &config.properties {
+            producer_config.set(key, value);
+        }
+        let producer: FutureProducer = producer_config.create().map_err(|e| Error::Connect {
+            broker: broker.clone(),
+            reason: e.to_string(),
+        })?;
+        // Fail fast and clearly when the cluster cannot be reached.
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let probe = producer.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Timeout::After(timeout))
+                .map(|m| m.brokers().len())
+        })
+        .await
+        .map_err(|e| Error::Connect {
+            broker: broker.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Err(error) = metadata {
+            return Err(Error::Connect {
+                broker,
+                reason: format!("no answer within {timeout:?}: {}", describe(&error)),
+            });
+        }
+        let admin: AdminClient<DefaultClientContext> = config
+            .client_config(&format!("{client_id}-admin"))
+            .create()
+            .map_err(|e| Error::Connect {
+                broker: broker.clone(),
+                reason: e.to_string(),
+            })?;
+        let (sender, inbox) = Inbox::channel(options.inbox_capacity);
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            broker,
+            reply_topic: format!("{client_id}_request_response"),
+            client_id,
+            group_id,
+            producer,
+            admin,
+            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            inbox: Mutex::new(Some(sender)),
+            consumer: Mutex::new(None),
+            handled: Handled::default(),
+            topics: Mutex::new(BTreeSet::new()),
+            tasks: Mutex::new(Vec::new()),
+            replies: RequestMultiplexer::new(),
+            reply_consumer: tokio::sync::OnceCell::new(),
+            closed: AtomicBool::new(false),
+        });
+        let socket = KafkaSocket { shared };
+        let topics = if options.topics.is_empty() {
+            config.default_subscription_topics.clone()
+        } else {
+            options.topics
+        };
+        if let Err(error) = socket.subscribe(&topics).await {
+            socket.close().await?;
+            return Err(error);
+        }
+        Ok(Connection {
+            socket: Arc::new(socket),
+            inbox,
+        })
+    }
+
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
+        Arc::new(KafkaSocketProvider {
+            config: self.config.overwrite_config(topics),
+        })
+    }
+
+    fn default_topics(&self) -> &[String] {
+        &self.config.default_subscription_topics
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            wildcards: false,
+            consumer_groups: true,
+            ordered_per_publisher: self.config.topic_partitions == 1,
+            subscribe_is_synchronous: false,
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.config.broker()
+    }
+}

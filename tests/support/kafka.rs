@@ -1,0 +1,76 @@
+//! Apache Kafka for the tests. The shared broker is the one `scripts/test-all.sh` starts
+//! (`SPA_DAT_KAFKA_BOOTSTRAP`); tests that stop the broker start their own with
+//! `scripts/kafka.sh`. Without Kafka the tests fail: they never pass without their broker.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
+}
+
+/// The shared broker's bootstrap address.
+pub fn bootstrap() -> String {
+    std::env::var("SPA_DAT_KAFKA_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "SPA_DAT_KAFKA_BOOTSTRAP is not set: Kafka tests need a real broker. Run \
+             ./scripts/test-all.sh (it starts Apache Kafka), or start one with \
+             `scripts/kafka.sh start DIR` and export SPA_DAT_KAFKA_BOOTSTRAP=$(cat DIR/bootstrap)"
+        )
+    })
+}
+
+/// A broker of the test's own, stopped when dropped.
+pub struct OwnKafka {
+    dir: PathBuf,
+    pub bootstrap: String,
+}
+
+impl OwnKafka {
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("spa-dat-kafka-{}", uuid::Uuid::new_v4().simple()));
+        let mut kafka = OwnKafka {
+            dir,
+            bootstrap: String::new(),
+        };
+        kafka.run("start");
+        kafka.bootstrap = std::fs::read_to_string(kafka.dir.join("bootstrap"))
+            .expect("bootstrap file")
+            .trim()
+            .to_owned();
+        kafka
+    }
+
+    fn run(&self, action: &str) {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg(action)
+            .arg(&self.dir)
+            .status()
+            .expect("scripts/kafka.sh runs");
+        assert!(status.success(), "scripts/kafka.sh {action} failed");
+    }
+
+    pub fn stop(&self) {
+        self.run("stop");
+    }
+
+    pub fn restart(&self) {
+        self.run("stop");
+        self.run("start");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
