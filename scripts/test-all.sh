@@ -11,15 +11,9 @@ mkdir -p "$STATE"
 
 log() { printf '\033[1m[test-all]\033[0m %s\n' "$*" >&2; }
 
+KAFKA_DIR=$STATE/kafka-shared
 cleanup() {
-  for pidfile in "$STATE"/*.pid; do
-    [ -f "$pidfile" ] || continue
-    pid=$(cat "$pidfile")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$pidfile"
-  done
+  "$ROOT/scripts/kafka.sh" stop "$KAFKA_DIR" || true
 }
 trap cleanup EXIT
 
@@ -39,12 +33,37 @@ if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/nul
 
 # --- The Python spa-dat 0.4.0 for interop tests ---
 VENV=$ROOT/target/py-venv
-if ! "$VENV/bin/python" -c 'import spa_dat' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -c 'import spa_dat.socket.kafka, spa_dat.socket.mqtt' >/dev/null 2>&1; then
   log "creating $VENV with spa-dat==0.4.0 (PyPI)"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check spa-dat==0.4.0
+  # spa-dat 0.4.0's aiokafka 0.8 imports kafka.conn, which kafka-python removed after 2.0.2.
+  "$VENV/bin/pip" install -q --disable-pip-version-check spa-dat==0.4.0 kafka-python==2.0.2
 fi
 export SPA_DAT_PYTHON=$VENV/bin/python
+
+# --- Apache Kafka 4.1.1 (KRaft, single node) from Maven Central jars, Java from the machine ---
+command -v java >/dev/null 2>&1 || { log "Java is needed for Kafka"; exit 1; }
+if ! command -v mvn >/dev/null 2>&1; then
+  log "installing maven (Debian package)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
+fi
+"$ROOT/scripts/kafka.sh" stop "$KAFKA_DIR" || true
+rm -rf "$KAFKA_DIR"
+log "starting Apache Kafka"
+"$ROOT/scripts/kafka.sh" start "$KAFKA_DIR"
+export SPA_DAT_KAFKA_BOOTSTRAP
+SPA_DAT_KAFKA_BOOTSTRAP=$(cat "$KAFKA_DIR/bootstrap")
+log "Kafka answers on $SPA_DAT_KAFKA_BOOTSTRAP"
+
+# --- librdkafka is built from source by rdkafka-sys (CMake, a C compiler, zlib) ---
+for tool in cmake cc make; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake zlib1g-dev >/dev/null
+    break
+  fi
+done
 
 log "cargo test (all features)"
 cargo test --workspace --all-features -- --test-threads="${SPA_DAT_TEST_THREADS:-2}"

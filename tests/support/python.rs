@@ -13,7 +13,7 @@ pub fn python() -> PathBuf {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python")
         });
     let works = Command::new(&python)
-        .args(["-c", "import spa_dat"])
+        .args(["-c", "import spa_dat.socket.kafka, spa_dat.socket.mqtt"])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);

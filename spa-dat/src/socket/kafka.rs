@@ -377,7 +377,13 @@ impl Shared {
     async fn reply_consumer(self: &Arc<Self>) -> Result<()> {
         self.reply_consumer
             .get_or_try_init(|| async {
-                create_topics(&self.admin, &self.config, &[self.reply_topic.clone()], 1).await?;
+                create_topics(
+                    &self.admin,
+                    &self.config,
+                    std::slice::from_ref(&self.reply_topic),
+                    1,
+                )
+                .await?;
                 let consumer: StreamConsumer = self
                     .consumer_config(&format!("{}-replies", self.group_id))
                     .set("enable.auto.offset.store", "true")

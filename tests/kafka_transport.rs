@@ -1,0 +1,491 @@
+//! Kafka behaviour beyond the conformance suite, against real Apache Kafka: consumer groups
+//! over partitions, resuming after a restart, a broker restart, bad input, bad config,
+//! ordering, and the Python spa-dat on the same topics.
+
+mod conformance;
+mod support;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+use spa_dat::{
+    Application, ApplicationLifeCycle, Config, DistributedApplication, SocketOptions,
+    SocketProvider, SpaMessage,
+};
+use support::python;
+
+fn provider(config: KafkaConfig) -> Arc<dyn SocketProvider> {
+    Arc::new(KafkaSocketProvider::new(config).expect("valid config"))
+}
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+fn seq_of(message: &SpaMessage) -> usize {
+    message
+        .payload_str()
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
+
+/// Publishes `range` as numbered messages, pipelined in chunks (many sends in flight).
+async fn publish_range(
+    socket: &Arc<dyn spa_dat::SpaSocket>,
+    topic: &str,
+    range: std::ops::Range<usize>,
+) {
+    let numbers: Vec<usize> = range.collect();
+    for chunk in numbers.chunks(500) {
+        let sends = chunk.iter().map(|seq| {
+            let message = SpaMessage::new(topic, seq.to_string());
+            let socket = Arc::clone(socket);
+            async move {
+                // A publish that fails (broker away) is sent again: at least once.
+                let mut attempts = 0;
+                while let Err(error) = socket.publish(&message).await {
+                    attempts += 1;
+                    assert!(attempts < 100, "publish keeps failing: {error}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        });
+        futures_util::future::join_all(sends).await;
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn consumer_app(
+    config: KafkaConfig,
+    name: &str,
+    topic: &str,
+    group: &str,
+    seen: &Arc<Mutex<Vec<usize>>>,
+) -> Application {
+    let seen = Arc::clone(seen);
+    Application::consumer(name, [topic], move |m: SpaMessage| {
+        let seen = Arc::clone(&seen);
+        async move {
+            seen.lock().expect("seen").push(seq_of(&m));
+        }
+    })
+    .group(group)
+    .socket_provider(provider(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_consumers_in_one_group_split_a_four_partition_topic() {
+    const RECORDS: usize = 20_000;
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config.topic_partitions = 4;
+    let topic = unique("split");
+    let group = unique("splitters");
+    let first = Arc::new(Mutex::new(Vec::new()));
+    let second = Arc::new(Mutex::new(Vec::new()));
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .add_application(consumer_app(
+            config.clone(),
+            "member-1",
+            &topic,
+            &group,
+            &first,
+        ))
+        .add_application(consumer_app(
+            config.clone(),
+            "member-2",
+            &topic,
+            &group,
+            &second,
+        ));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    // Both members join before the stream starts: a steady state, not a rebalance.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let publisher = provider(config)
+        .connect(SocketOptions::new(unique("split-pub")))
+        .await
+        .expect("connects");
+    let started = Instant::now();
+    publish_range(&publisher.socket, &topic, 0..RECORDS).await;
+    eprintln!(
+        "published {RECORDS} records (pipelined) in {:?}",
+        started.elapsed()
+    );
+    let (f, s) = (Arc::clone(&first), Arc::clone(&second));
+    wait_for("20,000 records", Duration::from_secs(120), || {
+        f.lock().expect("seen").len() + s.lock().expect("seen").len() >= RECORDS
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean run");
+    publisher.socket.close().await.expect("close");
+    let (first, second) = (
+        first.lock().expect("seen").clone(),
+        second.lock().expect("seen").clone(),
+    );
+    let all: HashSet<usize> = first.iter().chain(second.iter()).copied().collect();
+    assert_eq!(all.len(), RECORDS, "none lost");
+    assert_eq!(first.len() + second.len(), RECORDS, "none handled twice");
+    assert!(
+        !first.is_empty() && !second.is_empty(),
+        "both members got partitions: {} / {}",
+        first.len(),
+        second.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_app_resumes_after_the_last_handled_record() {
+    const RECORDS: usize = 4_000;
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("resume");
+    let group = unique("resumers");
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("resume-pub")))
+        .await
+        .expect("connects");
+    publish_range(&publisher.socket, &topic, 0..RECORDS).await;
+
+    // First run: stop after about half, mid-stream.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut first = consumer_app(config.clone(), "resumer", &topic, &group, &seen);
+    let shutdown = first.shutdown_handle();
+    let s = Arc::clone(&seen);
+    let watcher = tokio::spawn(async move {
+        wait_for("half the stream", Duration::from_secs(60), || {
+            s.lock().expect("seen").len() >= RECORDS / 2
+        })
+        .await;
+        shutdown.trigger();
+    });
+    first.start_async().await.expect("first run");
+    watcher.await.expect("watcher");
+    let handled_first = seen.lock().expect("seen").len();
+    assert!(handled_first < RECORDS, "stopped mid-stream");
+
+    // Second run, same group: continues where the first stopped.
+    let mut second = consumer_app(config, "resumer", &topic, &group, &seen);
+    let shutdown = second.shutdown_handle();
+    let s = Arc::clone(&seen);
+    let watcher = tokio::spawn(async move {
+        wait_for("the rest", Duration::from_secs(60), || {
+            s.lock().expect("seen").iter().collect::<HashSet<_>>().len() >= RECORDS
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shutdown.trigger();
+    });
+    second.start_async().await.expect("second run");
+    watcher.await.expect("watcher");
+    let seen = seen.lock().expect("seen").clone();
+    let unique_seen: HashSet<usize> = seen.iter().copied().collect();
+    assert_eq!(
+        unique_seen.len(),
+        RECORDS,
+        "no record lost across the restart"
+    );
+    let again = seen.len() - RECORDS;
+    // Only records handled but not yet committed when the first run stopped can come back;
+    // offsets are committed on shutdown, so in practice none.
+    assert!(again <= 100, "{again} records handled twice");
+    publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
+    const RECORDS: usize = 3_000;
+    let kafka = support::kafka::OwnKafka::start();
+    let mut config = KafkaConfig::new(kafka.bootstrap.clone());
+    config.publish_timeout_ms = 60_000;
+    let topic = unique("restart");
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let s = Arc::clone(&seen);
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(config.clone()))
+        .add_consumer("survivor", [topic.clone()], move |m: SpaMessage| {
+            let s = Arc::clone(&s);
+            async move {
+                s.lock().expect("seen").insert(seq_of(&m));
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let publisher = provider(config)
+        .connect(SocketOptions::new(unique("restart-pub")))
+        .await
+        .expect("connects");
+    publish_range(&publisher.socket, &topic, 0..RECORDS / 2).await;
+    let s = Arc::clone(&seen);
+    wait_for("the first half", Duration::from_secs(60), || {
+        s.lock().expect("seen").len() >= RECORDS / 4
+    })
+    .await;
+    let restarting = tokio::task::spawn_blocking(move || {
+        kafka.restart();
+        kafka
+    });
+    publish_range(&publisher.socket, &topic, RECORDS / 2..RECORDS).await;
+    let _kafka = restarting.await.expect("restart");
+    let s = Arc::clone(&seen);
+    wait_for("every record", Duration::from_secs(120), || {
+        s.lock().expect("seen").len() >= RECORDS
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean run");
+    publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_do_not_stall_the_partition() {
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("poison");
+    let dead = unique("dead");
+    let good = Arc::new(AtomicUsize::new(0));
+    let g = Arc::clone(&good);
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            dead_letter_topic: Some(dead.clone()),
+            ..Config::default()
+        })
+        .socket_provider(provider(config.clone()))
+        .add_consumer("sturdy", [topic.clone()], move |_m: SpaMessage| {
+            let g = Arc::clone(&g);
+            async move {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let mut watcher = provider(config)
+        .connect(SocketOptions::new(unique("dead-watch")).topics([dead.clone()]))
+        .await
+        .expect("connects");
+    let raw = Arc::clone(&watcher.socket);
+    raw.publish_bytes(&topic, Bytes::from_static(b"\xde\xad not json"))
+        .await
+        .expect("publish");
+    raw.publish_bytes(&topic, Bytes::from_static(b"{\"Payload\":1}"))
+        .await
+        .expect("publish");
+    for i in 0..10 {
+        raw.publish(&SpaMessage::new(topic.as_str(), i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let g = Arc::clone(&good);
+    wait_for(
+        "the good records behind the bad ones",
+        Duration::from_secs(60),
+        || g.load(Ordering::SeqCst) == 10,
+    )
+    .await;
+    let mut dead_letters = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), watcher.inbox.recv())
+            .await
+            .expect("dead letter arrives")
+            .expect("open");
+        dead_letters.push(delivery.payload.clone());
+        delivery.ack();
+    }
+    assert_eq!(
+        dead_letters,
+        [
+            Bytes::from_static(b"\xde\xad not json"),
+            Bytes::from_static(b"{\"Payload\":1}")
+        ]
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    watcher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_bootstrap_servers_fail_run_with_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut config = KafkaConfig::new(format!("127.0.0.1:{port}"));
+    config.connect_timeout_ms = 2_000;
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer("nowhere", ["t"], || async {});
+    let started = Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(30), app.start_async())
+        .await
+        .expect("no hang")
+        .expect_err("fails");
+    let text = error.to_string();
+    assert!(
+        text.contains("nowhere") && text.contains(&format!("kafka://127.0.0.1:{port}")),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_is_kept_per_publisher_on_a_single_partition_topic() {
+    let transport = conformance::Transport {
+        provider: provider(KafkaConfig::new(support::kafka::bootstrap())),
+        patience: Duration::from_secs(60),
+        settle: Duration::from_secs(3),
+        separator: ".",
+        guard: None,
+    };
+    assert!(transport.provider.capabilities().ordered_per_publisher);
+    conformance::order_per_publisher(&transport).await;
+}
+
+#[test]
+fn urls_and_config_are_validated() {
+    let config = KafkaConfig::from_url(
+        "kafka://k1:9092,k2:9092?group=workers&client_id=c&topics=a,b&partitions=4&security.protocol=SASL_SSL",
+    )
+    .expect("parses");
+    assert_eq!(config.bootstrap_servers, "k1:9092,k2:9092");
+    assert_eq!(config.group_id.as_deref(), Some("workers"));
+    assert_eq!(config.default_subscription_topics, ["a", "b"]);
+    assert_eq!(config.topic_partitions, 4);
+    assert_eq!(
+        config
+            .properties
+            .get("security.protocol")
+            .map(String::as_str),
+        Some("SASL_SSL")
+    );
+    let error = KafkaConfig::from_url("kafka://k?bogus=1").expect_err("unknown key");
+    assert!(error.to_string().contains("`bogus`"), "{error}");
+    let error = KafkaConfig::from_url("kafka://k?partitions=0").expect_err("bad partitions");
+    assert!(error.to_string().contains("at least 1"), "{error}");
+    let provider = spa_dat::SocketProviderFactory::from_url("kafka://localhost:9092?group=g")
+        .expect("provider");
+    assert_eq!(provider.describe(), "kafka://localhost:9092");
+    assert_eq!(provider.rebuild(vec!["x".into()]).default_topics(), ["x"]);
+    assert!(!provider.capabilities().wildcards);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_requester_gets_its_reply_from_a_rust_consumer() {
+    let bootstrap = support::kafka::bootstrap();
+    let topic = unique("py.upper");
+    let mut responder = Application::consumer(
+        "rust-kafka-responder",
+        [topic.clone()],
+        |m: SpaMessage| async move { m.payload_str().map(str::to_uppercase) },
+    )
+    .socket_provider(provider(KafkaConfig::new(bootstrap.clone())));
+    responder.setup().await.expect("subscribed");
+    let shutdown = responder.shutdown_handle();
+    let running = tokio::spawn(async move {
+        let result = responder.run_async().await;
+        responder.teardown().await.expect("teardown");
+        result
+    });
+    let python = python::python();
+    let script = python::script("kafka_requester.py");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(python)
+            .arg(script)
+            .args([&bootstrap, &topic, "hello kafka"])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        output.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reply = SpaMessage::from_json(String::from_utf8_lossy(&output.stdout).trim().as_bytes())
+        .expect("a spa-dat message");
+    assert_eq!(reply.payload_str().expect("utf-8"), "HELLO KAFKA");
+    assert_eq!(reply.client_name.as_deref(), Some("rust-kafka-responder"));
+    shutdown.trigger();
+    running.await.expect("join").expect("ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_request_gets_its_reply_from_a_python_responder() {
+    let bootstrap = support::kafka::bootstrap();
+    let topic = unique("py.reverse");
+    // The topic exists before Python subscribes (it would not create it in time).
+    let setup = provider(KafkaConfig::new(bootstrap.clone()))
+        .connect(SocketOptions::new(unique("py-setup")).topics([topic.clone()]))
+        .await
+        .expect("creates the topic");
+    setup.socket.close().await.expect("close");
+    let mut child = Command::new(python::python())
+        .arg(python::script("kafka_responder.py"))
+        .args([&bootstrap, &topic, "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(60), ready)
+        .await
+        .expect("ready in time")
+        .expect("join")
+        .expect("read");
+    assert_eq!(line.trim(), "ready");
+    let requester = provider(KafkaConfig::new(bootstrap))
+        .connect(SocketOptions::new(unique("rust-requester")))
+        .await
+        .expect("connects");
+    for body in ["first", "second"] {
+        let reply = requester
+            .socket
+            .request(
+                SpaMessage::new(topic.as_str(), body),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("python answered");
+        let expected: String = body.chars().rev().collect();
+        assert_eq!(reply.payload_str().expect("utf-8"), expected);
+        assert_eq!(reply.client_name.as_deref(), Some("python-responder"));
+    }
+    requester.socket.close().await.expect("close");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success());
+}
