@@ -316,6 +316,7 @@ async fn framework_round_trips(port: u16) -> Vec<Duration> {
         std::hint::black_box(reply);
         samples.push(started.elapsed());
     }
+    eprintln!("framework requests done");
     requester.socket.close().await.expect("close");
     shutdown.trigger();
     run.await.expect("join").expect("run");
@@ -345,14 +346,20 @@ fn main() {
     runtime.block_on(async {
         println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
         println!("{:<34} {:>12} {:>12} {:>7}", "measure", "spa-dat", "raw rumqttc", "ratio");
-        for qos in [0u8, 1] {
+        // SPA_BENCH_ONLY=consumer|requests runs one part (for profiling).
+        let only = std::env::var("SPA_BENCH_ONLY").unwrap_or_default();
+        for qos in [0u8, 1].into_iter().filter(|_| only != "requests") {
             let raw = run_consumer("raw", broker.port, qos).await;
             let fw = run_consumer("framework", broker.port, qos).await;
             row(&format!("QoS {qos} consumer messages/s"), fw.rate, raw.rate);
             row(&format!("QoS {qos} consumer CPU µs/message"), fw.cpu_us, raw.cpu_us);
             row(&format!("QoS {qos} consumer peak RSS MB"), fw.peak_mb, raw.peak_mb);
         }
+        if only == "consumer" {
+            return;
+        }
         let mut raw = raw_round_trips(broker.port).await;
+        eprintln!("raw round trips done");
         let mut fw = framework_round_trips(broker.port).await;
         row("request/reply p50 µs", percentile(&mut fw, 0.5), percentile(&mut raw, 0.5));
         row("request/reply p99 µs", percentile(&mut fw, 0.99), percentile(&mut raw, 0.99));
