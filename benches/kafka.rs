@@ -65,6 +65,9 @@ fn raw_consumer(bootstrap: &str, group: &str) -> StreamConsumer {
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.offset.store", "false")
+        // The group settings spa-dat uses, so both join the same way.
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
         .create()
         .expect("consumer")
 }
@@ -377,6 +380,10 @@ fn row(name: &str, framework: f64, raw: f64) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--consumer-child") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
         consumer_child(&args[2], args[3].clone(), args[4].clone());
         return;
     }

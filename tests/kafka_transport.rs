@@ -167,20 +167,26 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
         .expect("connects");
     publish_range(&publisher.socket, &topic, 0..RECORDS).await;
 
-    // First run: stop after about half, mid-stream.
+    // First run: the handler itself stops the application after half the stream.
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let mut first = consumer_app(config.clone(), "resumer", &topic, &group, &seen);
-    let shutdown = first.shutdown_handle();
     let s = Arc::clone(&seen);
-    let watcher = tokio::spawn(async move {
-        wait_for("half the stream", Duration::from_secs(60), || {
-            s.lock().expect("seen").len() >= RECORDS / 2
-        })
-        .await;
-        shutdown.trigger();
-    });
+    let mut first = Application::consumer(
+        "resumer",
+        [topic.clone()],
+        move |m: SpaMessage, shutdown: spa_dat::Shutdown| {
+            let s = Arc::clone(&s);
+            async move {
+                let mut seen = s.lock().expect("seen");
+                seen.push(seq_of(&m));
+                if seen.len() == RECORDS / 2 {
+                    shutdown.trigger();
+                }
+            }
+        },
+    )
+    .group(group.clone())
+    .socket_provider(provider(config.clone()));
     first.start_async().await.expect("first run");
-    watcher.await.expect("watcher");
     let handled_first = seen.lock().expect("seen").len();
     assert!(handled_first < RECORDS, "stopped mid-stream");
 
