@@ -77,6 +77,7 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                     .set_manual_acks(true)
                     .set_inflight(100);
                 let (client, mut eventloop) = AsyncClient::new(options, 64);
+                eventloop.network_options.set_tcp_nodelay(true);
                 let qos = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
                 let _keep_open = &client;
                 client
@@ -184,6 +185,7 @@ async fn run_consumer(kind: &str, port: u16, qos: u8) -> ConsumerResult {
         .set_max_packet_size(1 << 20, 1 << 20)
         .set_inflight(1000);
     let (client, mut eventloop) = AsyncClient::new(options, 1000);
+    eventloop.network_options.set_tcp_nodelay(true);
     let driver = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let qos_level = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
     for seq in 0..MESSAGES {
@@ -219,6 +221,7 @@ async fn raw_round_trips(port: u16) -> Vec<Duration> {
     let mut options = MqttOptions::new("raw-responder", "127.0.0.1", port);
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (responder, mut responder_loop) = AsyncClient::new(options, 64);
+    responder_loop.network_options.set_tcp_nodelay(true);
     responder
         .subscribe("bench/raw-rpc", QoS::AtLeastOnce)
         .await
@@ -246,6 +249,7 @@ async fn raw_round_trips(port: u16) -> Vec<Duration> {
     let mut options = MqttOptions::new("raw-requester", "127.0.0.1", port);
     options.set_max_packet_size(1 << 20, 1 << 20);
     let (requester, mut requester_loop) = AsyncClient::new(options, 64);
+    requester_loop.network_options.set_tcp_nodelay(true);
     requester
         .subscribe("bench/raw-reply", QoS::AtLeastOnce)
         .await
@@ -316,7 +320,6 @@ async fn framework_round_trips(port: u16) -> Vec<Duration> {
         std::hint::black_box(reply);
         samples.push(started.elapsed());
     }
-    eprintln!("framework requests done");
     requester.socket.close().await.expect("close");
     shutdown.trigger();
     run.await.expect("join").expect("run");
@@ -359,7 +362,6 @@ fn main() {
             return;
         }
         let mut raw = raw_round_trips(broker.port).await;
-        eprintln!("raw round trips done");
         let mut fw = framework_round_trips(broker.port).await;
         row("request/reply p50 µs", percentile(&mut fw, 0.5), percentile(&mut raw, 0.5));
         row("request/reply p99 µs", percentile(&mut fw, 0.99), percentile(&mut raw, 0.99));

@@ -637,6 +637,9 @@ impl SocketProvider for MqttSocketProvider {
         eventloop
             .network_options
             .set_connection_timeout(connect_timeout.as_secs().max(1));
+        // Small packets (acks, requests, replies) must not wait for Nagle and delayed ACK:
+        // without this a request/reply round trip on loopback takes ~88 ms instead of < 1 ms.
+        eventloop.network_options.set_tcp_nodelay(true);
         let connected = tokio::time::timeout(connect_timeout, eventloop.poll()).await;
         match connected {
             Ok(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
