@@ -4,7 +4,8 @@
 //! ```text
 //! cargo run --example quickstart
 //! ```
-//! Set `SPA_DAT_URL=mqtt://localhost:1883` (or `kafka://...`) to run the same code on a broker.
+//! Set `SPA_DAT_URL=mqtt://localhost:1883` to run the same code on an MQTT broker (Kafka topics
+//! cannot contain `/` or wildcards, so this example is for memory and MQTT).
 
 use std::sync::{Mutex, PoisonError};
 

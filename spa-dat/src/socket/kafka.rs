@@ -312,11 +312,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     fn ensure_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        super::ensure_open(&self.closed)
     }
 
     async fn send(&self, topic: &str, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<()> {
@@ -726,19 +722,7 @@ impl SocketProvider for KafkaSocketProvider {
             closed: AtomicBool::new(false),
         });
         let socket = KafkaSocket { shared };
-        let topics = if options.topics.is_empty() {
-            config.default_subscription_topics.clone()
-        } else {
-            options.topics
-        };
-        if let Err(error) = socket.subscribe(&topics).await {
-            socket.close().await?;
-            return Err(error);
-        }
-        Ok(Connection {
-            socket: Arc::new(socket),
-            inbox,
-        })
+        super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {

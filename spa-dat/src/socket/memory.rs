@@ -283,11 +283,7 @@ impl MemorySocket {
     }
 
     fn ensure_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        super::ensure_open(&self.closed)
     }
 }
 
@@ -396,19 +392,7 @@ impl SocketProvider for MemorySocketProvider {
             reply_prefix,
             closed: AtomicBool::new(false),
         };
-        let topics = if options.topics.is_empty() {
-            &self.default_topics
-        } else {
-            &options.topics
-        };
-        if let Err(error) = socket.subscribe(topics).await {
-            socket.close().await?;
-            return Err(error);
-        }
-        Ok(Connection {
-            socket: Arc::new(socket),
-            inbox,
-        })
+        super::subscribe_initial(socket, inbox, &options, &self.default_topics).await
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {

@@ -364,3 +364,36 @@ pub(crate) fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: 
         (_, Err(error)) => tracing::warn!(topic, %error, "undecodable reply dropped"),
     }
 }
+
+/// Finishes a provider's `connect`: subscribes the new socket to the options' topics, or the
+/// provider's default topics when the options name none; a socket that cannot subscribe is
+/// closed again and the error returned.
+pub(crate) async fn subscribe_initial<S: SpaSocket>(
+    socket: S,
+    inbox: Inbox,
+    options: &SocketOptions,
+    default_topics: &[String],
+) -> Result<Connection> {
+    let topics = if options.topics.is_empty() {
+        default_topics
+    } else {
+        &options.topics
+    };
+    if let Err(error) = socket.subscribe(topics).await {
+        socket.close().await?;
+        return Err(error);
+    }
+    Ok(Connection {
+        socket: Arc::new(socket),
+        inbox,
+    })
+}
+
+/// `Err(Closed)` once a socket's `closed` flag is set.
+pub(crate) fn ensure_open(closed: &std::sync::atomic::AtomicBool) -> Result<()> {
+    if closed.load(std::sync::atomic::Ordering::Acquire) {
+        Err(crate::error::Error::Closed)
+    } else {
+        Ok(())
+    }
+}

@@ -429,11 +429,7 @@ impl Shared {
     }
 
     fn ensure_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::Closed)
-        } else {
-            Ok(())
-        }
+        super::ensure_open(&self.closed)
     }
 
     fn transport_error(&self, operation: &'static str, reason: impl Into<String>) -> Error {
@@ -691,19 +687,7 @@ impl SocketProvider for MqttSocketProvider {
         let handle = tokio::spawn(driver.run(eventloop));
         *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         let socket = MqttSocket { shared };
-        let topics = if options.topics.is_empty() {
-            config.default_subscription_topics.clone()
-        } else {
-            options.topics.clone()
-        };
-        if let Err(error) = socket.subscribe(&topics).await {
-            socket.close().await?;
-            return Err(error);
-        }
-        Ok(Connection {
-            socket: Arc::new(socket),
-            inbox,
-        })
+        super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
