@@ -6,8 +6,6 @@ mod conformance;
 mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -419,24 +417,12 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
         responder.teardown().await.expect("teardown");
         result
     });
-    let python = python::python();
-    let script = python::script("kafka_requester.py");
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args([&bootstrap, &topic, "hello kafka"])
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply = SpaMessage::from_json(String::from_utf8_lossy(&output.stdout).trim().as_bytes())
-        .expect("a spa-dat message");
+    let printed = python::run(
+        "kafka_requester.py",
+        vec![bootstrap, topic, "hello kafka".into()],
+    )
+    .await;
+    let reply = SpaMessage::from_json(printed.as_bytes()).expect("a spa-dat message");
     assert_eq!(reply.payload_str().expect("utf-8"), "HELLO KAFKA");
     assert_eq!(reply.client_name.as_deref(), Some("rust-kafka-responder"));
     shutdown.trigger();
@@ -453,24 +439,11 @@ async fn rust_request_gets_its_reply_from_a_python_responder() {
         .await
         .expect("creates the topic");
     setup.socket.close().await.expect("close");
-    let mut child = Command::new(python::python())
-        .arg(python::script("kafka_responder.py"))
-        .args([&bootstrap, &topic, "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(60), ready)
-        .await
-        .expect("ready in time")
-        .expect("join")
-        .expect("read");
-    assert_eq!(line.trim(), "ready");
+    let child = python::start_ready(
+        "kafka_responder.py",
+        vec![bootstrap.clone(), topic.clone(), "2".into()],
+    )
+    .await;
     let requester = provider(KafkaConfig::new(bootstrap))
         .connect(SocketOptions::new(unique("rust-requester")))
         .await
@@ -489,9 +462,5 @@ async fn rust_request_gets_its_reply_from_a_python_responder() {
         assert_eq!(reply.client_name.as_deref(), Some("python-responder"));
     }
     requester.socket.close().await.expect("close");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success());
+    python::finish(child).await;
 }

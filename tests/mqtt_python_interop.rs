@@ -2,8 +2,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,25 +30,18 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
         result
     });
 
-    let python = python::python();
-    let script = python::script("mqtt_requester.py");
-    let port = broker.port.to_string();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(python)
-            .arg(script)
-            .args(["127.0.0.1", &port, "interop/upper", "grüße from python"])
-            .output()
-            .expect("python runs")
-    })
-    .await
-    .expect("join");
-    assert!(
-        output.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply = SpaMessage::from_json(String::from_utf8_lossy(&output.stdout).trim().as_bytes())
-        .expect("Python printed a spa-dat message");
+    let printed = python::run(
+        "mqtt_requester.py",
+        vec![
+            "127.0.0.1".into(),
+            broker.port.to_string(),
+            "interop/upper".into(),
+            "grüße from python".into(),
+        ],
+    )
+    .await;
+    let reply =
+        SpaMessage::from_json(printed.as_bytes()).expect("Python printed a spa-dat message");
     assert_eq!(reply.payload_str().expect("utf-8"), "GRÜSSE FROM PYTHON");
     assert_eq!(reply.client_name.as_deref(), Some("rust-responder"));
     shutdown.trigger();
@@ -60,29 +51,16 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_request_gets_its_reply_from_a_python_responder() {
     let broker = Mosquitto::start();
-    let mut child = Command::new(python::python())
-        .arg(python::script("mqtt_responder.py"))
-        .args([
-            "127.0.0.1",
-            &broker.port.to_string(),
-            "interop/reverse",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), ready)
-        .await
-        .expect("python responder ready in time")
-        .expect("join")
-        .expect("read");
-    assert_eq!(line.trim(), "ready");
+    let child = python::start_ready(
+        "mqtt_responder.py",
+        vec![
+            "127.0.0.1".into(),
+            broker.port.to_string(),
+            "interop/reverse".into(),
+            "3".into(),
+        ],
+    )
+    .await;
 
     let provider =
         MqttSocketProvider::new(MqttConfig::new("127.0.0.1", broker.port)).expect("config");
@@ -109,9 +87,5 @@ async fn rust_request_gets_its_reply_from_a_python_responder() {
         assert_eq!(reply.client_name.as_deref(), Some("python-responder"));
     }
     connection.socket.close().await.expect("close");
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(status.success());
+    python::finish(child).await;
 }

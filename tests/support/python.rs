@@ -31,3 +31,53 @@ pub fn script(name: &str) -> PathBuf {
         .join("tests/python")
         .join(name)
 }
+
+/// Runs a script to completion and returns what it printed, trimmed; fails the test with the
+/// script's stderr if it fails.
+pub async fn run(name: &str, args: Vec<String>) -> String {
+    let (python, script) = (python(), script(name));
+    let output =
+        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
+            .await
+            .expect("join")
+            .expect("python runs");
+    assert!(
+        output.status.success(),
+        "{name} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Starts a script and waits (at most 60 s) until it prints `ready`.
+pub async fn start_ready(name: &str, args: Vec<String>) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(python())
+        .arg(script(name))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("python starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let ready = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), ready)
+        .await
+        .unwrap_or_else(|_| panic!("{name} not ready within 60 s"))
+        .expect("join")
+        .expect("read");
+    assert_eq!(line.trim(), "ready", "{name} did not start");
+    child
+}
+
+/// Waits for a script started with [`start_ready`] to exit successfully.
+pub async fn finish(mut child: std::process::Child) {
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "python exited with {status}");
+}
