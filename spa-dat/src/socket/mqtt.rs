@@ -910,14 +910,15 @@ impl Driver {
             }
         }
         // rumqttc never retransmits (un)subscriptions: send again those not acknowledged.
-        let mut unacked_subscriptions: Vec<((Kind, u16), Pending)> = ledger
+        let keys: Vec<(Kind, u16)> = ledger
             .unacked
-            .iter()
-            .filter(|((kind, _), _)| *kind != Kind::Publish)
-            .map(|(key, _)| *key)
-            .collect::<Vec<_>>()
+            .keys()
+            .filter(|(kind, _)| *kind != Kind::Publish)
+            .copied()
+            .collect();
+        let mut unacked_subscriptions: Vec<((Kind, u16), Pending)> = keys
             .into_iter()
-            .filter_map(|key| ledger.unacked.remove(&key).map(|p| (key, p)))
+            .filter_map(|key| ledger.unacked.remove(&key).map(|pending| (key, pending)))
             .collect();
         unacked_subscriptions.sort_by_key(|((_, pkid), _)| *pkid);
         for (_, pending) in unacked_subscriptions {
