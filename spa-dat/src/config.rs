@@ -116,20 +116,31 @@ pub(crate) fn query_pairs(url: &url::Url) -> Result<Vec<(String, String)>> {
     let Some(query) = url.query() else {
         return Ok(Vec::new());
     };
-    let decode = |part: &str| {
-        percent_encoding::percent_decode_str(part)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
-    };
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((decode(key)?, decode(value)?))
+            Ok((url_decode(url, key)?, url_decode(url, value)?))
         })
         .collect()
+}
+
+/// One percent-encoded part of a bus URL, decoded.
+pub(crate) fn url_decode(url: &url::Url, part: &str) -> Result<String> {
+    percent_encoding::percent_decode_str(part)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
+}
+
+/// A numeric URL parameter.
+pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
+    value.parse().map_err(|_| {
+        Error::config(format!(
+            "bad bus URL `{url}`: `{key}={value}` is not a number"
+        ))
+    })
 }
 
 pub(crate) fn split_list(value: &str) -> Vec<String> {

@@ -33,7 +33,7 @@ use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
     SpaSocket,
 };
-use crate::config::{query_pairs, split_list, unknown_parameter};
+use crate::config::{query_pairs, split_list, unknown_parameter, url_number};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
 
@@ -129,13 +129,7 @@ impl KafkaConfig {
             rest.split_once('?').map_or("", |(_, q)| q)
         ))
         .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
-        let number = |key: &str, value: &str| -> Result<i64> {
-            value.parse().map_err(|_| {
-                Error::config(format!(
-                    "bad bus URL `{url}`: `{key}={value}` is not a number"
-                ))
-            })
-        };
+        let number = |key: &str, value: &str| url_number::<i64>(url, key, value);
         for (key, value) in query_pairs(&parsed)? {
             match key.as_str() {
                 "group" | "group_id" => config.group_id = Some(value),

@@ -30,7 +30,7 @@ use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
     SpaSocket,
 };
-use crate::config::{query_pairs, split_list, unknown_parameter};
+use crate::config::{query_pairs, split_list, unknown_parameter, url_decode, url_number};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
 
@@ -175,25 +175,13 @@ impl MqttConfig {
             .ok_or_else(|| Error::config(format!("bad bus URL `{url}`: no host")))?;
         let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
         config.tls = tls;
-        let decode = |part: &str| {
-            percent_encoding::percent_decode_str(part)
-                .decode_utf8()
-                .map(|s| s.into_owned())
-                .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
-        };
         if !parsed.username().is_empty() {
-            config.username = Some(decode(parsed.username())?);
+            config.username = Some(url_decode(&parsed, parsed.username())?);
         }
         if let Some(password) = parsed.password() {
-            config.password = Some(decode(password)?);
+            config.password = Some(url_decode(&parsed, password)?);
         }
-        let number = |key: &str, value: &str| -> Result<u64> {
-            value.parse().map_err(|_| {
-                Error::config(format!(
-                    "bad bus URL `{url}`: `{key}={value}` is not a number"
-                ))
-            })
-        };
+        let number = |key: &str, value: &str| url_number::<u64>(url, key, value);
         for (key, value) in query_pairs(&parsed)? {
             match key.as_str() {
                 "client_id" => config.client_id = Some(value),
