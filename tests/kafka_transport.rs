@@ -17,6 +17,7 @@ use spa_dat::{
     SocketProvider, SpaMessage,
 };
 use support::python;
+use support::wait_until;
 
 fn provider(config: KafkaConfig) -> Arc<dyn SocketProvider> {
     Arc::new(KafkaSocketProvider::new(config).expect("valid config"))
@@ -59,14 +60,6 @@ async fn publish_range(
             }
         });
         futures_util::future::join_all(sends).await;
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -130,7 +123,7 @@ async fn two_consumers_in_one_group_split_a_four_partition_topic() {
         started.elapsed()
     );
     let (f, s) = (Arc::clone(&first), Arc::clone(&second));
-    wait_for("20,000 records", Duration::from_secs(120), || {
+    wait_until("20,000 records", Duration::from_secs(120), || {
         f.lock().expect("seen").len() + s.lock().expect("seen").len() >= RECORDS
     })
     .await;
@@ -193,7 +186,7 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
     let shutdown = second.shutdown_handle();
     let s = Arc::clone(&seen);
     let watcher = tokio::spawn(async move {
-        wait_for("the rest", Duration::from_secs(60), || {
+        wait_until("the rest", Duration::from_secs(60), || {
             s.lock().expect("seen").iter().collect::<HashSet<_>>().len() >= RECORDS
         })
         .await;
@@ -244,7 +237,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
         .expect("connects");
     publish_range(&publisher.socket, &topic, 0..RECORDS / 2).await;
     let s = Arc::clone(&seen);
-    wait_for("the first half", Duration::from_secs(60), || {
+    wait_until("the first half", Duration::from_secs(60), || {
         s.lock().expect("seen").len() >= RECORDS / 4
     })
     .await;
@@ -255,7 +248,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
     publish_range(&publisher.socket, &topic, RECORDS / 2..RECORDS).await;
     let _kafka = restarting.await.expect("restart");
     let s = Arc::clone(&seen);
-    wait_for("every record", Duration::from_secs(120), || {
+    wait_until("every record", Duration::from_secs(120), || {
         s.lock().expect("seen").len() >= RECORDS
     })
     .await;
@@ -304,7 +297,7 @@ async fn malformed_records_do_not_stall_the_partition() {
             .expect("publish");
     }
     let g = Arc::clone(&good);
-    wait_for(
+    wait_until(
         "the good records behind the bad ones",
         Duration::from_secs(60),
         || g.load(Ordering::SeqCst) == 10,

@@ -15,17 +15,10 @@ use spa_dat::{
     SpaMessage,
 };
 use support::mosquitto::Mosquitto;
+use support::wait_until;
 
 fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn seq_of(message: &SpaMessage) -> usize {
