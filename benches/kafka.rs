@@ -10,6 +10,7 @@
 
 #[path = "../tests/support/kafka.rs"]
 mod kafka_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,19 +35,6 @@ fn record(seq: usize) -> Vec<u8> {
     SpaMessage::new("bench", format!("{seq}"))
         .to_json()
         .expect("encodes")
-}
-
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    let utime: f64 = fields[11].parse().expect("utime");
-    let stime: f64 = fields[12].parse().expect("stime");
-    (utime + stime) / 100.0
 }
 
 fn raw_producer(bootstrap: &str) -> FutureProducer {
@@ -80,7 +68,7 @@ fn consumer_child(kind: &str, bootstrap: String, topic: String) {
         .expect("rt");
     runtime.block_on(async move {
         let group = format!("bench-{kind}-{}", uuid::Uuid::new_v4().simple());
-        let cpu_start = cpu_seconds();
+        let cpu_start = support::cpu_seconds();
         let start = Instant::now();
         let first = Arc::new(std::sync::OnceLock::<Instant>::new());
         if kind == "raw" {
@@ -128,7 +116,7 @@ fn consumer_child(kind: &str, bootstrap: String, topic: String) {
                 "{} {} {}",
                 first.get().expect("first").elapsed().as_secs_f64(),
                 start.elapsed().as_secs_f64(),
-                cpu_seconds() - cpu_start
+                support::cpu_seconds() - cpu_start
             );
             shutdown.trigger();
             run.await.expect("join").expect("run");
@@ -138,7 +126,7 @@ fn consumer_child(kind: &str, bootstrap: String, topic: String) {
             "{} {} {}",
             first.get().expect("first").elapsed().as_secs_f64(),
             start.elapsed().as_secs_f64(),
-            cpu_seconds() - cpu_start
+            support::cpu_seconds() - cpu_start
         );
     });
 }
@@ -222,11 +210,6 @@ async fn framework_produce(
         }
     }
     count as f64 / started.elapsed().as_secs_f64()
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort_unstable();
-    samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6
 }
 
 async fn raw_round_trips(bootstrap: &str) -> Vec<Duration> {
@@ -370,13 +353,6 @@ async fn framework_round_trips(bootstrap: &str) -> Vec<Duration> {
     samples
 }
 
-fn row(name: &str, framework: f64, raw: f64) {
-    println!(
-        "{name:<44} {framework:>12.1} {raw:>12.1} {:>7.2}",
-        framework / raw
-    );
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--consumer-child") {
@@ -411,15 +387,12 @@ fn main() {
             "Kafka on loopback: {RECORDS} pre-produced records of {} bytes",
             record(123456).len()
         );
-        println!(
-            "{:<44} {:>12} {:>12} {:>7}",
-            "measure", "spa-dat", "raw rdkafka", "ratio"
-        );
+        support::header("raw rdkafka");
         let raw = run_consumer("raw", &bootstrap, &topic);
         let fw = run_consumer("framework", &bootstrap, &topic);
-        row("consumer records/s (first → last)", fw.0, raw.0);
-        row("consumer records/s (start → last)", fw.1, raw.1);
-        row("consumer CPU µs/record", fw.2, raw.2);
+        support::row("consumer records/s (first → last)", fw.0, raw.0);
+        support::row("consumer records/s (start → last)", fw.1, raw.1);
+        support::row("consumer CPU µs/record", fw.2, raw.2);
 
         let provider =
             KafkaSocketProvider::new(KafkaConfig::new(bootstrap.clone())).expect("config");
@@ -442,25 +415,25 @@ fn main() {
             fw_pipelined = fw_pipelined
                 .max(framework_produce(&publisher.socket, &produce_topic, PIPELINED, true).await);
         }
-        row(
+        support::row(
             "producer records/s, awaited one by one",
             fw_awaited,
             raw_awaited,
         );
-        row("producer records/s, pipelined", fw_pipelined, raw_pipelined);
+        support::row("producer records/s, pipelined", fw_pipelined, raw_pipelined);
         publisher.socket.close().await.expect("close");
 
         let mut raw = raw_round_trips(&bootstrap).await;
         let mut fw = framework_round_trips(&bootstrap).await;
-        row(
+        support::row(
             "request/reply p50 µs",
-            percentile(&mut fw, 0.5),
-            percentile(&mut raw, 0.5),
+            support::percentile(&mut fw, 0.5),
+            support::percentile(&mut raw, 0.5),
         );
-        row(
+        support::row(
             "request/reply p99 µs",
-            percentile(&mut fw, 0.99),
-            percentile(&mut raw, 0.99),
+            support::percentile(&mut fw, 0.99),
+            support::percentile(&mut raw, 0.99),
         );
     });
 }

@@ -10,6 +10,7 @@
 
 #[path = "../tests/support/mosquitto.rs"]
 mod mosquitto;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -33,29 +34,6 @@ fn payload(seq: usize) -> Bytes {
     )
     .with_client_id("bench-publisher");
     Bytes::from(message.to_json().expect("encodes"))
-}
-
-fn usage() -> (f64, f64) {
-    // The same user/system times getrusage reports, read from /proc: the workspace forbids
-    // the `unsafe` a getrusage call needs.
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    let ticks = 100.0; // USER_HZ on Linux
-    let utime: f64 = fields[11].parse().expect("utime");
-    let stime: f64 = fields[12].parse().expect("stime");
-    let status = std::fs::read_to_string("/proc/self/status").expect("proc status");
-    let hwm_kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    ((utime + stime) / ticks, hwm_kb / 1024.0)
 }
 
 /// Child: consume `count` messages at `qos` with the raw client or the framework; print
@@ -92,7 +70,7 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                     }
                 }
                 println!("ready");
-                let (start_cpu, _) = usage();
+                let start_cpu = support::cpu_seconds();
                 loop {
                     match eventloop.poll().await {
                         Ok(Event::Incoming(Incoming::Publish(publish))) => {
@@ -140,7 +118,7 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                 let run = tokio::spawn(app.start_async());
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 println!("ready");
-                let (start_cpu, _) = usage();
+                let start_cpu = support::cpu_seconds();
                 done.notified().await;
                 report(&first, start_cpu, count);
                 shutdown.trigger();
@@ -155,7 +133,7 @@ fn report(first: &std::sync::OnceLock<Instant>, start_cpu: f64, count: usize) {
         .get()
         .map(|t| t.elapsed().as_secs_f64())
         .unwrap_or(0.0);
-    let (cpu, peak) = usage();
+    let (cpu, peak) = (support::cpu_seconds(), support::peak_rss_mb());
     println!("{elapsed} {} {peak} {count}", cpu - start_cpu);
 }
 
@@ -209,11 +187,6 @@ async fn run_consumer(kind: &str, port: u16, qos: u8) -> ConsumerResult {
         cpu_us: parts[1] * 1e6 / parts[3],
         peak_mb: parts[2],
     }
-}
-
-fn percentile(samples: &mut [Duration], p: f64) -> f64 {
-    samples.sort_unstable();
-    samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6
 }
 
 async fn raw_round_trips(port: u16) -> Vec<Duration> {
@@ -348,29 +321,22 @@ fn main() {
         .expect("rt");
     runtime.block_on(async {
         println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
-        println!("{:<34} {:>12} {:>12} {:>7}", "measure", "spa-dat", "raw rumqttc", "ratio");
+        support::header("raw rumqttc");
         // SPA_BENCH_ONLY=consumer|requests runs one part (for profiling).
         let only = std::env::var("SPA_BENCH_ONLY").unwrap_or_default();
         for qos in [0u8, 1].into_iter().filter(|_| only != "requests") {
             let raw = run_consumer("raw", broker.port, qos).await;
             let fw = run_consumer("framework", broker.port, qos).await;
-            row(&format!("QoS {qos} consumer messages/s"), fw.rate, raw.rate);
-            row(&format!("QoS {qos} consumer CPU µs/message"), fw.cpu_us, raw.cpu_us);
-            row(&format!("QoS {qos} consumer peak RSS MB"), fw.peak_mb, raw.peak_mb);
+            support::row(&format!("QoS {qos} consumer messages/s"), fw.rate, raw.rate);
+            support::row(&format!("QoS {qos} consumer CPU µs/message"), fw.cpu_us, raw.cpu_us);
+            support::row(&format!("QoS {qos} consumer peak RSS MB"), fw.peak_mb, raw.peak_mb);
         }
         if only == "consumer" {
             return;
         }
         let mut raw = raw_round_trips(broker.port).await;
         let mut fw = framework_round_trips(broker.port).await;
-        row("request/reply p50 µs", percentile(&mut fw, 0.5), percentile(&mut raw, 0.5));
-        row("request/reply p99 µs", percentile(&mut fw, 0.99), percentile(&mut raw, 0.99));
+        support::row("request/reply p50 µs", support::percentile(&mut fw, 0.5), support::percentile(&mut raw, 0.5));
+        support::row("request/reply p99 µs", support::percentile(&mut fw, 0.99), support::percentile(&mut raw, 0.99));
     });
-}
-
-fn row(name: &str, framework: f64, raw: f64) {
-    println!(
-        "{name:<34} {framework:>12.1} {raw:>12.1} {:>7.2}",
-        framework / raw
-    );
 }

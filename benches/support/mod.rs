@@ -1,0 +1,55 @@
+//! What the broker benchmarks share: this process's CPU time and peak memory, percentiles,
+//! and the result table (spa-dat, raw client, ratio).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::time::Duration;
+
+/// User + system CPU seconds of this process: the times getrusage reports, read from /proc
+/// (the workspace forbids the `unsafe` a getrusage call needs).
+pub fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .expect("stat")
+        .split_whitespace()
+        .collect();
+    let utime: f64 = fields[11].parse().expect("utime");
+    let stime: f64 = fields[12].parse().expect("stime");
+    (utime + stime) / 100.0 // USER_HZ on Linux
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("proc status");
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb / 1024.0
+}
+
+/// The `p` percentile of `samples`, in µs.
+pub fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p) as usize].as_secs_f64() * 1e6
+}
+
+/// The table's header; `raw` names the raw client.
+pub fn header(raw: &str) {
+    println!(
+        "{:<44} {:>12} {:>12} {:>7}",
+        "measure", "spa-dat", raw, "ratio"
+    );
+}
+
+/// One result with its framework/raw ratio.
+pub fn row(name: &str, framework: f64, raw: f64) {
+    println!(
+        "{name:<44} {framework:>12.1} {raw:>12.1} {:>7.2}",
+        framework / raw
+    );
+}
