@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::{
-    Application, ApplicationLifeCycle, Config, DistributedApplication, SocketOptions,
-    SocketProvider, SpaMessage,
+    Application, ApplicationLifeCycle, Config, SocketOptions, SocketProvider, SpaMessage,
 };
 use support::python;
-use support::wait_until;
+use support::{test_app, wait_until};
 
 fn provider(config: KafkaConfig) -> Arc<dyn SocketProvider> {
     Arc::new(KafkaSocketProvider::new(config).expect("valid config"))
@@ -90,10 +89,7 @@ async fn two_consumers_in_one_group_split_a_four_partition_topic() {
     let group = unique("splitters");
     let first = Arc::new(Mutex::new(Vec::new()));
     let second = Arc::new(Mutex::new(Vec::new()));
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let app = test_app(Config::default())
         .add_application(consumer_app(
             config.clone(),
             "member-1",
@@ -218,10 +214,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
     let topic = unique("restart");
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let s = Arc::clone(&seen);
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let app = test_app(Config::default())
         .socket_provider(provider(config.clone()))
         .add_consumer("survivor", [topic.clone()], move |m: SpaMessage| {
             let s = Arc::clone(&s);
@@ -264,20 +257,17 @@ async fn malformed_records_do_not_stall_the_partition() {
     let dead = unique("dead");
     let good = Arc::new(AtomicUsize::new(0));
     let g = Arc::clone(&good);
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config {
-            dead_letter_topic: Some(dead.clone()),
-            ..Config::default()
-        })
-        .socket_provider(provider(config.clone()))
-        .add_consumer("sturdy", [topic.clone()], move |_m: SpaMessage| {
-            let g = Arc::clone(&g);
-            async move {
-                g.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+    let app = test_app(Config {
+        dead_letter_topic: Some(dead.clone()),
+        ..Config::default()
+    })
+    .socket_provider(provider(config.clone()))
+    .add_consumer("sturdy", [topic.clone()], move |_m: SpaMessage| {
+        let g = Arc::clone(&g);
+        async move {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
     let mut watcher = provider(config)
@@ -333,10 +323,7 @@ async fn unreachable_bootstrap_servers_fail_run_with_a_clear_error() {
         .port();
     let mut config = KafkaConfig::new(format!("127.0.0.1:{port}"));
     config.connect_timeout_ms = 2_000;
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let app = test_app(Config::default())
         .socket_provider(provider(config))
         .add_consumer("nowhere", ["t"], || async {});
     let started = Instant::now();

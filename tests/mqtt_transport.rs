@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{
-    Application, Config, DistributedApplication, Error, Shutdown, SocketOptions, SocketProvider,
-    SpaMessage,
-};
+use spa_dat::{Application, Config, Error, Shutdown, SocketOptions, SocketProvider, SpaMessage};
 use support::mosquitto::Mosquitto;
-use support::wait_until;
+use support::{test_app, wait_until};
 
 fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
@@ -35,10 +32,7 @@ async fn a_shared_subscription_group_splits_the_stream() {
     let broker = Mosquitto::start();
     let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
     let per_member = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
-    let mut app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let mut app = test_app(Config::default())
         .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)));
     for member in 0..2 {
         let (seen, per_member) = (Arc::clone(&seen), Arc::clone(&per_member));
@@ -108,10 +102,7 @@ async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
     let seen = Arc::new(Mutex::new(HashSet::<usize>::new()));
     let handled = Arc::new(AtomicUsize::new(0));
     let (s, h) = (Arc::clone(&seen), Arc::clone(&handled));
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let app = test_app(Config::default())
         .socket_provider(provider(consumer_config))
         .add_consumer("durable", ["stream/qos1"], move |m: SpaMessage| {
             let (s, h) = (Arc::clone(&s), Arc::clone(&h));
@@ -188,22 +179,19 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
     config.client_id = Some("at-least-once".into());
     let attempts = Arc::new(AtomicUsize::new(0));
     let a = Arc::clone(&attempts);
-    let first = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config {
-            shutdown_grace_ms: 100,
-            ..Config::default()
-        })
-        .socket_provider(provider(config.clone()))
-        .add_consumer("slow", ["work/once"], move |shutdown: Shutdown| {
-            let a = Arc::clone(&a);
-            async move {
-                a.fetch_add(1, Ordering::SeqCst);
-                shutdown.trigger();
-                tokio::time::sleep(Duration::from_secs(60)).await;
-            }
-        });
+    let first = test_app(Config {
+        shutdown_grace_ms: 100,
+        ..Config::default()
+    })
+    .socket_provider(provider(config.clone()))
+    .add_consumer("slow", ["work/once"], move |shutdown: Shutdown| {
+        let a = Arc::clone(&a);
+        async move {
+            a.fetch_add(1, Ordering::SeqCst);
+            shutdown.trigger();
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    });
     let run = tokio::spawn(first.start_async());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
@@ -222,10 +210,7 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
 
     let done = Arc::new(AtomicUsize::new(0));
     let d = Arc::clone(&done);
-    let second = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let second = test_app(Config::default())
         .socket_provider(provider(config))
         .add_consumer(
             "slow",
@@ -256,20 +241,17 @@ async fn malformed_payloads_do_not_stop_the_consumer() {
     let broker = Mosquitto::start();
     let good = Arc::new(AtomicUsize::new(0));
     let g = Arc::clone(&good);
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config {
-            dead_letter_topic: Some("dead/letters".into()),
-            ..Config::default()
-        })
-        .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
-        .add_consumer("robust", ["input"], move |_m: SpaMessage| {
-            let g = Arc::clone(&g);
-            async move {
-                g.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+    let app = test_app(Config {
+        dead_letter_topic: Some("dead/letters".into()),
+        ..Config::default()
+    })
+    .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
+    .add_consumer("robust", ["input"], move |_m: SpaMessage| {
+        let g = Arc::clone(&g);
+        async move {
+            g.fetch_add(1, Ordering::SeqCst);
+        }
+    });
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
     let watcher_provider = provider(MqttConfig::new("127.0.0.1", broker.port));
@@ -398,10 +380,7 @@ async fn bad_config_fails_with_a_clear_error_naming_the_broker() {
     ok.socket.close().await.expect("close");
 
     // A whole application with an unreachable broker: run() fails, naming it.
-    let app = DistributedApplication::new()
-        .without_registered_handlers()
-        .watch_signals(false)
-        .config(Config::default())
+    let app = test_app(Config::default())
         .socket_provider(provider(MqttConfig::new("127.0.0.1", port)))
         .add_consumer("stranded", ["x"], || async {});
     let error = tokio::time::timeout(Duration::from_secs(15), app.start_async())

@@ -16,3 +16,13 @@ pub async fn wait_until(what: &str, limit: std::time::Duration, mut done: impl F
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A distributed application for a test: only the applications the test adds, no signal
+/// handling, `config` instead of the environment.
+#[allow(dead_code, unreachable_pub)]
+pub fn test_app(config: spa_dat::Config) -> spa_dat::DistributedApplication {
+    spa_dat::DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(config)
+}
