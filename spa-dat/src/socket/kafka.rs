@@ -417,6 +417,8 @@ fn correlation_of<M: Message>(message: &M) -> Option<String> {
 
 /// Reads the group consumer into the inbox; the ack stores the offset after the handler.
 async fn consume(consumer: Arc<StreamConsumer>, inbox: mpsc::Sender<Delivery>, broker: String) {
+    // Records of one topic arrive in runs: share its name instead of allocating it per record.
+    let mut current_topic: Arc<str> = Arc::from("");
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -426,7 +428,10 @@ async fn consume(consumer: Arc<StreamConsumer>, inbox: mpsc::Sender<Delivery>, b
                 continue;
             }
         };
-        let topic: Arc<str> = Arc::from(message.topic());
+        if *current_topic != *message.topic() {
+            current_topic = Arc::from(message.topic());
+        }
+        let topic = Arc::clone(&current_topic);
         let (partition, offset) = (message.partition(), message.offset());
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
         let correlation = correlation_of(&message);
