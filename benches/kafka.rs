@@ -30,9 +30,11 @@ const RECORDS: usize = 200_000;
 const AWAITED: usize = 3_000;
 const PIPELINED: usize = 100_000;
 const REQUESTS: usize = 500;
+const PRODUCER_ROUNDS: usize = 5;
 
-fn record(seq: usize) -> Vec<u8> {
-    SpaMessage::new("bench", format!("{seq}"))
+/// The envelope both sides send: the framework's publish writes the same bytes.
+fn record(topic: &str, seq: usize) -> Vec<u8> {
+    SpaMessage::new(topic, format!("{seq}"))
         .to_json()
         .expect("encodes")
 }
@@ -157,17 +159,16 @@ async fn raw_produce(producer: &FutureProducer, topic: &str, count: usize, pipel
     let started = Instant::now();
     if pipelined {
         for chunk in (0..count).collect::<Vec<_>>().chunks(10_000) {
-            let sends = chunk.iter().map(|seq| {
-                let payload = record(*seq);
-                async move {
-                    producer
-                        .send(
-                            FutureRecord::<(), _>::to(topic).payload(&payload),
-                            Timeout::Never,
-                        )
-                        .await
-                        .expect("sent");
-                }
+            // Encoded inside the future, as the framework's publish does.
+            let sends = chunk.iter().map(|seq| async move {
+                let payload = record(topic, *seq);
+                producer
+                    .send(
+                        FutureRecord::<(), _>::to(topic).payload(&payload),
+                        Timeout::Never,
+                    )
+                    .await
+                    .expect("sent");
             });
             join_all(sends).await;
         }
@@ -175,7 +176,7 @@ async fn raw_produce(producer: &FutureProducer, topic: &str, count: usize, pipel
         for seq in 0..count {
             producer
                 .send(
-                    FutureRecord::<(), _>::to(topic).payload(&record(seq)),
+                    FutureRecord::<(), _>::to(topic).payload(&record(topic, seq)),
                     Timeout::Never,
                 )
                 .await
@@ -194,10 +195,9 @@ async fn framework_produce(
     let started = Instant::now();
     if pipelined {
         for chunk in (0..count).collect::<Vec<_>>().chunks(10_000) {
-            let sends = chunk.iter().map(|seq| {
+            let sends = chunk.iter().map(|seq| async move {
                 let message = SpaMessage::new(topic, format!("{seq}"));
-                let socket = Arc::clone(socket);
-                async move { socket.publish(&message).await.expect("sent") }
+                socket.publish(&message).await.expect("sent");
             });
             join_all(sends).await;
         }
@@ -220,7 +220,7 @@ async fn raw_round_trips(bootstrap: &str) -> Vec<Duration> {
     for topic in [&request_topic, &reply_topic] {
         producer
             .send(
-                FutureRecord::<(), _>::to(topic).payload(&record(0)),
+                FutureRecord::<(), _>::to(topic).payload(&record(topic, 0)),
                 Timeout::Never,
             )
             .await
@@ -380,60 +380,73 @@ fn main() {
         .build()
         .expect("rt");
     runtime.block_on(async {
-        let topic = format!("bench-stream-{}", uuid::Uuid::new_v4().simple());
         let producer = raw_producer(&bootstrap);
-        raw_produce(&producer, &topic, RECORDS, true).await;
         println!(
-            "Kafka on loopback: {RECORDS} pre-produced records of {} bytes",
-            record(123456).len()
+            "Kafka on loopback, records of {} bytes",
+            record("bench-stream-0123456789abcdef0123456789abcdef", 123456).len()
         );
         support::header("raw rdkafka");
-        let raw = run_consumer("raw", &bootstrap, &topic);
-        let fw = run_consumer("framework", &bootstrap, &topic);
-        support::row("consumer records/s (first → last)", fw.0, raw.0);
-        support::row("consumer records/s (start → last)", fw.1, raw.1);
-        support::row("consumer CPU µs/record", fw.2, raw.2);
-
-        let provider =
-            KafkaSocketProvider::new(KafkaConfig::new(bootstrap.clone())).expect("config");
-        let publisher = provider
-            .connect(SocketOptions::new("bench-publisher"))
-            .await
-            .expect("connect");
-        let produce_topic = format!("bench-produce-{}", uuid::Uuid::new_v4().simple());
-        raw_produce(&producer, &produce_topic, 10, false).await;
-        // Best of three, alternating, so that neither side always runs on a busier broker.
-        let (mut raw_awaited, mut fw_awaited, mut raw_pipelined, mut fw_pipelined) =
-            (0f64, 0f64, 0f64, 0f64);
-        for _ in 0..3 {
-            raw_awaited =
-                raw_awaited.max(raw_produce(&producer, &produce_topic, AWAITED, false).await);
-            fw_awaited = fw_awaited
-                .max(framework_produce(&publisher.socket, &produce_topic, AWAITED, false).await);
-            raw_pipelined =
-                raw_pipelined.max(raw_produce(&producer, &produce_topic, PIPELINED, true).await);
-            fw_pipelined = fw_pipelined
-                .max(framework_produce(&publisher.socket, &produce_topic, PIPELINED, true).await);
+        if support::selected("consumer") {
+            let topic = format!("bench-stream-{}", uuid::Uuid::new_v4().simple());
+            raw_produce(&producer, &topic, RECORDS, true).await;
+            let raw = run_consumer("raw", &bootstrap, &topic);
+            let fw = run_consumer("framework", &bootstrap, &topic);
+            support::row("consumer records/s (first → last)", fw.0, raw.0);
+            support::row("consumer records/s (start → last)", fw.1, raw.1);
+            support::row("consumer CPU µs/record", fw.2, raw.2);
         }
-        support::row(
-            "producer records/s, awaited one by one",
-            fw_awaited,
-            raw_awaited,
-        );
-        support::row("producer records/s, pipelined", fw_pipelined, raw_pipelined);
-        publisher.socket.close().await.expect("close");
-
-        let mut raw = raw_round_trips(&bootstrap).await;
-        let mut fw = framework_round_trips(&bootstrap).await;
-        support::row(
-            "request/reply p50 µs",
-            support::percentile(&mut fw, 0.5),
-            support::percentile(&mut raw, 0.5),
-        );
-        support::row(
-            "request/reply p99 µs",
-            support::percentile(&mut fw, 0.99),
-            support::percentile(&mut raw, 0.99),
-        );
+        if support::selected("producer") {
+            producer_section(&bootstrap, &producer).await;
+        }
+        if support::selected("request") {
+            request_section(&bootstrap).await;
+        }
     });
+}
+
+async fn producer_section(bootstrap: &str, producer: &FutureProducer) {
+    let provider = KafkaSocketProvider::new(KafkaConfig::new(bootstrap)).expect("config");
+    let publisher = provider
+        .connect(SocketOptions::new("bench-publisher"))
+        .await
+        .expect("connect");
+    let produce_topic = format!("bench-produce-{}", uuid::Uuid::new_v4().simple());
+    raw_produce(producer, &produce_topic, 10, false).await;
+    // Median of five rounds, alternating, so that neither side always meets a busier broker
+    // (the broker's JIT and log segment rolls make single runs swing by ±20 %).
+    let (mut raw_awaited, mut fw_awaited, mut raw_pipelined, mut fw_pipelined) =
+        (vec![], vec![], vec![], vec![]);
+    for _ in 0..PRODUCER_ROUNDS {
+        raw_awaited.push(raw_produce(producer, &produce_topic, AWAITED, false).await);
+        fw_awaited.push(framework_produce(&publisher.socket, &produce_topic, AWAITED, false).await);
+        raw_pipelined.push(raw_produce(producer, &produce_topic, PIPELINED, true).await);
+        fw_pipelined
+            .push(framework_produce(&publisher.socket, &produce_topic, PIPELINED, true).await);
+    }
+    support::row(
+        "producer records/s, awaited one by one",
+        support::median(&mut fw_awaited),
+        support::median(&mut raw_awaited),
+    );
+    support::row(
+        "producer records/s, pipelined",
+        support::median(&mut fw_pipelined),
+        support::median(&mut raw_pipelined),
+    );
+    publisher.socket.close().await.expect("close");
+}
+
+async fn request_section(bootstrap: &str) {
+    let mut raw = raw_round_trips(bootstrap).await;
+    let mut fw = framework_round_trips(bootstrap).await;
+    support::row(
+        "request/reply p50 µs",
+        support::percentile(&mut fw, 0.5),
+        support::percentile(&mut raw, 0.5),
+    );
+    support::row(
+        "request/reply p99 µs",
+        support::percentile(&mut fw, 0.99),
+        support::percentile(&mut raw, 0.99),
+    );
 }

@@ -352,6 +352,34 @@ async fn order_is_kept_per_publisher_on_a_single_partition_topic() {
     conformance::order_per_publisher(&transport).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_beyond_librdkafkas_queue_wait_for_room_instead_of_failing() {
+    // A queue of 50 records and 2,000 publishes in flight: most find it full at first.
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config
+        .properties
+        .insert("queue.buffering.max.messages".into(), "50".into());
+    let connection = provider(config)
+        .connect(SocketOptions::new(unique("queue-full")))
+        .await
+        .expect("connect");
+    let topic = unique("queue-full");
+    let sends = (0..2_000).map(|seq| {
+        let message = SpaMessage::new(topic.as_str(), seq.to_string());
+        let socket = &connection.socket;
+        async move { socket.publish(&message).await }
+    });
+    let results = futures_util::future::join_all(sends).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} publishes failed, first: {}",
+        failed.len(),
+        failed[0]
+    );
+    connection.socket.close().await.expect("close");
+}
+
 #[test]
 fn urls_and_config_are_validated() {
     let config = KafkaConfig::from_url(

@@ -53,3 +53,19 @@ pub fn row(name: &str, framework: f64, raw: f64) {
         framework / raw
     );
 }
+
+/// Whether the section `name` runs: every section when no filter is given
+/// (`cargo bench --bench kafka -- producer request` runs those two).
+pub fn selected(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+}
+
+/// The median of `samples`.
+pub fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}

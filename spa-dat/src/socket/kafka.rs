@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -309,17 +309,41 @@ impl Shared {
         super::ensure_open(&self.closed)
     }
 
+    /// Enqueues the record with librdkafka and waits for the broker's acknowledgement.
+    ///
+    /// `send_result` enqueues without rdkafka's retry loop, whose future is several times
+    /// larger and sleeps 100 ms whenever librdkafka's queue is full; many concurrent publishes
+    /// (pipelining) pay for every byte of future state.
     async fn send(&self, topic: &str, payload: &[u8], headers: Option<OwnedHeaders>) -> Result<()> {
         self.ensure_open()?;
         let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(payload);
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        self.producer
-            .send(record, Timeout::After(self.publish_timeout))
-            .await
-            .map(|_| ())
-            .map_err(|(error, _)| kafka_error(&self.broker, "publish", describe(&error)))
+        let mut queue_full_since: Option<Instant> = None;
+        let mut backoff = Duration::from_millis(1);
+        let delivery = loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if queue_full_since.get_or_insert_with(Instant::now).elapsed()
+                        < self.publish_timeout =>
+                {
+                    record = returned;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err((error, _)) => {
+                    return Err(kafka_error(&self.broker, "publish", describe(&error)))
+                }
+            }
+        };
+        match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((error, _))) => Err(kafka_error(&self.broker, "publish", describe(&error))),
+            // The producer was dropped with the record still queued: the socket closed.
+            Err(_canceled) => Err(Error::Closed),
+        }
     }
 
     fn consumer_config(&self, group_id: &str) -> ClientConfig {
@@ -492,6 +516,13 @@ struct KafkaSocket {
 impl SpaSocket for KafkaSocket {
     async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
         self.shared.send(topic, &payload, None).await
+    }
+
+    // librdkafka copies the payload: no `Bytes` and no second boxed future per record
+    // (measured: pipelined publishing ran at 0.75× raw rdkafka through the default path, 0.9× without).
+    async fn publish(&self, message: &SpaMessage) -> Result<()> {
+        let bytes = message.to_json()?;
+        self.shared.send(&message.topic, &bytes, None).await
     }
 
     async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
