@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;
 const REQUESTS: usize = 2_000;
+const CONSUMER_ROUNDS: usize = 3;
 
 fn payload(seq: usize) -> Bytes {
     let message = SpaMessage::new(
@@ -322,16 +323,37 @@ fn main() {
     runtime.block_on(async {
         println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
         support::header("raw rumqttc");
-        // SPA_BENCH_ONLY=consumer|requests runs one part (for profiling).
-        let only = std::env::var("SPA_BENCH_ONLY").unwrap_or_default();
-        for qos in [0u8, 1].into_iter().filter(|_| only != "requests") {
-            let raw = run_consumer("raw", broker.port, qos).await;
-            let fw = run_consumer("framework", broker.port, qos).await;
-            support::row(&format!("QoS {qos} consumer messages/s"), fw.rate, raw.rate);
-            support::row(&format!("QoS {qos} consumer CPU µs/message"), fw.cpu_us, raw.cpu_us);
-            support::row(&format!("QoS {qos} consumer peak RSS MB"), fw.peak_mb, raw.peak_mb);
+        // `cargo bench --bench mqtt -- qos1` runs one section (qos0, qos1, request).
+        for qos in [0u8, 1] {
+            if !support::selected(&format!("qos{qos}")) {
+                continue;
+            }
+            // Median of alternating rounds: the broker's speed swings between runs.
+            let (mut raw, mut fw) = (Vec::new(), Vec::new());
+            for _ in 0..CONSUMER_ROUNDS {
+                raw.push(run_consumer("raw", broker.port, qos).await);
+                fw.push(run_consumer("framework", broker.port, qos).await);
+            }
+            let median = |runs: &[ConsumerResult], field: fn(&ConsumerResult) -> f64| {
+                support::median(&mut runs.iter().map(field).collect::<Vec<_>>())
+            };
+            support::row(
+                &format!("QoS {qos} consumer messages/s"),
+                median(&fw, |r| r.rate),
+                median(&raw, |r| r.rate),
+            );
+            support::row(
+                &format!("QoS {qos} consumer CPU µs/message"),
+                median(&fw, |r| r.cpu_us),
+                median(&raw, |r| r.cpu_us),
+            );
+            support::row(
+                &format!("QoS {qos} consumer peak RSS MB"),
+                median(&fw, |r| r.peak_mb),
+                median(&raw, |r| r.peak_mb),
+            );
         }
-        if only == "consumer" {
+        if !support::selected("request") {
             return;
         }
         let mut raw = raw_round_trips(broker.port).await;

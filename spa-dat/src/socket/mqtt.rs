@@ -20,8 +20,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Publish, QoS,
-    Request, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, PubAck,
+    PubRec, Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -383,6 +383,111 @@ struct Ledger {
     unacked: HashMap<(Kind, u16), Pending>,
 }
 
+/// Acknowledgements of received messages on their way to rumqttc, which must send them in the
+/// order the messages arrived (MQTT 3.1.1 §4.6; the consumer handles them in that order).
+///
+/// Handing each to rumqttc's request channel would wake the connection task once per message
+/// and interleave its writes with the consumer (measured: 2.4× the raw client's CPU per
+/// message at QoS 1). Instead only the oldest travels through the channel, to wake the task;
+/// the others wait here until the task moves them into rumqttc's `pending` queue, which it
+/// writes before anything in the channel — so none may move while one is in the channel.
+struct AckPath {
+    client: AsyncClient,
+    queue: Mutex<AckQueue>,
+}
+
+#[derive(Default)]
+struct AckQueue {
+    waiting: VecDeque<Ack>,
+    /// Packet id of the acknowledgement in the request channel.
+    in_channel: Option<u16>,
+}
+
+/// The acknowledgement a received QoS 1 (PUBACK) or QoS 2 (PUBREC) message needs.
+#[derive(Debug, Clone, Copy)]
+struct Ack {
+    pkid: u16,
+    qos: QoS,
+}
+
+impl Ack {
+    fn request(self) -> Request {
+        match self.qos {
+            QoS::ExactlyOnce => Request::PubRec(PubRec::new(self.pkid)),
+            _ => Request::PubAck(PubAck::new(self.pkid)),
+        }
+    }
+
+    /// What rumqttc's `try_ack` takes: a publish carrying the packet id and QoS.
+    fn as_publish(self) -> Publish {
+        let mut publish = Publish::new("", self.qos, Vec::new());
+        publish.pkid = self.pkid;
+        publish
+    }
+}
+
+impl AckPath {
+    fn new(client: AsyncClient) -> Self {
+        AckPath {
+            client,
+            queue: Mutex::new(AckQueue::default()),
+        }
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, AckQueue> {
+        // Each operation leaves the queue consistent: usable even after a panic elsewhere.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `ack`; the oldest queued goes through the request channel when none is there,
+    /// which wakes the connection task.
+    fn acknowledge(&self, ack: Ack) {
+        let mut queue = self.queue();
+        queue.waiting.push_back(ack);
+        if queue.in_channel.is_some() {
+            return;
+        }
+        let Some(oldest) = queue.waiting.pop_front() else {
+            return;
+        };
+        queue.in_channel = Some(oldest.pkid);
+        let publish = oldest.as_publish();
+        if let Err(rumqttc::ClientError::TryRequest(_)) = self.client.try_ack(&publish) {
+            // The channel is momentarily full: hand it over from a task instead of waiting.
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.ack(&publish).await;
+            });
+        }
+    }
+
+    /// Moves the waiting acknowledgements into rumqttc's pending queue, unless one is still in
+    /// the request channel (they must not overtake it). Called by the connection task.
+    fn release(&self, pending: &mut VecDeque<Request>) {
+        let mut queue = self.queue();
+        if queue.in_channel.is_none() {
+            pending.extend(queue.waiting.drain(..).map(Ack::request));
+        }
+    }
+
+    /// rumqttc wrote the acknowledgement `pkid`: if it was the one in the channel, the waiting
+    /// ones may follow.
+    fn written(&self, pkid: u16) {
+        let mut queue = self.queue();
+        if queue.in_channel == Some(pkid) {
+            queue.in_channel = None;
+        }
+    }
+
+    /// The connection is lost: rumqttc dropped the acknowledgements in its channel (the broker
+    /// sends those messages again), and so do we.
+    fn connection_lost(&self) {
+        let mut queue = self.queue();
+        queue.waiting.clear();
+        queue.in_channel = None;
+    }
+}
+
 struct Shared {
     client: AsyncClient,
     broker: String,
@@ -393,6 +498,7 @@ struct Shared {
     /// order rumqttc sends in.
     order: tokio::sync::Mutex<()>,
     ledger: Mutex<Ledger>,
+    acks: AckPath,
     /// Current subscriptions as sent (with `$share/...`), renewed after a clean reconnect.
     subscriptions: Mutex<Vec<String>>,
     group: Option<String>,
@@ -650,6 +756,7 @@ impl SocketProvider for MqttSocketProvider {
         }
         let (inbox_tx, inbox) = Inbox::unbounded();
         let shared = Arc::new(Shared {
+            acks: AckPath::new(client.clone()),
             client,
             broker,
             qos: qos_of(config.qos)?,
@@ -755,6 +862,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self, mut eventloop: EventLoop) {
         loop {
+            self.shared.acks.release(&mut eventloop.pending);
             match eventloop.poll().await {
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
@@ -774,6 +882,7 @@ impl Driver {
                         self.handle(event);
                     }
                     self.held.extend(eventloop.pending.drain(..));
+                    self.shared.acks.connection_lost();
                     let pause = self.backoff.pause();
                     tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
                     tokio::select! {
@@ -821,6 +930,9 @@ impl Driver {
             Event::Incoming(Incoming::UnsubAck(ack)) => {
                 self.acknowledged(Kind::Unsubscribe, ack.pkid, Ok(()))
             }
+            Event::Outgoing(Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid)) => {
+                self.shared.acks.written(pkid)
+            }
             Event::Outgoing(Outgoing::Publish(pkid)) => self.sent(Kind::Publish, pkid),
             Event::Outgoing(Outgoing::Subscribe(pkid)) => self.sent(Kind::Subscribe, pkid),
             Event::Outgoing(Outgoing::Unsubscribe(pkid)) => self.sent(Kind::Unsubscribe, pkid),
@@ -858,22 +970,21 @@ impl Driver {
     }
 
     fn deliver(&mut self, publish: Publish) {
-        let acknowledgement = (publish.qos != QoS::AtMostOnce).then(|| {
-            let mut ack = Publish::new("", publish.qos, Vec::new());
-            ack.pkid = publish.pkid;
-            ack
+        let ack = (publish.qos != QoS::AtMostOnce).then_some(Ack {
+            pkid: publish.pkid,
+            qos: publish.qos,
         });
         if publish.topic.starts_with(&self.shared.reply_prefix) {
             super::deliver_reply(&self.shared.replies, &publish.topic, &publish.payload);
-            if let Some(ack) = acknowledgement {
-                acknowledge(&self.shared.client, ack);
+            if let Some(ack) = ack {
+                self.shared.acks.acknowledge(ack);
             }
             return;
         }
         let mut delivery = Delivery::new(Arc::from(publish.topic), publish.payload);
-        if let Some(ack) = acknowledgement {
-            let client = self.shared.client.clone();
-            delivery = delivery.with_ack(move || acknowledge(&client, ack));
+        if let Some(ack) = ack {
+            let shared = Arc::clone(&self.shared);
+            delivery = delivery.with_ack(move || shared.acks.acknowledge(ack));
         }
         // The consumer may be gone (shutting down): unacknowledged, the broker redelivers.
         let _ = self.inbox.send(delivery);
@@ -936,6 +1047,8 @@ impl Driver {
                 request @ (Request::Publish(_)
                 | Request::Subscribe(_)
                 | Request::Unsubscribe(_)) => requests.push(request),
+                // Acknowledgements of messages the broker sends again (rumqttc drops them too).
+                Request::PubAck(_) | Request::PubRec(_) => {}
                 other if session_present => requests.push(other),
                 _ => {}
             }
@@ -968,12 +1081,90 @@ fn renumbered(request: Request) -> Request {
     }
 }
 
-fn acknowledge(client: &AsyncClient, ack: Publish) {
-    if let Err(rumqttc::ClientError::TryRequest(_)) = client.try_ack(&ack) {
-        // The request channel is momentarily full: acknowledge from a task instead of waiting.
-        let client = client.clone();
-        tokio::spawn(async move {
-            let _ = client.ack(&ack).await;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkids(requests: &VecDeque<Request>) -> Vec<u16> {
+        requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::PubAck(ack) => Some(ack.pkid),
+                Request::PubRec(ack) => Some(ack.pkid),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn acknowledgements_never_overtake_the_one_in_the_request_channel() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
+        let path = AckPath::new(client);
+        let mut pending = VecDeque::new();
+        for pkid in 1..=4 {
+            path.acknowledge(Ack {
+                pkid,
+                qos: QoS::AtLeastOnce,
+            });
+        }
+        // 1 is in the channel: 2..4 wait, even when the connection task asks for them.
+        path.release(&mut pending);
+        assert!(pending.is_empty());
+        path.written(3); // not the one in the channel
+        path.release(&mut pending);
+        assert!(pending.is_empty());
+        path.written(1);
+        path.release(&mut pending);
+        assert_eq!(pkids(&pending), [2, 3, 4]);
+        // Nothing in the channel now: the next one goes there and wakes the task.
+        path.acknowledge(Ack {
+            pkid: 5,
+            qos: QoS::ExactlyOnce,
         });
+        path.acknowledge(Ack {
+            pkid: 6,
+            qos: QoS::ExactlyOnce,
+        });
+        path.release(&mut pending);
+        assert_eq!(pkids(&pending), [2, 3, 4]);
+        path.written(5);
+        path.release(&mut pending);
+        assert_eq!(pkids(&pending), [2, 3, 4, 6]);
+        assert!(matches!(pending.back(), Some(Request::PubRec(_))));
+    }
+
+    #[test]
+    fn a_lost_connection_drops_the_waiting_acknowledgements() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
+        let path = AckPath::new(client);
+        path.acknowledge(Ack {
+            pkid: 1,
+            qos: QoS::AtLeastOnce,
+        });
+        path.acknowledge(Ack {
+            pkid: 2,
+            qos: QoS::AtLeastOnce,
+        });
+        path.connection_lost();
+        let mut pending = VecDeque::new();
+        path.release(&mut pending);
+        assert!(pending.is_empty());
+        // The next acknowledgement goes through the channel again.
+        path.acknowledge(Ack {
+            pkid: 7,
+            qos: QoS::AtLeastOnce,
+        });
+        path.release(&mut pending);
+        assert!(pending.is_empty());
+        path.written(7);
+        path.acknowledge(Ack {
+            pkid: 8,
+            qos: QoS::AtLeastOnce,
+        });
+        path.release(&mut pending);
+        assert!(
+            pending.is_empty(),
+            "8 went through the channel, not the queue"
+        );
     }
 }
