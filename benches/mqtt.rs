@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;
 const REQUESTS: usize = 2_000;
-const CONSUMER_ROUNDS: usize = 3;
+const CONSUMER_ROUNDS: usize = 5;
 
 fn payload(seq: usize) -> Bytes {
     let message = SpaMessage::new(

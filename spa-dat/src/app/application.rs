@@ -366,10 +366,13 @@ impl Application {
             shutdown: &self.shutdown,
         };
         let mut batch = Vec::with_capacity(64);
+        // One shutdown watch for the whole loop: registering a new one per batch costs a lock.
+        let shutdown = self.shutdown.triggered();
+        tokio::pin!(shutdown);
         loop {
             let received = tokio::select! {
                 biased;
-                _ = self.shutdown.triggered() => break,
+                _ = &mut shutdown => break,
                 n = inbox.recv_many(&mut batch, 64) => n,
             };
             if received == 0 {

@@ -777,6 +777,7 @@ impl SocketProvider for MqttSocketProvider {
             shared: Arc::clone(&shared),
             inbox: inbox_tx,
             held: Vec::new(),
+            last_topic: None,
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
@@ -857,6 +858,8 @@ struct Driver {
     /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
     held: Vec<Request>,
     backoff: Backoff,
+    /// The topic of the last delivery.
+    last_topic: Option<Arc<str>>,
 }
 
 impl Driver {
@@ -981,7 +984,12 @@ impl Driver {
             }
             return;
         }
-        let mut delivery = Delivery::new(Arc::from(publish.topic), publish.payload);
+        // Messages mostly arrive in runs on one topic: share its name instead of copying it.
+        let topic = match &self.last_topic {
+            Some(last) if **last == *publish.topic => Arc::clone(last),
+            _ => self.last_topic.insert(Arc::from(publish.topic)).clone(),
+        };
+        let mut delivery = Delivery::new(topic, publish.payload);
         if let Some(ack) = ack {
             let shared = Arc::clone(&self.shared);
             delivery = delivery.with_ack(move || shared.acks.acknowledge(ack));
