@@ -31,6 +31,7 @@ const AWAITED: usize = 3_000;
 const PIPELINED: usize = 100_000;
 const REQUESTS: usize = 500;
 const PRODUCER_ROUNDS: usize = 5;
+const CONSUMER_ROUNDS: usize = 3;
 
 /// The envelope both sides send: the framework's publish writes the same bytes.
 fn record(topic: &str, seq: usize) -> Vec<u8> {
@@ -389,11 +390,30 @@ fn main() {
         if support::selected("consumer") {
             let topic = format!("bench-stream-{}", uuid::Uuid::new_v4().simple());
             raw_produce(&producer, &topic, RECORDS, true).await;
-            let raw = run_consumer("raw", &bootstrap, &topic);
-            let fw = run_consumer("framework", &bootstrap, &topic);
-            support::row("consumer records/s (first → last)", fw.0, raw.0);
-            support::row("consumer records/s (start → last)", fw.1, raw.1);
-            support::row("consumer CPU µs/record", fw.2, raw.2);
+            // Median of alternating rounds (each consumer in a fresh group from the start).
+            let (mut raw, mut fw) = (Vec::new(), Vec::new());
+            for _ in 0..CONSUMER_ROUNDS {
+                raw.push(run_consumer("raw", &bootstrap, &topic));
+                fw.push(run_consumer("framework", &bootstrap, &topic));
+            }
+            let median = |runs: &[(f64, f64, f64)], field: fn(&(f64, f64, f64)) -> f64| {
+                support::median(&mut runs.iter().map(field).collect::<Vec<_>>())
+            };
+            support::row(
+                "consumer records/s (first → last)",
+                median(&fw, |r| r.0),
+                median(&raw, |r| r.0),
+            );
+            support::row(
+                "consumer records/s (start → last)",
+                median(&fw, |r| r.1),
+                median(&raw, |r| r.1),
+            );
+            support::row(
+                "consumer CPU µs/record",
+                median(&fw, |r| r.2),
+                median(&raw, |r| r.2),
+            );
         }
         if support::selected("producer") {
             producer_section(&bootstrap, &producer).await;

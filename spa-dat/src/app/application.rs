@@ -384,7 +384,10 @@ impl Application {
                     // Not acknowledged: an at-least-once transport delivers it again.
                     break;
                 }
-                consumer.handle(delivery).await;
+                // Most messages are finished without awaiting anything: no per-message future.
+                if let Some(unfinished) = consumer.handle_now(delivery) {
+                    consumer.finish(unfinished).await;
+                }
             }
         }
     }
@@ -492,43 +495,71 @@ enum Outcome {
     Cancelled,
 }
 
-/// Runs a handler future, catching panics; once shutdown is requested it gets `grace` more
-/// time before it is dropped. Runs inside `span`.
-async fn run_guarded(
-    call: futures_util::future::BoxFuture<'static, HandlerResult>,
+type HandlerCall = futures_util::future::BoxFuture<'static, HandlerResult>;
+type GuardedCall = futures_util::future::CatchUnwind<AssertUnwindSafe<HandlerCall>>;
+
+/// A handler call after its first poll.
+enum FirstPoll {
+    Finished(Outcome),
+    /// Still running: finish it with [`run_to_end`].
+    Running(GuardedCall),
+}
+
+/// Polls a handler future once, catching panics, inside `span`. Most handlers finish on their
+/// first poll: they need neither the shutdown watch nor an instrumented future.
+fn first_poll(call: HandlerCall, span: &tracing::Span) -> FirstPoll {
+    let mut call = AssertUnwindSafe(call).catch_unwind();
+    let polled = {
+        let _entered = span.enter();
+        (&mut call).now_or_never()
+    };
+    match polled {
+        Some(result) => FirstPoll::Finished(outcome(result)),
+        None => FirstPoll::Running(call),
+    }
+}
+
+/// Runs a handler future that did not finish on its first poll, catching panics; once
+/// shutdown is requested it gets `grace` more time before it is dropped. Runs inside `span`.
+async fn run_to_end(
+    call: GuardedCall,
     span: tracing::Span,
     shutdown: &Shutdown,
     grace: Duration,
 ) -> Outcome {
-    let mut call = AssertUnwindSafe(call).catch_unwind();
-    // Most handlers finish on their first poll: they need neither the shutdown watch nor an
-    // instrumented future (both would be moved and polled per message).
-    let first_poll = {
-        let _entered = span.enter();
-        (&mut call).now_or_never()
+    let deadline = async {
+        shutdown.triggered().await;
+        tokio::time::sleep(grace).await;
     };
-    let result = match first_poll {
-        Some(result) => result,
-        None => {
-            let deadline = async {
-                shutdown.triggered().await;
-                tokio::time::sleep(grace).await;
-            };
-            let guarded = async {
-                tokio::select! {
-                    result = call => Some(result),
-                    _ = deadline => None,
-                }
-            };
-            match Box::pin(guarded.instrument(span)).await {
-                Some(result) => result,
-                None => return Outcome::Cancelled,
-            }
+    let guarded = async {
+        tokio::select! {
+            result = call => Some(result),
+            _ = deadline => None,
         }
     };
+    match Box::pin(guarded.instrument(span)).await {
+        Some(result) => outcome(result),
+        None => Outcome::Cancelled,
+    }
+}
+
+fn outcome(result: std::thread::Result<HandlerResult>) -> Outcome {
     match result {
         Ok(result) => Outcome::Done(result),
         Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+    }
+}
+
+/// Runs a handler future to its end: [`first_poll`], then [`run_to_end`] if needed.
+async fn run_guarded(
+    call: HandlerCall,
+    span: tracing::Span,
+    shutdown: &Shutdown,
+    grace: Duration,
+) -> Outcome {
+    match first_poll(call, &span) {
+        FirstPoll::Finished(outcome) => outcome,
+        FirstPoll::Running(call) => run_to_end(call, span, shutdown, grace).await,
     }
 }
 
@@ -540,6 +571,25 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     } else {
         "non-text panic payload".to_owned()
     }
+}
+
+/// A message [`Consumer::handle_now`] could not finish without awaiting.
+enum Unfinished {
+    /// Not a spa-dat message: dead-letter it, then acknowledge.
+    Undecodable(Delivery),
+    /// The handler finished with a reply, an error or a panic.
+    Finished {
+        delivery: Delivery,
+        response_topic: Option<String>,
+        outcome: Outcome,
+    },
+    /// The handler is still running.
+    Running {
+        delivery: Delivery,
+        response_topic: Option<String>,
+        call: GuardedCall,
+        span: tracing::Span,
+    },
 }
 
 /// The per-message path of a consumer.
@@ -554,14 +604,14 @@ struct Consumer<'a> {
 }
 
 impl Consumer<'_> {
-    async fn handle(&self, delivery: Delivery) {
+    /// Handles `delivery` as far as it goes without awaiting: decoding, the handler's first
+    /// poll, the acknowledgement. Returns what is left to await, if anything.
+    fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
-                self.dead_letter(&delivery).await;
-                delivery.ack();
-                return;
+                return Some(Unfinished::Undecodable(delivery));
             }
         };
         let response_topic = message.response_topic.clone();
@@ -571,8 +621,49 @@ impl Consumer<'_> {
             message: Some(message),
             readers_left: 0,
         };
-        let outcome =
-            run_guarded(self.handler.call(context), span, self.shutdown, self.grace).await;
+        match first_poll(self.handler.call(context), &span) {
+            FirstPoll::Finished(Outcome::Done(Ok(None))) => {
+                delivery.ack();
+                None
+            }
+            FirstPoll::Finished(outcome) => Some(Unfinished::Finished {
+                delivery,
+                response_topic,
+                outcome,
+            }),
+            FirstPoll::Running(call) => Some(Unfinished::Running {
+                delivery,
+                response_topic,
+                call,
+                span,
+            }),
+        }
+    }
+
+    /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, the reply, the
+    /// dead letter, then the acknowledgement.
+    async fn finish(&self, unfinished: Unfinished) {
+        let (delivery, response_topic, outcome) = match unfinished {
+            Unfinished::Undecodable(delivery) => {
+                self.dead_letter(&delivery).await;
+                delivery.ack();
+                return;
+            }
+            Unfinished::Finished {
+                delivery,
+                response_topic,
+                outcome,
+            } => (delivery, response_topic, outcome),
+            Unfinished::Running {
+                delivery,
+                response_topic,
+                call,
+                span,
+            } => {
+                let outcome = run_to_end(call, span, self.shutdown, self.grace).await;
+                (delivery, response_topic, outcome)
+            }
+        };
         match outcome {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,

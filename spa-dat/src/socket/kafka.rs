@@ -21,11 +21,14 @@ use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -290,7 +293,7 @@ struct Shared {
     admin: AdminClient<DefaultClientContext>,
     publish_timeout: Duration,
     inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
-    consumer: Mutex<Option<Arc<StreamConsumer>>>,
+    consumer: Mutex<Option<Arc<GroupConsumer>>>,
     topics: Mutex<BTreeSet<String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     replies: Arc<RequestMultiplexer>,
@@ -367,19 +370,27 @@ impl Shared {
     }
 
     /// The socket's group consumer, created on first subscription; its task feeds the inbox.
-    fn consumer(self: &Arc<Self>) -> Result<Arc<StreamConsumer>> {
+    fn consumer(self: &Arc<Self>) -> Result<Arc<GroupConsumer>> {
         let mut slot = lock(&self.consumer);
         if let Some(consumer) = slot.as_ref() {
             return Ok(Arc::clone(consumer));
         }
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
-        let consumer: StreamConsumer = self
+        let handled = Arc::new(HandledOffsets::default());
+        let consumer: GroupConsumer = self
             .consumer_config(&self.group_id)
-            .create()
+            .create_with_context(StoreBeforeRevoke {
+                handled: Arc::clone(&handled),
+            })
             .map_err(|e| kafka_error(&self.broker, "create consumer", e))?;
         tracing::debug!(broker = %self.broker, group = %self.group_id, client_id = %self.client_id, "Kafka consumer created");
         let consumer = Arc::new(consumer);
-        let task = tokio::spawn(consume(Arc::clone(&consumer), inbox, self.broker.clone()));
+        let task = tokio::spawn(consume(
+            Arc::clone(&consumer),
+            handled,
+            inbox,
+            self.broker.clone(),
+        ));
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
         Ok(consumer)
@@ -439,12 +450,104 @@ fn correlation_of<M: Message>(message: &M) -> Option<String> {
     })
 }
 
-/// Reads the group consumer into the inbox; the ack stores the offset after the handler.
-async fn consume(consumer: Arc<StreamConsumer>, inbox: mpsc::Sender<Delivery>, broker: String) {
+/// The socket's group consumer.
+type GroupConsumer = StreamConsumer<StoreBeforeRevoke>;
+
+/// How often handled offsets are handed to librdkafka's offset store (auto-commit then
+/// commits them every `auto.commit.interval.ms`).
+const STORE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Offsets of handled records, by partition, not yet in librdkafka's offset store.
+///
+/// Storing each record's offset as its handler finishes costs a topic lookup under
+/// librdkafka's client lock per record (measured: ~10 % of consumer throughput); these are
+/// stored in one call every [`STORE_INTERVAL`], before partitions are revoked, and on close.
+/// A partition's records are handled in order, so its latest handled offset covers the rest.
+#[derive(Default)]
+struct HandledOffsets {
+    /// Per partition; a consumer owns few, so a scan beats hashing the topic per record.
+    latest: Mutex<Vec<HandledOffset>>,
+}
+
+struct HandledOffset {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl HandledOffsets {
+    fn handled(&self, topic: &Arc<str>, partition: i32, offset: i64) {
+        let mut latest = lock(&self.latest);
+        let known = latest.iter_mut().find(|h| {
+            h.partition == partition && (Arc::ptr_eq(&h.topic, topic) || h.topic == *topic)
+        });
+        match known {
+            Some(handled) => handled.offset = handled.offset.max(offset),
+            None => latest.push(HandledOffset {
+                topic: Arc::clone(topic),
+                partition,
+                offset,
+            }),
+        }
+    }
+
+    /// Hands the handled offsets to librdkafka's store: the next offset to read, per partition.
+    fn store<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
+        let latest = std::mem::take(&mut *lock(&self.latest));
+        if latest.is_empty() {
+            return;
+        }
+        let mut list = TopicPartitionList::with_capacity(latest.len());
+        for handled in &latest {
+            let next = Offset::Offset(handled.offset + 1);
+            if let Err(error) = list.add_partition_offset(&handled.topic, handled.partition, next) {
+                tracing::debug!(topic = %handled.topic, partition = handled.partition, %error, "offset not stored");
+            }
+        }
+        if let Err(error) = consumer.store_offsets(&list) {
+            // Partitions revoked meanwhile: their next owner handles those records again.
+            tracing::debug!(%error, "offsets not stored");
+        }
+    }
+}
+
+/// The group consumer's context: stores the handled offsets before partitions are revoked,
+/// so the commit librdkafka makes on revocation includes them.
+struct StoreBeforeRevoke {
+    handled: Arc<HandledOffsets>,
+}
+
+impl ClientContext for StoreBeforeRevoke {}
+
+impl ConsumerContext for StoreBeforeRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(_) = rebalance {
+            self.handled.store(consumer);
+        }
+    }
+}
+
+/// Reads the group consumer into the inbox; the ack records the offset after the handler.
+async fn consume(
+    consumer: Arc<GroupConsumer>,
+    handled: Arc<HandledOffsets>,
+    inbox: mpsc::Sender<Delivery>,
+    broker: String,
+) {
     // Records of one topic arrive in runs: share its name instead of allocating it per record.
     let mut current_topic: Arc<str> = Arc::from("");
+    let mut store_tick = tokio::time::interval(STORE_INTERVAL);
+    store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let message = match consumer.recv().await {
+        let received = tokio::select! {
+            biased;
+            _ = store_tick.tick() => {
+                handled.store(&*consumer);
+                continue;
+            }
+            received = consumer.recv() => received,
+        };
+        let message = match received {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(broker = %broker, error = %describe(&error), "Kafka consumer error");
@@ -460,15 +563,10 @@ async fn consume(consumer: Arc<StreamConsumer>, inbox: mpsc::Sender<Delivery>, b
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
         let correlation = correlation_of(&message);
         drop(message);
-        let store = Arc::clone(&consumer);
-        let store_topic = Arc::clone(&topic);
-        let mut delivery = Delivery::new(topic, payload).with_ack(move || {
-            // librdkafka's offset store takes the handled record's offset and commits it + 1.
-            if let Err(error) = store.store_offset(&store_topic, partition, offset) {
-                // Revoked in a rebalance meanwhile: the new owner handles it again.
-                tracing::debug!(topic = %store_topic, partition, offset, %error, "offset not stored");
-            }
-        });
+        let handled = Arc::clone(&handled);
+        let handled_topic = Arc::clone(&topic);
+        let mut delivery = Delivery::new(topic, payload)
+            .with_ack(move || handled.handled(&handled_topic, partition, offset));
         delivery.position = Some((partition, offset));
         delivery.correlation = correlation;
         if inbox.send(delivery).await.is_err() {
@@ -620,6 +718,7 @@ impl SpaSocket for KafkaSocket {
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
             let commit = tokio::task::spawn_blocking(move || {
+                consumer.context().handled.store(&*consumer);
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) => tracing::debug!("offsets committed on close"),
                     Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
