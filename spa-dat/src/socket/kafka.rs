@@ -207,6 +207,20 @@ impl KafkaConfig {
     }
 }
 
+/// The topics of the cluster `client` reaches, fetched within `timeout`.
+fn existing_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    timeout: Duration,
+) -> std::result::Result<BTreeSet<String>, KafkaError> {
+    let metadata = client.fetch_metadata(None, Timeout::After(timeout))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name().to_owned())
+        .collect())
+}
+
 /// A Kafka topic name may only use `[a-zA-Z0-9._-]`.
 fn validate_topic(topic: &str) -> Result<()> {
     let valid = !topic.is_empty()
@@ -295,6 +309,9 @@ struct Shared {
     inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
     consumer: Mutex<Option<Arc<GroupConsumer>>>,
     topics: Mutex<BTreeSet<String>>,
+    /// Topics known to exist (from the metadata fetched at connect, or created since):
+    /// subscribing to them needs no CreateTopics round trip.
+    existing_topics: Mutex<BTreeSet<String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     replies: Arc<RequestMultiplexer>,
     reply_topic: String,
@@ -643,13 +660,22 @@ impl SpaSocket for KafkaSocket {
             return Ok(());
         }
         if self.shared.config.create_topics {
+            let missing: Vec<String> = {
+                let existing = lock(&self.shared.existing_topics);
+                topics
+                    .iter()
+                    .filter(|t| !existing.contains(*t))
+                    .cloned()
+                    .collect()
+            };
             create_topics(
                 &self.shared.admin,
                 &self.shared.config,
-                topics,
+                &missing,
                 self.shared.config.topic_partitions,
             )
             .await?;
+            lock(&self.shared.existing_topics).extend(missing);
         }
         let all: Vec<String> = {
             let mut current = lock(&self.shared.topics);
@@ -805,26 +831,6 @@ impl SocketProvider for KafkaSocketProvider {
             broker: broker.clone(),
             reason: e.to_string(),
         })?;
-        // Fail fast and clearly when the cluster cannot be reached.
-        let timeout = Duration::from_millis(config.connect_timeout_ms);
-        let probe = producer.clone();
-        let metadata = tokio::task::spawn_blocking(move || {
-            probe
-                .client()
-                .fetch_metadata(None, Timeout::After(timeout))
-                .map(|m| m.brokers().len())
-        })
-        .await
-        .map_err(|e| Error::Connect {
-            broker: broker.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Err(error) = metadata {
-            return Err(Error::Connect {
-                broker,
-                reason: format!("no answer within {timeout:?}: {}", describe(&error)),
-            });
-        }
         let admin: AdminClient<DefaultClientContext> = config
             .client_config(&format!("{client_id}-admin"))
             .create()
@@ -835,7 +841,7 @@ impl SocketProvider for KafkaSocketProvider {
         let (sender, inbox) = Inbox::channel(options.inbox_capacity);
         let shared = Arc::new(Shared {
             config: config.clone(),
-            broker,
+            broker: broker.clone(),
             reply_topic: format!("{client_id}_request_response"),
             client_id,
             group_id,
@@ -845,11 +851,60 @@ impl SocketProvider for KafkaSocketProvider {
             inbox: Mutex::new(Some(sender)),
             consumer: Mutex::new(None),
             topics: Mutex::new(BTreeSet::new()),
+            existing_topics: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
             replies: RequestMultiplexer::new(),
             reply_consumer: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
         });
+        let initial_topics = if options.topics.is_empty() {
+            &config.default_subscription_topics
+        } else {
+            &options.topics
+        };
+        // A consumer app's group consumer starts now, so the metadata fetch below opens its
+        // connection too; opened cold after it, the first record came 55 ms later.
+        let consumer = if initial_topics.is_empty() {
+            None
+        } else {
+            Some(shared.consumer()?)
+        };
+        // Fail fast and clearly when the cluster cannot be reached.
+        let timeout = Duration::from_millis(config.connect_timeout_ms);
+        let producer_probe = {
+            let producer = shared.producer.clone();
+            tokio::task::spawn_blocking(move || existing_topics(producer.client(), timeout))
+        };
+        let consumer_probe = consumer.map(|consumer| {
+            tokio::task::spawn_blocking(move || existing_topics(consumer.client(), timeout))
+        });
+        let mut probed = vec![producer_probe.await];
+        if let Some(probe) = consumer_probe {
+            probed.push(probe.await);
+        }
+        let mut existing = BTreeSet::new();
+        for result in probed {
+            let failure = match result {
+                Ok(Ok(topics)) => {
+                    existing.extend(topics);
+                    continue;
+                }
+                Ok(Err(error)) => format!("no answer within {timeout:?}: {}", describe(&error)),
+                Err(join_error) => join_error.to_string(),
+            };
+            let tasks: Vec<_> = lock(&shared.tasks).drain(..).collect();
+            for task in tasks {
+                task.abort();
+                let _ = task.await;
+            }
+            // Closing a consumer blocks until librdkafka lets go of it.
+            let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
+            return Err(Error::Connect {
+                broker,
+                reason: failure,
+            });
+        }
+        *lock(&shared.existing_topics) = existing;
         let socket = KafkaSocket { shared };
         super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
     }
