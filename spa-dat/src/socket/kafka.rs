@@ -221,6 +221,35 @@ fn existing_topics<C: ClientContext>(
         .collect())
 }
 
+/// Waits until `client`'s metadata lists every one of `topics` with its partitions.
+fn await_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[String],
+    timeout: Duration,
+) -> std::result::Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    for topic in topics {
+        loop {
+            let listed = client
+                .fetch_metadata(Some(topic), Timeout::After(timeout))
+                .map_err(|e| format!("{topic}: {}", describe(&e)))?
+                .topics()
+                .iter()
+                .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+            if listed {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{topic}: created, but not listed by the cluster within {timeout:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
+
 /// A Kafka topic name may only use `[a-zA-Z0-9._-]`.
 fn validate_topic(topic: &str) -> Result<()> {
     let valid = !topic.is_empty()
@@ -659,6 +688,7 @@ impl SpaSocket for KafkaSocket {
         if topics.is_empty() {
             return Ok(());
         }
+        let consumer = self.shared.consumer()?;
         if self.shared.config.create_topics {
             let missing: Vec<String> = {
                 let existing = lock(&self.shared.existing_topics);
@@ -668,21 +698,32 @@ impl SpaSocket for KafkaSocket {
                     .cloned()
                     .collect()
             };
-            create_topics(
-                &self.shared.admin,
-                &self.shared.config,
-                &missing,
-                self.shared.config.topic_partitions,
-            )
-            .await?;
-            lock(&self.shared.existing_topics).extend(missing);
+            if !missing.is_empty() {
+                create_topics(
+                    &self.shared.admin,
+                    &self.shared.config,
+                    &missing,
+                    self.shared.config.topic_partitions,
+                )
+                .await?;
+                // The consumer may hold metadata from before the topics existed; subscribed on
+                // it, librdkafka reports them missing until its next refresh, minutes later.
+                let timeout = Duration::from_millis(self.shared.config.connect_timeout_ms);
+                let (watcher, names) = (Arc::clone(&consumer), missing.clone());
+                tokio::task::spawn_blocking(move || {
+                    await_topics(watcher.client(), &names, timeout)
+                })
+                .await
+                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?
+                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?;
+                lock(&self.shared.existing_topics).extend(missing);
+            }
         }
         let all: Vec<String> = {
             let mut current = lock(&self.shared.topics);
             current.extend(topics.iter().cloned());
             current.iter().cloned().collect()
         };
-        let consumer = self.shared.consumer()?;
         let names: Vec<&str> = all.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
