@@ -85,27 +85,38 @@ impl Mosquitto {
     }
 
     fn start_in(dir: PathBuf, extra: &str) -> Self {
-        let port = free_port();
         let template = include_str!("../brokers/mosquitto.conf");
-        let config = template
-            .replace("{port}", &port.to_string())
-            .replace("{dir}", &dir.display().to_string())
-            + extra;
-        std::fs::write(dir.join("mosquitto.conf"), config).expect("config");
         let mut broker = Mosquitto {
-            port,
+            port: 0,
             dir,
             child: None,
         };
-        broker.launch();
-        broker
+        // A free port can be taken by another test's broker between our probe and
+        // mosquitto's bind: then try another (connecting would reach the other broker).
+        for _ in 0..5 {
+            broker.port = free_port();
+            let config = template
+                .replace("{port}", &broker.port.to_string())
+                .replace("{dir}", &broker.dir.display().to_string())
+                + extra;
+            std::fs::write(broker.dir.join("mosquitto.conf"), config).expect("config");
+            match broker.launch() {
+                Ok(()) => return broker,
+                Err(log) if log.contains("Address already in use") => continue,
+                Err(log) => panic!("mosquitto exited: {log}"),
+            }
+        }
+        panic!("mosquitto found no free port in 5 attempts");
     }
 
-    fn launch(&mut self) {
+    /// Starts mosquitto and waits until it says it runs; `Err(its log)` if it exits first.
+    fn launch(&mut self) -> Result<(), String> {
+        let log_path = self.dir.join("mosquitto.log");
+        let log_start = std::fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0) as usize;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("mosquitto.log"))
+            .open(&log_path)
             .expect("log file");
         let child = Command::new(binary())
             .arg("-c")
@@ -115,14 +126,23 @@ impl Mosquitto {
             .spawn()
             .expect("mosquitto starts");
         self.child = Some(child);
+        let this_run = || {
+            let log = std::fs::read(&log_path).unwrap_or_default();
+            String::from_utf8_lossy(log.get(log_start..).unwrap_or_default()).into_owned()
+        };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log =
-                        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default();
-                    panic!("mosquitto exited ({status}): {log}");
+                    self.child = None;
+                    return Err(format!("({status}) {}", this_run()));
                 }
+            }
+            // "running" is logged once its listener is bound: our broker, not another's.
+            if this_run().contains(" running")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -149,7 +169,9 @@ impl Mosquitto {
     /// Starts the broker again on the same port with the same persistence.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        if let Err(log) = self.launch() {
+            panic!("mosquitto did not restart on port {}: {log}", self.port);
+        }
     }
 
     pub fn url(&self) -> String {
