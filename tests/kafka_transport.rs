@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use spa_dat::socket::kafka::{self, KafkaConfig, KafkaSocketProvider};
 use spa_dat::{
     Application, ApplicationLifeCycle, Config, SocketOptions, SocketProvider, SpaMessage,
 };
@@ -309,6 +311,37 @@ async fn malformed_records_do_not_stall_the_partition() {
             Bytes::from_static(b"{\"Payload\":1}")
         ]
     );
+    // Each dead letter says where it was read and why (headers), read with plain rdkafka.
+    let reader: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", support::kafka::bootstrap())
+        .set("group.id", unique("dead-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[&dead]).expect("subscribe");
+    for expected_offset in ["0", "1"] {
+        let record = tokio::time::timeout(Duration::from_secs(30), reader.recv())
+            .await
+            .expect("dead letter arrives")
+            .expect("record");
+        let headers: std::collections::HashMap<String, String> = record
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_owned(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reason = &headers[kafka::DEAD_LETTER_REASON_HEADER];
+        assert!(reason.starts_with("not a spa-dat message"), "{reason}");
+        assert_eq!(headers[kafka::DEAD_LETTER_TOPIC_HEADER], topic);
+        assert_eq!(headers[kafka::DEAD_LETTER_PARTITION_HEADER], "0");
+        assert_eq!(headers[kafka::DEAD_LETTER_OFFSET_HEADER], expected_offset);
+    }
     shutdown.trigger();
     run.await.expect("join").expect("clean");
     watcher.socket.close().await.expect("close");

@@ -576,7 +576,7 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
 enum Unfinished {
     /// Not a spa-dat message: dead-letter it, then acknowledge.
-    Undecodable(Delivery),
+    Undecodable { delivery: Delivery, reason: String },
     /// The handler finished with a reply, an error or a panic.
     Finished {
         delivery: Delivery,
@@ -611,7 +611,10 @@ impl Consumer<'_> {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
-                return Some(Unfinished::Undecodable(delivery));
+                return Some(Unfinished::Undecodable {
+                    delivery,
+                    reason: format!("not a spa-dat message: {error}"),
+                });
             }
         };
         let response_topic = message.response_topic.clone();
@@ -646,8 +649,8 @@ impl Consumer<'_> {
     /// dead letter, then the acknowledgement.
     async fn finish(&self, unfinished: Unfinished) {
         let (delivery, response_topic, outcome) = match unfinished {
-            Unfinished::Undecodable(delivery) => {
-                self.dead_letter(&delivery).await;
+            Unfinished::Undecodable { delivery, reason } => {
+                self.dead_letter(&delivery, &reason).await;
                 delivery.ack();
                 return;
             }
@@ -671,11 +674,13 @@ impl Consumer<'_> {
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,
             Outcome::Done(Err(error)) => {
                 tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
-                self.dead_letter(&delivery).await;
+                self.dead_letter(&delivery, &format!("handler failed: {error}"))
+                    .await;
             }
             Outcome::Panicked(reason) => {
                 tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
-                self.dead_letter(&delivery).await;
+                self.dead_letter(&delivery, &format!("handler panicked: {reason}"))
+                    .await;
             }
             Outcome::Cancelled => {
                 tracing::warn!(app = %self.app, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
@@ -697,13 +702,13 @@ impl Consumer<'_> {
         }
     }
 
-    async fn dead_letter(&self, delivery: &Delivery) {
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
         let Some(topic) = self.dead_letter_topic else {
             return;
         };
         if let Err(error) = self
             .transport
-            .publish_bytes(topic, delivery.payload.clone())
+            .publish_dead_letter(topic, delivery, reason)
             .await
         {
             tracing::error!(app = %self.app, topic, %error, "forwarding to the dead-letter topic failed");

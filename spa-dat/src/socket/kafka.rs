@@ -43,6 +43,15 @@ use crate::message::SpaMessage;
 /// Header carrying the correlation id of a request and of its reply.
 pub const CORRELATION_HEADER: &str = "spa-correlation-id";
 
+/// Headers of a dead letter: why it could not be handled, and where it was read.
+pub const DEAD_LETTER_REASON_HEADER: &str = "spa-dead-letter-reason";
+/// The topic a dead letter was read from.
+pub const DEAD_LETTER_TOPIC_HEADER: &str = "spa-dead-letter-topic";
+/// The partition a dead letter was read from (decimal).
+pub const DEAD_LETTER_PARTITION_HEADER: &str = "spa-dead-letter-partition";
+/// The offset a dead letter was read at (decimal).
+pub const DEAD_LETTER_OFFSET_HEADER: &str = "spa-dead-letter-offset";
+
 /// Configuration of the Kafka transport (the Python package's `KafkaConfig`, extended).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -667,6 +676,37 @@ impl SpaSocket for KafkaSocket {
     async fn publish(&self, message: &SpaMessage) -> Result<()> {
         let bytes = message.to_json()?;
         self.shared.send(&message.topic, &bytes, None).await
+    }
+
+    async fn publish_dead_letter(
+        &self,
+        topic: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<()> {
+        let mut headers = OwnedHeaders::new()
+            .insert(Header {
+                key: DEAD_LETTER_REASON_HEADER,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: DEAD_LETTER_TOPIC_HEADER,
+                value: Some(&*delivery.topic),
+            });
+        if let Some((partition, offset)) = delivery.position {
+            headers = headers
+                .insert(Header {
+                    key: DEAD_LETTER_PARTITION_HEADER,
+                    value: Some(&partition.to_string()),
+                })
+                .insert(Header {
+                    key: DEAD_LETTER_OFFSET_HEADER,
+                    value: Some(&offset.to_string()),
+                });
+        }
+        self.shared
+            .send(topic, &delivery.payload, Some(headers))
+            .await
     }
 
     async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {

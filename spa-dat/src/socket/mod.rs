@@ -42,6 +42,18 @@ pub trait SpaSocket: Send + Sync + 'static {
         self.publish_bytes(&message.topic, Bytes::from(bytes)).await
     }
 
+    /// Forwards `delivery`, which could not be handled for `reason`, unchanged to the dead-letter
+    /// `topic`. Transports that carry metadata (Kafka headers) add where it came from and why.
+    async fn publish_dead_letter(
+        &self,
+        topic: &str,
+        delivery: &Delivery,
+        reason: &str,
+    ) -> Result<()> {
+        let _ = reason;
+        self.publish_bytes(topic, delivery.payload.clone()).await
+    }
+
     /// Publishes a reply to a request that arrived as `request`: transports that correlate by
     /// metadata (a Kafka header) copy it from the request; the others publish as usual.
     async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
