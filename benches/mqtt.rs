@@ -37,6 +37,27 @@ fn payload(seq: usize) -> Bytes {
     Bytes::from(message.to_json().expect("encodes"))
 }
 
+/// A raw rumqttc consumer with manual acks, subscribed to the stream at `qos`.
+async fn raw_subscriber(client_id: &str, port: u16, qos: u8) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+    options
+        .set_max_packet_size(1 << 20, 1 << 20)
+        .set_manual_acks(true)
+        .set_inflight(100);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    eventloop.network_options.set_tcp_nodelay(true);
+    let qos = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
+    client
+        .subscribe("bench/stream", qos)
+        .await
+        .expect("subscribe");
+    loop {
+        if let Event::Incoming(Incoming::SubAck(_)) = eventloop.poll().await.expect("poll") {
+            return (client, eventloop);
+        }
+    }
+}
+
 /// Child: consume `count` messages at `qos` with the raw client or the framework; print
 /// `ready`, then `elapsed_s cpu_s peak_mb received`.
 fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
@@ -52,24 +73,7 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
             "raw-handoff" => {
                 // Raw rumqttc as spa-dat must use it: the polling task hands each message to
                 // a second task (the event loop must never wait on a handler).
-                let mut options = MqttOptions::new("raw-handoff-consumer", "127.0.0.1", port);
-                options
-                    .set_max_packet_size(1 << 20, 1 << 20)
-                    .set_manual_acks(true)
-                    .set_inflight(100);
-                let (client, mut eventloop) = AsyncClient::new(options, 64);
-                eventloop.network_options.set_tcp_nodelay(true);
-                client
-                    .subscribe("bench/stream", QoS::AtMostOnce)
-                    .await
-                    .expect("subscribe");
-                loop {
-                    if let Event::Incoming(Incoming::SubAck(_)) =
-                        eventloop.poll().await.expect("poll")
-                    {
-                        break;
-                    }
-                }
+                let (client, mut eventloop) = raw_subscriber("raw-handoff-consumer", port, 0).await;
                 let (handoff, mut handed) = tokio::sync::mpsc::unbounded_channel();
                 let (r, d, f) = (Arc::clone(&received), Arc::clone(&done), Arc::clone(&first));
                 tokio::spawn(async move {
@@ -99,26 +103,8 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                 report(&first, start_cpu, count);
             }
             "raw" => {
-                let mut options = MqttOptions::new("raw-consumer", "127.0.0.1", port);
-                options
-                    .set_max_packet_size(1 << 20, 1 << 20)
-                    .set_manual_acks(true)
-                    .set_inflight(100);
-                let (client, mut eventloop) = AsyncClient::new(options, 64);
-                eventloop.network_options.set_tcp_nodelay(true);
-                let qos = [QoS::AtMostOnce, QoS::AtLeastOnce][qos as usize];
+                let (client, mut eventloop) = raw_subscriber("raw-consumer", port, qos).await;
                 let _keep_open = &client;
-                client
-                    .subscribe("bench/stream", qos)
-                    .await
-                    .expect("subscribe");
-                loop {
-                    if let Event::Incoming(Incoming::SubAck(_)) =
-                        eventloop.poll().await.expect("poll")
-                    {
-                        break;
-                    }
-                }
                 println!("ready");
                 let start_cpu = support::cpu_seconds();
                 loop {
