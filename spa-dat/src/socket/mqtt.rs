@@ -394,9 +394,6 @@ struct Ledger {
 struct AckPath {
     client: AsyncClient,
     queue: Mutex<AckQueue>,
-    /// Whether `queue.waiting` may hold any: lets the connection task skip the lock on every
-    /// event when nothing waits (always, at QoS 0).
-    any_waiting: AtomicBool,
 }
 
 #[derive(Default)]
@@ -434,7 +431,6 @@ impl AckPath {
         AckPath {
             client,
             queue: Mutex::new(AckQueue::default()),
-            any_waiting: AtomicBool::new(false),
         }
     }
 
@@ -449,7 +445,6 @@ impl AckPath {
         let mut queue = self.queue();
         queue.waiting.push_back(ack);
         if queue.in_channel.is_some() {
-            self.any_waiting.store(true, Ordering::Release);
             return;
         }
         let Some(oldest) = queue.waiting.pop_front() else {
@@ -469,13 +464,9 @@ impl AckPath {
     /// Moves the waiting acknowledgements into rumqttc's pending queue, unless one is still in
     /// the request channel (they must not overtake it). Called by the connection task.
     fn release(&self, pending: &mut VecDeque<Request>) {
-        if !self.any_waiting.load(Ordering::Acquire) {
-            return;
-        }
         let mut queue = self.queue();
         if queue.in_channel.is_none() {
             pending.extend(queue.waiting.drain(..).map(Ack::request));
-            self.any_waiting.store(false, Ordering::Release);
         }
     }
 
@@ -494,7 +485,6 @@ impl AckPath {
         let mut queue = self.queue();
         queue.waiting.clear();
         queue.in_channel = None;
-        self.any_waiting.store(false, Ordering::Release);
     }
 }
 
