@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
-    SpaSocket,
+    SpaSocket, TopicNames,
 };
 use crate::config::{query_pairs, split_list, unknown_parameter, url_number};
 use crate::error::{Error, Result};
@@ -589,8 +589,7 @@ async fn consume(
     inbox: mpsc::Sender<Delivery>,
     broker: String,
 ) {
-    // Records of one topic arrive in runs: share its name instead of allocating it per record.
-    let mut current_topic: Arc<str> = Arc::from("");
+    let mut topic_names = TopicNames::default();
     let mut store_tick = tokio::time::interval(STORE_INTERVAL);
     store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -610,10 +609,7 @@ async fn consume(
                 continue;
             }
         };
-        if *current_topic != *message.topic() {
-            current_topic = Arc::from(message.topic());
-        }
-        let topic = Arc::clone(&current_topic);
+        let topic = topic_names.get(message.topic());
         let (partition, offset) = (message.partition(), message.offset());
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
         let correlation = correlation_of(&message);

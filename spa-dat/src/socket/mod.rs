@@ -401,6 +401,23 @@ pub(crate) async fn subscribe_initial<S: SpaSocket>(
     })
 }
 
+/// The topic name of the last delivery, shared with the next one on the same topic: messages
+/// mostly arrive in runs on one topic, so a delivery's name is a reference count, not a copy.
+#[derive(Default)]
+pub(crate) struct TopicNames {
+    last: Option<Arc<str>>,
+}
+
+impl TopicNames {
+    /// `topic` as a shared name.
+    pub(crate) fn get(&mut self, topic: &str) -> Arc<str> {
+        match &self.last {
+            Some(last) if **last == *topic => Arc::clone(last),
+            _ => Arc::clone(self.last.insert(Arc::from(topic))),
+        }
+    }
+}
+
 /// `Err(Closed)` once a socket's `closed` flag is set.
 pub(crate) fn ensure_open(closed: &std::sync::atomic::AtomicBool) -> Result<()> {
     if closed.load(std::sync::atomic::Ordering::Acquire) {

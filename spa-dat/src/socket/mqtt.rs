@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
-    SpaSocket,
+    SpaSocket, TopicNames,
 };
 use crate::config::{query_pairs, split_list, unknown_parameter, url_decode, url_number};
 use crate::error::{Error, Result};
@@ -777,7 +777,7 @@ impl SocketProvider for MqttSocketProvider {
             shared: Arc::clone(&shared),
             inbox: inbox_tx,
             held: Vec::new(),
-            last_topic: None,
+            topic_names: TopicNames::default(),
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
@@ -858,8 +858,7 @@ struct Driver {
     /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
     held: Vec<Request>,
     backoff: Backoff,
-    /// The topic of the last delivery.
-    last_topic: Option<Arc<str>>,
+    topic_names: TopicNames,
 }
 
 impl Driver {
@@ -984,11 +983,7 @@ impl Driver {
             }
             return;
         }
-        // Messages mostly arrive in runs on one topic: share its name instead of copying it.
-        let topic = match &self.last_topic {
-            Some(last) if **last == *publish.topic => Arc::clone(last),
-            _ => self.last_topic.insert(Arc::from(publish.topic)).clone(),
-        };
+        let topic = self.topic_names.get(&publish.topic);
         let mut delivery = Delivery::new(topic, publish.payload);
         if let Some(ack) = ack {
             let shared = Arc::clone(&self.shared);
