@@ -337,20 +337,7 @@ async fn framework_round_trips(bootstrap: &str) -> Vec<Duration> {
         )
         .await
         .expect("warm-up reply");
-    let mut samples = Vec::with_capacity(REQUESTS);
-    for i in 0..REQUESTS {
-        let started = Instant::now();
-        let reply = requester
-            .socket
-            .request(
-                SpaMessage::new(topic.as_str(), format!("ping {i}")),
-                Duration::from_secs(10),
-            )
-            .await
-            .expect("reply");
-        std::hint::black_box(reply);
-        samples.push(started.elapsed());
-    }
+    let samples = support::request_latencies(&requester.socket, &topic, REQUESTS).await;
     requester.socket.close().await.expect("close");
     shutdown.trigger();
     run.await.expect("join").expect("run");

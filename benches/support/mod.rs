@@ -69,3 +69,25 @@ pub fn median(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
+
+/// Latencies of `count` sequential requests on `topic`, each answered within 10 s.
+pub async fn request_latencies(
+    socket: &std::sync::Arc<dyn spa_dat::SpaSocket>,
+    topic: &str,
+    count: usize,
+) -> Vec<Duration> {
+    let mut samples = Vec::with_capacity(count);
+    for i in 0..count {
+        let started = std::time::Instant::now();
+        let reply = socket
+            .request(
+                spa_dat::SpaMessage::new(topic, format!("ping {i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("reply");
+        std::hint::black_box(reply);
+        samples.push(started.elapsed());
+    }
+    samples
+}
