@@ -295,15 +295,7 @@ async fn malformed_records_do_not_stall_the_partition() {
         || g.load(Ordering::SeqCst) == 10,
     )
     .await;
-    let mut dead_letters = Vec::new();
-    for _ in 0..2 {
-        let delivery = tokio::time::timeout(Duration::from_secs(30), watcher.inbox.recv())
-            .await
-            .expect("dead letter arrives")
-            .expect("open");
-        dead_letters.push(delivery.payload.clone());
-        delivery.ack();
-    }
+    let dead_letters = support::next_payloads(&mut watcher.inbox, 2, Duration::from_secs(30)).await;
     assert_eq!(
         dead_letters,
         [
@@ -445,19 +437,13 @@ fn urls_and_config_are_validated() {
 async fn python_requester_gets_its_reply_from_a_rust_consumer() {
     let bootstrap = support::kafka::bootstrap();
     let topic = unique("py.upper");
-    let mut responder = Application::consumer(
+    let responder = Application::consumer(
         "rust-kafka-responder",
         [topic.clone()],
         |m: SpaMessage| async move { m.payload_str().map(str::to_uppercase) },
     )
     .socket_provider(provider(KafkaConfig::new(bootstrap.clone())));
-    responder.setup().await.expect("subscribed");
-    let shutdown = responder.shutdown_handle();
-    let running = tokio::spawn(async move {
-        let result = responder.run_async().await;
-        responder.teardown().await.expect("teardown");
-        result
-    });
+    let (shutdown, running) = support::run_in_background(responder).await;
     let printed = python::run(
         "kafka_requester.py",
         vec![bootstrap, topic, "hello kafka".into()],

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, ApplicationLifeCycle, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::{Application, SocketOptions, SocketProvider, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::python;
 
@@ -16,19 +16,13 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
     let provider = Arc::new(
         MqttSocketProvider::new(MqttConfig::new("127.0.0.1", broker.port)).expect("config"),
     );
-    let mut responder = Application::consumer(
+    let responder = Application::consumer(
         "rust-responder",
         ["interop/upper"],
         |m: SpaMessage| async move { m.payload_str().map(str::to_uppercase) },
     )
     .socket_provider(provider);
-    responder.setup().await.expect("subscribed");
-    let shutdown = responder.shutdown_handle();
-    let running = tokio::spawn(async move {
-        let result = responder.run_async().await;
-        responder.teardown().await.expect("teardown");
-        result
-    });
+    let (shutdown, running) = support::run_in_background(responder).await;
 
     let printed = python::run(
         "mqtt_requester.py",

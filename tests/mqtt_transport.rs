@@ -277,15 +277,7 @@ async fn malformed_payloads_do_not_stop_the_consumer() {
         g.load(Ordering::SeqCst) == 5
     })
     .await;
-    let mut dead = Vec::new();
-    for _ in 0..2 {
-        let delivery = tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv())
-            .await
-            .expect("dead letter arrives")
-            .expect("open");
-        dead.push(delivery.payload.clone());
-        delivery.ack();
-    }
+    let dead = support::next_payloads(&mut watcher.inbox, 2, Duration::from_secs(10)).await;
     assert_eq!(
         dead,
         [
