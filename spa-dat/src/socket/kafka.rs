@@ -934,55 +934,38 @@ impl SocketProvider for KafkaSocketProvider {
             reply_consumer: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
         });
-        let initial_topics = if options.topics.is_empty() {
-            &config.default_subscription_topics
-        } else {
-            &options.topics
-        };
-        // A consumer app's group consumer starts now, so the metadata fetch below opens its
-        // connection too; opened cold after it, the first record came 55 ms later.
+        // A consumer app's group consumer starts now and the reachability check below runs on
+        // it, so it opens that consumer's connection; opened cold after it, the first record
+        // came 55 ms later. Other sockets check on the producer.
+        let initial_topics = options.initial_topics(&config.default_subscription_topics);
         let consumer = if initial_topics.is_empty() {
             None
         } else {
             Some(shared.consumer()?)
         };
-        // Fail fast and clearly when the cluster cannot be reached.
         let timeout = Duration::from_millis(config.connect_timeout_ms);
-        let producer_probe = {
-            let producer = shared.producer.clone();
-            tokio::task::spawn_blocking(move || existing_topics(producer.client(), timeout))
-        };
-        let consumer_probe = consumer.map(|consumer| {
-            tokio::task::spawn_blocking(move || existing_topics(consumer.client(), timeout))
-        });
-        let mut probed = vec![producer_probe.await];
-        if let Some(probe) = consumer_probe {
-            probed.push(probe.await);
-        }
-        let mut existing = BTreeSet::new();
-        for result in probed {
-            let failure = match result {
-                Ok(Ok(topics)) => {
-                    existing.extend(topics);
-                    continue;
-                }
-                Ok(Err(error)) => format!("no answer within {timeout:?}: {}", describe(&error)),
-                Err(join_error) => join_error.to_string(),
-            };
-            let tasks: Vec<_> = lock(&shared.tasks).drain(..).collect();
-            for task in tasks {
-                task.abort();
-                let _ = task.await;
+        let producer = shared.producer.clone();
+        let probed = tokio::task::spawn_blocking(move || match consumer {
+            Some(consumer) => existing_topics(consumer.client(), timeout),
+            None => existing_topics(producer.client(), timeout),
+        })
+        .await;
+        let failure = match probed {
+            Ok(Ok(topics)) => {
+                *lock(&shared.existing_topics) = topics;
+                None
             }
-            // Closing a consumer blocks until librdkafka lets go of it.
-            let _ = tokio::task::spawn_blocking(move || drop(shared)).await;
-            return Err(Error::Connect {
-                broker,
-                reason: failure,
-            });
-        }
-        *lock(&shared.existing_topics) = existing;
+            Ok(Err(error)) => Some(format!(
+                "no answer within {timeout:?}: {}",
+                describe(&error)
+            )),
+            Err(join_error) => Some(join_error.to_string()),
+        };
         let socket = KafkaSocket { shared };
+        if let Some(reason) = failure {
+            socket.close().await?;
+            return Err(Error::Connect { broker, reason });
+        }
         super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
     }
 

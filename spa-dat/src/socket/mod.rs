@@ -237,6 +237,16 @@ impl SocketOptions {
         self.group = Some(group.into());
         self
     }
+
+    /// The topics a new socket subscribes to: these options' own, or else the provider's
+    /// `default_topics`.
+    pub fn initial_topics<'a>(&'a self, default_topics: &'a [String]) -> &'a [String] {
+        if self.topics.is_empty() {
+            default_topics
+        } else {
+            &self.topics
+        }
+    }
 }
 
 /// A connected socket and its inbox.
@@ -386,12 +396,10 @@ pub(crate) async fn subscribe_initial<S: SpaSocket>(
     options: &SocketOptions,
     default_topics: &[String],
 ) -> Result<Connection> {
-    let topics = if options.topics.is_empty() {
-        default_topics
-    } else {
-        &options.topics
-    };
-    if let Err(error) = socket.subscribe(topics).await {
+    if let Err(error) = socket
+        .subscribe(options.initial_topics(default_topics))
+        .await
+    {
         socket.close().await?;
         return Err(error);
     }
