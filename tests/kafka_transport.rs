@@ -31,14 +31,6 @@ fn unique(name: &str) -> String {
     )
 }
 
-fn seq_of(message: &SpaMessage) -> usize {
-    message
-        .payload_str()
-        .expect("utf-8")
-        .parse()
-        .expect("a number")
-}
-
 /// Publishes `range` as numbered messages, pipelined in chunks (many sends in flight).
 async fn publish_range(
     socket: &Arc<dyn spa_dat::SpaSocket>,
@@ -75,7 +67,7 @@ fn consumer_app(
     Application::consumer(name, [topic], move |m: SpaMessage| {
         let seen = Arc::clone(&seen);
         async move {
-            seen.lock().expect("seen").push(seq_of(&m));
+            seen.lock().expect("seen").push(support::seq_of(&m));
         }
     })
     .group(group)
@@ -166,7 +158,7 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
             let s = Arc::clone(&s);
             async move {
                 let mut seen = s.lock().expect("seen");
-                seen.push(seq_of(&m));
+                seen.push(support::seq_of(&m));
                 if seen.len() == RECORDS / 2 {
                     shutdown.trigger();
                 }
@@ -221,7 +213,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
         .add_consumer("survivor", [topic.clone()], move |m: SpaMessage| {
             let s = Arc::clone(&s);
             async move {
-                s.lock().expect("seen").insert(seq_of(&m));
+                s.lock().expect("seen").insert(support::seq_of(&m));
             }
         });
     let shutdown = app.shutdown_handle();

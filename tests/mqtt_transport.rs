@@ -18,14 +18,6 @@ fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
 }
 
-fn seq_of(message: &SpaMessage) -> usize {
-    message
-        .payload_str()
-        .expect("utf-8")
-        .parse()
-        .expect("a number")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_subscription_group_splits_the_stream() {
     const MESSAGES: usize = 10_000;
@@ -44,7 +36,7 @@ async fn a_shared_subscription_group_splits_the_stream() {
                     let (seen, per_member) = (Arc::clone(&seen), Arc::clone(&per_member));
                     async move {
                         per_member[member].fetch_add(1, Ordering::SeqCst);
-                        seen.lock().expect("seen").push(seq_of(&m));
+                        seen.lock().expect("seen").push(support::seq_of(&m));
                     }
                 },
             )
@@ -108,7 +100,7 @@ async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
             let (s, h) = (Arc::clone(&s), Arc::clone(&h));
             async move {
                 h.fetch_add(1, Ordering::SeqCst);
-                s.lock().expect("seen").insert(seq_of(&m));
+                s.lock().expect("seen").insert(support::seq_of(&m));
             }
         });
     let shutdown = app.shutdown_handle();

@@ -66,3 +66,13 @@ pub async fn run_in_background(
     });
     (shutdown, running)
 }
+
+/// The number a test message carries as its payload.
+#[allow(dead_code, unreachable_pub)]
+pub fn seq_of(message: &spa_dat::SpaMessage) -> usize {
+    message
+        .payload_str()
+        .expect("utf-8")
+        .parse()
+        .expect("a number")
+}
