@@ -228,6 +228,63 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
     publisher.socket.close().await.expect("close");
 }
 
+/// Most handlers finish on the connection's task as their message arrives; the others finish on
+/// the consumer's task. Either way a consumer handles one message at a time, in order, and a
+/// panic on the connection's task does not stop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
+    const MESSAGES: usize = 2_000;
+    let broker = Mosquitto::start();
+    let events = Arc::new(Mutex::new(Vec::<(usize, &'static str)>::new()));
+    let e = Arc::clone(&events);
+    let app = test_app(Config::default())
+        .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
+        .add_consumer("ordered", ["ordered"], move |m: SpaMessage| {
+            let e = Arc::clone(&e);
+            async move {
+                let seq = support::seq_of(&m);
+                e.lock().expect("events").push((seq, "start"));
+                if seq.is_multiple_of(13) {
+                    panic!("message {seq} is poison");
+                }
+                if seq.is_multiple_of(5) {
+                    // Messages keep arriving meanwhile: none may start before this one ends.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                e.lock().expect("events").push((seq, "end"));
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
+        .connect(SocketOptions::new("ordered-publisher"))
+        .await
+        .expect("connects");
+    for seq in 0..MESSAGES {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("ordered", seq.to_string()))
+            .await
+            .expect("publish");
+    }
+    let expected: Vec<(usize, &str)> = (0..MESSAGES)
+        .flat_map(|seq| {
+            let end = (!seq.is_multiple_of(13)).then_some((seq, "end"));
+            std::iter::once((seq, "start")).chain(end)
+        })
+        .collect();
+    let e = Arc::clone(&events);
+    wait_until("every message handled", Duration::from_secs(60), || {
+        e.lock().expect("events").len() >= expected.len()
+    })
+    .await;
+    assert_eq!(*events.lock().expect("events"), expected);
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payloads_do_not_stop_the_consumer() {
     let broker = Mosquitto::start();

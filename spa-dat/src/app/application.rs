@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
@@ -18,7 +19,9 @@ use crate::handler::{
     HandlerScope,
 };
 use crate::message::{MessageBuilder, SpaMessage};
-use crate::socket::{Delivery, Inbox, Socket, SocketOptions, SocketProvider, SpaSocket};
+use crate::socket::{
+    Arrival, ArrivalHandler, Delivery, Inbox, Socket, SocketOptions, SocketProvider, SpaSocket,
+};
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
 /// `teardown`, and `start_async` / `start` doing all three.
@@ -352,19 +355,19 @@ impl Application {
 
     async fn consume(&self, running: &Running, mut inbox: Inbox) {
         let settings = self.settings();
-        let dead_letter_topic = self
-            .dead_letter_topic
-            .clone()
-            .or(settings.dead_letter_topic.clone());
-        let consumer = Consumer {
-            app: &self.name,
-            handler: &self.handler,
-            runtime: &running.runtime,
-            transport: &running.transport,
-            dead_letter_topic: dead_letter_topic.as_deref(),
+        let consumer = Arc::new(Consumer {
+            app: Arc::clone(&running.runtime.name),
+            handler: self.handler.clone(),
+            runtime: Arc::clone(&running.runtime),
+            transport: Arc::clone(&running.transport),
+            dead_letter_topic: self
+                .dead_letter_topic
+                .clone()
+                .or(settings.dead_letter_topic.clone()),
             grace: settings.shutdown_grace,
-            shutdown: &self.shutdown,
-        };
+            shutdown: self.shutdown.clone(),
+        });
+        let on_arrival = inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&consumer))));
         let mut batch = Vec::with_capacity(64);
         // One shutdown watch for the whole loop: registering a new one per batch costs a lock.
         let shutdown = self.shutdown.triggered();
@@ -373,21 +376,33 @@ impl Application {
             let received = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                n = inbox.recv_many(&mut batch, 64) => n,
+                n = inbox.recv_arrivals(&mut batch, 64) => n,
             };
             if received == 0 {
                 tracing::info!(app = %self.name, "socket closed; consumer stops");
                 break;
             }
-            for delivery in batch.drain(..) {
-                if self.shutdown.is_triggered() {
-                    // Not acknowledged: an at-least-once transport delivers it again.
-                    break;
+            for arrival in batch.drain(..) {
+                match arrival {
+                    Arrival::Started(rest) => rest.await,
+                    // Not started once shutdown is requested: unacknowledged, an at-least-once
+                    // transport delivers it again.
+                    Arrival::Delivery(_) if self.shutdown.is_triggered() => {}
+                    Arrival::Delivery(delivery) => {
+                        // Most messages finish without awaiting anything: no per-message future.
+                        if let Some(unfinished) = consumer.handle_now(delivery) {
+                            consumer.finish(unfinished).await;
+                        }
+                    }
                 }
-                // Most messages are finished without awaiting anything: no per-message future.
-                if let Some(unfinished) = consumer.handle_now(delivery) {
-                    consumer.finish(unfinished).await;
-                }
+                inbox.finished();
+            }
+        }
+        // Nothing more starts on arrival; what did start there gets its grace period.
+        drop(on_arrival);
+        while let Some(arrival) = inbox.try_recv_arrival() {
+            if let Arrival::Started(rest) = arrival {
+                rest.await;
             }
         }
     }
@@ -593,17 +608,32 @@ enum Unfinished {
 }
 
 /// The per-message path of a consumer.
-struct Consumer<'a> {
-    app: &'a str,
-    handler: &'a BoxedHandler,
-    runtime: &'a Arc<AppRuntime>,
-    transport: &'a Arc<dyn SpaSocket>,
-    dead_letter_topic: Option<&'a str>,
+struct Consumer {
+    app: Arc<str>,
+    handler: BoxedHandler,
+    runtime: Arc<AppRuntime>,
+    transport: Arc<dyn SpaSocket>,
+    dead_letter_topic: Option<String>,
     grace: Duration,
-    shutdown: &'a Shutdown,
+    shutdown: Shutdown,
 }
 
-impl Consumer<'_> {
+/// A consumer handling messages on its transport's task, as they arrive.
+struct OnArrival(Arc<Consumer>);
+
+impl ArrivalHandler for OnArrival {
+    fn handle_now(&self, delivery: Delivery) -> Option<BoxFuture<'static, ()>> {
+        if self.0.shutdown.is_triggered() {
+            // Not acknowledged: an at-least-once transport delivers it again.
+            return None;
+        }
+        let unfinished = self.0.handle_now(delivery)?;
+        let consumer = Arc::clone(&self.0);
+        Some(Box::pin(async move { consumer.finish(unfinished).await }))
+    }
+}
+
+impl Consumer {
     /// Handles `delivery` as far as it goes without awaiting: decoding, the handler's first
     /// poll, the acknowledgement. Returns what is left to await, if anything.
     fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
@@ -622,7 +652,7 @@ impl Consumer<'_> {
         // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
         let span = tracing::debug_span!("message", app = %self.app, topic = %delivery.topic);
         let context = HandlerContext {
-            app: Arc::clone(self.runtime),
+            app: Arc::clone(&self.runtime),
             message: Some(message),
             readers_left: 0,
         };
@@ -665,7 +695,7 @@ impl Consumer<'_> {
                 call,
                 span,
             } => {
-                let outcome = run_to_end(call, span, self.shutdown, self.grace).await;
+                let outcome = run_to_end(call, span, &self.shutdown, self.grace).await;
                 (delivery, response_topic, outcome)
             }
         };
@@ -703,7 +733,7 @@ impl Consumer<'_> {
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
-        let Some(topic) = self.dead_letter_topic else {
+        let Some(topic) = self.dead_letter_topic.as_deref() else {
             return;
         };
         if let Err(error) = self

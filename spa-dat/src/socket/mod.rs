@@ -1,6 +1,7 @@
 //! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
 //! builds sockets for applications, and the [`Socket`] handle handlers use.
 
+mod inbox;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
@@ -16,11 +17,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
 
+pub(crate) use inbox::{Arrival, ArrivalHandler};
+pub use inbox::{ArrivalSender, Inbox};
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
 pub use topic::{topic_matches, validate_filter};
 
@@ -135,60 +137,6 @@ impl Delivery {
     pub fn ack(mut self) {
         if let Some(ack) = self.ack.take() {
             ack();
-        }
-    }
-}
-
-/// The receiving half of a socket: deliveries for its subscriptions, in arrival order.
-#[derive(Debug)]
-pub struct Inbox {
-    receiver: InboxReceiver,
-}
-
-#[derive(Debug)]
-enum InboxReceiver {
-    Bounded(mpsc::Receiver<Delivery>),
-    Unbounded(mpsc::UnboundedReceiver<Delivery>),
-}
-
-impl Inbox {
-    /// A bounded inbox and the sender a transport feeds it through: the transport waits
-    /// while it is full.
-    pub fn channel(capacity: usize) -> (mpsc::Sender<Delivery>, Inbox) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        (
-            tx,
-            Inbox {
-                receiver: InboxReceiver::Bounded(rx),
-            },
-        )
-    }
-
-    /// An unbounded inbox, for transports whose reading task must never wait on the
-    /// application (the broker's flow control bounds it instead).
-    pub fn unbounded() -> (mpsc::UnboundedSender<Delivery>, Inbox) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            tx,
-            Inbox {
-                receiver: InboxReceiver::Unbounded(rx),
-            },
-        )
-    }
-
-    /// The next delivery; `None` once the socket is closed.
-    pub async fn recv(&mut self) -> Option<Delivery> {
-        match &mut self.receiver {
-            InboxReceiver::Bounded(rx) => rx.recv().await,
-            InboxReceiver::Unbounded(rx) => rx.recv().await,
-        }
-    }
-
-    /// Up to `limit` deliveries at once (at least one unless closed).
-    pub async fn recv_many(&mut self, buffer: &mut Vec<Delivery>, limit: usize) -> usize {
-        match &mut self.receiver {
-            InboxReceiver::Bounded(rx) => rx.recv_many(buffer, limit).await,
-            InboxReceiver::Unbounded(rx) => rx.recv_many(buffer, limit).await,
         }
     }
 }

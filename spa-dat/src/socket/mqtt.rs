@@ -1,7 +1,8 @@
 //! The MQTT transport (feature `mqtt`), on rumqttc.
 //!
 //! One connection per socket; its event loop is polled by one task that never waits on the
-//! application. Guarantees:
+//! application: a consumer's handler runs there as its message arrives until it would wait, and
+//! on the consumer's task from then on ([`Inbox::handled_on_arrival`]). Guarantees:
 //! - `publish` returns once the broker acknowledged the message (PUBACK at QoS 1, PUBREC at
 //!   QoS 2; written to the socket at QoS 0), or fails after `publish_timeout_ms`.
 //! - Incoming messages at QoS ≥ 1 are acknowledged only after their handler finished
@@ -24,11 +25,11 @@ use rumqttc::{
     PubRec, Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode, Unsubscribe,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use super::{
-    Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
-    SpaSocket, TopicNames,
+    ArrivalSender, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions,
+    SocketProvider, SpaSocket, TopicNames,
 };
 use crate::config::{query_pairs, split_list, unknown_parameter, url_decode, url_number};
 use crate::error::{Error, Result};
@@ -754,7 +755,7 @@ impl SocketProvider for MqttSocketProvider {
                 })
             }
         }
-        let (inbox_tx, inbox) = Inbox::unbounded();
+        let (inbox_tx, inbox) = Inbox::handled_on_arrival();
         let shared = Arc::new(Shared {
             acks: AckPath::new(client.clone()),
             client,
@@ -854,7 +855,7 @@ impl Backoff {
 /// Polls the event loop, delivers messages, settles the ledger, reconnects.
 struct Driver {
     shared: Arc<Shared>,
-    inbox: mpsc::UnboundedSender<Delivery>,
+    inbox: ArrivalSender,
     /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
     held: Vec<Request>,
     backoff: Backoff,
@@ -989,8 +990,9 @@ impl Driver {
             let shared = Arc::clone(&self.shared);
             delivery = delivery.with_ack(move || shared.acks.acknowledge(ack));
         }
-        // The consumer may be gone (shutting down): unacknowledged, the broker redelivers.
-        let _ = self.inbox.send(delivery);
+        // Handled right here when the consumer is idle: no hand-off to its task. If the
+        // consumer is gone (shutting down) it stays unacknowledged; the broker redelivers.
+        self.inbox.send(delivery);
     }
 
     /// After a reconnect: put back what was held. Without a session on the broker, also renew

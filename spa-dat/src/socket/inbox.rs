@@ -1,0 +1,323 @@
+//! The receiving half of a socket, and handling messages on the transport's own task.
+//!
+//! A transport that reads the network in a task of its own would hand every message to the
+//! consumer's task: one wake-up and one queue round trip per message. Most handlers finish on
+//! their first poll, so an inbox made with [`Inbox::handled_on_arrival`] lets the consumer
+//! handle a message right where it arrived, whenever nothing older is still waiting; what does
+//! not finish there is queued in order, as a delivery would be.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use super::Delivery;
+
+/// Handles deliveries on the transport's task as far as that goes without awaiting.
+pub(crate) trait ArrivalHandler: Send + Sync + 'static {
+    /// Handles `delivery`; returns what is left to await, which the inbox's owner awaits before
+    /// the next delivery.
+    fn handle_now(&self, delivery: Delivery) -> Option<BoxFuture<'static, ()>>;
+}
+
+/// What the owner of an inbox takes out of it.
+pub(crate) enum Arrival {
+    /// A delivery nobody touched yet.
+    Delivery(Delivery),
+    /// A delivery handled on arrival whose handling must be awaited to its end.
+    Started(BoxFuture<'static, ()>),
+}
+
+/// The receiving half of a socket: deliveries for its subscriptions, in arrival order.
+#[derive(Debug)]
+pub struct Inbox {
+    receiver: Receiver,
+    /// Reused by [`Inbox::recv_arrivals`] on bounded inboxes.
+    scratch: Vec<Delivery>,
+}
+
+#[derive(Debug)]
+enum Receiver {
+    Bounded(mpsc::Receiver<Delivery>),
+    OnArrival {
+        arrivals: mpsc::UnboundedReceiver<Arrival>,
+        state: Arc<ArrivalState>,
+    },
+}
+
+/// Shared by an inbox handled on arrival and its sender.
+struct ArrivalState {
+    /// Arrivals queued and not yet finished by the inbox's owner: a message may be handled on
+    /// arrival only when this is zero, so that messages are handled in order.
+    outstanding: AtomicUsize,
+    handler: Mutex<Option<Arc<dyn ArrivalHandler>>>,
+}
+
+impl std::fmt::Debug for ArrivalState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrivalState")
+            .field("outstanding", &self.outstanding.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArrivalState {
+    fn handler(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn ArrivalHandler>>> {
+        // Only ever replaced whole: consistent even after a panic elsewhere.
+        self.handler.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn finished(&self) {
+        // Release: whatever the finished handler wrote is visible to the next one to run on
+        // the transport's task, which loads this with Acquire.
+        self.outstanding.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// The transport's end of an inbox made with [`Inbox::handled_on_arrival`].
+#[derive(Debug)]
+pub struct ArrivalSender {
+    arrivals: mpsc::UnboundedSender<Arrival>,
+    state: Arc<ArrivalState>,
+}
+
+impl ArrivalSender {
+    /// Hands `delivery` to the inbox's owner: handled right here when the owner handles on
+    /// arrival and nothing older is waiting, queued otherwise. Dropped when the inbox is gone
+    /// (unacknowledged, so an at-least-once transport delivers it again).
+    ///
+    /// Call it only from the transport's own task: the consumer's handler runs in it until its
+    /// first `await`, so it must not be a task the handler may wait for while it holds a lock.
+    pub fn send(&self, delivery: Delivery) {
+        let arrival = match self.handle_now(delivery) {
+            Ok(None) => return,
+            Ok(Some(rest)) => Arrival::Started(rest),
+            Err(delivery) => Arrival::Delivery(delivery),
+        };
+        self.state.outstanding.fetch_add(1, Ordering::Relaxed);
+        let _ = self.arrivals.send(arrival);
+    }
+
+    /// Handles `delivery` now if allowed; gives it back otherwise.
+    fn handle_now(&self, delivery: Delivery) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
+        if self.state.outstanding.load(Ordering::Acquire) != 0 {
+            return Err(delivery);
+        }
+        let Some(handler) = self.state.handler().clone() else {
+            return Err(delivery);
+        };
+        Ok(handler.handle_now(delivery))
+    }
+}
+
+/// Stops handling on arrival when dropped (see [`Inbox::handle_on_arrival`]).
+pub(crate) struct OnArrivalGuard {
+    state: Option<Arc<ArrivalState>>,
+}
+
+impl Drop for OnArrivalGuard {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.handler().take();
+        }
+    }
+}
+
+impl Inbox {
+    /// A bounded inbox and the sender a transport feeds it through: the transport waits
+    /// while it is full.
+    pub fn channel(capacity: usize) -> (mpsc::Sender<Delivery>, Inbox) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        (tx, Inbox::new(Receiver::Bounded(rx)))
+    }
+
+    /// An unbounded inbox whose consumer may handle messages on the transport's task, for
+    /// transports whose reading task must never wait on the application (the broker's flow
+    /// control bounds it instead). See [`ArrivalSender::send`].
+    pub fn handled_on_arrival() -> (ArrivalSender, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let state = Arc::new(ArrivalState {
+            outstanding: AtomicUsize::new(0),
+            handler: Mutex::new(None),
+        });
+        let sender = ArrivalSender {
+            arrivals: tx,
+            state: Arc::clone(&state),
+        };
+        let receiver = Receiver::OnArrival {
+            arrivals: rx,
+            state,
+        };
+        (sender, Inbox::new(receiver))
+    }
+
+    fn new(receiver: Receiver) -> Self {
+        Inbox {
+            receiver,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The next delivery; `None` once the socket is closed.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        match &mut self.receiver {
+            Receiver::Bounded(rx) => rx.recv().await,
+            Receiver::OnArrival { arrivals, state } => loop {
+                match arrivals.recv().await? {
+                    Arrival::Delivery(delivery) => {
+                        state.finished();
+                        return Some(delivery);
+                    }
+                    Arrival::Started(rest) => {
+                        rest.await;
+                        state.finished();
+                    }
+                }
+            },
+        }
+    }
+
+    /// Lets `handler` handle deliveries on the transport's task until the guard is dropped.
+    /// After each arrival taken with [`Inbox::recv_arrivals`] the owner calls
+    /// [`Inbox::finished`]. A bounded inbox ignores the handler.
+    pub(crate) fn handle_on_arrival(&self, handler: Arc<dyn ArrivalHandler>) -> OnArrivalGuard {
+        let state = match &self.receiver {
+            Receiver::Bounded(_) => None,
+            Receiver::OnArrival { state, .. } => {
+                *state.handler() = Some(handler);
+                Some(Arc::clone(state))
+            }
+        };
+        OnArrivalGuard { state }
+    }
+
+    /// Up to `limit` arrivals at once (at least one unless closed).
+    pub(crate) async fn recv_arrivals(&mut self, buffer: &mut Vec<Arrival>, limit: usize) -> usize {
+        match &mut self.receiver {
+            Receiver::Bounded(rx) => {
+                let received = rx.recv_many(&mut self.scratch, limit).await;
+                buffer.extend(self.scratch.drain(..).map(Arrival::Delivery));
+                received
+            }
+            Receiver::OnArrival { arrivals, .. } => arrivals.recv_many(buffer, limit).await,
+        }
+    }
+
+    /// An arrival already waiting, if any.
+    pub(crate) fn try_recv_arrival(&mut self) -> Option<Arrival> {
+        match &mut self.receiver {
+            Receiver::Bounded(rx) => rx.try_recv().ok().map(Arrival::Delivery),
+            Receiver::OnArrival { arrivals, .. } => arrivals.try_recv().ok(),
+        }
+    }
+
+    /// The owner finished an arrival taken with [`Inbox::recv_arrivals`] or
+    /// [`Inbox::try_recv_arrival`].
+    pub(crate) fn finished(&self) {
+        if let Receiver::OnArrival { state, .. } = &self.receiver {
+            state.finished();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// Records what it handled; leaves work for later when `unfinished` is set.
+    #[derive(Default)]
+    struct Recorder {
+        handled: Mutex<Vec<Bytes>>,
+        unfinished: AtomicBool,
+    }
+
+    impl ArrivalHandler for Arc<Recorder> {
+        fn handle_now(&self, delivery: Delivery) -> Option<BoxFuture<'static, ()>> {
+            self.handled.lock().expect("handled").push(delivery.payload);
+            self.unfinished
+                .load(Ordering::SeqCst)
+                .then(|| Box::pin(async {}) as BoxFuture<'static, ()>)
+        }
+    }
+
+    fn delivery(payload: &'static str) -> Delivery {
+        Delivery::new(Arc::from("t"), Bytes::from_static(payload.as_bytes()))
+    }
+
+    fn handled(recorder: &Recorder) -> Vec<Bytes> {
+        recorder.handled.lock().expect("handled").clone()
+    }
+
+    fn kinds(arrivals: &[Arrival]) -> Vec<&'static str> {
+        arrivals
+            .iter()
+            .map(|a| match a {
+                Arrival::Delivery(_) => "delivery",
+                Arrival::Started(_) => "started",
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_idle_consumer_handles_on_arrival_and_nothing_is_queued() {
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let recorder = Arc::new(Recorder::default());
+        let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        sender.send(delivery("a"));
+        sender.send(delivery("b"));
+        assert_eq!(handled(&recorder), ["a", "b"]);
+        assert!(inbox.try_recv_arrival().is_none());
+    }
+
+    #[tokio::test]
+    async fn deliveries_wait_behind_unfinished_handling_in_order() {
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let recorder = Arc::new(Recorder::default());
+        let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        recorder.unfinished.store(true, Ordering::SeqCst);
+        sender.send(delivery("a"));
+        recorder.unfinished.store(false, Ordering::SeqCst);
+        sender.send(delivery("b"));
+        assert_eq!(handled(&recorder), ["a"], "b waits for a to finish");
+
+        let mut arrivals = Vec::new();
+        assert_eq!(inbox.recv_arrivals(&mut arrivals, 10).await, 2);
+        assert_eq!(kinds(&arrivals), ["started", "delivery"]);
+        inbox.finished();
+        sender.send(delivery("c"));
+        assert_eq!(handled(&recorder), ["a"], "b is not finished yet");
+        arrivals.clear();
+        assert_eq!(inbox.recv_arrivals(&mut arrivals, 10).await, 1);
+        inbox.finished();
+        inbox.finished();
+        sender.send(delivery("d"));
+        assert_eq!(
+            handled(&recorder),
+            ["a", "d"],
+            "all finished: d is handled at once"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_handler_deliveries_queue() {
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let recorder = Arc::new(Recorder::default());
+        sender.send(delivery("before"));
+        let guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        sender.send(delivery("queued behind"));
+        drop(guard);
+        assert_eq!(inbox.recv().await.map(|d| d.payload), Some("before".into()));
+        assert_eq!(
+            inbox.recv().await.map(|d| d.payload),
+            Some("queued behind".into())
+        );
+        sender.send(delivery("after"));
+        assert_eq!(inbox.recv().await.map(|d| d.payload), Some("after".into()));
+        assert!(handled(&recorder).is_empty());
+    }
+}
