@@ -1,5 +1,8 @@
 //! Shutdown: one handle to stop every application of a run.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
 
 /// Asks running applications to stop: consumers take no new messages, in-flight handlers get
@@ -8,6 +11,9 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
+    /// Set before the token is cancelled: consumers check it per message, and the token's own
+    /// check takes a lock.
+    triggered: Arc<AtomicBool>,
 }
 
 impl Shutdown {
@@ -18,12 +24,13 @@ impl Shutdown {
 
     /// Requests shutdown. Idempotent.
     pub fn trigger(&self) {
+        self.triggered.store(true, Ordering::Release);
         self.token.cancel();
     }
 
     /// Whether shutdown was requested.
     pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
+        self.triggered.load(Ordering::Acquire)
     }
 
     /// Completes when shutdown is requested.
