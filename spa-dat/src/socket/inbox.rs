@@ -52,6 +52,8 @@ struct ArrivalState {
     /// arrival only when this is zero, so that messages are handled in order.
     outstanding: AtomicUsize,
     handler: Mutex<Option<Arc<dyn ArrivalHandler>>>,
+    /// Counts changes of `handler`, so that the sender takes the lock only after one.
+    handler_changes: AtomicUsize,
 }
 
 impl std::fmt::Debug for ArrivalState {
@@ -68,6 +70,12 @@ impl ArrivalState {
         self.handler.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn set_handler(&self, handler: Option<Arc<dyn ArrivalHandler>>) {
+        let mut current = self.handler();
+        *current = handler;
+        self.handler_changes.fetch_add(1, Ordering::Release);
+    }
+
     fn finished(&self) {
         // Release: whatever the finished handler wrote is visible to the next one to run on
         // the transport's task, which loads this with Acquire.
@@ -76,10 +84,20 @@ impl ArrivalState {
 }
 
 /// The transport's end of an inbox made with [`Inbox::handled_on_arrival`].
-#[derive(Debug)]
 pub struct ArrivalSender {
     arrivals: mpsc::UnboundedSender<Arrival>,
     state: Arc<ArrivalState>,
+    /// The owner's handler as of `handler_changes == seen_changes`.
+    handler: Option<Arc<dyn ArrivalHandler>>,
+    seen_changes: usize,
+}
+
+impl std::fmt::Debug for ArrivalSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrivalSender")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ArrivalSender {
@@ -89,7 +107,7 @@ impl ArrivalSender {
     ///
     /// Call it only from the transport's own task: the consumer's handler runs in it until its
     /// first `await`, so it must not be a task the handler may wait for while it holds a lock.
-    pub fn send(&self, delivery: Delivery) {
+    pub fn send(&mut self, delivery: Delivery) {
         let arrival = match self.handle_now(delivery) {
             Ok(None) => return,
             Ok(Some(rest)) => Arrival::Started(rest),
@@ -100,14 +118,22 @@ impl ArrivalSender {
     }
 
     /// Handles `delivery` now if allowed; gives it back otherwise.
-    fn handle_now(&self, delivery: Delivery) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
+    fn handle_now(
+        &mut self,
+        delivery: Delivery,
+    ) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
         if self.state.outstanding.load(Ordering::Acquire) != 0 {
             return Err(delivery);
         }
-        let Some(handler) = self.state.handler().clone() else {
-            return Err(delivery);
-        };
-        Ok(handler.handle_now(delivery))
+        let changes = self.state.handler_changes.load(Ordering::Acquire);
+        if changes != self.seen_changes {
+            self.handler = self.state.handler().clone();
+            self.seen_changes = changes;
+        }
+        match &self.handler {
+            Some(handler) => Ok(handler.handle_now(delivery)),
+            None => Err(delivery),
+        }
     }
 }
 
@@ -119,7 +145,7 @@ pub(crate) struct OnArrivalGuard {
 impl Drop for OnArrivalGuard {
     fn drop(&mut self) {
         if let Some(state) = &self.state {
-            state.handler().take();
+            state.set_handler(None);
         }
     }
 }
@@ -140,10 +166,13 @@ impl Inbox {
         let state = Arc::new(ArrivalState {
             outstanding: AtomicUsize::new(0),
             handler: Mutex::new(None),
+            handler_changes: AtomicUsize::new(0),
         });
         let sender = ArrivalSender {
             arrivals: tx,
             state: Arc::clone(&state),
+            handler: None,
+            seen_changes: 0,
         };
         let receiver = Receiver::OnArrival {
             arrivals: rx,
@@ -185,7 +214,7 @@ impl Inbox {
         let state = match &self.receiver {
             Receiver::Bounded(_) => None,
             Receiver::OnArrival { state, .. } => {
-                *state.handler() = Some(handler);
+                state.set_handler(Some(handler));
                 Some(Arc::clone(state))
             }
         };
@@ -265,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_consumer_handles_on_arrival_and_nothing_is_queued() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
         let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         sender.send(delivery("a"));
@@ -276,7 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_wait_behind_unfinished_handling_in_order() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
         let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         recorder.unfinished.store(true, Ordering::SeqCst);
@@ -305,7 +334,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_handler_deliveries_queue() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
         sender.send(delivery("before"));
         let guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
