@@ -15,7 +15,7 @@ use super::shutdown::Shutdown;
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
 use crate::handler::{
-    AppRuntime, BoxedHandler, Extensions, Handler, HandlerContext, HandlerKind, HandlerResult,
+    AppRuntime, BoxedHandler, CallResult, Extensions, Handler, HandlerContext, HandlerKind,
     HandlerScope,
 };
 use crate::message::{MessageBuilder, SpaMessage};
@@ -505,12 +505,12 @@ impl ApplicationLifeCycle for Application {
 
 /// How a guarded handler call ended.
 enum Outcome {
-    Done(HandlerResult),
+    Done(CallResult),
     Panicked(String),
     Cancelled,
 }
 
-type HandlerCall = futures_util::future::BoxFuture<'static, HandlerResult>;
+type HandlerCall = futures_util::future::BoxFuture<'static, CallResult>;
 type GuardedCall = futures_util::future::CatchUnwind<AssertUnwindSafe<HandlerCall>>;
 
 /// A handler call after its first poll.
@@ -558,7 +558,7 @@ async fn run_to_end(
     }
 }
 
-fn outcome(result: std::thread::Result<HandlerResult>) -> Outcome {
+fn outcome(result: std::thread::Result<CallResult>) -> Outcome {
     match result {
         Ok(result) => Outcome::Done(result),
         Err(panic) => Outcome::Panicked(panic_message(&*panic)),
@@ -701,7 +701,7 @@ impl Consumer {
         };
         match outcome {
             Outcome::Done(Ok(None)) => {}
-            Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, reply).await,
+            Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, *reply).await,
             Outcome::Done(Err(error)) => {
                 tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
                 self.dead_letter(&delivery, &format!("handler failed: {error}"))

@@ -40,6 +40,10 @@ impl fmt::Display for HandlerKind {
 /// What a handler call produced: maybe a reply, or the handler's error.
 pub type HandlerResult = Result<Option<SpaMessage>, BoxError>;
 
+/// A [`HandlerResult`] as the runtime carries it out of a handler call: the reply boxed, so that
+/// the result of every call moves through the runtime's layers as two words, not a message.
+pub type CallResult = Result<Option<Box<SpaMessage>>, BoxError>;
+
 /// A handler's return value. `()` means no reply; a payload (`String`, `Vec<u8>`, `Bytes`,
 /// `Json<T>`, `SpaMessage`) is published to the request's response topic; `Option` and
 /// `Result` wrap either.
@@ -108,7 +112,7 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
     fn check(scope: &HandlerScope<'_>) -> Result<(), Vec<String>>;
 
     /// Extracts the arguments and runs the handler.
-    fn call(&self, context: HandlerContext) -> BoxFuture<'static, HandlerResult>;
+    fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult>;
 }
 
 macro_rules! impl_handler {
@@ -134,7 +138,7 @@ macro_rules! impl_handler {
             }
 
             #[allow(non_snake_case, unused_variables)]
-            fn call(&self, context: HandlerContext) -> BoxFuture<'static, HandlerResult> {
+            fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult> {
                 let handler = self.clone();
                 Box::pin(async move {
                     let mut context = context;
@@ -144,7 +148,8 @@ macro_rules! impl_handler {
                         context.readers_left -= <$arg as FromContext>::READS_MESSAGE as usize;
                     )*
                     drop(context);
-                    handler($($arg),*).await.into_reply()
+                    let reply = handler($($arg),*).await.into_reply()?;
+                    Ok(reply.map(Box::new))
                 })
             }
         }
@@ -165,7 +170,7 @@ impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
 impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
 impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
 
-type CallFn = dyn Fn(HandlerContext) -> BoxFuture<'static, HandlerResult> + Send + Sync;
+type CallFn = dyn Fn(HandlerContext) -> BoxFuture<'static, CallResult> + Send + Sync;
 type CheckFn = fn(&HandlerScope<'_>) -> Result<(), Vec<String>>;
 
 /// A handler with its argument types erased: what applications store and call.
@@ -196,7 +201,7 @@ impl BoxedHandler {
     }
 
     /// Calls the handler.
-    pub fn call(&self, context: HandlerContext) -> BoxFuture<'static, HandlerResult> {
+    pub fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult> {
         (self.call)(context)
     }
 }
