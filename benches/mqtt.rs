@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Config, DistributedApplication, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::{
+    Application, ApplicationLifeCycle, Config, DistributedApplication, SocketOptions,
+    SocketProvider, SpaMessage,
+};
 use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;
@@ -138,25 +141,27 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                 // message, as with the `State<T>` extractor).
                 let progress =
                     Arc::new((Arc::clone(&received), Arc::clone(&done), Arc::clone(&first)));
-                let app = DistributedApplication::new()
-                    .without_registered_handlers()
-                    .watch_signals(false)
-                    .config(Config::default())
-                    .socket_provider(Arc::new(MqttSocketProvider::new(config).expect("config")))
-                    .add_consumer("bench", ["bench/stream"], move |message: SpaMessage| {
-                        let progress = Arc::clone(&progress);
-                        async move {
-                            let (received, done, first) = &*progress;
-                            first.get_or_init(Instant::now);
-                            std::hint::black_box(&message);
-                            if received.fetch_add(1, Ordering::Relaxed) + 1 == count {
-                                done.notify_one();
-                            }
+                let handler = move |message: SpaMessage| {
+                    let progress = Arc::clone(&progress);
+                    async move {
+                        let (received, done, first) = &*progress;
+                        first.get_or_init(Instant::now);
+                        std::hint::black_box(&message);
+                        if received.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                            done.notify_one();
                         }
-                    });
+                    }
+                };
+                let mut app = Application::consumer("bench", ["bench/stream"], handler)
+                    .socket_provider(Arc::new(MqttSocketProvider::new(config).expect("config")));
+                // Ready once subscribed, as the raw consumers are: a connection that idled
+                // before the stream sends ~60 % more TCP ACKs during it (BENCHMARKS.md).
+                app.setup().await.expect("setup");
                 let shutdown = app.shutdown_handle();
-                let run = tokio::spawn(app.start_async());
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                let run = tokio::spawn(async move {
+                    let result = app.run_async().await;
+                    app.teardown().await.and(result)
+                });
                 println!("ready");
                 let start_cpu = support::cpu_seconds();
                 done.notified().await;
