@@ -286,6 +286,49 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_started_on_arrival_gets_the_grace_period_at_shutdown() {
+    let broker = Mosquitto::start();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f = Arc::clone(&finished);
+    let app = test_app(Config {
+        shutdown_grace_ms: 5_000,
+        ..Config::default()
+    })
+    .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
+    .add_consumer("graceful", ["work/graceful"], move |shutdown: Shutdown| {
+        let f = Arc::clone(&f);
+        async move {
+            // Starts on the connection's task; shutdown arrives before it ends.
+            shutdown.trigger();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
+        .connect(SocketOptions::new("graceful-publisher"))
+        .await
+        .expect("connects");
+    publisher
+        .socket
+        .publish(&SpaMessage::new("work/graceful", "job"))
+        .await
+        .expect("publish");
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the run ends")
+        .expect("join")
+        .expect("clean");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        1,
+        "the handler ran to its end"
+    );
+    publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payloads_do_not_stop_the_consumer() {
     let broker = Mosquitto::start();
     let good = Arc::new(AtomicUsize::new(0));

@@ -398,12 +398,11 @@ impl Application {
                 inbox.finished();
             }
         }
-        // Nothing more starts on arrival; what did start there gets its grace period.
+        // Nothing more starts on arrival; what did start there gets its grace period. It can
+        // only be first in the inbox: handling starts on arrival only when the inbox is empty.
         drop(on_arrival);
-        while let Some(arrival) = inbox.try_recv_arrival() {
-            if let Arrival::Started(rest) = arrival {
-                rest.await;
-            }
+        if let Some(Arrival::Started(rest)) = inbox.try_recv_arrival() {
+            rest.await;
         }
     }
 
