@@ -18,6 +18,14 @@ fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
 }
 
+/// A socket on `broker` for the test to publish with.
+async fn publisher(broker: &Mosquitto, client_id: &str) -> spa_dat::socket::Connection {
+    provider(MqttConfig::new("127.0.0.1", broker.port))
+        .connect(SocketOptions::new(client_id))
+        .await
+        .expect("connects")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shared_subscription_group_splits_the_stream() {
     const MESSAGES: usize = 10_000;
@@ -186,10 +194,7 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
     });
     let run = tokio::spawn(first.start_async());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
-        .connect(SocketOptions::new("once-publisher"))
-        .await
-        .expect("connects");
+    let publisher = publisher(&broker, "once-publisher").await;
     publisher
         .socket
         .publish(&SpaMessage::new("work/once", "job"))
@@ -257,10 +262,7 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
-        .connect(SocketOptions::new("ordered-publisher"))
-        .await
-        .expect("connects");
+    let publisher = publisher(&broker, "ordered-publisher").await;
     for seq in 0..MESSAGES {
         publisher
             .socket
@@ -306,10 +308,7 @@ async fn a_handler_started_on_arrival_gets_the_grace_period_at_shutdown() {
     });
     let run = tokio::spawn(app.start_async());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let publisher = provider(MqttConfig::new("127.0.0.1", broker.port))
-        .connect(SocketOptions::new("graceful-publisher"))
-        .await
-        .expect("connects");
+    let publisher = publisher(&broker, "graceful-publisher").await;
     publisher
         .socket
         .publish(&SpaMessage::new("work/graceful", "job"))
