@@ -327,6 +327,54 @@ async fn a_handler_started_on_arrival_gets_the_grace_period_at_shutdown() {
     publisher.socket.close().await.expect("close");
 }
 
+/// QoS 2 end to end: publishes return after the broker's PUBREC, the consumer answers each
+/// message with PUBREC after its handler (more than the broker's 100 in flight: a missing one
+/// stalls the stream), and each message is handled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos_2_stream_is_handled_once_each() {
+    const MESSAGES: usize = 1_000;
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.qos = 2;
+    let seen = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let s = Arc::clone(&seen);
+    let app = test_app(Config::default())
+        .socket_provider(provider(config.clone()))
+        .add_consumer("exactly", ["exactly/once"], move |m: SpaMessage| {
+            let s = Arc::clone(&s);
+            async move {
+                s.lock().expect("seen").push(support::seq_of(&m));
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = provider(config)
+        .connect(SocketOptions::new("exactly-publisher"))
+        .await
+        .expect("connects");
+    for seq in 0..MESSAGES {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("exactly/once", seq.to_string()))
+            .await
+            .expect("publish");
+    }
+    let s = Arc::clone(&seen);
+    wait_until("every QoS 2 message", Duration::from_secs(30), || {
+        s.lock().expect("seen").len() >= MESSAGES
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        (0..MESSAGES).collect::<Vec<_>>()
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_payloads_do_not_stop_the_consumer() {
     let broker = Mosquitto::start();
