@@ -356,16 +356,13 @@ impl Application {
     async fn consume(&self, running: &Running, mut inbox: Inbox) {
         let settings = self.settings();
         let consumer = Arc::new(Consumer {
-            app: Arc::clone(&running.runtime.name),
             handler: self.handler.clone(),
             runtime: Arc::clone(&running.runtime),
-            transport: Arc::clone(&running.transport),
             dead_letter_topic: self
                 .dead_letter_topic
                 .clone()
                 .or(settings.dead_letter_topic.clone()),
             grace: settings.shutdown_grace,
-            shutdown: self.shutdown.clone(),
         });
         let on_arrival = inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&consumer))));
         let mut batch = Vec::with_capacity(64);
@@ -385,9 +382,6 @@ impl Application {
             for arrival in batch.drain(..) {
                 match arrival {
                     Arrival::Started(rest) => rest.await,
-                    // Not started once shutdown is requested: unacknowledged, an at-least-once
-                    // transport delivers it again.
-                    Arrival::Delivery(_) if self.shutdown.is_triggered() => {}
                     Arrival::Delivery(delivery) => {
                         // Most messages finish without awaiting anything: no per-message future.
                         if let Some(unfinished) = consumer.handle_now(delivery) {
@@ -606,15 +600,13 @@ enum Unfinished {
     },
 }
 
-/// The per-message path of a consumer.
+/// The per-message path of a consumer: its application's name, socket and shutdown are the
+/// runtime's.
 struct Consumer {
-    app: Arc<str>,
     handler: BoxedHandler,
     runtime: Arc<AppRuntime>,
-    transport: Arc<dyn SpaSocket>,
     dead_letter_topic: Option<String>,
     grace: Duration,
-    shutdown: Shutdown,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.
@@ -622,10 +614,6 @@ struct OnArrival(Arc<Consumer>);
 
 impl ArrivalHandler for OnArrival {
     fn handle_now(&self, delivery: Delivery) -> Option<BoxFuture<'static, ()>> {
-        if self.0.shutdown.is_triggered() {
-            // Not acknowledged: an at-least-once transport delivers it again.
-            return None;
-        }
         let unfinished = self.0.handle_now(delivery)?;
         let consumer = Arc::clone(&self.0);
         Some(Box::pin(async move { consumer.finish(unfinished).await }))
@@ -634,12 +622,17 @@ impl ArrivalHandler for OnArrival {
 
 impl Consumer {
     /// Handles `delivery` as far as it goes without awaiting: decoding, the handler's first
-    /// poll, the acknowledgement. Returns what is left to await, if anything.
+    /// poll, the acknowledgement. Returns what is left to await, if anything. Once shutdown is
+    /// requested nothing new starts: unacknowledged, an at-least-once transport delivers the
+    /// message again.
     fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
+        if self.runtime.shutdown.is_triggered() {
+            return None;
+        }
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
                 return Some(Unfinished::Undecodable {
                     delivery,
                     reason: format!("not a spa-dat message: {error}"),
@@ -649,7 +642,8 @@ impl Consumer {
         let response_topic = message.response_topic.clone();
         // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
         // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
-        let span = tracing::debug_span!("message", app = %self.app, topic = %delivery.topic);
+        let span =
+            tracing::debug_span!("message", app = %self.runtime.name, topic = %delivery.topic);
         let context = HandlerContext {
             app: Arc::clone(&self.runtime),
             message: Some(message),
@@ -694,7 +688,7 @@ impl Consumer {
                 call,
                 span,
             } => {
-                let outcome = run_to_end(call, span, &self.shutdown, self.grace).await;
+                let outcome = run_to_end(call, span, &self.runtime.shutdown, self.grace).await;
                 (delivery, response_topic, outcome)
             }
         };
@@ -702,17 +696,17 @@ impl Consumer {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, *reply).await,
             Outcome::Done(Err(error)) => {
-                tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
                 self.dead_letter(&delivery, &format!("handler failed: {error}"))
                     .await;
             }
             Outcome::Panicked(reason) => {
-                tracing::error!(app = %self.app, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
                 self.dead_letter(&delivery, &format!("handler panicked: {reason}"))
                     .await;
             }
             Outcome::Cancelled => {
-                tracing::warn!(app = %self.app, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
                 return;
             }
         }
@@ -721,14 +715,18 @@ impl Consumer {
 
     async fn reply(&self, delivery: &Delivery, response_topic: Option<String>, reply: SpaMessage) {
         let Some(response_topic) = response_topic else {
-            tracing::debug!(app = %self.app, topic = %delivery.topic, "handler returned a reply but the message has no response topic; dropped");
+            tracing::debug!(app = %self.runtime.name, topic = %delivery.topic, "handler returned a reply but the message has no response topic; dropped");
             return;
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
         reply.topic = response_topic;
-        if let Err(error) = self.transport.publish_reply(&reply, delivery).await {
-            tracing::error!(app = %self.app, topic = %reply.topic, %error, "publishing the reply failed");
+        if let Err(error) = self.transport().publish_reply(&reply, delivery).await {
+            tracing::error!(app = %self.runtime.name, topic = %reply.topic, %error, "publishing the reply failed");
         }
+    }
+
+    fn transport(&self) -> &Arc<dyn SpaSocket> {
+        self.runtime.socket.transport()
     }
 
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
@@ -736,11 +734,11 @@ impl Consumer {
             return;
         };
         if let Err(error) = self
-            .transport
+            .transport()
             .publish_dead_letter(topic, delivery, reason)
             .await
         {
-            tracing::error!(app = %self.app, topic, %error, "forwarding to the dead-letter topic failed");
+            tracing::error!(app = %self.runtime.name, topic, %error, "forwarding to the dead-letter topic failed");
         }
     }
 }
