@@ -364,7 +364,7 @@ impl Application {
                 .or(settings.dead_letter_topic.clone()),
             grace: settings.shutdown_grace,
         });
-        let on_arrival = inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&consumer))));
+        inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&consumer))));
         let mut batch = Vec::with_capacity(64);
         // One shutdown watch for the whole loop: registering a new one per batch costs a lock.
         let shutdown = self.shutdown.triggered();
@@ -394,7 +394,7 @@ impl Application {
         }
         // Nothing more starts on arrival; what did start there gets its grace period. It can
         // only be first in the inbox: handling starts on arrival only when the inbox is empty.
-        drop(on_arrival);
+        inbox.close();
         if let Some(Arrival::Started(rest)) = inbox.try_recv_arrival() {
             rest.await;
         }

@@ -7,7 +7,7 @@
 //! not finish there is queued in order, as a delivery would be.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -51,9 +51,8 @@ struct ArrivalState {
     /// Arrivals queued and not yet finished by the inbox's owner: a message may be handled on
     /// arrival only when this is zero, so that messages are handled in order.
     outstanding: AtomicUsize,
-    handler: Mutex<Option<Arc<dyn ArrivalHandler>>>,
-    /// Counts changes of `handler`, so that the sender takes the lock only after one.
-    handler_changes: AtomicUsize,
+    /// Set once by the inbox's owner; handling on arrival ends when the inbox closes.
+    handler: OnceLock<Arc<dyn ArrivalHandler>>,
 }
 
 impl std::fmt::Debug for ArrivalState {
@@ -65,17 +64,6 @@ impl std::fmt::Debug for ArrivalState {
 }
 
 impl ArrivalState {
-    fn handler(&self) -> std::sync::MutexGuard<'_, Option<Arc<dyn ArrivalHandler>>> {
-        // Only ever replaced whole: consistent even after a panic elsewhere.
-        self.handler.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn set_handler(&self, handler: Option<Arc<dyn ArrivalHandler>>) {
-        let mut current = self.handler();
-        *current = handler;
-        self.handler_changes.fetch_add(1, Ordering::Release);
-    }
-
     fn finished(&self) {
         // Release: whatever the finished handler wrote is visible to the next one to run on
         // the transport's task, which loads this with Acquire.
@@ -84,30 +72,20 @@ impl ArrivalState {
 }
 
 /// The transport's end of an inbox made with [`Inbox::handled_on_arrival`].
+#[derive(Debug)]
 pub struct ArrivalSender {
     arrivals: mpsc::UnboundedSender<Arrival>,
     state: Arc<ArrivalState>,
-    /// The owner's handler as of `handler_changes == seen_changes`.
-    handler: Option<Arc<dyn ArrivalHandler>>,
-    seen_changes: usize,
-}
-
-impl std::fmt::Debug for ArrivalSender {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ArrivalSender")
-            .field("state", &self.state)
-            .finish_non_exhaustive()
-    }
 }
 
 impl ArrivalSender {
     /// Hands `delivery` to the inbox's owner: handled right here when the owner handles on
-    /// arrival and nothing older is waiting, queued otherwise. Dropped when the inbox is gone
+    /// arrival and nothing older is waiting, queued otherwise. Dropped once the inbox closed
     /// (unacknowledged, so an at-least-once transport delivers it again).
     ///
     /// Call it only from the transport's own task: the consumer's handler runs in it until its
     /// first `await`, so it must not be a task the handler may wait for while it holds a lock.
-    pub fn send(&mut self, delivery: Delivery) {
+    pub fn send(&self, delivery: Delivery) {
         let arrival = match self.handle_now(delivery) {
             Ok(None) => return,
             Ok(Some(rest)) => Arrival::Started(rest),
@@ -118,34 +96,13 @@ impl ArrivalSender {
     }
 
     /// Handles `delivery` now if allowed; gives it back otherwise.
-    fn handle_now(
-        &mut self,
-        delivery: Delivery,
-    ) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
-        if self.state.outstanding.load(Ordering::Acquire) != 0 {
+    fn handle_now(&self, delivery: Delivery) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
+        if self.state.outstanding.load(Ordering::Acquire) != 0 || self.arrivals.is_closed() {
             return Err(delivery);
         }
-        let changes = self.state.handler_changes.load(Ordering::Acquire);
-        if changes != self.seen_changes {
-            self.handler = self.state.handler().clone();
-            self.seen_changes = changes;
-        }
-        match &self.handler {
+        match self.state.handler.get() {
             Some(handler) => Ok(handler.handle_now(delivery)),
             None => Err(delivery),
-        }
-    }
-}
-
-/// Stops handling on arrival when dropped (see [`Inbox::handle_on_arrival`]).
-pub(crate) struct OnArrivalGuard {
-    state: Option<Arc<ArrivalState>>,
-}
-
-impl Drop for OnArrivalGuard {
-    fn drop(&mut self) {
-        if let Some(state) = &self.state {
-            state.set_handler(None);
         }
     }
 }
@@ -165,14 +122,11 @@ impl Inbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ArrivalState {
             outstanding: AtomicUsize::new(0),
-            handler: Mutex::new(None),
-            handler_changes: AtomicUsize::new(0),
+            handler: OnceLock::new(),
         });
         let sender = ArrivalSender {
             arrivals: tx,
             state: Arc::clone(&state),
-            handler: None,
-            seen_changes: 0,
         };
         let receiver = Receiver::OnArrival {
             arrivals: rx,
@@ -207,18 +161,22 @@ impl Inbox {
         }
     }
 
-    /// Lets `handler` handle deliveries on the transport's task until the guard is dropped.
-    /// After each arrival taken with [`Inbox::recv_arrivals`] the owner calls
-    /// [`Inbox::finished`]. A bounded inbox ignores the handler.
-    pub(crate) fn handle_on_arrival(&self, handler: Arc<dyn ArrivalHandler>) -> OnArrivalGuard {
-        let state = match &self.receiver {
-            Receiver::Bounded(_) => None,
-            Receiver::OnArrival { state, .. } => {
-                state.set_handler(Some(handler));
-                Some(Arc::clone(state))
-            }
-        };
-        OnArrivalGuard { state }
+    /// Lets `handler` handle deliveries on the transport's task until the inbox closes (the
+    /// first handler stays). After each arrival taken with [`Inbox::recv_arrivals`] the owner
+    /// calls [`Inbox::finished`]. A bounded inbox ignores the handler.
+    pub(crate) fn handle_on_arrival(&self, handler: Arc<dyn ArrivalHandler>) {
+        if let Receiver::OnArrival { state, .. } = &self.receiver {
+            let _ = state.handler.set(handler);
+        }
+    }
+
+    /// Takes no more deliveries, and nothing more starts on arrival; what is in the inbox can
+    /// still be taken.
+    pub(crate) fn close(&mut self) {
+        match &mut self.receiver {
+            Receiver::Bounded(rx) => rx.close(),
+            Receiver::OnArrival { arrivals, .. } => arrivals.close(),
+        }
     }
 
     /// Up to `limit` arrivals at once (at least one unless closed).
@@ -261,7 +219,7 @@ mod tests {
     /// Records what it handled; leaves work for later when `unfinished` is set.
     #[derive(Default)]
     struct Recorder {
-        handled: Mutex<Vec<Bytes>>,
+        handled: std::sync::Mutex<Vec<Bytes>>,
         unfinished: AtomicBool,
     }
 
@@ -294,9 +252,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_consumer_handles_on_arrival_and_nothing_is_queued() {
-        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
-        let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         sender.send(delivery("a"));
         sender.send(delivery("b"));
         assert_eq!(handled(&recorder), ["a", "b"]);
@@ -305,9 +263,9 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_wait_behind_unfinished_handling_in_order() {
-        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
-        let _guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         recorder.unfinished.store(true, Ordering::SeqCst);
         sender.send(delivery("a"));
         recorder.unfinished.store(false, Ordering::SeqCst);
@@ -333,20 +291,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_a_handler_deliveries_queue() {
-        let (mut sender, mut inbox) = Inbox::handled_on_arrival();
+    async fn without_a_handler_or_once_closed_deliveries_are_not_handled() {
+        let (sender, mut inbox) = Inbox::handled_on_arrival();
         let recorder = Arc::new(Recorder::default());
         sender.send(delivery("before"));
-        let guard = inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
+        inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         sender.send(delivery("queued behind"));
-        drop(guard);
+        inbox.close();
         assert_eq!(inbox.recv().await.map(|d| d.payload), Some("before".into()));
         assert_eq!(
             inbox.recv().await.map(|d| d.payload),
             Some("queued behind".into())
         );
         sender.send(delivery("after"));
-        assert_eq!(inbox.recv().await.map(|d| d.payload), Some("after".into()));
+        assert_eq!(inbox.recv().await.map(|d| d.payload), None);
         assert!(handled(&recorder).is_empty());
     }
 }
