@@ -503,6 +503,36 @@ impl AckPath {
     }
 }
 
+/// Acknowledgements the connection task writes itself (see [`AckPath`]).
+#[derive(Default)]
+struct AckWriter {
+    batch: Vec<Ack>,
+    /// Written but not flushed yet.
+    unflushed: bool,
+}
+
+impl AckWriter {
+    /// Writes what [`AckPath::before_poll`] took into the connection, in order, and flushes
+    /// once the next poll would wait on the network. On a broken connection they are dropped:
+    /// the next poll reports the loss, and the broker sends the messages again.
+    async fn write(&mut self, eventloop: &mut EventLoop) {
+        let Some(network) = eventloop.network.as_mut() else {
+            self.batch.clear();
+            return;
+        };
+        for ack in self.batch.drain(..) {
+            if network.write(ack.packet()).await.is_err() {
+                return; // dropping the drain drops the rest
+            }
+            self.unflushed = true;
+        }
+        if self.unflushed && eventloop.state.events.is_empty() {
+            self.unflushed = false;
+            let _ = network.flush().await;
+        }
+    }
+}
+
 struct Shared {
     client: AsyncClient,
     broker: String,
@@ -1085,39 +1115,6 @@ impl Driver {
 }
 
 /// A request as new: packet id 0 (rumqttc assigns one), not a duplicate.
-/// Acknowledgements the connection task writes itself (see [`AckPath`]).
-#[derive(Default)]
-struct AckWriter {
-    batch: Vec<Ack>,
-    /// Written but not flushed yet.
-    unflushed: bool,
-}
-
-impl AckWriter {
-    /// Writes what [`AckPath::before_poll`] took into the connection, in order, and flushes
-    /// once the next poll would wait on the network. On a broken connection they are dropped:
-    /// the next poll reports the loss, and the broker sends the messages again.
-    async fn write(&mut self, eventloop: &mut EventLoop) {
-        let Some(network) = eventloop.network.as_mut() else {
-            self.batch.clear();
-            return;
-        };
-        for index in 0..self.batch.len() {
-            let packet = self.batch[index].packet();
-            if network.write(packet).await.is_err() {
-                self.batch.clear();
-                return;
-            }
-            self.unflushed = true;
-        }
-        self.batch.clear();
-        if self.unflushed && eventloop.state.events.is_empty() {
-            self.unflushed = false;
-            let _ = network.flush().await;
-        }
-    }
-}
-
 fn renumbered(request: Request) -> Request {
     match request {
         Request::Publish(mut publish) => {
