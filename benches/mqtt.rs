@@ -371,50 +371,32 @@ fn main() {
             if !support::selected(&format!("qos{qos}")) {
                 continue;
             }
+            // The second raw variant, for comparison only (see `consumer_child`). Not targets:
+            // the floor of a consumer that never blocks the event loop (QoS 0), and a raw
+            // consumer whose manual acks fall behind the stream (QoS 1).
+            let (other_kind, other) = if qos == 0 {
+                ("raw-handoff", "raw + task hand-off")
+            } else {
+                ("raw-pending", "raw acking via `pending`")
+            };
             // Median of alternating rounds: the broker's speed swings between runs.
-            let (mut raw, mut fw, mut handoff) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut raw, mut fw, mut comparison) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..CONSUMER_ROUNDS {
                 raw.push(run_consumer("raw", broker.port, qos).await);
                 fw.push(run_consumer("framework", broker.port, qos).await);
-                // The second raw variant, for comparison only (see `consumer_child`).
-                let other = if qos == 0 { "raw-handoff" } else { "raw-pending" };
-                handoff.push(run_consumer(other, broker.port, qos).await);
+                comparison.push(run_consumer(other_kind, broker.port, qos).await);
             }
             let median = |runs: &[ConsumerResult], field: fn(&ConsumerResult) -> f64| {
                 support::median(&mut runs.iter().map(field).collect::<Vec<_>>())
             };
-            support::row(
-                &format!("QoS {qos} consumer messages/s"),
-                median(&fw, |r| r.rate),
-                median(&raw, |r| r.rate),
-            );
-            support::row(
-                &format!("QoS {qos} consumer CPU µs/message"),
-                median(&fw, |r| r.cpu_us),
-                median(&raw, |r| r.cpu_us),
-            );
-            support::row(
-                &format!("QoS {qos} consumer peak RSS MB"),
-                median(&fw, |r| r.peak_mb),
-                median(&raw, |r| r.peak_mb),
-            );
-            // Not targets: the floor of a consumer that never blocks the event loop (QoS 0), and
-            // a raw consumer whose manual acks fall behind the stream (QoS 1).
-            let other = if qos == 0 {
-                "raw + task hand-off"
-            } else {
-                "raw acking via `pending`"
+            let row = |measure: &str, baseline: &[ConsumerResult], field: fn(&ConsumerResult) -> f64| {
+                support::row(&format!("QoS {qos} {measure}"), median(&fw, field), median(baseline, field));
             };
-            support::row(
-                &format!("QoS {qos} CPU µs/message vs {other}"),
-                median(&fw, |r| r.cpu_us),
-                median(&handoff, |r| r.cpu_us),
-            );
-            support::row(
-                &format!("QoS {qos} peak RSS MB vs {other}"),
-                median(&fw, |r| r.peak_mb),
-                median(&handoff, |r| r.peak_mb),
-            );
+            row("consumer messages/s", &raw, |r| r.rate);
+            row("consumer CPU µs/message", &raw, |r| r.cpu_us);
+            row("consumer peak RSS MB", &raw, |r| r.peak_mb);
+            row(&format!("CPU µs/message vs {other}"), &comparison, |r| r.cpu_us);
+            row(&format!("peak RSS MB vs {other}"), &comparison, |r| r.peak_mb);
         }
         if !support::selected("request") {
             return;
