@@ -135,6 +135,7 @@ pub(crate) fn url_decode(url: &url::Url, part: &str) -> Result<String> {
 }
 
 /// A numeric URL parameter.
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
     value.parse().map_err(|_| {
         Error::config(format!(

@@ -359,11 +359,13 @@ pub(crate) async fn subscribe_initial<S: SpaSocket>(
 
 /// The topic name of the last delivery, shared with the next one on the same topic: messages
 /// mostly arrive in runs on one topic, so a delivery's name is a reference count, not a copy.
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
 #[derive(Default)]
 pub(crate) struct TopicNames {
     last: Option<Arc<str>>,
 }
 
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
 impl TopicNames {
     /// `topic` as a shared name.
     pub(crate) fn get(&mut self, topic: &str) -> Arc<str> {
