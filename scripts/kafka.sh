@@ -4,15 +4,24 @@
 #   scripts/kafka.sh start DIR [PORT]   # config, storage format (first time), start, wait until ready
 #   scripts/kafka.sh stop DIR           # stop (SIGTERM, then SIGKILL after 30 s)
 # DIR keeps the config, data, log and pid; a restart with the same DIR keeps the data.
-# The broker's address is written to DIR/bootstrap.
+# Two listeners: PLAINTEXT (address in DIR/bootstrap; a super user, no ACLs apply) and SASL_SSL
+# (DIR/secure-bootstrap): TLS with the certificates of scripts/certs.sh (SPA_DAT_TEST_CERTS, or
+# DIR/certs), SCRAM-SHA-512 or unsecured-JWT OAUTHBEARER, and these test users and ACLs:
+#   admin / admin-secret   super user
+#   alice / alice-secret   everything on topics and groups whose names start with `secure.`
+#   bob   / bob-secret     write and describe `secure.*` topics, read `secure.*` groups: no topic READ
+# OAUTHBEARER tokens name their principal themselves (`sub`): sub=alice gets alice's ACLs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LIBS=${SPA_DAT_KAFKA_LIBS:-$ROOT/target/kafka/libs}
 
+SCRAM_USERS=(admin:admin-secret alice:alice-secret bob:bob-secret)
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 
 fetch() {
-  if [ -f "$LIBS/kafka_2.13-4.1.1.jar" ] && [ -f "$LIBS/log4j-slf4j-impl-2.24.3.jar" ]; then return; fi
+  if [ -f "$LIBS/kafka_2.13-4.1.1.jar" ] && [ -f "$LIBS/log4j-slf4j-impl-2.24.3.jar" ] \
+    && [ -f "$LIBS/kafka-tools-4.1.1.jar" ]; then return; fi
   command -v mvn >/dev/null || { echo "kafka.sh: Maven (mvn) is needed to fetch Kafka's jars" >&2; exit 1; }
   command -v java >/dev/null || { echo "kafka.sh: Java 17+ is needed to run Kafka" >&2; exit 1; }
   echo "kafka.sh: fetching Apache Kafka 4.1.1 from Maven Central into $LIBS" >&2
@@ -22,38 +31,66 @@ fetch() {
 java_run() { java -Xms256m -Xmx768m -XX:+UseG1GC -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" -cp "$LIBS/*" "$@"; }
 
 start() {
-  local dir=$1 port=${2:-} cport
+  local dir=$1 port=${2:-} cport sport certs
   fetch
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
+  certs=${SPA_DAT_TEST_CERTS:-$dir/certs}
+  "$ROOT/scripts/certs.sh" "$certs"
+  certs=$(cd "$certs" && pwd)
   if [ -f "$dir/pid" ] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
     echo "kafka.sh: already running in $dir" >&2; return
   fi
   if [ ! -f "$dir/server.properties" ]; then
     port=${port:-$(free_port)}
     cport=$(free_port)
-    sed -e "s|{port}|$port|g" -e "s|{controller_port}|$cport|g" -e "s|{dir}|$dir|g" \
+    sport=$(free_port)
+    sed -e "s|{port}|$port|g" -e "s|{controller_port}|$cport|g" -e "s|{secure_port}|$sport|g" \
+      -e "s|{dir}|$dir|g" -e "s|{certs}|$certs|g" -e "s|{store_password}|$(cat "$certs/store-password")|g" \
       "$ROOT/scripts/kafka/server.properties" > "$dir/server.properties"
+    chmod 600 "$dir/server.properties"
     echo "127.0.0.1:$port" > "$dir/bootstrap"
+    echo "127.0.0.1:$sport" > "$dir/secure-bootstrap"
   fi
   port=$(cut -d: -f2 < "$dir/bootstrap")
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster
     cluster=$(java_run kafka.tools.StorageTool random-uuid)
-    java_run kafka.tools.StorageTool format --cluster-id "$cluster" --config "$dir/server.properties" >> "$dir/kafka.log" 2>&1
+    local scram=() user
+    for user in "${SCRAM_USERS[@]}"; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=${user%%:*},password=${user#*:}]")
+    done
+    java_run kafka.tools.StorageTool format --cluster-id "$cluster" --config "$dir/server.properties" \
+      "${scram[@]}" >> "$dir/kafka.log" 2>&1
   fi
   LOG_DIR="$dir" nohup java -Xms256m -Xmx768m -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$ROOT/scripts/kafka/log4j2.properties" \
     -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" >> "$dir/kafka.log" 2>&1 &
   echo $! > "$dir/pid"
   for _ in $(seq 1 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then exec 3>&- 3<&- 2>/dev/null || true; return; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      exec 3>&- 3<&- 2>/dev/null || true
+      if [ ! -f "$dir/acls" ] && ! create_acls "$dir" "$port"; then
+        echo "kafka.sh: creating the test ACLs failed; the log:" >&2; tail -30 "$dir/kafka.log" >&2; exit 1
+      fi
+      return
+    fi
     if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
       echo "kafka.sh: Kafka exited; its log:" >&2; tail -50 "$dir/kafka.log" >&2; exit 1
     fi
     sleep 0.1
   done
   echo "kafka.sh: Kafka did not answer on 127.0.0.1:$port within 60 s" >&2; tail -50 "$dir/kafka.log" >&2; exit 1
+}
+
+# The ACLs of the test users (see the top), once per DIR; ACLs live in the cluster's metadata.
+create_acls() {
+  local dir=$1 port=$2
+  local acl=(org.apache.kafka.tools.AclCommand --bootstrap-server "127.0.0.1:$port" --add --force --resource-pattern-type prefixed)
+  java_run "${acl[@]}" --allow-principal User:alice --operation All --topic secure. --group secure. >> "$dir/kafka.log" 2>&1 || return 1
+  java_run "${acl[@]}" --allow-principal User:bob --operation Write --operation Describe --topic secure. >> "$dir/kafka.log" 2>&1 || return 1
+  java_run "${acl[@]}" --allow-principal User:bob --operation Read --group secure. >> "$dir/kafka.log" 2>&1 || return 1
+  touch "$dir/acls"
 }
 
 stop() {

@@ -19,17 +19,15 @@ trap cleanup EXIT
 
 export SPA_DAT_BROKER_STATE=$STATE
 
-# --- System packages: Mosquitto (each MQTT test starts its own instance on a free port) ---
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-  log "installing mosquitto (Debian package)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
-fi
-if ! command -v mosquitto_passwd >/dev/null 2>&1; then
-  log "mosquitto_passwd missing"; exit 1
-fi
+# --- Debian packages, from the one list scripts/debian-packages.txt (missing ones only) ---
+"$ROOT/scripts/install-packages.sh"
 # The package's own service is not needed (tests start their brokers); stop it if it runs.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+
+# --- Throw-away certificates for the security tests (Kafka's SASL_SSL listener, Mosquitto TLS) ---
+export SPA_DAT_TEST_CERTS=$STATE/certs
+rm -rf "$SPA_DAT_TEST_CERTS"
+"$ROOT/scripts/certs.sh" "$SPA_DAT_TEST_CERTS"
 
 # --- The Python spa-dat 0.4.0 for interop tests ---
 VENV=$ROOT/target/py-venv
@@ -42,28 +40,15 @@ fi
 export SPA_DAT_PYTHON=$VENV/bin/python
 
 # --- Apache Kafka 4.1.1 (KRaft, single node) from Maven Central jars, Java from the machine ---
-command -v java >/dev/null 2>&1 || { log "Java is needed for Kafka"; exit 1; }
-if ! command -v mvn >/dev/null 2>&1; then
-  log "installing maven (Debian package)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
-fi
 "$ROOT/scripts/kafka.sh" stop "$KAFKA_DIR" || true
 rm -rf "$KAFKA_DIR"
 log "starting Apache Kafka"
 "$ROOT/scripts/kafka.sh" start "$KAFKA_DIR"
 export SPA_DAT_KAFKA_BOOTSTRAP
 SPA_DAT_KAFKA_BOOTSTRAP=$(cat "$KAFKA_DIR/bootstrap")
-log "Kafka answers on $SPA_DAT_KAFKA_BOOTSTRAP"
-
-# --- librdkafka is built from source by rdkafka-sys (CMake, a C compiler, zlib) ---
-for tool in cmake cc make; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq build-essential cmake zlib1g-dev >/dev/null
-    break
-  fi
-done
+export SPA_DAT_KAFKA_SECURE_BOOTSTRAP
+SPA_DAT_KAFKA_SECURE_BOOTSTRAP=$(cat "$KAFKA_DIR/secure-bootstrap")
+log "Kafka answers on $SPA_DAT_KAFKA_BOOTSTRAP (SASL_SSL: $SPA_DAT_KAFKA_SECURE_BOOTSTRAP)"
 
 log "cargo test (all features)"
 cargo test --workspace --all-features -- --test-threads="${SPA_DAT_TEST_THREADS:-2}"
