@@ -68,14 +68,11 @@ impl SocketConfig {
     /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
     pub fn from_url(url: &str) -> Result<Self> {
         let Some((scheme, _)) = url.split_once("://") else {
-            return Err(Error::config(format!(
-                "bad bus URL `{url}`: expected memory://, mqtt:// or kafka://"
-            )));
+            return Err(bad_url(url, "expected memory://, mqtt:// or kafka://"));
         };
         match scheme {
             "memory" => {
-                let parsed = url::Url::parse(url)
-                    .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+                let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
                 let mut config = MemoryConfig {
                     bus: match parsed.host_str() {
                         Some(name) if !name.is_empty() => name.to_owned(),
@@ -92,20 +89,24 @@ impl SocketConfig {
                 Ok(SocketConfig::Memory(config))
             }
             #[cfg(feature = "mqtt")]
-            "mqtt" | "mqtts" => Ok(SocketConfig::Mqtt(crate::socket::mqtt::MqttConfig::from_url(url)?)),
+            "mqtt" | "mqtts" => Ok(SocketConfig::Mqtt(
+                crate::socket::mqtt::MqttConfig::from_url(url)?,
+            )),
             #[cfg(not(feature = "mqtt"))]
-            "mqtt" | "mqtts" => Err(Error::config(format!(
-                "bad bus URL `{url}`: spa-dat was built without the `mqtt` feature"
-            ))),
+            "mqtt" | "mqtts" => Err(bad_url(url, "spa-dat was built without the `mqtt` feature")),
             #[cfg(feature = "kafka")]
-            "kafka" => Ok(SocketConfig::Kafka(crate::socket::kafka::KafkaConfig::from_url(url)?)),
+            "kafka" => Ok(SocketConfig::Kafka(
+                crate::socket::kafka::KafkaConfig::from_url(url)?,
+            )),
             #[cfg(not(feature = "kafka"))]
-            "kafka" => Err(Error::config(format!(
-                "bad bus URL `{url}`: spa-dat was built without the `kafka` feature"
-            ))),
-            other => Err(Error::config(format!(
-                "bad bus URL `{url}`: unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"
-            ))),
+            "kafka" => Err(bad_url(
+                url,
+                "spa-dat was built without the `kafka` feature",
+            )),
+            other => Err(bad_url(
+                url,
+                format!("unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"),
+            )),
         }
     }
 }
@@ -131,17 +132,15 @@ pub(crate) fn url_decode(url: &url::Url, part: &str) -> Result<String> {
     percent_encoding::percent_decode_str(part)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))
+        .map_err(|e| bad_url(url.as_str(), e))
 }
 
 /// A numeric URL parameter.
 #[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
-    value.parse().map_err(|_| {
-        Error::config(format!(
-            "bad bus URL `{url}`: `{key}={value}` is not a number"
-        ))
-    })
+    value
+        .parse()
+        .map_err(|_| bad_url(url, format!("`{key}={value}` is not a number")))
 }
 
 pub(crate) fn split_list(value: &str) -> Vec<String> {
@@ -154,9 +153,20 @@ pub(crate) fn split_list(value: &str) -> Vec<String> {
 }
 
 pub(crate) fn unknown_parameter(url: &str, key: &str, valid: &[&str]) -> Error {
+    bad_url(
+        url,
+        format!(
+            "unknown parameter `{key}`; expected one of: {}",
+            valid.join(", ")
+        ),
+    )
+}
+
+/// A configuration error about the bus URL `url`, shown without its secrets.
+pub(crate) fn bad_url(url: &str, problem: impl std::fmt::Display) -> Error {
     Error::config(format!(
-        "bad bus URL `{url}`: unknown parameter `{key}`; expected one of: {}",
-        valid.join(", ")
+        "bad bus URL `{}`: {problem}",
+        crate::redact::redacted_url(url)
     ))
 }
 

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod message;
+mod redact;
 pub mod socket;
 
 #[doc(hidden)]

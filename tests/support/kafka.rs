@@ -22,6 +22,19 @@ pub fn bootstrap() -> String {
     })
 }
 
+/// The shared broker's SASL_SSL listener (TLS with the certificates of [`super::certs`];
+/// SCRAM-SHA-512 users and ACLs as `scripts/kafka.sh` describes them).
+pub fn secure_bootstrap() -> String {
+    std::env::var("SPA_DAT_KAFKA_SECURE_BOOTSTRAP").unwrap_or_else(|_| {
+        panic!(
+            "SPA_DAT_KAFKA_SECURE_BOOTSTRAP is not set: Kafka security tests need the test \
+             broker's SASL_SSL listener. Run ./scripts/test-all.sh, or start one with \
+             `scripts/kafka.sh start DIR` and export SPA_DAT_KAFKA_SECURE_BOOTSTRAP=$(cat \
+             DIR/secure-bootstrap) SPA_DAT_TEST_CERTS=DIR/certs"
+        )
+    })
+}
+
 /// A broker of the test's own, stopped when dropped.
 pub struct OwnKafka {
     dir: PathBuf,

@@ -1,5 +1,6 @@
 //! Test support: real brokers, the Python spa-dat for interop.
 
+pub mod certs;
 pub mod kafka;
 pub mod mosquitto;
 pub mod python;

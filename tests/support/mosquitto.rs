@@ -68,6 +68,87 @@ impl Mosquitto {
         )
     }
 
+    /// A broker with only a TLS listener (the certificates of [`super::certs`]) and Mosquitto's
+    /// dynamic-security plugin for users and ACLs (its `acl_file` never refuses a subscription,
+    /// only the delivery of what it forbids; the plugin answers SUBACK 0x80):
+    /// - `alice` / `alice-secret`: publishes and subscribes to `secure/#` and `_spa/reply/#`;
+    /// - `bob` / `bob-secret`: publishes to `secure/#`, may subscribe to nothing;
+    /// - `watcher` / `watcher-secret`: subscribes to everything, publishes nothing.
+    pub fn start_secure() -> Self {
+        let dir = Self::new_dir();
+        let allow = |acltype: &str, topic: &str| serde_json::json!({ "acltype": acltype, "topic": topic, "allow": true });
+        let roles = serde_json::json!([
+            { "rolename": "secure-rw", "acls": [
+                allow("publishClientSend", "secure/#"),
+                allow("subscribePattern", "secure/#"),
+                allow("publishClientSend", "_spa/reply/#"),
+                allow("subscribePattern", "_spa/reply/#"),
+            ]},
+            { "rolename": "secure-writer", "acls": [allow("publishClientSend", "secure/#")] },
+            { "rolename": "watcher", "acls": [allow("subscribePattern", "#")] },
+        ]);
+        let clients: Vec<serde_json::Value> = [
+            ("alice", "alice-secret", "secure-rw"),
+            ("bob", "bob-secret", "secure-writer"),
+            ("watcher", "watcher-secret", "watcher"),
+        ]
+        .into_iter()
+        .map(|(user, password, role)| {
+            // mosquitto_ctrl hashes the password as the plugin expects; keep its client entry.
+            let file = dir.join(format!("init-{user}.json"));
+            let status = Command::new("mosquitto_ctrl")
+                .args(["dynsec", "init"])
+                .arg(&file)
+                .args([user, password])
+                .stdout(Stdio::null())
+                .status()
+                .expect("mosquitto_ctrl runs");
+            assert!(status.success(), "mosquitto_ctrl dynsec init failed");
+            let init: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&file).expect("init file")).expect("json");
+            let mut client = init["clients"][0].clone();
+            client["roles"] = serde_json::json!([{ "rolename": role }]);
+            client
+        })
+        .collect();
+        let security = dir.join("dynamic-security.json");
+        let config = serde_json::json!({
+            "clients": clients,
+            "roles": roles,
+            "groups": [],
+            "defaultACLAccess": {
+                "publishClientSend": false,
+                "publishClientReceive": true,
+                "subscribe": false,
+                "unsubscribe": true
+            }
+        });
+        std::fs::write(&security, config.to_string()).expect("dynamic security config");
+        // Mosquitto runs as its own user and saves the file when it changes.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&security, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let plugin = [
+            "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+            "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+            "/usr/lib/mosquitto_dynamic_security.so",
+        ]
+        .into_iter()
+        .find(|path| std::path::Path::new(path).exists())
+        .expect("Mosquitto's dynamic-security plugin (Debian's mosquitto package has it)");
+        let certs = super::certs::dir();
+        Self::start_in(
+            dir,
+            &format!(
+                "allow_anonymous false\nplugin {plugin}\nplugin_opt_config_file {}\n\
+                 cafile {}\ncertfile {}\nkeyfile {}\n",
+                security.display(),
+                certs.join("ca.crt").display(),
+                certs.join("broker.crt").display(),
+                certs.join("broker.key").display(),
+            ),
+        )
+    }
+
     fn new_dir() -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
             "spa-dat-mosquitto-{}",

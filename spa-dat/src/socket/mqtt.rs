@@ -21,9 +21,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Outgoing, Packet,
-    PubAck, PubRec, Publish, QoS, Request, Subscribe, SubscribeFilter, SubscribeReasonCode,
-    Unsubscribe,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
+    Outgoing, Packet, PubAck, PubRec, Publish, QoS, Request, SubAck, Subscribe, SubscribeFilter,
+    SubscribeReasonCode, Unsubscribe,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
@@ -32,12 +32,14 @@ use super::{
     ArrivalSender, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions,
     SocketProvider, SpaSocket, TopicNames,
 };
-use crate::config::{query_pairs, split_list, unknown_parameter, url_decode, url_number};
+use crate::config::{bad_url, query_pairs, split_list, unknown_parameter, url_decode, url_number};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
+use crate::redact::redacted_option;
 
 /// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows the password as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker host name or address.
@@ -89,6 +91,32 @@ pub struct MqttConfig {
     /// Longest pause between reconnect attempts.
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &redacted_option(&self.password))
+            .field("keepalive_secs", &self.keepalive_secs)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("clean_session", &self.clean_session)
+            .field("tls", &self.tls)
+            .field("inflight", &self.inflight)
+            .field("max_packet_size", &self.max_packet_size)
+            .field(
+                "default_subscription_topics",
+                &self.default_subscription_topics,
+            )
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
 }
 
 /// TLS settings.
@@ -160,8 +188,7 @@ impl MqttConfig {
     /// Parses `mqtt://user:pass@host:1883?client_id=...&qos=1&clean_session=false&topics=a,b`
     /// (`mqtts://` for TLS with the system's CA certificates).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed =
-            url::Url::parse(url).map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+        let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
         let tls = match parsed.scheme() {
             "mqtt" => None,
             "mqtts" => Some(MqttTls::default()),
@@ -174,7 +201,7 @@ impl MqttConfig {
         let host = parsed
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| Error::config(format!("bad bus URL `{url}`: no host")))?;
+            .ok_or_else(|| bad_url(url, "no host"))?;
         let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
         config.tls = tls;
         if !parsed.username().is_empty() {
@@ -197,6 +224,18 @@ impl MqttConfig {
                 "connect_timeout_ms" => config.connect_timeout_ms = number(&key, &value)?,
                 "publish_timeout_ms" => config.publish_timeout_ms = number(&key, &value)?,
                 "reconnect_max_ms" => config.reconnect_max_ms = number(&key, &value)?,
+                "ca_file" | "client_cert_file" | "client_key_file" => {
+                    let tls = config
+                        .tls
+                        .as_mut()
+                        .ok_or_else(|| bad_url(url, format!("`{key}` needs TLS: use mqtts://")))?;
+                    let path = Some(PathBuf::from(value));
+                    match key.as_str() {
+                        "ca_file" => tls.ca_file = path,
+                        "client_cert_file" => tls.client_cert_file = path,
+                        _ => tls.client_key_file = path,
+                    }
+                }
                 other => {
                     return Err(unknown_parameter(
                         url,
@@ -213,6 +252,9 @@ impl MqttConfig {
                             "connect_timeout_ms",
                             "publish_timeout_ms",
                             "reconnect_max_ms",
+                            "ca_file",
+                            "client_cert_file",
+                            "client_key_file",
                         ],
                     ))
                 }
@@ -273,9 +315,10 @@ fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
     match value {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
-        _ => Err(Error::config(format!(
-            "bad bus URL `{url}`: `{key}={value}` is not true or false"
-        ))),
+        _ => Err(bad_url(
+            url,
+            format!("`{key}={value}` is not true or false"),
+        )),
     }
 }
 
@@ -789,7 +832,7 @@ impl SocketProvider for MqttSocketProvider {
             Ok(Err(error)) => {
                 return Err(Error::Connect {
                     broker,
-                    reason: describe(&error),
+                    reason: describe_first_connect(&error, config.tls.is_some()),
                 })
             }
             Err(_) => {
@@ -855,8 +898,58 @@ impl SocketProvider for MqttSocketProvider {
     }
 }
 
+/// Why the first connection failed, with what to check: the errors of a wrong URL, wrong
+/// credentials or certificates all surface here.
+fn describe_first_connect(error: &ConnectionError, tls: bool) -> String {
+    let io_kind = io_error_kind(error);
+    let hung_up = matches!(
+        io_kind,
+        Some(
+            std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::UnexpectedEof
+        )
+    );
+    // rustls reports certificate and protocol failures as `InvalidData` I/O errors.
+    let tls_failed = tls
+        && (matches!(error, ConnectionError::Tls(_))
+            || io_kind == Some(std::io::ErrorKind::InvalidData));
+    if hung_up && !tls {
+        format!(
+            "the broker hung up before answering CONNECT: if this port expects TLS, use mqtts:// (or [bus.tls]) ({})",
+            describe(error)
+        )
+    } else if tls_failed {
+        format!(
+            "TLS handshake failed (check tls.ca_file against the broker's certificate and host name, and that the port is a TLS listener): {}",
+            describe(error)
+        )
+    } else {
+        describe(error)
+    }
+}
+
+/// The kind of the I/O error at the root of `error`, however deep rumqttc wrapped it.
+fn io_error_kind(error: &ConnectionError) -> Option<std::io::ErrorKind> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        source = current.source();
+    }
+    None
+}
+
 fn describe(error: &ConnectionError) -> String {
     match error {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "authentication failed: wrong user name or password (CONNACK: bad user name or password)".to_owned()
+        }
+        // Mosquitto answers a wrong password at MQTT 3.1.1 with "not authorized".
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "not authorized: wrong user name or password, or this user or client id is not allowed (CONNACK: not authorized)".to_owned()
+        }
         ConnectionError::ConnectionRefused(code) => {
             format!(
                 "the broker refused the connection ({code:?}); check the credentials and client id"
@@ -963,21 +1056,7 @@ impl Driver {
             Event::Incoming(Incoming::PubRec(ack)) => {
                 self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
             }
-            Event::Incoming(Incoming::SubAck(ack)) => {
-                let refused = ack
-                    .return_codes
-                    .iter()
-                    .any(|code| matches!(code, SubscribeReasonCode::Failure));
-                let result = if refused {
-                    Err(self.shared.transport_error(
-                        "subscribe",
-                        "the broker refused the subscription (not authorized, or shared subscriptions unsupported)",
-                    ))
-                } else {
-                    Ok(())
-                };
-                self.acknowledged(Kind::Subscribe, ack.pkid, result);
-            }
+            Event::Incoming(Incoming::SubAck(ack)) => self.subscribed(&ack),
             Event::Incoming(Incoming::UnsubAck(ack)) => {
                 self.acknowledged(Kind::Unsubscribe, ack.pkid, Ok(()))
             }
@@ -1011,6 +1090,46 @@ impl Driver {
         } else {
             ledger.unacked.insert((kind, pkid), pending);
         }
+    }
+
+    /// A SUBACK: a filter the broker refused (0x80: its ACL, or no shared subscriptions) fails
+    /// the subscription, naming the filter.
+    fn subscribed(&mut self, ack: &SubAck) {
+        let Some(pending) = self
+            .shared
+            .ledger()
+            .unacked
+            .remove(&(Kind::Subscribe, ack.pkid))
+        else {
+            return;
+        };
+        let filters: &[SubscribeFilter] = match &pending.request {
+            Request::Subscribe(subscribe) => &subscribe.filters,
+            _ => &[],
+        };
+        let refused: Vec<String> = ack
+            .return_codes
+            .iter()
+            .zip(filters)
+            .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(_, filter)| format!("`{}`", filter.path))
+            .collect();
+        if refused.is_empty() {
+            pending.resolve(Ok(()));
+            return;
+        }
+        // Not renewed after a reconnect: the broker would refuse it again.
+        self.shared
+            .subscriptions()
+            .retain(|current| !refused.iter().any(|r| r.trim_matches('`') == current));
+        tracing::error!(broker = %self.shared.broker, filters = %refused.join(", "), "MQTT subscription refused");
+        pending.resolve(Err(self.shared.transport_error(
+            "subscribe",
+            format!(
+                "the broker refused the subscription to {} (SUBACK 0x80: its ACL does not let this user read it, or it does not support shared subscriptions)",
+                refused.join(", ")
+            ),
+        )));
     }
 
     fn acknowledged(&mut self, kind: Kind, pkid: u16, result: Result<()>) {

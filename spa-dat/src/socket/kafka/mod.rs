@@ -19,11 +19,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -32,13 +29,18 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use self::context::{Failures, SocketContext};
 use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
     SpaSocket, TopicNames,
 };
-use crate::config::{query_pairs, split_list, unknown_parameter, url_number};
+use crate::config::{bad_url, query_pairs, split_list, unknown_parameter, url_number};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
+use crate::redact::{is_secret_key, REDACTED};
+
+mod access;
+mod context;
 
 /// Header carrying the correlation id of a request and of its reply.
 pub const CORRELATION_HEADER: &str = "spa-correlation-id";
@@ -53,7 +55,8 @@ pub const DEAD_LETTER_PARTITION_HEADER: &str = "spa-dead-letter-partition";
 pub const DEAD_LETTER_OFFSET_HEADER: &str = "spa-dead-letter-offset";
 
 /// Configuration of the Kafka transport (the Python package's `KafkaConfig`, extended).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` shows secret properties (`sasl.password`, `*.secret`, …) as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`.
@@ -86,6 +89,34 @@ pub struct KafkaConfig {
     /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret_key(key) { REDACTED } else { value };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("client_id", &self.client_id)
+            .field(
+                "default_subscription_topics",
+                &self.default_subscription_topics,
+            )
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication", &self.topic_replication)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 fn default_true() -> bool {
@@ -126,13 +157,11 @@ impl KafkaConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("kafka://")
-            .ok_or_else(|| Error::config(format!("`{url}` is not a kafka:// URL")))?;
+            .ok_or_else(|| bad_url(url, "not a kafka:// URL"))?;
         let (servers, _) = rest.split_once('?').unwrap_or((rest, ""));
         let servers = servers.trim_end_matches('/');
         if servers.is_empty() {
-            return Err(Error::config(format!(
-                "bad bus URL `{url}`: no bootstrap server"
-            )));
+            return Err(bad_url(url, "no bootstrap server"));
         }
         let mut config = KafkaConfig::new(servers);
         // The host list is not a URL authority (commas): parse the query on its own.
@@ -140,7 +169,7 @@ impl KafkaConfig {
             "kafka://query/?{}",
             rest.split_once('?').map_or("", |(_, q)| q)
         ))
-        .map_err(|e| Error::config(format!("bad bus URL `{url}`: {e}")))?;
+        .map_err(|e| bad_url(url, e))?;
         let number = |key: &str, value: &str| url_number::<i64>(url, key, value);
         for (key, value) in query_pairs(&parsed)? {
             match key.as_str() {
@@ -212,22 +241,56 @@ impl KafkaConfig {
         for (key, value) in &self.properties {
             config.set(key, value);
         }
+        // rdkafka derives librdkafka's level from the `log` crate's, which is off unless a
+        // `log` logger is installed; the socket context sends the lines to `tracing` and
+        // needs INFO to see a listener hang up (see `context::Failures`).
+        let level = if self.properties.contains_key("debug") {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Info
+        };
+        config.set_log_level(level);
         config
     }
 }
 
-/// The topics of the cluster `client` reaches, fetched within `timeout`.
+/// The topics of the cluster `client` reaches, fetched within `timeout`; fails as soon as
+/// librdkafka reports an error no retry can fix (credentials, certificates, protocol).
 fn existing_topics<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
+    failures: &Failures,
     timeout: Duration,
-) -> std::result::Result<BTreeSet<String>, KafkaError> {
-    let metadata = client.fetch_metadata(None, Timeout::After(timeout))?;
-    Ok(metadata
-        .topics()
-        .iter()
-        .filter(|t| t.error().is_none())
-        .map(|t| t.name().to_owned())
-        .collect())
+) -> std::result::Result<BTreeSet<String>, String> {
+    // Short attempts, so a permanent error ends the wait at once instead of at the timeout.
+    const ATTEMPT: Duration = Duration::from_millis(250);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let attempt = ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+        match client.fetch_metadata(None, Timeout::After(attempt)) {
+            Ok(metadata) => {
+                return Ok(metadata
+                    .topics()
+                    .iter()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.name().to_owned())
+                    .collect())
+            }
+            Err(error) => {
+                if let Some(permanent) = failures.permanent() {
+                    return Err(permanent);
+                }
+                if Instant::now() >= deadline {
+                    let last = failures
+                        .last()
+                        .map_or_else(String::new, |l| format!("; last error: {l}"));
+                    return Err(format!(
+                        "no answer within {timeout:?}: {}{last}",
+                        describe(&error)
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Waits until `client`'s metadata lists every one of `topics` with its partitions.
@@ -297,7 +360,7 @@ fn kafka_error(broker: &str, operation: &'static str, error: impl std::fmt::Disp
 
 /// Creates `topics` when missing; one already there is fine.
 async fn create_topics(
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<SocketContext>,
     config: &KafkaConfig,
     topics: &[String],
     partitions: i32,
@@ -341,8 +404,10 @@ struct Shared {
     broker: String,
     client_id: String,
     group_id: String,
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<SocketContext>,
+    admin: AdminClient<SocketContext>,
+    /// Errors of this socket's clients that no retry can fix.
+    failures: Arc<Failures>,
     publish_timeout: Duration,
     inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
     consumer: Mutex<Option<Arc<GroupConsumer>>>,
@@ -353,7 +418,7 @@ struct Shared {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     replies: Arc<RequestMultiplexer>,
     reply_topic: String,
-    reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer>>,
+    reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer<SocketContext>>>,
     closed: AtomicBool,
 }
 
@@ -434,8 +499,10 @@ impl Shared {
         let handled = Arc::new(HandledOffsets::default());
         let consumer: GroupConsumer = self
             .consumer_config(&self.group_id)
-            .create_with_context(StoreBeforeRevoke {
-                handled: Arc::clone(&handled),
+            .create_with_context(SocketContext {
+                handled: Some(Arc::clone(&handled)),
+                group: Some(self.group_id.clone()),
+                ..self.context()
             })
             .map_err(|e| kafka_error(&self.broker, "create consumer", e))?;
         tracing::debug!(broker = %self.broker, group = %self.group_id, client_id = %self.client_id, "Kafka consumer created");
@@ -451,6 +518,24 @@ impl Shared {
         Ok(consumer)
     }
 
+    fn context(&self) -> SocketContext {
+        SocketContext::new(&self.failures, &self.broker)
+    }
+
+    /// Fails, naming the group or topic, when the ACLs do not let this socket read `topics` in
+    /// `group` (see [`access::verify_read_access`]).
+    async fn verify_read_access(&self, group: &str, topics: &[String]) -> Result<()> {
+        let (config, broker) = (self.consumer_config(group), self.broker.clone());
+        let (group, topics) = (group.to_owned(), topics.to_vec());
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        tokio::task::spawn_blocking(move || {
+            access::verify_read_access(config, &broker, &group, &topics, timeout)
+        })
+        .await
+        .map_err(|e| kafka_error(&self.broker, "subscribe", e))?
+        .map_err(|reason| kafka_error(&self.broker, "subscribe", reason))
+    }
+
     async fn reply_consumer(self: &Arc<Self>) -> Result<()> {
         self.reply_consumer
             .get_or_try_init(|| async {
@@ -461,10 +546,16 @@ impl Shared {
                     1,
                 )
                 .await?;
-                let consumer: StreamConsumer = self
-                    .consumer_config(&format!("{}-replies", self.group_id))
+                let group = format!("{}-replies", self.group_id);
+                self.verify_read_access(&group, std::slice::from_ref(&self.reply_topic))
+                    .await?;
+                let consumer: StreamConsumer<SocketContext> = self
+                    .consumer_config(&group)
                     .set("enable.auto.offset.store", "true")
-                    .create()
+                    .create_with_context(SocketContext {
+                        group: Some(group.clone()),
+                        ..self.context()
+                    })
                     .map_err(|e| kafka_error(&self.broker, "create reply consumer", e))?;
                 // Assign the single partition directly: no group rebalance to wait for.
                 let mut assignment = rdkafka::TopicPartitionList::new();
@@ -494,6 +585,18 @@ fn describe(error: &KafkaError) -> String {
     }
 }
 
+/// The broker's ACLs refused the request.
+fn is_authorization(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
+}
+
 fn correlation_of<M: Message>(message: &M) -> Option<String> {
     message.headers().and_then(|headers| {
         headers
@@ -506,7 +609,7 @@ fn correlation_of<M: Message>(message: &M) -> Option<String> {
 }
 
 /// The socket's group consumer.
-type GroupConsumer = StreamConsumer<StoreBeforeRevoke>;
+type GroupConsumer = StreamConsumer<SocketContext>;
 
 /// How often handled offsets are handed to librdkafka's offset store (auto-commit then
 /// commits them every `auto.commit.interval.ms`).
@@ -519,7 +622,7 @@ const STORE_INTERVAL: Duration = Duration::from_millis(100);
 /// stored in one call every [`STORE_INTERVAL`], before partitions are revoked, and on close.
 /// A partition's records are handled in order, so its latest handled offset covers the rest.
 #[derive(Default)]
-struct HandledOffsets {
+pub(super) struct HandledOffsets {
     /// Per partition; a consumer owns few, so a scan beats hashing the topic per record.
     latest: Mutex<Vec<HandledOffset>>,
 }
@@ -547,7 +650,7 @@ impl HandledOffsets {
     }
 
     /// Hands the handled offsets to librdkafka's store: the next offset to read, per partition.
-    fn store<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
+    pub(super) fn store<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
         let latest = std::mem::take(&mut *lock(&self.latest));
         if latest.is_empty() {
             return;
@@ -562,22 +665,6 @@ impl HandledOffsets {
         if let Err(error) = consumer.store_offsets(&list) {
             // Partitions revoked meanwhile: their next owner handles those records again.
             tracing::debug!(%error, "offsets not stored");
-        }
-    }
-}
-
-/// The group consumer's context: stores the handled offsets before partitions are revoked,
-/// so the commit librdkafka makes on revocation includes them.
-struct StoreBeforeRevoke {
-    handled: Arc<HandledOffsets>,
-}
-
-impl ClientContext for StoreBeforeRevoke {}
-
-impl ConsumerContext for StoreBeforeRevoke {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(_) = rebalance {
-            self.handled.store(consumer);
         }
     }
 }
@@ -603,6 +690,11 @@ async fn consume(
         };
         let message = match received {
             Ok(message) => message,
+            Err(error) if is_authorization(&error) => {
+                tracing::error!(broker = %broker, error = %describe(&error), "Kafka consumer not authorized: check the ACLs of its topics and group");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(broker = %broker, error = %describe(&error), "Kafka consumer error");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -626,7 +718,10 @@ async fn consume(
     }
 }
 
-async fn collect_replies(consumer: Arc<StreamConsumer>, replies: Arc<RequestMultiplexer>) {
+async fn collect_replies(
+    consumer: Arc<StreamConsumer<SocketContext>>,
+    replies: Arc<RequestMultiplexer>,
+) {
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -755,6 +850,19 @@ impl SpaSocket for KafkaSocket {
                 lock(&self.shared.existing_topics).extend(missing);
             }
         }
+        let unchecked: Vec<String> = {
+            let current = lock(&self.shared.topics);
+            topics
+                .iter()
+                .filter(|t| !current.contains(*t))
+                .cloned()
+                .collect()
+        };
+        if !unchecked.is_empty() {
+            self.shared
+                .verify_read_access(&self.shared.group_id, &unchecked)
+                .await?;
+        }
         let all: Vec<String> = {
             let mut current = lock(&self.shared.topics);
             current.extend(topics.iter().cloned());
@@ -821,7 +929,9 @@ impl SpaSocket for KafkaSocket {
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
             let commit = tokio::task::spawn_blocking(move || {
-                consumer.context().handled.store(&*consumer);
+                if let Some(handled) = &consumer.context().handled {
+                    handled.store(&*consumer);
+                }
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) => tracing::debug!("offsets committed on close"),
                     Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
@@ -904,13 +1014,16 @@ impl SocketProvider for KafkaSocketProvider {
         for (key, value) in &config.properties {
             producer_config.set(key, value);
         }
-        let producer: FutureProducer = producer_config.create().map_err(|e| Error::Connect {
-            broker: broker.clone(),
-            reason: e.to_string(),
-        })?;
-        let admin: AdminClient<DefaultClientContext> = config
+        let failures = Arc::new(Failures::default());
+        let producer: FutureProducer<SocketContext> = producer_config
+            .create_with_context(SocketContext::new(&failures, &broker))
+            .map_err(|e| Error::Connect {
+                broker: broker.clone(),
+                reason: e.to_string(),
+            })?;
+        let admin: AdminClient<SocketContext> = config
             .client_config(&format!("{client_id}-admin"))
-            .create()
+            .create_with_context(SocketContext::new(&failures, &broker))
             .map_err(|e| Error::Connect {
                 broker: broker.clone(),
                 reason: e.to_string(),
@@ -924,6 +1037,7 @@ impl SocketProvider for KafkaSocketProvider {
             group_id,
             producer,
             admin,
+            failures,
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
             inbox: Mutex::new(Some(sender)),
             consumer: Mutex::new(None),
@@ -944,10 +1058,10 @@ impl SocketProvider for KafkaSocketProvider {
             Some(shared.consumer()?)
         };
         let timeout = Duration::from_millis(config.connect_timeout_ms);
-        let producer = shared.producer.clone();
+        let (producer, failures) = (shared.producer.clone(), Arc::clone(&shared.failures));
         let probed = tokio::task::spawn_blocking(move || match consumer {
-            Some(consumer) => existing_topics(consumer.client(), timeout),
-            None => existing_topics(producer.client(), timeout),
+            Some(consumer) => existing_topics(consumer.client(), &failures, timeout),
+            None => existing_topics(producer.client(), &failures, timeout),
         })
         .await;
         let failure = match probed {
@@ -955,10 +1069,7 @@ impl SocketProvider for KafkaSocketProvider {
                 *lock(&shared.existing_topics) = topics;
                 None
             }
-            Ok(Err(error)) => Some(format!(
-                "no answer within {timeout:?}: {}",
-                describe(&error)
-            )),
+            Ok(Err(reason)) => Some(reason),
             Err(join_error) => Some(join_error.to_string()),
         };
         let socket = KafkaSocket { shared };

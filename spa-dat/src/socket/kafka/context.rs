@@ -1,0 +1,228 @@
+//! The librdkafka client context of every client a socket owns (producer, admin, consumers):
+//! librdkafka's logs and errors go to `tracing`, errors no retry can fix are kept for
+//! `connect` to fail with, and handled offsets are stored before partitions are revoked.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::ClientContext;
+
+use super::HandledOffsets;
+
+/// How often a listener must hang up on the first request before it counts as a wrong
+/// `security.protocol` rather than a broker restarting (librdkafka logs a repeat within 30 s
+/// only once).
+const PROTOCOL_MISMATCH_REPEATS: u32 = 2;
+
+/// An error librdkafka reported that retrying cannot fix, in words a user can act on.
+#[derive(Default)]
+pub(super) struct Failures {
+    state: Mutex<FailureState>,
+}
+
+#[derive(Default)]
+struct FailureState {
+    permanent: Option<String>,
+    protocol_mismatches: u32,
+    last: Option<String>,
+}
+
+impl Failures {
+    fn state(&self) -> std::sync::MutexGuard<'_, FailureState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The first error no retry can fix, if one was reported.
+    pub(super) fn permanent(&self) -> Option<String> {
+        self.state().permanent.clone()
+    }
+
+    /// The latest error of any kind, for a timeout's message.
+    pub(super) fn last(&self) -> Option<String> {
+        self.state().last.clone()
+    }
+
+    fn keep(&self, state: &mut FailureState, permanent: Option<String>) -> Option<String> {
+        if state.permanent.is_none() {
+            state.permanent.clone_from(&permanent);
+        }
+        permanent
+    }
+
+    /// A log line of librdkafka: a listener that hangs up on the first request (ApiVersion)
+    /// is a TLS listener reached without TLS. librdkafka reports it at INFO level only, as a
+    /// disconnect, so its error callback never sees it.
+    fn record_log(&self, facility: &str, message: &str) -> Option<String> {
+        if facility != "FAIL" || !message.contains("in state APIVERSION_QUERY") {
+            return None;
+        }
+        let mut state = self.state();
+        state.last = Some(message.to_owned());
+        state.protocol_mismatches += 1;
+        let permanent = (state.protocol_mismatches >= PROTOCOL_MISMATCH_REPEATS).then(|| {
+            format!(
+                "the broker hung up on every first request: does security.protocol match its listener (SSL or SASL_SSL for a TLS port)? {message}"
+            )
+        });
+        self.keep(&mut state, permanent)
+    }
+
+    /// An error of librdkafka's error callback; `group` is the client's consumer group.
+    fn record(&self, error: &KafkaError, reason: &str, group: Option<&str>) -> Option<String> {
+        let mut state = self.state();
+        state.last = Some(reason.to_owned());
+        let permanent = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed) => {
+                Some(format!(
+                    "authentication failed (check sasl.mechanism, sasl.username and sasl.password): {reason}"
+                ))
+            }
+            Some(RDKafkaErrorCode::SSL) => Some(format!(
+                "TLS handshake failed (check ssl.ca.location against the broker's certificate and host name): {reason}"
+            )),
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => Some(format!(
+                "not authorized to use consumer group `{}`: grant READ on the group ({reason})",
+                group.unwrap_or("?")
+            )),
+            _ => None,
+        };
+        self.keep(&mut state, permanent)
+    }
+}
+
+/// The context of a socket's clients.
+pub(super) struct SocketContext {
+    pub(super) failures: Arc<Failures>,
+    /// The group consumer's handled offsets; `None` for the other clients.
+    pub(super) handled: Option<Arc<HandledOffsets>>,
+    pub(super) broker: String,
+    /// The consumer group of a consumer client.
+    pub(super) group: Option<String>,
+}
+
+impl SocketContext {
+    pub(super) fn new(failures: &Arc<Failures>, broker: &str) -> Self {
+        SocketContext {
+            failures: Arc::clone(failures),
+            handled: None,
+            broker: broker.to_owned(),
+            group: None,
+        }
+    }
+}
+
+impl ClientContext for SocketContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let broker = &self.broker;
+        if let Some(permanent) = self.failures.record_log(facility, message) {
+            tracing::error!(%broker, "Kafka: {permanent}");
+        }
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", %broker, facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", %broker, facility, "{message}")
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", %broker, facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", %broker, facility, "{message}")
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let broker = &self.broker;
+        match self.failures.record(&error, reason, self.group.as_deref()) {
+            Some(permanent) => tracing::error!(%broker, "Kafka: {permanent}"),
+            None => tracing::warn!(%broker, %error, "Kafka: {reason}"),
+        }
+    }
+}
+
+impl ConsumerContext for SocketContext {
+    // Stored before the revocation's commit, so that commit includes them.
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Some(handled), Rebalance::Revoke(_)) = (&self.handled, rebalance) {
+            handled.store(consumer);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::Global(code)
+    }
+
+    #[test]
+    fn authentication_and_tls_errors_are_permanent_at_once() {
+        let failures = Failures::default();
+        assert!(failures
+            .record(
+                &global(RDKafkaErrorCode::BrokerTransportFailure),
+                "Connection refused",
+                None
+            )
+            .is_none());
+        let permanent = failures
+            .record(
+                &global(RDKafkaErrorCode::Authentication),
+                "SASL authentication error",
+                None,
+            )
+            .expect("permanent");
+        assert!(
+            permanent.starts_with("authentication failed"),
+            "{permanent}"
+        );
+        failures.record(
+            &global(RDKafkaErrorCode::SSL),
+            "certificate verify failed",
+            None,
+        );
+        assert_eq!(failures.permanent(), Some(permanent), "the first one stays");
+        assert_eq!(
+            failures.last().as_deref(),
+            Some("certificate verify failed")
+        );
+    }
+
+    #[test]
+    fn a_hang_up_on_the_first_request_counts_only_when_it_repeats() {
+        let failures = Failures::default();
+        let hang_up = "sasl_plaintext://127.0.0.1:9093/bootstrap: Disconnected: connection closed by peer: receive 0 after POLLIN (after 1ms in state APIVERSION_QUERY)";
+        assert!(failures
+            .record_log("FAIL", "Connection refused (after 0ms in state CONNECT)")
+            .is_none());
+        for _ in 1..PROTOCOL_MISMATCH_REPEATS {
+            assert!(failures.record_log("FAIL", hang_up).is_none());
+        }
+        let permanent = failures
+            .record_log("FAIL", hang_up)
+            .expect("permanent after repeats");
+        assert!(permanent.contains("security.protocol"), "{permanent}");
+    }
+
+    #[test]
+    fn a_refused_group_is_named() {
+        let failures = Failures::default();
+        let permanent = failures
+            .record(
+                &global(RDKafkaErrorCode::GroupAuthorizationFailed),
+                "FindCoordinator response error: Group authorization failed.",
+                Some("billing"),
+            )
+            .expect("permanent");
+        assert!(permanent.contains("`billing`"), "{permanent}");
+    }
+}
