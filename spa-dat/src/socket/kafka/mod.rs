@@ -529,7 +529,10 @@ impl Shared {
         let (group, topics) = (group.to_owned(), topics.to_vec());
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         tokio::task::spawn_blocking(move || {
-            access::verify_read_access(config, &broker, &group, &topics, timeout)
+            let started = Instant::now();
+            let checked = access::verify_read_access(config, &broker, &group, &topics, timeout);
+            tracing::debug!(%group, ?topics, took = ?started.elapsed(), ok = checked.is_ok(), "read access checked");
+            checked
         })
         .await
         .map_err(|e| kafka_error(&self.broker, "subscribe", e))?
