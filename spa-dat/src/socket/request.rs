@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -19,10 +19,24 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// transport carries the id to the responder and back (in the reply topic or a header), and
 /// hands every reply to [`RequestMultiplexer::resolve`]. Transports outside this crate can use
 /// it the same way.
+///
+/// Correlation ids are unique within a process run and start at a random value in each run, so
+/// a reply meant for another socket, or for an earlier run of the same program (same client
+/// id, same reply topic), never matches a waiting request.
 #[derive(Debug, Default)]
 pub struct RequestMultiplexer {
-    next_id: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<SpaMessage>>>,
+}
+
+/// The next correlation id of this process run.
+fn next_correlation_id() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        // Below 2^62: years of requests before it could wrap.
+        let start = uuid::Uuid::new_v4().as_u64_pair().0 >> 2;
+        AtomicU64::new(start)
+    })
+    .fetch_add(1, Ordering::Relaxed)
 }
 
 impl RequestMultiplexer {
@@ -34,7 +48,7 @@ impl RequestMultiplexer {
     /// Registers a request; the returned [`PendingReply`] carries its correlation id.
     /// Dropping it (e.g. on timeout or cancellation) forgets the request.
     pub fn register(self: &Arc<Self>) -> PendingReply {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = next_correlation_id();
         let (tx, rx) = oneshot::channel();
         self.lock().insert(id, tx);
         PendingReply {
@@ -48,17 +62,6 @@ impl RequestMultiplexer {
     /// waits for it (late reply after a timeout, or a stranger's reply).
     pub fn resolve(&self, id: u64, reply: SpaMessage) -> bool {
         match self.lock().remove(&id) {
-            Some(tx) => tx.send(reply).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Hands `reply` to the oldest waiting request: for replies that carry no correlation
-    /// (e.g. from a Python responder on a transport that correlates by header).
-    pub fn resolve_oldest(&self, reply: SpaMessage) -> bool {
-        let mut pending = self.lock();
-        let oldest = pending.keys().min().copied();
-        match oldest.and_then(|id| pending.remove(&id)) {
             Some(tx) => tx.send(reply).is_ok(),
             None => false,
         }

@@ -7,9 +7,9 @@
 //! - At least once: a record's offset is stored only after its handler finished (or it was
 //!   skipped or dead-lettered); stored offsets are committed every 5 s, on rebalance and on
 //!   close, so a restarted application resumes after the last handled record.
-//! - Subscription topics and the reply topic are created when missing; user topics are never
-//!   deleted. Request/reply: one reply topic and consumer per socket (named as the Python
-//!   package names it, `{client_id}_request_response`), correlation in a header.
+//! - Subscription topics are created when missing and never deleted. Request/reply: one reply
+//!   consumer per socket, correlation in a header, and a reply topic of the request's own for
+//!   responders that do not echo the header (see `replies`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use self::context::{Failures, SocketContext};
+use self::replies::{Replies, ReplyRoute};
 use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
     SpaSocket, TopicNames,
@@ -41,6 +42,7 @@ use crate::redact::{is_secret_key, REDACTED};
 
 mod access;
 mod context;
+mod replies;
 
 /// Header carrying the correlation id of a request and of its reply.
 pub const CORRELATION_HEADER: &str = "spa-correlation-id";
@@ -416,8 +418,7 @@ struct Shared {
     /// subscribing to them needs no CreateTopics round trip.
     existing_topics: Mutex<BTreeSet<String>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    replies: Arc<RequestMultiplexer>,
-    reply_topic: String,
+    replies: Arc<Replies>,
     reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer<SocketContext>>>,
     closed: AtomicBool,
 }
@@ -539,18 +540,22 @@ impl Shared {
         .map_err(|reason| kafka_error(&self.broker, "subscribe", reason))
     }
 
-    async fn reply_consumer(self: &Arc<Self>) -> Result<()> {
+    /// The reply consumer, created with the first request: it reads the shared reply topic from
+    /// its end (replies left by an earlier run with the same client id are not this run's) and
+    /// is assigned each request's own reply topic while the request waits.
+    async fn reply_consumer(self: &Arc<Self>) -> Result<Arc<StreamConsumer<SocketContext>>> {
         self.reply_consumer
             .get_or_try_init(|| async {
+                let shared_topic = self.replies.shared_topic().to_owned();
                 create_topics(
                     &self.admin,
                     &self.config,
-                    std::slice::from_ref(&self.reply_topic),
+                    std::slice::from_ref(&shared_topic),
                     1,
                 )
                 .await?;
                 let group = format!("{}-replies", self.group_id);
-                self.verify_read_access(&group, std::slice::from_ref(&self.reply_topic))
+                self.verify_read_access(&group, std::slice::from_ref(&shared_topic))
                     .await?;
                 let consumer: StreamConsumer<SocketContext> = self
                     .consumer_config(&group)
@@ -560,15 +565,25 @@ impl Shared {
                         ..self.context()
                     })
                     .map_err(|e| kafka_error(&self.broker, "create reply consumer", e))?;
-                // Assign the single partition directly: no group rebalance to wait for.
+                // Assigned directly, from the end as a number: no group rebalance to wait for,
+                // and nothing older than this run.
+                let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+                let consumer = Arc::new(consumer);
+                let (reader, topic) = (Arc::clone(&consumer), shared_topic.clone());
+                let end = tokio::task::spawn_blocking(move || {
+                    reader.fetch_watermarks(&topic, 0, Timeout::After(timeout))
+                })
+                .await
+                .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?
+                .map_err(|e| kafka_error(&self.broker, "assign reply topic", describe(&e)))?
+                .1;
                 let mut assignment = rdkafka::TopicPartitionList::new();
                 assignment
-                    .add_partition_offset(&self.reply_topic, 0, rdkafka::Offset::Beginning)
+                    .add_partition_offset(&shared_topic, 0, Offset::Offset(end))
                     .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
                 consumer
                     .assign(&assignment)
                     .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
-                let consumer = Arc::new(consumer);
                 let task = tokio::spawn(collect_replies(
                     Arc::clone(&consumer),
                     Arc::clone(&self.replies),
@@ -577,7 +592,29 @@ impl Shared {
                 Ok::<_, Error>(consumer)
             })
             .await
-            .map(|_| ())
+            .cloned()
+    }
+
+    /// Creates a request's own reply topic and has the reply consumer read it.
+    async fn open_own_reply_topic(
+        &self,
+        consumer: &Arc<StreamConsumer<SocketContext>>,
+        topic: &str,
+    ) -> Result<()> {
+        create_topics(&self.admin, &self.config, &[topic.to_owned()], 1).await?;
+        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let (watcher, names) = (Arc::clone(consumer), vec![topic.to_owned()]);
+        tokio::task::spawn_blocking(move || await_topics(watcher.client(), &names, timeout))
+            .await
+            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?
+            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?;
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, 0, Offset::Beginning)
+            .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+        consumer
+            .incremental_assign(&assignment)
+            .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))
     }
 }
 
@@ -721,10 +758,7 @@ async fn consume(
     }
 }
 
-async fn collect_replies(
-    consumer: Arc<StreamConsumer<SocketContext>>,
-    replies: Arc<RequestMultiplexer>,
-) {
+async fn collect_replies(consumer: Arc<StreamConsumer<SocketContext>>, replies: Arc<Replies>) {
     loop {
         let message = match consumer.recv().await {
             Ok(message) => message,
@@ -741,15 +775,12 @@ async fn collect_replies(
                 continue;
             }
         };
-        let resolved = match correlation_of(&message).and_then(|c| c.parse::<u64>().ok()) {
-            Some(id) => replies.resolve(id, reply),
-            // A responder that does not copy headers (the Python package): oldest request.
-            None => replies.resolve_oldest(reply),
-        };
-        if !resolved {
+        let correlation = correlation_of(&message).and_then(|c| c.parse::<u64>().ok());
+        if !replies.deliver(message.topic(), correlation, reply) {
             tracing::debug!(
                 topic = message.topic(),
-                "reply arrived after its request ended"
+                ?correlation,
+                "reply dropped: no waiting request is its own (it came after its request ended, or cannot be matched)"
             );
         }
     }
@@ -902,9 +933,20 @@ impl SpaSocket for KafkaSocket {
 
     async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
         self.shared.ensure_open()?;
-        self.shared.reply_consumer().await?;
-        let pending = self.shared.replies.register();
-        message.response_topic = Some(self.shared.reply_topic.clone());
+        let consumer = self.shared.reply_consumer().await?;
+        let pending = self.shared.replies.requests().register();
+        let route = self.shared.replies.route(pending.id(), &message.topic);
+        // Released however the request ends, also when its caller is cancelled.
+        let _route = RouteGuard {
+            shared: Arc::clone(&self.shared),
+            consumer: Arc::clone(&consumer),
+            id: pending.id(),
+            route: route.clone(),
+        };
+        if let ReplyRoute::Own(topic) = &route {
+            self.shared.open_own_reply_topic(&consumer, topic).await?;
+        }
+        message.response_topic = Some(route.topic().to_owned());
         let bytes = message.to_json()?;
         let id = pending.id().to_string();
         let headers = OwnedHeaders::new().insert(Header {
@@ -951,15 +993,13 @@ impl SpaSocket for KafkaSocket {
             let _ = commit.await;
         }
         if self.shared.reply_consumer.initialized() {
-            // The reply topic is this socket's alone (Python deletes its own too).
+            // The reply topics are this socket's alone (Python deletes its own too).
+            let mut topics = self.shared.replies.own_topics();
+            topics.push(self.shared.replies.shared_topic().to_owned());
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
             let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-            if let Err(error) = self
-                .shared
-                .admin
-                .delete_topics(&[&self.shared.reply_topic], &options)
-                .await
-            {
-                tracing::debug!(%error, "reply topic not deleted");
+            if let Err(error) = self.shared.admin.delete_topics(&names, &options).await {
+                tracing::debug!(%error, "reply topics not deleted");
             }
         }
         let producer = self.shared.producer.clone();
@@ -967,8 +1007,40 @@ impl SpaSocket for KafkaSocket {
             producer.flush(Timeout::After(Duration::from_secs(5)))
         })
         .await;
-        self.shared.replies.close();
+        self.shared.replies.requests().close();
         Ok(())
+    }
+}
+
+/// Ends a request's reply route: a request's own reply topic is unassigned and deleted.
+struct RouteGuard {
+    shared: Arc<Shared>,
+    consumer: Arc<StreamConsumer<SocketContext>>,
+    id: u64,
+    route: ReplyRoute,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.shared.replies.end(self.id, &self.route);
+        let ReplyRoute::Own(topic) = &self.route else {
+            return;
+        };
+        let mut assignment = rdkafka::TopicPartitionList::new();
+        assignment.add_partition(topic, 0);
+        if let Err(error) = self.consumer.incremental_unassign(&assignment) {
+            tracing::debug!(%topic, %error, "reply topic not unassigned");
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return; // close() deletes what is left
+        }
+        let (shared, topic) = (Arc::clone(&self.shared), topic.clone());
+        tokio::spawn(async move {
+            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+            if let Err(error) = shared.admin.delete_topics(&[&topic], &options).await {
+                tracing::debug!(%topic, %error, "reply topic not deleted");
+            }
+        });
     }
 }
 
@@ -1035,7 +1107,7 @@ impl SocketProvider for KafkaSocketProvider {
         let shared = Arc::new(Shared {
             config: config.clone(),
             broker: broker.clone(),
-            reply_topic: format!("{client_id}_request_response"),
+            replies: Arc::new(Replies::new(&client_id, RequestMultiplexer::new())),
             client_id,
             group_id,
             producer,
@@ -1047,7 +1119,6 @@ impl SocketProvider for KafkaSocketProvider {
             topics: Mutex::new(BTreeSet::new()),
             existing_topics: Mutex::new(BTreeSet::new()),
             tasks: Mutex::new(Vec::new()),
-            replies: RequestMultiplexer::new(),
             reply_consumer: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
         });
