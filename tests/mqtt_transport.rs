@@ -562,3 +562,51 @@ fn urls_and_config_are_validated() {
     let error = tls.build_client_config("c").expect_err("missing CA file");
     assert!(error.to_string().contains("/nonexistent/ca.pem"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_wide_client_id_gives_each_application_a_connection_of_its_own() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.client_id = Some("plant".into());
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let consumer = |name: &str, topic: &str| {
+        let seen = Arc::clone(&seen);
+        Application::consumer(name, [topic], move |m: SpaMessage| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.lock().expect("seen").insert(m.topic.clone());
+            }
+        })
+    };
+    let app = test_app(Config::default())
+        .socket_provider(provider(config))
+        .add_application(consumer("line-a", "plant/a"))
+        .add_application(consumer("line-b", "plant/b"));
+    let shutdown = app.shutdown_handle();
+    let running = tokio::spawn(app.start_async());
+    let publisher = publisher(&broker, "plant-publisher").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seen.lock().expect("seen").len() < 2 && Instant::now() < deadline {
+        for topic in ["plant/a", "plant/b"] {
+            let _ = publisher.socket.publish(&SpaMessage::new(topic, "x")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        2,
+        "both applications receive"
+    );
+    let log = broker.log();
+    assert!(
+        !log.contains("already connected"),
+        "the applications' connections kicked each other off: {log}"
+    );
+    assert!(
+        log.contains("plant-line-a") && log.contains("plant-line-b"),
+        "{log}"
+    );
+    shutdown.trigger();
+    running.await.expect("join").expect("clean run");
+    publisher.socket.close().await.expect("close");
+}

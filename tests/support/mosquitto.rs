@@ -255,6 +255,12 @@ impl Mosquitto {
         }
     }
 
+    /// What the broker logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.join("mosquitto.log")).unwrap_or_default())
+            .into_owned()
+    }
+
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }

@@ -318,7 +318,8 @@ impl Application {
             .client_name
             .clone()
             .unwrap_or_else(|| self.name.clone());
-        let mut options = SocketOptions::new(client_id.clone());
+        let stable_id = self.client_id.clone().unwrap_or_else(|| self.name.clone());
+        let mut options = SocketOptions::new(client_id.clone()).stable_id(stable_id);
         options.client_name = Some(client_name.clone());
         options.group = self.group.clone();
         if self.kind == HandlerKind::Consumer {

@@ -146,6 +146,10 @@ impl Delivery {
 pub struct SocketOptions {
     /// Client id on the bus (MQTT client id, Kafka client.id); unique per socket.
     pub client_id: String,
+    /// Unique within the program and the same in every run: the application's explicit client
+    /// id, else its name. With a bus-wide client id configured (a prefix), the socket's id is
+    /// `{bus id}-{stable_id}` (see [`SocketOptions::client_id_with`]).
+    pub stable_id: String,
     /// Human-readable name.
     pub client_name: Option<String>,
     /// Topics to subscribe to on connect; when empty, the provider's default topics.
@@ -161,8 +165,10 @@ pub struct SocketOptions {
 impl SocketOptions {
     /// Options for a socket with this client id and no subscriptions.
     pub fn new(client_id: impl Into<String>) -> Self {
+        let client_id = client_id.into();
         SocketOptions {
-            client_id: client_id.into(),
+            stable_id: client_id.clone(),
+            client_id,
             client_name: None,
             topics: Vec::new(),
             group: None,
@@ -178,6 +184,22 @@ impl SocketOptions {
     {
         self.topics = topics.into_iter().map(Into::into).collect();
         self
+    }
+
+    /// Sets the id that stays the same in every run (see [`SocketOptions::stable_id`]).
+    pub fn stable_id(mut self, stable_id: impl Into<String>) -> Self {
+        self.stable_id = stable_id.into();
+        self
+    }
+
+    /// The socket's client id on a bus whose configuration may set a bus-wide id: that id is a
+    /// prefix, so the sockets of one program never share an id (an MQTT broker disconnects the
+    /// older of two connections with one id; on Kafka they would share a reply topic).
+    pub fn client_id_with(&self, bus_client_id: Option<&str>) -> String {
+        match bus_client_id {
+            Some(prefix) => format!("{prefix}-{}", self.stable_id),
+            None => self.client_id.clone(),
+        }
     }
 
     /// Sets the consumer group.

@@ -47,7 +47,9 @@ pub struct MqttConfig {
     /// Broker port.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Client id; default: the application's (its name plus a random suffix).
+    /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}` (the
+    /// application's explicit client id, else its name), the same in every run, so persistent
+    /// sessions resume. Unset: the application's client id (its name plus a random suffix).
     #[serde(default)]
     pub client_id: Option<String>,
     /// User name.
@@ -805,10 +807,7 @@ impl SocketProvider for MqttSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
         let config = &self.config;
         let broker = config.broker();
-        let client_id = config
-            .client_id
-            .clone()
-            .unwrap_or_else(|| options.client_id.clone());
+        let client_id = options.client_id_with(config.client_id.as_deref());
         let mqtt_options = config.build_client_config(&client_id)?;
         let (client, mut eventloop) = AsyncClient::new(mqtt_options, 64);
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);

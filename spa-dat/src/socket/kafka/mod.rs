@@ -66,7 +66,8 @@ pub struct KafkaConfig {
     /// Consumer group of every socket; default: `spa-dat-{application name}`.
     #[serde(default)]
     pub group_id: Option<String>,
-    /// Client id; default: the application's.
+    /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}`.
+    /// Unset: the application's client id (its name plus a random suffix).
     #[serde(default)]
     pub client_id: Option<String>,
     /// Topics a socket subscribes to when its application names none.
@@ -1069,7 +1070,7 @@ impl SocketProvider for KafkaSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
         let config = &self.config;
         let broker = config.broker();
-        let client_id = sanitize(config.client_id.as_deref().unwrap_or(&options.client_id));
+        let client_id = sanitize(&options.client_id_with(config.client_id.as_deref()));
         let group_id = options
             .group
             .clone()
