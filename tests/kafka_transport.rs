@@ -483,3 +483,65 @@ async fn rust_request_gets_its_reply_from_a_python_responder() {
     requester.socket.close().await.expect("close");
     python::finish(child).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again() {
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("fails");
+    let group = unique("failing-group");
+    let dead = unique("dead");
+    let failing_app = |dead_letter_topic: &str, calls: &Arc<AtomicUsize>| {
+        let calls = Arc::clone(calls);
+        let app = Application::consumer("failing", [topic.clone()], move |_m: SpaMessage| {
+            let calls = Arc::clone(&calls);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(std::io::Error::other("always fails"))
+            }
+        })
+        .group(group.clone())
+        .dead_letter_topic(dead_letter_topic)
+        .socket_provider(provider(config.clone()));
+        test_app(Config::default()).add_application(app)
+    };
+    // A dead-letter topic Kafka refuses: forwarding fails.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = failing_app("no such topic!", &calls);
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("publisher")))
+        .await
+        .expect("connects");
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "precious"))
+        .await
+        .expect("publish");
+    let c = Arc::clone(&calls);
+    wait_until("the handler failed", Duration::from_secs(60), || {
+        c.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    // Long enough for offsets to be committed (every 5 s, and on close) had it been acknowledged.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+
+    // Restarted with a dead-letter topic that works: the message comes again and is forwarded.
+    let mut watcher = provider(config.clone())
+        .connect(SocketOptions::new(unique("dead-watch")).topics([dead.clone()]))
+        .await
+        .expect("connects");
+    let again = Arc::new(AtomicUsize::new(0));
+    let app = failing_app(&dead, &again);
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let dead_letters = support::next_payloads(&mut watcher.inbox, 1, Duration::from_secs(60)).await;
+    let forwarded = SpaMessage::from_json(&dead_letters[0]).expect("the original message");
+    assert_eq!(forwarded.payload_str().expect("utf-8"), "precious");
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    watcher.socket.close().await.expect("close");
+    publisher.socket.close().await.expect("close");
+}

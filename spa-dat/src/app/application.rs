@@ -674,8 +674,9 @@ impl Consumer {
     async fn finish(&self, unfinished: Unfinished) {
         let (delivery, response_topic, outcome) = match unfinished {
             Unfinished::Undecodable { delivery, reason } => {
-                self.dead_letter(&delivery, &reason).await;
-                delivery.ack();
+                if self.dead_letter(&delivery, &reason).await {
+                    delivery.ack();
+                }
                 return;
             }
             Unfinished::Finished {
@@ -698,13 +699,21 @@ impl Consumer {
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, *reply).await,
             Outcome::Done(Err(error)) => {
                 tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
-                self.dead_letter(&delivery, &format!("handler failed: {error}"))
-                    .await;
+                if !self
+                    .dead_letter(&delivery, &format!("handler failed: {error}"))
+                    .await
+                {
+                    return;
+                }
             }
             Outcome::Panicked(reason) => {
                 tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
-                self.dead_letter(&delivery, &format!("handler panicked: {reason}"))
-                    .await;
+                if !self
+                    .dead_letter(&delivery, &format!("handler panicked: {reason}"))
+                    .await
+                {
+                    return;
+                }
             }
             Outcome::Cancelled => {
                 tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
@@ -730,16 +739,36 @@ impl Consumer {
         self.runtime.socket.transport()
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) {
+    /// Forwards `delivery` to the dead-letter topic, if there is one, retrying until the broker
+    /// has it: the message may be acknowledged only then. False when shutdown came first: the
+    /// message stays unacknowledged, and an at-least-once transport delivers it again. Later
+    /// messages wait meanwhile, as acknowledgements go in order.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> bool {
+        const FIRST_PAUSE: Duration = Duration::from_millis(100);
+        const LONGEST_PAUSE: Duration = Duration::from_secs(10);
         let Some(topic) = self.dead_letter_topic.as_deref() else {
-            return;
+            return true;
         };
-        if let Err(error) = self
-            .transport()
-            .publish_dead_letter(topic, delivery, reason)
-            .await
-        {
-            tracing::error!(app = %self.runtime.name, topic, %error, "forwarding to the dead-letter topic failed");
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match self
+                .transport()
+                .publish_dead_letter(topic, delivery, reason)
+                .await
+            {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.runtime.shutdown.triggered() => {
+                    tracing::warn!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
+                    return false;
+                }
+            }
+            pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 }
