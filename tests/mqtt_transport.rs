@@ -500,7 +500,7 @@ async fn bad_config_fails_with_a_clear_error_naming_the_broker() {
     let error = connect_error(config.clone()).await;
     let text = error.to_string();
     assert!(
-        text.contains("refused the connection") && text.contains(&broker.url()),
+        text.contains("wrong user name or password") && text.contains(&broker.url()),
         "{text}"
     );
     config.password = Some("secret".into());
@@ -609,4 +609,136 @@ async fn a_bus_wide_client_id_gives_each_application_a_connection_of_its_own() {
     shutdown.trigger();
     running.await.expect("join").expect("clean run");
     publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_publish_fails_at_once_and_the_socket_keeps_working() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.max_packet_size = 10_000;
+    let mut watcher = publisher(&broker, "oversize-watcher").await;
+    watcher
+        .socket
+        .subscribe(&["big/#".to_owned()])
+        .await
+        .expect("subscribe");
+    let socket = provider(config)
+        .connect(SocketOptions::new("oversize-publisher"))
+        .await
+        .expect("connects")
+        .socket;
+    let started = Instant::now();
+    let error = socket
+        .publish_bytes("big/one", Bytes::from(vec![b'x'; 20_000]))
+        .await
+        .expect_err("too large");
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    assert!(error.to_string().contains("too large"), "{error}");
+    for i in 0..5 {
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            socket.publish(&SpaMessage::new("big/small", i.to_string())),
+        )
+        .await
+        .expect("no wedged socket")
+        .expect("a normal publish goes through");
+    }
+    let payloads = support::next_payloads(&mut watcher.inbox, 5, Duration::from_secs(5)).await;
+    assert_eq!(payloads.len(), 5);
+    assert_eq!(
+        broker.log().matches("New client connected").count(),
+        2,
+        "no reconnects: {}",
+        broker.log()
+    );
+    socket.close().await.expect("close");
+    watcher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_that_timed_out_says_it_may_still_be_delivered() {
+    let broker = Mosquitto::start();
+    let mut watcher = publisher(&broker, "timeout-watcher").await;
+    watcher
+        .socket
+        .subscribe(&["slow/#".to_owned()])
+        .await
+        .expect("subscribe");
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.publish_timeout_ms = 500;
+    config.keepalive_secs = 60;
+    let socket = provider(config)
+        .connect(SocketOptions::new("timeout-publisher"))
+        .await
+        .expect("connects")
+        .socket;
+    broker.pause();
+    let error = socket
+        .publish(&SpaMessage::new("slow/one", "once"))
+        .await
+        .expect_err("times out");
+    broker.resume();
+    let text = error.to_string();
+    assert!(text.contains("may still be delivered"), "{text}");
+    // It was: exactly once.
+    let payloads = support::next_payloads(&mut watcher.inbox, 1, Duration::from_secs(10)).await;
+    let message = SpaMessage::from_json(&payloads[0]).expect("a spa-dat message");
+    assert_eq!(message.payload_str().expect("utf-8"), "once");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watcher.inbox.recv())
+            .await
+            .is_err(),
+        "delivered once"
+    );
+    socket.close().await.expect("close");
+    watcher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_cancelled_while_waiting_for_room_leaves_the_acknowledgements_in_step() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    // One message in flight: while the broker is frozen the rest wait in rumqttc's request
+    // channel (64 places), and the publish after them waits for room.
+    config.inflight = 1;
+    config.publish_timeout_ms = 30_000;
+    let socket = provider(config)
+        .connect(SocketOptions::new("cancel-publisher"))
+        .await
+        .expect("connects")
+        .socket;
+    broker.pause();
+    let waiting: Vec<_> = (0..65)
+        .map(|i| {
+            let socket = Arc::clone(&socket);
+            tokio::spawn(async move {
+                socket
+                    .publish(&SpaMessage::new("cancel/queued", i.to_string()))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A caller that gives up while its publish waits for room (a handler timing out).
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(200),
+        socket.publish(&SpaMessage::new("cancel/given-up", "x")),
+    )
+    .await;
+    assert!(cancelled.is_err(), "it was waiting");
+    broker.resume();
+    for publish in waiting {
+        publish
+            .await
+            .expect("join")
+            .expect("every earlier publish is acknowledged");
+    }
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        socket.publish(&SpaMessage::new("cancel/after", "y")),
+    )
+    .await
+    .expect("a later publish gets its own acknowledgement")
+    .expect("acknowledged");
+    socket.close().await.expect("close");
 }

@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -584,6 +584,8 @@ struct Shared {
     qos: QoS,
     retain: bool,
     publish_timeout: Duration,
+    /// Largest packet the broker is sent (rumqttc drops the connection for a larger one).
+    max_packet_size: usize,
     /// Makes "record in the ledger, hand to rumqttc" one step: the ledger's order is the
     /// order rumqttc sends in.
     order: tokio::sync::Mutex<()>,
@@ -625,35 +627,68 @@ impl Shared {
     }
 
     /// Records `request`, hands it to rumqttc, and waits for the broker's acknowledgement.
+    ///
+    /// Cancel-safe: the ledger entry and the hand-over to rumqttc happen in one step, with no
+    /// await between, so a caller dropped while waiting for room in rumqttc's request channel
+    /// leaves nothing behind. Waiting for the order lock and for room counts against
+    /// `publish_timeout`; a request not handed over by then was never sent.
     async fn submit(&self, kind: Kind, request: Request, operation: &'static str) -> Result<()> {
         self.ensure_open()?;
+        if let Request::Publish(publish) = &request {
+            // rumqttc would drop the connection over it, and reconnect, and drop it again.
+            if publish.size() > self.max_packet_size {
+                return Err(self.transport_error(
+                    operation,
+                    format!(
+                        "message too large: {} bytes as a packet, max_packet_size is {} (topic {})",
+                        publish.size(),
+                        self.max_packet_size,
+                        publish.topic
+                    ),
+                ));
+            }
+        }
+        let deadline = Instant::now() + self.publish_timeout;
+        let not_sent = || {
+            self.transport_error(
+                operation,
+                format!(
+                    "not sent: no room in the connection's queue within {:?}",
+                    self.publish_timeout
+                ),
+            )
+        };
         let (waiter, acknowledged) = oneshot::channel();
+        let mut waiter = Some(waiter);
         {
-            let _order = self.order.lock().await;
-            self.ledger().unsent.push_back(Pending {
-                kind,
-                waiter: Some(waiter),
-                request: request.clone(),
-            });
-            let handed = match request {
-                Request::Publish(publish) => {
-                    self.client
-                        .publish_bytes(publish.topic, publish.qos, publish.retain, publish.payload)
-                        .await
+            let _order = tokio::time::timeout_at(deadline.into(), self.order.lock())
+                .await
+                .map_err(|_| not_sent())?;
+            let mut pause = Duration::from_millis(1);
+            loop {
+                let handed = {
+                    let mut ledger = self.ledger();
+                    ledger.unsent.push_back(Pending {
+                        kind,
+                        waiter: waiter.take(),
+                        request: request.clone(),
+                    });
+                    let handed = self.try_hand_over(&request);
+                    if handed.is_err() {
+                        // Under the ledger lock: the last entry is ours.
+                        waiter = ledger.unsent.pop_back().and_then(|pending| pending.waiter);
+                    }
+                    handed
+                };
+                match handed {
+                    Ok(()) => break,
+                    Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {
+                        self.ensure_open()?;
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(10));
+                    }
+                    Err(_) => return Err(not_sent()),
                 }
-                Request::Subscribe(subscribe) => {
-                    self.client.subscribe_many(subscribe.filters).await
-                }
-                Request::Unsubscribe(mut unsubscribe) => match unsubscribe.topics.pop() {
-                    Some(topic) => self.client.unsubscribe(topic).await,
-                    None => Ok(()),
-                },
-                _ => Ok(()),
-            };
-            if let Err(error) = handed {
-                // Still under the order lock: the last entry is ours.
-                self.ledger().unsent.pop_back();
-                return Err(self.transport_error(operation, error.to_string()));
             }
         }
         match tokio::time::timeout(self.publish_timeout, acknowledged).await {
@@ -661,8 +696,27 @@ impl Shared {
             Ok(Err(_)) => Err(Error::Closed),
             Err(_) => Err(self.transport_error(
                 operation,
-                format!("not acknowledged within {:?}", self.publish_timeout),
+                format!(
+                    "not acknowledged within {:?}; it may still be delivered (it was sent, and is sent again after a reconnect)",
+                    self.publish_timeout
+                ),
             )),
+        }
+    }
+
+    /// Hands `request` to rumqttc's request channel if it has room.
+    fn try_hand_over(&self, request: &Request) -> std::result::Result<(), rumqttc::ClientError> {
+        match request.clone() {
+            Request::Publish(publish) => {
+                self.client
+                    .try_publish(publish.topic, publish.qos, publish.retain, publish.payload)
+            }
+            Request::Subscribe(subscribe) => self.client.try_subscribe_many(subscribe.filters),
+            Request::Unsubscribe(mut unsubscribe) => match unsubscribe.topics.pop() {
+                Some(topic) => self.client.try_unsubscribe(topic),
+                None => Ok(()),
+            },
+            _ => Ok(()),
         }
     }
 
@@ -849,6 +903,7 @@ impl SocketProvider for MqttSocketProvider {
             qos: qos_of(config.qos)?,
             retain: config.retain,
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            max_packet_size: config.max_packet_size,
             order: tokio::sync::Mutex::new(()),
             ledger: Mutex::new(Ledger::default()),
             subscriptions: Mutex::new(Vec::new()),
