@@ -65,6 +65,17 @@ impl SocketProviderFactory {
 }
 
 impl SocketConfig {
+    /// Checks the transport's values (see each transport config's `validate`).
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            SocketConfig::Memory(_) => Ok(()),
+            #[cfg(feature = "mqtt")]
+            SocketConfig::Mqtt(config) => config.validate(),
+            #[cfg(feature = "kafka")]
+            SocketConfig::Kafka(config) => config.validate(),
+        }
+    }
+
     /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
     pub fn from_url(url: &str) -> Result<Self> {
         let Some((scheme, _)) = url.split_once("://") else {
@@ -138,9 +149,12 @@ pub(crate) fn url_decode(url: &url::Url, part: &str) -> Result<String> {
 /// A numeric URL parameter.
 #[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
-    value
-        .parse()
-        .map_err(|_| bad_url(url, format!("`{key}={value}` is not a number")))
+    value.parse().map_err(|_| {
+        bad_url(
+            url,
+            format!("`{key}={value}` is not a number in the range `{key}` takes"),
+        )
+    })
 }
 
 pub(crate) fn split_list(value: &str) -> Vec<String> {
@@ -230,9 +244,18 @@ pub const ENV_SHUTDOWN_GRACE_MS: &str = "SPA_DAT_SHUTDOWN_GRACE_MS";
 pub const ENV_DEAD_LETTER_TOPIC: &str = "SPA_DAT_DEAD_LETTER_TOPIC";
 
 impl Config {
-    /// Parses a TOML document.
+    /// Parses a TOML document and checks its values.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::config(e.to_string()))
+        let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        check_duration_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
+        check_duration_ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?;
+        self.bus.validate()
     }
 
     /// Reads a TOML file.
@@ -263,6 +286,7 @@ impl Config {
         if let Some(topic) = env_var(ENV_DEAD_LETTER_TOPIC)? {
             config.dead_letter_topic = Some(topic);
         }
+        config.validate()?;
         Ok(config)
     }
 
@@ -289,10 +313,40 @@ fn env_var(name: &str) -> Result<Option<String>> {
 }
 
 fn parse_ms(name: &str, value: &str) -> Result<u64> {
-    value
+    let ms = value
         .trim()
         .parse()
-        .map_err(|_| Error::config(format!("{name}=`{value}` is not a number of milliseconds")))
+        .map_err(|_| Error::config(format!("{name}=`{value}` is not a number of milliseconds")))?;
+    check_duration_ms(name, ms, 0)?;
+    Ok(ms)
+}
+
+/// The longest timeout or grace period a configuration may set: a day (a larger one is a
+/// mistake, and `u64::MAX` ms would overflow the clock).
+pub(crate) const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Checks a duration setting named `key`: from `min` ms to [`MAX_DURATION_MS`].
+pub(crate) fn check_duration_ms(key: &str, ms: u64, min: u64) -> Result<()> {
+    if (min..=MAX_DURATION_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(Error::config(format!(
+            "`{key}` = {ms} ms is out of range: {min} ms to {MAX_DURATION_MS} ms (a day)"
+        )))
+    }
+}
+
+/// A yes/no URL parameter: `true`/`1`/`yes` or `false`/`0`/`no`.
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
+pub(crate) fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad_url(
+            url,
+            format!("`{key}={value}` is not true or false"),
+        )),
+    }
 }
 
 #[cfg(test)]

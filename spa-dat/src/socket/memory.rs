@@ -27,7 +27,7 @@ use crate::message::SpaMessage;
 const REPLY_PREFIX: &str = "_spa/reply";
 
 /// Configuration of the in-process bus.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Name of the bus: sockets on the same name in one process talk to each other.
@@ -40,6 +40,16 @@ pub struct MemoryConfig {
 
 fn default_bus_name() -> String {
     "default".to_owned()
+}
+
+/// The bus `memory://` names.
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            bus: default_bus_name(),
+            default_subscription_topics: Vec::new(),
+        }
+    }
 }
 
 /// An in-process message bus. Cheap to clone; clones are the same bus.

@@ -32,7 +32,10 @@ use super::{
     ArrivalSender, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions,
     SocketProvider, SpaSocket, TopicNames,
 };
-use crate::config::{bad_url, query_pairs, split_list, unknown_parameter, url_decode, url_number};
+use crate::config::{
+    bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_decode,
+    url_number,
+};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
 use crate::redact::redacted_option;
@@ -212,20 +215,21 @@ impl MqttConfig {
         if let Some(password) = parsed.password() {
             config.password = Some(url_decode(&parsed, password)?);
         }
-        let number = |key: &str, value: &str| url_number::<u64>(url, key, value);
         for (key, value) in query_pairs(&parsed)? {
             match key.as_str() {
                 "client_id" => config.client_id = Some(value),
-                "qos" => config.qos = number(&key, &value)?.min(255) as u8,
-                "keepalive" | "keepalive_secs" => config.keepalive_secs = number(&key, &value)?,
+                "qos" => config.qos = url_number(url, &key, &value)?,
+                "keepalive" | "keepalive_secs" => {
+                    config.keepalive_secs = url_number(url, &key, &value)?
+                }
                 "retain" => config.retain = parse_bool(url, &key, &value)?,
                 "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
-                "inflight" => config.inflight = number(&key, &value)?.min(u16::MAX as u64) as u16,
-                "max_packet_size" => config.max_packet_size = number(&key, &value)? as usize,
+                "inflight" => config.inflight = url_number(url, &key, &value)?,
+                "max_packet_size" => config.max_packet_size = url_number(url, &key, &value)?,
                 "topics" => config.default_subscription_topics = split_list(&value),
-                "connect_timeout_ms" => config.connect_timeout_ms = number(&key, &value)?,
-                "publish_timeout_ms" => config.publish_timeout_ms = number(&key, &value)?,
-                "reconnect_max_ms" => config.reconnect_max_ms = number(&key, &value)?,
+                "connect_timeout_ms" => config.connect_timeout_ms = url_number(url, &key, &value)?,
+                "publish_timeout_ms" => config.publish_timeout_ms = url_number(url, &key, &value)?,
+                "reconnect_max_ms" => config.reconnect_max_ms = url_number(url, &key, &value)?,
                 "ca_file" | "client_cert_file" | "client_key_file" => {
                     let tls = config
                         .tls
@@ -275,12 +279,22 @@ impl MqttConfig {
         if self.inflight == 0 {
             return Err(Error::config("MQTT inflight must be at least 1"));
         }
-        if self.keepalive_secs != 0 && self.keepalive_secs < 5 {
-            return Err(Error::config(
-                "MQTT keepalive must be 0 (off) or at least 5 seconds",
-            ));
+        // MQTT carries the keep-alive as a 16-bit number of seconds.
+        if self.keepalive_secs != 0 && !(5..=u64::from(u16::MAX)).contains(&self.keepalive_secs) {
+            return Err(Error::config(format!(
+                "MQTT `keepalive_secs` must be 0 (off) or 5 to 65535 seconds, got {}",
+                self.keepalive_secs
+            )));
         }
-        Ok(())
+        if self.max_packet_size < 64 {
+            return Err(Error::config(format!(
+                "MQTT `max_packet_size` must be at least 64 bytes, got {}",
+                self.max_packet_size
+            )));
+        }
+        check_duration_ms("connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        check_duration_ms("publish_timeout_ms", self.publish_timeout_ms, 1)?;
+        check_duration_ms("reconnect_max_ms", self.reconnect_max_ms, 1)
     }
 
     /// `host:port`, for logs and errors.
@@ -310,17 +324,6 @@ impl MqttConfig {
             ));
         }
         Ok(options)
-    }
-}
-
-fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
-    match value {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(bad_url(
-            url,
-            format!("`{key}={value}` is not true or false"),
-        )),
     }
 }
 

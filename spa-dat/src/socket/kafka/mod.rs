@@ -35,7 +35,9 @@ use super::{
     Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions, SocketProvider,
     SpaSocket, TopicNames,
 };
-use crate::config::{bad_url, query_pairs, split_list, unknown_parameter, url_number};
+use crate::config::{
+    bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_number,
+};
 use crate::error::{Error, Result};
 use crate::message::SpaMessage;
 use crate::redact::{is_secret_key, REDACTED};
@@ -173,17 +175,16 @@ impl KafkaConfig {
             rest.split_once('?').map_or("", |(_, q)| q)
         ))
         .map_err(|e| bad_url(url, e))?;
-        let number = |key: &str, value: &str| url_number::<i64>(url, key, value);
         for (key, value) in query_pairs(&parsed)? {
             match key.as_str() {
                 "group" | "group_id" => config.group_id = Some(value),
                 "client_id" => config.client_id = Some(value),
                 "topics" => config.default_subscription_topics = split_list(&value),
-                "partitions" => config.topic_partitions = number(&key, &value)? as i32,
-                "replication" => config.topic_replication = number(&key, &value)? as i32,
-                "create_topics" => config.create_topics = value == "true" || value == "1",
-                "connect_timeout_ms" => config.connect_timeout_ms = number(&key, &value)? as u64,
-                "publish_timeout_ms" => config.publish_timeout_ms = number(&key, &value)? as u64,
+                "partitions" => config.topic_partitions = url_number(url, &key, &value)?,
+                "replication" => config.topic_replication = url_number(url, &key, &value)?,
+                "create_topics" => config.create_topics = parse_bool(url, &key, &value)?,
+                "connect_timeout_ms" => config.connect_timeout_ms = url_number(url, &key, &value)?,
+                "publish_timeout_ms" => config.publish_timeout_ms = url_number(url, &key, &value)?,
                 property if property.contains('.') => {
                     config.properties.insert(key.clone(), value);
                 }
@@ -215,12 +216,21 @@ impl KafkaConfig {
         if self.bootstrap_servers.trim().is_empty() {
             return Err(Error::config("Kafka bootstrap_servers is empty"));
         }
-        if self.topic_partitions < 1 || self.topic_replication < 1 {
-            return Err(Error::config(
-                "Kafka topic_partitions and topic_replication must be at least 1",
-            ));
+        for (key, value) in [
+            ("topic_partitions (URL: partitions)", self.topic_partitions),
+            (
+                "topic_replication (URL: replication)",
+                self.topic_replication,
+            ),
+        ] {
+            if value < 1 {
+                return Err(Error::config(format!(
+                    "Kafka `{key}` must be at least 1, got {value}"
+                )));
+            }
         }
-        Ok(())
+        check_duration_ms("connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        check_duration_ms("publish_timeout_ms", self.publish_timeout_ms, 1)
     }
 
     /// `kafka://servers`, for logs and errors.
