@@ -421,6 +421,7 @@ impl SocketProvider for MemorySocketProvider {
             wildcards: true,
             consumer_groups: true,
             ordered_per_publisher: true,
+            ordered_per_partition: true,
             subscribe_is_synchronous: true,
         }
     }

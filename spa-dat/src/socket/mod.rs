@@ -87,6 +87,9 @@ pub struct Capabilities {
     pub consumer_groups: bool,
     /// Messages of one publisher on one topic arrive in the order sent.
     pub ordered_per_publisher: bool,
+    /// Messages of one publisher on one partition of a topic arrive in the order sent (Kafka
+    /// with several partitions; true wherever `ordered_per_publisher` is).
+    pub ordered_per_partition: bool,
     /// A message published right after `subscribe` returned is delivered.
     pub subscribe_is_synchronous: bool,
 }

@@ -946,6 +946,7 @@ impl SocketProvider for MqttSocketProvider {
             wildcards: true,
             consumer_groups: true,
             ordered_per_publisher: true,
+            ordered_per_partition: true,
             subscribe_is_synchronous: true,
         }
     }

@@ -1180,6 +1180,7 @@ impl SocketProvider for KafkaSocketProvider {
             wildcards: false,
             consumer_groups: true,
             ordered_per_publisher: self.config.topic_partitions == 1,
+            ordered_per_partition: true,
             subscribe_is_synchronous: false,
         }
     }
