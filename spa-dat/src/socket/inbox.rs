@@ -53,6 +53,10 @@ struct ArrivalState {
     outstanding: AtomicUsize,
     /// Set once by the inbox's owner; handling on arrival ends when the inbox closes.
     handler: OnceLock<Arc<dyn ArrivalHandler>>,
+    /// How many arrivals may be outstanding before the transport stops reading.
+    capacity: usize,
+    /// Told when outstanding arrivals drop below `capacity`.
+    room: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ArrivalState {
@@ -67,7 +71,9 @@ impl ArrivalState {
     fn finished(&self) {
         // Release: whatever the finished handler wrote is visible to the next one to run on
         // the transport's task, which loads this with Acquire.
-        self.outstanding.fetch_sub(1, Ordering::Release);
+        if self.outstanding.fetch_sub(1, Ordering::Release) == self.capacity {
+            self.room.notify_one();
+        }
     }
 }
 
@@ -95,6 +101,23 @@ impl ArrivalSender {
         let _ = self.arrivals.send(arrival);
     }
 
+    /// Whether the inbox holds as many arrivals as its capacity: a transport then waits for
+    /// [`ArrivalSender::room`] before reading more, so a slow consumer slows the reading (and
+    /// the broker's sending) instead of growing memory.
+    pub fn is_full(&self) -> bool {
+        self.state.outstanding.load(Ordering::Acquire) >= self.state.capacity
+    }
+
+    /// Waits until the inbox is no longer full (see [`ArrivalSender::is_full`]); returns at
+    /// once when the inbox is closed.
+    pub async fn room(&self) {
+        while self.state.outstanding.load(Ordering::Acquire) >= self.state.capacity
+            && !self.arrivals.is_closed()
+        {
+            self.state.room.notified().await;
+        }
+    }
+
     /// Handles `delivery` now if allowed; gives it back otherwise.
     fn handle_now(&self, delivery: Delivery) -> Result<Option<BoxFuture<'static, ()>>, Delivery> {
         if self.state.outstanding.load(Ordering::Acquire) != 0 || self.arrivals.is_closed() {
@@ -115,14 +138,17 @@ impl Inbox {
         (tx, Inbox::new(Receiver::Bounded(rx)))
     }
 
-    /// An unbounded inbox whose consumer may handle messages on the transport's task, for
-    /// transports whose reading task must never wait on the application (the broker's flow
-    /// control bounds it instead). See [`ArrivalSender::send`].
-    pub fn handled_on_arrival() -> (ArrivalSender, Inbox) {
+    /// An inbox whose consumer may handle messages on the transport's task (see
+    /// [`ArrivalSender::send`]). Sending never waits, so the transport's task never waits on
+    /// the application; it holds `capacity` arrivals before [`ArrivalSender::room`] makes the
+    /// transport stop reading.
+    pub fn handled_on_arrival(capacity: usize) -> (ArrivalSender, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ArrivalState {
             outstanding: AtomicUsize::new(0),
             handler: OnceLock::new(),
+            capacity: capacity.max(1),
+            room: tokio::sync::Notify::new(),
         });
         let sender = ArrivalSender {
             arrivals: tx,
@@ -175,7 +201,11 @@ impl Inbox {
     pub(crate) fn close(&mut self) {
         match &mut self.receiver {
             Receiver::Bounded(rx) => rx.close(),
-            Receiver::OnArrival { arrivals, .. } => arrivals.close(),
+            Receiver::OnArrival { arrivals, state } => {
+                arrivals.close();
+                // A transport waiting for room stops waiting.
+                state.room.notify_one();
+            }
         }
     }
 
@@ -252,7 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_consumer_handles_on_arrival_and_nothing_is_queued() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (sender, mut inbox) = Inbox::handled_on_arrival(16);
         let recorder = Arc::new(Recorder::default());
         inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         sender.send(delivery("a"));
@@ -263,7 +293,7 @@ mod tests {
 
     #[tokio::test]
     async fn deliveries_wait_behind_unfinished_handling_in_order() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (sender, mut inbox) = Inbox::handled_on_arrival(16);
         let recorder = Arc::new(Recorder::default());
         inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));
         recorder.unfinished.store(true, Ordering::SeqCst);
@@ -292,7 +322,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_handler_or_once_closed_deliveries_are_not_handled() {
-        let (sender, mut inbox) = Inbox::handled_on_arrival();
+        let (sender, mut inbox) = Inbox::handled_on_arrival(16);
         let recorder = Arc::new(Recorder::default());
         sender.send(delivery("before"));
         inbox.handle_on_arrival(Arc::new(Arc::clone(&recorder)));

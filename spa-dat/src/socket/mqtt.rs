@@ -898,7 +898,7 @@ impl SocketProvider for MqttSocketProvider {
                 })
             }
         }
-        let (inbox_tx, inbox) = Inbox::handled_on_arrival();
+        let (inbox_tx, inbox) = Inbox::handled_on_arrival(options.inbox_capacity);
         let shared = Arc::new(Shared {
             acks: AckPath::new(client.clone()),
             client,
@@ -1063,6 +1063,16 @@ impl Driver {
         loop {
             self.shared.acks.before_poll(&mut acks.batch);
             acks.write(&mut eventloop).await;
+            // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
+            // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
+            // made meanwhile are written on the next turn.
+            if self.inbox.is_full() {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.close_requested.notified() => break,
+                    _ = self.inbox.room() => {}
+                }
+            }
             let polled = eventloop.poll().await;
             self.shared.acks.after_poll();
             match polled {
