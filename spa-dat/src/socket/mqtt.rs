@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -447,6 +447,9 @@ struct Ledger {
 struct AckPath {
     client: AsyncClient,
     queue: Mutex<AckQueue>,
+    /// Counts connection losses: an acknowledgement belongs to the connection its message
+    /// came on.
+    connection: AtomicU64,
     /// The connection task waits in a poll: an acknowledgement must wake it.
     polling: AtomicBool,
 }
@@ -463,6 +466,8 @@ struct AckQueue {
 struct Ack {
     pkid: u16,
     qos: QoS,
+    /// The connection the message came on (see [`AckPath::ack_for`]).
+    connection: u64,
 }
 
 impl Ack {
@@ -486,7 +491,17 @@ impl AckPath {
         AckPath {
             client,
             queue: Mutex::new(AckQueue::default()),
+            connection: AtomicU64::new(0),
             polling: AtomicBool::new(false),
+        }
+    }
+
+    /// The acknowledgement a message just received with `pkid` and `qos` will need.
+    fn ack_for(&self, pkid: u16, qos: QoS) -> Ack {
+        Ack {
+            pkid,
+            qos,
+            connection: self.connection.load(Ordering::Acquire),
         }
     }
 
@@ -499,6 +514,15 @@ impl AckPath {
     /// the request channel (when none is there), which wakes it.
     fn acknowledge(&self, ack: Ack) {
         let mut queue = self.queue();
+        // A message of a lost connection: on this one its packet id can be another message's.
+        // The broker sends it again (with a session) or it is gone with the session.
+        if ack.connection != self.connection.load(Ordering::Acquire) {
+            tracing::debug!(
+                pkid = ack.pkid,
+                "acknowledgement of a lost connection dropped"
+            );
+            return;
+        }
         queue.waiting.push_back(ack);
         if queue.in_channel.is_some() || !self.polling.load(Ordering::Acquire) {
             return;
@@ -546,6 +570,8 @@ impl AckPath {
     /// sends those messages again), and so do we.
     fn connection_lost(&self) {
         let mut queue = self.queue();
+        // Under the queue lock: no acknowledgement of the old connection slips in after this.
+        self.connection.fetch_add(1, Ordering::AcqRel);
         queue.waiting.clear();
         queue.in_channel = None;
     }
@@ -1208,10 +1234,8 @@ impl Driver {
     }
 
     fn deliver(&mut self, publish: Publish) {
-        let ack = (publish.qos != QoS::AtMostOnce).then_some(Ack {
-            pkid: publish.pkid,
-            qos: publish.qos,
-        });
+        let ack = (publish.qos != QoS::AtMostOnce)
+            .then(|| self.shared.acks.ack_for(publish.pkid, publish.qos));
         if publish.topic.starts_with(&self.shared.reply_prefix) {
             super::deliver_reply(&self.shared.replies, &publish.topic, &publish.payload);
             if let Some(ack) = ack {
@@ -1329,6 +1353,7 @@ mod tests {
         Ack {
             pkid,
             qos: QoS::AtLeastOnce,
+            connection: 0,
         }
     }
 
@@ -1349,10 +1374,7 @@ mod tests {
         assert_eq!(before_poll(&path), [] as [u16; 0]);
         let mut qos2 = Vec::new();
         path.after_poll();
-        path.acknowledge(Ack {
-            pkid: 4,
-            qos: QoS::ExactlyOnce,
-        });
+        path.acknowledge(path.ack_for(4, QoS::ExactlyOnce));
         path.before_poll(&mut qos2);
         assert!(matches!(qos2[..], [a] if matches!(a.packet(), Packet::PubRec(_))));
     }
@@ -1389,11 +1411,25 @@ mod tests {
         path.after_poll();
         assert_eq!(before_poll(&path), [] as [u16; 0]);
         // Nothing is in the channel any more: the next one while polling goes there.
-        path.acknowledge(ack(7));
-        path.acknowledge(ack(8));
+        path.acknowledge(path.ack_for(7, QoS::AtLeastOnce));
+        path.acknowledge(path.ack_for(8, QoS::AtLeastOnce));
         path.after_poll();
         assert_eq!(before_poll(&path), [] as [u16; 0], "8 waits behind 7");
         path.written(7);
         assert_eq!(before_poll(&path), [8]);
+    }
+
+    #[test]
+    fn an_acknowledgement_made_for_an_earlier_connection_is_not_written_on_the_next() {
+        let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
+        let path = AckPath::new(client);
+        let captured = path.ack_for(5, QoS::AtLeastOnce); // a message of the first connection
+        path.connection_lost();
+        // Its handler finishes after the reconnect: packet id 5 may now be another message.
+        path.acknowledge(captured);
+        assert_eq!(before_poll(&path), [] as [u16; 0]);
+        path.after_poll(); // busy: acknowledgements wait for the task to write them
+        path.acknowledge(path.ack_for(5, QoS::AtLeastOnce));
+        assert_eq!(before_poll(&path), [5], "this connection's own is written");
     }
 }
