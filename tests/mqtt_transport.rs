@@ -742,3 +742,38 @@ async fn a_publish_cancelled_while_waiting_for_room_leaves_the_acknowledgements_
     .expect("acknowledged");
     socket.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_message_larger_than_max_packet_size_is_delivered_and_loses_nothing() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.max_packet_size = 10_000;
+    let mut consumer = provider(config)
+        .connect(SocketOptions::new("small-consumer").topics(["large/#"]))
+        .await
+        .expect("connects");
+    let publisher = publisher(&broker, "large-publisher").await;
+    publisher
+        .socket
+        .publish(&SpaMessage::new("large/one", "x".repeat(50_000)))
+        .await
+        .expect("a large publish");
+    for i in 0..5 {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("large/small", i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let payloads = support::next_payloads(&mut consumer.inbox, 6, Duration::from_secs(10)).await;
+    let first = SpaMessage::from_json(&payloads[0]).expect("decodes");
+    assert_eq!(first.payload.len(), 50_000);
+    assert_eq!(
+        broker.log().matches("New client connected").count(),
+        2,
+        "no reconnect: {}",
+        broker.log()
+    );
+    consumer.socket.close().await.expect("close");
+    publisher.socket.close().await.expect("close");
+}

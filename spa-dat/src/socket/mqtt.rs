@@ -81,7 +81,8 @@ pub struct MqttConfig {
     /// Unacknowledged outgoing publishes at once.
     #[serde(default = "default_inflight")]
     pub inflight: u16,
-    /// Largest packet accepted and sent, in bytes (rumqttc's default is 10 KiB).
+    /// Largest packet this client sends, in bytes (a larger publish fails at once). Incoming
+    /// packets are accepted up to MQTT's own limit: the broker's limit bounds them.
     #[serde(default = "default_max_packet_size")]
     pub max_packet_size: usize,
     /// Topics a socket subscribes to when its application names none.
@@ -154,6 +155,9 @@ fn default_true() -> bool {
 fn default_inflight() -> u16 {
     100
 }
+/// The largest packet MQTT 3.1.1 can carry (a 4-byte remaining length, plus its header).
+const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
+
 fn default_max_packet_size() -> usize {
     1024 * 1024
 }
@@ -313,7 +317,10 @@ impl MqttConfig {
             .set_keep_alive(Duration::from_secs(self.keepalive_secs))
             .set_clean_session(self.clean_session)
             .set_inflight(self.inflight)
-            .set_max_packet_size(self.max_packet_size, self.max_packet_size)
+            // Incoming: the largest packet MQTT allows. rumqttc drops the connection over a
+            // larger one than its limit, losing what the broker sent meanwhile (with a clean
+            // session); the broker's own limit (Mosquitto: message_size_limit) bounds it.
+            .set_max_packet_size(MQTT_MAX_PACKET_SIZE, self.max_packet_size)
             .set_manual_acks(true);
         if let Some(username) = &self.username {
             options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
