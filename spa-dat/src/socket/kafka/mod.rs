@@ -274,11 +274,13 @@ fn existing_topics<C: ClientContext>(
     failures: &Failures,
     timeout: Duration,
 ) -> std::result::Result<BTreeSet<String>, String> {
-    // Short attempts, so a permanent error ends the wait at once instead of at the timeout.
-    const ATTEMPT: Duration = Duration::from_millis(250);
+    // Short attempts first, so a permanent error ends the wait within moments instead of at
+    // the timeout; each one twice as long as the last (up to 2 s), so a slow (remote, TLS)
+    // cluster whose answer takes longer than the first still gets one.
+    let mut attempt = Duration::from_millis(250);
     let deadline = Instant::now() + timeout;
     loop {
-        let attempt = ATTEMPT.min(deadline.saturating_duration_since(Instant::now()));
+        attempt = attempt.min(deadline.saturating_duration_since(Instant::now()));
         match client.fetch_metadata(None, Timeout::After(attempt)) {
             Ok(metadata) => {
                 return Ok(metadata
@@ -301,6 +303,7 @@ fn existing_topics<C: ClientContext>(
                         describe(&error)
                     ));
                 }
+                attempt = (attempt * 2).min(Duration::from_secs(2));
             }
         }
     }
