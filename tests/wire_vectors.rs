@@ -107,12 +107,13 @@ fn malformed_input_is_a_clear_error() {
     for (bytes, needle) in [
         (&b"not json"[..], "expected"),
         (br#"{"Topic":"t"}"#, "Payload"),
-        (br#"{"Payload":1,"Topic":"t"}"#, "invalid type"),
+        (br#"{"Payload":1,"Topic":"t"}"#, "`Payload` must be a string"),
         (
             br#"{"Payload":"x","Topic":"t","Timestamp":"soon"}"#,
-            "invalid type",
+            "`Timestamp` must be a whole number",
         ),
-        (b"\xff\xfe", "expected"),
+        (b"\xff\xfe", "not UTF-8"),
+        (br#"["x","t"]"#, "a JSON object"),
     ] {
         let error = SpaMessage::from_json(bytes).expect_err("must be rejected");
         assert!(

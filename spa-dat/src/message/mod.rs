@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+mod decode;
+
 /// The content type spa-dat sets for JSON payloads.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
@@ -206,11 +208,10 @@ impl SpaMessage {
         Ok(out)
     }
 
-    /// Decodes a message from its wire form. Unknown keys are ignored, as in Python;
-    /// `Payload` and `Topic` are required.
+    /// Decodes a message from its wire form, accepting exactly what Python spa-dat 0.4.0
+    /// accepts (see the `decode` module); the error names the field at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
-        let wire: WireOwned<'_> =
-            serde_json::from_slice(bytes).map_err(|e| Error::decode(e.to_string()))?;
+        let wire = decode::envelope(bytes).map_err(Error::decode)?;
         Ok(SpaMessage {
             payload: Bytes::from(wire.payload.into_owned()),
             topic: wire.topic.into_owned(),
@@ -235,27 +236,6 @@ struct WireRef<'a> {
     quality_of_service: QualityOfService,
     response_topic: Option<&'a str>,
     timestamp: i64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct WireOwned<'a> {
-    #[serde(borrow)]
-    payload: Cow<'a, str>,
-    #[serde(borrow)]
-    topic: Cow<'a, str>,
-    #[serde(default, borrow)]
-    content_type: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    client_id: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    client_name: Option<Cow<'a, str>>,
-    #[serde(default)]
-    quality_of_service: Option<QualityOfService>,
-    #[serde(default, borrow)]
-    response_topic: Option<Cow<'a, str>>,
-    #[serde(default)]
-    timestamp: Option<i64>,
 }
 
 /// Builds messages on behalf of one application: fills in its `client_id` and `client_name`
