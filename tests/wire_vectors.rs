@@ -107,7 +107,10 @@ fn malformed_input_is_a_clear_error() {
     for (bytes, needle) in [
         (&b"not json"[..], "expected"),
         (br#"{"Topic":"t"}"#, "Payload"),
-        (br#"{"Payload":1,"Topic":"t"}"#, "`Payload` must be a string"),
+        (
+            br#"{"Payload":1,"Topic":"t"}"#,
+            "`Payload` must be a string",
+        ),
         (
             br#"{"Payload":"x","Topic":"t","Timestamp":"soon"}"#,
             "`Timestamp` must be a whole number",
