@@ -140,6 +140,11 @@ impl ClientContext for SocketContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         let broker = &self.broker;
+        // Not an error: the read-access check asks for it (enable.partition.eof).
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(%broker, "Kafka: {reason}");
+            return;
+        }
         match self.failures.record(&error, reason, self.group.as_deref()) {
             Some(permanent) => tracing::error!(%broker, "Kafka: {permanent}"),
             None => tracing::warn!(%broker, %error, "Kafka: {reason}"),
