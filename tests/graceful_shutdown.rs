@@ -1,0 +1,221 @@
+//! SIGTERM against a real process (`examples/graceful_shutdown.rs`) on real brokers: sent while
+//! a stream is being handled, the message in flight finishes, the process exits 0 within the
+//! grace period, and a restart handles every message the first run did not finish — nothing
+//! lost, at most the one in flight handled twice (Kafka: committed offsets; MQTT: a persistent
+//! session and acknowledgements sent before the socket closed).
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+use spa_dat::{SocketOptions, SocketProvider, SpaMessage};
+use support::mosquitto::Mosquitto;
+
+const MESSAGES: usize = 40;
+const GRACE_MS: u64 = 5_000;
+
+/// The example's binary: `cargo test` builds the examples with the tests (a run of this test
+/// alone does not: `cargo build --example graceful_shutdown` first).
+fn example() -> PathBuf {
+    let binary = std::env::current_exe()
+        .expect("test binary")
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("examples/graceful_shutdown");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo test` without a target filter, or `cargo build --example \
+         graceful_shutdown` first",
+        binary.display()
+    );
+    binary
+}
+
+/// Starts the example and waits until it runs (its subscriptions are in place).
+fn start(url: &str, topic: &str, log: &Path) -> Child {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(example())
+        .env("SPA_DAT_URL", url)
+        .env("SPA_DAT_SHUTDOWN_GRACE_MS", GRACE_MS.to_string())
+        .env("GRACEFUL_TOPIC", topic)
+        .env("GRACEFUL_LOG", log)
+        .env("GRACEFUL_WORK_MS", "100")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the example starts");
+    // tracing's fmt subscriber writes to stdout.
+    let mut output = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = output.read_line(&mut line).expect("reads its log");
+        assert!(read > 0, "the example exited before it ran");
+        eprint!("example: {line}");
+        if line.contains("spa-dat running") {
+            break;
+        }
+    }
+    // Keep reading, so the example never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in output.lines().map_while(Result::ok) {
+            eprintln!("example: {line}");
+        }
+    });
+    child
+}
+
+/// (started, done) payloads of each run so far, from the log.
+fn lines(log: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix).map(str::to_owned))
+        .collect()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Publishes the stream, SIGTERMs the consumer mid-stream, restarts it, and checks the books.
+async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "spa-dat-graceful-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let first_log = dir.join("first.log");
+    let second_log = dir.join("second.log");
+
+    let mut first = start(url, topic, &first_log);
+    let publisher = provider
+        .connect(SocketOptions::new(format!(
+            "graceful-publisher-{}",
+            &topic[topic.len() - 6..]
+        )))
+        .await
+        .expect("connects");
+    for seq in 0..MESSAGES {
+        publisher
+            .socket
+            .publish(&SpaMessage::new(topic, format!("{seq:03}")))
+            .await
+            .expect("publish");
+    }
+    wait_for(
+        "the first run to handle a few",
+        Duration::from_secs(60),
+        || lines(&first_log, "done ").len() >= 5,
+    )
+    .await;
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = first.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_millis(GRACE_MS + 10_000),
+            "the process exits within the grace period"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status 0, got {exit}");
+    let started = lines(&first_log, "start ");
+    let finished = lines(&first_log, "done ");
+    assert_eq!(
+        started, finished,
+        "the message in flight finished before the exit"
+    );
+    assert!(finished.len() < MESSAGES, "stopped mid-stream");
+
+    let mut second = start(url, topic, &second_log);
+    wait_for(
+        "the restart to handle the rest",
+        Duration::from_secs(90),
+        || {
+            let done: HashSet<String> = lines(&first_log, "done ")
+                .into_iter()
+                .chain(lines(&second_log, "done "))
+                .collect();
+            done.len() == MESSAGES
+        },
+    )
+    .await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status();
+    let _ = second.wait();
+    let mut handled: HashMap<String, usize> = HashMap::new();
+    for payload in lines(&first_log, "done ")
+        .into_iter()
+        .chain(lines(&second_log, "done "))
+    {
+        *handled.entry(payload).or_default() += 1;
+    }
+    let twice: Vec<_> = handled.iter().filter(|(_, count)| **count > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "at most the message in flight is handled again: {twice:?}"
+    );
+    publisher.socket.close().await.expect("close");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_consumer_survives_sigterm_mid_stream() {
+    let bootstrap = support::kafka::bootstrap();
+    let topic = format!(
+        "graceful.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let provider: Arc<dyn SocketProvider> = Arc::new(
+        KafkaSocketProvider::new(KafkaConfig::new(bootstrap.clone())).expect("valid config"),
+    );
+    // The topic exists before the first run subscribes, so it reads from the beginning.
+    provider
+        .connect(SocketOptions::new("graceful-setup").topics([topic.clone()]))
+        .await
+        .expect("creates the topic")
+        .socket
+        .close()
+        .await
+        .expect("close");
+    let url = format!("kafka://{bootstrap}?group={topic}-group");
+    survives_sigterm(provider, &url, &topic).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_consumer_survives_sigterm_mid_stream() {
+    let broker = Mosquitto::start();
+    let provider: Arc<dyn SocketProvider> = Arc::new(
+        MqttSocketProvider::new(MqttConfig::new("127.0.0.1", broker.port)).expect("valid config"),
+    );
+    let id = format!(
+        "graceful-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let url = format!(
+        "mqtt://127.0.0.1:{}?client_id={id}&clean_session=false&qos=1",
+        broker.port
+    );
+    survives_sigterm(provider, &url, &format!("graceful/{id}")).await;
+}
