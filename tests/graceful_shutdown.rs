@@ -7,81 +7,18 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
 use spa_dat::{SocketOptions, SocketProvider, SpaMessage};
+use support::example;
 use support::mosquitto::Mosquitto;
 
 const MESSAGES: usize = 40;
 const GRACE_MS: u64 = 5_000;
-
-/// The example's binary: `cargo test` builds the examples with the tests (a run of this test
-/// alone does not: `cargo build --example graceful_shutdown` first).
-fn example() -> PathBuf {
-    let binary = std::env::current_exe()
-        .expect("test binary")
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("examples/graceful_shutdown");
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test` without a target filter, or `cargo build --example \
-         graceful_shutdown` first",
-        binary.display()
-    );
-    binary
-}
-
-/// Starts the example and waits until it runs (its subscriptions are in place).
-fn start(url: &str, topic: &str, log: &Path) -> Child {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(example())
-        .env("SPA_DAT_URL", url)
-        .env("SPA_DAT_SHUTDOWN_GRACE_MS", GRACE_MS.to_string())
-        .env("GRACEFUL_TOPIC", topic)
-        .env("GRACEFUL_LOG", log)
-        .env("GRACEFUL_WORK_MS", "100")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the example starts");
-    // tracing's fmt subscriber writes to stdout.
-    let mut output = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let read = output.read_line(&mut line).expect("reads its log");
-        assert!(read > 0, "the example exited before it ran");
-        eprint!("example: {line}");
-        if line.contains("spa-dat running") {
-            break;
-        }
-    }
-    // Keep reading, so the example never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in output.lines().map_while(Result::ok) {
-            eprintln!("example: {line}");
-        }
-    });
-    child
-}
-
-/// (started, done) payloads of each run so far, from the log.
-fn lines(log: &Path, prefix: &str) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.strip_prefix(prefix).map(str::to_owned))
-        .collect()
-}
 
 async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -101,7 +38,7 @@ async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &
     let first_log = dir.join("first.log");
     let second_log = dir.join("second.log");
 
-    let mut first = start(url, topic, &first_log);
+    let mut first = example::start_graceful(url, topic, &first_log, GRACE_MS, 100);
     let publisher = provider
         .connect(SocketOptions::new(format!(
             "graceful-publisher-{}",
@@ -119,7 +56,7 @@ async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &
     wait_for(
         "the first run to handle a few",
         Duration::from_secs(60),
-        || lines(&first_log, "done ").len() >= 5,
+        || example::logged(&first_log, "done ").len() >= 5,
     )
     .await;
     let signalled = Instant::now();
@@ -139,22 +76,22 @@ async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "exit status 0, got {exit}");
-    let started = lines(&first_log, "start ");
-    let finished = lines(&first_log, "done ");
+    let started = example::logged(&first_log, "start ");
+    let finished = example::logged(&first_log, "done ");
     assert_eq!(
         started, finished,
         "the message in flight finished before the exit"
     );
     assert!(finished.len() < MESSAGES, "stopped mid-stream");
 
-    let mut second = start(url, topic, &second_log);
+    let mut second = example::start_graceful(url, topic, &second_log, GRACE_MS, 100);
     wait_for(
         "the restart to handle the rest",
         Duration::from_secs(90),
         || {
-            let done: HashSet<String> = lines(&first_log, "done ")
+            let done: HashSet<String> = example::logged(&first_log, "done ")
                 .into_iter()
-                .chain(lines(&second_log, "done "))
+                .chain(example::logged(&second_log, "done "))
                 .collect();
             done.len() == MESSAGES
         },
@@ -165,9 +102,9 @@ async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &
         .status();
     let _ = second.wait();
     let mut handled: HashMap<String, usize> = HashMap::new();
-    for payload in lines(&first_log, "done ")
+    for payload in example::logged(&first_log, "done ")
         .into_iter()
-        .chain(lines(&second_log, "done "))
+        .chain(example::logged(&second_log, "done "))
     {
         *handled.entry(payload).or_default() += 1;
     }

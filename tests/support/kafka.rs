@@ -87,3 +87,61 @@ impl Drop for OwnKafka {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A 3-node cluster of the test's own (`scripts/kafka.sh cluster-start`: 3 replicas,
+/// min.insync.replicas=2), stopped when dropped.
+pub struct OwnCluster {
+    dir: PathBuf,
+    pub bootstrap: String,
+}
+
+impl OwnCluster {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "spa-dat-kafka-cluster-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut cluster = OwnCluster {
+            dir,
+            bootstrap: String::new(),
+        };
+        cluster.run(&["cluster-start"]);
+        cluster.bootstrap = std::fs::read_to_string(cluster.dir.join("bootstrap"))
+            .expect("bootstrap file")
+            .trim()
+            .to_owned();
+        cluster
+    }
+
+    fn run(&self, args: &[&str]) {
+        let status = Command::new("bash")
+            .arg(script())
+            .arg(args[0])
+            .arg(&self.dir)
+            .args(&args[1..])
+            .status()
+            .expect("scripts/kafka.sh runs");
+        assert!(status.success(), "scripts/kafka.sh {args:?} failed");
+    }
+
+    /// `kill -9` of node `n` (1 to 3).
+    pub fn kill(&self, n: usize) {
+        self.run(&["node-kill", &n.to_string()]);
+    }
+
+    /// Starts node `n` again with its data.
+    pub fn restart(&self, n: usize) {
+        self.run(&["node-start", &n.to_string()]);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("cluster-stop")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,6 +1,7 @@
 //! Test support: real brokers, the Python spa-dat for interop.
 
 pub mod certs;
+pub mod example;
 pub mod kafka;
 pub mod mosquitto;
 pub mod python;
