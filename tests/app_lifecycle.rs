@@ -473,3 +473,103 @@ fn public_handles_are_send_and_sync() {
     assert_send_sync::<MemoryBus>();
     assert_send_sync::<Error>();
 }
+
+/// A transport of a user's own (here: the in-process bus) with a bug: it panics when a reply
+/// is published. The runtime must still tear the application down.
+struct PanickingReplies {
+    inner: Arc<dyn spa_dat::SocketProvider>,
+    log: Log,
+}
+
+struct PanickingSocket {
+    inner: Arc<dyn spa_dat::SpaSocket>,
+    log: Log,
+}
+
+#[async_trait]
+impl spa_dat::SpaSocket for PanickingSocket {
+    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> spa_dat::Result<()> {
+        self.inner.publish_bytes(topic, payload).await
+    }
+    async fn publish_reply(
+        &self,
+        _reply: &SpaMessage,
+        _request: &spa_dat::socket::Delivery,
+    ) -> spa_dat::Result<()> {
+        panic!("transport bug in publish_reply")
+    }
+    async fn subscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
+        self.inner.subscribe(topics).await
+    }
+    async fn unsubscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
+        self.inner.unsubscribe(topics).await
+    }
+    async fn request(&self, message: SpaMessage, timeout: Duration) -> spa_dat::Result<SpaMessage> {
+        self.inner.request(message, timeout).await
+    }
+    async fn close(&self) -> spa_dat::Result<()> {
+        record(&self.log, "socket closed");
+        self.inner.close().await
+    }
+}
+
+#[async_trait]
+impl spa_dat::SocketProvider for PanickingReplies {
+    async fn connect(
+        &self,
+        options: spa_dat::SocketOptions,
+    ) -> spa_dat::Result<spa_dat::socket::Connection> {
+        let connection = self.inner.connect(options).await?;
+        Ok(spa_dat::socket::Connection {
+            socket: Arc::new(PanickingSocket {
+                inner: connection.socket,
+                log: Arc::clone(&self.log),
+            }),
+            inbox: connection.inbox,
+        })
+    }
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn spa_dat::SocketProvider> {
+        self.inner.rebuild(topics)
+    }
+    fn default_topics(&self) -> &[String] {
+        self.inner.default_topics()
+    }
+    fn capabilities(&self) -> spa_dat::socket::Capabilities {
+        self.inner.capabilities()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test]
+async fn an_application_whose_task_panics_is_still_torn_down_and_reported() {
+    let (bus, app) = fresh_bus();
+    let log = Log::default();
+    let buggy = Arc::new(PanickingReplies {
+        inner: Arc::new(MemorySocketProvider::new(bus.clone())),
+        log: Arc::clone(&log),
+    });
+    let answerer = Application::consumer("answerer", ["questions"], |_m: SpaMessage| async {
+        "an answer"
+    })
+    .socket_provider(buggy)
+    .resource(Local(recorded("local", &log)));
+    let app = app.add_application(answerer).add_producer(
+        "asker",
+        |socket: Socket, shutdown: Shutdown| async move {
+            let _ = socket
+                .request_with_timeout(
+                    SpaMessage::new("questions", "?"),
+                    Duration::from_millis(300),
+                )
+                .await;
+            shutdown.trigger();
+        },
+    );
+    let error = run_bounded(app).await.expect_err("the panic is reported");
+    assert!(error.to_string().contains("answerer"), "{error}");
+    let log = log_of(&log);
+    assert!(log.contains(&"socket closed".to_owned()), "{log:?}");
+    assert!(log.contains(&"teardown local".to_owned()), "{log:?}");
+}

@@ -1,11 +1,14 @@
 //! [`DistributedApplication`]: every registered or added application, run together.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use tokio::task::JoinSet;
 
-use super::application::{Application, ApplicationLifeCycle, Settings};
+use super::application::{panic_message, Application, ApplicationLifeCycle, Settings};
 use super::resource::{Resource, ResourceSet};
 use super::shutdown::{on_signal, Shutdown};
 use crate::config::{Config, SocketProviderFactory};
@@ -238,7 +241,19 @@ async fn run_apps(
     let order: Vec<String> = ready.iter().map(|a| a.name().to_owned()).collect();
     for mut app in ready {
         tasks.spawn(async move {
-            let result = app.run_async().await;
+            // Handlers' panics are caught where they run; this catches one from the runtime or
+            // a transport, so the application is still handed back and torn down.
+            let result = match AssertUnwindSafe(app.run_async()).catch_unwind().await {
+                Ok(result) => result,
+                Err(panic) => {
+                    let reason = panic_message(panic.as_ref());
+                    tracing::error!(app = app.name(), panic = %reason, "application task panicked");
+                    Err(Error::Handler {
+                        handler: app.name().to_owned(),
+                        reason: format!("its task panicked: {reason}"),
+                    })
+                }
+            };
             (app, result)
         });
     }
@@ -253,7 +268,11 @@ async fn run_apps(
                 }
                 finished.insert(app.name().to_owned(), app);
             }
-            Err(join_error) => tracing::error!(error = %join_error, "application task failed"),
+            // Only cancellation is left (panics are caught in the task): nothing to tear down.
+            Err(join_error) => {
+                tracing::error!(error = %join_error, "application task failed");
+                errors.push(Error::Other(Box::new(join_error)));
+            }
         }
     }
     for name in order.iter().rev() {
