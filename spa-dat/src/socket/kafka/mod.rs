@@ -985,17 +985,24 @@ impl SpaSocket for KafkaSocket {
         }
         lock(&self.shared.inbox).take();
         let consumer = lock(&self.shared.consumer).take();
+        let mut commit_failure = None;
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
             let commit = tokio::task::spawn_blocking(move || {
                 if let Some(handled) = &consumer.context().handled {
                     handled.store(&*consumer);
                 }
-                match consumer.commit_consumer_state(CommitMode::Sync) {
-                    Ok(()) => tracing::debug!("offsets committed on close"),
-                    Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                    Err(error) => tracing::warn!(%error, "committing offsets on close failed"),
-                }
+                let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {
+                        tracing::debug!("offsets committed on close");
+                        None
+                    }
+                    Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => None,
+                    Err(error) => {
+                        tracing::warn!(%error, "committing offsets on close failed");
+                        Some(describe(&error))
+                    }
+                };
                 // The last handle: dropping it closes the consumer and leaves the group now,
                 // instead of holding partitions until the session times out.
                 if let Ok(consumer) = Arc::try_unwrap(consumer) {
@@ -1003,8 +1010,9 @@ impl SpaSocket for KafkaSocket {
                 } else {
                     tracing::warn!("Kafka consumer still referenced at close; it leaves the group when released");
                 }
+                committed
             });
-            let _ = commit.await;
+            commit_failure = commit.await.unwrap_or_else(|join| Some(join.to_string()));
         }
         if self.shared.reply_consumer.initialized() {
             // The reply topics are this socket's alone (Python deletes its own too).
@@ -1022,7 +1030,16 @@ impl SpaSocket for KafkaSocket {
         })
         .await;
         self.shared.replies.requests().close();
-        Ok(())
+        // Reported after everything else is closed: the records handled since the last commit
+        // are delivered again to the group's next member.
+        match commit_failure {
+            Some(reason) => Err(kafka_error(
+                &self.shared.broker,
+                "commit offsets on close",
+                format!("{reason}; what was handled since the last commit is delivered again"),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
