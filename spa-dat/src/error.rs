@@ -9,7 +9,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in spa-dat. Each variant carries what a user needs to act.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Debug` prints the same sentence as `Display` (causes included), so an error returned from
+/// `main` reads as one; match on the variants for the details.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Bytes on the bus that are not a spa-dat message.
@@ -102,6 +105,12 @@ pub enum Error {
     Other(BoxError),
 }
 
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
 fn join_errors(errors: &[Error]) -> String {
     errors
         .iter()
@@ -135,5 +144,26 @@ impl Error {
 
     pub(crate) fn config(reason: impl Into<String>) -> Self {
         Error::Config(reason.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_returned_from_main_reads_as_a_sentence() {
+        let error = Error::Startup {
+            app: "kitchen_sensor".into(),
+            source: Box::new(Error::Connect {
+                broker: "mqtt://broker:1883".into(),
+                reason: "connection refused".into(),
+            }),
+        };
+        // `fn main() -> Result<(), Error>` prints the error with `{:?}`.
+        assert_eq!(
+            format!("{error:?}"),
+            "application `kitchen_sensor` failed to start: cannot connect to mqtt://broker:1883: connection refused"
+        );
     }
 }
