@@ -405,11 +405,13 @@ pub async fn spawn_responder(
                 .collect();
             let reply = SpaMessage::new(reply_to, body).with_client_name("responder");
             // The transport carries the request's correlation to the reply (Kafka: a header).
-            responder
-                .publish_reply(&reply, &delivery)
-                .await
-                .expect("reply");
-            delivery.ack();
+            match responder.publish_reply(&reply, &delivery).await {
+                Ok(()) => delivery.ack(),
+                // Closed while its last reply waited for the broker's acknowledgement (the
+                // requester can have the reply first): the responder's work is over.
+                Err(spa_dat::Error::Closed) => break,
+                Err(error) => panic!("reply: {error}"),
+            }
         }
     });
     (socket, task)

@@ -1109,7 +1109,18 @@ impl Driver {
             let polled = eventloop.poll().await;
             self.shared.acks.after_poll();
             match polled {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    // The broker closes the connection once it has processed the DISCONNECT:
+                    // wait for that (briefly), so when close() returns the broker has let this
+                    // client go — its shared-subscription membership too, which otherwise still
+                    // took messages meant for the group's other members.
+                    // Read from the connection itself: polling rumqttc again would reconnect.
+                    if let Some(network) = eventloop.network.as_mut() {
+                        let closed = async { while network.read().await.is_ok() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                    }
+                    break;
+                }
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     tracing::info!(broker = %self.shared.broker, session_present = ack.session_present, "MQTT reconnected");
                     self.backoff.reset();
