@@ -664,7 +664,7 @@ impl Shared {
 
     /// Records `request`, hands it to rumqttc, and waits for the broker's acknowledgement.
     ///
-    /// Cancel-safe: the ledger entry and the hand-over to rumqttc happen in one step, with no
+    /// Cancel-safe: the hand-over to rumqttc and the ledger entry happen in one step, with no
     /// await between, so a caller dropped while waiting for room in rumqttc's request channel
     /// leaves nothing behind. Waiting for the order lock and for room counts against
     /// `publish_timeout`; a request not handed over by then was never sent.
@@ -695,36 +695,33 @@ impl Shared {
             )
         };
         let (waiter, acknowledged) = oneshot::channel();
-        let mut waiter = Some(waiter);
+        let entry = Pending {
+            kind,
+            waiter: Some(waiter),
+            request,
+        };
         {
             let _order = tokio::time::timeout_at(deadline.into(), self.order.lock())
                 .await
                 .map_err(|_| not_sent())?;
             let mut pause = Duration::from_millis(1);
             loop {
-                let handed = {
+                {
+                    // Handed over and recorded under the ledger lock: the driver records what
+                    // rumqttc sent under the same lock, so it always finds this entry.
                     let mut ledger = self.ledger();
-                    ledger.unsent.push_back(Pending {
-                        kind,
-                        waiter: waiter.take(),
-                        request: request.clone(),
-                    });
-                    let handed = self.try_hand_over(&request);
-                    if handed.is_err() {
-                        // Under the ledger lock: the last entry is ours.
-                        waiter = ledger.unsent.pop_back().and_then(|pending| pending.waiter);
+                    match self.try_hand_over(&entry.request) {
+                        Ok(()) => {
+                            ledger.unsent.push_back(entry);
+                            break;
+                        }
+                        Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {}
+                        Err(_) => return Err(not_sent()),
                     }
-                    handed
-                };
-                match handed {
-                    Ok(()) => break,
-                    Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {
-                        self.ensure_open()?;
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(10));
-                    }
-                    Err(_) => return Err(not_sent()),
                 }
+                self.ensure_open()?;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
             }
         }
         match tokio::time::timeout(self.publish_timeout, acknowledged).await {
@@ -740,16 +737,23 @@ impl Shared {
         }
     }
 
-    /// Hands `request` to rumqttc's request channel if it has room.
+    /// Hands `request` to rumqttc's request channel if it has room. rumqttc's `try_*` take
+    /// owned values, so the topic and payload are copied (the ledger keeps the request for a
+    /// resend); `publish_bytes`, which takes `Bytes`, is only an await, and a caller cancelled
+    /// in it leaves no trace of whether the request was sent.
     fn try_hand_over(&self, request: &Request) -> std::result::Result<(), rumqttc::ClientError> {
-        match request.clone() {
-            Request::Publish(publish) => {
-                self.client
-                    .try_publish(publish.topic, publish.qos, publish.retain, publish.payload)
-            }
-            Request::Subscribe(subscribe) => self.client.try_subscribe_many(subscribe.filters),
-            Request::Unsubscribe(mut unsubscribe) => match unsubscribe.topics.pop() {
-                Some(topic) => self.client.try_unsubscribe(topic),
+        match request {
+            Request::Publish(publish) => self.client.try_publish(
+                publish.topic.as_str(),
+                publish.qos,
+                publish.retain,
+                publish.payload.to_vec(),
+            ),
+            Request::Subscribe(subscribe) => self
+                .client
+                .try_subscribe_many(subscribe.filters.iter().cloned()),
+            Request::Unsubscribe(unsubscribe) => match unsubscribe.topics.last() {
+                Some(topic) => self.client.try_unsubscribe(topic.as_str()),
                 None => Ok(()),
             },
             _ => Ok(()),
