@@ -11,7 +11,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use std::sync::Arc;
 
-use super::context::{Failures, SocketContext};
+use super::context::{refused_group, Failures, SocketContext};
 use super::is_authorization;
 
 const POLL: Duration = Duration::from_millis(50);
@@ -82,10 +82,7 @@ fn check(
                 break;
             }
             Err(error) if is_authorization(&error) => {
-                return Err(format!(
-                    "not authorized to use consumer group `{group}` ({}): grant READ on the group",
-                    code_of(&error)
-                ));
+                return Err(refused_group(group, &code_of(&error)));
             }
             Err(error) if Instant::now() >= deadline => {
                 tracing::warn!(%group, %error, "consumer group access not confirmed within {timeout:?}; subscribing anyway");

@@ -82,14 +82,18 @@ impl Failures {
             Some(RDKafkaErrorCode::SSL) => Some(format!(
                 "TLS handshake failed (check ssl.ca.location against the broker's certificate and host name): {reason}"
             )),
-            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => Some(format!(
-                "not authorized to use consumer group `{}`: grant READ on the group ({reason})",
-                group.unwrap_or("?")
-            )),
+            Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+                Some(refused_group(group.unwrap_or("?"), reason))
+            }
             _ => None,
         };
         self.keep(&mut state, permanent)
     }
+}
+
+/// What a user sees when the ACLs refuse this client its consumer group.
+pub(super) fn refused_group(group: &str, detail: &str) -> String {
+    format!("not authorized to use consumer group `{group}`: grant READ on the group ({detail})")
 }
 
 /// The context of a socket's clients.

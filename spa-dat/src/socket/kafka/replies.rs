@@ -114,8 +114,16 @@ impl Replies {
         let mut routes = self.routes();
         let id = match correlation {
             Some(id) => {
-                if let Some(destination) = routes.destinations.get(&id).cloned() {
-                    routes.echoing.insert(destination);
+                let Routes {
+                    destinations,
+                    echoing,
+                    ..
+                } = &mut *routes;
+                // Known after the first reply: no copy of the name per reply.
+                if let Some(destination) = destinations.get(&id) {
+                    if !echoing.contains(destination) {
+                        echoing.insert(destination.clone());
+                    }
                 }
                 id
             }
