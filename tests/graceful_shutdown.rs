@@ -128,14 +128,7 @@ async fn kafka_consumer_survives_sigterm_mid_stream() {
         KafkaSocketProvider::new(KafkaConfig::new(bootstrap.clone())).expect("valid config"),
     );
     // The topic exists before the first run subscribes, so it reads from the beginning.
-    provider
-        .connect(SocketOptions::new("graceful-setup").topics([topic.clone()]))
-        .await
-        .expect("creates the topic")
-        .socket
-        .close()
-        .await
-        .expect("close");
+    support::kafka::create_topic(&provider, &topic).await;
     let url = format!("kafka://{bootstrap}?group={topic}-group");
     survives_sigterm(provider, &url, &topic).await;
 }

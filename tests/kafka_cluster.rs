@@ -37,14 +37,7 @@ async fn a_killed_broker_loses_and_duplicates_nothing() {
     config.topic_replication = 3;
     let provider: Arc<dyn SocketProvider> =
         Arc::new(KafkaSocketProvider::new(config).expect("valid config"));
-    provider
-        .connect(SocketOptions::new("failover-setup").topics([topic.clone()]))
-        .await
-        .expect("creates the topic")
-        .socket
-        .close()
-        .await
-        .expect("close");
+    support::kafka::create_topic(&provider, &topic).await;
 
     let dir = std::env::temp_dir().join(format!("spa-dat-failover-{}", &topic[9..]));
     std::fs::create_dir_all(&dir).expect("dir");

@@ -36,15 +36,6 @@ fn reversed(text: &str) -> String {
     text.chars().rev().collect()
 }
 
-/// Creates `topic` (a responder subscribes to it before any request is sent).
-async fn create_topic(topic: &str) {
-    let setup = provider()
-        .connect(SocketOptions::new(unique("setup")).topics([topic.to_owned()]))
-        .await
-        .expect("creates the topic");
-    setup.socket.close().await.expect("close");
-}
-
 /// A responder written with raw rdkafka that answers like Python spa-dat 0.4.0: a new message to
 /// the request's `ResponseTopic`, the payload reversed, no headers. It waits `delays[i]` before
 /// answering the i-th request (then no delay). Ready once it has its partitions.
@@ -97,7 +88,7 @@ async fn start_plain_responder(topic: &str, delays: Vec<Duration>) -> tokio::tas
 async fn concurrent_requests_answered_by_python_each_get_their_own_reply() {
     const REQUESTS: usize = 40;
     let topic = unique("py.reverse");
-    create_topic(&topic).await;
+    support::kafka::create_topic(&provider(), &topic).await;
     let child = python::start_ready(
         "kafka_responder.py",
         vec![
@@ -143,7 +134,7 @@ async fn concurrent_requests_answered_by_python_each_get_their_own_reply() {
 async fn replies_without_correlation_answered_out_of_order_reach_their_own_requests() {
     const REQUESTS: u32 = 10;
     let topic = unique("unordered.reverse");
-    create_topic(&topic).await;
+    support::kafka::create_topic(&provider(), &topic).await;
     // The first request is answered last, the last first.
     let delays = (0..REQUESTS)
         .map(|i| Duration::from_millis(200 * u64::from(REQUESTS - i)))
@@ -189,7 +180,7 @@ async fn replies_without_correlation_answered_out_of_order_reach_their_own_reque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_reply_without_correlation_never_answers_a_later_request() {
     let topic = unique("slow.reverse");
-    create_topic(&topic).await;
+    support::kafka::create_topic(&provider(), &topic).await;
     // The first reply comes after its request timed out, while the second request waits.
     let responder =
         start_plain_responder(&topic, vec![Duration::from_secs(3), Duration::from_secs(4)]).await;
@@ -221,7 +212,7 @@ async fn a_late_reply_without_correlation_never_answers_a_later_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_left_in_the_reply_topic_by_an_earlier_run_are_ignored() {
     let topic = unique("rerun.reverse");
-    create_topic(&topic).await;
+    support::kafka::create_topic(&provider(), &topic).await;
     let client_id = unique("fixed-id");
     // An earlier run with the same client id: it left a reply nobody read in its reply topic.
     let earlier = provider()

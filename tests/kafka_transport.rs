@@ -460,11 +460,7 @@ async fn rust_request_gets_its_reply_from_a_python_responder() {
     let bootstrap = support::kafka::bootstrap();
     let topic = unique("py.reverse");
     // The topic exists before Python subscribes (it would not create it in time).
-    let setup = provider(KafkaConfig::new(bootstrap.clone()))
-        .connect(SocketOptions::new(unique("py-setup")).topics([topic.clone()]))
-        .await
-        .expect("creates the topic");
-    setup.socket.close().await.expect("close");
+    support::kafka::create_topic(&provider(KafkaConfig::new(bootstrap.clone())), &topic).await;
     let child = python::start_ready(
         "kafka_responder.py",
         vec![bootstrap.clone(), topic.clone(), "2".into()],
