@@ -488,15 +488,12 @@ struct PanickingSocket {
 
 #[async_trait]
 impl spa_dat::SpaSocket for PanickingSocket {
-    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> spa_dat::Result<()> {
-        self.inner.publish_bytes(topic, payload).await
-    }
-    async fn publish_reply(
-        &self,
-        _reply: &SpaMessage,
-        _request: &spa_dat::socket::Delivery,
-    ) -> spa_dat::Result<()> {
-        panic!("transport bug in publish_reply")
+    async fn send(&self, message: spa_dat::socket::Outgoing) -> spa_dat::Result<()> {
+        // Replies on the in-process bus go to its reply topics.
+        if message.topic.starts_with("_spa/reply/") {
+            panic!("transport bug in publishing a reply")
+        }
+        self.inner.send(message).await
     }
     async fn subscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
         self.inner.subscribe(topics).await
@@ -504,8 +501,11 @@ impl spa_dat::SpaSocket for PanickingSocket {
     async fn unsubscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
         self.inner.unsubscribe(topics).await
     }
-    async fn request(&self, message: SpaMessage, timeout: Duration) -> spa_dat::Result<SpaMessage> {
-        self.inner.request(message, timeout).await
+    async fn reply_route(
+        &self,
+        destination: &str,
+    ) -> spa_dat::Result<spa_dat::socket::PendingReply> {
+        self.inner.reply_route(destination).await
     }
     async fn close(&self) -> spa_dat::Result<()> {
         record(&self.log, "socket closed");

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use spa_dat::socket::kafka::{self, KafkaConfig, KafkaSocketProvider};
+use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::{
     Application, ApplicationLifeCycle, Config, SocketOptions, SocketProvider, SpaMessage,
 };
@@ -327,11 +327,17 @@ async fn malformed_records_do_not_stall_the_partition() {
                     .collect()
             })
             .unwrap_or_default();
-        let reason = &headers[kafka::DEAD_LETTER_REASON_HEADER];
+        let reason = &headers[spa_dat::socket::headers::DEAD_LETTER_REASON];
         assert!(reason.starts_with("not a spa-dat message"), "{reason}");
-        assert_eq!(headers[kafka::DEAD_LETTER_TOPIC_HEADER], topic);
-        assert_eq!(headers[kafka::DEAD_LETTER_PARTITION_HEADER], "0");
-        assert_eq!(headers[kafka::DEAD_LETTER_OFFSET_HEADER], expected_offset);
+        assert_eq!(headers[spa_dat::socket::headers::DEAD_LETTER_TOPIC], topic);
+        assert_eq!(
+            headers[spa_dat::socket::headers::DEAD_LETTER_PARTITION],
+            "0"
+        );
+        assert_eq!(
+            headers[spa_dat::socket::headers::DEAD_LETTER_OFFSET],
+            expected_offset
+        );
     }
     shutdown.trigger();
     run.await.expect("join").expect("clean");

@@ -6,11 +6,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spa_dat::socket::{Connection, Inbox, SocketOptions, SocketProvider, SpaSocket};
+use spa_dat::socket::{
+    headers, Connection, Inbox, Outgoing, PendingReply, SocketOptions, SocketProvider, SpaSocket,
+};
 use spa_dat::{Error, QualityOfService, SpaMessage};
 
 /// A transport under test.
@@ -347,7 +350,7 @@ pub async fn order_per_publisher(t: &Transport) {
             .expect("every message arrives")
             .expect("inbox open");
         let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
-        let partition = delivery.position.map_or(0, |(partition, _)| partition);
+        let partition = delivery.position.map_or(0, |position| position.partition);
         delivery.ack();
         partitions.insert(partition);
         let (publisher, seq) = parse_seq(&message);
@@ -445,6 +448,122 @@ pub async fn request_reply_concurrent(t: &Transport) {
         task.await.expect("request");
     }
     requester.socket.close().await.expect("close");
+    responder.close().await.expect("close");
+    responder_task.await.expect("responder ends when closed");
+}
+
+/// A decorator socket (as metrics, tracing or fault injection would be) that forwards the
+/// trait's required methods and counts what it publishes.
+pub struct CountingSocket {
+    pub inner: Arc<dyn SpaSocket>,
+    pub published: AtomicUsize,
+    /// Publishes that carried a correlation id header.
+    pub correlated: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SpaSocket for CountingSocket {
+    async fn send(&self, message: Outgoing) -> spa_dat::Result<()> {
+        self.published.fetch_add(1, Ordering::SeqCst);
+        if message.headers.get(headers::CORRELATION_ID).is_some() {
+            self.correlated.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.send(message).await
+    }
+    async fn subscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
+        self.inner.subscribe(topics).await
+    }
+    async fn unsubscribe(&self, topics: &[String]) -> spa_dat::Result<()> {
+        self.inner.unsubscribe(topics).await
+    }
+    async fn reply_route(&self, destination: &str) -> spa_dat::Result<PendingReply> {
+        self.inner.reply_route(destination).await
+    }
+    async fn close(&self) -> spa_dat::Result<()> {
+        self.inner.close().await
+    }
+}
+
+fn counting(connection: Connection) -> (Arc<CountingSocket>, Inbox) {
+    let socket = Arc::new(CountingSocket {
+        inner: connection.socket,
+        published: AtomicUsize::new(0),
+        correlated: AtomicUsize::new(0),
+    });
+    (socket, connection.inbox)
+}
+
+/// Requester and responder behind a wrapper socket that forwards only the required methods:
+/// every publish passes through it, and 100 concurrent requests each get their own reply.
+pub async fn wrapped_sockets_request_reply(t: &Transport) {
+    const REQUESTS: usize = 100;
+    let topic = t.topic("wrapped");
+    let (responder, mut inbox) = counting(t.connect(&[&topic], None).await);
+    let answering: Arc<dyn SpaSocket> = Arc::clone(&responder) as Arc<dyn SpaSocket>;
+    let responder_task = tokio::spawn(async move {
+        while let Some(delivery) = inbox.recv().await {
+            let request = SpaMessage::from_json(&delivery.payload).expect("decodes");
+            let reply_to = request.response_topic.clone().expect("response topic");
+            let reply = SpaMessage::new(
+                reply_to,
+                format!("re: {}", request.payload_str().expect("utf-8")),
+            );
+            match answering.publish_reply(&reply, &delivery).await {
+                Ok(()) => delivery.ack(),
+                Err(Error::Closed) => break,
+                Err(error) => panic!("reply: {error}"),
+            }
+        }
+    });
+    let (requester, _inbox) = counting(t.connect(&[], None).await);
+    let mut tasks = Vec::new();
+    for i in 0..REQUESTS {
+        let (socket, topic) = (Arc::clone(&requester), topic.clone());
+        tasks.push(tokio::spawn(async move {
+            let socket: Arc<dyn SpaSocket> = socket;
+            let reply = socket
+                .request(
+                    SpaMessage::new(topic, format!("{i}")),
+                    Duration::from_secs(20),
+                )
+                .await
+                .expect("reply");
+            assert_eq!(
+                reply.payload_str().expect("utf-8"),
+                format!("re: {i}"),
+                "its own reply"
+            );
+        }));
+    }
+    for task in tasks {
+        task.await.expect("request");
+    }
+    assert_eq!(
+        requester.published.load(Ordering::SeqCst),
+        REQUESTS,
+        "every request passed the wrapper"
+    );
+    assert_eq!(
+        responder.published.load(Ordering::SeqCst),
+        REQUESTS,
+        "every reply passed the wrapper"
+    );
+    assert_eq!(
+        requester.correlated.load(Ordering::SeqCst),
+        REQUESTS,
+        "the runtime adds the correlation id to every request"
+    );
+    let echoed = if t.provider.capabilities().headers {
+        REQUESTS
+    } else {
+        0
+    };
+    assert_eq!(
+        responder.correlated.load(Ordering::SeqCst),
+        echoed,
+        "replies echo the correlation id where the transport carries headers"
+    );
+    requester.close().await.expect("close");
     responder.close().await.expect("close");
     responder_task.await.expect("responder ends when closed");
 }
@@ -582,7 +701,8 @@ macro_rules! conformance_tests {
             every_field_intact, many_publishers_many_subscribers, topics_are_isolated,
             publish_then_close, resubscribe_between_batches, consumer_groups,
             order_per_publisher, request_reply_concurrent, request_times_out,
-            unsubscribe_stops_delivery, closed_socket_errors, wildcard_filters);
+            unsubscribe_stops_delivery, closed_socket_errors, wildcard_filters,
+            wrapped_sockets_request_reply);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

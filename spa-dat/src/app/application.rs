@@ -20,7 +20,8 @@ use crate::handler::{
 };
 use crate::message::{MessageBuilder, SpaMessage};
 use crate::socket::{
-    Arrival, ArrivalHandler, Delivery, Inbox, Socket, SocketOptions, SocketProvider, SpaSocket,
+    Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, Socket, SocketOptions, SocketProvider,
+    SpaSocket,
 };
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
@@ -753,7 +754,7 @@ impl Consumer {
         loop {
             match self
                 .transport()
-                .publish_dead_letter(topic, delivery, reason)
+                .send(Outgoing::dead_letter(topic, delivery, reason))
                 .await
             {
                 Ok(()) => return true,

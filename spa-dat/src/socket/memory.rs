@@ -8,20 +8,17 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use tokio::sync::mpsc;
 
 use super::{
-    topic_matches, validate_filter, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer,
-    SocketOptions, SocketProvider, SpaSocket,
+    topic_matches, validate_filter, Capabilities, Connection, Delivery, Inbox, Outgoing,
+    PendingReply, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
 };
 use crate::error::{Error, Result};
-use crate::message::SpaMessage;
 
 /// Prefix of reply topics; each socket owns `_spa/reply/{socket}/+`.
 const REPLY_PREFIX: &str = "_spa/reply";
@@ -198,7 +195,13 @@ impl MemoryBus {
         (shared_topic, targets)
     }
 
-    async fn publish(&self, topic: &str, payload: Bytes) {
+    async fn publish(&self, message: Outgoing) {
+        let Outgoing {
+            topic,
+            payload,
+            headers,
+        } = message;
+        let topic = topic.as_str();
         let routes = self.read_routes();
         let (shared_topic, targets) = Self::targets(&routes, topic);
         if targets.is_empty() {
@@ -210,9 +213,9 @@ impl MemoryBus {
             match &routes[index].target {
                 Target::Inbox(inbox) => {
                     // A closed inbox is a socket going away: its routes are being removed.
-                    let _ = inbox
-                        .send(Delivery::new(Arc::clone(&topic), payload.clone()))
-                        .await;
+                    let delivery = Delivery::new(Arc::clone(&topic), payload.clone())
+                        .with_headers(headers.clone());
+                    let _ = inbox.send(delivery).await;
                 }
                 Target::Replies(replies) => super::deliver_reply(replies, &topic, &payload),
             }
@@ -299,9 +302,9 @@ impl MemorySocket {
 
 #[async_trait]
 impl SpaSocket for MemorySocket {
-    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
+    async fn send(&self, message: Outgoing) -> Result<()> {
         self.ensure_open()?;
-        self.bus.publish(topic, payload).await;
+        self.bus.publish(message).await;
         Ok(())
     }
 
@@ -329,12 +332,11 @@ impl SpaSocket for MemorySocket {
         Ok(())
     }
 
-    async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+    async fn reply_route(&self, _destination: &str) -> Result<PendingReply> {
         self.ensure_open()?;
         let pending = self.replies.register();
-        message.response_topic = Some(format!("{}/{}", self.reply_prefix, pending.id()));
-        self.publish(&message).await?;
-        pending.wait(&message.topic, timeout).await
+        let topic = format!("{}/{}", self.reply_prefix, pending.id());
+        Ok(pending.with_response_topic(topic))
     }
 
     async fn close(&self) -> Result<()> {
@@ -423,6 +425,7 @@ impl SocketProvider for MemorySocketProvider {
             ordered_per_publisher: true,
             ordered_per_partition: true,
             subscribe_is_synchronous: true,
+            headers: true,
         }
     }
 

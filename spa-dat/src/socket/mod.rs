@@ -1,12 +1,14 @@
 //! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
 //! builds sockets for applications, and the [`Socket`] handle handlers use.
 
+pub mod headers;
 mod inbox;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod memory;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+mod record;
 mod request;
 mod topic;
 
@@ -21,47 +23,29 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
 
+pub use headers::Headers;
 pub(crate) use inbox::{Arrival, ArrivalHandler};
 pub use inbox::{ArrivalSender, Inbox};
+pub use record::{Delivery, Outgoing, Position};
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
 pub use topic::{topic_matches, validate_filter};
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
+///
+/// A transport is these five methods and nothing hidden: everything else a socket does —
+/// encoding, requests, replies, dead letters — is written once over them (the methods on
+/// `dyn SpaSocket` below), so a wrapper that forwards them (metrics, tracing, fault injection)
+/// sees every message and drops no metadata.
 ///
 /// Messages for the socket's subscriptions arrive in the [`Inbox`] returned with it by
 /// [`SocketProvider::connect`]. Implementations must be cheap to share: handlers call them
 /// concurrently through [`Socket`].
 #[async_trait]
 pub trait SpaSocket: Send + Sync + 'static {
-    /// Publishes bytes as they are to `topic`. Returns once the transport's delivery guarantee
-    /// for the socket's QoS is met (see each transport's docs). The primitive under
-    /// [`SpaSocket::publish`]; also how undecodable input reaches a dead-letter topic.
-    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()>;
-
-    /// Publishes `message` to its topic, in the wire format.
-    async fn publish(&self, message: &SpaMessage) -> Result<()> {
-        let bytes = message.to_json()?;
-        self.publish_bytes(&message.topic, Bytes::from(bytes)).await
-    }
-
-    /// Forwards `delivery`, which could not be handled for `reason`, unchanged to the dead-letter
-    /// `topic`. Transports that carry metadata (Kafka headers) add where it came from and why.
-    async fn publish_dead_letter(
-        &self,
-        topic: &str,
-        delivery: &Delivery,
-        reason: &str,
-    ) -> Result<()> {
-        let _ = reason;
-        self.publish_bytes(topic, delivery.payload.clone()).await
-    }
-
-    /// Publishes a reply to a request that arrived as `request`: transports that correlate by
-    /// metadata (a Kafka header) copy it from the request; the others publish as usual.
-    async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
-        let _ = request;
-        self.publish(reply).await
-    }
+    /// Publishes `message`: its payload as it is, its headers where the transport can carry
+    /// them ([`Capabilities::headers`]). Returns once the transport's delivery guarantee for the
+    /// socket's QoS is met (see each transport's docs).
+    async fn send(&self, message: Outgoing) -> Result<()>;
 
     /// Adds subscriptions (MQTT-style filters where the transport supports them).
     async fn subscribe(&self, topics: &[String]) -> Result<()>;
@@ -69,12 +53,47 @@ pub trait SpaSocket: Send + Sync + 'static {
     /// Removes subscriptions made with [`SpaSocket::subscribe`].
     async fn unsubscribe(&self, topics: &[String]) -> Result<()>;
 
-    /// Publishes `message` with a response topic of this socket's and waits for the reply,
-    /// at most `timeout`. Concurrent requests each get their own reply.
-    async fn request(&self, message: SpaMessage, timeout: Duration) -> Result<SpaMessage>;
+    /// Prepares the way back for one request to `destination`: registers it with the socket's
+    /// [`RequestMultiplexer`] and returns it with the response topic its reply must be
+    /// published to. The reply is matched by that topic (MQTT, memory: the id is its last
+    /// level) or by the [`headers::CORRELATION_ID`] header the runtime adds to the request
+    /// (Kafka). Whatever the route holds is released when the [`PendingReply`] is dropped.
+    async fn reply_route(&self, destination: &str) -> Result<PendingReply>;
 
     /// Closes the connection: pending requests fail, the inbox ends. Idempotent.
     async fn close(&self) -> Result<()>;
+}
+
+/// What every socket does on top of its transport's methods, written once.
+impl dyn SpaSocket {
+    /// Publishes `message` to its topic, in the wire format.
+    pub async fn publish(&self, message: &SpaMessage) -> Result<()> {
+        self.send(Outgoing::new(message.topic.clone(), message.to_json()?))
+            .await
+    }
+
+    /// Publishes bytes as they are to `topic`.
+    pub async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
+        self.send(Outgoing::new(topic, payload)).await
+    }
+
+    /// Publishes `reply` to a request that arrived as `request`; its correlation id, if it
+    /// carried one, goes back with it.
+    pub async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
+        self.send(Outgoing::reply(reply, request)?).await
+    }
+
+    /// Publishes `message` with a response topic of this socket's and waits for the reply,
+    /// at most `timeout`. Concurrent requests each get their own reply.
+    pub async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+        let pending = self.reply_route(&message.topic).await?;
+        message.response_topic = Some(pending.response_topic().to_owned());
+        let destination = message.topic.clone();
+        let request = Outgoing::message(message)?
+            .with_header(headers::CORRELATION_ID, pending.id().to_string());
+        self.send(request).await?;
+        pending.wait(&destination, timeout).await
+    }
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.
@@ -92,56 +111,9 @@ pub struct Capabilities {
     pub ordered_per_partition: bool,
     /// A message published right after `subscribe` returned is delivered.
     pub subscribe_is_synchronous: bool,
-}
-
-/// A message as the transport delivered it, not yet decoded, with its acknowledgement.
-pub struct Delivery {
-    /// The topic the transport delivered it on.
-    pub topic: Arc<str>,
-    /// The raw bytes.
-    pub payload: Bytes,
-    /// Where the transport keeps it, for logs: Kafka's partition and offset.
-    pub position: Option<(i32, i64)>,
-    /// Correlation id carried beside the payload (a Kafka header), if any.
-    pub correlation: Option<String>,
-    ack: Option<Box<dyn FnOnce() + Send + Sync>>,
-}
-
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Delivery")
-            .field("topic", &self.topic)
-            .field("len", &self.payload.len())
-            .field("needs_ack", &self.ack.is_some())
-            .finish()
-    }
-}
-
-impl Delivery {
-    /// A delivery that needs no acknowledgement.
-    pub fn new(topic: Arc<str>, payload: Bytes) -> Self {
-        Delivery {
-            topic,
-            payload,
-            position: None,
-            correlation: None,
-            ack: None,
-        }
-    }
-
-    /// Attaches the acknowledgement the transport runs once the message was handled.
-    pub fn with_ack(mut self, ack: impl FnOnce() + Send + Sync + 'static) -> Self {
-        self.ack = Some(Box::new(ack));
-        self
-    }
-
-    /// Acknowledges the message: called by the runtime after its handler finished (or after it
-    /// was dead-lettered), which makes delivery at-least-once.
-    pub fn ack(mut self) {
-        if let Some(ack) = self.ack.take() {
-            ack();
-        }
-    }
+    /// [`Outgoing::headers`] arrive as [`Delivery::headers`] (Kafka, memory); where false
+    /// (MQTT 3.1.1) they are not sent.
+    pub headers: bool,
 }
 
 /// What an application asks of its socket.
@@ -293,12 +265,16 @@ impl Socket {
 
     /// Publishes a message.
     pub async fn publish(&self, message: SpaMessage) -> Result<()> {
-        self.inner.publish(&self.builder.stamp(message)).await
+        self.inner
+            .send(Outgoing::message(self.builder.stamp(message))?)
+            .await
     }
 
     /// Publishes `value` as a JSON message on `topic`.
     pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.inner.publish(&self.builder.json(topic, value)?).await
+        self.inner
+            .send(Outgoing::message(self.builder.json(topic, value)?)?)
+            .await
     }
 
     /// Sends a request and waits for its reply, at most the configured request timeout.

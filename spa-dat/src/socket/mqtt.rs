@@ -19,7 +19,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, Incoming, MqttOptions,
     Outgoing, Packet, PubAck, PubRec, Publish, QoS, Request, SubAck, Subscribe, SubscribeFilter,
@@ -29,15 +28,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, Notify};
 
 use super::{
-    ArrivalSender, Capabilities, Connection, Delivery, Inbox, RequestMultiplexer, SocketOptions,
-    SocketProvider, SpaSocket, TopicNames,
+    ArrivalSender, Capabilities, Connection, Delivery, Inbox, PendingReply, RequestMultiplexer,
+    SocketOptions, SocketProvider, SpaSocket, TopicNames,
 };
 use crate::config::{
     bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_decode,
     url_number,
 };
 use crate::error::{Error, Result};
-use crate::message::SpaMessage;
 use crate::redact::redacted_option;
 
 /// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
@@ -805,8 +803,9 @@ struct MqttSocket {
 
 #[async_trait]
 impl SpaSocket for MqttSocket {
-    async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
-        let mut publish = Publish::from_bytes(topic, self.shared.qos, payload);
+    /// MQTT 3.1.1 has no headers: the payload goes alone ([`Capabilities::headers`]).
+    async fn send(&self, message: super::Outgoing) -> Result<()> {
+        let mut publish = Publish::from_bytes(message.topic, self.shared.qos, message.payload);
         publish.retain = self.shared.retain;
         self.shared
             .submit(Kind::Publish, Request::Publish(publish), "publish")
@@ -836,13 +835,12 @@ impl SpaSocket for MqttSocket {
         Ok(())
     }
 
-    async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+    async fn reply_route(&self, _destination: &str) -> Result<PendingReply> {
         self.shared.ensure_open()?;
         self.shared.ensure_reply_subscription().await?;
         let pending = self.shared.replies.register();
-        message.response_topic = Some(format!("{}/{}", self.shared.reply_prefix, pending.id()));
-        self.publish(&message).await?;
-        pending.wait(&message.topic, timeout).await
+        let topic = format!("{}/{}", self.shared.reply_prefix, pending.id());
+        Ok(pending.with_response_topic(topic))
     }
 
     async fn close(&self) -> Result<()> {
@@ -985,6 +983,7 @@ impl SocketProvider for MqttSocketProvider {
             ordered_per_publisher: true,
             ordered_per_partition: true,
             subscribe_is_synchronous: true,
+            headers: false,
         }
     }
 

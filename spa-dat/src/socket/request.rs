@@ -55,6 +55,8 @@ impl RequestMultiplexer {
             id,
             receiver: Some(rx),
             owner: Arc::clone(self),
+            response_topic: String::new(),
+            route: None,
         }
     }
 
@@ -83,18 +85,40 @@ impl RequestMultiplexer {
     }
 }
 
-/// A registered request waiting for its reply.
+/// A registered request waiting for its reply, with the way back a transport prepared for it
+/// ([`super::SpaSocket::reply_route`]).
 #[derive(Debug)]
 pub struct PendingReply {
     id: u64,
     receiver: Option<oneshot::Receiver<SpaMessage>>,
     owner: Arc<RequestMultiplexer>,
+    response_topic: String,
+    /// Whatever the transport holds for this request's route; released with it.
+    route: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl PendingReply {
     /// The correlation id to carry to the responder.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Sets the topic the reply must be published to.
+    pub fn with_response_topic(mut self, topic: impl Into<String>) -> Self {
+        self.response_topic = topic.into();
+        self
+    }
+
+    /// Keeps `route` (e.g. a guard that deletes a reply topic made for this request) until
+    /// the request ends, however it ends.
+    pub fn holding(mut self, route: impl Send + Sync + 'static) -> Self {
+        self.route = Some(Box::new(route));
+        self
+    }
+
+    /// The topic the reply must be published to.
+    pub fn response_topic(&self) -> &str {
+        &self.response_topic
     }
 
     /// Waits for the reply, at most `timeout`; `topic` names the request in the error.

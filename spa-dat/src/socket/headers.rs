@@ -1,0 +1,102 @@
+//! Metadata carried beside a payload, transport-neutral: Kafka carries it as record headers,
+//! the in-process bus as it is; MQTT 3.1.1 has no place for it ([`super::Capabilities::headers`]).
+//!
+//! The runtime decides what goes in: the names below are the ones spa-dat writes and reads.
+
+use std::fmt;
+
+/// The correlation id of a request, echoed on its reply.
+pub const CORRELATION_ID: &str = "spa-correlation-id";
+/// Why a dead letter could not be handled.
+pub const DEAD_LETTER_REASON: &str = "spa-dead-letter-reason";
+/// The topic a dead letter was read from.
+pub const DEAD_LETTER_TOPIC: &str = "spa-dead-letter-topic";
+/// The partition a dead letter was read from (decimal), where the transport has partitions.
+pub const DEAD_LETTER_PARTITION: &str = "spa-dead-letter-partition";
+/// The offset a dead letter was read at (decimal), where the transport has offsets.
+pub const DEAD_LETTER_OFFSET: &str = "spa-dead-letter-offset";
+
+/// Name–value pairs in the order they were added. A name may occur more than once (Kafka
+/// allows it); [`Headers::get`] returns the first.
+///
+/// Empty headers allocate nothing, so messages without metadata cost nothing extra.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(String, String)>,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Headers::default()
+    }
+
+    /// Sets `name` to `value`, replacing any values it had.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        self.entries.retain(|(existing, _)| *existing != name);
+        self.entries.push((name, value.into()));
+    }
+
+    /// Adds `name` = `value`, keeping the values `name` already has.
+    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(existing, _)| existing == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// Every name–value pair, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// How many pairs there are.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        Headers {
+            entries: pairs
+                .into_iter()
+                .map(|(n, v)| (n.into(), v.into()))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_replaces_and_append_keeps() {
+        let mut headers = Headers::new();
+        headers.append("a", "1");
+        headers.append("a", "2");
+        assert_eq!(headers.get("a"), Some("1"));
+        assert_eq!(headers.len(), 2);
+        headers.insert("a", "3");
+        assert_eq!(headers.iter().collect::<Vec<_>>(), vec![("a", "3")]);
+        assert_eq!(headers.get("missing"), None);
+    }
+}

@@ -1,0 +1,199 @@
+//! What goes onto the bus ([`Outgoing`]) and what comes off it ([`Delivery`]), with the same
+//! transport-neutral [`Headers`]. How a reply and a dead letter are addressed and labelled is
+//! decided here, once, for every transport.
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::headers::{self, Headers};
+use crate::error::Result;
+use crate::message::SpaMessage;
+
+/// One message to publish: the single primitive every transport implements
+/// ([`super::SpaSocket::send`]).
+#[derive(Clone)]
+pub struct Outgoing {
+    /// Destination topic.
+    pub topic: String,
+    /// The bytes on the wire, as they are.
+    pub payload: Bytes,
+    /// Metadata beside the payload, where the transport can carry it.
+    pub headers: Headers,
+}
+
+impl fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("topic", &self.topic)
+            .field("len", &self.payload.len())
+            .field("headers", &self.headers)
+            .finish()
+    }
+}
+
+impl Outgoing {
+    /// `payload` for `topic`, without headers.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Outgoing {
+            topic: topic.into(),
+            payload: payload.into(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// `message` in the wire format, to its own topic.
+    pub fn message(message: SpaMessage) -> Result<Self> {
+        let payload = message.to_json()?;
+        Ok(Outgoing::new(message.topic, payload))
+    }
+
+    /// `reply` to a request that arrived as `request`: the request's correlation id, if it
+    /// carried one, goes back with it.
+    pub fn reply(reply: &SpaMessage, request: &Delivery) -> Result<Self> {
+        let mut outgoing = Outgoing::new(reply.topic.clone(), reply.to_json()?);
+        if let Some(id) = request.headers.get(headers::CORRELATION_ID) {
+            outgoing.headers.insert(headers::CORRELATION_ID, id);
+        }
+        Ok(outgoing)
+    }
+
+    /// `delivery`, which could not be handled for `reason`, unchanged for the dead-letter
+    /// `topic`: its headers are kept, and where it came from and why are added.
+    pub fn dead_letter(topic: &str, delivery: &Delivery, reason: &str) -> Self {
+        let mut headers = delivery.headers.clone();
+        headers.insert(headers::DEAD_LETTER_REASON, reason);
+        headers.insert(headers::DEAD_LETTER_TOPIC, &*delivery.topic);
+        if let Some(position) = delivery.position {
+            headers.insert(
+                headers::DEAD_LETTER_PARTITION,
+                position.partition.to_string(),
+            );
+            headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
+        }
+        Outgoing {
+            topic: topic.to_owned(),
+            payload: delivery.payload.clone(),
+            headers,
+        }
+    }
+
+    /// Adds the header `name` = `value` (replacing one of that name).
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
+}
+
+/// Where a transport keeps a delivered message: a partition and an offset in it (Kafka).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    /// The partition of its topic.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "partition {} offset {}", self.partition, self.offset)
+    }
+}
+
+/// A message as the transport delivered it, not yet decoded, with its acknowledgement.
+pub struct Delivery {
+    /// The topic the transport delivered it on.
+    pub topic: Arc<str>,
+    /// The raw bytes.
+    pub payload: Bytes,
+    /// Metadata that came with it (empty where the transport carries none).
+    pub headers: Headers,
+    /// Where the transport keeps it, if it says (Kafka: partition and offset).
+    pub position: Option<Position>,
+    ack: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("topic", &self.topic)
+            .field("len", &self.payload.len())
+            .field("headers", &self.headers)
+            .field("position", &self.position)
+            .field("needs_ack", &self.ack.is_some())
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// A delivery that needs no acknowledgement.
+    pub fn new(topic: Arc<str>, payload: Bytes) -> Self {
+        Delivery {
+            topic,
+            payload,
+            headers: Headers::new(),
+            position: None,
+            ack: None,
+        }
+    }
+
+    /// Attaches the metadata that came with it.
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Attaches where the transport keeps it.
+    pub fn at(mut self, position: Position) -> Self {
+        self.position = Some(position);
+        self
+    }
+
+    /// Attaches the acknowledgement the transport runs once the message was handled.
+    pub fn with_ack(mut self, ack: impl FnOnce() + Send + Sync + 'static) -> Self {
+        self.ack = Some(Box::new(ack));
+        self
+    }
+
+    /// Acknowledges the message: called by the runtime after its handler finished (or after it
+    /// was dead-lettered), which makes delivery at-least-once.
+    pub fn ack(mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_carries_its_requests_correlation_and_a_dead_letter_its_origin() {
+        let mut request =
+            Delivery::new(Arc::from("orders"), Bytes::from_static(b"x")).at(Position {
+                partition: 2,
+                offset: 41,
+            });
+        request.headers.insert(headers::CORRELATION_ID, "7");
+        request.headers.insert("traceparent", "00-abc");
+        let reply = Outgoing::reply(&SpaMessage::new("reply/7", "ok"), &request).expect("encodes");
+        assert_eq!(reply.topic, "reply/7");
+        assert_eq!(reply.headers.get(headers::CORRELATION_ID), Some("7"));
+        assert_eq!(
+            reply.headers.get("traceparent"),
+            None,
+            "only the correlation"
+        );
+
+        let dead = Outgoing::dead_letter("dlq", &request, "boom");
+        assert_eq!(dead.topic, "dlq");
+        assert_eq!(&dead.payload[..], b"x");
+        assert_eq!(dead.headers.get("traceparent"), Some("00-abc"), "kept");
+        assert_eq!(dead.headers.get(headers::DEAD_LETTER_REASON), Some("boom"));
+        assert_eq!(dead.headers.get(headers::DEAD_LETTER_TOPIC), Some("orders"));
+        assert_eq!(dead.headers.get(headers::DEAD_LETTER_PARTITION), Some("2"));
+        assert_eq!(dead.headers.get(headers::DEAD_LETTER_OFFSET), Some("41"));
+    }
+}
