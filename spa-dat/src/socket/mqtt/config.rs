@@ -1,0 +1,306 @@
+//! The MQTT transport's settings, from TOML or an `mqtt://` / `mqtts://` URL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{MqttOptions, QoS};
+use serde::{Deserialize, Serialize};
+
+use super::tls::MqttTls;
+use crate::config::{
+    bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_decode,
+    url_number,
+};
+use crate::error::{Error, Result};
+use crate::redact::redacted_option;
+
+/// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
+/// `Debug` shows the password as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}` (the
+    /// application's explicit client id, else its name), the same in every run, so persistent
+    /// sessions resume. Unset: the application's client id (its name plus a random suffix).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Keep-alive interval in seconds.
+    #[serde(default = "default_keepalive")]
+    pub keepalive_secs: u64,
+    /// QoS of publishes and subscriptions: 0, 1 (default: at least once) or 2.
+    #[serde(default = "default_qos")]
+    pub qos: u8,
+    /// Publish with the retain flag.
+    #[serde(default)]
+    pub retain: bool,
+    /// `true`: a new session on every connect. `false`: a persistent session, so messages
+    /// published while the consumer was away are delivered when it returns (needs a stable
+    /// `client_id`).
+    #[serde(default = "default_true")]
+    pub clean_session: bool,
+    /// TLS (rustls); absent = plain TCP.
+    #[serde(default)]
+    pub tls: Option<MqttTls>,
+    /// Unacknowledged outgoing publishes at once.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Largest packet this client sends, in bytes (a larger publish fails at once). Incoming
+    /// packets are accepted up to MQTT's own limit: the broker's limit bounds them.
+    #[serde(default = "default_max_packet_size")]
+    pub max_packet_size: usize,
+    /// Topics a socket subscribes to when its application names none.
+    #[serde(default)]
+    pub default_subscription_topics: Vec<String>,
+    /// How long the first connection may take.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long `publish` waits for the broker's acknowledgement.
+    #[serde(default = "default_publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
+    /// Longest pause between reconnect attempts.
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+}
+
+impl std::fmt::Debug for MqttConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &redacted_option(&self.password))
+            .field("keepalive_secs", &self.keepalive_secs)
+            .field("qos", &self.qos)
+            .field("retain", &self.retain)
+            .field("clean_session", &self.clean_session)
+            .field("tls", &self.tls)
+            .field("inflight", &self.inflight)
+            .field("max_packet_size", &self.max_packet_size)
+            .field(
+                "default_subscription_topics",
+                &self.default_subscription_topics,
+            )
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_keepalive() -> u64 {
+    60
+}
+fn default_qos() -> u8 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_inflight() -> u16 {
+    100
+}
+/// The largest packet MQTT 3.1.1 can carry (a 4-byte remaining length, plus its header).
+const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
+
+fn default_max_packet_size() -> usize {
+    1024 * 1024
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+fn default_publish_timeout_ms() -> u64 {
+    10_000
+}
+fn default_reconnect_max_ms() -> u64 {
+    10_000
+}
+
+impl MqttConfig {
+    /// A config for `host:port` with every other setting at its default.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        MqttConfig {
+            host: host.into(),
+            port,
+            client_id: None,
+            username: None,
+            password: None,
+            keepalive_secs: default_keepalive(),
+            qos: default_qos(),
+            retain: false,
+            clean_session: true,
+            tls: None,
+            inflight: default_inflight(),
+            max_packet_size: default_max_packet_size(),
+            default_subscription_topics: Vec::new(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            publish_timeout_ms: default_publish_timeout_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+        }
+    }
+
+    /// Parses `mqtt://user:pass@host:1883?client_id=...&qos=1&clean_session=false&topics=a,b`
+    /// (`mqtts://` for TLS with the system's CA certificates).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
+        let tls = match parsed.scheme() {
+            "mqtt" => None,
+            "mqtts" => Some(MqttTls::default()),
+            other => {
+                return Err(Error::config(format!(
+                    "`{other}` is not an MQTT URL scheme"
+                )))
+            }
+        };
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad_url(url, "no host"))?;
+        let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
+        config.tls = tls;
+        if !parsed.username().is_empty() {
+            config.username = Some(url_decode(&parsed, parsed.username())?);
+        }
+        if let Some(password) = parsed.password() {
+            config.password = Some(url_decode(&parsed, password)?);
+        }
+        for (key, value) in query_pairs(&parsed)? {
+            match key.as_str() {
+                "client_id" => config.client_id = Some(value),
+                "qos" => config.qos = url_number(url, &key, &value)?,
+                "keepalive" | "keepalive_secs" => {
+                    config.keepalive_secs = url_number(url, &key, &value)?
+                }
+                "retain" => config.retain = parse_bool(url, &key, &value)?,
+                "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
+                "inflight" => config.inflight = url_number(url, &key, &value)?,
+                "max_packet_size" => config.max_packet_size = url_number(url, &key, &value)?,
+                "topics" => config.default_subscription_topics = split_list(&value),
+                "connect_timeout_ms" => config.connect_timeout_ms = url_number(url, &key, &value)?,
+                "publish_timeout_ms" => config.publish_timeout_ms = url_number(url, &key, &value)?,
+                "reconnect_max_ms" => config.reconnect_max_ms = url_number(url, &key, &value)?,
+                "ca_file" | "client_cert_file" | "client_key_file" => {
+                    let tls = config
+                        .tls
+                        .as_mut()
+                        .ok_or_else(|| bad_url(url, format!("`{key}` needs TLS: use mqtts://")))?;
+                    let path = Some(PathBuf::from(value));
+                    match key.as_str() {
+                        "ca_file" => tls.ca_file = path,
+                        "client_cert_file" => tls.client_cert_file = path,
+                        _ => tls.client_key_file = path,
+                    }
+                }
+                other => {
+                    return Err(unknown_parameter(
+                        url,
+                        other,
+                        &[
+                            "client_id",
+                            "qos",
+                            "keepalive",
+                            "retain",
+                            "clean_session",
+                            "inflight",
+                            "max_packet_size",
+                            "topics",
+                            "connect_timeout_ms",
+                            "publish_timeout_ms",
+                            "reconnect_max_ms",
+                            "ca_file",
+                            "client_cert_file",
+                            "client_key_file",
+                        ],
+                    ))
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later, at connect time.
+    pub fn validate(&self) -> Result<()> {
+        qos_of(self.qos)?;
+        if self.host.trim().is_empty() {
+            return Err(Error::config("MQTT host is empty"));
+        }
+        if self.inflight == 0 {
+            return Err(Error::config("MQTT inflight must be at least 1"));
+        }
+        // MQTT carries the keep-alive as a 16-bit number of seconds.
+        if self.keepalive_secs != 0 && !(5..=u64::from(u16::MAX)).contains(&self.keepalive_secs) {
+            return Err(Error::config(format!(
+                "MQTT `keepalive_secs` must be 0 (off) or 5 to 65535 seconds, got {}",
+                self.keepalive_secs
+            )));
+        }
+        if self.max_packet_size < 64 {
+            return Err(Error::config(format!(
+                "MQTT `max_packet_size` must be at least 64 bytes, got {}",
+                self.max_packet_size
+            )));
+        }
+        check_duration_ms("connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        check_duration_ms("publish_timeout_ms", self.publish_timeout_ms, 1)?;
+        check_duration_ms("reconnect_max_ms", self.reconnect_max_ms, 1)
+    }
+
+    /// `host:port`, for logs and errors.
+    pub fn broker(&self) -> String {
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    /// The rumqttc options for a client with this id (the Python package's
+    /// `build_client_config`). Manual acknowledgements are on: the runtime acknowledges a
+    /// message after its handler finished.
+    pub fn build_client_config(&self, client_id: &str) -> Result<MqttOptions> {
+        self.validate()?;
+        let mut options = MqttOptions::new(client_id, self.host.clone(), self.port);
+        options
+            .set_keep_alive(Duration::from_secs(self.keepalive_secs))
+            .set_clean_session(self.clean_session)
+            .set_inflight(self.inflight)
+            // Incoming: the largest packet MQTT allows. rumqttc drops the connection over a
+            // larger one than its limit, losing what the broker sent meanwhile (with a clean
+            // session); the broker's own limit (Mosquitto: message_size_limit) bounds it.
+            .set_max_packet_size(MQTT_MAX_PACKET_SIZE, self.max_packet_size)
+            .set_manual_acks(true);
+        if let Some(username) = &self.username {
+            options.set_credentials(username.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(Arc::new(tls.client_config()?)),
+            ));
+        }
+        Ok(options)
+    }
+}
+
+pub(super) fn qos_of(qos: u8) -> Result<QoS> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        other => Err(Error::config(format!(
+            "MQTT qos must be 0, 1 or 2, got {other}"
+        ))),
+    }
+}

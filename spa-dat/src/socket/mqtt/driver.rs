@@ -1,0 +1,344 @@
+//! The connection task: polls rumqttc's event loop, delivers messages, settles the ledger,
+//! writes acknowledgements, reconnects.
+//!
+//! **The only place that reads rumqttc's internals** — `EventLoop::network` (acknowledgements
+//! written straight into the connection; waiting for the broker to close it after DISCONNECT),
+//! `EventLoop::state.events` and `EventLoop::pending` (requests rumqttc would drop on a
+//! reconnect without session). They are public fields but not a stable API, so the workspace
+//! pins rumqttc to an exact version while this file reads them; check them on every upgrade.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    Event, EventLoop, Incoming, Outgoing, Publish, QoS, Request, SubAck, Subscribe,
+    SubscribeFilter, SubscribeReasonCode,
+};
+
+use super::acks::Ack;
+use super::ledger::{renumbered, Kind, Pending};
+use super::socket::{describe, Shared};
+use crate::error::{Error, Result};
+use crate::socket::{ArrivalSender, Delivery, TopicNames};
+
+/// Acknowledgements the connection task writes itself (see [`AckPath`]).
+#[derive(Default)]
+struct AckWriter {
+    pub(super) batch: Vec<Ack>,
+    /// Written but not flushed yet.
+    pub(super) unflushed: bool,
+}
+
+impl AckWriter {
+    /// Writes what [`AckPath::before_poll`] took into the connection, in order, and flushes
+    /// once the next poll would wait on the network. On a broken connection they are dropped:
+    /// the next poll reports the loss, and the broker sends the messages again.
+    pub(super) async fn write(&mut self, eventloop: &mut EventLoop) {
+        let Some(network) = eventloop.network.as_mut() else {
+            self.batch.clear();
+            return;
+        };
+        for ack in self.batch.drain(..) {
+            if network.write(ack.packet()).await.is_err() {
+                return; // dropping the drain drops the rest
+            }
+            self.unflushed = true;
+        }
+        if self.unflushed && eventloop.state.events.is_empty() {
+            self.unflushed = false;
+            let _ = network.flush().await;
+        }
+    }
+}
+
+/// Exponential backoff with jitter between reconnect attempts.
+pub(super) struct Backoff {
+    pub(super) next: Duration,
+    pub(super) max: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(100);
+
+    pub(super) fn new(max: Duration) -> Self {
+        Backoff {
+            next: Self::FIRST,
+            max,
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+
+    /// The pause before the next attempt: the current step with ±50 % jitter.
+    pub(super) fn pause(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        step.mul_f64(0.5 + fastrand::f64())
+    }
+}
+
+/// Polls the event loop, delivers messages, settles the ledger, reconnects.
+pub(super) struct Driver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) inbox: ArrivalSender,
+    /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
+    pub(super) held: Vec<Request>,
+    pub(super) backoff: Backoff,
+    pub(super) topic_names: TopicNames,
+}
+
+impl Driver {
+    pub(super) async fn run(mut self, mut eventloop: EventLoop) {
+        let mut acks = AckWriter::default();
+        loop {
+            self.shared.acks.before_poll(&mut acks.batch);
+            acks.write(&mut eventloop).await;
+            // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
+            // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
+            // made meanwhile are written on the next turn.
+            if self.inbox.is_full() {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.close_requested.notified() => break,
+                    _ = self.inbox.room() => {}
+                }
+            }
+            let polled = eventloop.poll().await;
+            self.shared.acks.after_poll();
+            match polled {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    // The broker closes the connection once it has processed the DISCONNECT:
+                    // wait for that (briefly), so when close() returns the broker has let this
+                    // client go — its shared-subscription membership too, which otherwise still
+                    // took messages meant for the group's other members.
+                    // Read from the connection itself: polling rumqttc again would reconnect.
+                    if let Some(network) = eventloop.network.as_mut() {
+                        let closed = async { while network.read().await.is_ok() {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+                    }
+                    break;
+                }
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    tracing::info!(broker = %self.shared.broker, session_present = ack.session_present, "MQTT reconnected");
+                    self.backoff.reset();
+                    self.restore(&mut eventloop, ack.session_present);
+                }
+                Ok(event) => self.handle(event),
+                Err(error) => {
+                    if self.shared.closed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    // rumqttc moved its unacknowledged and unsent requests into `pending` and
+                    // would drop them on a reconnect without session: keep them ourselves.
+                    let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
+                    for event in buffered {
+                        self.handle(event);
+                    }
+                    self.held.extend(eventloop.pending.drain(..));
+                    self.shared.acks.connection_lost();
+                    let pause = self.backoff.pause();
+                    tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = self.shared.close_requested.notified() => break,
+                    }
+                }
+            }
+        }
+        tracing::debug!(broker = %self.shared.broker, "MQTT connection closed");
+        let ledger = std::mem::take(&mut *self.shared.ledger());
+        for pending in ledger
+            .unsent
+            .into_iter()
+            .chain(ledger.unacked.into_values())
+        {
+            pending.resolve(Err(Error::Closed));
+        }
+    }
+
+    pub(super) fn handle(&mut self, event: Event) {
+        match event {
+            Event::Incoming(Incoming::Publish(publish)) => self.deliver(publish),
+            Event::Incoming(Incoming::PubAck(ack)) => {
+                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
+            }
+            Event::Incoming(Incoming::PubRec(ack)) => {
+                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
+            }
+            Event::Incoming(Incoming::SubAck(ack)) => self.subscribed(&ack),
+            Event::Incoming(Incoming::UnsubAck(ack)) => {
+                self.acknowledged(Kind::Unsubscribe, ack.pkid, Ok(()))
+            }
+            Event::Outgoing(Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid)) => {
+                self.shared.acks.written(pkid)
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.sent(Kind::Publish, pkid),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.sent(Kind::Subscribe, pkid),
+            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => self.sent(Kind::Unsubscribe, pkid),
+            _ => {}
+        }
+    }
+
+    /// rumqttc wrote a packet: the oldest unsent request of the ledger, unless it is the
+    /// retransmission of one still waiting for its acknowledgement.
+    pub(super) fn sent(&mut self, kind: Kind, pkid: u16) {
+        let mut ledger = self.shared.ledger();
+        if pkid != 0 && ledger.unacked.contains_key(&(kind, pkid)) {
+            return;
+        }
+        let Some(pending) = ledger.unsent.pop_front() else {
+            tracing::error!(broker = %self.shared.broker, ?kind, pkid, "MQTT sent a packet the ledger does not know");
+            return;
+        };
+        if pending.kind != kind {
+            tracing::error!(broker = %self.shared.broker, expected = ?pending.kind, sent = ?kind, "MQTT ledger out of step");
+        }
+        if kind == Kind::Publish && pkid == 0 {
+            drop(ledger);
+            pending.resolve(Ok(()));
+        } else {
+            ledger.unacked.insert((kind, pkid), pending);
+        }
+    }
+
+    /// A SUBACK: a filter the broker refused (0x80: its ACL, or no shared subscriptions) fails
+    /// the subscription, naming the filter.
+    pub(super) fn subscribed(&mut self, ack: &SubAck) {
+        let Some(pending) = self
+            .shared
+            .ledger()
+            .unacked
+            .remove(&(Kind::Subscribe, ack.pkid))
+        else {
+            return;
+        };
+        let filters: &[SubscribeFilter] = match &pending.request {
+            Request::Subscribe(subscribe) => &subscribe.filters,
+            _ => &[],
+        };
+        let refused: Vec<String> = ack
+            .return_codes
+            .iter()
+            .zip(filters)
+            .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(_, filter)| format!("`{}`", filter.path))
+            .collect();
+        if refused.is_empty() {
+            pending.resolve(Ok(()));
+            return;
+        }
+        // Not renewed after a reconnect: the broker would refuse it again.
+        self.shared
+            .subscriptions()
+            .retain(|current| !refused.iter().any(|r| r.trim_matches('`') == current));
+        tracing::error!(broker = %self.shared.broker, filters = %refused.join(", "), "MQTT subscription refused");
+        pending.resolve(Err(self.shared.transport_error(
+            "subscribe",
+            format!(
+                "the broker refused the subscription to {} (SUBACK 0x80: its ACL does not let this user read it, or it does not support shared subscriptions)",
+                refused.join(", ")
+            ),
+        )));
+    }
+
+    pub(super) fn acknowledged(&mut self, kind: Kind, pkid: u16, result: Result<()>) {
+        let pending = self.shared.ledger().unacked.remove(&(kind, pkid));
+        if let Some(pending) = pending {
+            pending.resolve(result);
+        }
+    }
+
+    pub(super) fn deliver(&mut self, publish: Publish) {
+        let ack = (publish.qos != QoS::AtMostOnce)
+            .then(|| self.shared.acks.ack_for(publish.pkid, publish.qos));
+        if publish.topic.starts_with(&self.shared.reply_prefix) {
+            crate::socket::deliver_reply(&self.shared.replies, &publish.topic, &publish.payload);
+            if let Some(ack) = ack {
+                self.shared.acks.acknowledge(ack);
+            }
+            return;
+        }
+        let topic = self.topic_names.get(&publish.topic);
+        let mut delivery = Delivery::new(topic, publish.payload);
+        if let Some(ack) = ack {
+            let shared = Arc::clone(&self.shared);
+            delivery = delivery.with_ack(move || shared.acks.acknowledge(ack));
+        }
+        // Handled right here when the consumer is idle: no hand-off to its task. If the
+        // consumer is gone (shutting down) it stays unacknowledged; the broker redelivers.
+        self.inbox.send(delivery);
+    }
+
+    /// After a reconnect: put back what was held. Without a session on the broker, also renew
+    /// every subscription and resend every unacknowledged publish as new.
+    pub(super) fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) {
+        let held = std::mem::take(&mut self.held);
+        let mut ledger = self.shared.ledger();
+        let mut requests: Vec<Request> = Vec::new();
+        let mut front: Vec<Pending> = Vec::new();
+        if !session_present {
+            for filter in self.shared.subscriptions().iter() {
+                let subscribe = Subscribe::new(filter.clone(), self.shared.qos);
+                requests.push(Request::Subscribe(subscribe.clone()));
+                front.push(Pending {
+                    kind: Kind::Subscribe,
+                    waiter: None,
+                    request: Request::Subscribe(subscribe),
+                });
+            }
+        }
+        // rumqttc never retransmits (un)subscriptions: send again those not acknowledged.
+        let keys: Vec<(Kind, u16)> = ledger
+            .unacked
+            .keys()
+            .filter(|(kind, _)| *kind != Kind::Publish)
+            .copied()
+            .collect();
+        let mut unacked_subscriptions: Vec<((Kind, u16), Pending)> = keys
+            .into_iter()
+            .filter_map(|key| ledger.unacked.remove(&key).map(|pending| (key, pending)))
+            .collect();
+        unacked_subscriptions.sort_by_key(|((_, pkid), _)| *pkid);
+        for (_, pending) in unacked_subscriptions {
+            requests.push(renumbered(pending.request.clone()));
+            front.push(pending);
+        }
+        for request in held {
+            match request {
+                Request::Publish(publish) if publish.pkid != 0 => {
+                    if session_present {
+                        requests.push(Request::Publish(publish));
+                        continue;
+                    }
+                    // Lost with the session: send it again as a new publish.
+                    let pending = ledger
+                        .unacked
+                        .remove(&(Kind::Publish, publish.pkid))
+                        .unwrap_or(Pending {
+                            kind: Kind::Publish,
+                            waiter: None,
+                            request: Request::Publish(publish.clone()),
+                        });
+                    requests.push(renumbered(Request::Publish(publish)));
+                    front.push(pending);
+                }
+                // Unsent requests keep their place at the front of the ledger's unsent queue.
+                request @ (Request::Publish(_)
+                | Request::Subscribe(_)
+                | Request::Unsubscribe(_)) => requests.push(request),
+                // Acknowledgements of messages the broker sends again (rumqttc drops them too).
+                Request::PubAck(_) | Request::PubRec(_) => {}
+                other if session_present => requests.push(other),
+                _ => {}
+            }
+        }
+        for pending in front.into_iter().rev() {
+            ledger.unsent.push_front(pending);
+        }
+        drop(ledger);
+        eventloop.pending.extend(requests);
+    }
+}

@@ -1,0 +1,62 @@
+//! Requests handed to rumqttc (publish, subscribe, unsubscribe), from the hand-over until the
+//! broker acknowledged them: what a publish's caller waits for, and what is sent again after a
+//! reconnect without a session.
+
+use std::collections::{HashMap, VecDeque};
+
+use rumqttc::Request;
+use tokio::sync::oneshot;
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) enum Kind {
+    Publish,
+    Subscribe,
+    Unsubscribe,
+}
+
+/// A request handed to rumqttc, waiting for its packet to be sent and then acknowledged.
+pub(super) struct Pending {
+    pub(super) kind: Kind,
+    /// `None` for the transport's own requests (re-subscriptions after a reconnect).
+    pub(super) waiter: Option<oneshot::Sender<Result<()>>>,
+    /// What to send again if the broker lost it.
+    pub(super) request: Request,
+}
+
+impl Pending {
+    pub(super) fn resolve(self, result: Result<()>) {
+        if let Some(waiter) = self.waiter {
+            let _ = waiter.send(result);
+        }
+    }
+}
+
+/// Where each request is: handed to rumqttc but not yet sent (`unsent`, in order), or sent
+/// and waiting for the broker's acknowledgement (`unacked`, by packet id).
+#[derive(Default)]
+pub(super) struct Ledger {
+    pub(super) unsent: VecDeque<Pending>,
+    pub(super) unacked: HashMap<(Kind, u16), Pending>,
+}
+
+/// A request as new: packet id 0 (rumqttc assigns one), not a duplicate.
+pub(super) fn renumbered(request: Request) -> Request {
+    match request {
+        Request::Publish(mut publish) => {
+            publish.pkid = 0;
+            publish.dup = false;
+            Request::Publish(publish)
+        }
+        Request::Subscribe(mut subscribe) => {
+            subscribe.pkid = 0;
+            Request::Subscribe(subscribe)
+        }
+        Request::Unsubscribe(mut unsubscribe) => {
+            unsubscribe.pkid = 0;
+            Request::Unsubscribe(unsubscribe)
+        }
+        other => other,
+    }
+}
