@@ -7,11 +7,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::socket::memory::{MemoryConfig, MemorySocketProvider};
-use crate::socket::{SocketProvider, DEFAULT_REQUEST_TIMEOUT};
+use crate::socket::memory::MemoryConfig;
+use crate::socket::{SocketProvider, TransportConfig, DEFAULT_REQUEST_TIMEOUT};
+use crate::url::{bad_url, check_duration_ms};
 
 /// Which transport a socket uses, and its settings. In TOML, `transport = "memory"` (or
 /// `"mqtt"`, `"kafka"`) selects the variant; the other keys are the variant's fields.
+///
+/// A new transport is one folder under `socket/` (its config implementing
+/// [`TransportConfig`] and `from_url`, its socket and provider), one variant here, one arm in
+/// [`SocketConfig::transport`] and one row in the scheme table of [`SocketConfig::from_url`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "lowercase")]
 #[non_exhaustive]
@@ -28,11 +33,44 @@ pub enum SocketConfig {
 
 impl Default for SocketConfig {
     fn default() -> Self {
-        SocketConfig::Memory(MemoryConfig {
-            bus: "default".to_owned(),
-            default_subscription_topics: Vec::new(),
-        })
+        SocketConfig::Memory(MemoryConfig::default())
     }
+}
+
+/// Reads a bus URL of one scheme.
+type UrlReader = fn(&str) -> Result<SocketConfig>;
+
+/// Every bus URL scheme and how to read it: the one table `from_url` and its errors use.
+const SCHEMES: &[(&str, UrlReader)] = &[
+    ("memory", |url| {
+        MemoryConfig::from_url(url).map(SocketConfig::Memory)
+    }),
+    ("mqtt", mqtt_from_url),
+    ("mqtts", mqtt_from_url),
+    ("kafka", kafka_from_url),
+];
+
+#[cfg(feature = "mqtt")]
+fn mqtt_from_url(url: &str) -> Result<SocketConfig> {
+    crate::socket::mqtt::MqttConfig::from_url(url).map(SocketConfig::Mqtt)
+}
+
+#[cfg(not(feature = "mqtt"))]
+fn mqtt_from_url(url: &str) -> Result<SocketConfig> {
+    Err(bad_url(url, "spa-dat was built without the `mqtt` feature"))
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_from_url(url: &str) -> Result<SocketConfig> {
+    crate::socket::kafka::KafkaConfig::from_url(url).map(SocketConfig::Kafka)
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_from_url(url: &str) -> Result<SocketConfig> {
+    Err(bad_url(
+        url,
+        "spa-dat was built without the `kafka` feature",
+    ))
 }
 
 /// Builds socket providers from configuration (the Python package's `SocketProviderFactory`).
@@ -42,17 +80,7 @@ pub struct SocketProviderFactory;
 impl SocketProviderFactory {
     /// The provider `config` describes.
     pub fn from_config(config: &SocketConfig) -> Result<Arc<dyn SocketProvider>> {
-        match config {
-            SocketConfig::Memory(memory) => Ok(Arc::new(MemorySocketProvider::from_config(memory))),
-            #[cfg(feature = "mqtt")]
-            SocketConfig::Mqtt(mqtt) => Ok(Arc::new(crate::socket::mqtt::MqttSocketProvider::new(
-                mqtt.clone(),
-            )?)),
-            #[cfg(feature = "kafka")]
-            SocketConfig::Kafka(kafka) => Ok(Arc::new(
-                crate::socket::kafka::KafkaSocketProvider::new(kafka.clone())?,
-            )),
-        }
+        config.transport().provider()
     }
 
     /// The provider a URL describes:
@@ -65,123 +93,39 @@ impl SocketProviderFactory {
 }
 
 impl SocketConfig {
-    /// Checks the transport's values (see each transport config's `validate`).
-    pub fn validate(&self) -> Result<()> {
+    /// The transport's own settings.
+    pub fn transport(&self) -> &dyn TransportConfig {
         match self {
-            SocketConfig::Memory(_) => Ok(()),
+            SocketConfig::Memory(config) => config,
             #[cfg(feature = "mqtt")]
-            SocketConfig::Mqtt(config) => config.validate(),
+            SocketConfig::Mqtt(config) => config,
             #[cfg(feature = "kafka")]
-            SocketConfig::Kafka(config) => config.validate(),
+            SocketConfig::Kafka(config) => config,
         }
+    }
+
+    /// Checks the transport's values (see [`TransportConfig::validate`]).
+    pub fn validate(&self) -> Result<()> {
+        self.transport().validate()
     }
 
     /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
     pub fn from_url(url: &str) -> Result<Self> {
-        let Some((scheme, _)) = url.split_once("://") else {
-            return Err(bad_url(url, "expected memory://, mqtt:// or kafka://"));
+        let expected = || {
+            let schemes: Vec<String> = SCHEMES.iter().map(|(s, _)| format!("{s}://")).collect();
+            schemes.join(", ")
         };
-        match scheme {
-            "memory" => {
-                let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
-                let mut config = MemoryConfig {
-                    bus: match parsed.host_str() {
-                        Some(name) if !name.is_empty() => name.to_owned(),
-                        _ => "default".to_owned(),
-                    },
-                    default_subscription_topics: Vec::new(),
-                };
-                for (key, value) in query_pairs(&parsed)? {
-                    match key.as_str() {
-                        "topics" => config.default_subscription_topics = split_list(&value),
-                        other => return Err(unknown_parameter(url, other, &["topics"])),
-                    }
-                }
-                Ok(SocketConfig::Memory(config))
-            }
-            #[cfg(feature = "mqtt")]
-            "mqtt" | "mqtts" => Ok(SocketConfig::Mqtt(
-                crate::socket::mqtt::MqttConfig::from_url(url)?,
-            )),
-            #[cfg(not(feature = "mqtt"))]
-            "mqtt" | "mqtts" => Err(bad_url(url, "spa-dat was built without the `mqtt` feature")),
-            #[cfg(feature = "kafka")]
-            "kafka" => Ok(SocketConfig::Kafka(
-                crate::socket::kafka::KafkaConfig::from_url(url)?,
-            )),
-            #[cfg(not(feature = "kafka"))]
-            "kafka" => Err(bad_url(
+        let Some((scheme, _)) = url.split_once("://") else {
+            return Err(bad_url(url, format!("expected one of {}", expected())));
+        };
+        match SCHEMES.iter().find(|(known, _)| *known == scheme) {
+            Some((_, parse)) => parse(url),
+            None => Err(bad_url(
                 url,
-                "spa-dat was built without the `kafka` feature",
-            )),
-            other => Err(bad_url(
-                url,
-                format!("unknown scheme `{other}`; expected memory://, mqtt:// or kafka://"),
+                format!("unknown scheme `{scheme}`; expected one of {}", expected()),
             )),
         }
     }
-}
-
-/// The URL's query as key/value pairs, percent-decoded. Unlike form decoding, `+` stays a
-/// plus: it is the MQTT single-level wildcard in topic lists.
-pub(crate) fn query_pairs(url: &url::Url) -> Result<Vec<(String, String)>> {
-    let Some(query) = url.query() else {
-        return Ok(Vec::new());
-    };
-    query
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((url_decode(url, key)?, url_decode(url, value)?))
-        })
-        .collect()
-}
-
-/// One percent-encoded part of a bus URL, decoded.
-pub(crate) fn url_decode(url: &url::Url, part: &str) -> Result<String> {
-    percent_encoding::percent_decode_str(part)
-        .decode_utf8()
-        .map(|s| s.into_owned())
-        .map_err(|e| bad_url(url.as_str(), e))
-}
-
-/// A numeric URL parameter.
-#[cfg(any(feature = "mqtt", feature = "kafka"))]
-pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
-    value.parse().map_err(|_| {
-        bad_url(
-            url,
-            format!("`{key}={value}` is not a number in the range `{key}` takes"),
-        )
-    })
-}
-
-pub(crate) fn split_list(value: &str) -> Vec<String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
-pub(crate) fn unknown_parameter(url: &str, key: &str, valid: &[&str]) -> Error {
-    bad_url(
-        url,
-        format!(
-            "unknown parameter `{key}`; expected one of: {}",
-            valid.join(", ")
-        ),
-    )
-}
-
-/// A configuration error about the bus URL `url`, shown without its secrets.
-pub(crate) fn bad_url(url: &str, problem: impl std::fmt::Display) -> Error {
-    Error::config(format!(
-        "bad bus URL `{}`: {problem}",
-        crate::redact::redacted_url(url)
-    ))
 }
 
 /// The whole configuration of a [`crate::DistributedApplication`].
@@ -196,37 +140,26 @@ pub(crate) fn bad_url(url: &str, problem: impl std::fmt::Display) -> Error {
 /// bus = "default"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The default bus for every application.
-    #[serde(default)]
     pub bus: SocketConfig,
     /// How long `request` waits for a reply by default, in milliseconds.
-    #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// How long in-flight handlers may run on after shutdown was requested, in milliseconds.
-    #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
     /// Where consumers forward messages they cannot decode or whose handler failed. `None`:
     /// such messages are logged and skipped.
-    #[serde(default)]
     pub dead_letter_topic: Option<String>,
 }
 
-fn default_request_timeout_ms() -> u64 {
-    DEFAULT_REQUEST_TIMEOUT.as_millis() as u64
-}
-
-fn default_shutdown_grace_ms() -> u64 {
-    10_000
-}
-
+/// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic.
 impl Default for Config {
     fn default() -> Self {
         Config {
             bus: SocketConfig::default(),
-            request_timeout_ms: default_request_timeout_ms(),
-            shutdown_grace_ms: default_shutdown_grace_ms(),
+            request_timeout_ms: DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
+            shutdown_grace_ms: 10_000,
             dead_letter_topic: None,
         }
     }
@@ -321,34 +254,6 @@ fn parse_ms(name: &str, value: &str) -> Result<u64> {
     Ok(ms)
 }
 
-/// The longest timeout or grace period a configuration may set: a day (a larger one is a
-/// mistake, and `u64::MAX` ms would overflow the clock).
-pub(crate) const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// Checks a duration setting named `key`: from `min` ms to [`MAX_DURATION_MS`].
-pub(crate) fn check_duration_ms(key: &str, ms: u64, min: u64) -> Result<()> {
-    if (min..=MAX_DURATION_MS).contains(&ms) {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "`{key}` = {ms} ms is out of range: {min} ms to {MAX_DURATION_MS} ms (a day)"
-        )))
-    }
-}
-
-/// A yes/no URL parameter: `true`/`1`/`yes` or `false`/`0`/`no`.
-#[cfg(any(feature = "mqtt", feature = "kafka"))]
-pub(crate) fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
-    match value {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(bad_url(
-            url,
-            format!("`{key}={value}` is not true or false"),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +276,11 @@ mod tests {
         assert!(err.to_string().contains("`nope`"), "{err}");
         let err = SocketConfig::from_url("amqp://x").expect_err("rejects");
         assert!(err.to_string().contains("unknown scheme"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("memory://, mqtt://, mqtts://, kafka://"),
+            "every scheme of the one table, built in or not: {err}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod handler;
 pub mod message;
 mod redact;
 pub mod socket;
+mod url;
 
 #[doc(hidden)]
 pub mod __private;

@@ -16,36 +16,62 @@ use tokio::sync::mpsc;
 
 use super::{
     topic_matches, validate_filter, Capabilities, Connection, Delivery, Inbox, Outgoing,
-    PendingReply, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
+    PendingReply, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket, TransportConfig,
 };
 use crate::error::{Error, Result};
+use crate::url::{bad_url, query_pairs, split_list, unknown_parameter};
 
 /// Prefix of reply topics; each socket owns `_spa/reply/{socket}/+`.
 const REPLY_PREFIX: &str = "_spa/reply";
 
 /// Configuration of the in-process bus.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
     /// Name of the bus: sockets on the same name in one process talk to each other.
-    #[serde(default = "default_bus_name")]
     pub bus: String,
     /// Topics a socket subscribes to when its application names none.
-    #[serde(default)]
     pub default_subscription_topics: Vec<String>,
-}
-
-fn default_bus_name() -> String {
-    "default".to_owned()
 }
 
 /// The bus `memory://` names.
 impl Default for MemoryConfig {
     fn default() -> Self {
         MemoryConfig {
-            bus: default_bus_name(),
+            bus: "default".to_owned(),
             default_subscription_topics: Vec::new(),
         }
+    }
+}
+
+impl MemoryConfig {
+    /// Parses `memory://` or `memory://name`, with `?topics=a,b` for default topics.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = ::url::Url::parse(url).map_err(|e| bad_url(url, e))?;
+        if parsed.scheme() != "memory" {
+            return Err(bad_url(url, "not a memory:// URL"));
+        }
+        let mut config = MemoryConfig::default();
+        if let Some(name) = parsed.host_str().filter(|name| !name.is_empty()) {
+            config.bus = name.to_owned();
+        }
+        for (key, value) in query_pairs(url, parsed.query())? {
+            match key.as_str() {
+                "topics" => config.default_subscription_topics = split_list(&value),
+                other => return Err(unknown_parameter(url, other, &["topics"])),
+            }
+        }
+        Ok(config)
+    }
+}
+
+impl TransportConfig for MemoryConfig {
+    fn validate(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(MemorySocketProvider::from_config(self)))
     }
 }
 

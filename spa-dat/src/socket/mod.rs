@@ -208,6 +208,16 @@ impl fmt::Debug for Connection {
     }
 }
 
+/// A transport's settings, as [`crate::config::SocketConfig`] holds them: each transport
+/// implements it in its folder.
+pub trait TransportConfig: std::fmt::Debug + Send + Sync {
+    /// Checks values that would only fail later, naming the key.
+    fn validate(&self) -> Result<()>;
+
+    /// A provider of sockets on the bus these settings describe.
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>>;
+}
+
 /// Builds sockets for applications (the Python package's `SocketProvider`).
 #[async_trait]
 pub trait SocketProvider: Send + Sync + 'static {

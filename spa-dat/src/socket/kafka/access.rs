@@ -11,8 +11,8 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use std::sync::Arc;
 
+use super::context::is_authorization;
 use super::context::{refused_group, Failures, SocketContext};
-use super::is_authorization;
 
 const POLL: Duration = Duration::from_millis(50);
 

@@ -9,7 +9,8 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
-use super::HandledOffsets;
+use super::offsets::HandledOffsets;
+use crate::error::Error;
 
 /// How often a listener must hang up on the first request before it counts as a wrong
 /// `security.protocol` rather than a broker restarting (librdkafka logs a repeat within 30 s
@@ -163,6 +164,37 @@ impl ConsumerContext for SocketContext {
             handled.store(consumer);
         }
     }
+}
+
+pub(super) fn kafka_error(
+    broker: &str,
+    operation: &'static str,
+    error: impl std::fmt::Display,
+) -> Error {
+    Error::Transport {
+        operation,
+        broker: broker.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+pub(super) fn describe(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("{error} ({code:?})"),
+        None => error.to_string(),
+    }
+}
+
+/// The broker's ACLs refused the request.
+pub(super) fn is_authorization(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
 }
 
 #[cfg(test)]

@@ -7,70 +7,57 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, QoS};
 use serde::{Deserialize, Serialize};
 
+use super::socket::MqttSocketProvider;
 use super::tls::MqttTls;
-use crate::config::{
+use crate::error::{Error, Result};
+use crate::redact::redacted_option;
+use crate::socket::{SocketProvider, TransportConfig};
+use crate::url::{
     bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_decode,
     url_number,
 };
-use crate::error::{Error, Result};
-use crate::redact::redacted_option;
 
 /// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
 /// `Debug` shows the password as `***`.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker host name or address.
     pub host: String,
     /// Broker port.
-    #[serde(default = "default_port")]
     pub port: u16,
     /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}` (the
     /// application's explicit client id, else its name), the same in every run, so persistent
     /// sessions resume. Unset: the application's client id (its name plus a random suffix).
-    #[serde(default)]
     pub client_id: Option<String>,
     /// User name.
-    #[serde(default)]
     pub username: Option<String>,
     /// Password.
-    #[serde(default)]
     pub password: Option<String>,
     /// Keep-alive interval in seconds.
-    #[serde(default = "default_keepalive")]
     pub keepalive_secs: u64,
     /// QoS of publishes and subscriptions: 0, 1 (default: at least once) or 2.
-    #[serde(default = "default_qos")]
     pub qos: u8,
     /// Publish with the retain flag.
-    #[serde(default)]
     pub retain: bool,
     /// `true`: a new session on every connect. `false`: a persistent session, so messages
     /// published while the consumer was away are delivered when it returns (needs a stable
     /// `client_id`).
-    #[serde(default = "default_true")]
     pub clean_session: bool,
     /// TLS (rustls); absent = plain TCP.
-    #[serde(default)]
     pub tls: Option<MqttTls>,
     /// Unacknowledged outgoing publishes at once.
-    #[serde(default = "default_inflight")]
     pub inflight: u16,
     /// Largest packet this client sends, in bytes (a larger publish fails at once). Incoming
     /// packets are accepted up to MQTT's own limit: the broker's limit bounds them.
-    #[serde(default = "default_max_packet_size")]
     pub max_packet_size: usize,
     /// Topics a socket subscribes to when its application names none.
-    #[serde(default)]
     pub default_subscription_topics: Vec<String>,
     /// How long the first connection may take.
-    #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// How long `publish` waits for the broker's acknowledgement.
-    #[serde(default = "default_publish_timeout_ms")]
     pub publish_timeout_ms: u64,
     /// Longest pause between reconnect attempts.
-    #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
 }
 
@@ -100,35 +87,32 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
-fn default_port() -> u16 {
-    1883
-}
-fn default_keepalive() -> u64 {
-    60
-}
-fn default_qos() -> u8 {
-    1
-}
-fn default_true() -> bool {
-    true
-}
-fn default_inflight() -> u16 {
-    100
-}
 /// The largest packet MQTT 3.1.1 can carry (a 4-byte remaining length, plus its header).
 const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 
-fn default_max_packet_size() -> usize {
-    1024 * 1024
-}
-fn default_connect_timeout_ms() -> u64 {
-    5_000
-}
-fn default_publish_timeout_ms() -> u64 {
-    10_000
-}
-fn default_reconnect_max_ms() -> u64 {
-    10_000
+/// A broker on `localhost:1883`, QoS 1, clean sessions, 1 MiB packets, 5 s to connect, 10 s
+/// for an acknowledgement, reconnect pauses up to 10 s.
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "localhost".to_owned(),
+            port: 1883,
+            client_id: None,
+            username: None,
+            password: None,
+            keepalive_secs: 60,
+            qos: 1,
+            retain: false,
+            clean_session: true,
+            tls: None,
+            inflight: 100,
+            max_packet_size: 1024 * 1024,
+            default_subscription_topics: Vec::new(),
+            connect_timeout_ms: 5_000,
+            publish_timeout_ms: 10_000,
+            reconnect_max_ms: 10_000,
+        }
+    }
 }
 
 impl MqttConfig {
@@ -137,27 +121,14 @@ impl MqttConfig {
         MqttConfig {
             host: host.into(),
             port,
-            client_id: None,
-            username: None,
-            password: None,
-            keepalive_secs: default_keepalive(),
-            qos: default_qos(),
-            retain: false,
-            clean_session: true,
-            tls: None,
-            inflight: default_inflight(),
-            max_packet_size: default_max_packet_size(),
-            default_subscription_topics: Vec::new(),
-            connect_timeout_ms: default_connect_timeout_ms(),
-            publish_timeout_ms: default_publish_timeout_ms(),
-            reconnect_max_ms: default_reconnect_max_ms(),
+            ..MqttConfig::default()
         }
     }
 
     /// Parses `mqtt://user:pass@host:1883?client_id=...&qos=1&clean_session=false&topics=a,b`
     /// (`mqtts://` for TLS with the system's CA certificates).
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = url::Url::parse(url).map_err(|e| bad_url(url, e))?;
+        let parsed = ::url::Url::parse(url).map_err(|e| bad_url(url, e))?;
         let tls = match parsed.scheme() {
             "mqtt" => None,
             "mqtts" => Some(MqttTls::default()),
@@ -174,12 +145,12 @@ impl MqttConfig {
         let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
         config.tls = tls;
         if !parsed.username().is_empty() {
-            config.username = Some(url_decode(&parsed, parsed.username())?);
+            config.username = Some(url_decode(url, parsed.username())?);
         }
         if let Some(password) = parsed.password() {
-            config.password = Some(url_decode(&parsed, password)?);
+            config.password = Some(url_decode(url, password)?);
         }
-        for (key, value) in query_pairs(&parsed)? {
+        for (key, value) in query_pairs(url, parsed.query())? {
             match key.as_str() {
                 "client_id" => config.client_id = Some(value),
                 "qos" => config.qos = url_number(url, &key, &value)?,
@@ -302,5 +273,15 @@ pub(super) fn qos_of(qos: u8) -> Result<QoS> {
         other => Err(Error::config(format!(
             "MQTT qos must be 0, 1 or 2, got {other}"
         ))),
+    }
+}
+
+impl TransportConfig for MqttConfig {
+    fn validate(&self) -> Result<()> {
+        MqttConfig::validate(self)
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(MqttSocketProvider::new(self.clone())?))
     }
 }

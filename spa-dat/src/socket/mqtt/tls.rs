@@ -9,16 +9,13 @@ use crate::error::{Error, Result};
 
 /// TLS settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MqttTls {
     /// PEM file with the CA certificates to trust; default: the system's.
-    #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate chain, for mutual TLS.
-    #[serde(default)]
     pub client_cert_file: Option<PathBuf>,
     /// PEM private key of the client certificate.
-    #[serde(default)]
     pub client_key_file: Option<PathBuf>,
 }
 

@@ -1,0 +1,215 @@
+//! The Kafka transport's settings, from TOML or a `kafka://` URL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use serde::{Deserialize, Serialize};
+
+use super::KafkaSocketProvider;
+use crate::error::{Error, Result};
+use crate::redact::{is_secret_key, REDACTED};
+use crate::socket::{SocketProvider, TransportConfig};
+use crate::url::{
+    bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_number,
+};
+
+/// Configuration of the Kafka transport (the Python package's `KafkaConfig`, extended).
+/// `Debug` shows secret properties (`sasl.password`, `*.secret`, …) as `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port...]`.
+    pub bootstrap_servers: String,
+    /// Consumer group of every socket; default: `spa-dat-{application name}`.
+    pub group_id: Option<String>,
+    /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}`.
+    /// Unset: the application's client id (its name plus a random suffix).
+    pub client_id: Option<String>,
+    /// Topics a socket subscribes to when its application names none.
+    pub default_subscription_topics: Vec<String>,
+    /// Create subscription topics that do not exist.
+    pub create_topics: bool,
+    /// Partitions of topics spa-dat creates.
+    pub topic_partitions: i32,
+    /// Replication factor of topics spa-dat creates.
+    pub topic_replication: i32,
+    /// How long connecting (the first metadata request) may take.
+    pub connect_timeout_ms: u64,
+    /// How long `publish` waits for the broker's acknowledgement.
+    pub publish_timeout_ms: u64,
+    /// librdkafka properties passed through as they are (SASL, SSL, tuning), e.g.
+    /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret_key(key) { REDACTED } else { value };
+                (key.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("group_id", &self.group_id)
+            .field("client_id", &self.client_id)
+            .field(
+                "default_subscription_topics",
+                &self.default_subscription_topics,
+            )
+            .field("create_topics", &self.create_topics)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication", &self.topic_replication)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+/// A cluster on `localhost:9092`; missing topics created with 1 partition and replication 1;
+/// 10 s to connect, 30 s for an acknowledgement.
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: "localhost:9092".to_owned(),
+            group_id: None,
+            client_id: None,
+            default_subscription_topics: Vec::new(),
+            create_topics: true,
+            topic_partitions: 1,
+            topic_replication: 1,
+            connect_timeout_ms: 10_000,
+            publish_timeout_ms: 30_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// A config for `bootstrap_servers` with every other setting at its default.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// Parses `kafka://host:9092[,host2:9092]?group=...&client_id=...&topics=a,b&partitions=4`;
+    /// parameters with a dot (`security.protocol=SSL`) are librdkafka properties.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let rest = url
+            .strip_prefix("kafka://")
+            .ok_or_else(|| bad_url(url, "not a kafka:// URL"))?;
+        let (servers, _) = rest.split_once('?').unwrap_or((rest, ""));
+        let servers = servers.trim_end_matches('/');
+        if servers.is_empty() {
+            return Err(bad_url(url, "no bootstrap server"));
+        }
+        let mut config = KafkaConfig::new(servers);
+        // The host list is not a URL authority (commas): the query is read on its own.
+        for (key, value) in query_pairs(url, rest.split_once('?').map(|(_, query)| query))? {
+            match key.as_str() {
+                "group" | "group_id" => config.group_id = Some(value),
+                "client_id" => config.client_id = Some(value),
+                "topics" => config.default_subscription_topics = split_list(&value),
+                "partitions" => config.topic_partitions = url_number(url, &key, &value)?,
+                "replication" => config.topic_replication = url_number(url, &key, &value)?,
+                "create_topics" => config.create_topics = parse_bool(url, &key, &value)?,
+                "connect_timeout_ms" => config.connect_timeout_ms = url_number(url, &key, &value)?,
+                "publish_timeout_ms" => config.publish_timeout_ms = url_number(url, &key, &value)?,
+                property if property.contains('.') => {
+                    config.properties.insert(key.clone(), value);
+                }
+                other => {
+                    return Err(unknown_parameter(
+                        url,
+                        other,
+                        &[
+                            "group",
+                            "client_id",
+                            "topics",
+                            "partitions",
+                            "replication",
+                            "create_topics",
+                            "connect_timeout_ms",
+                            "publish_timeout_ms",
+                            "<librdkafka.property>",
+                        ],
+                    ))
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would only fail later.
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(Error::config("Kafka bootstrap_servers is empty"));
+        }
+        for (key, value) in [
+            ("topic_partitions (URL: partitions)", self.topic_partitions),
+            (
+                "topic_replication (URL: replication)",
+                self.topic_replication,
+            ),
+        ] {
+            if value < 1 {
+                return Err(Error::config(format!(
+                    "Kafka `{key}` must be at least 1, got {value}"
+                )));
+            }
+        }
+        check_duration_ms("connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        check_duration_ms("publish_timeout_ms", self.publish_timeout_ms, 1)
+    }
+
+    /// `kafka://servers`, for logs and errors.
+    pub fn broker(&self) -> String {
+        format!("kafka://{}", self.bootstrap_servers)
+    }
+
+    /// A config for another set of default topics (the Python package's `overwrite_config`).
+    pub fn overwrite_config(&self, topics: Vec<String>) -> Self {
+        KafkaConfig {
+            default_subscription_topics: topics,
+            ..self.clone()
+        }
+    }
+
+    pub(super) fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", client_id);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        // rdkafka derives librdkafka's level from the `log` crate's, which is off unless a
+        // `log` logger is installed; the socket context sends the lines to `tracing` and
+        // needs INFO to see a listener hang up (see `context::Failures`).
+        let level = if self.properties.contains_key("debug") {
+            RDKafkaLogLevel::Debug
+        } else {
+            RDKafkaLogLevel::Info
+        };
+        config.set_log_level(level);
+        config
+    }
+}
+
+impl TransportConfig for KafkaConfig {
+    fn validate(&self) -> Result<()> {
+        KafkaConfig::validate(self)
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(KafkaSocketProvider::new(self.clone())?))
+    }
+}
