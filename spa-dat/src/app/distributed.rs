@@ -8,12 +8,14 @@ use futures_util::FutureExt;
 
 use tokio::task::JoinSet;
 
-use super::application::{panic_message, Application, ApplicationLifeCycle, Settings};
+use super::application::{Application, ApplicationLifeCycle, Settings};
+use super::guarded::panic_message;
 use super::resource::{Resource, ResourceSet};
+use super::runtime::Extensions;
 use super::shutdown::{on_signal, Shutdown};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
-use crate::handler::{registry, Extensions, Handler, Registration};
+use crate::handler::{registry, Handler, Registration};
 use crate::socket::SocketProvider;
 
 /// Runs applications together: the ones registered with `#[consumer]` / `#[producer]` and the

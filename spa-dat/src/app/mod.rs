@@ -1,11 +1,16 @@
 //! Applications and their life cycle.
 
 mod application;
+mod consumer;
 mod distributed;
+mod guarded;
 mod resource;
+mod runtime;
 mod shutdown;
 
 pub use application::{Application, ApplicationLifeCycle};
 pub use distributed::DistributedApplication;
 pub use resource::Resource;
+pub(crate) use runtime::AppRuntime;
+pub use runtime::Extensions;
 pub use shutdown::Shutdown;

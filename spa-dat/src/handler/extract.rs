@@ -1,58 +1,16 @@
 //! Handler arguments: everything a handler can ask for implements [`FromContext`].
 
-use std::any::{type_name, Any, TypeId};
-use std::collections::HashMap;
-use std::fmt;
+use std::any::type_name;
 use std::ops::Deref;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::app::Shutdown;
+use crate::app::{AppRuntime, Extensions, Shutdown};
 use crate::error::BoxError;
 use crate::handler::HandlerKind;
 use crate::message::{MessageBuilder, SpaMessage};
 use crate::socket::Socket;
-
-/// Values stored by type: the applications' shared state and resources.
-#[derive(Clone, Default)]
-pub struct Extensions {
-    values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,
-}
-
-impl fmt::Debug for Extensions {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set()
-            .entries(self.values.values().map(|(name, _)| name))
-            .finish()
-    }
-}
-
-impl Extensions {
-    /// Stores `value`, replacing a value of the same type.
-    pub fn insert<T: Send + Sync + 'static>(&mut self, value: Arc<T>) {
-        self.values
-            .insert(TypeId::of::<T>(), (type_name::<T>(), value));
-    }
-
-    /// The value of type `T`, if stored.
-    pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        let (_, value) = self.values.get(&TypeId::of::<T>())?;
-        Arc::clone(value).downcast::<T>().ok()
-    }
-
-    /// Whether a value of type `T` is stored.
-    pub fn contains<T: 'static>(&self) -> bool {
-        self.values.contains_key(&TypeId::of::<T>())
-    }
-
-    /// Adds every value of `other` that `self` lacks.
-    pub fn merge_missing(&mut self, other: &Extensions) {
-        for (id, value) in &other.values {
-            self.values.entry(*id).or_insert_with(|| value.clone());
-        }
-    }
-}
 
 /// What an application offers its handler, known before any socket connects: used to check
 /// every handler argument at start-up.
@@ -75,16 +33,6 @@ pub struct HandlerContext {
     pub(crate) message: Option<SpaMessage>,
     /// Arguments still to be extracted that read the message: the last one may take it.
     pub(crate) readers_left: usize,
-}
-
-/// The parts of a running application that handlers can take.
-#[derive(Debug)]
-pub(crate) struct AppRuntime {
-    pub(crate) name: Arc<str>,
-    pub(crate) socket: Socket,
-    pub(crate) state: Extensions,
-    pub(crate) resources: Extensions,
-    pub(crate) shutdown: Shutdown,
 }
 
 impl HandlerContext {

@@ -15,8 +15,8 @@ use serde::Serialize;
 use crate::error::BoxError;
 use crate::message::{SpaMessage, CONTENT_TYPE_JSON};
 
-pub(crate) use extract::AppRuntime;
-pub use extract::{Extensions, FromContext, HandlerContext, HandlerScope, Json, Res, State};
+pub use crate::app::Extensions;
+pub use extract::{FromContext, HandlerContext, HandlerScope, Json, Res, State};
 pub use registry::Registration;
 
 /// Whether a handler runs per message or once.
