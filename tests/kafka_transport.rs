@@ -410,6 +410,30 @@ async fn publishes_beyond_librdkafkas_queue_wait_for_room_instead_of_failing() {
     connection.socket.close().await.expect("close");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_publish_keeps_librdkafkas_error_as_its_cause() {
+    let connection = provider(KafkaConfig::new(support::kafka::bootstrap()))
+        .connect(SocketOptions::new(unique("too-large")))
+        .await
+        .expect("connect");
+    let topic = unique("too-large");
+    // Above librdkafka's message.max.bytes (1,000,000 by default): refused at once.
+    let error = connection
+        .socket
+        .publish_bytes(&topic, Bytes::from(vec![b'x'; 2_000_000]))
+        .await
+        .expect_err("too large");
+    let cause = std::error::Error::source(&error)
+        .and_then(|cause| cause.downcast_ref::<rdkafka::error::KafkaError>())
+        .unwrap_or_else(|| panic!("no KafkaError as the cause of: {error}"));
+    assert_eq!(
+        cause.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge),
+        "{error}"
+    );
+    connection.socket.close().await.expect("close");
+}
+
 #[test]
 fn urls_and_config_are_validated() {
     let config = KafkaConfig::from_url(

@@ -28,6 +28,9 @@ pub enum Error {
         topic: String,
         /// What is wrong with it.
         reason: String,
+        /// The encoder's error (serde_json, UTF-8), if one caused it.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A payload that does not deserialize into the type a handler asked for.
     #[error("payload on topic `{topic}` is not a valid `{type_name}`: {reason}")]
@@ -38,6 +41,9 @@ pub enum Error {
         type_name: &'static str,
         /// The decoder's complaint.
         reason: String,
+        /// The decoder's error (serde_json, UTF-8).
+        #[source]
+        source: Option<BoxError>,
     },
     /// No reply arrived in time.
     #[error("request on topic `{topic}` got no reply within {timeout:?}")]
@@ -55,8 +61,12 @@ pub enum Error {
     Connect {
         /// The broker's address.
         broker: String,
-        /// Why.
+        /// Why, with what to check.
         reason: String,
+        /// The client library's error (rdkafka's `KafkaError`, rumqttc's `ConnectionError`),
+        /// where one caused it: downcast it to match, e.g., an `RDKafkaErrorCode`.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A transport operation failed.
     #[error("{operation} failed on {broker}: {reason}")]
@@ -67,17 +77,38 @@ pub enum Error {
         broker: String,
         /// Why.
         reason: String,
+        /// The client library's error, where one caused it (see [`Error::Connect`]).
+        #[source]
+        source: Option<BoxError>,
     },
     /// The socket was closed; no more operations are possible on it.
     #[error("socket is closed")]
     Closed,
-    /// A handler asked for an argument the application cannot provide.
+    /// A handler asked for an argument the application cannot provide (found at start-up).
     #[error("handler `{handler}`: {reason}")]
     Handler {
         /// The handler's name.
         handler: String,
         /// What is missing and how to fix it.
         reason: String,
+    },
+    /// A producer's handler returned an error or panicked.
+    #[error("handler `{handler}` failed: {source}")]
+    HandlerFailed {
+        /// The handler's name.
+        handler: String,
+        /// The handler's error, or its panic message.
+        source: BoxError,
+    },
+    /// The runtime cannot do what was asked: start Tokio, run an application that is not set
+    /// up. Not a configuration problem.
+    #[error("{reason}")]
+    Runtime {
+        /// What went wrong.
+        reason: String,
+        /// The underlying error (e.g. the I/O error starting Tokio), if any.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A resource failed to set up or tear down.
     #[error("resource `{resource}` failed to {stage}: {source}")]
@@ -145,6 +176,30 @@ impl Error {
     pub(crate) fn config(reason: impl Into<String>) -> Self {
         Error::Config(reason.into())
     }
+
+    pub(crate) fn runtime(reason: impl Into<String>) -> Self {
+        Error::Runtime {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `cause` as this error's [`std::error::Error::source`], on the variants that
+    /// carry one; others are returned as they are.
+    pub(crate) fn caused_by(
+        mut self,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        match &mut self {
+            Error::Encode { source, .. }
+            | Error::Payload { source, .. }
+            | Error::Connect { source, .. }
+            | Error::Transport { source, .. }
+            | Error::Runtime { source, .. } => *source = Some(Box::new(cause)),
+            _ => {}
+        }
+        self
+    }
 }
 
 #[cfg(test)]
@@ -158,12 +213,34 @@ mod tests {
             source: Box::new(Error::Connect {
                 broker: "mqtt://broker:1883".into(),
                 reason: "connection refused".into(),
+                source: None,
             }),
         };
         // `fn main() -> Result<(), Error>` prints the error with `{:?}`.
         assert_eq!(
             format!("{error:?}"),
             "application `kitchen_sensor` failed to start: cannot connect to mqtt://broker:1883: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_transport_error_keeps_the_client_librarys_error_as_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = Error::Transport {
+            operation: "publish",
+            broker: "kafka://k:9092".into(),
+            reason: "refused".into(),
+            source: None,
+        }
+        .caused_by(io);
+        let source = std::error::Error::source(&error).expect("a source");
+        assert_eq!(
+            source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+            Some(std::io::ErrorKind::ConnectionRefused)
+        );
+        assert_eq!(
+            error.to_string(),
+            "publish failed on kafka://k:9092: refused"
         );
     }
 }

@@ -44,7 +44,9 @@ pub trait ApplicationLifeCycle: Send {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::config(format!("cannot start the Tokio runtime: {e}")))?;
+            .map_err(|e| {
+                Error::runtime(format!("cannot start the Tokio runtime: {e}")).caused_by(e)
+            })?;
         runtime.block_on(self.start_async())
     }
 }
@@ -299,7 +301,7 @@ impl Application {
         }
         let settings = self.settings();
         let Some(provider) = self.provider.clone() else {
-            return Err(Error::config("no socket provider"));
+            return Err(Error::runtime("no socket provider"));
         };
         self.check()?;
         let client_id = self.client_id.clone().unwrap_or_else(|| {
@@ -378,16 +380,16 @@ impl Application {
             Outcome::Done(Ok(_)) => Ok(()),
             Outcome::Done(Err(error)) => {
                 tracing::error!(app = %self.name, %error, "producer failed");
-                Err(Error::Handler {
+                Err(Error::HandlerFailed {
                     handler: self.name.clone(),
-                    reason: error.to_string(),
+                    source: error,
                 })
             }
             Outcome::Panicked(reason) => {
                 tracing::error!(app = %self.name, panic = %reason, "producer panicked");
-                Err(Error::Handler {
+                Err(Error::HandlerFailed {
                     handler: self.name.clone(),
-                    reason: format!("panicked: {reason}"),
+                    source: format!("panicked: {reason}").into(),
                 })
             }
             Outcome::Cancelled => {
@@ -420,7 +422,7 @@ impl ApplicationLifeCycle for Application {
 
     async fn run_async(&mut self) -> Result<()> {
         let Some(running) = self.running.as_mut() else {
-            return Err(Error::config(format!(
+            return Err(Error::runtime(format!(
                 "application `{}` must be set up before it runs",
                 self.name
             )));
@@ -435,7 +437,7 @@ impl ApplicationLifeCycle for Application {
                 self.consume(running, inbox).await;
                 Ok(())
             }
-            (HandlerKind::Consumer, None) => Err(Error::config(format!(
+            (HandlerKind::Consumer, None) => Err(Error::runtime(format!(
                 "consumer `{}` already ran; set it up again",
                 self.name
             ))),

@@ -162,7 +162,9 @@ impl DistributedApplication {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::config(format!("cannot start the Tokio runtime: {e}")))?;
+            .map_err(|e| {
+                Error::runtime(format!("cannot start the Tokio runtime: {e}")).caused_by(e)
+            })?;
         runtime.block_on(self.start_async())
     }
 
@@ -250,9 +252,9 @@ async fn run_apps(
                 Err(panic) => {
                     let reason = panic_message(panic.as_ref());
                     tracing::error!(app = app.name(), panic = %reason, "application task panicked");
-                    Err(Error::Handler {
+                    Err(Error::HandlerFailed {
                         handler: app.name().to_owned(),
-                        reason: format!("its task panicked: {reason}"),
+                        source: format!("its task panicked: {reason}").into(),
                     })
                 }
             };

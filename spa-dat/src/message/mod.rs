@@ -120,9 +120,13 @@ impl SpaMessage {
     /// A message whose payload is `value` as JSON, with content type `application/json`.
     pub fn json<T: Serialize + ?Sized>(topic: impl Into<String>, value: &T) -> Result<Self> {
         let topic = topic.into();
-        let payload = serde_json::to_vec(value).map_err(|e| Error::Encode {
-            topic: topic.clone(),
-            reason: e.to_string(),
+        let payload = serde_json::to_vec(value).map_err(|e| {
+            Error::Encode {
+                topic: topic.clone(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
         })?;
         Ok(SpaMessage::new(topic, payload).with_content_type(CONTENT_TYPE_JSON))
     }
@@ -165,19 +169,27 @@ impl SpaMessage {
 
     /// The payload as text, if it is valid UTF-8.
     pub fn payload_str(&self) -> Result<&str> {
-        std::str::from_utf8(&self.payload).map_err(|e| Error::Payload {
-            topic: self.topic.clone(),
-            type_name: "str",
-            reason: e.to_string(),
+        std::str::from_utf8(&self.payload).map_err(|e| {
+            Error::Payload {
+                topic: self.topic.clone(),
+                type_name: "str",
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
         })
     }
 
     /// Decodes the payload as JSON into `T`.
     pub fn payload_json<T: DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_slice(&self.payload).map_err(|e| Error::Payload {
-            topic: self.topic.clone(),
-            type_name: std::any::type_name::<T>(),
-            reason: e.to_string(),
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            Error::Payload {
+                topic: self.topic.clone(),
+                type_name: std::any::type_name::<T>(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
         })
     }
 
@@ -186,9 +198,13 @@ impl SpaMessage {
     /// Fails with [`Error::Encode`] if the payload is not valid UTF-8: the wire format carries
     /// the payload as a JSON string, and a lossy conversion would corrupt it silently.
     pub fn to_json(&self) -> Result<Vec<u8>> {
-        let payload = std::str::from_utf8(&self.payload).map_err(|e| Error::Encode {
-            topic: self.topic.clone(),
-            reason: format!("payload is not valid UTF-8 ({e}); the wire format carries text"),
+        let payload = std::str::from_utf8(&self.payload).map_err(|e| {
+            Error::Encode {
+                topic: self.topic.clone(),
+                reason: format!("payload is not valid UTF-8 ({e}); the wire format carries text"),
+                source: None,
+            }
+            .caused_by(e)
         })?;
         let wire = WireRef {
             payload,
@@ -201,9 +217,13 @@ impl SpaMessage {
             timestamp: self.timestamp,
         };
         let mut out = Vec::with_capacity(128 + self.payload.len() + self.topic.len());
-        serde_json::to_writer(&mut out, &wire).map_err(|e| Error::Encode {
-            topic: self.topic.clone(),
-            reason: e.to_string(),
+        serde_json::to_writer(&mut out, &wire).map_err(|e| {
+            Error::Encode {
+                topic: self.topic.clone(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
         })?;
         Ok(out)
     }

@@ -9,7 +9,7 @@ use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
 use super::config::KafkaConfig;
-use super::context::{describe, kafka_error, Failures, SocketContext};
+use super::context::{describe, kafka_error, kafka_failure, Failures, SocketContext};
 use crate::error::{Error, Result};
 
 /// The topics of the cluster `client` reaches, fetched within `timeout`; fails as soon as
@@ -136,7 +136,7 @@ pub(super) async fn create_topics(
     let results = admin
         .create_topics(&new_topics, &options)
         .await
-        .map_err(|e| kafka_error(&broker, "create topics", e))?;
+        .map_err(|e| kafka_failure(&broker, "create topics", e))?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -175,7 +175,13 @@ pub(super) fn kafka_error(
         operation,
         broker: broker.to_owned(),
         reason: error.to_string(),
+        source: None,
     }
+}
+
+/// A failed operation, keeping librdkafka's error as the cause (users match its code).
+pub(super) fn kafka_failure(broker: &str, operation: &'static str, error: KafkaError) -> Error {
+    kafka_error(broker, operation, describe(&error)).caused_by(error)
 }
 
 pub(super) fn describe(error: &KafkaError) -> String {

@@ -95,16 +95,24 @@ impl SocketProvider for KafkaSocketProvider {
         let failures = Arc::new(Failures::default());
         let producer: FutureProducer<SocketContext> = producer_config
             .create_with_context(SocketContext::new(&failures, &broker))
-            .map_err(|e| Error::Connect {
-                broker: broker.clone(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                Error::Connect {
+                    broker: broker.clone(),
+                    reason: e.to_string(),
+                    source: None,
+                }
+                .caused_by(e)
             })?;
         let admin: AdminClient<SocketContext> = config
             .client_config(&format!("{client_id}-admin"))
             .create_with_context(SocketContext::new(&failures, &broker))
-            .map_err(|e| Error::Connect {
-                broker: broker.clone(),
-                reason: e.to_string(),
+            .map_err(|e| {
+                Error::Connect {
+                    broker: broker.clone(),
+                    reason: e.to_string(),
+                    source: None,
+                }
+                .caused_by(e)
             })?;
         let (sender, inbox) = Inbox::channel(options.inbox_capacity);
         let shared = Arc::new(Shared {
@@ -152,7 +160,11 @@ impl SocketProvider for KafkaSocketProvider {
         let socket = KafkaSocket { shared };
         if let Some(reason) = failure {
             socket.close().await?;
-            return Err(Error::Connect { broker, reason });
+            return Err(Error::Connect {
+                broker,
+                reason,
+                source: None,
+            });
         }
         super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
     }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use super::access;
 use super::admin::{await_topics, create_topics, validate_topic};
 use super::config::KafkaConfig;
-use super::context::{describe, kafka_error, Failures, SocketContext};
+use super::context::{describe, kafka_error, kafka_failure, Failures, SocketContext};
 use super::headers;
 use super::offsets::{consume, GroupConsumer, HandledOffsets};
 use super::replies::{collect_replies, Replies, ReplyRoute};
@@ -88,14 +88,12 @@ impl Shared {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }
-                Err((error, _)) => {
-                    return Err(kafka_error(&self.broker, "publish", describe(&error)))
-                }
+                Err((error, _)) => return Err(kafka_failure(&self.broker, "publish", error)),
             }
         };
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(kafka_error(&self.broker, "publish", describe(&error))),
+            Ok(Err((error, _))) => Err(kafka_failure(&self.broker, "publish", error)),
             // The producer was dropped with the record still queued: the socket closed.
             Err(_canceled) => Err(Error::Closed),
         }
@@ -136,7 +134,7 @@ impl Shared {
                 group: Some(self.group_id.clone()),
                 ..self.context()
             })
-            .map_err(|e| kafka_error(&self.broker, "create consumer", e))?;
+            .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
         tracing::debug!(broker = %self.broker, group = %self.group_id, client_id = %self.client_id, "Kafka consumer created");
         let consumer = Arc::new(consumer);
         let task = tokio::spawn(consume(
@@ -197,7 +195,7 @@ impl Shared {
                         group: Some(group.clone()),
                         ..self.context()
                     })
-                    .map_err(|e| kafka_error(&self.broker, "create reply consumer", e))?;
+                    .map_err(|e| kafka_failure(&self.broker, "create reply consumer", e))?;
                 // Assigned directly, from the end as a number: no group rebalance to wait for,
                 // and nothing older than this run.
                 let timeout = Duration::from_millis(self.config.connect_timeout_ms);
@@ -208,15 +206,15 @@ impl Shared {
                 })
                 .await
                 .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?
-                .map_err(|e| kafka_error(&self.broker, "assign reply topic", describe(&e)))?
+                .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?
                 .1;
                 let mut assignment = rdkafka::TopicPartitionList::new();
                 assignment
                     .add_partition_offset(&shared_topic, 0, Offset::Offset(end))
-                    .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
                 consumer
                     .assign(&assignment)
-                    .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
                 let task = tokio::spawn(collect_replies(
                     Arc::clone(&consumer),
                     Arc::clone(&self.replies),
@@ -244,10 +242,10 @@ impl Shared {
         let mut assignment = rdkafka::TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?;
+            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
         consumer
             .incremental_assign(&assignment)
-            .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))
+            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))
     }
 }
 
@@ -326,7 +324,7 @@ impl SpaSocket for KafkaSocket {
         let names: Vec<&str> = all.iter().map(String::as_str).collect();
         consumer
             .subscribe(&names)
-            .map_err(|e| kafka_error(&self.shared.broker, "subscribe", e))
+            .map_err(|e| kafka_failure(&self.shared.broker, "subscribe", e))
     }
 
     async fn unsubscribe(&self, topics: &[String]) -> Result<()> {
@@ -346,7 +344,7 @@ impl SpaSocket for KafkaSocket {
                 let names: Vec<&str> = rest.iter().map(String::as_str).collect();
                 consumer
                     .subscribe(&names)
-                    .map_err(|e| kafka_error(&self.shared.broker, "unsubscribe", e))?;
+                    .map_err(|e| kafka_failure(&self.shared.broker, "unsubscribe", e))?;
             }
         }
         Ok(())

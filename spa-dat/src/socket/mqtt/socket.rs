@@ -70,6 +70,7 @@ impl Shared {
             operation,
             broker: self.broker.clone(),
             reason: reason.into(),
+            source: None,
         }
     }
 
@@ -339,18 +340,22 @@ impl SocketProvider for MqttSocketProvider {
                 return Err(Error::Connect {
                     broker,
                     reason: format!("expected CONNACK, got {other:?}"),
+                    source: None,
                 })
             }
             Ok(Err(error)) => {
                 return Err(Error::Connect {
                     broker,
                     reason: describe_first_connect(&error, config.tls.is_some()),
-                })
+                    source: None,
+                }
+                .caused_by(error))
             }
             Err(_) => {
                 return Err(Error::Connect {
                     broker,
                     reason: format!("no CONNACK within {connect_timeout:?}"),
+                    source: None,
                 })
             }
         }
