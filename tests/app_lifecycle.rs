@@ -573,3 +573,60 @@ async fn an_application_whose_task_panics_is_still_torn_down_and_reported() {
     assert!(log.contains(&"socket closed".to_owned()), "{log:?}");
     assert!(log.contains(&"teardown local".to_owned()), "{log:?}");
 }
+
+#[tokio::test]
+async fn topics_and_group_take_placeholders_from_the_environment() {
+    std::env::set_var("SPA_TEST_PLACEHOLDER_SITE", "berlin");
+    std::env::set_var("SPA_TEST_PLACEHOLDER_EXTRA", "plant/extra/a, plant/extra/b");
+    let (bus, app) = fresh_bus();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let app = app
+        .add_application(
+            Application::consumer(
+                "site-reader",
+                [
+                    "plant/${SPA_TEST_PLACEHOLDER_SITE}/temp",
+                    "${SPA_TEST_PLACEHOLDER_EXTRA}",
+                ],
+                move |message: SpaMessage, shutdown: Shutdown| {
+                    let s = Arc::clone(&s);
+                    async move {
+                        let mut seen = s.lock().expect("lock");
+                        seen.push(message.topic);
+                        if seen.len() == 3 {
+                            shutdown.trigger();
+                        }
+                    }
+                },
+            )
+            .group("readers-${SPA_TEST_PLACEHOLDER_SITE}"),
+        )
+        .add_producer("publisher", |socket: Socket| async move {
+            for topic in ["plant/berlin/temp", "plant/extra/a", "plant/extra/b"] {
+                socket.publish(SpaMessage::new(topic, "x")).await?;
+            }
+            Ok::<_, spa_dat::Error>(())
+        });
+    run_bounded(app).await.expect("runs");
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        ["plant/berlin/temp", "plant/extra/a", "plant/extra/b"]
+    );
+    drop(bus);
+}
+
+#[tokio::test]
+async fn a_placeholder_without_its_variable_fails_the_start_naming_it() {
+    let (bus, app) = fresh_bus();
+    let app = app.add_application(Application::consumer(
+        "unset-reader",
+        ["plant/${SPA_TEST_PLACEHOLDER_NEVER_SET}/temp"],
+        |_m: SpaMessage| async {},
+    ));
+    let error = run_bounded(app).await.expect_err("cannot start");
+    let text = error.to_string();
+    assert!(text.contains("SPA_TEST_PLACEHOLDER_NEVER_SET"), "{text}");
+    assert!(text.contains("unset-reader"), "{text}");
+    assert_eq!(bus.subscription_count(), 0, "nothing subscribed");
+}

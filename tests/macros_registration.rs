@@ -14,6 +14,12 @@ use spa_dat::{
 struct Counters {
     readings: AtomicUsize,
     grouped: AtomicUsize,
+    through_reexport: AtomicUsize,
+}
+
+/// A crate that re-exports spa-dat, as a user's platform crate would.
+mod platform {
+    pub use spa_dat;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -48,6 +54,11 @@ async fn grouped_worker(message: SpaMessage, counters: State<Counters>) {
     counters.grouped.fetch_add(1, Ordering::SeqCst);
 }
 
+#[consumer(topics = ["macro/readings"], crate = "platform::spa_dat")]
+async fn reexported(counters: platform::spa_dat::State<Counters>) {
+    counters.through_reexport.fetch_add(1, Ordering::SeqCst);
+}
+
 #[consumer(topics = ["macro/echo"])]
 async fn echo(message: SpaMessage) -> Vec<u8> {
     message.payload.to_vec()
@@ -60,6 +71,7 @@ async fn finish(message: SpaMessage, shutdown: Shutdown, counters: State<Counter
     for _ in 0..500 {
         if counters.readings.load(Ordering::SeqCst) == 10
             && counters.grouped.load(Ordering::SeqCst) == 10
+            && counters.through_reexport.load(Ordering::SeqCst) == 10
         {
             break;
         }
@@ -79,7 +91,8 @@ fn every_registered_handler_is_discovered() {
             "finish",
             "grouped_worker",
             "macro-counter",
-            "macro-producer"
+            "macro-producer",
+            "reexported"
         ]
     );
 }
@@ -101,4 +114,5 @@ async fn registered_handlers_run_end_to_end() {
     // Every reading reached the broadcast consumer; the lone group member got them all.
     assert_eq!(counters.readings.load(Ordering::SeqCst), 10);
     assert_eq!(counters.grouped.load(Ordering::SeqCst), 10);
+    assert_eq!(counters.through_reexport.load(Ordering::SeqCst), 10);
 }

@@ -15,6 +15,8 @@ pub(crate) struct Options {
     pub(crate) client_id: Option<LitStr>,
     pub(crate) client_name: Option<LitStr>,
     pub(crate) dead_letter: Option<LitStr>,
+    /// The path of the spa-dat crate, for users who re-export it (`crate = "my::spa_dat"`).
+    pub(crate) krate: Option<syn::Path>,
 }
 
 const CONSUMER_OPTIONS: &[&str] = &[
@@ -24,8 +26,9 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "client_id",
     "client_name",
     "dead_letter",
+    "crate",
 ];
-const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name"];
+const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "crate"];
 
 fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
     if slot.is_some() {
@@ -121,6 +124,17 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
         let result = if key == "topics" {
             let expr: Expr = meta.value()?.parse()?;
             topics_of(expr).and_then(|topics| set(&mut options.topics, topics, &meta.path))
+        } else if key == "crate" {
+            let value: LitStr = meta.value()?.parse()?;
+            value
+                .parse::<syn::Path>()
+                .map_err(|_| {
+                    syn::Error::new_spanned(
+                        &value,
+                        "`crate` takes the path spa-dat is re-exported at, e.g. `crate = \"my_lib::spa_dat\"`",
+                    )
+                })
+                .and_then(|path| set(&mut options.krate, path, &meta.path))
         } else {
             let value: LitStr = meta.value()?.parse()?;
             if value.value().is_empty() {

@@ -111,9 +111,13 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         .name
         .clone()
         .unwrap_or_else(|| LitStr::new(&ident.to_string(), ident.span()));
+    let krate = match &options.krate {
+        Some(path) => quote! { #path },
+        None => quote! { ::spa_dat },
+    };
     let kind_path = match kind {
-        Kind::Consumer => quote! { ::spa_dat::__private::HandlerKind::Consumer },
-        Kind::Producer => quote! { ::spa_dat::__private::HandlerKind::Producer },
+        Kind::Consumer => quote! { #krate::__private::HandlerKind::Consumer },
+        Kind::Producer => quote! { #krate::__private::HandlerKind::Producer },
     };
     let topics = options.topics.clone().unwrap_or_default();
     let group = optional(&options.group);
@@ -132,13 +136,13 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         .collect();
     let arg_checks = arg_types.iter().map(|ty| {
         quote_spanned! {ty.span()=>
-            const _: () = ::spa_dat::__private::assert_from_context::<#ty>();
+            const _: () = #krate::__private::assert_from_context::<#ty>();
         }
     });
     let return_check = match &function.sig.output {
         ReturnType::Default => quote! {},
         ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-            const _: () = ::spa_dat::__private::assert_into_reply::<#ty>();
+            const _: () = #krate::__private::assert_into_reply::<#ty>();
         },
     };
     let arg_names: Vec<_> = (0..arg_types.len())
@@ -148,7 +152,7 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         #[allow(unused)]
         fn __spa_assert_send() {
             let _ = |#(#arg_names: #arg_types),*| {
-                ::spa_dat::__private::assert_send_future(&#ident(#(#arg_names),*));
+                #krate::__private::assert_send_future(&#ident(#(#arg_names),*));
             };
         }
     };
@@ -158,8 +162,8 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
             #(#arg_checks)*
             #return_check
             #send_check
-            ::spa_dat::__private::inventory::submit! {
-                ::spa_dat::__private::Registration {
+            #krate::__private::inventory::submit! {
+                #krate::__private::Registration {
                     kind: #kind_path,
                     name: #name,
                     module: ::core::module_path!(),
@@ -169,13 +173,77 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     client_name: #client_name,
                     dead_letter_topic: #dead_letter,
                     make_handler: {
-                        fn __spa_make_handler() -> ::spa_dat::__private::BoxedHandler {
-                            ::spa_dat::__private::BoxedHandler::new(#ident)
+                        fn __spa_make_handler() -> #krate::__private::BoxedHandler {
+                            #krate::__private::BoxedHandler::new(#ident)
                         }
                         __spa_make_handler
                     },
                 }
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Snapshots of the expansion: a change in generated code shows in review
+    //! (`cargo insta review`, or `INSTA_UPDATE=always cargo test -p spa-dat-macros`).
+
+    use super::*;
+
+    fn expand(kind: Kind, attr: TokenStream, item: TokenStream) -> String {
+        let expanded = handler(kind, attr, item);
+        match syn::parse2::<syn::File>(expanded.clone()) {
+            Ok(file) => prettyplease::unparse(&file),
+            Err(_) => expanded.to_string(),
+        }
+    }
+
+    #[test]
+    fn consumer_with_every_option() {
+        insta::assert_snapshot!(expand(
+            Kind::Consumer,
+            quote! {
+                topics = ["sensors/+/temp", "sensors/${SITE}/humidity"], name = "averager",
+                group = "averagers", client_id = "avg-1", client_name = "Averager",
+                dead_letter = "dead-letters"
+            },
+            quote! {
+                async fn average(message: SpaMessage, state: State<Readings>) -> Option<SpaMessage> {
+                    state.add(message).await
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn consumer_with_one_topic_and_no_arguments() {
+        insta::assert_snapshot!(expand(
+            Kind::Consumer,
+            quote! { topics = "ticks" },
+            quote! { async fn tick() {} },
+        ));
+    }
+
+    #[test]
+    fn producer_through_a_re_exported_crate() {
+        insta::assert_snapshot!(expand(
+            Kind::Producer,
+            quote! { crate = "my_platform::spa_dat", name = "starter" },
+            quote! {
+                async fn start(socket: Socket) -> Result<(), Error> {
+                    socket.publish(SpaMessage::new("go", "")).await
+                }
+            },
+        ));
+    }
+
+    #[test]
+    fn errors_keep_the_function_and_name_each_problem() {
+        insta::assert_snapshot!(expand(
+            Kind::Consumer,
+            quote! { topics = [], colour = "blue" },
+            quote! { fn not_async(self) {} },
+        ));
     }
 }

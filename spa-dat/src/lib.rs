@@ -22,16 +22,35 @@ pub use socket::{Socket, SocketOptions, SocketProvider, SpaSocket};
 
 /// Registers an async fn as a consumer: called for every message on its topics.
 ///
-/// ```ignore
-/// #[spa_dat::consumer(topics = ["sensors/+/temp"], group = "thermo")]
-/// async fn on_reading(Json(reading): Json<Reading>, socket: Socket) -> spa_dat::Result<()> { ... }
+/// ```no_run
+/// use spa_dat::{consumer, Json, Socket};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Reading { celsius: f64 }
+///
+/// #[consumer(topics = ["sensors/${SITE}/+/temp"], group = "thermo")]
+/// async fn on_reading(Json(reading): Json<Reading>, socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish_json("sensors/seen", &reading.celsius).await
+/// }
 /// ```
 ///
 /// Options: `topics = [...]` (required), `name`, `group`, `client_id`, `client_name`,
-/// `dead_letter`.
+/// `dead_letter`, and `crate = "path::to::spa_dat"` for a crate that re-exports spa-dat.
+/// `${NAME}` in `topics`, `group` or `dead_letter` is taken from the environment when the
+/// application starts (a missing variable fails the start, naming it); a topic that is a
+/// placeholder alone may name several topics, comma-separated.
 pub use spa_dat_macros::consumer;
 
 /// Registers an async fn as a producer: called once when the application starts.
 ///
-/// Options: `name`, `client_id`, `client_name`.
+/// ```no_run
+/// use spa_dat::{producer, Socket, SpaMessage};
+///
+/// #[producer(name = "starter")]
+/// async fn start(socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish(SpaMessage::new("jobs", "go")).await
+/// }
+/// ```
+///
+/// Options: `name`, `client_id`, `client_name`, `crate`.
 pub use spa_dat_macros::producer;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::consumer::Consumer;
 use super::guarded::{run_guarded, Outcome};
+use super::placeholders;
 use super::resource::{ActiveResources, Resource, ResourceSet};
 use super::runtime::{AppRuntime, Extensions};
 use super::shutdown::Shutdown;
@@ -89,6 +90,13 @@ pub struct Application {
     handler: BoxedHandler,
     shutdown: Shutdown,
     running: Option<Running>,
+}
+
+/// What an application is called on the bus, placeholders filled in.
+struct BusNames {
+    topics: Vec<String>,
+    group: Option<String>,
+    dead_letter_topic: Option<String>,
 }
 
 struct Running {
@@ -270,18 +278,41 @@ impl Application {
         if let Err(found) = self.handler.check(&scope) {
             problems.extend(found);
         }
-        match problems.len() {
-            0 => Ok(()),
-            _ => Err(Error::from_many(
-                problems
-                    .into_iter()
-                    .map(|reason| Error::Handler {
-                        handler: self.name.clone(),
-                        reason,
-                    })
-                    .collect(),
-            )),
+        let mut errors: Vec<Error> = problems
+            .into_iter()
+            .map(|reason| Error::Handler {
+                handler: self.name.clone(),
+                reason,
+            })
+            .collect();
+        if let Err(problem) = self.bus_names() {
+            errors.push(problem);
         }
+        match errors.len() {
+            0 => Ok(()),
+            _ => Err(Error::from_many(errors)),
+        }
+    }
+
+    /// Topics, group and dead-letter topic with their `${NAME}` placeholders filled in from
+    /// the environment (see `placeholders`).
+    fn bus_names(&self) -> Result<BusNames> {
+        let names = || -> std::result::Result<BusNames, String> {
+            Ok(BusNames {
+                topics: placeholders::expand_topics(&self.topics)?,
+                group: self
+                    .group
+                    .as_deref()
+                    .map(placeholders::expand)
+                    .transpose()?,
+                dead_letter_topic: self
+                    .dead_letter_topic
+                    .as_deref()
+                    .map(placeholders::expand)
+                    .transpose()?,
+            })
+        };
+        names().map_err(|problem| Error::config(format!("application `{}`: {problem}", self.name)))
     }
 
     fn startup_error(&self, source: Error) -> Error {
@@ -315,9 +346,10 @@ impl Application {
         let stable_id = self.client_id.clone().unwrap_or_else(|| self.name.clone());
         let mut options = SocketOptions::new(client_id.clone()).stable_id(stable_id);
         options.client_name = Some(client_name.clone());
-        options.group = self.group.clone();
+        let names = self.bus_names()?;
+        options.group = names.group;
         if self.kind == HandlerKind::Consumer {
-            options.topics = self.topics.clone();
+            options.topics = names.topics;
         }
         tracing::debug!(app = %self.name, bus = %provider.describe(), "connecting");
         let connection = provider.connect(options).await?;
@@ -354,8 +386,9 @@ impl Application {
             handler: self.handler.clone(),
             runtime: Arc::clone(&running.runtime),
             dead_letter_topic: self
-                .dead_letter_topic
-                .clone()
+                .bus_names()
+                .ok()
+                .and_then(|names| names.dead_letter_topic)
                 .or(settings.dead_letter_topic.clone()),
             grace: settings.shutdown_grace,
         });

@@ -4,6 +4,7 @@ mod application;
 mod consumer;
 mod distributed;
 mod guarded;
+mod placeholders;
 mod resource;
 mod runtime;
 mod shutdown;
