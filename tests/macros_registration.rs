@@ -19,7 +19,7 @@ struct Counters {
 
 /// A crate that re-exports spa-dat, as a user's platform crate would.
 mod platform {
-    pub use spa_dat;
+    pub(crate) use spa_dat;
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
