@@ -19,7 +19,9 @@ struct Counters {
 
 /// A crate that re-exports spa-dat, as a user's platform crate would.
 mod platform {
-    pub(crate) use spa_dat;
+    pub(crate) mod spa_dat {
+        pub(crate) use ::spa_dat::*;
+    }
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
