@@ -44,6 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = file.flush();
         }
     };
+    let report = note.clone();
     let consumer = Application::consumer("graceful", [topic], move |message: SpaMessage| {
         let note = note.clone();
         async move {
@@ -53,9 +54,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             note(format!("done {payload}"));
         }
     });
-    DistributedApplication::new()
+    let stopped = DistributedApplication::new()
         .without_registered_handlers()
         .add_application(consumer)
         .start()?;
+    report(stopped.to_string());
     Ok(())
 }

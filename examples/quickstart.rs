@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use spa_dat::{
-    consumer, producer, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State,
+    consumer, producer, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State, Stopped,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ async fn thermostat(
     Ok(None)
 }
 
-fn main() -> spa_dat::Result<()> {
+fn main() -> spa_dat::Result<Stopped> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

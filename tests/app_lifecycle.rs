@@ -81,7 +81,7 @@ fn fresh_bus() -> (MemoryBus, DistributedApplication) {
     (bus, app)
 }
 
-async fn run_bounded(app: DistributedApplication) -> spa_dat::Result<()> {
+async fn run_bounded(app: DistributedApplication) -> spa_dat::Result<spa_dat::Stopped> {
     tokio::time::timeout(Duration::from_secs(20), app.start_async())
         .await
         .expect("run() returns")
@@ -350,7 +350,12 @@ async fn run_returns_when_producers_are_done_and_no_consumer_remains() {
                 b.fetch_add(1, Ordering::SeqCst);
             }
         });
-    run_bounded(app).await.expect("returns by itself");
+    let stopped = run_bounded(app).await.expect("returns by itself");
+    assert_eq!(
+        stopped,
+        spa_dat::Stopped::Finished,
+        "nothing asked it to stop"
+    );
     assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
@@ -608,7 +613,12 @@ async fn topics_and_group_take_placeholders_from_the_environment() {
             }
             Ok::<_, spa_dat::Error>(())
         });
-    run_bounded(app).await.expect("runs");
+    let stopped = run_bounded(app).await.expect("runs");
+    assert_eq!(
+        stopped,
+        spa_dat::Stopped::Requested,
+        "the consumer triggered it"
+    );
     assert_eq!(
         *seen.lock().expect("lock"),
         ["plant/berlin/temp", "plant/extra/a", "plant/extra/b"]
@@ -629,4 +639,78 @@ async fn a_placeholder_without_its_variable_fails_the_start_naming_it() {
     assert!(text.contains("SPA_TEST_PLACEHOLDER_NEVER_SET"), "{text}");
     assert!(text.contains("unset-reader"), "{text}");
     assert_eq!(bus.subscription_count(), 0, "nothing subscribed");
+}
+
+/// Lines logged while the returned guard lives (this thread only: a current-thread runtime).
+fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logs);
+    let guard = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with_writer(move || Sink(Arc::clone(&sink)))
+        .finish()
+        .set_default();
+    (logs, guard)
+}
+
+#[tokio::test]
+async fn bad_json_input_is_a_warning_and_an_unrequested_reply_is_reported_once() {
+    #[derive(serde::Deserialize)]
+    struct Reading {
+        #[allow(dead_code)]
+        celsius: f64,
+    }
+    let (logs, _guard) = capture_logs();
+    let (_bus, app) = fresh_bus();
+    let app = app
+        .add_consumer("typed", ["typed"], |_reading: Json<Reading>| async {})
+        .add_consumer("answers-anyway", ["plain"], |_m: SpaMessage| async {
+            "an answer nobody asked for"
+        })
+        .add_consumer("last", ["last"], |shutdown: Shutdown| async move {
+            shutdown.trigger();
+        })
+        .add_producer("inputs", |socket: Socket| async move {
+            socket.publish(SpaMessage::new("typed", "not json")).await?;
+            for _ in 0..3 {
+                socket.publish(SpaMessage::new("plain", "x")).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            socket.publish(SpaMessage::new("last", "")).await
+        });
+    run_bounded(app).await.expect("runs");
+    let logs = String::from_utf8(logs.lock().expect("lock").clone()).expect("utf-8");
+    let lines = |level: &str, text: &str| {
+        logs.lines()
+            .filter(|l| l.contains(&format!(" {level} ")) && l.contains(text))
+            .count()
+    };
+    assert_eq!(
+        lines("WARN", "payload the handler cannot take"),
+        1,
+        "{logs}"
+    );
+    assert_eq!(lines("ERROR", "handler failed"), 0, "{logs}");
+    assert_eq!(
+        lines("WARN", "without a response topic"),
+        1,
+        "once at WARN: {logs}"
+    );
+    assert_eq!(
+        lines("DEBUG", "without a response topic"),
+        2,
+        "then at DEBUG: {logs}"
+    );
 }

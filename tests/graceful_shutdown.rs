@@ -83,6 +83,11 @@ async fn survives_sigterm(provider: Arc<dyn SocketProvider>, url: &str, topic: &
         "the message in flight finished before the exit"
     );
     assert!(finished.len() < MESSAGES, "stopped mid-stream");
+    assert_eq!(
+        example::logged(&first_log, "stopped "),
+        ["by SIGTERM"],
+        "run() says what stopped it"
+    );
 
     let mut second = example::start_graceful(url, topic, &second_log, GRACE_MS, 100);
     wait_for(

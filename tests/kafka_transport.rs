@@ -244,7 +244,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
     // final commit then fails (UnknownMemberId), and close() says so — the records handled
     // since the last commit come again, which is at least once.
     match run.await.expect("join") {
-        Ok(()) => {}
+        Ok(stopped) => assert_eq!(stopped, spa_dat::Stopped::Requested),
         Err(error) if error.to_string().contains("commit offsets on close") => {}
         Err(error) => panic!("run failed: {error}"),
     }

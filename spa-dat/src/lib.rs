@@ -13,7 +13,9 @@ mod url;
 #[doc(hidden)]
 pub mod __private;
 
-pub use app::{Application, ApplicationLifeCycle, DistributedApplication, Resource, Shutdown};
+pub use app::{
+    Application, ApplicationLifeCycle, DistributedApplication, Resource, Shutdown, Stopped,
+};
 pub use config::{Config, SocketConfig, SocketProviderFactory};
 pub use error::{BoxError, Error, Result};
 pub use handler::{FromContext, Handler, HandlerContext, IntoReply, Json, Res, State};

@@ -1,5 +1,6 @@
 //! One application: a handler, its socket, its resources and state, and its life cycle.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -391,6 +392,7 @@ impl Application {
                 .and_then(|names| names.dead_letter_topic)
                 .or(settings.dead_letter_topic.clone()),
             grace: settings.shutdown_grace,
+            warned_unrequested_reply: AtomicBool::new(false),
         });
         consumer.run(inbox).await;
     }

@@ -1,6 +1,7 @@
 //! The per-message path of a consumer: decode, call the handler, reply, dead-letter, and
 //! acknowledge — on the transport's task as messages arrive, or on the consumer's own.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::guarded::{first_poll, run_to_end, FirstPoll, GuardedCall, Outcome};
 use super::runtime::AppRuntime;
+use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, SpaSocket};
@@ -38,6 +40,8 @@ pub(super) struct Consumer {
     pub(super) runtime: Arc<AppRuntime>,
     pub(super) dead_letter_topic: Option<String>,
     pub(super) grace: Duration,
+    /// A reply to a message without a response topic was logged at WARN already.
+    pub(super) warned_unrequested_reply: AtomicBool,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.
@@ -166,7 +170,13 @@ impl Consumer {
             Outcome::Done(Ok(None)) => {}
             Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, *reply).await,
             Outcome::Done(Err(error)) => {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
+                // A payload that is not the type a `Json<T>` argument asks for is bad input,
+                // not a handler bug: WARN, as an undecodable message is.
+                if matches!(error.downcast_ref::<Error>(), Some(Error::Payload { .. })) {
+                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message whose payload the handler cannot take");
+                } else {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
+                }
                 if !self
                     .dead_letter(&delivery, &format!("handler failed: {error}"))
                     .await
@@ -193,7 +203,13 @@ impl Consumer {
 
     async fn reply(&self, delivery: &Delivery, response_topic: Option<String>, reply: SpaMessage) {
         let Some(response_topic) = response_topic else {
-            tracing::debug!(app = %self.runtime.name, topic = %delivery.topic, "handler returned a reply but the message has no response topic; dropped");
+            // Once per application at WARN: a handler that answers messages nobody asked is
+            // usually a mistake (or a requester that forgot its response topic).
+            if !self.warned_unrequested_reply.swap(true, Ordering::Relaxed) {
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "the handler returned a reply to a message without a response topic; the reply is dropped (logged once; later ones at DEBUG)");
+            } else {
+                tracing::debug!(app = %self.runtime.name, topic = %delivery.topic, "reply to a message without a response topic dropped");
+            }
             return;
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);

@@ -12,7 +12,7 @@ use super::application::{Application, ApplicationLifeCycle, Settings};
 use super::guarded::panic_message;
 use super::resource::{Resource, ResourceSet};
 use super::runtime::Extensions;
-use super::shutdown::{on_signal, Shutdown};
+use super::shutdown::{on_signal, Shutdown, Stopped};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
 use crate::handler::{registry, Handler, Registration};
@@ -57,12 +57,12 @@ impl Default for DistributedApplication {
 impl DistributedApplication {
     /// Runs every registered handler with the configuration from the environment
     /// (see [`Config::from_env`]; nothing set = the in-process bus). Blocks until shutdown.
-    pub fn run() -> Result<()> {
+    pub fn run() -> Result<Stopped> {
         Self::new().start()
     }
 
     /// [`DistributedApplication::run`] on the caller's Tokio runtime.
-    pub async fn run_async() -> Result<()> {
+    pub async fn run_async() -> Result<Stopped> {
         Self::new().start_async().await
     }
 
@@ -157,8 +157,9 @@ impl DistributedApplication {
         registry::registrations().iter().map(|r| r.name).collect()
     }
 
-    /// Runs on a new multi-threaded Tokio runtime; blocks until shutdown.
-    pub fn start(self) -> Result<()> {
+    /// Runs on a new multi-threaded Tokio runtime; blocks until shutdown, and says what
+    /// stopped it.
+    pub fn start(self) -> Result<Stopped> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -168,8 +169,8 @@ impl DistributedApplication {
         runtime.block_on(self.start_async())
     }
 
-    /// Runs on the caller's Tokio runtime until shutdown.
-    pub async fn start_async(self) -> Result<()> {
+    /// Runs on the caller's Tokio runtime until shutdown, and says what stopped it.
+    pub async fn start_async(self) -> Result<Stopped> {
         let DistributedApplication {
             config,
             provider,
@@ -210,11 +211,16 @@ impl DistributedApplication {
 
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
         let result = run_apps(apps, &resources, &provider).await;
-        shutdown.trigger();
+        shutdown.trigger_because(Stopped::Finished);
         if let Some(signals) = signals {
             signals.abort();
         }
-        result
+        let stopped = shutdown.reason().unwrap_or(Stopped::Finished);
+        match &result {
+            Ok(()) => tracing::info!(%stopped, "spa-dat stopped"),
+            Err(error) => tracing::info!(%stopped, %error, "spa-dat stopped with errors"),
+        }
+        result.map(|()| stopped)
     }
 }
 
@@ -290,7 +296,6 @@ async fn run_apps(
     if let Err(error) = shared.teardown().await {
         errors.push(error);
     }
-    tracing::info!("spa-dat stopped");
     match errors.is_empty() {
         true => Ok(()),
         false => Err(Error::from_many(errors)),

@@ -14,4 +14,4 @@ pub use distributed::DistributedApplication;
 pub use resource::Resource;
 pub(crate) use runtime::AppRuntime;
 pub use runtime::Extensions;
-pub use shutdown::Shutdown;
+pub use shutdown::{Shutdown, Stopped};

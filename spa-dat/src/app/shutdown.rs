@@ -1,7 +1,8 @@
 //! Shutdown: one handle to stop every application of a run.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +15,37 @@ pub struct Shutdown {
     /// Set before the token is cancelled: consumers check it per message, and the token's own
     /// check takes a lock.
     triggered: Arc<AtomicBool>,
+    /// What asked first.
+    reason: Arc<OnceLock<Stopped>>,
+}
+
+/// How a run ended: what [`crate::DistributedApplication::start`] returns when it stops
+/// without an error. `fn main() -> spa_dat::Result<Stopped>` exits with success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// A signal: `"SIGINT"` (Ctrl-C) or `"SIGTERM"`.
+    Signal(&'static str),
+    /// [`Shutdown::trigger`] was called: by a handler, or through a shutdown handle.
+    Requested,
+    /// Every application ended on its own (producers done, consumers' sockets closed).
+    Finished,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stopped::Signal(signal) => write!(f, "stopped by {signal}"),
+            Stopped::Requested => f.write_str("stopped: shutdown requested"),
+            Stopped::Finished => f.write_str("stopped: every application finished"),
+        }
+    }
+}
+
+impl std::process::Termination for Stopped {
+    fn report(self) -> std::process::ExitCode {
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 impl Shutdown {
@@ -24,8 +56,19 @@ impl Shutdown {
 
     /// Requests shutdown. Idempotent.
     pub fn trigger(&self) {
+        self.trigger_because(Stopped::Requested);
+    }
+
+    /// Requests shutdown for `reason`; the first reason given is the one kept.
+    pub(crate) fn trigger_because(&self, reason: Stopped) {
+        let _ = self.reason.set(reason);
         self.triggered.store(true, Ordering::Release);
         self.token.cancel();
+    }
+
+    /// Why shutdown was requested, once it was.
+    pub fn reason(&self) -> Option<Stopped> {
+        self.reason.get().copied()
     }
 
     /// Whether shutdown was requested.
@@ -61,10 +104,11 @@ pub(crate) async fn on_signal(shutdown: Shutdown) {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
-        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+    let signal = tokio::select! {
+        _ = ctrl_c => "SIGINT",
+        _ = terminate => "SIGTERM",
         _ = shutdown.triggered() => return,
-    }
-    shutdown.trigger();
+    };
+    tracing::info!(signal, "shutting down");
+    shutdown.trigger_because(Stopped::Signal(signal));
 }
