@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, Config, Error, Shutdown, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::{
+    Application, Config, Error, RetryPolicy, Shutdown, SocketOptions, SocketProvider, SpaMessage,
+};
 use support::mosquitto::Mosquitto;
 use support::{test_app, wait_until};
 
@@ -244,21 +246,25 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
     let e = Arc::clone(&events);
     let app = test_app(Config::default())
         .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
-        .add_consumer("ordered", ["ordered"], move |m: SpaMessage| {
-            let e = Arc::clone(&e);
-            async move {
-                let seq = support::seq_of(&m);
-                e.lock().expect("events").push((seq, "start"));
-                if seq.is_multiple_of(13) {
-                    panic!("message {seq} is poison");
+        .add_application(
+            Application::consumer("ordered", ["ordered"], move |m: SpaMessage| {
+                let e = Arc::clone(&e);
+                async move {
+                    let seq = support::seq_of(&m);
+                    e.lock().expect("events").push((seq, "start"));
+                    if seq.is_multiple_of(13) {
+                        panic!("message {seq} is poison");
+                    }
+                    if seq.is_multiple_of(5) {
+                        // Messages keep arriving meanwhile: none may start before this one ends.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    e.lock().expect("events").push((seq, "end"));
                 }
-                if seq.is_multiple_of(5) {
-                    // Messages keep arriving meanwhile: none may start before this one ends.
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                e.lock().expect("events").push((seq, "end"));
-            }
-        });
+            })
+            // One call per message: the poison ones are skipped, not retried.
+            .retry(RetryPolicy::no_retries()),
+        );
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -14,7 +14,8 @@ mod url;
 pub mod __private;
 
 pub use app::{
-    Application, ApplicationLifeCycle, DistributedApplication, Resource, Shutdown, Stopped,
+    Application, ApplicationLifeCycle, DistributedApplication, MessageOrder, Resource, RetryPolicy,
+    Shutdown, Stopped,
 };
 pub use config::{Config, SocketConfig, SocketProviderFactory};
 pub use error::{BoxError, Error, Result};

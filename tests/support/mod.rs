@@ -4,6 +4,7 @@ pub mod certs;
 pub mod example;
 pub mod kafka;
 pub mod mosquitto;
+pub mod ordering;
 pub mod python;
 
 /// Polls `done` every 20 ms; fails the test naming `what` after `limit`.

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::consumer::Consumer;
-use super::guarded::{run_guarded, Outcome};
+use super::guarded::{run_guarded, Limits, Outcome};
 use super::placeholders;
+use super::policy::{MessageOrder, RetryPolicy};
 use super::resource::{ActiveResources, Resource, ResourceSet};
 use super::runtime::{AppRuntime, Extensions};
 use super::shutdown::Shutdown;
@@ -83,6 +84,10 @@ pub struct Application {
     client_id: Option<String>,
     client_name: Option<String>,
     dead_letter_topic: Option<String>,
+    concurrency: usize,
+    order: MessageOrder,
+    retry: RetryPolicy,
+    handler_timeout: Option<Duration>,
     provider: Option<Arc<dyn SocketProvider>>,
     settings: Option<Settings>,
     state: Extensions,
@@ -128,6 +133,10 @@ impl Application {
             client_id: None,
             client_name: None,
             dead_letter_topic: None,
+            concurrency: 1,
+            order: MessageOrder::default(),
+            retry: RetryPolicy::default(),
+            handler_timeout: None,
             provider: None,
             settings: None,
             state: Extensions::default(),
@@ -195,6 +204,33 @@ impl Application {
     /// Where messages this consumer cannot decode or fails to handle are forwarded.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// How many messages a consumer handles at once (default 1: one after the other, in
+    /// arrival order). Which of them may run together is [`Application::ordering`]'s to say;
+    /// acknowledgements go to the broker in arrival order whatever order handlers finish in.
+    pub fn concurrency(mut self, limit: usize) -> Self {
+        self.concurrency = limit.max(1);
+        self
+    }
+
+    /// Which messages may be handled at the same time with a concurrency above 1 (default:
+    /// [`MessageOrder::Key`]).
+    pub fn ordering(mut self, order: MessageOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// What happens when the handler fails (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Cancels a handler call that runs longer than `timeout`; it counts as a failed attempt.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = Some(timeout);
         self
     }
 
@@ -391,10 +427,20 @@ impl Application {
                 .ok()
                 .and_then(|names| names.dead_letter_topic)
                 .or(settings.dead_letter_topic.clone()),
-            grace: settings.shutdown_grace,
+            limits: Limits {
+                grace: settings.shutdown_grace,
+                timeout: self.handler_timeout,
+            },
+            retry: self.retry,
             warned_unrequested_reply: AtomicBool::new(false),
         });
-        consumer.run(inbox).await;
+        if self.concurrency > 1 {
+            consumer
+                .run_concurrently(inbox, self.concurrency, self.order)
+                .await;
+        } else {
+            consumer.run(inbox).await;
+        }
     }
 
     async fn produce(&self, running: &Running) -> Result<()> {
@@ -404,13 +450,11 @@ impl Application {
             readers_left: 0,
         };
         let span = tracing::info_span!("producer", app = %self.name);
-        let outcome = run_guarded(
-            self.handler.call(context),
-            span,
-            &self.shutdown,
-            self.settings().shutdown_grace,
-        )
-        .await;
+        let limits = Limits {
+            grace: self.settings().shutdown_grace,
+            timeout: None,
+        };
+        let outcome = run_guarded(self.handler.call(context), span, &self.shutdown, limits).await;
         match outcome {
             Outcome::Done(Ok(_)) => Ok(()),
             Outcome::Done(Err(error)) => {
@@ -427,7 +471,7 @@ impl Application {
                     source: format!("panicked: {reason}").into(),
                 })
             }
-            Outcome::Cancelled => {
+            Outcome::TimedOut(_) | Outcome::Cancelled => {
                 tracing::warn!(app = %self.name, "producer did not finish within the shutdown grace period; cancelled");
                 Ok(())
             }

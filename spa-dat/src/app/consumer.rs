@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::guarded::{first_poll, run_to_end, FirstPoll, GuardedCall, Outcome};
+use super::guarded::{
+    first_poll, run_guarded, run_to_end, FirstPoll, GuardedCall, Limits, Outcome,
+};
+use super::policy::RetryPolicy;
 use super::runtime::AppRuntime;
 use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
@@ -15,7 +18,7 @@ use crate::message::SpaMessage;
 use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, SpaSocket};
 
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
-enum Unfinished {
+pub(super) enum Unfinished {
     /// Not a spa-dat message: dead-letter it, then acknowledge.
     Undecodable { delivery: Delivery, reason: String },
     /// The handler finished with a reply, an error or a panic.
@@ -39,7 +42,8 @@ pub(super) struct Consumer {
     pub(super) handler: BoxedHandler,
     pub(super) runtime: Arc<AppRuntime>,
     pub(super) dead_letter_topic: Option<String>,
-    pub(super) grace: Duration,
+    pub(super) limits: Limits,
+    pub(super) retry: RetryPolicy,
     /// A reply to a message without a response topic was logged at WARN already.
     pub(super) warned_unrequested_reply: AtomicBool,
 }
@@ -98,7 +102,7 @@ impl Consumer {
     /// poll, the acknowledgement. Returns what is left to await, if anything. Once shutdown is
     /// requested nothing new starts: unacknowledged, an at-least-once transport delivers the
     /// message again.
-    fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
+    pub(super) fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
         if self.runtime.shutdown.is_triggered() {
             return None;
         }
@@ -141,12 +145,12 @@ impl Consumer {
         }
     }
 
-    /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, the reply, the
-    /// dead letter, then the acknowledgement.
-    async fn finish(&self, unfinished: Unfinished) {
+    /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, then
+    /// [`Consumer::settle`].
+    pub(super) async fn finish(&self, unfinished: Unfinished) {
         let (delivery, response_topic, outcome) = match unfinished {
             Unfinished::Undecodable { delivery, reason } => {
-                if self.dead_letter(&delivery, &reason).await {
+                if self.dead_letter(&delivery, &reason, 0).await {
                     delivery.ack();
                 }
                 return;
@@ -162,43 +166,102 @@ impl Consumer {
                 call,
                 span,
             } => {
-                let outcome = run_to_end(call, span, &self.runtime.shutdown, self.grace).await;
+                let outcome = run_to_end(call, span, &self.runtime.shutdown, self.limits).await;
                 (delivery, response_topic, outcome)
             }
         };
-        match outcome {
-            Outcome::Done(Ok(None)) => {}
-            Outcome::Done(Ok(Some(reply))) => self.reply(&delivery, response_topic, *reply).await,
-            Outcome::Done(Err(error)) => {
-                // A payload that is not the type a `Json<T>` argument asks for is bad input,
-                // not a handler bug: WARN, as an undecodable message is.
-                if matches!(error.downcast_ref::<Error>(), Some(Error::Payload { .. })) {
+        self.settle(delivery, response_topic, outcome).await;
+    }
+
+    /// Acts on the outcome of a handler call: the reply and the acknowledgement; or, for a
+    /// failed call, the retries of the policy, then the dead letter, skipping or retrying on
+    /// (see [`RetryPolicy`]). A message left unacknowledged (shutdown) comes again.
+    async fn settle(&self, delivery: Delivery, response_topic: Option<String>, outcome: Outcome) {
+        let mut outcome = outcome;
+        let mut attempt: u32 = 1;
+        loop {
+            let failure = match outcome {
+                Outcome::Done(Ok(None)) => break,
+                Outcome::Done(Ok(Some(reply))) => {
+                    self.reply(&delivery, response_topic, *reply).await;
+                    break;
+                }
+                Outcome::Done(Err(error))
+                    if matches!(error.downcast_ref::<Error>(), Some(Error::Payload { .. })) =>
+                {
+                    // A payload that is not the type a `Json<T>` argument asks for is bad
+                    // input, not a handler bug: no retry can fix it. WARN, as an undecodable
+                    // message is.
                     tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message whose payload the handler cannot take");
-                } else {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "handler failed");
+                    if !self
+                        .dead_letter(&delivery, &format!("bad payload: {error}"), attempt)
+                        .await
+                    {
+                        return;
+                    }
+                    break;
                 }
-                if !self
-                    .dead_letter(&delivery, &format!("handler failed: {error}"))
-                    .await
-                {
+                Outcome::Done(Err(error)) => format!("handler failed: {error}"),
+                Outcome::Panicked(reason) => format!("handler panicked: {reason}"),
+                Outcome::TimedOut(after) => format!("handler timed out after {after:?}"),
+                Outcome::Cancelled => {
+                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
+                    return;
+                }
+            };
+            let policy = &self.retry;
+            let pause = if attempt < policy.attempts {
+                let pause = policy.delay_after(attempt);
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
+                pause
+            } else if self.dead_letter_topic.is_some() {
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; dead-lettering");
+                if !self.dead_letter(&delivery, &failure, attempt).await {
+                    return;
+                }
+                break;
+            } else if policy.skip_when_exhausted {
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; skipped (no dead-letter topic)");
+                break;
+            } else {
+                let pause = policy.max_delay;
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
+                pause
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = self.runtime.shutdown.triggered() => {
+                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, "shutting down with a failed message; not acknowledged, it comes again");
                     return;
                 }
             }
-            Outcome::Panicked(reason) => {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, panic = %reason, "handler panicked");
-                if !self
-                    .dead_letter(&delivery, &format!("handler panicked: {reason}"))
-                    .await
-                {
-                    return;
-                }
-            }
-            Outcome::Cancelled => {
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
-                return;
-            }
+            attempt = attempt.saturating_add(1);
+            outcome = self.call_again(&delivery).await;
         }
         delivery.ack();
+    }
+
+    /// Calls the handler again for `delivery` (a retry).
+    async fn call_again(&self, delivery: &Delivery) -> Outcome {
+        let message = match SpaMessage::from_json(&delivery.payload) {
+            Ok(message) => message,
+            // Decoded before; cannot fail now, but a failure is still a failure.
+            Err(error) => return Outcome::Done(Err(Box::new(error))),
+        };
+        let span =
+            tracing::debug_span!("message", app = %self.runtime.name, topic = %delivery.topic);
+        let context = HandlerContext {
+            app: Arc::clone(&self.runtime),
+            message: Some(message),
+            readers_left: 0,
+        };
+        run_guarded(
+            self.handler.call(context),
+            span,
+            &self.runtime.shutdown,
+            self.limits,
+        )
+        .await
     }
 
     async fn reply(&self, delivery: &Delivery, response_topic: Option<String>, reply: SpaMessage) {
@@ -227,7 +290,7 @@ impl Consumer {
     /// has it: the message may be acknowledged only then. False when shutdown came first: the
     /// message stays unacknowledged, and an at-least-once transport delivers it again. Later
     /// messages wait meanwhile, as acknowledgements go in order.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> bool {
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, attempts: u32) -> bool {
         const FIRST_PAUSE: Duration = Duration::from_millis(100);
         const LONGEST_PAUSE: Duration = Duration::from_secs(10);
         let Some(topic) = self.dead_letter_topic.as_deref() else {
@@ -237,7 +300,7 @@ impl Consumer {
         loop {
             match self
                 .transport()
-                .send(Outgoing::dead_letter(topic, delivery, reason))
+                .send(Outgoing::dead_letter(topic, delivery, reason, attempts))
                 .await
             {
                 Ok(()) => return true,

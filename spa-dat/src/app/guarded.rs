@@ -15,6 +15,9 @@ use crate::handler::CallResult;
 pub(super) enum Outcome {
     Done(CallResult),
     Panicked(String),
+    /// Ran past the handler timeout; cancelled.
+    TimedOut(Duration),
+    /// Still running when the shutdown grace period ended; cancelled.
     Cancelled,
 }
 
@@ -42,28 +45,41 @@ pub(super) fn first_poll(call: HandlerCall, span: &tracing::Span) -> FirstPoll {
     }
 }
 
-/// Runs a handler future that did not finish on its first poll, catching panics; once
-/// shutdown is requested it gets `grace` more time before it is dropped. Runs inside `span`.
+/// How long a handler call may run.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// After shutdown is requested, the call gets this much more time.
+    pub(super) grace: Duration,
+    /// The call is cancelled after this long (a failed attempt).
+    pub(super) timeout: Option<Duration>,
+}
+
+/// Runs a handler future that did not finish on its first poll, catching panics, inside
+/// `span`, within `limits`.
 pub(super) async fn run_to_end(
     call: GuardedCall,
     span: tracing::Span,
     shutdown: &Shutdown,
-    grace: Duration,
+    limits: Limits,
 ) -> Outcome {
     let deadline = async {
         shutdown.triggered().await;
-        tokio::time::sleep(grace).await;
+        tokio::time::sleep(limits.grace).await;
+    };
+    let timeout = async {
+        match limits.timeout {
+            Some(timeout) => tokio::time::sleep(timeout).await,
+            None => std::future::pending().await,
+        }
     };
     let guarded = async {
         tokio::select! {
-            result = call => Some(result),
-            _ = deadline => None,
+            result = call => outcome(result),
+            _ = deadline => Outcome::Cancelled,
+            _ = timeout => Outcome::TimedOut(limits.timeout.unwrap_or_default()),
         }
     };
-    match Box::pin(guarded.instrument(span)).await {
-        Some(result) => outcome(result),
-        None => Outcome::Cancelled,
-    }
+    Box::pin(guarded.instrument(span)).await
 }
 
 fn outcome(result: std::thread::Result<CallResult>) -> Outcome {
@@ -78,11 +94,11 @@ pub(super) async fn run_guarded(
     call: HandlerCall,
     span: tracing::Span,
     shutdown: &Shutdown,
-    grace: Duration,
+    limits: Limits,
 ) -> Outcome {
     match first_poll(call, &span) {
         FirstPoll::Finished(outcome) => outcome,
-        FirstPoll::Running(call) => run_to_end(call, span, shutdown, grace).await,
+        FirstPoll::Running(call) => run_to_end(call, span, shutdown, limits).await,
     }
 }
 

@@ -1,16 +1,19 @@
 //! Applications and their life cycle.
 
 mod application;
+mod concurrent;
 mod consumer;
 mod distributed;
 mod guarded;
 mod placeholders;
+mod policy;
 mod resource;
 mod runtime;
 mod shutdown;
 
 pub use application::{Application, ApplicationLifeCycle};
 pub use distributed::DistributedApplication;
+pub use policy::{MessageOrder, RetryPolicy};
 pub use resource::Resource;
 pub(crate) use runtime::AppRuntime;
 pub use runtime::Extensions;

@@ -9,6 +9,8 @@ use std::fmt;
 pub const CORRELATION_ID: &str = "spa-correlation-id";
 /// Why a dead letter could not be handled.
 pub const DEAD_LETTER_REASON: &str = "spa-dead-letter-reason";
+/// How many times the handler was called for a dead letter (0: it could not be decoded).
+pub const DEAD_LETTER_ATTEMPTS: &str = "spa-dead-letter-attempts";
 /// The topic a dead letter was read from.
 pub const DEAD_LETTER_TOPIC: &str = "spa-dead-letter-topic";
 /// The partition a dead letter was read from (decimal), where the transport has partitions.

@@ -226,6 +226,7 @@ impl MemoryBus {
             topic,
             payload,
             headers,
+            key,
         } = message;
         let topic = topic.as_str();
         let routes = self.read_routes();
@@ -240,7 +241,8 @@ impl MemoryBus {
                 Target::Inbox(inbox) => {
                     // A closed inbox is a socket going away: its routes are being removed.
                     let delivery = Delivery::new(Arc::clone(&topic), payload.clone())
-                        .with_headers(headers.clone());
+                        .with_headers(headers.clone())
+                        .with_key(key.clone());
                     let _ = inbox.send(delivery).await;
                 }
                 Target::Replies(replies) => super::deliver_reply(replies, &topic, &payload),
@@ -452,6 +454,7 @@ impl SocketProvider for MemorySocketProvider {
             ordered_per_partition: true,
             subscribe_is_synchronous: true,
             headers: true,
+            keys: true,
         }
     }
 

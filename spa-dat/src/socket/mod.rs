@@ -114,6 +114,9 @@ pub struct Capabilities {
     /// [`Outgoing::headers`] arrive as [`Delivery::headers`] (Kafka, memory); where false
     /// (MQTT 3.1.1) they are not sent.
     pub headers: bool,
+    /// [`Outgoing::key`] arrives as [`Delivery::key`] (Kafka's record key, memory); where false
+    /// (MQTT) a consumer ordering by key orders by topic.
+    pub keys: bool,
 }
 
 /// What an application asks of its socket.
@@ -277,6 +280,14 @@ impl Socket {
     pub async fn publish(&self, message: SpaMessage) -> Result<()> {
         self.inner
             .send(Outgoing::message(self.builder.stamp(message))?)
+            .await
+    }
+
+    /// Publishes a message with a key: consumers ordering by key handle one key's messages in
+    /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
+    pub async fn publish_keyed(&self, key: impl Into<Bytes>, message: SpaMessage) -> Result<()> {
+        self.inner
+            .send(Outgoing::message(self.builder.stamp(message))?.with_key(key))
             .await
     }
 

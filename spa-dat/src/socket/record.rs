@@ -21,6 +21,10 @@ pub struct Outgoing {
     pub payload: Bytes,
     /// Metadata beside the payload, where the transport can carry it.
     pub headers: Headers,
+    /// What the message is about (a customer, a device): consumers that order by key handle
+    /// one key's messages in order and different keys concurrently. Kafka's record key (it
+    /// also picks the partition); carried as it is on the in-process bus; MQTT has none.
+    pub key: Option<Bytes>,
 }
 
 impl fmt::Debug for Outgoing {
@@ -29,6 +33,7 @@ impl fmt::Debug for Outgoing {
             .field("topic", &self.topic)
             .field("len", &self.payload.len())
             .field("headers", &self.headers)
+            .field("key", &self.key)
             .finish()
     }
 }
@@ -40,6 +45,7 @@ impl Outgoing {
             topic: topic.into(),
             payload: payload.into(),
             headers: Headers::new(),
+            key: None,
         }
     }
 
@@ -59,11 +65,13 @@ impl Outgoing {
         Ok(outgoing)
     }
 
-    /// `delivery`, which could not be handled for `reason`, unchanged for the dead-letter
-    /// `topic`: its headers are kept, and where it came from and why are added.
-    pub fn dead_letter(topic: &str, delivery: &Delivery, reason: &str) -> Self {
+    /// `delivery`, which could not be handled for `reason` in `attempts` handler calls,
+    /// unchanged for the dead-letter `topic`: its headers and key are kept, and where it came
+    /// from, why and after how many attempts are added.
+    pub fn dead_letter(topic: &str, delivery: &Delivery, reason: &str, attempts: u32) -> Self {
         let mut headers = delivery.headers.clone();
         headers.insert(headers::DEAD_LETTER_REASON, reason);
+        headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
         headers.insert(headers::DEAD_LETTER_TOPIC, &*delivery.topic);
         if let Some(position) = delivery.position {
             headers.insert(
@@ -76,7 +84,14 @@ impl Outgoing {
             topic: topic.to_owned(),
             payload: delivery.payload.clone(),
             headers,
+            key: delivery.key.clone(),
         }
+    }
+
+    /// Sets the key (see [`Outgoing::key`]).
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 
     /// Adds the header `name` = `value` (replacing one of that name).
@@ -111,6 +126,8 @@ pub struct Delivery {
     pub headers: Headers,
     /// Where the transport keeps it, if it says (Kafka: partition and offset).
     pub position: Option<Position>,
+    /// The key it was published with (see [`Outgoing::key`]), where the transport keeps one.
+    pub key: Option<Bytes>,
     ack: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
@@ -121,6 +138,7 @@ impl fmt::Debug for Delivery {
             .field("len", &self.payload.len())
             .field("headers", &self.headers)
             .field("position", &self.position)
+            .field("key", &self.key)
             .field("needs_ack", &self.ack.is_some())
             .finish()
     }
@@ -134,6 +152,7 @@ impl Delivery {
             payload,
             headers: Headers::new(),
             position: None,
+            key: None,
             ack: None,
         }
     }
@@ -141,6 +160,12 @@ impl Delivery {
     /// Attaches the metadata that came with it.
     pub fn with_headers(mut self, headers: Headers) -> Self {
         self.headers = headers;
+        self
+    }
+
+    /// Attaches the key it was published with.
+    pub fn with_key(mut self, key: Option<Bytes>) -> Self {
+        self.key = key;
         self
     }
 
@@ -154,6 +179,12 @@ impl Delivery {
     pub fn with_ack(mut self, ack: impl FnOnce() + Send + Sync + 'static) -> Self {
         self.ack = Some(Box::new(ack));
         self
+    }
+
+    /// Takes the transport's acknowledgement out, to run it later (the runtime runs them in
+    /// arrival order when handlers finish out of order).
+    pub(crate) fn take_ack(&mut self) -> Option<Box<dyn FnOnce() + Send + Sync>> {
+        self.ack.take()
     }
 
     /// Acknowledges the message: called by the runtime after its handler finished (or after it
@@ -187,11 +218,12 @@ mod tests {
             "only the correlation"
         );
 
-        let dead = Outgoing::dead_letter("dlq", &request, "boom");
+        let dead = Outgoing::dead_letter("dlq", &request, "boom", 3);
         assert_eq!(dead.topic, "dlq");
         assert_eq!(&dead.payload[..], b"x");
         assert_eq!(dead.headers.get("traceparent"), Some("00-abc"), "kept");
         assert_eq!(dead.headers.get(headers::DEAD_LETTER_REASON), Some("boom"));
+        assert_eq!(dead.headers.get(headers::DEAD_LETTER_ATTEMPTS), Some("3"));
         assert_eq!(dead.headers.get(headers::DEAD_LETTER_TOPIC), Some("orders"));
         assert_eq!(dead.headers.get(headers::DEAD_LETTER_PARTITION), Some("2"));
         assert_eq!(dead.headers.get(headers::DEAD_LETTER_OFFSET), Some("41"));

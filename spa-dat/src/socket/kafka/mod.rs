@@ -187,6 +187,7 @@ impl SocketProvider for KafkaSocketProvider {
             ordered_per_partition: true,
             subscribe_is_synchronous: false,
             headers: true,
+            keys: true,
         }
     }
 

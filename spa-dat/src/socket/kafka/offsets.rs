@@ -112,11 +112,13 @@ pub(super) async fn consume(
         let (partition, offset) = (message.partition(), message.offset());
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
         let headers = headers::of_record(&message);
+        let key = message.key().map(Bytes::copy_from_slice);
         drop(message);
         let handled = Arc::clone(&handled);
         let handled_topic = Arc::clone(&topic);
         let delivery = Delivery::new(topic, payload)
             .with_headers(headers)
+            .with_key(key)
             .at(Position { partition, offset })
             .with_ack(move || handled.handled(&handled_topic, partition, offset));
         if inbox.send(delivery).await.is_err() {

@@ -67,11 +67,15 @@ impl Shared {
     pub(super) async fn send(
         &self,
         topic: &str,
+        key: Option<&[u8]>,
         payload: &[u8],
         headers: Option<OwnedHeaders>,
     ) -> Result<()> {
         self.ensure_open()?;
-        let mut record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic).payload(payload);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
@@ -260,7 +264,12 @@ impl SpaSocket for KafkaSocket {
     async fn send(&self, message: Outgoing) -> Result<()> {
         let headers = headers::to_record(&message.headers);
         self.shared
-            .send(&message.topic, &message.payload, headers)
+            .send(
+                &message.topic,
+                message.key.as_deref(),
+                &message.payload,
+                headers,
+            )
             .await
     }
 

@@ -225,7 +225,7 @@ struct MqttSocket {
 
 #[async_trait]
 impl SpaSocket for MqttSocket {
-    /// MQTT 3.1.1 has no headers: the payload goes alone ([`Capabilities::headers`]).
+    /// MQTT 3.1.1 has no headers and no key: the payload goes alone ([`Capabilities::headers`]).
     async fn send(&self, message: Outgoing) -> Result<()> {
         let mut publish = Publish::from_bytes(message.topic, self.shared.qos, message.payload);
         publish.retain = self.shared.retain;
@@ -416,6 +416,7 @@ impl SocketProvider for MqttSocketProvider {
             ordered_per_partition: true,
             subscribe_is_synchronous: true,
             headers: false,
+            keys: false,
         }
     }
 

@@ -1,0 +1,253 @@
+//! A consumer with a concurrency above 1: handlers run as tasks, at most `limit` at once,
+//! messages of one key (or partition, or topic: [`MessageOrder`]) one after the other in
+//! arrival order, each key in a FIFO queue of its own — a slow key never holds up another.
+//!
+//! Acknowledgements go to the transport in arrival order, whatever order handlers finish in
+//! ([`AckWindow`]): MQTT requires it (3.1.1 §4.6), and Kafka's stored offset then never passes
+//! a record that is still being handled. What is in flight and waiting is bounded: past
+//! `limit × BUFFER_FACTOR` messages taken from the inbox and not yet acknowledged, the consumer
+//! stops reading, and the transport's own back-pressure takes over (the bounded inbox, the
+//! MQTT connection not read, the Kafka consumer not polled).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use super::consumer::Consumer;
+use super::policy::MessageOrder;
+use crate::socket::{Delivery, Inbox};
+
+/// Messages taken from the inbox and not yet acknowledged, per handler slot.
+const BUFFER_FACTOR: usize = 4;
+
+/// What orders a message with others: messages with equal keys run one after the other.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum OrderKey {
+    Key(Bytes),
+    Partition(Arc<str>, i32),
+    Topic(Arc<str>),
+    /// Unordered: a key no other message has.
+    Alone(u64),
+}
+
+impl OrderKey {
+    fn of(delivery: &Delivery, order: MessageOrder, sequence: u64) -> Self {
+        let partition = || match delivery.position {
+            Some(position) => OrderKey::Partition(Arc::clone(&delivery.topic), position.partition),
+            None => OrderKey::Topic(Arc::clone(&delivery.topic)),
+        };
+        match order {
+            MessageOrder::Key => match &delivery.key {
+                Some(key) => OrderKey::Key(key.clone()),
+                None => partition(),
+            },
+            MessageOrder::Partition => partition(),
+            MessageOrder::Unordered => OrderKey::Alone(sequence),
+        }
+    }
+}
+
+/// Each key's messages waiting, in arrival order, and which keys may start one.
+#[derive(Default)]
+struct KeyQueues {
+    queues: HashMap<OrderKey, KeyQueue>,
+    /// Keys with messages waiting and none running, in the order they became so.
+    ready: VecDeque<OrderKey>,
+}
+
+#[derive(Default)]
+struct KeyQueue {
+    waiting: VecDeque<Delivery>,
+    running: bool,
+}
+
+impl KeyQueues {
+    fn arrived(&mut self, key: OrderKey, delivery: Delivery) {
+        let queue = self.queues.entry(key.clone()).or_default();
+        queue.waiting.push_back(delivery);
+        if !queue.running && queue.waiting.len() == 1 {
+            self.ready.push_back(key);
+        }
+    }
+
+    /// The oldest waiting message of the next key that may start; the key is running then.
+    fn next_ready(&mut self) -> Option<(OrderKey, Delivery)> {
+        while let Some(key) = self.ready.pop_front() {
+            let Some(queue) = self.queues.get_mut(&key) else {
+                continue;
+            };
+            if let Some(delivery) = queue.waiting.pop_front() {
+                queue.running = true;
+                return Some((key, delivery));
+            }
+        }
+        None
+    }
+
+    /// `key`'s running message finished: its next one may start.
+    fn finished(&mut self, key: OrderKey) {
+        let Some(queue) = self.queues.get_mut(&key) else {
+            return;
+        };
+        queue.running = false;
+        if queue.waiting.is_empty() {
+            self.queues.remove(&key);
+        } else {
+            self.ready.push_back(key);
+        }
+    }
+}
+
+type TransportAck = Box<dyn FnOnce() + Send + Sync>;
+
+/// Runs the transport's acknowledgements in arrival order: each delivery's own `ack` marks
+/// it finished, and the finished prefix of the window is released.
+#[derive(Default)]
+struct AckWindow {
+    state: Mutex<WindowState>,
+}
+
+#[derive(Default)]
+struct WindowState {
+    /// Sequence number of `slots[0]`.
+    first: u64,
+    /// Per message in arrival order: its transport acknowledgement, and whether it finished.
+    slots: VecDeque<(Option<TransportAck>, bool)>,
+}
+
+impl AckWindow {
+    /// Takes `delivery`'s acknowledgement into the window at `sequence` (the next one) and
+    /// gives it one that marks it finished here.
+    fn track(self: &Arc<Self>, mut delivery: Delivery, sequence: u64) -> Delivery {
+        let ack = delivery.take_ack();
+        self.lock().slots.push_back((ack, false));
+        let window = Arc::clone(self);
+        delivery.with_ack(move || window.finished(sequence))
+    }
+
+    fn finished(&self, sequence: u64) {
+        let mut released = Vec::new();
+        {
+            let mut state = self.lock();
+            let index = (sequence - state.first) as usize;
+            if let Some(slot) = state.slots.get_mut(index) {
+                slot.1 = true;
+            }
+            while state.slots.front().is_some_and(|(_, done)| *done) {
+                if let Some((ack, _)) = state.slots.pop_front() {
+                    released.extend(ack);
+                }
+                state.first += 1;
+            }
+        }
+        // In order, outside the lock: a transport's ack takes locks of its own.
+        for ack in released {
+            ack();
+        }
+    }
+
+    /// Messages taken and not yet acknowledged.
+    fn len(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
+        // Every change is a push, a flag or a pop: consistent after a panic elsewhere.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Consumer {
+    /// Handles what arrives in `inbox` with up to `limit` handlers at once, in `order`, until
+    /// shutdown or until the socket closes; then waits for the handlers still running (each
+    /// gets the shutdown grace period).
+    pub(super) async fn run_concurrently(
+        self: Arc<Self>,
+        mut inbox: Inbox,
+        limit: usize,
+        order: MessageOrder,
+    ) {
+        let window = Arc::new(AckWindow::default());
+        let most_unacknowledged = limit * BUFFER_FACTOR;
+        let mut keys = KeyQueues::default();
+        let mut running: JoinSet<OrderKey> = JoinSet::new();
+        let mut sequence: u64 = 0;
+        let shutdown = self.runtime.shutdown.triggered();
+        tokio::pin!(shutdown);
+        loop {
+            let room = window.len() < most_unacknowledged;
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => {
+                    match joined {
+                        Ok(key) => keys.finished(key),
+                        // The task body catches handlers' panics; this is a bug in the engine,
+                        // and that key stays blocked (its messages are not acknowledged).
+                        Err(error) => tracing::error!(app = %self.runtime.name, %error, "consumer task failed"),
+                    }
+                }
+                received = inbox.recv(), if room => {
+                    let Some(delivery) = received else {
+                        tracing::info!(app = %self.runtime.name, "socket closed; consumer stops");
+                        break;
+                    };
+                    let delivery = window.track(delivery, sequence);
+                    let key = OrderKey::of(&delivery, order, sequence);
+                    sequence += 1;
+                    keys.arrived(key, delivery);
+                }
+            }
+            while running.len() < limit {
+                let Some((key, delivery)) = keys.next_ready() else {
+                    break;
+                };
+                self.start(&mut running, key, delivery);
+            }
+        }
+        // Nothing new starts; what runs gets its grace period (enforced in each handler call).
+        inbox.close();
+        while running.join_next().await.is_some() {}
+    }
+
+    fn start(self: &Arc<Self>, running: &mut JoinSet<OrderKey>, key: OrderKey, delivery: Delivery) {
+        let consumer = Arc::clone(self);
+        running.spawn(async move {
+            if let Some(unfinished) = consumer.handle_now(delivery) {
+                consumer.finish(unfinished).await;
+            }
+            key
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acknowledgements_are_released_in_arrival_order() {
+        let window = Arc::new(AckWindow::default());
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let deliveries: Vec<Delivery> = (0..4u64)
+            .map(|i| {
+                let acked = Arc::clone(&acked);
+                let delivery = Delivery::new(Arc::from("t"), Bytes::new())
+                    .with_ack(move || acked.lock().expect("lock").push(i));
+                window.track(delivery, i)
+            })
+            .collect();
+        let mut deliveries: Vec<Option<Delivery>> = deliveries.into_iter().map(Some).collect();
+        let mut finish = |i: usize| deliveries[i].take().expect("once").ack();
+        finish(2);
+        finish(1);
+        assert!(acked.lock().expect("lock").is_empty(), "0 is still running");
+        finish(0);
+        assert_eq!(*acked.lock().expect("lock"), [0, 1, 2]);
+        assert_eq!(window.len(), 1);
+        finish(3);
+        assert_eq!(*acked.lock().expect("lock"), [0, 1, 2, 3]);
+    }
+}

@@ -1,0 +1,353 @@
+//! The delivery engine on the in-process bus: concurrent handlers that keep each key's order,
+//! acknowledgements in arrival order, retries, dead letters and handler timeouts.
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use spa_dat::socket::headers;
+use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::socket::Outgoing;
+use spa_dat::{
+    Application, Config, MessageOrder, RetryPolicy, SocketOptions, SocketProvider, SpaMessage,
+};
+use support::ordering::{self, OrderChecker};
+use support::{test_app, wait_until};
+
+fn bus() -> (MemoryBus, Arc<dyn SocketProvider>) {
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let provider: Arc<dyn SocketProvider> = Arc::new(MemorySocketProvider::new(bus.clone()));
+    (bus, provider)
+}
+
+/// Publishes the workload on `topic`, each message with its key.
+async fn publish_workload(provider: &Arc<dyn SocketProvider>, topic: &str, work: &[(u32, u32)]) {
+    let publisher = provider
+        .connect(SocketOptions::new("publisher"))
+        .await
+        .expect("connect");
+    for (key, seq) in work {
+        let message = SpaMessage::new(topic, ordering::payload(*key, *seq));
+        let outgoing = Outgoing::message(message)
+            .expect("encodes")
+            .with_key(key.to_string());
+        publisher.socket.send(outgoing).await.expect("publish");
+    }
+    publisher.socket.close().await.expect("close");
+}
+
+async fn run_order_check(messages: usize, keys: u32, max_latency_us: u64, limit: usize) {
+    let (_bus, provider) = bus();
+    let checker = Arc::new(OrderChecker::default());
+    let c = Arc::clone(&checker);
+    let app = test_app(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_application(
+            Application::consumer("checked", ["work"], move |message: SpaMessage| {
+                let c = Arc::clone(&c);
+                async move {
+                    c.handle(message.payload_str().expect("utf-8"), max_latency_us)
+                        .await
+                }
+            })
+            .concurrency(limit)
+            .ordering(MessageOrder::Key),
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let work = ordering::workload(messages, keys, 7);
+    let started = Instant::now();
+    publish_workload(&provider, "work", &work).await;
+    let c = Arc::clone(&checker);
+    wait_until("every message handled", Duration::from_secs(600), || {
+        c.handled.load(Ordering::SeqCst) >= messages
+    })
+    .await;
+    let took = started.elapsed();
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    eprintln!(
+        "{messages} messages, {keys} keys, 0–{max_latency_us} µs each, concurrency {limit}: {took:?}, at most {} at once",
+        checker.max_in_flight.load(Ordering::SeqCst)
+    );
+    assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
+    assert_eq!(checker.duplicates(), 0, "duplicates");
+    assert_eq!(
+        checker.handled.load(Ordering::SeqCst),
+        messages,
+        "lost or extra"
+    );
+    let max = checker.max_in_flight.load(Ordering::SeqCst);
+    assert!(max <= limit, "{max} handlers at once, limit {limit}");
+    assert!(
+        max > limit / 2,
+        "only {max} handlers at once, limit {limit}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_messages_over_ten_thousand_keys_keep_each_keys_order() {
+    run_order_check(1_000_000, 10_000, 5_000, 64).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn few_keys_run_one_at_a_time_each_and_never_together() {
+    // 4 keys, 64 slots: never more than 4 at once.
+    let (_bus, provider) = bus();
+    let checker = Arc::new(OrderChecker::default());
+    let c = Arc::clone(&checker);
+    let app = test_app(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_application(
+            Application::consumer("few-keys", ["work"], move |message: SpaMessage| {
+                let c = Arc::clone(&c);
+                async move { c.handle(message.payload_str().expect("utf-8"), 2_000).await }
+            })
+            .concurrency(64),
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_workload(&provider, "work", &ordering::workload(400, 4, 3)).await;
+    let c = Arc::clone(&checker);
+    wait_until("every message handled", Duration::from_secs(30), || {
+        c.handled.load(Ordering::SeqCst) >= 400
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(checker.violations(), Vec::<String>::new());
+    assert_eq!(checker.max_in_flight.load(Ordering::SeqCst), 4);
+}
+
+/// A consumer whose handler fails `failures` times for `poison`, then succeeds; returns the
+/// calls per payload in call order.
+fn flaky_app(
+    provider: &Arc<dyn SocketProvider>,
+    failures: usize,
+    calls: &Arc<Mutex<Vec<String>>>,
+) -> Application {
+    let calls = Arc::clone(calls);
+    let failed = Arc::new(AtomicUsize::new(0));
+    Application::consumer("flaky", ["work"], move |message: SpaMessage| {
+        let (calls, failed) = (Arc::clone(&calls), Arc::clone(&failed));
+        async move {
+            let payload = message.payload_str()?.to_owned();
+            calls.lock().expect("calls").push(payload.clone());
+            if payload == "poison" && failed.fetch_add(1, Ordering::SeqCst) < failures {
+                return Err(spa_dat::BoxError::from("not now"));
+            }
+            Ok(())
+        }
+    })
+    .socket_provider(Arc::clone(provider))
+    .retry(RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(40)))
+}
+
+async fn publish_plain(provider: &Arc<dyn SocketProvider>, topic: &str, payloads: &[&str]) {
+    let publisher = provider
+        .connect(SocketOptions::new("publisher"))
+        .await
+        .expect("connect");
+    for payload in payloads {
+        publisher
+            .socket
+            .publish(&SpaMessage::new(topic, payload.to_string()))
+            .await
+            .expect("publish");
+    }
+    publisher.socket.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_handler_is_retried_and_later_messages_wait_their_turn() {
+    let (_bus, provider) = bus();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app = test_app(Config::default()).add_application(flaky_app(&provider, 2, &calls));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_plain(&provider, "work", &["first", "poison", "after"]).await;
+    let c = Arc::clone(&calls);
+    wait_until("after is handled", Duration::from_secs(10), || {
+        c.lock().expect("calls").contains(&"after".to_owned())
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(
+        *calls.lock().expect("calls"),
+        ["first", "poison", "poison", "poison", "after"],
+        "3 attempts, then the next message"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_topic_an_exhausted_message_is_retried_not_dropped() {
+    let (_bus, provider) = bus();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app = test_app(Config::default()).add_application(flaky_app(&provider, 1_000, &calls));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_plain(&provider, "work", &["poison", "after"]).await;
+    let c = Arc::clone(&calls);
+    wait_until(
+        "attempts past the policy's 3",
+        Duration::from_secs(10),
+        || c.lock().expect("calls").len() >= 6,
+    )
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    let calls = calls.lock().expect("calls");
+    assert!(
+        calls.iter().all(|c| c == "poison"),
+        "the next message waits behind it: {calls:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_when_exhausted_moves_on_after_the_last_attempt() {
+    let (_bus, provider) = bus();
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let app = test_app(Config::default()).add_application(
+        flaky_app(&provider, 1_000, &calls).retry(
+            RetryPolicy::default()
+                .attempts(2)
+                .delays(Duration::from_millis(10), Duration::from_millis(10))
+                .skip_when_exhausted(),
+        ),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_plain(&provider, "work", &["poison", "after"]).await;
+    let c = Arc::clone(&calls);
+    wait_until("after is handled", Duration::from_secs(10), || {
+        c.lock().expect("calls").contains(&"after".to_owned())
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(*calls.lock().expect("calls"), ["poison", "poison", "after"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_with_its_attempts_and_its_key_goes_on_in_order() {
+    const MESSAGES: u32 = 10_000;
+    let (_bus, provider) = bus();
+    let mut watcher = provider
+        .connect(SocketOptions::new("watcher").topics(["dead"]))
+        .await
+        .expect("connect");
+    let handled = Arc::new(Mutex::new(Vec::<(u32, u32)>::new()));
+    let h = Arc::clone(&handled);
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("poisoned", ["work"], move |message: SpaMessage| {
+            let h = Arc::clone(&h);
+            async move {
+                let text = message.payload_str()?.to_owned();
+                let (key, seq) = text.split_once(':').expect("key:seq");
+                let (key, seq): (u32, u32) = (key.parse()?, seq.parse()?);
+                if key == 7 && seq == 3 {
+                    return Err(spa_dat::BoxError::from("poison"));
+                }
+                tokio::time::sleep(ordering::latency(key, seq, 500)).await;
+                h.lock().expect("handled").push((key, seq));
+                Ok(())
+            }
+        })
+        .socket_provider(Arc::clone(&provider))
+        .concurrency(64)
+        .dead_letter_topic("dead")
+        .retry(RetryPolicy::default().delays(Duration::from_millis(20), Duration::from_millis(50))),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let work: Vec<(u32, u32)> = ordering::workload(MESSAGES as usize, 100, 11);
+    publish_workload(&provider, "work", &work).await;
+    let h = Arc::clone(&handled);
+    wait_until("all but the poison one", Duration::from_secs(60), || {
+        h.lock().expect("handled").len() >= MESSAGES as usize - 1
+    })
+    .await;
+    let dead = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
+        .await
+        .expect("dead letter arrives")
+        .expect("open");
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    let dead_message = SpaMessage::from_json(&dead.payload).expect("the original bytes");
+    assert_eq!(dead_message.payload_str().ok(), Some("7:3"));
+    assert_eq!(dead.headers.get(headers::DEAD_LETTER_ATTEMPTS), Some("3"));
+    assert_eq!(dead.key.as_deref(), Some(&b"7"[..]), "the key is kept");
+    assert!(dead
+        .headers
+        .get(headers::DEAD_LETTER_REASON)
+        .is_some_and(|r| r.contains("poison")));
+    let handled = handled.lock().expect("handled");
+    let sevens: Vec<u32> = handled
+        .iter()
+        .filter(|(k, _)| *k == 7)
+        .map(|(_, s)| *s)
+        .collect();
+    let expected: Vec<u32> = (0..sevens.len() as u32 + 1).filter(|s| *s != 3).collect();
+    assert_eq!(
+        sevens, expected,
+        "key 7 went on after the poison one, in order"
+    );
+    assert_eq!(handled.len(), MESSAGES as usize - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attempt() {
+    let (_bus, provider) = bus();
+    let mut watcher = provider
+        .connect(SocketOptions::new("watcher").topics(["dead"]))
+        .await
+        .expect("connect");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("hangs", ["work"], move |_m: SpaMessage| {
+            let c = Arc::clone(&c);
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+        })
+        .socket_provider(Arc::clone(&provider))
+        .handler_timeout(Duration::from_millis(50))
+        .dead_letter_topic("dead")
+        .retry(
+            RetryPolicy::default()
+                .attempts(2)
+                .delays(Duration::from_millis(10), Duration::from_millis(10)),
+        ),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_plain(&provider, "work", &["stuck"]).await;
+    let dead = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
+        .await
+        .expect("dead letter arrives")
+        .expect("open");
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(dead
+        .headers
+        .get(headers::DEAD_LETTER_REASON)
+        .is_some_and(|r| r.contains("timed out")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_messages_over_a_thousand_keys_keep_each_keys_order() {
+    run_order_check(10_000, 1_000, 5_000, 64).await;
+}

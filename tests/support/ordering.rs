@@ -1,0 +1,121 @@
+//! The order checker of the delivery-engine tests: messages `key:seq`, each key's `seq`
+//! counting from 0; the handler records violations of per-key order, duplicates and concurrency.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// What a run of the checked handler saw.
+#[derive(Default)]
+pub struct OrderChecker {
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    /// Most handlers seen running at once.
+    pub max_in_flight: AtomicUsize,
+    /// Messages handled (each call that finished).
+    pub handled: AtomicUsize,
+}
+
+#[derive(Default)]
+struct State {
+    last: HashMap<u32, u32>,
+    busy: HashSet<u32>,
+    violations: Vec<String>,
+    duplicates: usize,
+}
+
+/// `count` messages over `keys` keys, seeded: (key, seq) in publishing order.
+pub fn workload(count: usize, keys: u32, seed: u64) -> Vec<(u32, u32)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut next: HashMap<u32, u32> = HashMap::new();
+    (0..count)
+        .map(|_| {
+            let key = rng.u32(..keys);
+            let seq = next.entry(key).or_insert(0);
+            let message = (key, *seq);
+            *seq += 1;
+            message
+        })
+        .collect()
+}
+
+/// The payload of message `key:seq`.
+pub fn payload(key: u32, seq: u32) -> String {
+    format!("{key}:{seq}")
+}
+
+/// The handler's work for `key:seq`: 0–`max_us` µs, the same every run.
+pub fn latency(key: u32, seq: u32, max_us: u64) -> Duration {
+    if max_us == 0 {
+        return Duration::ZERO;
+    }
+    let mixed = (u64::from(key) << 32 | u64::from(seq)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    Duration::from_micros((mixed >> 11) % (max_us + 1))
+}
+
+impl OrderChecker {
+    /// Handles one message: checks it against its key's last, waits its latency.
+    pub async fn handle(&self, payload: &str, max_latency_us: u64) {
+        let (key, seq) = payload
+            .split_once(':')
+            .and_then(|(k, s)| Some((k.parse::<u32>().ok()?, s.parse::<u32>().ok()?)))
+            .expect("key:seq");
+        let running = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(running, Ordering::SeqCst);
+        {
+            let mut state = self.state.lock().expect("state");
+            if !state.busy.insert(key) {
+                state
+                    .violations
+                    .push(format!("key {key}: {seq} started while another ran"));
+            }
+            let expected = state.last.get(&key).map_or(0, |last| last + 1);
+            if seq < expected {
+                state.duplicates += 1;
+            } else if seq > expected {
+                state
+                    .violations
+                    .push(format!("key {key}: {seq} came when {expected} was due"));
+            }
+            state.last.insert(key, seq.max(expected.saturating_sub(1)));
+        }
+        let wait = latency(key, seq, max_latency_us);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        self.state.lock().expect("state").busy.remove(&key);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.handled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Order violations seen (first few).
+    pub fn violations(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .expect("state")
+            .violations
+            .iter()
+            .take(10)
+            .cloned()
+            .collect()
+    }
+
+    /// Messages handled again.
+    pub fn duplicates(&self) -> usize {
+        self.state.lock().expect("state").duplicates
+    }
+
+    /// Distinct keys seen and their message counts (last seq + 1).
+    pub fn per_key_counts(&self) -> HashMap<u32, u32> {
+        self.state
+            .lock()
+            .expect("state")
+            .last
+            .iter()
+            .map(|(k, last)| (*k, last + 1))
+            .collect()
+    }
+}
