@@ -44,7 +44,14 @@ async fn publish_readings(socket: Socket) -> spa_dat::Result<()> {
         .await
 }
 
-#[consumer(topics = ["macro/+"], name = "macro-counter")]
+#[consumer(
+    topics = ["macro/+"],
+    name = "macro-counter",
+    concurrency = 8,
+    ordering = "partition",
+    attempts = 2,
+    timeout_ms = 5000
+)]
 async fn count_readings(Json(reading): Json<Reading>, counters: State<Counters>) {
     assert!(reading.value < 10);
     counters.readings.fetch_add(1, Ordering::SeqCst);

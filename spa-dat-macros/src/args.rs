@@ -17,6 +17,28 @@ pub(crate) struct Options {
     pub(crate) dead_letter: Option<LitStr>,
     /// The path of the spa-dat crate, for users who re-export it (`crate = "my::spa_dat"`).
     pub(crate) krate: Option<syn::Path>,
+    /// Handlers at once.
+    pub(crate) concurrency: Option<syn::LitInt>,
+    /// `key`, `partition` or `none`, checked here.
+    pub(crate) ordering: Option<LitStr>,
+    /// Handler calls per message.
+    pub(crate) attempts: Option<syn::LitInt>,
+    /// Handler timeout in milliseconds.
+    pub(crate) timeout_ms: Option<syn::LitInt>,
+}
+
+/// The orderings `ordering = "..."` takes.
+pub(crate) const ORDERINGS: &[&str] = &["key", "partition", "none"];
+
+/// A positive integer option.
+fn positive(value: syn::LitInt, key: &str) -> syn::Result<syn::LitInt> {
+    match value.base10_parse::<u64>() {
+        Ok(n) if n > 0 => Ok(value),
+        _ => Err(syn::Error::new_spanned(
+            &value,
+            format!("`{key}` takes a whole number above 0"),
+        )),
+    }
 }
 
 const CONSUMER_OPTIONS: &[&str] = &[
@@ -26,6 +48,10 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "client_id",
     "client_name",
     "dead_letter",
+    "concurrency",
+    "ordering",
+    "attempts",
+    "timeout_ms",
     "crate",
 ];
 const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "crate"];
@@ -124,6 +150,26 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
         let result = if key == "topics" {
             let expr: Expr = meta.value()?.parse()?;
             topics_of(expr).and_then(|topics| set(&mut options.topics, topics, &meta.path))
+        } else if matches!(key.as_str(), "concurrency" | "attempts" | "timeout_ms") {
+            let value: syn::LitInt = meta.value()?.parse()?;
+            positive(value, &key).and_then(|value| {
+                let slot = match key.as_str() {
+                    "concurrency" => &mut options.concurrency,
+                    "attempts" => &mut options.attempts,
+                    _ => &mut options.timeout_ms,
+                };
+                set(slot, value, &meta.path)
+            })
+        } else if key == "ordering" {
+            let value: LitStr = meta.value()?.parse()?;
+            if ORDERINGS.contains(&value.value().as_str()) {
+                set(&mut options.ordering, value, &meta.path)
+            } else {
+                Err(syn::Error::new_spanned(
+                    &value,
+                    format!("`ordering` is one of: {}", ORDERINGS.join(", ")),
+                ))
+            }
         } else if key == "crate" {
             let value: LitStr = meta.value()?.parse()?;
             value

@@ -124,6 +124,25 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     let client_id = optional(&options.client_id);
     let client_name = optional(&options.client_name);
     let dead_letter = optional(&options.dead_letter);
+    let number = |value: &Option<syn::LitInt>| match value {
+        Some(value) => quote! { ::core::option::Option::Some(#value) },
+        None => quote! { ::core::option::Option::None },
+    };
+    let concurrency = number(&options.concurrency);
+    let attempts = number(&options.attempts);
+    let timeout_ms = number(&options.timeout_ms);
+    let ordering = match options.ordering.as_ref().map(LitStr::value).as_deref() {
+        Some("key") => {
+            quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Key) }
+        }
+        Some("partition") => {
+            quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Partition) }
+        }
+        Some(_) => {
+            quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Unordered) }
+        }
+        None => quote! { ::core::option::Option::None },
+    };
 
     let arg_types: Vec<&syn::Type> = function
         .sig
@@ -172,6 +191,10 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     client_id: #client_id,
                     client_name: #client_name,
                     dead_letter_topic: #dead_letter,
+                    concurrency: #concurrency,
+                    ordering: #ordering,
+                    attempts: #attempts,
+                    timeout_ms: #timeout_ms,
                     make_handler: {
                         fn __spa_make_handler() -> #krate::__private::BoxedHandler {
                             #krate::__private::BoxedHandler::new(#ident)
@@ -206,7 +229,8 @@ mod tests {
             quote! {
                 topics = ["sensors/+/temp", "sensors/${SITE}/humidity"], name = "averager",
                 group = "averagers", client_id = "avg-1", client_name = "Averager",
-                dead_letter = "dead-letters"
+                dead_letter = "dead-letters", concurrency = 64, ordering = "key",
+                attempts = 5, timeout_ms = 2000
             },
             quote! {
                 async fn average(message: SpaMessage, state: State<Readings>) -> Option<SpaMessage> {
@@ -242,7 +266,7 @@ mod tests {
     fn errors_keep_the_function_and_name_each_problem() {
         insta::assert_snapshot!(expand(
             Kind::Consumer,
-            quote! { topics = [], colour = "blue" },
+            quote! { topics = [], colour = "blue", concurrency = 0, ordering = "random" },
             quote! { fn not_async(self) {} },
         ));
     }

@@ -2,6 +2,7 @@
 
 pub use inventory;
 
+pub use crate::app::MessageOrder;
 pub use crate::handler::{BoxedHandler, HandlerKind, IntoReply, Registration};
 
 /// Compile-time check, spanned on a handler argument's type.

@@ -38,7 +38,10 @@ pub use socket::{Socket, SocketOptions, SocketProvider, SpaSocket};
 /// ```
 ///
 /// Options: `topics = [...]` (required), `name`, `group`, `client_id`, `client_name`,
-/// `dead_letter`, and `crate = "path::to::spa_dat"` for a crate that re-exports spa-dat.
+/// `dead_letter`; `concurrency = n` (handlers at once, default 1), `ordering = "key"` (or
+/// `"partition"`, `"none"`), `attempts = n` (handler calls per message, default 3),
+/// `timeout_ms = n` (a longer call is cancelled and counts as failed); and
+/// `crate = "path::to::spa_dat"` for a crate that re-exports spa-dat.
 /// `${NAME}` in `topics`, `group` or `dead_letter` is taken from the environment when the
 /// application starts (a missing variable fails the start, naming it); a topic that is a
 /// placeholder alone may name several topics, comma-separated.

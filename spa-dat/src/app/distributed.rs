@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 
 use super::application::{Application, ApplicationLifeCycle, Settings};
 use super::guarded::panic_message;
+use super::policy::RetryPolicy;
 use super::resource::{Resource, ResourceSet};
 use super::runtime::Extensions;
 use super::shutdown::{on_signal, Shutdown, Stopped};
@@ -330,6 +331,18 @@ fn from_registration(registration: &'static Registration) -> Application {
     }
     if let Some(topic) = registration.dead_letter_topic {
         app = app.dead_letter_topic(topic);
+    }
+    if let Some(limit) = registration.concurrency {
+        app = app.concurrency(limit);
+    }
+    if let Some(order) = registration.ordering {
+        app = app.ordering(order);
+    }
+    if let Some(attempts) = registration.attempts {
+        app = app.retry(RetryPolicy::default().attempts(attempts));
+    }
+    if let Some(ms) = registration.timeout_ms {
+        app = app.handler_timeout(std::time::Duration::from_millis(ms));
     }
     app
 }

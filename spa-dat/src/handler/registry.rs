@@ -1,6 +1,7 @@
 //! Handlers registered by `#[consumer]` / `#[producer]` through `inventory`.
 
 use super::{BoxedHandler, HandlerKind};
+use crate::app::MessageOrder;
 
 /// One handler registered by an attribute macro. Built only by macro output (const).
 #[derive(Debug)]
@@ -21,6 +22,14 @@ pub struct Registration {
     pub client_name: Option<&'static str>,
     /// Dead-letter topic for this consumer.
     pub dead_letter_topic: Option<&'static str>,
+    /// Handlers at once (`concurrency = n`); `None`: 1.
+    pub concurrency: Option<usize>,
+    /// Which messages may run together (`ordering = "key" | "partition" | "none"`).
+    pub ordering: Option<MessageOrder>,
+    /// Handler calls per message, the first included (`attempts = n`).
+    pub attempts: Option<u32>,
+    /// Handler timeout in milliseconds (`timeout_ms = n`).
+    pub timeout_ms: Option<u64>,
     /// Builds the handler.
     pub make_handler: fn() -> BoxedHandler,
 }
