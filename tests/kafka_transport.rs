@@ -623,3 +623,65 @@ async fn close_reports_a_final_commit_that_failed() {
     assert!(error.to_string().contains("commit"), "{error}");
     publisher.socket.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
+    const MESSAGES: usize = 100_000;
+    const KEYS: u32 = 10_000;
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config.topic_partitions = 16;
+    let topic = unique("keyed");
+    let checker = Arc::new(support::ordering::OrderChecker::default());
+    let c = Arc::clone(&checker);
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("keyed", [topic.clone()], move |m: SpaMessage| {
+            let c = Arc::clone(&c);
+            async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
+        })
+        .group(unique("keyed-group"))
+        .socket_provider(provider(config.clone()))
+        .concurrency(64)
+        .ordering(spa_dat::MessageOrder::Key),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let publisher = provider(config)
+        .connect(SocketOptions::new(unique("keyed-publisher")))
+        .await
+        .expect("connect");
+    let work = support::ordering::workload(MESSAGES, KEYS, 9);
+    let started = Instant::now();
+    for chunk in work.chunks(1_000) {
+        let sends = chunk.iter().map(|(key, seq)| {
+            let message = SpaMessage::new(topic.as_str(), support::ordering::payload(*key, *seq));
+            let outgoing = spa_dat::socket::Outgoing::message(message)
+                .expect("encodes")
+                .with_key(key.to_string());
+            let socket = &publisher.socket;
+            async move { socket.send(outgoing).await }
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.expect("publish");
+        }
+    }
+    let c = Arc::clone(&checker);
+    wait_until("every record handled", Duration::from_secs(300), || {
+        c.handled.load(Ordering::SeqCst) >= MESSAGES
+    })
+    .await;
+    eprintln!(
+        "Kafka: {MESSAGES} records over {KEYS} keys and 16 partitions, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
+        started.elapsed(),
+        checker.max_in_flight.load(Ordering::SeqCst)
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
+    assert_eq!(checker.duplicates(), 0);
+    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    assert!(
+        checker.max_in_flight.load(Ordering::SeqCst) > 32,
+        "ran concurrently"
+    );
+}

@@ -783,3 +783,66 @@ async fn an_incoming_message_larger_than_max_packet_size_is_delivered_and_loses_
     consumer.socket.close().await.expect("close");
     publisher.socket.close().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
+    const MESSAGES: usize = 100_000;
+    const TOPICS: u32 = 1_000;
+    let broker = Mosquitto::start();
+    let checker = Arc::new(support::ordering::OrderChecker::default());
+    let c = Arc::clone(&checker);
+    let app = test_app(Config::default())
+        .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
+        .add_application(
+            Application::consumer("ordered-topics", ["order/+"], move |m: SpaMessage| {
+                let c = Arc::clone(&c);
+                async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
+            })
+            .concurrency(64)
+            .ordering(spa_dat::MessageOrder::Key),
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = publisher(&broker, "order-publisher").await;
+    let work = support::ordering::workload(MESSAGES, TOPICS, 5);
+    let started = Instant::now();
+    // Pipelined in chunks: one publisher, so each topic's messages go out in order.
+    for chunk in work.chunks(200) {
+        let sends = chunk.iter().map(|(key, seq)| {
+            let message = SpaMessage::new(
+                format!("order/{key}"),
+                support::ordering::payload(*key, *seq),
+            );
+            let socket = &publisher.socket;
+            async move { socket.publish(&message).await }
+        });
+        for result in futures_util::future::join_all(sends).await {
+            result.expect("publish");
+        }
+    }
+    let c = Arc::clone(&checker);
+    wait_until("every message handled", Duration::from_secs(300), || {
+        c.handled.load(Ordering::SeqCst) >= MESSAGES
+    })
+    .await;
+    eprintln!(
+        "MQTT: {MESSAGES} messages over {TOPICS} topics, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
+        started.elapsed(),
+        checker.max_in_flight.load(Ordering::SeqCst)
+    );
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    assert_eq!(
+        checker.violations(),
+        Vec::<String>::new(),
+        "per-topic order"
+    );
+    assert_eq!(checker.duplicates(), 0);
+    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    assert!(
+        checker.max_in_flight.load(Ordering::SeqCst) > 1,
+        "ran concurrently"
+    );
+}
