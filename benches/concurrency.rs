@@ -72,7 +72,13 @@ async fn publish(
         )))
         .await
         .expect("connect");
-    for chunk in work.chunks(500) {
+    // Concurrent publishes of one socket keep their order on MQTT (one ordered queue) and
+    // Kafka (librdkafka's queue); on the in-process bus they race for the inbox: one by one.
+    let chunk = match transport {
+        Transport::Memory => 1,
+        Transport::Mqtt | Transport::Kafka => 500,
+    };
+    for chunk in work.chunks(chunk) {
         let sends = chunk.iter().map(|(key, seq)| {
             let message = SpaMessage::new(
                 topic_of(transport, base, *key),

@@ -17,10 +17,13 @@ use tokio::task::JoinSet;
 
 use super::consumer::Consumer;
 use super::policy::MessageOrder;
-use crate::socket::{Delivery, Inbox};
+use crate::socket::{Arrival, Delivery, Inbox};
 
 /// Messages taken from the inbox and not yet acknowledged, per handler slot.
 const BUFFER_FACTOR: usize = 4;
+
+/// Messages taken from the inbox at once.
+const BATCH: usize = 64;
 
 /// What orders a message with others: messages with equal keys run one after the other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,6 +89,16 @@ impl KeyQueues {
         None
     }
 
+    /// Whether `key` has nothing running and nothing waiting.
+    fn is_idle(&self, key: &OrderKey) -> bool {
+        !self.queues.contains_key(key)
+    }
+
+    /// `key` runs a message that did not pass through its queue.
+    fn running(&mut self, key: OrderKey) {
+        self.queues.entry(key).or_default().running = true;
+    }
+
     /// `key`'s running message finished: its next one may start.
     fn finished(&mut self, key: OrderKey) {
         let Some(queue) = self.queues.get_mut(&key) else {
@@ -118,13 +131,23 @@ struct WindowState {
 }
 
 impl AckWindow {
-    /// Takes `delivery`'s acknowledgement into the window at `sequence` (the next one) and
-    /// gives it one that marks it finished here.
-    fn track(self: &Arc<Self>, mut delivery: Delivery, sequence: u64) -> Delivery {
+    /// Takes `delivery`'s acknowledgement into the window, after every one in it, and gives
+    /// it one that marks it finished here.
+    fn track(self: &Arc<Self>, mut delivery: Delivery) -> Delivery {
+        self.adopt(&mut delivery);
+        delivery
+    }
+
+    /// [`AckWindow::track`] for a delivery in place.
+    fn adopt(self: &Arc<Self>, delivery: &mut Delivery) {
         let ack = delivery.take_ack();
-        self.lock().slots.push_back((ack, false));
+        let sequence = {
+            let mut state = self.lock();
+            state.slots.push_back((ack, false));
+            state.first + state.slots.len() as u64 - 1
+        };
         let window = Arc::clone(self);
-        delivery.with_ack(move || window.finished(sequence))
+        delivery.set_ack(move || window.finished(sequence));
     }
 
     fn finished(&self, sequence: u64) {
@@ -153,6 +176,11 @@ impl AckWindow {
         self.lock().slots.len()
     }
 
+    /// No acknowledgement is held back: one made now is in arrival order.
+    fn is_empty(&self) -> bool {
+        self.lock().slots.is_empty()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
         // Every change is a push, a flag or a pop: consistent after a panic elsewhere.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -174,6 +202,7 @@ impl Consumer {
         let mut keys = KeyQueues::default();
         let mut running: JoinSet<OrderKey> = JoinSet::new();
         let mut sequence: u64 = 0;
+        let mut batch = Vec::with_capacity(BATCH);
         let shutdown = self.runtime.shutdown.triggered();
         tokio::pin!(shutdown);
         loop {
@@ -189,15 +218,30 @@ impl Consumer {
                         Err(error) => tracing::error!(app = %self.runtime.name, %error, "consumer task failed"),
                     }
                 }
-                received = inbox.recv(), if room => {
-                    let Some(delivery) = received else {
+                received = inbox.recv_arrivals(&mut batch, BATCH), if room => {
+                    if received == 0 {
                         tracing::info!(app = %self.runtime.name, "socket closed; consumer stops");
                         break;
-                    };
-                    let delivery = window.track(delivery, sequence);
-                    let key = OrderKey::of(&delivery, order, sequence);
-                    sequence += 1;
-                    keys.arrived(key, delivery);
+                    }
+                    for arrival in batch.drain(..) {
+                        match arrival {
+                            Arrival::Delivery(delivery) => {
+                                let key = OrderKey::of(&delivery, order, sequence);
+                                sequence += 1;
+                                if running.len() < limit && keys.is_idle(&key) {
+                                    // Most handlers finish on their first poll: try it right
+                                    // here, with no task and no queue; only what has to wait
+                                    // becomes a task.
+                                    self.start_here(&window, &mut keys, &mut running, key, delivery);
+                                } else {
+                                    keys.arrived(key, window.track(delivery));
+                                }
+                            }
+                            // Only with handling on arrival, which this consumer does not ask for.
+                            Arrival::Started(rest) => rest.await,
+                        }
+                        inbox.finished();
+                    }
                 }
             }
             while running.len() < limit {
@@ -210,6 +254,38 @@ impl Consumer {
         // Nothing new starts; what runs gets its grace period (enforced in each handler call).
         inbox.close();
         while running.join_next().await.is_some() {}
+    }
+
+    /// Handles `delivery` as far as its handler's first poll on the consumer's own task. With
+    /// nothing held back in the window its acknowledgement goes straight to the transport;
+    /// a handler that has to wait continues as a task, its key running.
+    fn start_here(
+        self: &Arc<Self>,
+        window: &Arc<AckWindow>,
+        keys: &mut KeyQueues,
+        running: &mut JoinSet<OrderKey>,
+        key: OrderKey,
+        delivery: Delivery,
+    ) {
+        let direct = window.is_empty();
+        let delivery = if direct {
+            delivery
+        } else {
+            window.track(delivery)
+        };
+        let Some(mut unfinished) = self.handle_now(delivery) else {
+            return;
+        };
+        if direct {
+            // Later messages may finish first: from now on its acknowledgement waits its turn.
+            window.adopt(unfinished.delivery_mut());
+        }
+        keys.running(key.clone());
+        let consumer = Arc::clone(self);
+        running.spawn(async move {
+            consumer.finish(unfinished).await;
+            key
+        });
     }
 
     fn start(self: &Arc<Self>, running: &mut JoinSet<OrderKey>, key: OrderKey, delivery: Delivery) {
@@ -236,7 +312,7 @@ mod tests {
                 let acked = Arc::clone(&acked);
                 let delivery = Delivery::new(Arc::from("t"), Bytes::new())
                     .with_ack(move || acked.lock().expect("lock").push(i));
-                window.track(delivery, i)
+                window.track(delivery)
             })
             .collect();
         let mut deliveries: Vec<Option<Delivery>> = deliveries.into_iter().map(Some).collect();

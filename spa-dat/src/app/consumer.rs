@@ -36,6 +36,17 @@ pub(super) enum Unfinished {
     },
 }
 
+impl Unfinished {
+    /// The delivery being handled.
+    pub(super) fn delivery_mut(&mut self) -> &mut Delivery {
+        match self {
+            Unfinished::Undecodable { delivery, .. }
+            | Unfinished::Finished { delivery, .. }
+            | Unfinished::Running { delivery, .. } => delivery,
+        }
+    }
+}
+
 /// The per-message path of a consumer: its application's name, socket and shutdown are the
 /// runtime's.
 pub(super) struct Consumer {

@@ -181,6 +181,11 @@ impl Delivery {
         self
     }
 
+    /// Replaces the acknowledgement (the runtime's own, which runs the transport's in order).
+    pub(crate) fn set_ack(&mut self, ack: impl FnOnce() + Send + Sync + 'static) {
+        self.ack = Some(Box::new(ack));
+    }
+
     /// Takes the transport's acknowledgement out, to run it later (the runtime runs them in
     /// arrival order when handlers finish out of order).
     pub(crate) fn take_ack(&mut self) -> Option<Box<dyn FnOnce() + Send + Sync>> {
