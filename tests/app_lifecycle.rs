@@ -697,11 +697,7 @@ async fn bad_json_input_is_a_warning_and_an_unrequested_reply_is_reported_once()
             .filter(|l| l.contains(&format!(" {level} ")) && l.contains(text))
             .count()
     };
-    assert_eq!(
-        lines("WARN", "payload the handler cannot take"),
-        1,
-        "{logs}"
-    );
+    assert_eq!(lines("WARN", "the handler cannot take"), 1, "{logs}");
     assert_eq!(lines("ERROR", "handler failed"), 0, "{logs}");
     assert_eq!(
         lines("WARN", "without a response topic"),

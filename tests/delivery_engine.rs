@@ -351,3 +351,93 @@ async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attem
 async fn ten_thousand_messages_over_a_thousand_keys_keep_each_keys_order() {
     run_order_check(10_000, 1_000, 5_000, 64).await;
 }
+
+/// Records its name around each call; rejects payloads equal to `reject`.
+struct Recording {
+    name: &'static str,
+    reject: Option<&'static str>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl spa_dat::handler::Layer for Recording {
+    fn call(
+        &self,
+        context: spa_dat::HandlerContext,
+        next: spa_dat::handler::Next,
+    ) -> futures_util::future::BoxFuture<'static, spa_dat::handler::CallResult> {
+        let payload = context
+            .message()
+            .and_then(|m| m.payload_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        self.log
+            .lock()
+            .expect("log")
+            .push(format!("{} {payload}", self.name));
+        if self.reject == Some(payload.as_str()) {
+            let refused = spa_dat::Error::Rejected {
+                reason: format!("{} refuses {payload}", self.name),
+            };
+            return Box::pin(async move { Err(refused.into()) });
+        }
+        next.run(context)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layers_run_outermost_first_and_a_rejected_message_is_dead_lettered_without_retries() {
+    let (_bus, provider) = bus();
+    let mut watcher = provider
+        .connect(SocketOptions::new("watcher").topics(["dead"]))
+        .await
+        .expect("connect");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = Arc::clone(&log);
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("layered", ["work"], move |message: SpaMessage| {
+            let l = Arc::clone(&l);
+            async move {
+                l.lock()
+                    .expect("log")
+                    .push(format!("handler {}", message.payload_str().unwrap_or("?")));
+            }
+        })
+        .socket_provider(Arc::clone(&provider))
+        .dead_letter_topic("dead")
+        .layer(Recording {
+            name: "inner",
+            reject: Some("bad"),
+            log: Arc::clone(&log),
+        })
+        .layer(Recording {
+            name: "outer",
+            reject: None,
+            log: Arc::clone(&log),
+        }),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    publish_plain(&provider, "work", &["good", "bad"]).await;
+    let dead = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
+        .await
+        .expect("dead letter arrives")
+        .expect("open");
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(
+        *log.lock().expect("log"),
+        [
+            "outer good",
+            "inner good",
+            "handler good",
+            "outer bad",
+            "inner bad"
+        ],
+        "outermost first; the rejected message once, never retried, never handled"
+    );
+    assert!(dead
+        .headers
+        .get(headers::DEAD_LETTER_REASON)
+        .is_some_and(|r| r.contains("inner refuses bad")));
+}

@@ -45,6 +45,13 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// A message refused as bad input — by a [`crate::handler::Layer`] or a handler: logged
+    /// at WARN, dead-lettered if there is a dead-letter topic, never retried.
+    #[error("message rejected: {reason}")]
+    Rejected {
+        /// Why, for the log and the dead letter.
+        reason: String,
+    },
     /// No reply arrived in time.
     #[error("request on topic `{topic}` got no reply within {timeout:?}")]
     RequestTimeout {

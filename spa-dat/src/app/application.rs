@@ -4,6 +4,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use super::consumer::Consumer;
 use super::guarded::{run_guarded, Limits, Outcome};
 use super::placeholders;
@@ -13,10 +15,9 @@ use super::runtime::{AppRuntime, Extensions};
 use super::shutdown::Shutdown;
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
-use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope};
+use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope, Layer};
 use crate::message::MessageBuilder;
 use crate::socket::{Inbox, Socket, SocketOptions, SocketProvider, SpaSocket};
-use async_trait::async_trait;
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
 /// `teardown`, and `start_async` / `start` doing all three.
@@ -225,6 +226,13 @@ impl Application {
     /// What happens when the handler fails (default: [`RetryPolicy::default`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Puts `layer` around the handler (see [`crate::handler::Layer`]). The last layer added
+    /// runs first.
+    pub fn layer(mut self, layer: impl Layer) -> Self {
+        self.handler = self.handler.layered(Arc::new(layer));
         self
     }
 

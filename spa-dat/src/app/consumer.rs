@@ -198,12 +198,15 @@ impl Consumer {
                     break;
                 }
                 Outcome::Done(Err(error))
-                    if matches!(error.downcast_ref::<Error>(), Some(Error::Payload { .. })) =>
+                    if matches!(
+                        error.downcast_ref::<Error>(),
+                        Some(Error::Payload { .. } | Error::Rejected { .. })
+                    ) =>
                 {
-                    // A payload that is not the type a `Json<T>` argument asks for is bad
-                    // input, not a handler bug: no retry can fix it. WARN, as an undecodable
-                    // message is.
-                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message whose payload the handler cannot take");
+                    // A payload that is not the type a `Json<T>` argument asks for, or a
+                    // message a layer refused, is bad input, not a handler bug: no retry can
+                    // fix it. WARN, as an undecodable message is.
+                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
                     if !self
                         .dead_letter(&delivery, &format!("bad payload: {error}"), attempt)
                         .await

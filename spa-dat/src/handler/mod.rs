@@ -2,6 +2,7 @@
 //! ([`FromContext`]) and whose return value may be a reply ([`IntoReply`]).
 
 mod extract;
+mod layer;
 pub(crate) mod registry;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::message::{SpaMessage, CONTENT_TYPE_JSON};
 
 pub use crate::app::Extensions;
 pub use extract::{FromContext, HandlerContext, HandlerScope, Json, Res, State};
+pub use layer::{Layer, Next};
 pub use registry::Registration;
 
 /// Whether a handler runs per message or once.

@@ -1,0 +1,65 @@
+//! Middleware on the handler path: a [`Layer`] runs around every call of an application's
+//! handler — before it, after it, or instead of it. Layers are applied once, when the
+//! application is built ([`crate::Application::layer`]); with none, the per-message path is
+//! what it was.
+//!
+//! A layer sees each handler call, retries included; the consumer's retries, timeout and
+//! dead letters act on what the whole chain returns. To refuse a message that no retry can fix,
+//! return [`crate::Error::Rejected`]: it is bad input — logged at WARN, dead-lettered if the
+//! application has a dead-letter topic, never retried.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::{BoxedHandler, CallResult, HandlerContext};
+
+/// Middleware around an application's handler.
+///
+/// ```
+/// use futures_util::future::BoxFuture;
+/// use spa_dat::handler::{CallResult, HandlerContext, Layer, Next};
+///
+/// /// Refuses messages without a client id: they cannot be attributed to a tenant.
+/// struct RequireClientId;
+///
+/// impl Layer for RequireClientId {
+///     fn call(&self, context: HandlerContext, next: Next) -> BoxFuture<'static, CallResult> {
+///         if context.message().is_some_and(|m| m.client_id.is_none()) {
+///             let refused = spa_dat::Error::Rejected { reason: "no client id".into() };
+///             return Box::pin(async move { Err(refused.into()) });
+///         }
+///         next.run(context)
+///     }
+/// }
+/// ```
+pub trait Layer: Send + Sync + 'static {
+    /// Handles one call: `next.run(context)` goes on to the next layer and the handler.
+    fn call(&self, context: HandlerContext, next: Next) -> BoxFuture<'static, CallResult>;
+}
+
+/// The rest of the chain after a layer: the next layers, then the handler.
+#[derive(Debug, Clone)]
+pub struct Next {
+    inner: BoxedHandler,
+}
+
+impl Next {
+    /// Calls the rest of the chain.
+    pub fn run(self, context: HandlerContext) -> BoxFuture<'static, CallResult> {
+        self.inner.call(context)
+    }
+}
+
+impl BoxedHandler {
+    /// `self` behind `layer`: calls go through the layer first. The argument check is the
+    /// handler's.
+    pub fn layered(self, layer: Arc<dyn Layer>) -> BoxedHandler {
+        let check = self.check;
+        let next = Next { inner: self };
+        BoxedHandler {
+            call: Arc::new(move |context| layer.call(context, next.clone())),
+            check,
+        }
+    }
+}
