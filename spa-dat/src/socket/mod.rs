@@ -1,6 +1,7 @@
 //! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
 //! builds sockets for applications, and the [`Socket`] handle handlers use.
 
+pub mod faults;
 pub mod headers;
 mod inbox;
 #[cfg(feature = "kafka")]
