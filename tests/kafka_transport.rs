@@ -685,3 +685,142 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
         "ran concurrently"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_what_finished_after_it(
+) {
+    const AFTER: usize = 50_000;
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("stuck");
+    let group = unique("stuck-group");
+    support::kafka::create_topic(&provider(config.clone()), &topic).await;
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("stuck-publisher")))
+        .await
+        .expect("connect");
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "stuck"))
+        .await
+        .expect("publish");
+    publish_range(&publisher.socket, &topic, 0..AFTER).await;
+    // First run: the first record's handler never finishes; the 50,000 after it do.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&handled);
+    let first = test_app(Config {
+        shutdown_grace_ms: 200,
+        ..Config::default()
+    })
+    .add_application(
+        Application::consumer("stuck", [topic.clone()], move |m: SpaMessage| {
+            let h = Arc::clone(&h);
+            async move {
+                if m.payload_str().ok() == Some("stuck") {
+                    std::future::pending::<()>().await;
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .group(group.clone())
+        .socket_provider(provider(config.clone()))
+        .concurrency(64)
+        .ordering(spa_dat::MessageOrder::Unordered),
+    );
+    let shutdown = first.shutdown_handle();
+    let run = tokio::spawn(first.start_async());
+    let h = Arc::clone(&handled);
+    wait_until(
+        "the 50,000 after the stuck one",
+        Duration::from_secs(120),
+        || h.load(Ordering::SeqCst) >= AFTER,
+    )
+    .await;
+    // Stored every 100 ms, committed on close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    // Second run: only the stuck record comes again.
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = Arc::clone(&seen);
+    let second = test_app(Config::default()).add_application(
+        Application::consumer("stuck", [topic.clone()], move |m: SpaMessage| {
+            let s = Arc::clone(&s);
+            async move {
+                s.lock()
+                    .expect("seen")
+                    .push(m.payload_str().unwrap_or("?").to_owned());
+            }
+        })
+        .group(group.clone())
+        .socket_provider(provider(config.clone())),
+    );
+    let shutdown = second.shutdown_handle();
+    let run = tokio::spawn(second.start_async());
+    let s = Arc::clone(&seen);
+    wait_until("the stuck record again", Duration::from_secs(60), || {
+        !s.lock().expect("seen").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    let seen = seen.lock().expect("seen").clone();
+    eprintln!(
+        "after a restart: {} record(s) handled again of {} ({} finished in the first run)",
+        seen.len(),
+        AFTER + 1,
+        AFTER
+    );
+    assert_eq!(
+        seen,
+        ["stuck"],
+        "only the unfinished record is handled again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("foreign-meta");
+    let group = unique("foreign-group");
+    support::kafka::create_topic(&provider(config.clone()), &topic).await;
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("foreign-publisher")))
+        .await
+        .expect("connect");
+    publish_range(&publisher.socket, &topic, 0..10).await;
+    publisher.socket.close().await.expect("close");
+    // Another framework committed offset 5 for the group, with metadata of its own — which
+    // would read as "6-9 finished" if it were taken for spa-dat's.
+    {
+        use rdkafka::consumer::{BaseConsumer, CommitMode};
+        let raw: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", support::kafka::bootstrap())
+            .set("group.id", &group)
+            .create()
+            .expect("raw consumer");
+        let mut commit = rdkafka::TopicPartitionList::new();
+        commit
+            .add_partition_offset(&topic, 0, rdkafka::Offset::Offset(5))
+            .expect("offset");
+        if let Some(mut element) = commit.find_partition(&topic, 0) {
+            element.set_metadata("1-4");
+        }
+        raw.commit(&commit, CommitMode::Sync).expect("commit");
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = test_app(Config::default())
+        .add_application(consumer_app(config, "foreign", &topic, &group, &seen));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let s = Arc::clone(&seen);
+    wait_until("records 5 to 9", Duration::from_secs(60), || {
+        s.lock().expect("seen").len() >= 5
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    assert_eq!(*seen.lock().expect("seen"), [5, 6, 7, 8, 9]);
+}

@@ -441,6 +441,10 @@ impl Application {
             },
             retry: self.retry,
             warned_unrequested_reply: AtomicBool::new(false),
+            acks_in_any_order: self
+                .provider
+                .as_ref()
+                .is_some_and(|p| p.capabilities().acks_in_any_order),
         });
         if self.concurrency > 1 {
             consumer

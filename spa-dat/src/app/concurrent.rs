@@ -116,14 +116,19 @@ impl KeyQueues {
 type TransportAck = Box<dyn FnOnce() + Send + Sync>;
 
 /// Runs the transport's acknowledgements in arrival order: each delivery's own `ack` marks
-/// it finished, and the finished prefix of the window is released.
+/// it finished, and the finished prefix of the window is released. For a transport that
+/// takes acknowledgements in any order (Kafka keeps its own per-partition gap tracking), they
+/// go through at once and the window only counts what is unfinished.
 #[derive(Default)]
 struct AckWindow {
     state: Mutex<WindowState>,
+    any_order: bool,
 }
 
 #[derive(Default)]
 struct WindowState {
+    /// With `any_order`: messages taken and not finished.
+    unfinished: usize,
     /// Sequence number of `slots[0]`.
     first: u64,
     /// Per message in arrival order: its transport acknowledgement, and whether it finished.
@@ -141,6 +146,17 @@ impl AckWindow {
     /// [`AckWindow::track`] for a delivery in place.
     fn adopt(self: &Arc<Self>, delivery: &mut Delivery) {
         let ack = delivery.take_ack();
+        if self.any_order {
+            self.lock().unfinished += 1;
+            let window = Arc::clone(self);
+            delivery.set_ack(move || {
+                window.lock().unfinished -= 1;
+                if let Some(ack) = ack {
+                    ack();
+                }
+            });
+            return;
+        }
         let sequence = {
             let mut state = self.lock();
             state.slots.push_back((ack, false));
@@ -171,14 +187,19 @@ impl AckWindow {
         }
     }
 
-    /// Messages taken and not yet acknowledged.
+    /// Messages taken and not yet acknowledged (with `any_order`: not yet finished).
     fn len(&self) -> usize {
-        self.lock().slots.len()
+        let state = self.lock();
+        if self.any_order {
+            state.unfinished
+        } else {
+            state.slots.len()
+        }
     }
 
-    /// No acknowledgement is held back: one made now is in arrival order.
+    /// No acknowledgement is held back: one made now is in order.
     fn is_empty(&self) -> bool {
-        self.lock().slots.is_empty()
+        self.any_order || self.lock().slots.is_empty()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, WindowState> {
@@ -197,7 +218,10 @@ impl Consumer {
         limit: usize,
         order: MessageOrder,
     ) {
-        let window = Arc::new(AckWindow::default());
+        let window = Arc::new(AckWindow {
+            any_order: self.acks_in_any_order,
+            ..AckWindow::default()
+        });
         let most_unacknowledged = limit * BUFFER_FACTOR;
         let mut keys = KeyQueues::default();
         let mut running: JoinSet<OrderKey> = JoinSet::new();

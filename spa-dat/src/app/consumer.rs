@@ -57,6 +57,8 @@ pub(super) struct Consumer {
     pub(super) retry: RetryPolicy,
     /// A reply to a message without a response topic was logged at WARN already.
     pub(super) warned_unrequested_reply: AtomicBool,
+    /// The transport takes acknowledgements in any order ([`crate::socket::Capabilities`]).
+    pub(super) acks_in_any_order: bool,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.

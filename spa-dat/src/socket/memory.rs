@@ -455,6 +455,7 @@ impl SocketProvider for MemorySocketProvider {
             subscribe_is_synchronous: true,
             headers: true,
             keys: true,
+            acks_in_any_order: false,
         }
     }
 

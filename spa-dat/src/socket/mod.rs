@@ -118,6 +118,10 @@ pub struct Capabilities {
     /// [`Outgoing::key`] arrives as [`Delivery::key`] (Kafka's record key, memory); where false
     /// (MQTT) a consumer ordering by key orders by topic.
     pub keys: bool,
+    /// [`Delivery::ack`] may be called in any order and the transport still never commits
+    /// past an unfinished message (Kafka tracks the gaps per partition); where false (MQTT,
+    /// memory) the runtime acknowledges in arrival order.
+    pub acks_in_any_order: bool,
 }
 
 /// What an application asks of its socket.

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::ClientContext;
 
-use super::offsets::HandledOffsets;
+use super::progress::Progress;
 use crate::error::Error;
 
 /// How often a listener must hang up on the first request before it counts as a wrong
@@ -100,8 +100,8 @@ pub(super) fn refused_group(group: &str, detail: &str) -> String {
 /// The context of a socket's clients.
 pub(super) struct SocketContext {
     pub(super) failures: Arc<Failures>,
-    /// The group consumer's handled offsets; `None` for the other clients.
-    pub(super) handled: Option<Arc<HandledOffsets>>,
+    /// The group consumer's progress; `None` for the other clients.
+    pub(super) handled: Option<Arc<Progress>>,
     pub(super) broker: String,
     /// The consumer group of a consumer client.
     pub(super) group: Option<String>,
@@ -158,10 +158,13 @@ impl ClientContext for SocketContext {
 }
 
 impl ConsumerContext for SocketContext {
-    // Stored before the revocation's commit, so that commit includes them.
+    // Stored before the commit librdkafka makes on revocation (auto-commit), so that commit
+    // includes them and their metadata; then the revoked
+    // partitions' progress ends (records finishing later do not count for the next owner).
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let (Some(handled), Rebalance::Revoke(_)) = (&self.handled, rebalance) {
-            handled.store(consumer);
+        if let (Some(progress), Rebalance::Revoke(revoked)) = (&self.handled, rebalance) {
+            progress.store(consumer);
+            progress.revoke(revoked);
         }
     }
 }

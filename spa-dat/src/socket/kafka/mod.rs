@@ -42,6 +42,7 @@ mod config;
 mod context;
 mod headers;
 mod offsets;
+mod progress;
 mod replies;
 mod socket;
 
@@ -188,6 +189,7 @@ impl SocketProvider for KafkaSocketProvider {
             subscribe_is_synchronous: false,
             headers: true,
             keys: true,
+            acks_in_any_order: true,
         }
     }
 

@@ -1,85 +1,37 @@
 //! The group consumer's task: records into the inbox, and the offsets of handled records into
 //! librdkafka's store (committed from there).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
 use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
-use super::socket::lock;
+use super::progress::{Arrival, Progress};
 use crate::socket::{Delivery, Position, TopicNames};
 
 /// The socket's group consumer.
 pub(super) type GroupConsumer = StreamConsumer<SocketContext>;
 
-/// How often handled offsets are handed to librdkafka's offset store (auto-commit then
-/// commits them every `auto.commit.interval.ms`).
+/// How often finished offsets are handed to librdkafka's offset store (auto-commit then
+/// commits them every `auto.commit.interval.ms`): storing per record would cost a topic
+/// lookup under librdkafka's client lock each (measured: ~10 % of consumer throughput).
 const STORE_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Offsets of handled records, by partition, not yet in librdkafka's offset store.
-///
-/// Storing each record's offset as its handler finishes costs a topic lookup under
-/// librdkafka's client lock per record (measured: ~10 % of consumer throughput); these are
-/// stored in one call every [`STORE_INTERVAL`], before partitions are revoked, and on close.
-/// A partition's records are handled in order, so its latest handled offset covers the rest.
-#[derive(Default)]
-pub(super) struct HandledOffsets {
-    /// Per partition; a consumer owns few, so a scan beats hashing the topic per record.
-    latest: Mutex<Vec<HandledOffset>>,
-}
+/// How long reading a partition's committed offset may take when it is assigned.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct HandledOffset {
-    topic: Arc<str>,
-    partition: i32,
-    offset: i64,
-}
-
-impl HandledOffsets {
-    fn handled(&self, topic: &Arc<str>, partition: i32, offset: i64) {
-        let mut latest = lock(&self.latest);
-        let known = latest.iter_mut().find(|h| {
-            h.partition == partition && (Arc::ptr_eq(&h.topic, topic) || h.topic == *topic)
-        });
-        match known {
-            Some(handled) => handled.offset = handled.offset.max(offset),
-            None => latest.push(HandledOffset {
-                topic: Arc::clone(topic),
-                partition,
-                offset,
-            }),
-        }
-    }
-
-    /// Hands the handled offsets to librdkafka's store: the next offset to read, per partition.
-    pub(super) fn store<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
-        let latest = std::mem::take(&mut *lock(&self.latest));
-        if latest.is_empty() {
-            return;
-        }
-        let mut list = TopicPartitionList::with_capacity(latest.len());
-        for handled in &latest {
-            let next = Offset::Offset(handled.offset + 1);
-            if let Err(error) = list.add_partition_offset(&handled.topic, handled.partition, next) {
-                tracing::debug!(topic = %handled.topic, partition = handled.partition, %error, "offset not stored");
-            }
-        }
-        if let Err(error) = consumer.store_offsets(&list) {
-            // Partitions revoked meanwhile: their next owner handles those records again.
-            tracing::debug!(%error, "offsets not stored");
-        }
-    }
-}
-
-/// Reads the group consumer into the inbox; the ack records the offset after the handler.
+/// Reads the group consumer into the inbox; the ack records the offset as finished (in any
+/// order: see `progress`). Records an earlier run finished above its commit are skipped.
 pub(super) async fn consume(
     consumer: Arc<GroupConsumer>,
-    handled: Arc<HandledOffsets>,
+    progress: Arc<Progress>,
     inbox: mpsc::Sender<Delivery>,
     broker: String,
 ) {
@@ -90,7 +42,7 @@ pub(super) async fn consume(
         let received = tokio::select! {
             biased;
             _ = store_tick.tick() => {
-                handled.store(&*consumer);
+                progress.store(&*consumer);
                 continue;
             }
             received = consumer.recv() => received,
@@ -114,15 +66,59 @@ pub(super) async fn consume(
         let headers = headers::of_record(&message);
         let key = message.key().map(Bytes::copy_from_slice);
         drop(message);
-        let handled = Arc::clone(&handled);
-        let handled_topic = Arc::clone(&topic);
+        if !progress.loaded(&topic, partition) {
+            let committed = committed(&consumer, &topic, partition).await;
+            progress.load(
+                &topic,
+                partition,
+                committed.as_ref().map(|(o, m)| (*o, m.as_str())),
+            );
+        }
+        let ticket = match progress.arrived(&topic, partition, offset) {
+            Arrival::Deliver(ticket) => ticket,
+            Arrival::Skip => {
+                tracing::debug!(%topic, partition, offset, "finished in an earlier run; skipped");
+                continue;
+            }
+        };
+        let finished = Arc::clone(&progress);
+        let finished_topic = Arc::clone(&topic);
         let delivery = Delivery::new(topic, payload)
             .with_headers(headers)
             .with_key(key)
             .at(Position { partition, offset })
-            .with_ack(move || handled.handled(&handled_topic, partition, offset));
+            .with_ack(move || finished.finished(&finished_topic, partition, offset, ticket));
         if inbox.send(delivery).await.is_err() {
             break;
         }
     }
+}
+
+/// The committed offset and metadata of one partition for the consumer's group; `None` when
+/// there is none or it cannot be read (then nothing is skipped: at least once holds).
+async fn committed(
+    consumer: &Arc<GroupConsumer>,
+    topic: &str,
+    partition: i32,
+) -> Option<(i64, String)> {
+    let (consumer, topic) = (Arc::clone(consumer), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let mut wanted = TopicPartitionList::new();
+        wanted.add_partition(&topic, partition);
+        let committed = match consumer.committed_offsets(wanted, Timeout::After(COMMITTED_TIMEOUT)) {
+            Ok(committed) => committed,
+            Err(error) => {
+                tracing::warn!(%topic, partition, error = %describe(&error), "committed offsets not read; records finished above the commit are handled again");
+                return None;
+            }
+        };
+        let element = committed.find_partition(&topic, partition)?;
+        match element.offset() {
+            Offset::Offset(offset) => Some((offset, element.metadata().to_owned())),
+            _ => None,
+        }
+    })
+    .await
+    .ok()
+    .flatten()
 }

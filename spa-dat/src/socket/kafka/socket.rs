@@ -22,7 +22,8 @@ use super::admin::{await_topics, create_topics, validate_topic};
 use super::config::KafkaConfig;
 use super::context::{describe, kafka_error, kafka_failure, Failures, SocketContext};
 use super::headers;
-use super::offsets::{consume, GroupConsumer, HandledOffsets};
+use super::offsets::{consume, GroupConsumer};
+use super::progress::Progress;
 use super::replies::{collect_replies, Replies, ReplyRoute};
 use crate::error::{Error, Result};
 use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
@@ -130,7 +131,7 @@ impl Shared {
             return Ok(Arc::clone(consumer));
         }
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
-        let handled = Arc::new(HandledOffsets::default());
+        let handled = Arc::new(Progress::default());
         let consumer: GroupConsumer = self
             .consumer_config(&self.group_id)
             .create_with_context(SocketContext {

@@ -417,6 +417,7 @@ impl SocketProvider for MqttSocketProvider {
             subscribe_is_synchronous: true,
             headers: false,
             keys: false,
+            acks_in_any_order: false,
         }
     }
 
