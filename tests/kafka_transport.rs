@@ -824,3 +824,117 @@ async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     run.await.expect("join").expect("clean");
     assert_eq!(*seen.lock().expect("seen"), [5, 6, 7, 8, 9]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
+    const REBALANCES: usize = 50;
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config.topic_partitions = 4;
+    let topic = unique("rebalanced");
+    let group = unique("rebalanced-group");
+    support::kafka::create_topic(&provider(config.clone()), &topic).await;
+    let seen = Arc::new(Mutex::new(HashSet::<usize>::new()));
+    let member = |name: &str| {
+        let s = Arc::clone(&seen);
+        Application::consumer(name, [topic.clone()], move |m: SpaMessage| {
+            let s = Arc::clone(&s);
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                s.lock().expect("seen").insert(support::seq_of(&m));
+            }
+        })
+        .group(group.clone())
+        .socket_provider(provider(config.clone()))
+        .concurrency(16)
+        .ordering(spa_dat::MessageOrder::Key)
+    };
+    let steady = test_app(Config::default()).add_application(member("steady"));
+    let steady_shutdown = steady.shutdown_handle();
+    let steady_run = tokio::spawn(steady.start_async());
+    // Records keep coming while members join and leave.
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("rebalance-publisher")))
+        .await
+        .expect("connect");
+    let publishing = {
+        let (socket, topic) = (Arc::clone(&publisher.socket), topic.clone());
+        tokio::spawn(async move {
+            let mut next = 0;
+            for _ in 0..(REBALANCES * 2) {
+                publish_range(&socket, &topic, next..next + 200).await;
+                next += 200;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            next
+        })
+    };
+    // The group's committed offsets, read from outside, must never go back.
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (topic, group, watching) = (topic.clone(), group.clone(), Arc::clone(&watching));
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::BaseConsumer;
+            let raw: BaseConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", support::kafka::bootstrap())
+                .set("group.id", &group)
+                .create()
+                .expect("raw consumer");
+            let mut highest = [i64::MIN; 4];
+            let mut backwards = Vec::new();
+            while watching.load(Ordering::SeqCst) {
+                let mut wanted = rdkafka::TopicPartitionList::new();
+                for partition in 0..4 {
+                    wanted.add_partition(&topic, partition);
+                }
+                if let Ok(committed) = raw.committed_offsets(wanted, Duration::from_secs(5)) {
+                    for element in committed.elements() {
+                        if let rdkafka::Offset::Offset(offset) = element.offset() {
+                            let slot = &mut highest[element.partition() as usize];
+                            if offset < *slot {
+                                backwards.push((element.partition(), *slot, offset));
+                            }
+                            *slot = (*slot).max(offset);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            backwards
+        })
+    };
+    for round in 0..REBALANCES {
+        let visitor = test_app(Config::default()).add_application(member("visitor"));
+        let shutdown = visitor.shutdown_handle();
+        let run = tokio::spawn(visitor.start_async());
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        shutdown.trigger();
+        match run.await.expect("join") {
+            Ok(_) => {}
+            // Left before its first commit completed: what it handled comes again.
+            Err(error) if error.to_string().contains("commit offsets on close") => {}
+            Err(error) => panic!("round {round}: {error}"),
+        }
+    }
+    let published = publishing.await.expect("publisher");
+    let s = Arc::clone(&seen);
+    wait_until("every record handled", Duration::from_secs(120), || {
+        s.lock().expect("seen").len() >= published
+    })
+    .await;
+    steady_shutdown.trigger();
+    match steady_run.await.expect("join") {
+        Ok(_) => {}
+        Err(error) if error.to_string().contains("commit offsets on close") => {}
+        Err(error) => panic!("steady member: {error}"),
+    }
+    watching.store(false, Ordering::SeqCst);
+    let backwards = watcher.await.expect("watcher");
+    publisher.socket.close().await.expect("close");
+    assert!(
+        backwards.is_empty(),
+        "committed offsets went back (partition, from, to): {backwards:?}"
+    );
+    let seen = seen.lock().expect("seen");
+    let missing: Vec<usize> = (0..published).filter(|seq| !seen.contains(seq)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+}
