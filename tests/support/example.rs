@@ -26,8 +26,21 @@ pub fn binary() -> PathBuf {
 /// Starts `examples/graceful_shutdown` on `topic` (`work_ms` per message, a line per message in
 /// `log`) and waits until it runs (its subscriptions are in place).
 pub fn start_graceful(url: &str, topic: &str, log: &Path, grace_ms: u64, work_ms: u64) -> Child {
+    start_graceful_with(url, topic, log, grace_ms, work_ms, 1)
+}
+
+/// [`start_graceful`] with `concurrency` handlers at once.
+pub fn start_graceful_with(
+    url: &str,
+    topic: &str,
+    log: &Path,
+    grace_ms: u64,
+    work_ms: u64,
+    concurrency: usize,
+) -> Child {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(binary())
+        .env("GRACEFUL_CONCURRENCY", concurrency.to_string())
         .env("SPA_DAT_URL", url)
         .env("SPA_DAT_SHUTDOWN_GRACE_MS", grace_ms.to_string())
         .env("GRACEFUL_TOPIC", topic)
