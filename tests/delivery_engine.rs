@@ -441,3 +441,51 @@ async fn layers_run_outermost_first_and_a_rejected_message_is_dead_lettered_with
         .get(headers::DEAD_LETTER_REASON)
         .is_some_and(|r| r.contains("inner refuses bad")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_function_orders_messages_the_transport_gave_no_key() {
+    // One topic, no transport keys: by topic alone everything would run one at a time.
+    let (_bus, provider) = bus();
+    let checker = Arc::new(OrderChecker::default());
+    let c = Arc::clone(&checker);
+    let app = test_app(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_application(
+            Application::consumer("keyed-by-payload", ["work"], move |message: SpaMessage| {
+                let c = Arc::clone(&c);
+                async move { c.handle(message.payload_str().expect("utf-8"), 2_000).await }
+            })
+            .concurrency(32)
+            .order_key(|delivery| {
+                let message = SpaMessage::from_json(&delivery.payload).ok()?;
+                let key = message.payload_str().ok()?.split_once(':')?.0.to_owned();
+                Some(bytes::Bytes::from(key))
+            }),
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let publisher = provider
+        .connect(SocketOptions::new("plain-publisher"))
+        .await
+        .expect("connect");
+    for (key, seq) in ordering::workload(2_000, 100, 21) {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("work", ordering::payload(key, seq)))
+            .await
+            .expect("publish");
+    }
+    let c = Arc::clone(&checker);
+    wait_until("every message handled", Duration::from_secs(30), || {
+        c.handled.load(Ordering::SeqCst) >= 2_000
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert_eq!(checker.violations(), Vec::<String>::new());
+    assert!(
+        checker.max_in_flight.load(Ordering::SeqCst) > 8,
+        "keys ran concurrently"
+    );
+}

@@ -28,7 +28,7 @@ pub(crate) struct Options {
 }
 
 /// The orderings `ordering = "..."` takes.
-pub(crate) const ORDERINGS: &[&str] = &["key", "partition", "none"];
+pub(crate) const ORDERINGS: &[&str] = &["key", "key-else-none", "partition", "none"];
 
 /// A positive integer option.
 fn positive(value: syn::LitInt, key: &str) -> syn::Result<syn::LitInt> {

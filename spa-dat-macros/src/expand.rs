@@ -138,6 +138,9 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         Some("partition") => {
             quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Partition) }
         }
+        Some("key-else-none") => quote! {
+            ::core::option::Option::Some(#krate::__private::MessageOrder::KeyElseUnordered)
+        },
         Some(_) => {
             quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Unordered) }
         }

@@ -39,7 +39,7 @@ pub use socket::{Socket, SocketOptions, SocketProvider, SpaSocket};
 ///
 /// Options: `topics = [...]` (required), `name`, `group`, `client_id`, `client_name`,
 /// `dead_letter`; `concurrency = n` (handlers at once, default 1), `ordering = "key"` (or
-/// `"partition"`, `"none"`), `attempts = n` (handler calls per message, default 3),
+/// `"key-else-none"`, `"partition"`, `"none"`), `attempts = n` (handler calls per message, default 3),
 /// `timeout_ms = n` (a longer call is cancelled and counts as failed); and
 /// `crate = "path::to::spa_dat"` for a crate that re-exports spa-dat.
 /// `${NAME}` in `topics`, `group` or `dead_letter` is taken from the environment when the

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::concurrent::Ordering;
 use super::consumer::Consumer;
 use super::guarded::{run_guarded, Limits, Outcome};
 use super::placeholders;
-use super::policy::{MessageOrder, RetryPolicy};
+use super::policy::{KeyFn, MessageOrder, RetryPolicy};
 use super::resource::{ActiveResources, Resource, ResourceSet};
 use super::runtime::{AppRuntime, Extensions};
 use super::shutdown::Shutdown;
@@ -87,6 +88,7 @@ pub struct Application {
     dead_letter_topic: Option<String>,
     concurrency: usize,
     order: MessageOrder,
+    order_key: Option<Arc<KeyFn>>,
     retry: RetryPolicy,
     handler_timeout: Option<Duration>,
     provider: Option<Arc<dyn SocketProvider>>,
@@ -136,6 +138,7 @@ impl Application {
             dead_letter_topic: None,
             concurrency: 1,
             order: MessageOrder::default(),
+            order_key: None,
             retry: RetryPolicy::default(),
             handler_timeout: None,
             provider: None,
@@ -220,6 +223,17 @@ impl Application {
     /// [`MessageOrder::Key`]).
     pub fn ordering(mut self, order: MessageOrder) -> Self {
         self.order = order;
+        self
+    }
+
+    /// Gives each message its ordering key (for [`MessageOrder::Key`]) instead of the
+    /// transport's: e.g. a device id read from the payload on MQTT, which has no keys. `None`:
+    /// the message has no key.
+    pub fn order_key(
+        mut self,
+        key_of: impl Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.order_key = Some(Arc::new(key_of));
         self
     }
 
@@ -448,7 +462,14 @@ impl Application {
         });
         if self.concurrency > 1 {
             consumer
-                .run_concurrently(inbox, self.concurrency, self.order)
+                .run_concurrently(
+                    inbox,
+                    self.concurrency,
+                    Ordering {
+                        order: self.order,
+                        key: self.order_key.clone(),
+                    },
+                )
                 .await;
         } else {
             consumer.run(inbox).await;

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::consumer::Consumer;
-use super::policy::MessageOrder;
+use super::policy::{KeyFn, MessageOrder};
 use crate::socket::{Arrival, Delivery, Inbox};
 
 /// Messages taken from the inbox and not yet acknowledged, per handler slot.
@@ -36,20 +36,31 @@ enum OrderKey {
 }
 
 impl OrderKey {
-    fn of(delivery: &Delivery, order: MessageOrder, sequence: u64) -> Self {
+    fn of(delivery: &Delivery, ordering: &Ordering, sequence: u64) -> Self {
         let partition = || match delivery.position {
             Some(position) => OrderKey::Partition(Arc::clone(&delivery.topic), position.partition),
             None => OrderKey::Topic(Arc::clone(&delivery.topic)),
         };
-        match order {
-            MessageOrder::Key => match &delivery.key {
-                Some(key) => OrderKey::Key(key.clone()),
-                None => partition(),
-            },
+        let key = || match &ordering.key {
+            Some(key_of) => key_of(delivery),
+            None => delivery.key.clone(),
+        };
+        match ordering.order {
+            MessageOrder::Key => key().map_or_else(partition, OrderKey::Key),
+            MessageOrder::KeyElseUnordered => {
+                key().map_or(OrderKey::Alone(sequence), OrderKey::Key)
+            }
             MessageOrder::Partition => partition(),
             MessageOrder::Unordered => OrderKey::Alone(sequence),
         }
     }
+}
+
+/// How a concurrent consumer orders its messages.
+pub(super) struct Ordering {
+    pub(super) order: MessageOrder,
+    /// The user's key function, instead of the transport's key.
+    pub(super) key: Option<Arc<KeyFn>>,
 }
 
 /// Each key's messages waiting, in arrival order, and which keys may start one.
@@ -216,7 +227,7 @@ impl Consumer {
         self: Arc<Self>,
         mut inbox: Inbox,
         limit: usize,
-        order: MessageOrder,
+        ordering: Ordering,
     ) {
         let window = Arc::new(AckWindow {
             any_order: self.acks_in_any_order,
@@ -250,7 +261,7 @@ impl Consumer {
                     for arrival in batch.drain(..) {
                         match arrival {
                             Arrival::Delivery(delivery) => {
-                                let key = OrderKey::of(&delivery, order, sequence);
+                                let key = OrderKey::of(&delivery, &ordering, sequence);
                                 sequence += 1;
                                 if running.len() < limit && keys.is_idle(&key) {
                                     // Most handlers finish on their first poll: try it right

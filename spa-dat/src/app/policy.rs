@@ -13,6 +13,8 @@ pub enum MessageOrder {
     /// ordered with its partition (Kafka) or topic (MQTT, which has no keys).
     #[default]
     Key,
+    /// As `Key`, but messages without a key run unordered instead of with their partition.
+    KeyElseUnordered,
     /// One message in flight per Kafka partition, per MQTT or in-process topic.
     Partition,
     /// Any message at any time: no order.
@@ -20,10 +22,11 @@ pub enum MessageOrder {
 }
 
 impl MessageOrder {
-    /// Parses `key`, `partition` or `none` (the macro's `ordering = "..."`).
+    /// Parses `key`, `key-else-none`, `partition` or `none` (the macro's `ordering = "..."`).
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "key" => Some(MessageOrder::Key),
+            "key-else-none" => Some(MessageOrder::KeyElseUnordered),
             "partition" => Some(MessageOrder::Partition),
             "none" | "unordered" => Some(MessageOrder::Unordered),
             _ => None,
@@ -122,3 +125,6 @@ mod tests {
         assert_eq!(MessageOrder::parse("keys"), None);
     }
 }
+
+/// Gives a message its ordering key (see [`crate::Application::order_key`]).
+pub(super) type KeyFn = dyn Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync;
