@@ -107,6 +107,9 @@ impl RetryPolicy {
     }
 }
 
+/// Gives a message its ordering key (see [`crate::Application::order_key`]).
+pub(super) type KeyFn = dyn Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +128,3 @@ mod tests {
         assert_eq!(MessageOrder::parse("keys"), None);
     }
 }
-
-/// Gives a message its ordering key (see [`crate::Application::order_key`]).
-pub(super) type KeyFn = dyn Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync;
