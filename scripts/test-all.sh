@@ -22,7 +22,7 @@ export SPA_DAT_BROKER_STATE=$STATE
 # --- Debian packages, from the one list scripts/debian-packages.txt (missing ones only) ---
 "$ROOT/scripts/install-packages.sh"
 # The package's own service is not needed (tests start their brokers); stop it if it runs.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop mosquitto prometheus >/dev/null 2>&1 || true; fi
 
 # --- Throw-away certificates for the security tests (Kafka's SASL_SSL listener, Mosquitto TLS) ---
 export SPA_DAT_TEST_CERTS=$STATE/certs

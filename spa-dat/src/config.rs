@@ -151,6 +151,9 @@ pub struct Config {
     /// Where consumers forward messages they cannot decode or whose handler failed. `None`:
     /// such messages are logged and skipped.
     pub dead_letter_topic: Option<String>,
+    /// `host:port` to serve Prometheus metrics on (`/metrics`; feature `prometheus`). `None`:
+    /// no endpoint.
+    pub metrics_addr: Option<String>,
 }
 
 /// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic.
@@ -161,6 +164,7 @@ impl Default for Config {
             request_timeout_ms: DEFAULT_REQUEST_TIMEOUT.as_millis() as u64,
             shutdown_grace_ms: 10_000,
             dead_letter_topic: None,
+            metrics_addr: None,
         }
     }
 }
@@ -175,6 +179,8 @@ pub const ENV_REQUEST_TIMEOUT_MS: &str = "SPA_DAT_REQUEST_TIMEOUT_MS";
 pub const ENV_SHUTDOWN_GRACE_MS: &str = "SPA_DAT_SHUTDOWN_GRACE_MS";
 /// Environment variable overriding `dead_letter_topic`.
 pub const ENV_DEAD_LETTER_TOPIC: &str = "SPA_DAT_DEAD_LETTER_TOPIC";
+/// Environment variable overriding `metrics_addr`.
+pub const ENV_METRICS_ADDR: &str = "SPA_DAT_METRICS_ADDR";
 
 impl Config {
     /// Parses a TOML document and checks its values.
@@ -188,6 +194,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         check_duration_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
         check_duration_ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?;
+        if let Some(addr) = &self.metrics_addr {
+            if cfg!(not(feature = "prometheus")) {
+                return Err(Error::config(format!(
+                    "metrics_addr = `{addr}`, but spa-dat was built without the `prometheus` feature"
+                )));
+            }
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                Error::config(format!("metrics_addr `{addr}` is not host:port: {e}"))
+            })?;
+        }
         self.bus.validate()
     }
 
@@ -218,6 +234,9 @@ impl Config {
         }
         if let Some(topic) = env_var(ENV_DEAD_LETTER_TOPIC)? {
             config.dead_letter_topic = Some(topic);
+        }
+        if let Some(addr) = env_var(ENV_METRICS_ADDR)? {
+            config.metrics_addr = Some(addr);
         }
         config.validate()?;
         Ok(config)

@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod message;
+pub mod metrics;
 mod redact;
 pub mod socket;
 mod url;

@@ -5,6 +5,7 @@ pub mod example;
 pub mod kafka;
 pub mod mosquitto;
 pub mod ordering;
+pub mod prometheus;
 pub mod python;
 
 /// Polls `done` every 20 ms; fails the test naming `what` after `limit`.

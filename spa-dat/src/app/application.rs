@@ -18,6 +18,7 @@ use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope, Layer};
 use crate::message::MessageBuilder;
+use crate::metrics::AppMetrics;
 use crate::socket::{Inbox, Socket, SocketOptions, SocketProvider, SpaSocket};
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
@@ -413,13 +414,20 @@ impl Application {
         tracing::debug!(app = %self.name, bus = %provider.describe(), "connecting");
         let connection = provider.connect(options).await?;
         let builder = MessageBuilder::new(Some(&client_id), Some(&client_name));
+        let name: Arc<str> = Arc::from(self.name.as_str());
+        let metrics = Arc::new(AppMetrics::new(
+            Arc::clone(&name),
+            crate::metrics::system_of(&provider.describe()),
+        ));
         let socket = Socket::new(
             Arc::clone(&connection.socket),
             builder,
             settings.request_timeout,
-        );
+        )
+        .with_metrics(Arc::clone(&metrics));
         let runtime = Arc::new(AppRuntime {
-            name: Arc::from(self.name.as_str()),
+            name,
+            metrics,
             socket,
             state: self.state.clone(),
             resources: self.all_resources(),

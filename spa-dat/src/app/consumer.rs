@@ -15,17 +15,23 @@ use super::runtime::AppRuntime;
 use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
+use crate::metrics::{Measure, TopicMetrics};
 use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, SpaSocket};
 
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
 pub(super) enum Unfinished {
     /// Not a spa-dat message: dead-letter it, then acknowledge.
-    Undecodable { delivery: Delivery, reason: String },
+    Undecodable {
+        delivery: Delivery,
+        reason: String,
+        measure: Option<Measure>,
+    },
     /// The handler finished with a reply, an error or a panic.
     Finished {
         delivery: Delivery,
         response_topic: Option<String>,
         outcome: Outcome,
+        measure: Option<Measure>,
     },
     /// The handler is still running.
     Running {
@@ -33,6 +39,7 @@ pub(super) enum Unfinished {
         response_topic: Option<String>,
         call: GuardedCall,
         span: tracing::Span,
+        measure: Option<Measure>,
     },
 }
 
@@ -119,6 +126,7 @@ impl Consumer {
         if self.runtime.shutdown.is_triggered() {
             return None;
         }
+        let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             Err(error) => {
@@ -126,6 +134,7 @@ impl Consumer {
                 return Some(Unfinished::Undecodable {
                     delivery,
                     reason: format!("not a spa-dat message: {error}"),
+                    measure,
                 });
             }
         };
@@ -142,18 +151,23 @@ impl Consumer {
         match first_poll(self.handler.call(context), &span) {
             FirstPoll::Finished(Outcome::Done(Ok(None))) => {
                 delivery.ack();
+                if let Some(measure) = measure {
+                    measure.finished();
+                }
                 None
             }
             FirstPoll::Finished(outcome) => Some(Unfinished::Finished {
                 delivery,
                 response_topic,
                 outcome,
+                measure,
             }),
             FirstPoll::Running(call) => Some(Unfinished::Running {
                 delivery,
                 response_topic,
                 call,
                 span,
+                measure,
             }),
         }
     }
@@ -161,10 +175,23 @@ impl Consumer {
     /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, then
     /// [`Consumer::settle`].
     pub(super) async fn finish(&self, unfinished: Unfinished) {
-        let (delivery, response_topic, outcome) = match unfinished {
-            Unfinished::Undecodable { delivery, reason } => {
-                if self.dead_letter(&delivery, &reason, 0).await {
+        let (delivery, response_topic, outcome, measure) = match unfinished {
+            Unfinished::Undecodable {
+                delivery,
+                reason,
+                measure,
+            } => {
+                if let Some(measure) = &measure {
+                    measure.topic.skipped.increment(1);
+                }
+                if self
+                    .dead_letter(&delivery, &reason, 0, measure.as_ref())
+                    .await
+                {
                     delivery.ack();
+                    if let Some(measure) = measure {
+                        measure.finished();
+                    }
                 }
                 return;
             }
@@ -172,24 +199,38 @@ impl Consumer {
                 delivery,
                 response_topic,
                 outcome,
-            } => (delivery, response_topic, outcome),
+                measure,
+            } => (delivery, response_topic, outcome, measure),
             Unfinished::Running {
                 delivery,
                 response_topic,
                 call,
                 span,
+                measure,
             } => {
                 let outcome = run_to_end(call, span, &self.runtime.shutdown, self.limits).await;
-                (delivery, response_topic, outcome)
+                (delivery, response_topic, outcome, measure)
             }
         };
-        self.settle(delivery, response_topic, outcome).await;
+        self.settle(delivery, response_topic, outcome, measure)
+            .await;
     }
 
     /// Acts on the outcome of a handler call: the reply and the acknowledgement; or, for a
     /// failed call, the retries of the policy, then the dead letter, skipping or retrying on
     /// (see [`RetryPolicy`]). A message left unacknowledged (shutdown) comes again.
-    async fn settle(&self, delivery: Delivery, response_topic: Option<String>, outcome: Outcome) {
+    async fn settle(
+        &self,
+        delivery: Delivery,
+        response_topic: Option<String>,
+        outcome: Outcome,
+        measure: Option<Measure>,
+    ) {
+        let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
+            if let Some(measure) = &measure {
+                pick(&measure.topic).increment(1);
+            }
+        };
         let mut outcome = outcome;
         let mut attempt: u32 = 1;
         loop {
@@ -209,8 +250,10 @@ impl Consumer {
                     // message a layer refused, is bad input, not a handler bug: no retry can
                     // fix it. WARN, as an undecodable message is.
                     tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
+                    count(|m| &m.skipped);
+                    let reason = format!("bad payload: {error}");
                     if !self
-                        .dead_letter(&delivery, &format!("bad payload: {error}"), attempt)
+                        .dead_letter(&delivery, &reason, attempt, measure.as_ref())
                         .await
                     {
                         return;
@@ -225,6 +268,7 @@ impl Consumer {
                     return;
                 }
             };
+            count(|m| &m.failed);
             let policy = &self.retry;
             let pause = if attempt < policy.attempts {
                 let pause = policy.delay_after(attempt);
@@ -232,7 +276,10 @@ impl Consumer {
                 pause
             } else if self.dead_letter_topic.is_some() {
                 tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; dead-lettering");
-                if !self.dead_letter(&delivery, &failure, attempt).await {
+                if !self
+                    .dead_letter(&delivery, &failure, attempt, measure.as_ref())
+                    .await
+                {
                     return;
                 }
                 break;
@@ -252,9 +299,13 @@ impl Consumer {
                 }
             }
             attempt = attempt.saturating_add(1);
+            count(|m| &m.retried);
             outcome = self.call_again(&delivery).await;
         }
         delivery.ack();
+        if let Some(measure) = measure {
+            measure.finished();
+        }
     }
 
     /// Calls the handler again for `delivery` (a retry).
@@ -306,7 +357,13 @@ impl Consumer {
     /// has it: the message may be acknowledged only then. False when shutdown came first: the
     /// message stays unacknowledged, and an at-least-once transport delivers it again. Later
     /// messages wait meanwhile, as acknowledgements go in order.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str, attempts: u32) -> bool {
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+        measure: Option<&Measure>,
+    ) -> bool {
         const FIRST_PAUSE: Duration = Duration::from_millis(100);
         const LONGEST_PAUSE: Duration = Duration::from_secs(10);
         let Some(topic) = self.dead_letter_topic.as_deref() else {
@@ -319,7 +376,12 @@ impl Consumer {
                 .send(Outgoing::dead_letter(topic, delivery, reason, attempts))
                 .await
             {
-                Ok(()) => return true,
+                Ok(()) => {
+                    if let Some(measure) = measure {
+                        measure.topic.dead_lettered.increment(1);
+                    }
+                    return true;
+                }
                 Err(error) => {
                     tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
                 }

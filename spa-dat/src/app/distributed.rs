@@ -210,6 +210,11 @@ impl DistributedApplication {
             return Err(Error::from_many(problems));
         }
 
+        #[cfg(feature = "prometheus")]
+        if let Some(addr) = &config.metrics_addr {
+            crate::metrics::serve_prometheus(addr)?;
+            tracing::info!(%addr, "metrics served for Prometheus at /metrics");
+        }
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
         let result = run_apps(apps, &resources, &provider).await;
         shutdown.trigger_because(Stopped::Finished);

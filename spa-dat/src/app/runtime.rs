@@ -53,6 +53,8 @@ impl Extensions {
 #[derive(Debug)]
 pub(crate) struct AppRuntime {
     pub(crate) name: Arc<str>,
+    /// The application's metric handles.
+    pub(crate) metrics: Arc<crate::metrics::AppMetrics>,
     pub(crate) socket: Socket,
     pub(crate) state: Extensions,
     pub(crate) resources: Extensions,

@@ -256,6 +256,7 @@ pub struct Socket {
     inner: Arc<dyn SpaSocket>,
     builder: MessageBuilder,
     request_timeout: Duration,
+    metrics: Option<Arc<crate::metrics::AppMetrics>>,
 }
 
 impl fmt::Debug for Socket {
@@ -278,28 +279,46 @@ impl Socket {
             inner,
             builder,
             request_timeout,
+            metrics: None,
         }
+    }
+
+    /// Counts what this socket publishes in `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Arc<crate::metrics::AppMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Sends `outgoing`, counting it once the transport took it.
+    async fn send_counted(&self, outgoing: Outgoing) -> Result<()> {
+        let counted = self
+            .metrics
+            .as_ref()
+            .filter(|_| crate::metrics::enabled())
+            .map(|m| m.topic(&outgoing.topic));
+        self.inner.send(outgoing).await?;
+        if let Some(counted) = counted {
+            counted.sent.increment(1);
+        }
+        Ok(())
     }
 
     /// Publishes a message.
     pub async fn publish(&self, message: SpaMessage) -> Result<()> {
-        self.inner
-            .send(Outgoing::message(self.builder.stamp(message))?)
+        self.send_counted(Outgoing::message(self.builder.stamp(message))?)
             .await
     }
 
     /// Publishes a message with a key: consumers ordering by key handle one key's messages in
     /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
     pub async fn publish_keyed(&self, key: impl Into<Bytes>, message: SpaMessage) -> Result<()> {
-        self.inner
-            .send(Outgoing::message(self.builder.stamp(message))?.with_key(key))
+        self.send_counted(Outgoing::message(self.builder.stamp(message))?.with_key(key))
             .await
     }
 
     /// Publishes `value` as a JSON message on `topic`.
     pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.inner
-            .send(Outgoing::message(self.builder.json(topic, value)?)?)
+        self.send_counted(Outgoing::message(self.builder.json(topic, value)?)?)
             .await
     }
 

@@ -123,6 +123,9 @@ impl Driver {
                 }
                 Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                     tracing::info!(broker = %self.shared.broker, session_present = ack.session_present, "MQTT reconnected");
+                    if crate::metrics::enabled() {
+                        crate::metrics::reconnected("mqtt", &self.shared.broker);
+                    }
                     self.backoff.reset();
                     self.restore(&mut eventloop, ack.session_present);
                 }

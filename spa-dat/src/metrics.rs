@@ -1,0 +1,203 @@
+//! spa-dat's metrics, through the `metrics` facade: nothing is recorded until a recorder is
+//! installed — spa-dat installs a Prometheus exporter when `metrics_addr` is configured
+//! (feature `prometheus`), or an application installs its own.
+//!
+//! Names follow the OpenTelemetry messaging conventions (v1.41) mapped to Prometheus (dots to
+//! underscores, `_total` on counters, the unit in histogram names); spa-dat's own are
+//! `spa_*`. Labels: `spa_app`, `messaging_system`, `messaging_destination_name`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+/// Messages published (`messaging.client.sent.messages`).
+pub const SENT: &str = "messaging_client_sent_messages_total";
+/// Messages handled, whatever the outcome (`messaging.client.consumed.messages`).
+pub const CONSUMED: &str = "messaging_client_consumed_messages_total";
+/// How long handling a message took, retries included (`messaging.process.duration`).
+pub const PROCESS_DURATION: &str = "messaging_process_duration_seconds";
+/// Handler calls that failed (error, panic or timeout).
+pub const FAILED: &str = "spa_messages_failed_total";
+/// Handler calls made again after a failure.
+pub const RETRIED: &str = "spa_messages_retried_total";
+/// Messages forwarded to the dead-letter topic.
+pub const DEAD_LETTERED: &str = "spa_messages_dead_lettered_total";
+/// Messages skipped as bad input (undecodable, a payload the handler cannot take, rejected).
+pub const SKIPPED: &str = "spa_messages_skipped_total";
+/// Broker connections re-established after a loss.
+pub const RECONNECTS: &str = "spa_reconnects_total";
+
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Records spa-dat's metrics from now on, into whatever recorder the `metrics` crate has
+/// (call it after installing your own; spa-dat calls it when it serves Prometheus). Until
+/// then the per-message path does not even read the clock for them.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Every metric spa-dat records, for documentation and for exporters that want them declared.
+pub const ALL: &[&str] = &[
+    SENT,
+    CONSUMED,
+    PROCESS_DURATION,
+    FAILED,
+    RETRIED,
+    DEAD_LETTERED,
+    SKIPPED,
+    RECONNECTS,
+];
+
+/// A consumer's metric handles for one topic: registered once, then each record is an atomic
+/// add (the per-message path never builds a label set).
+pub(crate) struct TopicMetrics {
+    pub(crate) sent: Counter,
+    pub(crate) consumed: Counter,
+    pub(crate) duration: Histogram,
+    pub(crate) failed: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) skipped: Counter,
+}
+
+impl TopicMetrics {
+    fn new(app: &str, system: &'static str, topic: &str) -> Self {
+        let labels = [
+            ("spa_app", app.to_owned()),
+            ("messaging_system", system.to_owned()),
+            ("messaging_destination_name", topic.to_owned()),
+        ];
+        TopicMetrics {
+            sent: metrics::counter!(SENT, &labels),
+            consumed: metrics::counter!(CONSUMED, &labels),
+            duration: metrics::histogram!(PROCESS_DURATION, &labels),
+            failed: metrics::counter!(FAILED, &labels),
+            retried: metrics::counter!(RETRIED, &labels),
+            dead_lettered: metrics::counter!(DEAD_LETTERED, &labels),
+            skipped: metrics::counter!(SKIPPED, &labels),
+        }
+    }
+}
+
+/// Metric handles by topic for one application; the last topic is kept at hand (messages
+/// mostly come in runs on one topic).
+pub(crate) struct AppMetrics {
+    app: Arc<str>,
+    system: &'static str,
+    by_topic: Mutex<Vec<(Arc<str>, Arc<TopicMetrics>)>>,
+}
+
+impl std::fmt::Debug for AppMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppMetrics")
+            .field("app", &self.app)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppMetrics {
+    pub(crate) fn new(app: Arc<str>, system: &'static str) -> Self {
+        AppMetrics {
+            app,
+            system,
+            by_topic: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The handles of `topic`.
+    pub(crate) fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
+        let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, metrics)) = by_topic
+            .iter()
+            .rev()
+            .find(|(known, _)| std::ptr::eq(known.as_ptr(), topic.as_ptr()) || &**known == topic)
+        {
+            return Arc::clone(metrics);
+        }
+        let metrics = Arc::new(TopicMetrics::new(&self.app, self.system, topic));
+        // Wildcard subscriptions can bring many topics: keep the handles of the latest few.
+        if by_topic.len() >= 64 {
+            by_topic.remove(0);
+        }
+        by_topic.push((Arc::from(topic), Arc::clone(&metrics)));
+        metrics
+    }
+}
+
+/// A reconnect of `system`'s connection to `broker`.
+#[cfg(feature = "mqtt")]
+pub(crate) fn reconnected(system: &'static str, broker: &str) {
+    metrics::counter!(RECONNECTS, "messaging_system" => system, "broker" => broker.to_owned())
+        .increment(1);
+}
+
+/// The messaging system a bus description (`mqtt://…`) names.
+pub(crate) fn system_of(bus: &str) -> &'static str {
+    match bus.split_once("://").map(|(scheme, _)| scheme) {
+        Some("mqtt" | "mqtts") => "mqtt",
+        Some("kafka") => "kafka",
+        Some("memory") => "memory",
+        _ => "other",
+    }
+}
+
+/// Histogram buckets for handler durations, in seconds: 100 µs to 30 s.
+#[cfg(feature = "prometheus")]
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Starts the Prometheus endpoint on `addr` (`host:port`), serving `/metrics`.
+#[cfg(feature = "prometheus")]
+pub(crate) fn serve_prometheus(addr: &str) -> crate::error::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
+        crate::error::Error::config(format!("metrics_addr `{addr}` is not host:port: {e}"))
+    })?;
+    PrometheusBuilder::new()
+        .with_http_listener(socket)
+        .set_buckets_for_metric(Matcher::Full(PROCESS_DURATION.to_owned()), DURATION_BUCKETS)
+        .map_err(|e| crate::error::Error::config(format!("metrics buckets: {e}")))?
+        .install()
+        .map_err(|e| {
+            crate::error::Error::runtime(format!(
+                "cannot serve metrics on {addr}: {e} (another recorder installed, or the port taken)"
+            ))
+        })?;
+    enable();
+    Ok(())
+}
+
+/// How long a handler took, as the histogram takes it.
+pub(crate) fn seconds(elapsed: Duration) -> f64 {
+    elapsed.as_secs_f64()
+}
+
+/// One message's metrics while it is handled: its topic's handles and when it started.
+pub(crate) struct Measure {
+    pub(crate) topic: Arc<TopicMetrics>,
+    started: std::time::Instant,
+}
+
+impl Measure {
+    /// Starts measuring a message on `topic`, if metrics are enabled.
+    pub(crate) fn start(metrics: &AppMetrics, topic: &str) -> Option<Self> {
+        enabled().then(|| Measure {
+            topic: metrics.topic(topic),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// The message is done with (acknowledged): consumed, and how long it took.
+    pub(crate) fn finished(self) {
+        self.topic.consumed.increment(1);
+        self.topic.duration.record(seconds(self.started.elapsed()));
+    }
+}
