@@ -710,3 +710,21 @@ async fn bad_json_input_is_a_warning_and_an_unrequested_reply_is_reported_once()
         "then at DEBUG: {logs}"
     );
 }
+
+#[tokio::test]
+async fn readiness_is_false_before_the_run_true_while_it_runs_and_false_after() {
+    let (_bus, app) = fresh_bus();
+    let app = app.add_consumer("ready-reader", ["ready"], |_m: SpaMessage| async {});
+    let readiness = app.readiness();
+    let shutdown = app.shutdown_handle();
+    assert!(!readiness.is_ready());
+    assert_eq!(readiness.not_ready(), ["not running"]);
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(5), readiness.ready())
+        .await
+        .expect("ready");
+    assert!(readiness.not_ready().is_empty());
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    assert!(!readiness.is_ready());
+}

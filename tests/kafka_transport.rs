@@ -938,3 +938,42 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
     let missing: Vec<usize> = (0..published).filter(|seq| !seen.contains(seq)).collect();
     assert!(missing.is_empty(), "lost: {missing:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_is_ready_once_its_partitions_are_assigned() {
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("ready");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let app = test_app(Config::default()).add_application(consumer_app(
+        config.clone(),
+        "ready-consumer",
+        &topic,
+        &unique("ready-group"),
+        &seen,
+    ));
+    let readiness = app.readiness();
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(60), readiness.ready())
+        .await
+        .expect("ready once assigned");
+    // Assigned: a record published now is read.
+    let publisher = provider(config)
+        .connect(SocketOptions::new(unique("ready-publisher")))
+        .await
+        .expect("connect");
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "0"))
+        .await
+        .expect("publish");
+    let s = Arc::clone(&seen);
+    wait_until("the record", Duration::from_secs(30), || {
+        !s.lock().expect("seen").is_empty()
+    })
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    assert!(!readiness.is_ready());
+}

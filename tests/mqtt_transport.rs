@@ -956,3 +956,38 @@ async fn acknowledgements_leave_in_arrival_order_while_handlers_finish_out_of_or
         "PUBACKs on the wire in the order the PUBLISH packets came (MQTT 3.1.1 §4.6)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_broker_connection() {
+    let mut broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.reconnect_max_ms = 300;
+    let app = test_app(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer("watched", ["ready/+"], |_m: SpaMessage| async {});
+    let readiness = app.readiness();
+    assert!(!readiness.is_ready(), "not ready before the run");
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
+        .await
+        .expect("ready once subscribed");
+    broker.stop();
+    let lost = Instant::now();
+    let r = readiness.clone();
+    wait_until(
+        "not ready after the broker stopped",
+        Duration::from_secs(2),
+        || !r.is_ready(),
+    )
+    .await;
+    eprintln!("not ready {:?} after the broker stopped", lost.elapsed());
+    assert_eq!(readiness.not_ready(), ["watched"]);
+    broker.restart();
+    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
+        .await
+        .expect("ready again once reconnected");
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    assert!(!readiness.is_ready(), "not ready once stopped");
+}

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope, Layer};
 use crate::message::MessageBuilder;
 use crate::metrics::AppMetrics;
-use crate::socket::{Inbox, Socket, SocketOptions, SocketProvider, SpaSocket};
+use crate::socket::{Inbox, ReadySignal, Socket, SocketOptions, SocketProvider, SpaSocket};
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
 /// `teardown`, and `start_async` / `start` doing all three.
@@ -99,6 +99,8 @@ pub struct Application {
     shared_resources: Extensions,
     handler: BoxedHandler,
     shutdown: Shutdown,
+    /// Its socket's readiness, set by the transport.
+    ready: ReadySignal,
     running: Option<Running>,
 }
 
@@ -149,6 +151,7 @@ impl Application {
             shared_resources: Extensions::default(),
             handler,
             shutdown: Shutdown::new(),
+            ready: ReadySignal::default(),
             running: None,
         }
     }
@@ -287,6 +290,11 @@ impl Application {
         self.shutdown.clone()
     }
 
+    /// Whether its socket is ready, as the transport sees it.
+    pub fn ready_signal(&self) -> &ReadySignal {
+        &self.ready
+    }
+
     /// The application's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -406,6 +414,7 @@ impl Application {
         let stable_id = self.client_id.clone().unwrap_or_else(|| self.name.clone());
         let mut options = SocketOptions::new(client_id.clone()).stable_id(stable_id);
         options.client_name = Some(client_name.clone());
+        options.ready = self.ready.clone();
         let names = self.bus_names()?;
         options.group = names.group;
         if self.kind == HandlerKind::Consumer {

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use super::application::{Application, ApplicationLifeCycle, Settings};
 use super::guarded::panic_message;
 use super::policy::RetryPolicy;
+use super::readiness::Readiness;
 use super::resource::{Resource, ResourceSet};
 use super::runtime::Extensions;
 use super::shutdown::{on_signal, Shutdown, Stopped};
@@ -35,6 +36,7 @@ pub struct DistributedApplication {
     state: Extensions,
     resources: ResourceSet,
     shutdown: Shutdown,
+    readiness: Readiness,
     watch_signals: bool,
 }
 
@@ -78,6 +80,7 @@ impl DistributedApplication {
             state: Extensions::default(),
             resources: ResourceSet::default(),
             shutdown: Shutdown::new(),
+            readiness: Readiness::default(),
             watch_signals: true,
         }
     }
@@ -153,6 +156,13 @@ impl DistributedApplication {
         self.shutdown.clone()
     }
 
+    /// The readiness of the run (take it before starting): ready once every application is
+    /// set up and every socket is subscribed and connected (Kafka: its consumer assigned);
+    /// not ready while a connection is lost and once the run stops.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
     /// Names of the handlers registered with `#[consumer]` / `#[producer]` in this binary.
     pub fn registered_handlers() -> Vec<&'static str> {
         registry::registrations().iter().map(|r| r.name).collect()
@@ -180,6 +190,7 @@ impl DistributedApplication {
             state,
             resources,
             shutdown,
+            readiness,
             watch_signals,
         } = self;
         let config = match config {
@@ -216,7 +227,8 @@ impl DistributedApplication {
             tracing::info!(%addr, "metrics served for Prometheus at /metrics");
         }
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
-        let result = run_apps(apps, &resources, &provider).await;
+        let result = run_apps(apps, &resources, &provider, &readiness).await;
+        readiness.stopped();
         shutdown.trigger_because(Stopped::Finished);
         if let Some(signals) = signals {
             signals.abort();
@@ -234,6 +246,7 @@ async fn run_apps(
     apps: Vec<Application>,
     resources: &ResourceSet,
     provider: &Arc<dyn SocketProvider>,
+    readiness: &Readiness,
 ) -> Result<()> {
     let mut shared = resources.setup().await?;
     let mut ready: Vec<Application> = Vec::with_capacity(apps.len());
@@ -252,6 +265,12 @@ async fn run_apps(
         ready.push(app);
     }
     tracing::info!(apps = ready.len(), bus = %provider.describe(), "spa-dat running");
+    readiness.running(
+        ready
+            .iter()
+            .map(|app| (app.name().to_owned(), app.ready_signal().clone()))
+            .collect(),
+    );
 
     let mut tasks = JoinSet::new();
     let order: Vec<String> = ready.iter().map(|a| a.name().to_owned()).collect();

@@ -432,7 +432,11 @@ impl SocketProvider for MemorySocketProvider {
             reply_prefix,
             closed: AtomicBool::new(false),
         };
-        super::subscribe_initial(socket, inbox, &options, &self.default_topics).await
+        let connection =
+            super::subscribe_initial(socket, inbox, &options, &self.default_topics).await?;
+        // Subscriptions on the in-process bus take effect at once, and it never disconnects.
+        options.ready.set(true);
+        Ok(connection)
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {

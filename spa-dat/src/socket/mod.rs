@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod memory;
 #[cfg(feature = "mqtt")]
 pub mod mqtt;
+mod ready;
 mod record;
 mod request;
 mod topic;
@@ -27,6 +28,7 @@ use crate::message::{MessageBuilder, SpaMessage};
 pub use headers::Headers;
 pub(crate) use inbox::{Arrival, ArrivalHandler};
 pub use inbox::{ArrivalSender, Inbox};
+pub use ready::ReadySignal;
 pub use record::{Delivery, Outgoing, Position};
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
 pub use topic::{topic_matches, validate_filter};
@@ -143,6 +145,9 @@ pub struct SocketOptions {
     pub group: Option<String>,
     /// How many undelivered messages the inbox holds before the transport waits.
     pub inbox_capacity: usize,
+    /// Set by the transport as the socket becomes ready (subscribed, connected, assigned) or
+    /// stops being so.
+    pub ready: ReadySignal,
 }
 
 impl SocketOptions {
@@ -156,6 +161,7 @@ impl SocketOptions {
             topics: Vec::new(),
             group: None,
             inbox_capacity: 1024,
+            ready: ReadySignal::default(),
         }
     }
 

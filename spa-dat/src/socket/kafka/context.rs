@@ -105,6 +105,8 @@ pub(super) struct SocketContext {
     pub(super) broker: String,
     /// The consumer group of a consumer client.
     pub(super) group: Option<String>,
+    /// The group consumer's readiness: assigned, brokers reachable.
+    pub(super) ready: Option<crate::socket::ReadySignal>,
 }
 
 impl SocketContext {
@@ -114,6 +116,7 @@ impl SocketContext {
             handled: None,
             broker: broker.to_owned(),
             group: None,
+            ready: None,
         }
     }
 }
@@ -150,6 +153,11 @@ impl ClientContext for SocketContext {
             tracing::trace!(%broker, "Kafka: {reason}");
             return;
         }
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            if let Some(ready) = &self.ready {
+                ready.set(false);
+            }
+        }
         match self.failures.record(&error, reason, self.group.as_deref()) {
             Some(permanent) => tracing::error!(%broker, "Kafka: {permanent}"),
             None => tracing::warn!(%broker, %error, "Kafka: {reason}"),
@@ -165,6 +173,16 @@ impl ConsumerContext for SocketContext {
         if let (Some(progress), Rebalance::Revoke(revoked)) = (&self.handled, rebalance) {
             progress.store(consumer);
             progress.revoke(revoked);
+        }
+        if let (Some(ready), Rebalance::Revoke(_)) = (&self.ready, rebalance) {
+            ready.set(false);
+        }
+    }
+
+    // Assigned (even no partitions: the group has more members than partitions): ready.
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Some(ready), Rebalance::Assign(_)) = (&self.ready, rebalance) {
+            ready.set(true);
         }
     }
 }

@@ -133,6 +133,7 @@ impl SocketProvider for KafkaSocketProvider {
             tasks: Mutex::new(Vec::new()),
             reply_consumer: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
+            ready: options.ready.clone(),
         });
         // A consumer app's group consumer starts now and the reachability check below runs on
         // it, so it opens that consumer's connection; opened cold after it, the first record
@@ -167,7 +168,14 @@ impl SocketProvider for KafkaSocketProvider {
                 source: None,
             });
         }
-        super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics).await
+        let connection =
+            super::subscribe_initial(socket, inbox, &options, &config.default_subscription_topics)
+                .await?;
+        if initial_topics.is_empty() {
+            // No consumer to be assigned: connected is ready.
+            options.ready.set(true);
+        }
+        Ok(connection)
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {

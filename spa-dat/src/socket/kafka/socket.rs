@@ -29,6 +29,8 @@ use crate::error::{Error, Result};
 use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
 
 pub(super) struct Shared {
+    /// The socket's readiness (see `context::SocketContext::ready`).
+    pub(super) ready: crate::socket::ReadySignal,
     pub(super) config: KafkaConfig,
     pub(super) broker: String,
     pub(super) client_id: String,
@@ -137,6 +139,7 @@ impl Shared {
             .create_with_context(SocketContext {
                 handled: Some(Arc::clone(&handled)),
                 group: Some(self.group_id.clone()),
+                ready: Some(self.ready.clone()),
                 ..self.context()
             })
             .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
@@ -147,6 +150,7 @@ impl Shared {
             handled,
             inbox,
             self.broker.clone(),
+            self.ready.clone(),
         ));
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));

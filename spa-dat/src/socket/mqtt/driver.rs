@@ -128,6 +128,7 @@ impl Driver {
                     }
                     self.backoff.reset();
                     self.restore(&mut eventloop, ack.session_present);
+                    self.shared.ready.set(true);
                 }
                 Ok(event) => self.handle(event),
                 Err(error) => {
@@ -141,6 +142,7 @@ impl Driver {
                         self.handle(event);
                     }
                     self.held.extend(eventloop.pending.drain(..));
+                    self.shared.ready.set(false);
                     self.shared.acks.connection_lost();
                     let pause = self.backoff.pause();
                     tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");

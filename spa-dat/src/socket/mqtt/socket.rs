@@ -22,6 +22,8 @@ use crate::socket::{
 };
 
 pub(super) struct Shared {
+    /// Set false when the connection is lost, true when it is back.
+    pub(super) ready: crate::socket::ReadySignal,
     pub(super) client: AsyncClient,
     pub(super) broker: String,
     pub(super) qos: QoS,
@@ -378,6 +380,7 @@ impl SocketProvider for MqttSocketProvider {
             closed: AtomicBool::new(false),
             close_requested: Notify::new(),
             driver: Mutex::new(None),
+            ready: options.ready.clone(),
         });
         let driver = Driver {
             shared: Arc::clone(&shared),
@@ -389,13 +392,16 @@ impl SocketProvider for MqttSocketProvider {
         let handle = tokio::spawn(driver.run(eventloop));
         *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
         let socket = MqttSocket { shared };
-        crate::socket::subscribe_initial(
+        let connection = crate::socket::subscribe_initial(
             socket,
             inbox,
             &options,
             &config.default_subscription_topics,
         )
-        .await
+        .await?;
+        // Connected and subscribed; the driver follows the connection from here.
+        options.ready.set(true);
+        Ok(connection)
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
