@@ -728,3 +728,61 @@ async fn readiness_is_false_before_the_run_true_while_it_runs_and_false_after() 
     run.await.expect("join").expect("runs");
     assert!(!readiness.is_ready());
 }
+
+/// `GET path` on 127.0.0.1:`port`: the status code and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probes_answer_live_and_ready_over_http() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .watch_signals(false)
+        .config(Config {
+            health_addr: Some(format!("127.0.0.1:{port}")),
+            ..Config::default()
+        })
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
+        .add_consumer("probed", ["probed"], |_m: SpaMessage| async {});
+    let readiness = app.readiness();
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(5), readiness.ready())
+        .await
+        .expect("ready");
+    let (live, ready, missing) = tokio::task::spawn_blocking(move || {
+        (
+            http_get(port, "/health/live"),
+            http_get(port, "/health/ready"),
+            http_get(port, "/nope"),
+        )
+    })
+    .await
+    .expect("probe");
+    assert_eq!(live.map(|(s, _)| s), Some(200));
+    assert_eq!(ready, Some((200, "ready\n".to_owned())));
+    assert_eq!(missing.map(|(s, _)| s), Some(404));
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+    let after = tokio::task::spawn_blocking(move || http_get(port, "/health/live"))
+        .await
+        .expect("probe");
+    assert_eq!(after, None, "the probes stop with the run");
+}

@@ -154,6 +154,9 @@ pub struct Config {
     /// `host:port` to serve Prometheus metrics on (`/metrics`; feature `prometheus`). `None`:
     /// no endpoint.
     pub metrics_addr: Option<String>,
+    /// `host:port` to serve the health probes on (`/health/live`, `/health/ready`; feature
+    /// `probes`). `None`: no probes.
+    pub health_addr: Option<String>,
 }
 
 /// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic.
@@ -165,6 +168,7 @@ impl Default for Config {
             shutdown_grace_ms: 10_000,
             dead_letter_topic: None,
             metrics_addr: None,
+            health_addr: None,
         }
     }
 }
@@ -181,6 +185,8 @@ pub const ENV_SHUTDOWN_GRACE_MS: &str = "SPA_DAT_SHUTDOWN_GRACE_MS";
 pub const ENV_DEAD_LETTER_TOPIC: &str = "SPA_DAT_DEAD_LETTER_TOPIC";
 /// Environment variable overriding `metrics_addr`.
 pub const ENV_METRICS_ADDR: &str = "SPA_DAT_METRICS_ADDR";
+/// Environment variable overriding `health_addr`.
+pub const ENV_HEALTH_ADDR: &str = "SPA_DAT_HEALTH_ADDR";
 
 impl Config {
     /// Parses a TOML document and checks its values.
@@ -202,6 +208,16 @@ impl Config {
             }
             addr.parse::<std::net::SocketAddr>().map_err(|e| {
                 Error::config(format!("metrics_addr `{addr}` is not host:port: {e}"))
+            })?;
+        }
+        if let Some(addr) = &self.health_addr {
+            if cfg!(not(feature = "probes")) {
+                return Err(Error::config(format!(
+                    "health_addr = `{addr}`, but spa-dat was built without the `probes` feature"
+                )));
+            }
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                Error::config(format!("health_addr `{addr}` is not host:port: {e}"))
             })?;
         }
         self.bus.validate()
@@ -237,6 +253,9 @@ impl Config {
         }
         if let Some(addr) = env_var(ENV_METRICS_ADDR)? {
             config.metrics_addr = Some(addr);
+        }
+        if let Some(addr) = env_var(ENV_HEALTH_ADDR)? {
+            config.health_addr = Some(addr);
         }
         config.validate()?;
         Ok(config)

@@ -226,6 +226,10 @@ impl DistributedApplication {
             crate::metrics::serve_prometheus(addr)?;
             tracing::info!(%addr, "metrics served for Prometheus at /metrics");
         }
+        #[cfg(feature = "probes")]
+        if let Some(addr) = &config.health_addr {
+            super::probes::serve(addr, readiness.clone(), shutdown.clone()).await?;
+        }
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
         let result = run_apps(apps, &resources, &provider, &readiness).await;
         readiness.stopped();

@@ -7,6 +7,8 @@ mod distributed;
 mod guarded;
 mod placeholders;
 mod policy;
+#[cfg(feature = "probes")]
+mod probes;
 mod readiness;
 mod resource;
 mod runtime;
