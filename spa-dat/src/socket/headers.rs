@@ -21,10 +21,14 @@ pub const DEAD_LETTER_OFFSET: &str = "spa-dead-letter-offset";
 /// Name–value pairs in the order they were added. A name may occur more than once (Kafka
 /// allows it); [`Headers::get`] returns the first.
 ///
-/// Empty headers allocate nothing, so messages without metadata cost nothing extra.
+/// Empty headers allocate nothing and take one word in a [`super::Delivery`], so messages
+/// without metadata cost nothing extra.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(String, String)>,
+    // Boxed on purpose: one word instead of a Vec's three in every delivery (measured: the
+    // in-process consumer lost ~5 % of its throughput to a larger `Delivery`).
+    #[allow(clippy::box_collection)]
+    entries: Option<Box<Vec<(String, String)>>>,
 }
 
 impl Headers {
@@ -36,18 +40,21 @@ impl Headers {
     /// Sets `name` to `value`, replacing any values it had.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
-        self.entries.retain(|(existing, _)| *existing != name);
-        self.entries.push((name, value.into()));
+        let entries = self.entries.get_or_insert_with(Box::default);
+        entries.retain(|(existing, _)| *existing != name);
+        entries.push((name, value.into()));
     }
 
     /// Adds `name` = `value`, keeping the values `name` already has.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.entries.push((name.into(), value.into()));
+        self.entries
+            .get_or_insert_with(Box::default)
+            .push((name.into(), value.into()));
     }
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
+        self.pairs()
             .iter()
             .find(|(existing, _)| existing == name)
             .map(|(_, value)| value.as_str())
@@ -55,17 +62,21 @@ impl Headers {
 
     /// Every name–value pair, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// How many pairs there are.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.pairs().len()
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.pairs().is_empty()
+    }
+
+    fn pairs(&self) -> &[(String, String)] {
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -77,11 +88,12 @@ impl fmt::Debug for Headers {
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
+        let entries: Vec<(String, String)> = pairs
+            .into_iter()
+            .map(|(n, v)| (n.into(), v.into()))
+            .collect();
         Headers {
-            entries: pairs
-                .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
+            entries: (!entries.is_empty()).then(|| Box::new(entries)),
         }
     }
 }
