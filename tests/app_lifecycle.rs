@@ -786,3 +786,42 @@ async fn health_probes_answer_live_and_ready_over_http() {
         .expect("probe");
     assert_eq!(after, None, "the probes stop with the run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stuck_on_a_message_makes_the_run_not_ready_until_it_moves_again() {
+    let (_bus, app) = fresh_bus();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let r = Arc::clone(&release);
+    let app = app
+        .add_application(
+            Application::consumer("stuckish", ["stuck"], move |_m: SpaMessage| {
+                let r = Arc::clone(&r);
+                async move { r.notified().await }
+            })
+            .stall_after(Duration::from_millis(300)),
+        )
+        .add_producer("poker", |socket: Socket| async move {
+            socket.publish(SpaMessage::new("stuck", "x")).await
+        });
+    let readiness = app.readiness();
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(5), readiness.ready())
+        .await
+        .expect("ready at first");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while readiness.is_ready() {
+        assert!(
+            Instant::now() < deadline,
+            "still ready while the handler hangs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(readiness.not_ready(), ["stuckish: no progress"]);
+    release.notify_one();
+    tokio::time::timeout(Duration::from_secs(3), readiness.ready())
+        .await
+        .expect("ready again once it finished");
+    shutdown.trigger();
+    run.await.expect("join").expect("runs");
+}

@@ -1,6 +1,6 @@
 //! One application: a handler, its socket, its resources and state, and its life cycle.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,6 +101,9 @@ pub struct Application {
     shutdown: Shutdown,
     /// Its socket's readiness, set by the transport.
     ready: ReadySignal,
+    /// False while the consumer makes no progress with messages in hand ([`Application::stall_after`]).
+    progressing: ReadySignal,
+    stall_after: Duration,
     running: Option<Running>,
 }
 
@@ -152,6 +155,12 @@ impl Application {
             handler,
             shutdown: Shutdown::new(),
             ready: ReadySignal::default(),
+            progressing: {
+                let progressing = ReadySignal::default();
+                progressing.set(true);
+                progressing
+            },
+            stall_after: Duration::from_secs(60),
             running: None,
         }
     }
@@ -293,6 +302,19 @@ impl Application {
     /// Whether its socket is ready, as the transport sees it.
     pub fn ready_signal(&self) -> &ReadySignal {
         &self.ready
+    }
+
+    /// Whether the consumer makes progress (see [`Application::stall_after`]); always ready
+    /// for a producer.
+    pub fn progress_signal(&self) -> &ReadySignal {
+        &self.progressing
+    }
+
+    /// A consumer with messages in hand that finishes none for longer than `after` (a hung
+    /// handler, a key stuck retrying) makes the run not ready (default 60 s).
+    pub fn stall_after(mut self, after: Duration) -> Self {
+        self.stall_after = after;
+        self
     }
 
     /// The application's name.
@@ -476,7 +498,11 @@ impl Application {
                 .provider
                 .as_ref()
                 .is_some_and(|p| p.capabilities().acks_in_any_order),
+            taken: AtomicU64::new(0),
+            done: AtomicU64::new(0),
         });
+        let watchdog =
+            tokio::spawn(Arc::clone(&consumer).watch(self.progressing.clone(), self.stall_after));
         if self.concurrency > 1 {
             consumer
                 .run_concurrently(
@@ -491,6 +517,7 @@ impl Application {
         } else {
             consumer.run(inbox).await;
         }
+        watchdog.abort();
     }
 
     async fn produce(&self, running: &Running) -> Result<()> {

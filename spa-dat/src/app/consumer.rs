@@ -1,7 +1,7 @@
 //! The per-message path of a consumer: decode, call the handler, reply, dead-letter, and
 //! acknowledge — on the transport's task as messages arrive, or on the consumer's own.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,6 +66,10 @@ pub(super) struct Consumer {
     pub(super) warned_unrequested_reply: AtomicBool,
     /// The transport takes acknowledgements in any order ([`crate::socket::Capabilities`]).
     pub(super) acks_in_any_order: bool,
+    /// Messages taken for handling, and messages whose handling ended: the watchdog compares
+    /// them ([`Consumer::watch`]).
+    pub(super) taken: AtomicU64,
+    pub(super) done: AtomicU64,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.
@@ -126,6 +130,7 @@ impl Consumer {
         if self.runtime.shutdown.is_triggered() {
             return None;
         }
+        self.taken.fetch_add(1, Ordering::Relaxed);
         let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
@@ -151,6 +156,7 @@ impl Consumer {
         match first_poll(self.handler.call(context), &span) {
             FirstPoll::Finished(Outcome::Done(Ok(None))) => {
                 delivery.ack();
+                self.done.fetch_add(1, Ordering::Relaxed);
                 if let Some(measure) = measure {
                     measure.finished();
                 }
@@ -175,6 +181,11 @@ impl Consumer {
     /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, then
     /// [`Consumer::settle`].
     pub(super) async fn finish(&self, unfinished: Unfinished) {
+        self.finish_counted(unfinished).await;
+        self.done.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn finish_counted(&self, unfinished: Unfinished) {
         let (delivery, response_topic, outcome, measure) = match unfinished {
             Unfinished::Undecodable {
                 delivery,
@@ -394,6 +405,36 @@ impl Consumer {
                 }
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+}
+
+impl Consumer {
+    /// Sets `progressing` false while messages are being handled and none finished for longer
+    /// than `stall_after` (a hung handler, a key stuck retrying), true otherwise. Checks four
+    /// times per `stall_after` (at least every 250 ms); runs until aborted.
+    pub(super) async fn watch(
+        self: Arc<Self>,
+        progressing: crate::socket::ReadySignal,
+        stall_after: Duration,
+    ) {
+        let tick = (stall_after / 4).min(Duration::from_millis(250));
+        let mut last_done = self.done.load(Ordering::Relaxed);
+        let mut since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(tick).await;
+            let (taken, done) = (
+                self.taken.load(Ordering::Relaxed),
+                self.done.load(Ordering::Relaxed),
+            );
+            if done != last_done || taken == done {
+                last_done = done;
+                since = tokio::time::Instant::now();
+                progressing.set(true);
+            } else if since.elapsed() > stall_after && progressing.is_ready() {
+                tracing::warn!(app = %self.runtime.name, in_flight = taken - done, stalled_for = ?since.elapsed(), "consumer made no progress: not ready");
+                progressing.set(false);
+            }
         }
     }
 }

@@ -272,7 +272,15 @@ async fn run_apps(
     readiness.running(
         ready
             .iter()
-            .map(|app| (app.name().to_owned(), app.ready_signal().clone()))
+            .flat_map(|app| {
+                [
+                    (app.name().to_owned(), app.ready_signal().clone()),
+                    (
+                        format!("{}: no progress", app.name()),
+                        app.progress_signal().clone(),
+                    ),
+                ]
+            })
             .collect(),
     );
 
