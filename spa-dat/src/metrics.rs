@@ -28,6 +28,11 @@ pub const DEAD_LETTERED: &str = "spa_messages_dead_lettered_total";
 pub const SKIPPED: &str = "spa_messages_skipped_total";
 /// Broker connections re-established after a loss.
 pub const RECONNECTS: &str = "spa_reconnects_total";
+/// Kafka: records read from a partition and not yet committed (in flight, or finished above
+/// an unfinished one); what a crash now would deliver again, at most.
+pub const KAFKA_UNCOMMITTED: &str = "spa_kafka_uncommitted_records";
+/// Kafka: records finished above the lowest unfinished one, kept in the commit metadata.
+pub const KAFKA_FINISHED_ABOVE_COMMIT: &str = "spa_kafka_finished_above_commit";
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
@@ -53,6 +58,8 @@ pub const ALL: &[&str] = &[
     DEAD_LETTERED,
     SKIPPED,
     RECONNECTS,
+    KAFKA_UNCOMMITTED,
+    KAFKA_FINISHED_ABOVE_COMMIT,
 ];
 
 /// A consumer's metric handles for one topic: registered once, then each record is an atomic
@@ -136,6 +143,17 @@ impl AppMetrics {
 pub(crate) fn reconnected(system: &'static str, broker: &str) {
     metrics::counter!(RECONNECTS, "messaging_system" => system, "broker" => broker.to_owned())
         .increment(1);
+}
+
+/// A Kafka partition's progress (see [`KAFKA_UNCOMMITTED`]).
+#[cfg(feature = "kafka")]
+pub(crate) fn kafka_progress(topic: &str, partition: i32, uncommitted: i64, finished_above: usize) {
+    let labels = [
+        ("messaging_destination_name", topic.to_owned()),
+        ("messaging_destination_partition_id", partition.to_string()),
+    ];
+    metrics::gauge!(KAFKA_UNCOMMITTED, &labels).set(uncommitted as f64);
+    metrics::gauge!(KAFKA_FINISHED_ABOVE_COMMIT, &labels).set(finished_above as f64);
 }
 
 /// The messaging system a bus description (`mqtt://…`) names.

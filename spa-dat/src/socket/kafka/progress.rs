@@ -181,6 +181,17 @@ impl Progress {
         let mut list = TopicPartitionList::new();
         {
             let mut partitions = self.lock();
+            if crate::metrics::enabled() {
+                for entry in partitions.iter() {
+                    let commit = entry.commit_offset();
+                    crate::metrics::kafka_progress(
+                        &entry.topic,
+                        entry.partition,
+                        entry.next - commit,
+                        entry.finished_above().count(),
+                    );
+                }
+            }
             for entry in partitions.iter_mut().filter(|p| p.changed) {
                 entry.changed = false;
                 let commit = entry.commit_offset();
