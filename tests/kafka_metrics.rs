@@ -1,0 +1,116 @@
+//! Kafka's progress gauges, read from a recorder of the test's own: a stuck record with records
+//! finished after it shows in `spa_kafka_finished_above_commit` and
+//! `spa_kafka_uncommitted_records`. (One test per binary: the metrics recorder is global.)
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
+use support::{test_app, wait_until};
+
+const AFTER: usize = 100;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_record_shows_in_the_partition_gauges() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().expect("the only recorder");
+    spa_dat::metrics::enable();
+
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let provider: Arc<dyn SocketProvider> =
+        Arc::new(KafkaSocketProvider::new(config.clone()).expect("config"));
+    let topic = format!(
+        "gauged.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    support::kafka::create_topic(&provider, &topic).await;
+    let publisher = provider
+        .connect(SocketOptions::new(format!(
+            "gauge-publisher-{}",
+            &topic[7..]
+        )))
+        .await
+        .expect("connect");
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "stuck"))
+        .await
+        .expect("publish");
+    for i in 0..AFTER {
+        publisher
+            .socket
+            .publish(&SpaMessage::new(topic.as_str(), i.to_string()))
+            .await
+            .expect("publish");
+    }
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&handled);
+    let app = test_app(Config {
+        shutdown_grace_ms: 200,
+        ..Config::default()
+    })
+    .add_application(
+        Application::consumer("gauged", [topic.clone()], move |m: SpaMessage| {
+            let h = Arc::clone(&h);
+            async move {
+                if m.payload_str().ok() == Some("stuck") {
+                    std::future::pending::<()>().await;
+                }
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+        .group(format!("{topic}-group"))
+        .socket_provider(Arc::clone(&provider))
+        .concurrency(8)
+        .ordering(spa_dat::MessageOrder::Unordered),
+    );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let h = Arc::clone(&handled);
+    wait_until(
+        "the records after the stuck one",
+        Duration::from_secs(60),
+        || h.load(Ordering::SeqCst) >= AFTER,
+    )
+    .await;
+    // Gauges are set with each offset store (every 100 ms).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // One snapshot for all: reading the debugging recorder resets what it read.
+    let snapshot = snapshotter.snapshot().into_vec();
+    let of_topic = |name: &str| {
+        snapshot
+            .iter()
+            .filter(|(key, _, _, _)| {
+                key.key().name() == name
+                    && key.key().labels().any(|l| {
+                        l.key() == "messaging_destination_name" && l.value() == topic
+                            || l.key() == "spa_app" && l.value() == "gauged"
+                    })
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Gauge(v) => v.into_inner(),
+                DebugValue::Counter(n) => *n as f64,
+                DebugValue::Histogram(_) => f64::NAN,
+            })
+            .collect::<Vec<f64>>()
+    };
+    let finished_above = of_topic(spa_dat::metrics::KAFKA_FINISHED_ABOVE_COMMIT);
+    let uncommitted = of_topic(spa_dat::metrics::KAFKA_UNCOMMITTED);
+    let consumed: f64 = of_topic(spa_dat::metrics::CONSUMED).into_iter().sum();
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    assert_eq!(
+        finished_above,
+        [AFTER as f64],
+        "finished above the stuck one"
+    );
+    assert_eq!(uncommitted, [(AFTER + 1) as f64], "read and not committed");
+    assert_eq!(consumed, AFTER as f64, "the stuck one is not consumed yet");
+}
