@@ -34,7 +34,7 @@ fn main() -> spa_dat::Result<Stopped> {
             Application::consumer("orders", ["orders"], |message: SpaMessage| async move {
                 // Every tenth order fails (3 attempts, then skipped): failures and retries show.
                 let number: u64 = message.payload_str()?.parse()?;
-                if number % 10 == 0 {
+                if number.is_multiple_of(10) {
                     return Err(spa_dat::BoxError::from("the warehouse did not answer"));
                 }
                 tokio::time::sleep(Duration::from_millis(number % 7)).await;
