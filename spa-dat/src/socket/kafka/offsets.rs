@@ -73,20 +73,24 @@ pub(super) async fn consume(
         let headers = headers::of_record(&message);
         let key = message.key().map(Bytes::copy_from_slice);
         drop(message);
-        if !progress.loaded(&topic, partition) {
-            let committed = committed(&consumer, &topic, partition).await;
-            progress.load(
-                &topic,
-                partition,
-                committed.as_ref().map(|(o, m)| (*o, m.as_str())),
-            );
-        }
-        let ticket = match progress.arrived(&topic, partition, offset) {
-            Arrival::Deliver(ticket) => ticket,
-            Arrival::Skip => {
-                tracing::debug!(%topic, partition, offset, "finished in an earlier run; skipped");
-                continue;
+        let ticket = loop {
+            match progress.arrived(&topic, partition, offset) {
+                Arrival::Deliver(ticket) => break Some(ticket),
+                Arrival::Skip => break None,
+                // First record of this assignment: read what an earlier run finished.
+                Arrival::Unloaded => {
+                    let committed = committed(&consumer, &topic, partition).await;
+                    progress.load(
+                        &topic,
+                        partition,
+                        committed.as_ref().map(|(o, m)| (*o, m.as_str())),
+                    );
+                }
             }
+        };
+        let Some(ticket) = ticket else {
+            tracing::debug!(%topic, partition, offset, "finished in an earlier run; skipped");
+            continue;
         };
         let finished = Arc::clone(&progress);
         let finished_topic = Arc::clone(&topic);

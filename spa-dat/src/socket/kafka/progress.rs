@@ -60,6 +60,9 @@ pub(super) enum Arrival {
     Deliver(Ticket),
     /// Finished in an earlier run: skip it.
     Skip,
+    /// Its partition's committed metadata is not read yet for this assignment: [`Progress::load`]
+    /// it, then ask again.
+    Unloaded,
 }
 
 impl Progress {
@@ -68,13 +71,6 @@ impl Progress {
         self.partitions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Whether the committed metadata of `topic`/`partition` was read for this assignment.
-    pub(super) fn loaded(&self, topic: &str, partition: i32) -> bool {
-        self.lock()
-            .iter()
-            .any(|p| p.partition == partition && &*p.topic == topic && p.loaded)
     }
 
     /// Records the committed metadata of a partition just assigned (`None`: none committed).
@@ -116,10 +112,14 @@ impl Progress {
         &mut partitions[index]
     }
 
-    /// A record was read: deliver it, or skip it when an earlier run finished it.
+    /// A record was read: deliver it, or skip it when an earlier run finished it. One lock per
+    /// record: whether the partition's metadata was read is answered here too.
     pub(super) fn arrived(&self, topic: &Arc<str>, partition: i32, offset: i64) -> Arrival {
         let mut partitions = self.lock();
         let entry = self.entry(&mut partitions, topic, partition);
+        if !entry.loaded {
+            return Arrival::Unloaded;
+        }
         if offset < entry.next {
             // Read again (a seek, or librdkafka refetching): the window has it already.
             if entry.window.iter().any(|(o, _)| *o == offset) {
@@ -323,10 +323,11 @@ mod tests {
     fn the_commit_is_the_lowest_unfinished_and_the_finished_above_it_are_the_metadata() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
+        progress.load(&topic, 0, None);
         let tickets: Vec<Ticket> = (0..10)
             .map(|offset| match progress.arrived(&topic, 0, offset) {
                 Arrival::Deliver(ticket) => ticket,
-                Arrival::Skip => panic!("nothing to skip"),
+                Arrival::Skip | Arrival::Unloaded => panic!("nothing to skip"),
             })
             .collect();
         for offset in [0, 1, 3, 4, 5, 8] {
@@ -370,12 +371,14 @@ mod tests {
     fn a_record_finished_after_its_partition_was_revoked_does_not_count() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
+        progress.load(&topic, 0, None);
         let Arrival::Deliver(old) = progress.arrived(&topic, 0, 5) else {
             panic!()
         };
         let mut revoked = TopicPartitionList::new();
         revoked.add_partition("t", 0);
         progress.revoke(&revoked);
+        progress.load(&topic, 0, None);
         let Arrival::Deliver(_) = progress.arrived(&topic, 0, 5) else {
             panic!()
         };
