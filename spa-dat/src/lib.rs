@@ -9,6 +9,7 @@ pub mod message;
 pub mod metrics;
 mod redact;
 pub mod socket;
+pub mod telemetry;
 mod url;
 
 #[doc(hidden)]

@@ -20,6 +20,7 @@ use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, Handler
 use crate::message::MessageBuilder;
 use crate::metrics::AppMetrics;
 use crate::socket::{Inbox, ReadySignal, Socket, SocketOptions, SocketProvider, SpaSocket};
+use crate::telemetry::SpanScope;
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
 /// `teardown`, and `start_async` / `start` doing all three.
@@ -438,7 +439,7 @@ impl Application {
         options.client_name = Some(client_name.clone());
         options.ready = self.ready.clone();
         let names = self.bus_names()?;
-        options.group = names.group;
+        options.group = names.group.clone();
         if self.kind == HandlerKind::Consumer {
             options.topics = names.topics;
         }
@@ -450,12 +451,18 @@ impl Application {
             Arc::clone(&name),
             crate::metrics::system_of(&provider.describe()),
         ));
+        let spans = SpanScope::new(
+            Arc::clone(&name),
+            crate::metrics::system_of(&provider.describe()),
+            &client_id,
+            names.group.as_deref(),
+        );
         let socket = Socket::new(
             Arc::clone(&connection.socket),
             builder,
             settings.request_timeout,
         )
-        .with_metrics(Arc::clone(&metrics));
+        .with_telemetry(Arc::clone(&metrics), spans);
         let runtime = Arc::new(AppRuntime {
             name,
             metrics,

@@ -17,6 +17,8 @@ use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
 use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, SpaSocket};
+use crate::telemetry;
+use tracing::Instrument;
 
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
 pub(super) enum Unfinished {
@@ -31,6 +33,7 @@ pub(super) enum Unfinished {
         delivery: Delivery,
         response_topic: Option<String>,
         outcome: Outcome,
+        span: tracing::Span,
         measure: Option<Measure>,
     },
     /// The handler is still running.
@@ -144,7 +147,12 @@ impl Consumer {
             }
         };
         let response_topic = message.response_topic.clone();
-        let (call, span) = self.call(message, &delivery.topic);
+        let span = self
+            .runtime
+            .socket
+            .spans()
+            .process(&delivery, message.trace_context.as_ref());
+        let call = self.call(message);
         match first_poll(call, &span) {
             FirstPoll::Finished(Outcome::Done(Ok(None))) => {
                 delivery.ack();
@@ -158,6 +166,7 @@ impl Consumer {
                 delivery,
                 response_topic,
                 outcome,
+                span,
                 measure,
             }),
             FirstPoll::Running(call) => Some(Unfinished::Running {
@@ -178,7 +187,7 @@ impl Consumer {
     }
 
     async fn finish_counted(&self, unfinished: Unfinished) {
-        let (delivery, response_topic, outcome, measure) = match unfinished {
+        let (delivery, response_topic, outcome, span, measure) = match unfinished {
             Unfinished::Undecodable {
                 delivery,
                 reason,
@@ -202,8 +211,9 @@ impl Consumer {
                 delivery,
                 response_topic,
                 outcome,
+                span,
                 measure,
-            } => (delivery, response_topic, outcome, measure),
+            } => (delivery, response_topic, outcome, span, measure),
             Unfinished::Running {
                 delivery,
                 response_topic,
@@ -211,22 +221,25 @@ impl Consumer {
                 span,
                 measure,
             } => {
-                let outcome = run_to_end(call, span, &self.runtime.shutdown, self.limits).await;
-                (delivery, response_topic, outcome, measure)
+                let outcome =
+                    run_to_end(call, span.clone(), &self.runtime.shutdown, self.limits).await;
+                (delivery, response_topic, outcome, span, measure)
             }
         };
-        self.settle(delivery, response_topic, outcome, measure)
+        self.settle(delivery, response_topic, outcome, span, measure)
             .await;
     }
 
     /// Acts on the outcome of a handler call: the reply and the acknowledgement; or, for a
     /// failed call, the retries of the policy, then the dead letter, skipping or retrying on
-    /// (see [`RetryPolicy`]). A message left unacknowledged (shutdown) comes again.
+    /// (see [`RetryPolicy`]). A message left unacknowledged (shutdown) comes again. `span` is
+    /// the message's `process` span: retries and the reply run in it.
     async fn settle(
         &self,
         delivery: Delivery,
         response_topic: Option<String>,
         outcome: Outcome,
+        span: tracing::Span,
         measure: Option<Measure>,
     ) {
         let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
@@ -240,7 +253,9 @@ impl Consumer {
             let failure = match outcome {
                 Outcome::Done(Ok(None)) => break,
                 Outcome::Done(Ok(Some(reply))) => {
-                    self.reply(&delivery, response_topic, *reply).await;
+                    self.reply(&delivery, response_topic, *reply)
+                        .instrument(span.clone())
+                        .await;
                     break;
                 }
                 Outcome::Done(Err(error))
@@ -255,6 +270,7 @@ impl Consumer {
                     tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
                     count(|m| &m.skipped);
                     let reason = format!("bad payload: {error}");
+                    telemetry::failed(&span, &reason);
                     if !self
                         .dead_letter(&delivery, &reason, attempt, measure.as_ref())
                         .await
@@ -272,6 +288,7 @@ impl Consumer {
                 }
             };
             count(|m| &m.failed);
+            telemetry::failed(&span, &failure);
             let policy = &self.retry;
             let pause = if attempt < policy.attempts {
                 let pause = policy.delay_after(attempt);
@@ -303,7 +320,7 @@ impl Consumer {
             }
             attempt = attempt.saturating_add(1);
             count(|m| &m.retried);
-            outcome = self.call_again(&delivery).await;
+            outcome = self.call_again(&delivery, &span).await;
         }
         delivery.ack();
         if let Some(measure) = measure {
@@ -311,28 +328,25 @@ impl Consumer {
         }
     }
 
-    /// Calls the handler again for `delivery` (a retry).
-    async fn call_again(&self, delivery: &Delivery) -> Outcome {
+    /// Calls the handler again for `delivery` (a retry), in its `span`.
+    async fn call_again(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             // Decoded before; cannot fail now, but a failure is still a failure.
             Err(error) => return Outcome::Done(Err(Box::new(error))),
         };
-        let (call, span) = self.call(message, &delivery.topic);
-        run_guarded(call, span, &self.runtime.shutdown, self.limits).await
+        let call = self.call(message);
+        run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits).await
     }
 
-    /// The handler's call for `message`, and the span it runs in.
-    fn call(&self, message: SpaMessage, topic: &str) -> (HandlerCall, tracing::Span) {
-        // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
-        // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
-        let span = tracing::debug_span!("message", app = %self.runtime.name, topic = %topic);
+    /// The handler's call for `message`.
+    fn call(&self, message: SpaMessage) -> HandlerCall {
         let context = HandlerContext {
             app: Arc::clone(&self.runtime),
             message: Some(message),
             readers_left: 0,
         };
-        (self.handler.call(context), span)
+        self.handler.call(context)
     }
 
     async fn reply(&self, delivery: &Delivery, response_topic: Option<String>, reply: SpaMessage) {
@@ -348,7 +362,18 @@ impl Consumer {
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
         reply.topic = response_topic;
-        if let Err(error) = self.transport().publish_reply(&reply, delivery).await {
+        let span = self.runtime.socket.spans().send(
+            &reply.topic,
+            reply.payload.len(),
+            delivery.headers.get(crate::socket::headers::CORRELATION_ID),
+        );
+        let sent = self
+            .transport()
+            .publish_reply(&reply, delivery)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = sent {
+            telemetry::failed(&span, &error);
             tracing::error!(app = %self.runtime.name, topic = %reply.topic, %error, "publishing the reply failed");
         }
     }

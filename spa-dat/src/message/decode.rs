@@ -10,7 +10,10 @@
 //! - `QualityOfService` is 0, 1 or 2, also written `1.0` or `true`; not `null`, not `"1"`;
 //! - `Timestamp` is an integer, also written `1.0`, `1e3`, `true`, `" 1_000 "` or `"12.0"`;
 //!   not `null`, not `"1e3"`;
-//! - unknown keys are ignored.
+//! - unknown keys are ignored;
+//! - `traceparent` and `tracestate` (W3C trace context, see `crate::telemetry`; Python
+//!   ignores them) are read when they are strings and ignored otherwise: trace context never
+//!   makes a message undecodable.
 //!
 //! Errors name the field. Deliberate differences are listed in the test.
 
@@ -32,6 +35,8 @@ pub(super) struct Envelope<'a> {
     pub(super) quality_of_service: Option<QualityOfService>,
     pub(super) response_topic: Option<Cow<'a, str>>,
     pub(super) timestamp: Option<i64>,
+    pub(super) traceparent: Option<Cow<'a, str>>,
+    pub(super) tracestate: Option<Cow<'a, str>>,
 }
 
 /// Decodes `bytes` into an envelope; the error names the field at fault.
@@ -60,6 +65,8 @@ struct Fields<'a> {
     quality_of_service: Option<Raw<'a>>,
     response_topic: Option<Raw<'a>>,
     timestamp: Option<Raw<'a>>,
+    traceparent: Option<Raw<'a>>,
+    tracestate: Option<Raw<'a>>,
 }
 
 impl<'a> Fields<'a> {
@@ -71,6 +78,10 @@ impl<'a> Fields<'a> {
         let optional = |raw: Option<Raw<'a>>, field: &str| match raw {
             None | Some(Raw::Null) => Ok(None),
             Some(raw) => raw.text(field).map(Some),
+        };
+        let lenient = |raw: Option<Raw<'a>>| match raw {
+            Some(Raw::Text(text)) => Some(text),
+            _ => None,
         };
         Ok(Envelope {
             payload: required(self.payload, "Payload")?,
@@ -84,6 +95,8 @@ impl<'a> Fields<'a> {
                 .transpose()?,
             response_topic: optional(self.response_topic, "ResponseTopic")?,
             timestamp: self.timestamp.map(Raw::timestamp).transpose()?,
+            traceparent: lenient(self.traceparent),
+            tracestate: lenient(self.tracestate),
         })
     }
 }
@@ -221,6 +234,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 "QualityOfService" => &mut fields.quality_of_service,
                 "ResponseTopic" => &mut fields.response_topic,
                 "Timestamp" => &mut fields.timestamp,
+                crate::telemetry::TRACEPARENT => &mut fields.traceparent,
+                crate::telemetry::TRACESTATE => &mut fields.tracestate,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use crate::telemetry::TraceContext;
 
 mod decode;
 
@@ -76,6 +77,10 @@ pub struct SpaMessage {
     pub response_topic: Option<String>,
     /// Seconds since the Unix epoch at which the message was built.
     pub timestamp: i64,
+    /// The trace it belongs to (W3C trace context), set by spa-dat when it publishes inside an
+    /// OpenTelemetry span; on the wire as the extra keys `traceparent` and `tracestate`, which
+    /// Python spa-dat ignores. See [`crate::telemetry`].
+    pub trace_context: Option<TraceContext>,
 }
 
 impl fmt::Debug for SpaMessage {
@@ -90,6 +95,7 @@ impl fmt::Debug for SpaMessage {
             .field("quality_of_service", &self.quality_of_service)
             .field("response_topic", &self.response_topic)
             .field("timestamp", &self.timestamp)
+            .field("trace_context", &self.trace_context)
             .finish()
     }
 }
@@ -114,6 +120,7 @@ impl SpaMessage {
             quality_of_service: QualityOfService::default(),
             response_topic: None,
             timestamp: unix_now(),
+            trace_context: None,
         }
     }
 
@@ -198,6 +205,11 @@ impl SpaMessage {
     /// Fails with [`Error::Encode`] if the payload is not valid UTF-8: the wire format carries
     /// the payload as a JSON string, and a lossy conversion would corrupt it silently.
     pub fn to_json(&self) -> Result<Vec<u8>> {
+        self.to_wire(self.trace_context.as_ref())
+    }
+
+    /// [`SpaMessage::to_json`] with `trace` as the message's trace context.
+    pub(crate) fn to_wire(&self, trace: Option<&TraceContext>) -> Result<Vec<u8>> {
         let payload = std::str::from_utf8(&self.payload).map_err(|e| {
             Error::Encode {
                 topic: self.topic.clone(),
@@ -215,6 +227,8 @@ impl SpaMessage {
             quality_of_service: self.quality_of_service,
             response_topic: self.response_topic.as_deref(),
             timestamp: self.timestamp,
+            traceparent: trace.map(|t| t.traceparent.as_str()),
+            tracestate: trace.and_then(|t| t.tracestate.as_deref()),
         };
         let mut out = Vec::with_capacity(128 + self.payload.len() + self.topic.len());
         serde_json::to_writer(&mut out, &wire).map_err(|e| {
@@ -241,6 +255,10 @@ impl SpaMessage {
             quality_of_service: wire.quality_of_service.unwrap_or_default(),
             response_topic: wire.response_topic.map(Cow::into_owned),
             timestamp: wire.timestamp.unwrap_or_else(unix_now),
+            trace_context: wire.traceparent.map(|traceparent| TraceContext {
+                traceparent: traceparent.into_owned(),
+                tracestate: wire.tracestate.map(Cow::into_owned),
+            }),
         })
     }
 }
@@ -256,6 +274,11 @@ struct WireRef<'a> {
     quality_of_service: QualityOfService,
     response_topic: Option<&'a str>,
     timestamp: i64,
+    // Only when the message carries trace context: otherwise the bytes are Python's exactly.
+    #[serde(rename = "traceparent", skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(rename = "tracestate", skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
 }
 
 /// Builds messages on behalf of one application: fills in its `client_id` and `client_name`
@@ -336,6 +359,32 @@ mod tests {
         let err = SpaMessage::from_json(br#"{"Payload":"x","Topic":"t","QualityOfService":7}"#)
             .expect_err("must fail");
         assert!(err.to_string().contains("QualityOfService"), "{err}");
+    }
+
+    #[test]
+    fn trace_context_rides_in_two_extra_keys_and_is_never_a_reason_to_refuse() {
+        let plain = SpaMessage::new("t", "x").with_timestamp(1);
+        let plain_json = String::from_utf8(plain.to_json().expect("encodes")).expect("utf-8");
+        assert!(
+            !plain_json.contains("trace"),
+            "no keys without context: {plain_json}"
+        );
+
+        let mut traced = plain.clone();
+        traced.trace_context = Some(TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            tracestate: Some("vendor=1".into()),
+        });
+        let json = traced.to_json().expect("encodes");
+        assert!(json.ends_with(br#","Timestamp":1,"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","tracestate":"vendor=1"}"#));
+        assert_eq!(SpaMessage::from_json(&json).expect("decodes"), traced);
+
+        for odd in [r#"7"#, r#"null"#, r#"["x"]"#, r#"{"a":1}"#] {
+            let text =
+                format!(r#"{{"Payload":"x","Topic":"t","traceparent":{odd},"tracestate":{odd}}}"#);
+            let message = SpaMessage::from_json(text.as_bytes()).expect("still a message");
+            assert_eq!(message.trace_context, None, "{text}");
+        }
     }
 
     #[test]

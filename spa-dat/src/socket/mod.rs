@@ -21,6 +21,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
+use tracing::Instrument;
 
 use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
@@ -71,8 +72,7 @@ pub trait SpaSocket: Send + Sync + 'static {
 impl dyn SpaSocket {
     /// Publishes `message` to its topic, in the wire format.
     pub async fn publish(&self, message: &SpaMessage) -> Result<()> {
-        self.send(Outgoing::new(message.topic.clone(), message.to_json()?))
-            .await
+        self.send(Outgoing::traced(message)?).await
     }
 
     /// Publishes bytes as they are to `topic`.
@@ -263,6 +263,7 @@ pub struct Socket {
     builder: MessageBuilder,
     request_timeout: Duration,
     metrics: Option<Arc<crate::metrics::AppMetrics>>,
+    spans: crate::telemetry::SpanScope,
 }
 
 impl fmt::Debug for Socket {
@@ -286,13 +287,41 @@ impl Socket {
             builder,
             request_timeout,
             metrics: None,
+            spans: crate::telemetry::SpanScope::detached(),
         }
     }
 
-    /// Counts what this socket publishes in `metrics`.
-    pub(crate) fn with_metrics(mut self, metrics: Arc<crate::metrics::AppMetrics>) -> Self {
+    /// Counts what this socket publishes in `metrics` and traces it in `spans`.
+    pub(crate) fn with_telemetry(
+        mut self,
+        metrics: Arc<crate::metrics::AppMetrics>,
+        spans: crate::telemetry::SpanScope,
+    ) -> Self {
         self.metrics = Some(metrics);
+        self.spans = spans;
         self
+    }
+
+    /// The attributes of this socket's spans.
+    pub(crate) fn spans(&self) -> &crate::telemetry::SpanScope {
+        &self.spans
+    }
+
+    /// Publishes `message` (stamped with the sender fields) with `key`, in a `send` span whose
+    /// trace context goes along.
+    async fn send_message(&self, message: SpaMessage, key: Option<Bytes>) -> Result<()> {
+        let message = self.builder.stamp(message);
+        let span = self.spans.send(&message.topic, message.payload.len(), None);
+        let outgoing = {
+            let _entered = span.enter();
+            Outgoing::traced(&message)?
+        };
+        let outgoing = Outgoing { key, ..outgoing };
+        let result = self.send_counted(outgoing).instrument(span.clone()).await;
+        if let Err(error) = &result {
+            crate::telemetry::failed(&span, error);
+        }
+        result
     }
 
     /// Sends `outgoing`, counting it once the transport took it.
@@ -311,20 +340,18 @@ impl Socket {
 
     /// Publishes a message.
     pub async fn publish(&self, message: SpaMessage) -> Result<()> {
-        self.send_counted(Outgoing::message(self.builder.stamp(message))?)
-            .await
+        self.send_message(message, None).await
     }
 
     /// Publishes a message with a key: consumers ordering by key handle one key's messages in
     /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
     pub async fn publish_keyed(&self, key: impl Into<Bytes>, message: SpaMessage) -> Result<()> {
-        self.send_counted(Outgoing::message(self.builder.stamp(message))?.with_key(key))
-            .await
+        self.send_message(message, Some(key.into())).await
     }
 
     /// Publishes `value` as a JSON message on `topic`.
     pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.send_counted(Outgoing::message(self.builder.json(topic, value)?)?)
+        self.send_message(self.builder.json(topic, value)?, None)
             .await
     }
 
@@ -340,9 +367,18 @@ impl Socket {
         message: SpaMessage,
         timeout: Duration,
     ) -> Result<SpaMessage> {
-        self.inner
-            .request(self.builder.stamp(message), timeout)
-            .await
+        let message = self.builder.stamp(message);
+        // The span covers the round trip: the responder's spans are its children.
+        let span = self.spans.send(&message.topic, message.payload.len(), None);
+        let result = self
+            .inner
+            .request(message, timeout)
+            .instrument(span.clone())
+            .await;
+        if let Err(error) = &result {
+            crate::telemetry::failed(&span, error);
+        }
+        result
     }
 
     /// Adds subscriptions; their messages reach this application's handler.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::headers::{self, Headers};
 use crate::error::Result;
 use crate::message::SpaMessage;
+use crate::telemetry;
 
 /// One message to publish: the single primitive every transport implements
 /// ([`super::SpaSocket::send`]).
@@ -49,16 +50,29 @@ impl Outgoing {
         }
     }
 
-    /// `message` in the wire format, to its own topic.
+    /// `message` in the wire format, to its own topic, in the current trace (see
+    /// [`Outgoing::traced`]).
     pub fn message(message: SpaMessage) -> Result<Self> {
-        let payload = message.to_json()?;
-        Ok(Outgoing::new(message.topic, payload))
+        Outgoing::traced(&message)
+    }
+
+    /// `message` encoded for its topic. Inside an OpenTelemetry span (feature
+    /// `opentelemetry`) its trace context is the current span's, in the envelope and in the
+    /// headers; elsewhere it keeps the context it has (a forwarded message stays in its trace).
+    pub(crate) fn traced(message: &SpaMessage) -> Result<Self> {
+        let current = telemetry::current();
+        let trace = current.as_ref().or(message.trace_context.as_ref());
+        let mut outgoing = Outgoing::new(message.topic.clone(), message.to_wire(trace)?);
+        if let Some(trace) = trace {
+            telemetry::write_headers(trace, &mut outgoing.headers);
+        }
+        Ok(outgoing)
     }
 
     /// `reply` to a request that arrived as `request`: the request's correlation id, if it
     /// carried one, goes back with it.
     pub fn reply(reply: &SpaMessage, request: &Delivery) -> Result<Self> {
-        let mut outgoing = Outgoing::new(reply.topic.clone(), reply.to_json()?);
+        let mut outgoing = Outgoing::traced(reply)?;
         if let Some(id) = request.headers.get(headers::CORRELATION_ID) {
             outgoing.headers.insert(headers::CORRELATION_ID, id);
         }
