@@ -383,3 +383,90 @@ fn quick_stop() -> Config {
         ..Config::default()
     }
 }
+
+/// A traced request to a Python spa-dat 0.4.0 responder: its envelope carries the trace
+/// context (seen on the wire by a second subscriber), Python takes it as a message, and the
+/// reply reaches the Rust requester.
+async fn python_answers_a_traced_request(
+    provider: Arc<dyn SocketProvider>,
+    topic: &str,
+    responder: &str,
+    responder_args: Vec<String>,
+) {
+    let watcher = provider
+        .connect(spa_dat::SocketOptions::new(unique("watcher")).topics([topic.to_owned()]))
+        .await
+        .expect("watcher connects");
+    let mut seen = watcher.inbox;
+    let child = support::python::start_ready(responder, responder_args).await;
+    let requester = provider
+        .connect(spa_dat::SocketOptions::new(unique("rust-requester")))
+        .await
+        .expect("connects");
+    let socket = Arc::clone(&requester.socket);
+    let t = topic.to_owned();
+    in_root_span("ask python", async move {
+        let reply = socket
+            .request(
+                SpaMessage::new(t.as_str(), "traced"),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("python answered a request carrying trace context");
+        assert_eq!(reply.payload_str().expect("utf-8"), "decart");
+        assert_eq!(reply.client_name.as_deref(), Some("python-responder"));
+    })
+    .await;
+    let request = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the watcher saw the request")
+        .expect("inbox open");
+    let envelope = String::from_utf8(request.payload.to_vec()).expect("utf-8");
+    assert!(
+        envelope.contains(r#""traceparent":"00-"#),
+        "the envelope carries the trace context: {envelope}"
+    );
+    request.ack();
+    requester.socket.close().await.expect("close");
+    watcher.socket.close().await.expect("close");
+    support::python::finish(child).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_peers_take_traced_messages_over_mqtt() {
+    exporter();
+    let broker = Mosquitto::start();
+    let provider: Arc<dyn SocketProvider> = Arc::new(
+        MqttSocketProvider::new(MqttConfig::new("127.0.0.1", broker.port)).expect("config"),
+    );
+    let topic = format!("interop/{}", unique("traced"));
+    python_answers_a_traced_request(
+        provider,
+        &topic,
+        "mqtt_responder.py",
+        vec![
+            "127.0.0.1".into(),
+            broker.port.to_string(),
+            topic.clone(),
+            "1".into(),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_peers_take_traced_messages_over_kafka() {
+    exporter();
+    let bootstrap = support::kafka::bootstrap();
+    let provider: Arc<dyn SocketProvider> =
+        Arc::new(KafkaSocketProvider::new(KafkaConfig::new(bootstrap.clone())).expect("config"));
+    let topic = unique("py.traced");
+    support::kafka::create_topic(&provider, &topic).await;
+    python_answers_a_traced_request(
+        provider,
+        &topic,
+        "kafka_responder.py",
+        vec![bootstrap, topic.clone(), "1".into()],
+    )
+    .await;
+}
