@@ -1,10 +1,13 @@
-//! What metrics cost a consumer: throughput and CPU per message on the in-process bus with
-//! spa-dat's metrics off, then on (recorded into a Prometheus recorder), in one run.
+//! What metrics and tracing cost a consumer: throughput and CPU per message on the in-process
+//! bus (the cheapest transport, so the largest share) with everything off, then with
+//! OpenTelemetry tracing sampling nothing, sampling and exporting everything, and with
+//! spa-dat's metrics recorded into a Prometheus recorder — in one run.
 //!
 //! ```text
-//! cargo bench --bench observability
+//! cargo bench --bench observability --features opentelemetry
+//! cargo bench --bench observability --features opentelemetry -- nothing   # one section
 //! ```
-//! Metrics are switched on for the rest of the process, so the "off" rounds run first.
+//! Metrics are switched on for the rest of the process, so their rounds run last.
 
 mod support;
 
@@ -66,6 +69,38 @@ async fn consume() -> (f64, f64) {
     )
 }
 
+/// A span exporter that drops what it gets: the cost of exporting without a collector's.
+#[derive(Debug)]
+struct Discard;
+
+impl opentelemetry_sdk::trace::SpanExporter for Discard {
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::hint::black_box(batch);
+        Ok(())
+    }
+}
+
+/// Makes spa-dat's spans with a tracer provider sampling with `sampler`, exporting in
+/// batches to [`Discard`] (applications built from now on use it).
+fn trace_with(sampler: opentelemetry_sdk::trace::Sampler) {
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_batch_exporter(Discard)
+        .build();
+    opentelemetry::global::set_tracer_provider(provider);
+}
+
+async fn rounds() -> Vec<(f64, f64)> {
+    let mut runs = Vec::new();
+    for _ in 0..ROUNDS {
+        runs.push(consume().await);
+    }
+    runs
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -76,31 +111,41 @@ fn main() {
         .build()
         .expect("rt");
     runtime.block_on(async {
-        let off: Vec<(f64, f64)> = {
-            let mut runs = Vec::new();
-            for _ in 0..ROUNDS {
-                runs.push(consume().await);
-            }
-            runs
-        };
-        metrics_exporter_prometheus::PrometheusBuilder::new()
-            .install_recorder()
-            .expect("recorder");
-        spa_dat::metrics::enable();
-        let mut on = Vec::new();
-        for _ in 0..ROUNDS {
-            on.push(consume().await);
+        let off = rounds().await;
+        let mut results = Vec::new();
+        let section = |name: &'static str| support::selected(name).then_some(name);
+        if let Some(name) = section("tracing, sampler samples nothing") {
+            trace_with(opentelemetry_sdk::trace::Sampler::AlwaysOff);
+            results.push((name, rounds().await));
         }
+        if let Some(name) = section("tracing, every span sampled and exported") {
+            trace_with(opentelemetry_sdk::trace::Sampler::AlwaysOn);
+            results.push((name, rounds().await));
+        }
+        opentelemetry::global::set_tracer_provider(
+            opentelemetry::trace::noop::NoopTracerProvider::new(),
+        );
+        if let Some(name) = section("metrics (Prometheus recorder)") {
+            // Metrics stay on for the rest of the process: last.
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("recorder");
+            spa_dat::metrics::enable();
+            results.push((name, rounds().await));
+        }
+
         let best = |runs: &[(f64, f64)]| runs.iter().map(|r| r.0).fold(0.0, f64::max);
         let cpu = |runs: &[(f64, f64)]| {
             support::median(&mut runs.iter().map(|r| r.1).collect::<Vec<_>>())
         };
-        println!("in-process consumer, {MESSAGES} messages, best of {ROUNDS} (CPU: median)");
+        println!("in-process consumer, {MESSAGES} messages, best of {ROUNDS} (CPU: median); ratio against everything off");
         println!(
-            "{:<44} {:>12} {:>12} {:>7}",
-            "measure", "metrics on", "metrics off", "ratio"
+            "{:<56} {:>12} {:>12} {:>7}",
+            "measure", "on", "all off", "ratio"
         );
-        support::row("consumer messages/s", best(&on), best(&off));
-        support::row("consumer CPU µs/message", cpu(&on), cpu(&off));
+        for (name, runs) in &results {
+            support::row(&format!("{name}: messages/s"), best(runs), best(&off));
+            support::row(&format!("{name}: CPU µs/message"), cpu(runs), cpu(&off));
+        }
     });
 }

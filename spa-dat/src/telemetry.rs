@@ -1,24 +1,32 @@
-//! Tracing on the OpenTelemetry messaging conventions (v1.41), and one trace across services.
+//! Tracing on the OpenTelemetry messaging conventions (v1.41), one trace across services.
 //!
-//! spa-dat opens a `tracing` span per publish (`send {topic}`, kind producer) and per handled
-//! message (`process {topic}`, kind consumer, covering its retries, reply and dead letter),
-//! at DEBUG, with the conventions' attributes (`messaging.system`,
-//! `messaging.destination.name`, `messaging.destination.partition.id`, `messaging.kafka.offset`,
+//! With the `opentelemetry` feature, spa-dat makes a span per publish (`send {topic}`, kind
+//! producer) and per handled message (`process {topic}`, kind consumer, covering its retries,
+//! its reply and its dead letter) with the global tracer provider's tracer, carrying the
+//! conventions' attributes (`messaging.system`, `messaging.destination.name`,
+//! `messaging.destination.partition.id`, `messaging.kafka.offset`,
 //! `messaging.consumer.group.name`, `messaging.message.body.size`, `messaging.client.id`,
-//! `messaging.message.conversation_id` for requests and replies). They go wherever the
-//! program's `tracing` subscriber sends them; with nothing listening at DEBUG they cost nothing.
+//! `messaging.message.conversation_id` for requests and replies, and `spa.app`).
 //!
-//! With the `opentelemetry` feature and a tracing-opentelemetry layer in the subscriber (or
-//! [`init`], feature `otlp`), the spans become OpenTelemetry spans and their context crosses
-//! the bus as W3C trace context: [`TRACEPARENT`] / [`TRACESTATE`] in Kafka headers and, for
-//! transports without headers (MQTT 3.1.1) and Python peers, as two extra keys of the envelope
-//! (Python spa-dat 0.4.0 ignores keys it does not know). A consumer's `process` span is the
-//! child of the producer's `send` span and links to it, so a request, its handling and its
-//! reply are one trace — across Rust and Python services, Kafka and MQTT.
+//! Their context crosses the bus as W3C trace context: [`TRACEPARENT`] / [`TRACESTATE`] in
+//! Kafka headers and, for transports without headers (MQTT 3.1.1) and for Python peers, as
+//! two extra keys of the envelope (Python spa-dat 0.4.0 ignores keys it does not know). A
+//! `process` span is the child of the `send` span of the message it handles and links to it,
+//! so a request, its handling and its reply are one trace — across Rust and Python services,
+//! Kafka and MQTT. A handler runs with its `process` span current: its own spans (through the
+//! OpenTelemetry API, or `tracing` spans bridged by tracing-opentelemetry) are its children.
+//!
+//! Spans are OpenTelemetry's own, not `tracing` spans, so that the sampler decides before
+//! anything is built: a span it drops costs no attribute, no name, no export. Without a tracer
+//! provider installed (or without the feature) spa-dat makes no span; the `tracing` DEBUG
+//! span per message that gives log lines their `app` and `topic` stays as it was.
+//!
+//! [`init`] (feature `otlp`) installs a provider exporting over OTLP and a `tracing`
+//! subscriber, from the standard `OTEL_*` variables.
 
 use std::sync::Arc;
 
-use crate::socket::headers::{self, Headers};
+use crate::socket::headers::Headers;
 use crate::socket::Delivery;
 
 /// The W3C `traceparent` key: in Kafka headers and in the envelope.
@@ -35,22 +43,37 @@ pub struct TraceContext {
     pub tracestate: Option<String>,
 }
 
-/// The attributes every span of one application's socket carries.
-#[derive(Debug, Clone)]
+/// The attributes every span of one application's socket carries, and the tracer that makes
+/// them.
+#[derive(Clone)]
 pub(crate) struct SpanScope {
     inner: Arc<ScopeInner>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for SpanScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanScope")
+            .field("app", &self.inner.app)
+            .field("system", &self.inner.system)
+            .finish_non_exhaustive()
+    }
+}
+
+// Read only by the OpenTelemetry spans.
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
 struct ScopeInner {
     app: Arc<str>,
     system: &'static str,
     client_id: Arc<str>,
     group: Option<Arc<str>>,
+    #[cfg(feature = "opentelemetry")]
+    tracer: opentelemetry::global::BoxedTracer,
 }
 
 impl SpanScope {
-    /// Spans for application `app` on `system`, as `client_id`, in consumer `group`.
+    /// Spans for application `app` on `system`, as `client_id`, in consumer `group`, made by
+    /// the global tracer provider's tracer as it is now (applications start after `main`
+    /// installed one).
     pub(crate) fn new(
         app: Arc<str>,
         system: &'static str,
@@ -63,6 +86,8 @@ impl SpanScope {
                 system,
                 client_id: Arc::from(client_id),
                 group: group.map(Arc::from),
+                #[cfg(feature = "opentelemetry")]
+                tracer: otel::tracer(),
             }),
         }
     }
@@ -72,77 +97,106 @@ impl SpanScope {
         SpanScope::new(Arc::from(""), "other", "", None)
     }
 
-    /// The span of one publish of `size` bytes to `topic`; `conversation` is a request's or a
-    /// reply's correlation id.
-    pub(crate) fn send(
-        &self,
-        topic: &str,
-        size: usize,
-        conversation: Option<&str>,
-    ) -> tracing::Span {
-        let scope = &*self.inner;
-        // DEBUG, as the process span: see there.
-        tracing::debug_span!(
-            "send",
-            otel.name = %format_args!("send {topic}"),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            messaging.system = scope.system,
-            messaging.operation.type = "send",
-            messaging.operation.name = "send",
-            messaging.destination.name = %topic,
-            messaging.message.body.size = i64::try_from(size).unwrap_or(i64::MAX),
-            messaging.message.conversation_id = conversation,
-            messaging.client.id = %scope.client_id,
-            spa.app = %scope.app,
-        )
+    /// The span of one publish of `size` bytes to `topic`, the child of the current span;
+    /// `conversation` is a request's or a reply's correlation id. Encode the message inside
+    /// it ([`Traced::in_scope`]): its trace context goes along.
+    pub(crate) fn send(&self, topic: &str, size: usize, conversation: Option<&str>) -> Traced {
+        #[cfg(feature = "opentelemetry")]
+        {
+            otel::send(&self.inner, topic, size, conversation)
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = (topic, size, conversation);
+            Traced {}
+        }
     }
 
-    /// The span of handling `delivery`, the child of the span that sent it (where its trace
-    /// context came along).
-    pub(crate) fn process(
-        &self,
-        delivery: &Delivery,
-        carried: Option<&TraceContext>,
-    ) -> tracing::Span {
-        let scope = &*self.inner;
-        // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
-        // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
-        let span = tracing::debug_span!(
-            "process",
-            otel.name = %format_args!("process {}", delivery.topic),
-            otel.kind = "consumer",
-            otel.status_code = tracing::field::Empty,
-            otel.status_description = tracing::field::Empty,
-            messaging.system = scope.system,
-            messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = %delivery.topic,
-            messaging.destination.partition.id = delivery.position.map(|p| tracing::field::display(p.partition)),
-            messaging.kafka.offset = delivery.position.map(|p| p.offset),
-            messaging.consumer.group.name = scope.group.as_deref(),
-            messaging.message.body.size = i64::try_from(delivery.payload.len()).unwrap_or(i64::MAX),
-            messaging.message.conversation_id = delivery.headers.get(headers::CORRELATION_ID),
-            messaging.client.id = %scope.client_id,
-            spa.app = %scope.app,
-        );
-        follow(&span, &delivery.headers, carried);
-        span
+    /// The span of handling `delivery`: the child of the span that sent it, if its trace
+    /// context came along (in its headers, or else `carried` in its envelope), linked to it.
+    pub(crate) fn process(&self, delivery: &Delivery, carried: Option<&TraceContext>) -> Traced {
+        #[cfg(feature = "opentelemetry")]
+        {
+            otel::process(&self.inner, delivery, carried)
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            let _ = (delivery, carried);
+            Traced {}
+        }
     }
 }
 
-/// Marks `span` failed, with `reason`.
-pub(crate) fn failed(span: &tracing::Span, reason: &dyn std::fmt::Display) {
-    if span.is_disabled() {
-        return;
-    }
-    span.record("otel.status_code", "ERROR");
-    span.record("otel.status_description", tracing::field::display(reason));
+/// One OpenTelemetry span in flight (feature `opentelemetry`; nothing otherwise). It ends when
+/// [`Traced::end`] is called or the last clone is dropped.
+#[derive(Clone, Default)]
+pub(crate) struct Traced {
+    /// The context holding the span; `None` when there is no span (no tracer provider).
+    #[cfg(feature = "opentelemetry")]
+    context: Option<opentelemetry::Context>,
+    /// The sampler kept the span: its status and end are recorded. An unsampled span only
+    /// carries its (unsampled) trace context on.
+    #[cfg(feature = "opentelemetry")]
+    recording: bool,
 }
 
-/// The trace context of the current span, to send along with a message; `None` when there is
-/// no OpenTelemetry span (no layer, the span disabled, or the feature off).
+impl Traced {
+    /// Runs `f` with this span current: a message encoded there carries its context, spans
+    /// started there are its children.
+    pub(crate) fn in_scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(context) = &self.context {
+            let _attached = context.clone().attach();
+            return f();
+        }
+        f()
+    }
+
+    /// `future`, with this span current whenever it is polled.
+    pub(crate) fn scoped<F: std::future::Future>(
+        &self,
+        future: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        #[cfg(feature = "opentelemetry")]
+        {
+            use futures_util::future::Either;
+            use opentelemetry::context::FutureExt;
+            match &self.context {
+                Some(context) => Either::Left(future.with_context(context.clone())),
+                None => Either::Right(future),
+            }
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        {
+            future
+        }
+    }
+
+    /// Marks the span failed, with `reason`.
+    pub(crate) fn failed(&self, reason: &dyn std::fmt::Display) {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(context) = self.context.as_ref().filter(|_| self.recording) {
+            use opentelemetry::trace::TraceContextExt;
+            context
+                .span()
+                .set_status(opentelemetry::trace::Status::error(reason.to_string()));
+        }
+        #[cfg(not(feature = "opentelemetry"))]
+        let _ = reason;
+    }
+
+    /// Ends the span now.
+    pub(crate) fn end(self) {
+        #[cfg(feature = "opentelemetry")]
+        if let Some(context) = self.context.as_ref().filter(|_| self.recording) {
+            use opentelemetry::trace::TraceContextExt;
+            context.span().end();
+        }
+    }
+}
+
+/// The trace context to send along with a message published now: the current span's, if
+/// there is one (feature `opentelemetry`).
 pub(crate) fn current() -> Option<TraceContext> {
     #[cfg(feature = "opentelemetry")]
     {
@@ -162,30 +216,143 @@ pub(crate) fn write_headers(context: &TraceContext, headers: &mut Headers) {
     }
 }
 
-/// Makes `span` the child of the context that came with a message, in its headers or else in
-/// its envelope, and links it to that context.
-fn follow(span: &tracing::Span, headers: &Headers, carried: Option<&TraceContext>) {
-    #[cfg(feature = "opentelemetry")]
-    otel::follow(span, headers, carried);
-    #[cfg(not(feature = "opentelemetry"))]
-    let _ = (span, headers, carried);
-}
-
 #[cfg(feature = "opentelemetry")]
 mod otel {
+    use opentelemetry::global::BoxedSpan;
     use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::trace::{
+        Link, Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+    };
+    use opentelemetry::{Context, InstrumentationScope, KeyValue};
     use opentelemetry_sdk::propagation::TraceContextPropagator;
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-    use super::{Headers, TraceContext, TRACEPARENT, TRACESTATE};
+    use super::{Delivery, Headers, ScopeInner, TraceContext, Traced, TRACEPARENT, TRACESTATE};
+    use crate::socket::headers::CORRELATION_ID;
+
+    /// spa-dat's tracer, from the global provider (a no-op one until a program installs one).
+    pub(super) fn tracer() -> opentelemetry::global::BoxedTracer {
+        opentelemetry::global::tracer_provider().tracer_with_scope(
+            InstrumentationScope::builder("spa-dat")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+    }
+
+    /// The context spans started now are children of. A `tracing` span bridged by
+    /// tracing-opentelemetry is in it too: entering one makes its context current.
+    fn parent() -> Context {
+        Context::current()
+    }
+
+    /// The attributes every span of `scope` carries.
+    fn common(scope: &ScopeInner, operation: &'static str, topic: &str) -> Vec<KeyValue> {
+        let mut attributes = Vec::with_capacity(12);
+        attributes.extend([
+            KeyValue::new("messaging.system", scope.system),
+            KeyValue::new("messaging.operation.type", operation),
+            KeyValue::new("messaging.operation.name", operation),
+            KeyValue::new("messaging.destination.name", topic.to_owned()),
+            KeyValue::new("messaging.client.id", scope.client_id.to_string()),
+            KeyValue::new("spa.app", scope.app.to_string()),
+        ]);
+        attributes
+    }
+
+    // Spans start with a static name and no attributes: a sampler that drops them costs no
+    // allocation beyond the span itself. Name and attributes follow only for recorded spans.
+
+    pub(super) fn send(
+        scope: &ScopeInner,
+        topic: &str,
+        size: usize,
+        conversation: Option<&str>,
+    ) -> Traced {
+        let parent = parent();
+        let mut span = scope
+            .tracer
+            .span_builder("send")
+            .with_kind(SpanKind::Producer)
+            .start_with_context(&scope.tracer, &parent);
+        let recording = span.is_recording();
+        if recording {
+            span.update_name(format!("send {topic}"));
+            let mut attributes = common(scope, "send", topic);
+            attributes.push(KeyValue::new(
+                "messaging.message.body.size",
+                i64::try_from(size).unwrap_or(i64::MAX),
+            ));
+            if let Some(id) = conversation {
+                attributes.push(KeyValue::new(
+                    "messaging.message.conversation_id",
+                    id.to_owned(),
+                ));
+            }
+            span.set_attributes(attributes);
+        }
+        traced(parent, span, recording)
+    }
+
+    pub(super) fn process(
+        scope: &ScopeInner,
+        delivery: &Delivery,
+        carried: Option<&TraceContext>,
+    ) -> Traced {
+        let parent = extract(&delivery.headers, carried);
+        let producer = parent.span().span_context().clone();
+        let mut builder = scope
+            .tracer
+            .span_builder("process")
+            .with_kind(SpanKind::Consumer);
+        if producer.is_valid() {
+            builder = builder.with_links(vec![Link::with_context(producer)]);
+        }
+        let mut span = builder.start_with_context(&scope.tracer, &parent);
+        let recording = span.is_recording();
+        if recording {
+            span.update_name(format!("process {}", delivery.topic));
+            let mut attributes = common(scope, "process", &delivery.topic);
+            attributes.push(KeyValue::new(
+                "messaging.message.body.size",
+                i64::try_from(delivery.payload.len()).unwrap_or(i64::MAX),
+            ));
+            if let Some(position) = delivery.position {
+                attributes.push(KeyValue::new(
+                    "messaging.destination.partition.id",
+                    position.partition.to_string(),
+                ));
+                attributes.push(KeyValue::new("messaging.kafka.offset", position.offset));
+            }
+            if let Some(group) = &scope.group {
+                attributes.push(KeyValue::new(
+                    "messaging.consumer.group.name",
+                    group.to_string(),
+                ));
+            }
+            if let Some(id) = delivery.headers.get(CORRELATION_ID) {
+                attributes.push(KeyValue::new(
+                    "messaging.message.conversation_id",
+                    id.to_owned(),
+                ));
+            }
+            span.set_attributes(attributes);
+        }
+        traced(parent, span, recording)
+    }
+
+    /// `span` in a context of its own, unless it has no trace (a no-op tracer without a
+    /// parent): then there is nothing to carry.
+    fn traced(parent: Context, span: BoxedSpan, recording: bool) -> Traced {
+        if !span.span_context().is_valid() {
+            return Traced::default();
+        }
+        Traced {
+            context: Some(parent.with_span(span)),
+            recording,
+        }
+    }
 
     pub(super) fn current() -> Option<TraceContext> {
-        let span = tracing::Span::current();
-        if span.is_disabled() {
-            return None;
-        }
-        let context = span.context();
+        let context = parent();
         if !context.span().span_context().is_valid() {
             return None;
         }
@@ -197,10 +364,9 @@ mod otel {
         })
     }
 
-    pub(super) fn follow(span: &tracing::Span, headers: &Headers, carried: Option<&TraceContext>) {
-        if span.is_disabled() {
-            return;
-        }
+    /// The producer's context: from the headers, else from the envelope. Malformed context is
+    /// ignored (a root span then), never a reason to refuse a message.
+    fn extract(headers: &Headers, carried: Option<&TraceContext>) -> Context {
         let carrier = match headers.get(TRACEPARENT) {
             Some(traceparent) => Carrier {
                 traceparent: Some(traceparent.to_owned()),
@@ -211,18 +377,10 @@ mod otel {
                     traceparent: Some(context.traceparent.clone()),
                     tracestate: context.tracestate.clone(),
                 },
-                None => return,
+                None => return Context::new(),
             },
         };
-        let parent = TraceContextPropagator::new().extract(&carrier);
-        let linked = parent.span().span_context().clone();
-        if !linked.is_valid() {
-            // Malformed trace context is ignored, never a reason to refuse a message.
-            return;
-        }
-        // Fails only without a tracing-opentelemetry layer: then there is nothing to join.
-        let _ = span.set_parent(parent);
-        span.add_link(linked);
+        TraceContextPropagator::new().extract(&carrier)
     }
 
     /// The two W3C keys, as the propagator reads and writes them.
@@ -281,19 +439,20 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the global `tracing` subscriber: log lines on stderr, filtered by `RUST_LOG`
-/// (default `info`), and spans exported over OTLP (HTTP/protobuf) — spa-dat's at DEBUG and
-/// everything `RUST_LOG` lets through, filtered by `SPA_DAT_TRACE_FILTER` (default
-/// `spa_dat=debug,info`).
+/// Installs OpenTelemetry for the program: a tracer provider exporting spans over OTLP
+/// (HTTP/protobuf) in batches as the global provider — spa-dat's `send` and `process` spans
+/// go there — with the W3C trace-context propagator, and a global `tracing` subscriber: log
+/// lines on stderr filtered by `RUST_LOG` (default `info`), and the program's own `tracing`
+/// spans bridged to OpenTelemetry (tracing-opentelemetry), filtered by `SPA_DAT_TRACE_FILTER`
+/// (default `info`).
 ///
 /// The exporter is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; default `http://localhost:4318`),
 /// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`,
-/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`. The
-/// W3C trace-context propagator becomes the global one.
+/// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
 ///
-/// Programs with a subscriber of their own add `tracing_opentelemetry::layer()` with their
-/// tracer instead; spa-dat's propagation works with any such layer.
+/// Call it before the applications start. Programs that set up OpenTelemetry themselves only
+/// need `opentelemetry::global::set_tracer_provider`: spa-dat's spans use the global provider.
 #[cfg(feature = "otlp")]
 pub fn init() -> crate::error::Result<TelemetryGuard> {
     use opentelemetry::trace::TracerProvider as _;
@@ -316,8 +475,8 @@ pub fn init() -> crate::error::Result<TelemetryGuard> {
     );
     opentelemetry::global::set_tracer_provider(provider.clone());
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let trace_filter = EnvFilter::try_from_env("SPA_DAT_TRACE_FILTER")
-        .unwrap_or_else(|_| EnvFilter::new("spa_dat=debug,info"));
+    let trace_filter =
+        EnvFilter::try_from_env("SPA_DAT_TRACE_FILTER").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(log_filter))
         .with(

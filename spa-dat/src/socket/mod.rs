@@ -21,7 +21,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
-use tracing::Instrument;
 
 use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
@@ -312,15 +311,15 @@ impl Socket {
     async fn send_message(&self, message: SpaMessage, key: Option<Bytes>) -> Result<()> {
         let message = self.builder.stamp(message);
         let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let outgoing = {
-            let _entered = span.enter();
-            Outgoing::traced(&message)?
+        let outgoing = Outgoing {
+            key,
+            ..span.in_scope(|| Outgoing::traced(&message))?
         };
-        let outgoing = Outgoing { key, ..outgoing };
-        let result = self.send_counted(outgoing).instrument(span.clone()).await;
+        let result = span.scoped(self.send_counted(outgoing)).await;
         if let Err(error) = &result {
-            crate::telemetry::failed(&span, error);
+            span.failed(error);
         }
+        span.end();
         result
     }
 
@@ -370,14 +369,11 @@ impl Socket {
         let message = self.builder.stamp(message);
         // The span covers the round trip: the responder's spans are its children.
         let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let result = self
-            .inner
-            .request(message, timeout)
-            .instrument(span.clone())
-            .await;
+        let result = span.scoped(self.inner.request(message, timeout)).await;
         if let Err(error) = &result {
-            crate::telemetry::failed(&span, error);
+            span.failed(error);
         }
+        span.end();
         result
     }
 
