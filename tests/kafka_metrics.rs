@@ -1,6 +1,6 @@
 //! Kafka's progress gauges, read from a recorder of the test's own: a stuck record with records
-//! finished after it shows in `spa_kafka_finished_above_commit` and
-//! `spa_kafka_uncommitted_records`. (One test per binary: the metrics recorder is global.)
+//! finished after it shows in `spa_kafka_finished_above_commit`,
+//! `spa_kafka_uncommitted_records` and `spa_kafka_consumer_lag`. (One test per binary: the metrics recorder is global.)
 
 mod support;
 
@@ -103,6 +103,30 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
     let finished_above = of_topic(spa_dat::metrics::KAFKA_FINISHED_ABOVE_COMMIT);
     let uncommitted = of_topic(spa_dat::metrics::KAFKA_UNCOMMITTED);
     let consumed: f64 = of_topic(spa_dat::metrics::CONSUMED).into_iter().sum();
+    // (After the snapshot above: reading counters resets them.) The lag comes with librdkafka's statistics (every second) once the stuck record's offset
+    // is committed (auto-commit, every 5 s): the partition's end (101) minus the commit (0).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let lag = loop {
+        let lag = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find_map(|(key, _, _, value)| {
+                let ours = key.key().name() == spa_dat::metrics::KAFKA_CONSUMER_LAG
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "messaging_destination_name" && l.value() == topic);
+                match value {
+                    DebugValue::Gauge(v) if ours => Some(v.into_inner()),
+                    _ => None,
+                }
+            });
+        if lag == Some((AFTER + 1) as f64) || std::time::Instant::now() > deadline {
+            break lag;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     shutdown.trigger();
     run.await.expect("join").expect("clean");
     publisher.socket.close().await.expect("close");
@@ -112,5 +136,10 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
         "finished above the stuck one"
     );
     assert_eq!(uncommitted, [(AFTER + 1) as f64], "read and not committed");
+    assert_eq!(
+        lag,
+        Some((AFTER + 1) as f64),
+        "lag: high watermark minus committed"
+    );
     assert_eq!(consumed, AFTER as f64, "the stuck one is not consumed yet");
 }

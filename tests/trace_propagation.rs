@@ -6,7 +6,6 @@
 //!
 //! The subscriber is global (handlers run on every worker thread): the tests of this binary
 //! share it and tell their spans apart by their own topics and trace ids.
-#![cfg(all(feature = "opentelemetry", feature = "kafka", feature = "mqtt"))]
 
 mod support;
 

@@ -34,6 +34,18 @@ pub const KAFKA_UNCOMMITTED: &str = "spa_kafka_uncommitted_records";
 /// Kafka: records finished above the lowest unfinished one, kept in the commit metadata.
 pub const KAFKA_FINISHED_ABOVE_COMMIT: &str = "spa_kafka_finished_above_commit";
 
+/// Kafka: records between a partition's end (high watermark) and the group's committed
+/// offset, from librdkafka's statistics (every second).
+pub const KAFKA_CONSUMER_LAG: &str = "spa_kafka_consumer_lag";
+/// Messages a consumer took from its inbox and has not finished (handler running, retrying,
+/// or waiting for a dead-letter publish).
+pub const IN_FLIGHT: &str = "spa_messages_in_flight";
+/// Messages delivered by the transport and waiting in the consumer's inbox.
+pub const BUFFERED: &str = "spa_messages_buffered";
+/// 1 while an application's socket works — connected and subscribed (MQTT, memory), its
+/// partitions assigned and its brokers reachable (Kafka) — else 0.
+pub const CONNECTION_UP: &str = "spa_connection_up";
+
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// Records spa-dat's metrics from now on, into whatever recorder the `metrics` crate has
@@ -60,6 +72,10 @@ pub const ALL: &[&str] = &[
     RECONNECTS,
     KAFKA_UNCOMMITTED,
     KAFKA_FINISHED_ABOVE_COMMIT,
+    KAFKA_CONSUMER_LAG,
+    IN_FLIGHT,
+    BUFFERED,
+    CONNECTION_UP,
 ];
 
 /// A consumer's metric handles for one topic: registered once, then each record is an atomic
@@ -110,6 +126,11 @@ impl std::fmt::Debug for AppMetrics {
 }
 
 impl AppMetrics {
+    /// The messaging system the application's socket is on.
+    pub(crate) fn system(&self) -> &'static str {
+        self.system
+    }
+
     pub(crate) fn new(app: Arc<str>, system: &'static str) -> Self {
         AppMetrics {
             app,
@@ -154,6 +175,59 @@ pub(crate) fn kafka_progress(topic: &str, partition: i32, uncommitted: i64, fini
     ];
     metrics::gauge!(KAFKA_UNCOMMITTED, &labels).set(uncommitted as f64);
     metrics::gauge!(KAFKA_FINISHED_ABOVE_COMMIT, &labels).set(finished_above as f64);
+}
+
+/// A Kafka partition's lag (see [`KAFKA_CONSUMER_LAG`]).
+#[cfg(feature = "kafka")]
+pub(crate) fn kafka_lag(topic: &str, partition: i32, group: &str, lag: i64) {
+    metrics::gauge!(
+        KAFKA_CONSUMER_LAG,
+        "messaging_destination_name" => topic.to_owned(),
+        "messaging_destination_partition_id" => partition.to_string(),
+        "messaging_consumer_group_name" => group.to_owned(),
+    )
+    .set(lag as f64);
+}
+
+/// Keeps [`CONNECTION_UP`] of `app` at what `ready` says, until aborted.
+pub(crate) async fn follow_connection(
+    app: &str,
+    system: &'static str,
+    ready: crate::socket::ReadySignal,
+) {
+    let gauge =
+        metrics::gauge!(CONNECTION_UP, "spa_app" => app.to_owned(), "messaging_system" => system);
+    let mut changes = ready.subscribe();
+    loop {
+        gauge.set(if *changes.borrow_and_update() {
+            1.0
+        } else {
+            0.0
+        });
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// A consumer's [`IN_FLIGHT`] and [`BUFFERED`] gauges.
+pub(crate) struct ConsumerGauges {
+    in_flight: metrics::Gauge,
+    buffered: metrics::Gauge,
+}
+
+impl ConsumerGauges {
+    pub(crate) fn new(app: &str) -> Self {
+        ConsumerGauges {
+            in_flight: metrics::gauge!(IN_FLIGHT, "spa_app" => app.to_owned()),
+            buffered: metrics::gauge!(BUFFERED, "spa_app" => app.to_owned()),
+        }
+    }
+
+    pub(crate) fn set(&self, in_flight: u64, buffered: usize) {
+        self.in_flight.set(in_flight as f64);
+        self.buffered.set(buffered as f64);
+    }
 }
 
 /// The messaging system a bus description (`mqtt://…`) names.

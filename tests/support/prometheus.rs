@@ -21,6 +21,38 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The body of `GET path` on a loopback HTTP server, if it answered 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// The sum of every sample of `metric` whose labels include all of `labels` (`key="value"`)
+/// in Prometheus's text format; `None` when there is none.
+pub fn sample_sum(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let name = series.split('{').next()?;
+            (name == metric && labels.iter().all(|l| series.contains(l)))
+                .then(|| value.parse().ok())
+                .flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 impl Prometheus {
     /// Starts Prometheus scraping `target` (`host:port`, path `/metrics`) every second.
     pub fn scraping(target: &str) -> Self {
@@ -62,17 +94,7 @@ impl Prometheus {
 
     /// The body of `GET path` on Prometheus's HTTP API, if it answered 200.
     pub fn get(&self, path: &str) -> Option<String> {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let (head, body) = response.split_once("\r\n\r\n")?;
-        head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+        http_get(self.port, path)
     }
 
     /// The value of a PromQL query that returns one number, if it has one yet.

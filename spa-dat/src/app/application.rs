@@ -508,8 +508,11 @@ impl Application {
             taken: AtomicU64::new(0),
             done: AtomicU64::new(0),
         });
-        let watchdog =
-            tokio::spawn(Arc::clone(&consumer).watch(self.progressing.clone(), self.stall_after));
+        let watchdog = tokio::spawn(Arc::clone(&consumer).watch(
+            self.progressing.clone(),
+            self.stall_after,
+            inbox.depth(),
+        ));
         if self.concurrency > 1 {
             consumer
                 .run_concurrently(
@@ -594,7 +597,17 @@ impl ApplicationLifeCycle for Application {
         let Some(running) = self.running.as_ref() else {
             return Ok(());
         };
-        match (self.kind, inbox) {
+        let connection_gauge = crate::metrics::enabled().then(|| {
+            let (app, system) = (
+                Arc::clone(&running.runtime.name),
+                running.runtime.metrics.system(),
+            );
+            let ready = self.ready.clone();
+            tokio::spawn(
+                async move { crate::metrics::follow_connection(&app, system, ready).await },
+            )
+        });
+        let result = match (self.kind, inbox) {
             (HandlerKind::Producer, _) => self.produce(running).await,
             (HandlerKind::Consumer, Some(inbox)) => {
                 self.consume(running, inbox).await;
@@ -604,7 +617,11 @@ impl ApplicationLifeCycle for Application {
                 "consumer `{}` already ran; set it up again",
                 self.name
             ))),
+        };
+        if let Some(gauge) = connection_gauge {
+            gauge.abort();
         }
+        result
     }
 
     async fn teardown(&mut self) -> Result<()> {

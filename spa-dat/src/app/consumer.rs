@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
-use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, SpaSocket};
+use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, InboxDepth, Outgoing, SpaSocket};
 use crate::telemetry::Traced;
 use tracing::Instrument;
 
@@ -457,11 +457,16 @@ impl Consumer {
     /// Sets `progressing` false while messages are being handled and none finished for longer
     /// than `stall_after` (a hung handler, a key stuck retrying), true otherwise. Checks four
     /// times per `stall_after` (at least every 250 ms); runs until aborted.
+    /// With metrics on, it also keeps the consumer's in-flight and buffered gauges (of
+    /// `inbox`) current.
     pub(super) async fn watch(
         self: Arc<Self>,
         progressing: crate::socket::ReadySignal,
         stall_after: Duration,
+        inbox: Option<InboxDepth>,
     ) {
+        let gauges = crate::metrics::enabled()
+            .then(|| crate::metrics::ConsumerGauges::new(&self.runtime.name));
         let tick = (stall_after / 4).min(Duration::from_millis(250));
         let mut last_done = self.done.load(Ordering::Relaxed);
         let mut since = tokio::time::Instant::now();
@@ -471,6 +476,10 @@ impl Consumer {
                 self.taken.load(Ordering::Relaxed),
                 self.done.load(Ordering::Relaxed),
             );
+            if let Some(gauges) = &gauges {
+                let buffered = inbox.as_ref().map_or(0, InboxDepth::queued);
+                gauges.set(taken.saturating_sub(done), buffered);
+            }
             if done != last_done || taken == done {
                 last_done = done;
                 since = tokio::time::Instant::now();

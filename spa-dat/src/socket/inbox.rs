@@ -35,6 +35,9 @@ pub struct Inbox {
     receiver: Receiver,
     /// Reused by [`Inbox::recv_arrivals`] on bounded inboxes.
     scratch: Vec<Delivery>,
+    /// A bounded inbox's sender, for [`Inbox::depth`]; weak, so the inbox still ends when the
+    /// transport drops its sender.
+    sender: Option<mpsc::WeakSender<Delivery>>,
 }
 
 #[derive(Debug)]
@@ -47,7 +50,7 @@ enum Receiver {
 }
 
 /// Shared by an inbox handled on arrival and its sender.
-struct ArrivalState {
+pub(crate) struct ArrivalState {
     /// Arrivals queued and not yet finished by the inbox's owner: a message may be handled on
     /// arrival only when this is zero, so that messages are handled in order.
     outstanding: AtomicUsize,
@@ -132,12 +135,42 @@ impl ArrivalSender {
     }
 }
 
+/// How many deliveries wait in an inbox, readable while its owner holds the inbox.
+#[derive(Debug, Clone)]
+pub(crate) enum InboxDepth {
+    Bounded(mpsc::WeakSender<Delivery>),
+    OnArrival(Arc<ArrivalState>),
+}
+
+impl InboxDepth {
+    /// Deliveries queued and not yet taken (0 once the inbox closed).
+    pub(crate) fn queued(&self) -> usize {
+        match self {
+            InboxDepth::Bounded(sender) => sender
+                .upgrade()
+                .map_or(0, |sender| sender.max_capacity() - sender.capacity()),
+            InboxDepth::OnArrival(state) => state.outstanding.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Inbox {
+    /// A probe of this inbox's depth (see [`InboxDepth`]); `None` when the transport's sender
+    /// is gone.
+    pub(crate) fn depth(&self) -> Option<InboxDepth> {
+        match &self.receiver {
+            Receiver::Bounded(_) => self.sender.as_ref().map(|s| InboxDepth::Bounded(s.clone())),
+            Receiver::OnArrival { state, .. } => Some(InboxDepth::OnArrival(Arc::clone(state))),
+        }
+    }
+
     /// A bounded inbox and the sender a transport feeds it through: the transport waits
     /// while it is full.
     pub fn channel(capacity: usize) -> (mpsc::Sender<Delivery>, Inbox) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (tx, Inbox::new(Receiver::Bounded(rx)))
+        let mut inbox = Inbox::new(Receiver::Bounded(rx));
+        inbox.sender = Some(tx.downgrade());
+        (tx, inbox)
     }
 
     /// An inbox whose consumer may handle messages on the transport's task (see
@@ -167,6 +200,7 @@ impl Inbox {
         Inbox {
             receiver,
             scratch: Vec::new(),
+            sender: None,
         }
     }
 

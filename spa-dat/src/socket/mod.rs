@@ -26,7 +26,7 @@ use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
 
 pub use headers::Headers;
-pub(crate) use inbox::{Arrival, ArrivalHandler};
+pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
 pub use inbox::{ArrivalSender, Inbox};
 pub use ready::ReadySignal;
 pub use record::{Delivery, Outgoing, Position};

@@ -122,6 +122,27 @@ impl SocketContext {
 }
 
 impl ClientContext for SocketContext {
+    // Only the group consumer asks for statistics (when metrics are on).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(group) = self.group.as_deref() else {
+            return;
+        };
+        for (topic, stats) in &statistics.topics {
+            for partition in stats.partitions.values() {
+                // -1 is librdkafka's "unknown" (nothing committed yet); unassigned partitions
+                // are listed too, not desired.
+                if partition.partition >= 0 && partition.desired && partition.consumer_lag >= 0 {
+                    crate::metrics::kafka_lag(
+                        topic,
+                        partition.partition,
+                        group,
+                        partition.consumer_lag,
+                    );
+                }
+            }
+        }
+    }
+
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let broker = &self.broker;
         if let Some(permanent) = self.failures.record_log(facility, message) {

@@ -134,8 +134,12 @@ impl Shared {
         }
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
         let handled = Arc::new(Progress::default());
-        let consumer: GroupConsumer = self
-            .consumer_config(&self.group_id)
+        let mut config = self.consumer_config(&self.group_id);
+        if crate::metrics::enabled() {
+            // librdkafka's statistics carry each partition's lag (spa_kafka_consumer_lag).
+            config.set("statistics.interval.ms", "1000");
+        }
+        let consumer: GroupConsumer = config
             .create_with_context(SocketContext {
                 handled: Some(Arc::clone(&handled)),
                 group: Some(self.group_id.clone()),
