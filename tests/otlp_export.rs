@@ -16,7 +16,10 @@ use spa_dat::{Application, Config, Socket, SpaMessage};
 use support::{test_app, wait_until};
 
 /// Reads HTTP requests on `listener` and keeps their bodies, answering 200 to each.
-fn collector(listener: TcpListener, bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>>) {
+/// The path and body of each request the collector received.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn collector(listener: TcpListener, bodies: Received) {
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else { continue };
         let mut request = Vec::new();
@@ -64,7 +67,7 @@ fn collector(listener: TcpListener, bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>>) 
 async fn init_exports_spa_dats_spans_over_otlp_http() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
-    let bodies: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let bodies: Received = Arc::default();
     let kept = Arc::clone(&bodies);
     std::thread::spawn(move || collector(listener, kept));
     // The standard variables, as a deployment sets them.
