@@ -22,7 +22,10 @@
 //! span per message that gives log lines their `app` and `topic` stays as it was.
 //!
 //! [`init`] (feature `otlp`) installs a provider exporting over OTLP and a `tracing`
-//! subscriber, from the standard `OTEL_*` variables.
+//! subscriber, from the standard `OTEL_*` variables. A program that bridges `tracing` to
+//! OpenTelemetry itself should keep `spa_dat`'s `tracing` spans out of that layer
+//! (`spa_dat=off` in its filter): they are log context, and a producer's lives as long as its
+//! application — bridged, it would make every message the producer sends one trace.
 
 use std::sync::Arc;
 
@@ -444,7 +447,8 @@ impl Drop for TelemetryGuard {
 /// go there — with the W3C trace-context propagator, and a global `tracing` subscriber: log
 /// lines on stderr filtered by `RUST_LOG` (default `info`), and the program's own `tracing`
 /// spans bridged to OpenTelemetry (tracing-opentelemetry), filtered by `SPA_DAT_TRACE_FILTER`
-/// (default `info`).
+/// (default `info,spa_dat=off`: spa-dat's spans are OpenTelemetry's own, its `tracing` spans are
+/// for log lines).
 ///
 /// The exporter is configured by the standard variables: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`; default `http://localhost:4318`),
@@ -476,7 +480,10 @@ pub fn init() -> crate::error::Result<TelemetryGuard> {
     opentelemetry::global::set_tracer_provider(provider.clone());
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let trace_filter =
-        EnvFilter::try_from_env("SPA_DAT_TRACE_FILTER").unwrap_or_else(|_| EnvFilter::new("info"));
+        // spa-dat's own `tracing` spans are log context (a producer's lives as long as the
+        // application): bridged, they would make every message of a producer one trace.
+        EnvFilter::try_from_env("SPA_DAT_TRACE_FILTER")
+            .unwrap_or_else(|_| EnvFilter::new("info,spa_dat=off"));
     tracing_subscriber::registry()
         .with(tracing_subscriber::fmt::layer().with_filter(log_filter))
         .with(
