@@ -91,6 +91,7 @@ fn trace_with(sampler: opentelemetry_sdk::trace::Sampler) {
         .with_batch_exporter(Discard)
         .build();
     opentelemetry::global::set_tracer_provider(provider);
+    spa_dat::telemetry::enable();
 }
 
 async fn rounds() -> Vec<(f64, f64)> {

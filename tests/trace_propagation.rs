@@ -36,6 +36,7 @@ fn exporter() -> &'static InMemorySpanExporter {
         // spa-dat's spans come from the global provider; the test's own `tracing` spans
         // through tracing-opentelemetry, into the same exporter.
         opentelemetry::global::set_tracer_provider(provider.clone());
+        spa_dat::telemetry::enable();
         let subscriber = tracing_subscriber::registry().with(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("trace-propagation-test"))

@@ -17,9 +17,10 @@
 //! OpenTelemetry API, or `tracing` spans bridged by tracing-opentelemetry) are its children.
 //!
 //! Spans are OpenTelemetry's own, not `tracing` spans, so that the sampler decides before
-//! anything is built: a span it drops costs no attribute, no name, no export. Without a tracer
-//! provider installed (or without the feature) spa-dat makes no span; the `tracing` DEBUG
-//! span per message that gives log lines their `app` and `topic` stays as it was.
+//! anything is built: a span it drops costs no attribute, no name, no export. Until [`enable`]
+//! (or [`init`]) is called, or without the feature, spa-dat makes no span and carries no
+//! context — as metrics, tracing is off until switched on; the `tracing` DEBUG span per message
+//! that gives log lines their `app` and `topic` stays as it was.
 //!
 //! [`init`] (feature `otlp`) installs a provider exporting over OTLP and a `tracing`
 //! subscriber, from the standard `OTEL_*` variables. A program that bridges `tracing` to
@@ -36,6 +37,20 @@ use crate::socket::Delivery;
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C `tracestate` key: in Kafka headers and in the envelope.
 pub const TRACESTATE: &str = "tracestate";
+
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes spa-dat's spans from now on, with the global tracer provider (install it first;
+/// [`init`] does both). Until then the per-message path makes no span and reads no trace
+/// context: one relaxed load. Applications take the provider as it is when they start.
+pub fn enable() {
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called (always false without the `opentelemetry` feature).
+pub fn enabled() -> bool {
+    cfg!(feature = "opentelemetry") && ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// W3C trace context as a message carries it (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +119,9 @@ impl SpanScope {
     /// `conversation` is a request's or a reply's correlation id. Encode the message inside
     /// it ([`Traced::in_scope`]): its trace context goes along.
     pub(crate) fn send(&self, topic: &str, size: usize, conversation: Option<&str>) -> Traced {
+        if !enabled() {
+            return Traced::default();
+        }
         #[cfg(feature = "opentelemetry")]
         {
             otel::send(&self.inner, topic, size, conversation)
@@ -118,6 +136,9 @@ impl SpanScope {
     /// The span of handling `delivery`: the child of the span that sent it, if its trace
     /// context came along (in its headers, or else `carried` in its envelope), linked to it.
     pub(crate) fn process(&self, delivery: &Delivery, carried: Option<&TraceContext>) -> Traced {
+        if !enabled() {
+            return Traced::default();
+        }
         #[cfg(feature = "opentelemetry")]
         {
             otel::process(&self.inner, delivery, carried)
@@ -203,7 +224,11 @@ impl Traced {
 pub(crate) fn current() -> Option<TraceContext> {
     #[cfg(feature = "opentelemetry")]
     {
-        otel::current()
+        if enabled() {
+            otel::current()
+        } else {
+            None
+        }
     }
     #[cfg(not(feature = "opentelemetry"))]
     {
@@ -455,8 +480,8 @@ impl Drop for TelemetryGuard {
 /// `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_SERVICE_NAME`,
 /// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
 ///
-/// Call it before the applications start. Programs that set up OpenTelemetry themselves only
-/// need `opentelemetry::global::set_tracer_provider`: spa-dat's spans use the global provider.
+/// Call it before the applications start. Programs that set up OpenTelemetry themselves call
+/// `opentelemetry::global::set_tracer_provider` and then [`enable`].
 #[cfg(feature = "otlp")]
 pub fn init() -> crate::error::Result<TelemetryGuard> {
     use opentelemetry::trace::TracerProvider as _;
@@ -478,6 +503,7 @@ pub fn init() -> crate::error::Result<TelemetryGuard> {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     opentelemetry::global::set_tracer_provider(provider.clone());
+    enable();
     let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let trace_filter =
         // spa-dat's own `tracing` spans are log context (a producer's lives as long as the
