@@ -200,7 +200,7 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
+async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readiness_follows_it() {
     const RECORDS: usize = 3_000;
     let kafka = support::kafka::OwnKafka::start();
     let mut config = KafkaConfig::new(kafka.bootstrap.clone());
@@ -216,6 +216,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
                 s.lock().expect("seen").insert(support::seq_of(&m));
             }
         });
+    let readiness = app.readiness();
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
     let publisher = provider(config)
@@ -228,6 +229,21 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
         s.lock().expect("seen").len() >= RECORDS / 4
     })
     .await;
+    assert!(readiness.is_ready(), "ready while consuming");
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka.stop();
+        kafka
+    })
+    .await
+    .expect("stop");
+    let stopped = std::time::Instant::now();
+    while readiness.is_ready() {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(2),
+            "still ready 2 s after the broker stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let restarting = tokio::task::spawn_blocking(move || {
         kafka.restart();
         kafka
@@ -239,6 +255,9 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart() {
         s.lock().expect("seen").len() >= RECORDS
     })
     .await;
+    tokio::time::timeout(Duration::from_secs(60), readiness.ready())
+        .await
+        .expect("ready again once the broker is back");
     shutdown.trigger();
     // Stopped right after the restart, the consumer may not have rejoined its group yet: the
     // final commit then fails (UnknownMemberId), and close() says so — the records handled
