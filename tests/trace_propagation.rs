@@ -155,7 +155,6 @@ async fn a_request_its_handling_and_its_reply_are_one_trace_on_the_in_process_bu
         Arc::new(MemorySocketProvider::new(MemoryBus::new("traces")));
     let topic = unique("prices");
     let requester: Arc<OnceLock<Socket>> = Arc::default();
-    let keep = Arc::clone(&requester);
     let app = test_app(quick_stop())
         .socket_provider(Arc::clone(&bus))
         .add_application(
@@ -172,13 +171,7 @@ async fn a_request_its_handling_and_its_reply_are_one_trace_on_the_in_process_bu
             })
             .group("pricing"),
         )
-        .add_producer("shop", move |socket: Socket| {
-            let keep = Arc::clone(&keep);
-            async move {
-                let _ = keep.set(socket);
-                std::future::pending::<()>().await;
-            }
-        });
+        .add_application(socket_keeper("shop", &requester));
     let t = topic.clone();
     let mut trace = TraceId::INVALID;
     with_running(app, async {
@@ -227,6 +220,19 @@ async fn a_request_its_handling_and_its_reply_are_one_trace_on_the_in_process_bu
     );
 }
 
+/// A producer that hands its socket to `slot` and waits: the test (or another handler) sends
+/// through it.
+fn socket_keeper(name: &str, slot: &Arc<OnceLock<Socket>>) -> Application {
+    let slot = Arc::clone(slot);
+    Application::producer(name, move |socket: Socket| {
+        let slot = Arc::clone(&slot);
+        async move {
+            let _ = slot.set(socket);
+            std::future::pending::<()>().await;
+        }
+    })
+}
+
 /// Waits until a producer handed its socket over.
 async fn spa_dat_wait_for(socket: &OnceLock<Socket>) {
     support::wait_until("the producer's socket", Duration::from_secs(10), || {
@@ -253,21 +259,11 @@ async fn one_trace_crosses_kafka_and_mqtt_and_comes_back() {
 
     let shop: Arc<OnceLock<Socket>> = Arc::default();
     let warehouse_link: Arc<OnceLock<Socket>> = Arc::default();
-    let (keep_shop, keep_link) = (Arc::clone(&shop), Arc::clone(&warehouse_link));
     let link = Arc::clone(&warehouse_link);
     let stock_topic = stock.clone();
     let app = test_app(quick_stop())
         // The shop publishes orders on Kafka.
-        .add_application(
-            Application::producer("shop", move |socket: Socket| {
-                let keep = Arc::clone(&keep_shop);
-                async move {
-                    let _ = keep.set(socket);
-                    std::future::pending::<()>().await;
-                }
-            })
-            .socket_provider(Arc::clone(&kafka)),
-        )
+        .add_application(socket_keeper("shop", &shop).socket_provider(Arc::clone(&kafka)))
         // The checkout handles orders from Kafka and asks the warehouse over MQTT.
         .add_application(
             Application::consumer("checkout", [orders.clone()], move |m: SpaMessage| {
@@ -288,14 +284,7 @@ async fn one_trace_crosses_kafka_and_mqtt_and_comes_back() {
             .socket_provider(Arc::clone(&kafka)),
         )
         .add_application(
-            Application::producer("checkout-link", move |socket: Socket| {
-                let keep = Arc::clone(&keep_link);
-                async move {
-                    let _ = keep.set(socket);
-                    std::future::pending::<()>().await;
-                }
-            })
-            .socket_provider(Arc::clone(&mqtt)),
+            socket_keeper("checkout-link", &warehouse_link).socket_provider(Arc::clone(&mqtt)),
         )
         // The warehouse answers over MQTT.
         .add_application(

@@ -2,6 +2,7 @@
 //! librdkafka's logs and errors go to `tracing`, errors no retry can fix are kept for
 //! `connect` to fail with, and handled offsets are stored before partitions are revoked.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::config::RDKafkaLogLevel;
@@ -11,6 +12,7 @@ use rdkafka::ClientContext;
 
 use super::progress::Progress;
 use crate::error::Error;
+use crate::socket::ReadySignal;
 
 /// How often a listener must hang up on the first request before it counts as a wrong
 /// `security.protocol` rather than a broker restarting (librdkafka logs a repeat within 30 s
@@ -106,7 +108,46 @@ pub(super) struct SocketContext {
     /// The consumer group of a consumer client.
     pub(super) group: Option<String>,
     /// The group consumer's readiness: assigned, brokers reachable.
-    pub(super) ready: Option<crate::socket::ReadySignal>,
+    pub(super) health: Option<Arc<GroupHealth>>,
+}
+
+/// What makes a group consumer ready: its partitions assigned (rebalances say) and a broker
+/// connection up (librdkafka's statistics say, every [`STATISTICS_INTERVAL_MS`]: a lost
+/// broker shows up as transport failures, not as "all brokers down", within seconds).
+pub(super) struct GroupHealth {
+    assigned: AtomicBool,
+    connected: AtomicBool,
+    ready: ReadySignal,
+}
+
+/// How often a group consumer's librdkafka reports statistics: the brokers' states for
+/// readiness (not ready within 2 s of losing the brokers), each partition's lag for metrics.
+pub(super) const STATISTICS_INTERVAL_MS: &str = "500";
+
+impl GroupHealth {
+    pub(super) fn new(ready: ReadySignal) -> Self {
+        GroupHealth {
+            assigned: AtomicBool::new(false),
+            connected: AtomicBool::new(true),
+            ready,
+        }
+    }
+
+    fn assigned(&self, assigned: bool) {
+        self.assigned.store(assigned, Ordering::Release);
+        self.publish();
+    }
+
+    fn connected(&self, up: bool) {
+        if self.connected.swap(up, Ordering::AcqRel) != up {
+            self.publish();
+        }
+    }
+
+    fn publish(&self) {
+        self.ready
+            .set(self.assigned.load(Ordering::Acquire) && self.connected.load(Ordering::Acquire));
+    }
 }
 
 impl SocketContext {
@@ -116,17 +157,32 @@ impl SocketContext {
             handled: None,
             broker: broker.to_owned(),
             group: None,
-            ready: None,
+            health: None,
         }
     }
 }
 
 impl ClientContext for SocketContext {
-    // Only the group consumer asks for statistics (when metrics are on).
+    // Only the group consumer asks for statistics.
     fn stats(&self, statistics: rdkafka::Statistics) {
         let Some(group) = self.group.as_deref() else {
             return;
         };
+        if let Some(health) = &self.health {
+            // Connected while any broker it talks to is up (librdkafka reconnects to the rest
+            // itself); the coordinator's own connection is logical, listed again.
+            let mut brokers = statistics
+                .brokers
+                .values()
+                .filter(|broker| broker.source != "logical")
+                .peekable();
+            if brokers.peek().is_some() {
+                health.connected(brokers.any(|broker| broker.state == "UP"));
+            }
+        }
+        if !crate::metrics::enabled() {
+            return;
+        }
         for (topic, stats) in &statistics.topics {
             for partition in stats.partitions.values() {
                 // -1 is librdkafka's "unknown" (nothing committed yet); unassigned partitions
@@ -175,8 +231,8 @@ impl ClientContext for SocketContext {
             return;
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            if let Some(ready) = &self.ready {
-                ready.set(false);
+            if let Some(health) = &self.health {
+                health.connected(false);
             }
         }
         match self.failures.record(&error, reason, self.group.as_deref()) {
@@ -195,15 +251,15 @@ impl ConsumerContext for SocketContext {
             progress.store(consumer);
             progress.revoke(revoked);
         }
-        if let (Some(ready), Rebalance::Revoke(_)) = (&self.ready, rebalance) {
-            ready.set(false);
+        if let (Some(health), Rebalance::Revoke(_)) = (&self.health, rebalance) {
+            health.assigned(false);
         }
     }
 
     // Assigned (even no partitions: the group has more members than partitions): ready.
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let (Some(ready), Rebalance::Assign(_)) = (&self.ready, rebalance) {
-            ready.set(true);
+        if let (Some(health), Rebalance::Assign(_)) = (&self.health, rebalance) {
+            health.assigned(true);
         }
     }
 }

@@ -34,7 +34,6 @@ pub(super) async fn consume(
     progress: Arc<Progress>,
     inbox: mpsc::Sender<Delivery>,
     broker: String,
-    ready: crate::socket::ReadySignal,
 ) {
     let mut topic_names = TopicNames::default();
     let mut store_tick = tokio::time::interval(STORE_INTERVAL);
@@ -49,13 +48,7 @@ pub(super) async fn consume(
             received = consumer.recv() => received,
         };
         let message = match received {
-            Ok(message) => {
-                // Brokers back without a rebalance: records coming is proof enough.
-                if !ready.is_ready() {
-                    ready.set(true);
-                }
-                message
-            }
+            Ok(message) => message,
             Err(error) if is_authorization(&error) => {
                 tracing::error!(broker = %broker, error = %describe(&error), "Kafka consumer not authorized: check the ACLs of its topics and group");
                 tokio::time::sleep(Duration::from_secs(1)).await;

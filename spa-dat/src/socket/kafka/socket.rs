@@ -20,7 +20,10 @@ use tokio::sync::mpsc;
 use super::access;
 use super::admin::{await_topics, create_topics, validate_topic};
 use super::config::KafkaConfig;
-use super::context::{describe, kafka_error, kafka_failure, Failures, SocketContext};
+use super::context::{
+    describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext,
+    STATISTICS_INTERVAL_MS,
+};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::Progress;
@@ -135,15 +138,12 @@ impl Shared {
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
         let handled = Arc::new(Progress::default());
         let mut config = self.consumer_config(&self.group_id);
-        if crate::metrics::enabled() {
-            // librdkafka's statistics carry each partition's lag (spa_kafka_consumer_lag).
-            config.set("statistics.interval.ms", "1000");
-        }
+        config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
         let consumer: GroupConsumer = config
             .create_with_context(SocketContext {
                 handled: Some(Arc::clone(&handled)),
                 group: Some(self.group_id.clone()),
-                ready: Some(self.ready.clone()),
+                health: Some(Arc::new(GroupHealth::new(self.ready.clone()))),
                 ..self.context()
             })
             .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
@@ -154,7 +154,6 @@ impl Shared {
             handled,
             inbox,
             self.broker.clone(),
-            self.ready.clone(),
         ));
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
