@@ -88,6 +88,9 @@ pub(super) struct Driver {
     pub(super) held: Vec<Request>,
     pub(super) backoff: Backoff,
     pub(super) topic_names: TopicNames,
+    /// Re-subscriptions sent after a reconnect and not yet acknowledged: the socket is ready
+    /// again only when they are all in place (messages published before that are not ours).
+    pub(super) resubscribing: usize,
 }
 
 impl Driver {
@@ -127,8 +130,10 @@ impl Driver {
                         crate::metrics::reconnected("mqtt", &self.shared.broker);
                     }
                     self.backoff.reset();
-                    self.restore(&mut eventloop, ack.session_present);
-                    self.shared.ready.set(true);
+                    self.resubscribing = self.restore(&mut eventloop, ack.session_present);
+                    if self.resubscribing == 0 {
+                        self.shared.ready.set(true);
+                    }
                 }
                 Ok(event) => self.handle(event),
                 Err(error) => {
@@ -143,6 +148,7 @@ impl Driver {
                     }
                     self.held.extend(eventloop.pending.drain(..));
                     self.shared.ready.set(false);
+                    self.resubscribing = 0;
                     self.shared.acks.connection_lost();
                     let pause = self.backoff.pause();
                     tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
@@ -212,6 +218,12 @@ impl Driver {
     /// A SUBACK: a filter the broker refused (0x80: its ACL, or no shared subscriptions) fails
     /// the subscription, naming the filter.
     pub(super) fn subscribed(&mut self, ack: &SubAck) {
+        if self.resubscribing > 0 {
+            self.resubscribing -= 1;
+            if self.resubscribing == 0 {
+                self.shared.ready.set(true);
+            }
+        }
         let Some(pending) = self
             .shared
             .ledger()
@@ -279,7 +291,9 @@ impl Driver {
 
     /// After a reconnect: put back what was held. Without a session on the broker, also renew
     /// every subscription and resend every unacknowledged publish as new.
-    pub(super) fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) {
+    /// Returns how many subscriptions it sends again: the socket is ready once the broker
+    /// acknowledged them.
+    pub(super) fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) -> usize {
         let held = std::mem::take(&mut self.held);
         let mut ledger = self.shared.ledger();
         let mut requests: Vec<Request> = Vec::new();
@@ -344,6 +358,11 @@ impl Driver {
             ledger.unsent.push_front(pending);
         }
         drop(ledger);
+        let subscriptions = requests
+            .iter()
+            .filter(|request| matches!(request, Request::Subscribe(_)))
+            .count();
         eventloop.pending.extend(requests);
+        subscriptions
     }
 }

@@ -387,6 +387,7 @@ impl SocketProvider for MqttSocketProvider {
             inbox: inbox_tx,
             held: Vec::new(),
             topic_names: TopicNames::default(),
+            resubscribing: 0,
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
