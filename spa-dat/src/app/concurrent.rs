@@ -339,6 +339,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn acknowledgements_finished_on_many_threads_still_leave_in_arrival_order() {
+        const MESSAGES: u64 = 20_000;
+        const THREADS: u64 = 4;
+        let window = Arc::new(AckWindow::default());
+        let acked = Arc::new(Mutex::new(Vec::with_capacity(MESSAGES as usize)));
+        let mut deliveries: Vec<Option<Delivery>> = (0..MESSAGES)
+            .map(|i| {
+                let acked = Arc::clone(&acked);
+                // A transport's ack takes time (MQTT queues a PUBACK): yield, as it may.
+                let delivery = Delivery::new(Arc::from("t"), Bytes::new()).with_ack(move || {
+                    std::thread::yield_now();
+                    acked.lock().expect("lock").push(i);
+                });
+                Some(window.track(delivery))
+            })
+            .collect();
+        // Each thread finishes every THREADS-th message: finishes race across threads, as
+        // handlers on a multi-threaded runtime do.
+        let shares: Vec<Vec<Delivery>> = (0..THREADS)
+            .map(|t| {
+                (t..MESSAGES)
+                    .step_by(THREADS as usize)
+                    .filter_map(|i| deliveries[i as usize].take())
+                    .collect()
+            })
+            .collect();
+        let threads: Vec<_> = shares
+            .into_iter()
+            .map(|share| std::thread::spawn(move || share.into_iter().for_each(Delivery::ack)))
+            .collect();
+        for thread in threads {
+            thread.join().expect("thread");
+        }
+        let acked = acked.lock().expect("lock");
+        let expected: Vec<u64> = (0..MESSAGES).collect();
+        assert_eq!(acked.len(), expected.len());
+        let first_out_of_order = acked.iter().zip(&expected).position(|(a, e)| a != e);
+        assert_eq!(
+            first_out_of_order, None,
+            "acknowledged out of arrival order"
+        );
+    }
+
+    #[test]
     fn acknowledgements_are_released_in_arrival_order() {
         let window = Arc::new(AckWindow::default());
         let acked = Arc::new(Mutex::new(Vec::new()));
