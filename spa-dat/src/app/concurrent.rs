@@ -133,6 +133,9 @@ type TransportAck = Box<dyn FnOnce() + Send + Sync>;
 #[derive(Default)]
 struct AckWindow {
     state: Mutex<WindowState>,
+    /// Held from taking a finished prefix out of the window until its acknowledgements ran:
+    /// two finishers on two threads release their prefixes one after the other, in order.
+    releasing: Mutex<()>,
     any_order: bool,
 }
 
@@ -178,6 +181,10 @@ impl AckWindow {
     }
 
     fn finished(&self, sequence: u64) {
+        let _releasing = self
+            .releasing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut released = Vec::new();
         {
             let mut state = self.lock();
@@ -192,7 +199,8 @@ impl AckWindow {
                 state.first += 1;
             }
         }
-        // In order, outside the lock: a transport's ack takes locks of its own.
+        // In order, outside the state lock (a transport's ack takes locks of its own, and
+        // tracking new messages must not wait for it), inside `releasing`.
         for ack in released {
             ack();
         }
