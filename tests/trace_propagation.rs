@@ -427,11 +427,13 @@ async fn python_answers_a_traced_request(
         "the envelope carries the trace context: {envelope}"
     );
     request.ack();
+    // Python's exit is not what this test judges: aiokafka's producer can wait a long time on
+    // metadata of the reply topic the requester deletes as it closes (seen in CI).
+    support::python::stop(child);
     requester.socket.close().await.expect("close");
     // Not checked: Python deletes the topics it subscribed to as it exits, and the watcher's
     // final commit may then find its topic gone.
     let _ = watcher.socket.close().await;
-    support::python::finish(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,3 +81,9 @@ pub async fn finish(mut child: std::process::Child) {
         .expect("wait");
     assert!(status.success(), "python exited with {status}");
 }
+
+/// Stops a script started with [`start_ready`] whose own exit the test does not judge.
+pub fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
