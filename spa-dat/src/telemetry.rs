@@ -196,6 +196,20 @@ impl Traced {
         }
     }
 
+    /// Runs `operation` in this span (see [`Traced::scoped`]), marks the span failed if it
+    /// fails, and ends it: a publish or a request, start to end.
+    pub(crate) async fn run<T>(
+        self,
+        operation: impl std::future::Future<Output = crate::error::Result<T>>,
+    ) -> crate::error::Result<T> {
+        let result = self.scoped(operation).await;
+        if let Err(error) = &result {
+            self.failed(error);
+        }
+        self.end();
+        result
+    }
+
     /// Marks the span failed, with `reason`.
     pub(crate) fn failed(&self, reason: &dyn std::fmt::Display) {
         #[cfg(feature = "opentelemetry")]
@@ -395,23 +409,44 @@ mod otel {
     /// The producer's context: from the headers, else from the envelope. Malformed context is
     /// ignored (a root span then), never a reason to refuse a message.
     fn extract(headers: &Headers, carried: Option<&TraceContext>) -> Context {
-        let carrier = match headers.get(TRACEPARENT) {
-            Some(traceparent) => Carrier {
-                traceparent: Some(traceparent.to_owned()),
-                tracestate: headers.get(TRACESTATE).map(str::to_owned),
+        // Borrowed: reading the context costs no copy of it per message.
+        let incoming = match headers.get(TRACEPARENT) {
+            Some(traceparent) => Incoming {
+                traceparent,
+                tracestate: headers.get(TRACESTATE),
             },
             None => match carried {
-                Some(context) => Carrier {
-                    traceparent: Some(context.traceparent.clone()),
-                    tracestate: context.tracestate.clone(),
+                Some(context) => Incoming {
+                    traceparent: &context.traceparent,
+                    tracestate: context.tracestate.as_deref(),
                 },
                 None => return Context::new(),
             },
         };
-        TraceContextPropagator::new().extract(&carrier)
+        TraceContextPropagator::new().extract(&incoming)
     }
 
-    /// The two W3C keys, as the propagator reads and writes them.
+    /// The two W3C keys of a message, as the propagator reads them.
+    struct Incoming<'a> {
+        traceparent: &'a str,
+        tracestate: Option<&'a str>,
+    }
+
+    impl Extractor for Incoming<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            match key {
+                TRACEPARENT => Some(self.traceparent),
+                TRACESTATE => self.tracestate,
+                _ => None,
+            }
+        }
+
+        fn keys(&self) -> Vec<&str> {
+            vec![TRACEPARENT, TRACESTATE]
+        }
+    }
+
+    /// The two W3C keys, as the propagator writes them.
     #[derive(Default)]
     struct Carrier {
         traceparent: Option<String>,
@@ -425,20 +460,6 @@ mod otel {
                 TRACESTATE => self.tracestate = Some(value),
                 _ => {}
             }
-        }
-    }
-
-    impl Extractor for Carrier {
-        fn get(&self, key: &str) -> Option<&str> {
-            match key {
-                TRACEPARENT => self.traceparent.as_deref(),
-                TRACESTATE => self.tracestate.as_deref(),
-                _ => None,
-            }
-        }
-
-        fn keys(&self) -> Vec<&str> {
-            vec![TRACEPARENT, TRACESTATE]
         }
     }
 }

@@ -315,12 +315,7 @@ impl Socket {
             key,
             ..span.in_scope(|| Outgoing::traced(&message))?
         };
-        let result = span.scoped(self.send_counted(outgoing)).await;
-        if let Err(error) = &result {
-            span.failed(error);
-        }
-        span.end();
-        result
+        span.run(self.send_counted(outgoing)).await
     }
 
     /// Sends `outgoing`, counting it once the transport took it.
@@ -369,12 +364,7 @@ impl Socket {
         let message = self.builder.stamp(message);
         // The span covers the round trip: the responder's spans are its children.
         let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let result = span.scoped(self.inner.request(message, timeout)).await;
-        if let Err(error) = &result {
-            span.failed(error);
-        }
-        span.end();
-        result
+        span.run(self.inner.request(message, timeout)).await
     }
 
     /// Adds subscriptions; their messages reach this application's handler.
