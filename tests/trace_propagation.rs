@@ -15,6 +15,7 @@ use std::time::Duration;
 use opentelemetry::trace::{SpanId, SpanKind, TraceId, TracerProvider as _};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
+use spa_dat::socket::faults::{Faults, FaultyProvider};
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
@@ -212,6 +213,60 @@ async fn a_request_its_handling_and_its_reply_are_one_trace_on_the_in_process_bu
         attribute(request, "messaging.message.body.size"),
         Some(Value::I64(2))
     );
+}
+
+/// A reply the transport refuses to publish: its `send` span (inside the process span) is
+/// marked failed with the transport's error, as every other failed publish is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_cannot_be_published_marks_its_send_span_failed() {
+    exporter();
+    let bus = MemoryBus::new("failed-replies");
+    let replies_fail: Arc<dyn SocketProvider> = Arc::new(FaultyProvider::new(
+        Arc::new(MemorySocketProvider::new(bus.clone())),
+        Faults {
+            fail_publish: 1.0,
+            ..Faults::default()
+        },
+    ));
+    let topic = unique("quotes");
+    let requester: Arc<OnceLock<Socket>> = Arc::default();
+    let app = test_app(quick_stop())
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
+        .add_application(
+            Application::consumer("quoting", [topic.clone()], |m: SpaMessage| async move {
+                Ok::<_, spa_dat::Error>(SpaMessage::new("", m.payload_str()?.to_owned()))
+            })
+            .socket_provider(replies_fail),
+        )
+        .add_application(socket_keeper("buyer", &requester));
+    let t = topic.clone();
+    let mut trace = TraceId::INVALID;
+    with_running(app, async {
+        spa_dat_wait_for(&requester).await;
+        trace = in_root_span("buy", async {
+            let socket = requester.get().expect("set");
+            let answer = socket
+                .request_with_timeout(SpaMessage::new(t.as_str(), "1"), Duration::from_millis(300))
+                .await;
+            assert!(answer.is_err(), "no reply can arrive: {answer:?}");
+        })
+        .await;
+    })
+    .await;
+
+    let spans = spans_of(trace);
+    let process = one(&spans, &format!("process {topic}"));
+    let reply = spans
+        .iter()
+        .find(|s| s.name.starts_with("send ") && s.parent_span_id == process.span_context.span_id())
+        .expect("the reply's send span");
+    match &reply.status {
+        opentelemetry::trace::Status::Error { description } => assert!(
+            description.contains("injected failure"),
+            "the transport's error: {description}"
+        ),
+        status => panic!("the failed reply's span has status {status:?}"),
+    }
 }
 
 /// A producer that hands its socket to `slot` and waits: the test (or another handler) sends

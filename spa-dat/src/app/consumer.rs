@@ -395,11 +395,10 @@ impl Consumer {
             reply.payload.len(),
             delivery.headers.get(crate::socket::headers::CORRELATION_ID),
         );
-        let sent = span
-            .scoped(self.transport().publish_reply(&reply, delivery))
-            .await;
-        span.end();
-        if let Err(error) = sent {
+        if let Err(error) = span
+            .run(self.transport().publish_reply(&reply, delivery))
+            .await
+        {
             tracing::error!(app = %self.runtime.name, topic = %reply.topic, %error, "publishing the reply failed");
         }
     }
