@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 pub fn python() -> PathBuf {
     let python = std::env::var_os("SPA_DAT_PYTHON")
@@ -32,15 +33,19 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a script to completion and returns what it printed, trimmed; fails the test with the
-/// script's stderr if it fails.
+/// How long a script may run (or take to exit when asked to finish) before the test kills it
+/// and fails: a Python client stuck on a broker must fail its test, not hang the test run.
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs a script to completion (at most [`LIMIT`]) and returns what it printed, trimmed; fails
+/// the test with the script's stderr if it fails.
 pub async fn run(name: &str, args: Vec<String>) -> String {
-    let (python, script) = (python(), script(name));
-    let output =
-        tokio::task::spawn_blocking(move || Command::new(python).arg(script).args(args).output())
-            .await
-            .expect("join")
-            .expect("python runs");
+    let mut command = tokio::process::Command::new(python());
+    command.arg(script(name)).args(args).kill_on_drop(true);
+    let output = tokio::time::timeout(LIMIT, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{name} still running after {LIMIT:?}: killed"))
+        .expect("python runs");
     assert!(
         output.status.success(),
         "{name} failed: {}",
@@ -64,21 +69,28 @@ pub async fn start_ready(name: &str, args: Vec<String>) -> std::process::Child {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
     });
-    let line = tokio::time::timeout(std::time::Duration::from_secs(60), ready)
-        .await
-        .unwrap_or_else(|_| panic!("{name} not ready within 60 s"))
-        .expect("join")
-        .expect("read");
+    let Ok(line) = tokio::time::timeout(Duration::from_secs(60), ready).await else {
+        stop(child);
+        panic!("{name} not ready within 60 s: killed");
+    };
+    let line = line.expect("join").expect("read");
     assert_eq!(line.trim(), "ready", "{name} did not start");
     child
 }
 
-/// Waits for a script started with [`start_ready`] to exit successfully.
+/// Waits (at most [`LIMIT`]) for a script started with [`start_ready`] to exit successfully.
 pub async fn finish(mut child: std::process::Child) {
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait");
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            stop(child);
+            panic!("python still running after {LIMIT:?}: killed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(status.success(), "python exited with {status}");
 }
 
