@@ -202,6 +202,14 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readiness_follows_it() {
     const RECORDS: usize = 3_000;
+    // The reconnect is counted: a recorder of this test's own (the other tests of this binary
+    // record into it too, harmlessly; none of them loses its broker).
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder
+        .install()
+        .expect("the only recorder of this binary");
+    spa_dat::metrics::enable();
     let kafka = support::kafka::OwnKafka::start();
     let mut config = KafkaConfig::new(kafka.bootstrap.clone());
     config.publish_timeout_ms = 60_000;
@@ -258,6 +266,26 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
     tokio::time::timeout(Duration::from_secs(60), readiness.ready())
         .await
         .expect("ready again once the broker is back");
+    let reconnects: u64 = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| {
+            let key = key.key();
+            key.name() == spa_dat::metrics::RECONNECTS
+                && key
+                    .labels()
+                    .any(|l| l.key() == "messaging_system" && l.value() == "kafka")
+        })
+        .map(|(.., value)| match value {
+            metrics_util::debugging::DebugValue::Counter(n) => n,
+            other => panic!("a counter: {other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        reconnects, 1,
+        "one reconnect counted for one broker restart"
+    );
     shutdown.trigger();
     // Stopped right after the restart, the consumer may not have rejoined its group yet: the
     // final commit then fails (UnknownMemberId), and close() says so — the records handled

@@ -160,7 +160,7 @@ impl AppMetrics {
 }
 
 /// A reconnect of `system`'s connection to `broker`.
-#[cfg(feature = "mqtt")]
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) fn reconnected(system: &'static str, broker: &str) {
     metrics::counter!(RECONNECTS, "messaging_system" => system, "broker" => broker.to_owned())
         .increment(1);

@@ -118,6 +118,8 @@ pub(super) struct GroupHealth {
     assigned: AtomicBool,
     connected: AtomicBool,
     ready: ReadySignal,
+    /// The bootstrap servers, the `broker` label of a counted reconnect.
+    broker: String,
 }
 
 /// How often a group consumer's librdkafka reports statistics: the brokers' states for
@@ -125,11 +127,12 @@ pub(super) struct GroupHealth {
 pub(super) const STATISTICS_INTERVAL_MS: &str = "500";
 
 impl GroupHealth {
-    pub(super) fn new(ready: ReadySignal) -> Self {
+    pub(super) fn new(ready: ReadySignal, broker: &str) -> Self {
         GroupHealth {
             assigned: AtomicBool::new(false),
             connected: AtomicBool::new(true),
             ready,
+            broker: broker.to_owned(),
         }
     }
 
@@ -140,6 +143,13 @@ impl GroupHealth {
 
     fn connected(&self, up: bool) {
         if self.connected.swap(up, Ordering::AcqRel) != up {
+            if up {
+                // Back after losing every broker: what MQTT counts as a reconnect.
+                tracing::info!(broker = %self.broker, "Kafka reconnected");
+                crate::metrics::reconnected("kafka", &self.broker);
+            } else {
+                tracing::warn!(broker = %self.broker, "Kafka: no broker reachable; librdkafka keeps retrying");
+            }
             self.publish();
         }
     }

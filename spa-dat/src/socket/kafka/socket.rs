@@ -143,7 +143,7 @@ impl Shared {
             .create_with_context(SocketContext {
                 handled: Some(Arc::clone(&handled)),
                 group: Some(self.group_id.clone()),
-                health: Some(Arc::new(GroupHealth::new(self.ready.clone()))),
+                health: Some(Arc::new(GroupHealth::new(self.ready.clone(), &self.broker))),
                 ..self.context()
             })
             .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
