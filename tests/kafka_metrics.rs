@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
-use support::{test_app, wait_until};
+use support::{recorded, test_app, wait_until};
 
 const AFTER: usize = 100;
 
@@ -82,23 +82,16 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
     // Gauges are set with each offset store (every 100 ms).
     tokio::time::sleep(Duration::from_millis(400)).await;
     // One snapshot for all: reading the debugging recorder resets what it read.
-    let snapshot = snapshotter.snapshot().into_vec();
+    let snapshot = recorded::read(&snapshotter);
     let of_topic = |name: &str| {
-        snapshot
-            .iter()
-            .filter(|(key, _, _, _)| {
-                key.key().name() == name
-                    && key.key().labels().any(|l| {
-                        l.key() == "messaging_destination_name" && l.value() == topic
-                            || l.key() == "spa_app" && l.value() == "gauged"
-                    })
-            })
-            .map(|(_, _, _, value)| match value {
-                DebugValue::Gauge(v) => v.into_inner(),
-                DebugValue::Counter(n) => *n as f64,
-                DebugValue::Histogram(_) => f64::NAN,
-            })
-            .collect::<Vec<f64>>()
+        recorded::values(
+            &snapshot,
+            name,
+            &[
+                ("messaging_destination_name", &topic),
+                ("spa_app", "gauged"),
+            ],
+        )
     };
     let finished_above = of_topic(spa_dat::metrics::KAFKA_FINISHED_ABOVE_COMMIT);
     let uncommitted = of_topic(spa_dat::metrics::KAFKA_UNCOMMITTED);
@@ -107,21 +100,13 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
     // is committed (auto-commit, every 5 s): the partition's end (101) minus the commit (0).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let lag = loop {
-        let lag = snapshotter
-            .snapshot()
-            .into_vec()
-            .into_iter()
-            .find_map(|(key, _, _, value)| {
-                let ours = key.key().name() == spa_dat::metrics::KAFKA_CONSUMER_LAG
-                    && key
-                        .key()
-                        .labels()
-                        .any(|l| l.key() == "messaging_destination_name" && l.value() == topic);
-                match value {
-                    DebugValue::Gauge(v) if ours => Some(v.into_inner()),
-                    _ => None,
-                }
-            });
+        let lag = recorded::values(
+            &recorded::read(&snapshotter),
+            spa_dat::metrics::KAFKA_CONSUMER_LAG,
+            &[("messaging_destination_name", &topic)],
+        )
+        .first()
+        .copied();
         if lag == Some((AFTER + 1) as f64) || std::time::Instant::now() > deadline {
             break lag;
         }

@@ -211,6 +211,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
         .expect("the only recorder of this binary");
     spa_dat::metrics::enable();
     let kafka = support::kafka::OwnKafka::start();
+    let broker = format!("kafka://{}", kafka.bootstrap);
     let mut config = KafkaConfig::new(kafka.bootstrap.clone());
     config.publish_timeout_ms = 60_000;
     let topic = unique("restart");
@@ -266,24 +267,15 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
     tokio::time::timeout(Duration::from_secs(60), readiness.ready())
         .await
         .expect("ready again once the broker is back");
-    let reconnects: u64 = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .filter(|(key, ..)| {
-            let key = key.key();
-            key.name() == spa_dat::metrics::RECONNECTS
-                && key
-                    .labels()
-                    .any(|l| l.key() == "messaging_system" && l.value() == "kafka")
-        })
-        .map(|(.., value)| match value {
-            metrics_util::debugging::DebugValue::Counter(n) => n,
-            other => panic!("a counter: {other:?}"),
-        })
-        .sum();
+    let reconnects: f64 = support::recorded::values(
+        &support::recorded::read(&snapshotter),
+        spa_dat::metrics::RECONNECTS,
+        &[("broker", &broker)],
+    )
+    .into_iter()
+    .sum();
     assert_eq!(
-        reconnects, 1,
+        reconnects, 1.0,
         "one reconnect counted for one broker restart"
     );
     shutdown.trigger();

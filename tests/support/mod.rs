@@ -7,6 +7,7 @@ pub mod mosquitto;
 pub mod ordering;
 pub mod prometheus;
 pub mod python;
+pub mod recorded;
 
 /// Polls `done` every 20 ms; fails the test naming `what` after `limit`.
 #[allow(dead_code, unreachable_pub)]

@@ -117,6 +117,9 @@ pub(super) struct SocketContext {
 pub(super) struct GroupHealth {
     assigned: AtomicBool,
     connected: AtomicBool,
+    /// A broker was up once: only after that is a loss a lost connection (and its end a
+    /// reconnect) rather than a start-up still connecting.
+    was_up: AtomicBool,
     ready: ReadySignal,
     /// The bootstrap servers, the `broker` label of a counted reconnect.
     broker: String,
@@ -126,11 +129,19 @@ pub(super) struct GroupHealth {
 /// readiness (not ready within 2 s of losing the brokers), each partition's lag for metrics.
 pub(super) const STATISTICS_INTERVAL_MS: &str = "500";
 
+/// A group consumer's connection, lost or back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionChange {
+    Lost,
+    Reconnected,
+}
+
 impl GroupHealth {
     pub(super) fn new(ready: ReadySignal, broker: &str) -> Self {
         GroupHealth {
             assigned: AtomicBool::new(false),
             connected: AtomicBool::new(true),
+            was_up: AtomicBool::new(false),
             ready,
             broker: broker.to_owned(),
         }
@@ -141,17 +152,32 @@ impl GroupHealth {
         self.publish();
     }
 
-    fn connected(&self, up: bool) {
-        if self.connected.swap(up, Ordering::AcqRel) != up {
-            if up {
-                // Back after losing every broker: what MQTT counts as a reconnect.
+    /// Whether a broker is up now; says what changed, if anything.
+    fn connected(&self, up: bool) -> Option<ConnectionChange> {
+        let was_up = if up {
+            self.was_up.swap(true, Ordering::AcqRel)
+        } else {
+            self.was_up.load(Ordering::Acquire)
+        };
+        if self.connected.swap(up, Ordering::AcqRel) == up {
+            return None;
+        }
+        self.publish();
+        let change = match (up, was_up) {
+            // Back after losing every broker: what MQTT counts as a reconnect.
+            (true, true) => {
                 tracing::info!(broker = %self.broker, "Kafka reconnected");
                 crate::metrics::reconnected("kafka", &self.broker);
-            } else {
-                tracing::warn!(broker = %self.broker, "Kafka: no broker reachable; librdkafka keeps retrying");
+                ConnectionChange::Reconnected
             }
-            self.publish();
-        }
+            (false, true) => {
+                tracing::warn!(broker = %self.broker, "Kafka: no broker reachable; librdkafka keeps retrying");
+                ConnectionChange::Lost
+            }
+            // Still connecting at start-up.
+            _ => return None,
+        };
+        Some(change)
     }
 
     fn publish(&self) {
@@ -187,7 +213,7 @@ impl ClientContext for SocketContext {
                 .filter(|broker| broker.source != "logical")
                 .peekable();
             if brokers.peek().is_some() {
-                health.connected(brokers.any(|broker| broker.state == "UP"));
+                let _ = health.connected(brokers.any(|broker| broker.state == "UP"));
             }
         }
         if !crate::metrics::enabled() {
@@ -242,7 +268,7 @@ impl ClientContext for SocketContext {
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             if let Some(health) = &self.health {
-                health.connected(false);
+                let _ = health.connected(false);
             }
         }
         match self.failures.record(&error, reason, self.group.as_deref()) {
@@ -317,6 +343,18 @@ mod tests {
 
     fn global(code: RDKafkaErrorCode) -> KafkaError {
         KafkaError::Global(code)
+    }
+
+    #[test]
+    fn a_reconnect_is_a_return_after_a_loss_not_the_first_connection() {
+        let health = GroupHealth::new(ReadySignal::default(), "kafka://test:9092");
+        // Statistics before the first connection was up: start-up, not a loss.
+        assert_eq!(health.connected(false), None);
+        assert_eq!(health.connected(true), None);
+        assert_eq!(health.connected(true), None);
+        assert_eq!(health.connected(false), Some(ConnectionChange::Lost));
+        assert_eq!(health.connected(false), None);
+        assert_eq!(health.connected(true), Some(ConnectionChange::Reconnected));
     }
 
     #[test]
