@@ -18,11 +18,11 @@
 //!
 //! Spans are OpenTelemetry's own, not `tracing` spans, so that the sampler decides before
 //! anything is built: a span it drops costs no attribute, no name, no export. Until [`enable`]
-//! (or [`init`]) is called, or without the feature, spa-dat makes no span and carries no
+//! (or `init()`) is called, or without the feature, spa-dat makes no span and carries no
 //! context — as metrics, tracing is off until switched on; the `tracing` DEBUG span per message
 //! that gives log lines their `app` and `topic` stays as it was.
 //!
-//! [`init`] (feature `otlp`) installs a provider exporting over OTLP and a `tracing`
+//! `init()` (feature `otlp`) installs a provider exporting over OTLP and a `tracing`
 //! subscriber, from the standard `OTEL_*` variables. A program that bridges `tracing` to
 //! OpenTelemetry itself should keep `spa_dat`'s `tracing` spans out of that layer
 //! (`spa_dat=off` in its filter): they are log context, and a producer's lives as long as its
@@ -41,7 +41,7 @@ pub const TRACESTATE: &str = "tracestate";
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Makes spa-dat's spans from now on, with the global tracer provider (install it first;
-/// [`init`] does both). Until then the per-message path makes no span and reads no trace
+/// `init()` does both). Until then the per-message path makes no span and reads no trace
 /// context: one relaxed load. Applications take the provider as it is when they start.
 pub fn enable() {
     ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);

@@ -50,15 +50,14 @@ impl Outgoing {
         }
     }
 
-    /// `message` in the wire format, to its own topic, in the current trace (see
-    /// [`Outgoing::traced`]).
+    /// `message` in the wire format, to its own topic. Inside an OpenTelemetry span (feature
+    /// `opentelemetry`) its trace context is the current span's, in the envelope and in the
+    /// headers; elsewhere it keeps the context it has (a forwarded message stays in its trace).
     pub fn message(message: SpaMessage) -> Result<Self> {
         Outgoing::traced(&message)
     }
 
-    /// `message` encoded for its topic. Inside an OpenTelemetry span (feature
-    /// `opentelemetry`) its trace context is the current span's, in the envelope and in the
-    /// headers; elsewhere it keeps the context it has (a forwarded message stays in its trace).
+    /// [`Outgoing::message`], borrowing the message.
     pub(crate) fn traced(message: &SpaMessage) -> Result<Self> {
         let current = telemetry::current();
         let trace = current.as_ref().or(message.trace_context.as_ref());

@@ -2,7 +2,7 @@
 //!
 //! One connection per socket; its event loop is polled by one task that never waits on the
 //! application: a consumer's handler runs there as its message arrives until it would wait, and
-//! on the consumer's task from then on ([`Inbox::handled_on_arrival`]). Guarantees:
+//! on the consumer's task from then on ([`crate::socket::Inbox::handled_on_arrival`]). Guarantees:
 //! - `publish` returns once the broker acknowledged the message (PUBACK at QoS 1, PUBREC at
 //!   QoS 2; written to the socket at QoS 0), or fails after `publish_timeout_ms`.
 //! - Incoming messages at QoS ≥ 1 are acknowledged only after their handler finished
