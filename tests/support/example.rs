@@ -5,19 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// The example's binary: `cargo test` builds the examples with the tests (a run of this test
-/// alone does not: `cargo build --example graceful_shutdown` first).
-pub fn binary() -> PathBuf {
+/// The binary of `examples/{name}.rs`: `cargo test` builds the examples with the tests (a run
+/// of one test alone does not: `cargo build --example {name}` first).
+pub fn binary(name: &str) -> PathBuf {
     let binary = std::env::current_exe()
         .expect("test binary")
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>")
-        .join("examples/graceful_shutdown");
+        .join("examples")
+        .join(name);
     assert!(
         binary.exists(),
         "{} is missing: run `cargo test` without a target filter, or `cargo build --example \
-         graceful_shutdown` first",
+         {name}` first",
         binary.display()
     );
     binary
@@ -39,7 +40,7 @@ pub fn start_graceful_with(
     concurrency: usize,
 ) -> Child {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(binary())
+    let mut child = Command::new(binary("graceful_shutdown"))
         .env("GRACEFUL_CONCURRENCY", concurrency.to_string())
         .env("SPA_DAT_URL", url)
         .env("SPA_DAT_SHUTDOWN_GRACE_MS", grace_ms.to_string())
