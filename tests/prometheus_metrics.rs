@@ -77,8 +77,34 @@ async fn prometheus_scrapes_the_messages_sent_and_handled() {
     let sent = query(r#"sum(messaging_client_sent_messages_total{spa_app="metering-producer"})"#);
     let failed = query(r#"sum(spa_messages_failed_total{spa_app="metered"})"#);
     let observed = query(r#"sum(messaging_process_duration_seconds_count{spa_app="metered"})"#);
+    // Each application exports the series of what it does: a producer no consumer series (a
+    // zero "consumed" would read as a stalled consumer on a dashboard), a consumer that never
+    // publishes no "sent" series.
+    let exposition = support::prometheus::http_get(metrics_port, "/metrics").expect("/metrics");
+    let exported = |metric: &str, app: &str| {
+        exposition
+            .lines()
+            .any(|line| line.starts_with(metric) && line.contains(&format!("spa_app=\"{app}\"")))
+    };
     shutdown.trigger();
     run.await.expect("join").expect("runs");
+    for consumer_series in [
+        "messaging_client_consumed_messages_total",
+        "messaging_process_duration_seconds",
+        "spa_messages_failed_total",
+        "spa_messages_retried_total",
+        "spa_messages_dead_lettered_total",
+        "spa_messages_skipped_total",
+    ] {
+        assert!(
+            !exported(consumer_series, "metering-producer"),
+            "the producer exports {consumer_series}"
+        );
+    }
+    assert!(
+        !exported("messaging_client_sent_messages_total", "metered"),
+        "the consumer, which never publishes, exports a sent series"
+    );
     assert_eq!(sent, MESSAGES as f64, "sent");
     assert_eq!(consumed, MESSAGES as f64, "consumed, failures included");
     assert_eq!(failed, (MESSAGES / 50) as f64, "failed");

@@ -78,10 +78,19 @@ pub const ALL: &[&str] = &[
     CONNECTION_UP,
 ];
 
+/// The labels of one application's series on one topic.
+fn topic_labels(app: &str, system: &'static str, topic: &str) -> [(&'static str, String); 3] {
+    [
+        ("spa_app", app.to_owned()),
+        ("messaging_system", system.to_owned()),
+        ("messaging_destination_name", topic.to_owned()),
+    ]
+}
+
 /// A consumer's metric handles for one topic: registered once, then each record is an atomic
-/// add (the per-message path never builds a label set).
+/// add (the per-message path never builds a label set). Registered only by consumers, so a
+/// producer exports no zero "consumed" series that would read as a stalled consumer.
 pub(crate) struct TopicMetrics {
-    pub(crate) sent: Counter,
     pub(crate) consumed: Counter,
     pub(crate) duration: Histogram,
     pub(crate) failed: Counter,
@@ -92,13 +101,8 @@ pub(crate) struct TopicMetrics {
 
 impl TopicMetrics {
     fn new(app: &str, system: &'static str, topic: &str) -> Self {
-        let labels = [
-            ("spa_app", app.to_owned()),
-            ("messaging_system", system.to_owned()),
-            ("messaging_destination_name", topic.to_owned()),
-        ];
+        let labels = topic_labels(app, system, topic);
         TopicMetrics {
-            sent: metrics::counter!(SENT, &labels),
             consumed: metrics::counter!(CONSUMED, &labels),
             duration: metrics::histogram!(PROCESS_DURATION, &labels),
             failed: metrics::counter!(FAILED, &labels),
@@ -109,12 +113,39 @@ impl TopicMetrics {
     }
 }
 
-/// Metric handles by topic for one application; the last topic is kept at hand (messages
-/// mostly come in runs on one topic).
+/// Handles by topic, the latest few kept (messages mostly come in runs on one topic; wildcard
+/// subscriptions can bring many).
+struct ByTopic<T>(Mutex<Vec<(Arc<str>, Arc<T>)>>);
+
+impl<T> ByTopic<T> {
+    fn new() -> Self {
+        ByTopic(Mutex::new(Vec::new()))
+    }
+
+    fn get(&self, topic: &str, register: impl FnOnce() -> T) -> Arc<T> {
+        let mut by_topic = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, handles)) = by_topic
+            .iter()
+            .rev()
+            .find(|(known, _)| std::ptr::eq(known.as_ptr(), topic.as_ptr()) || &**known == topic)
+        {
+            return Arc::clone(handles);
+        }
+        let handles = Arc::new(register());
+        if by_topic.len() >= 64 {
+            by_topic.remove(0);
+        }
+        by_topic.push((Arc::from(topic), Arc::clone(&handles)));
+        handles
+    }
+}
+
+/// Metric handles by topic for one application: what it sends, what it consumes.
 pub(crate) struct AppMetrics {
     app: Arc<str>,
     system: &'static str,
-    by_topic: Mutex<Vec<(Arc<str>, Arc<TopicMetrics>)>>,
+    sent: ByTopic<Counter>,
+    consumed: ByTopic<TopicMetrics>,
 }
 
 impl std::fmt::Debug for AppMetrics {
@@ -135,27 +166,22 @@ impl AppMetrics {
         AppMetrics {
             app,
             system,
-            by_topic: Mutex::new(Vec::new()),
+            sent: ByTopic::new(),
+            consumed: ByTopic::new(),
         }
     }
 
-    /// The handles of `topic`.
+    /// The consumer handles of `topic`.
     pub(crate) fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
-        let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, metrics)) = by_topic
-            .iter()
-            .rev()
-            .find(|(known, _)| std::ptr::eq(known.as_ptr(), topic.as_ptr()) || &**known == topic)
-        {
-            return Arc::clone(metrics);
-        }
-        let metrics = Arc::new(TopicMetrics::new(&self.app, self.system, topic));
-        // Wildcard subscriptions can bring many topics: keep the handles of the latest few.
-        if by_topic.len() >= 64 {
-            by_topic.remove(0);
-        }
-        by_topic.push((Arc::from(topic), Arc::clone(&metrics)));
-        metrics
+        self.consumed
+            .get(topic, || TopicMetrics::new(&self.app, self.system, topic))
+    }
+
+    /// The count of messages sent to `topic`.
+    pub(crate) fn sent(&self, topic: &str) -> Arc<Counter> {
+        self.sent.get(topic, || {
+            metrics::counter!(SENT, &topic_labels(&self.app, self.system, topic))
+        })
     }
 }
 

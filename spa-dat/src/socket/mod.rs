@@ -324,10 +324,10 @@ impl Socket {
             .metrics
             .as_ref()
             .filter(|_| crate::metrics::enabled())
-            .map(|m| m.topic(&outgoing.topic));
+            .map(|m| m.sent(&outgoing.topic));
         self.inner.send(outgoing).await?;
         if let Some(counted) = counted {
-            counted.sent.increment(1);
+            counted.increment(1);
         }
         Ok(())
     }
