@@ -213,7 +213,7 @@ impl ClientContext for SocketContext {
                 .filter(|broker| broker.source != "logical")
                 .peekable();
             if brokers.peek().is_some() {
-                let _ = health.connected(brokers.any(|broker| broker.state == "UP"));
+                health.connected(brokers.any(|broker| broker.state == "UP"));
             }
         }
         if !crate::metrics::enabled() {
@@ -268,7 +268,7 @@ impl ClientContext for SocketContext {
         }
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             if let Some(health) = &self.health {
-                let _ = health.connected(false);
+                health.connected(false);
             }
         }
         match self.failures.record(&error, reason, self.group.as_deref()) {
