@@ -447,13 +447,11 @@ impl Application {
         let connection = provider.connect(options).await?;
         let builder = MessageBuilder::new(Some(&client_id), Some(&client_name));
         let name: Arc<str> = Arc::from(self.name.as_str());
-        let metrics = Arc::new(AppMetrics::new(
-            Arc::clone(&name),
-            crate::metrics::system_of(&provider.describe()),
-        ));
+        let system = crate::metrics::system_of(&provider.describe());
+        let metrics = Arc::new(AppMetrics::new(Arc::clone(&name), system));
         let spans = SpanScope::new(
             Arc::clone(&name),
-            crate::metrics::system_of(&provider.describe()),
+            system,
             &client_id,
             names.group.as_deref(),
         );
