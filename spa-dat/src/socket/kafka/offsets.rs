@@ -1,6 +1,7 @@
 //! The group consumer's task: records into the inbox, and the offsets of handled records into
 //! librdkafka's store (committed from there).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
@@ -29,23 +30,88 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the group consumer into the inbox; the ack records the offset as finished (in any
 /// order: see `progress`). Records an earlier run finished above its commit are skipped.
+///
+/// Back-pressure: while the inbox is full the consumer is not read. If it stays full for
+/// `pause_after` (handlers stuck: a database down, a message retried without a dead-letter
+/// topic), the assignment is paused and the consumer polled on, so that librdkafka does not
+/// leave the group at `max.poll.interval.ms` (which would hand the partitions to another
+/// member, to be stuck there too, and the records in flight to be read twice); it resumes
+/// once the inbox takes records again.
 pub(super) async fn consume(
     consumer: Arc<GroupConsumer>,
     progress: Arc<Progress>,
     inbox: mpsc::Sender<Delivery>,
     broker: String,
+    pause_after: Duration,
 ) {
     let mut topic_names = TopicNames::default();
     let mut store_tick = tokio::time::interval(STORE_INTERVAL);
     store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Records read and not yet taken by the inbox, oldest first: one, or a few more read while
+    // paused (a partition assigned since, or records librdkafka had already queued).
+    let mut held: VecDeque<Delivery> = VecDeque::new();
+    let mut paused = false;
+    // When the inbox was first found full, while not paused.
+    let mut full_since: Option<tokio::time::Instant> = None;
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = store_tick.tick() => {
-                progress.store(&*consumer);
-                continue;
+        while let Some(delivery) = held.pop_front() {
+            match inbox.try_send(delivery) {
+                Ok(()) => {}
+                Err(TrySendError::Full(delivery)) => {
+                    held.push_front(delivery);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => return,
             }
-            received = consumer.recv() => received,
+        }
+        if held.is_empty() {
+            full_since = None;
+            if paused {
+                paused = !set_paused(&consumer, false, &broker);
+            }
+        }
+        let received = if held.is_empty() || paused {
+            tokio::select! {
+                biased;
+                _ = store_tick.tick() => {
+                    progress.store(&*consumer);
+                    continue;
+                }
+                room = inbox.reserve(), if !held.is_empty() => {
+                    let Ok(permit) = room else { return };
+                    if let Some(delivery) = held.pop_front() {
+                        permit.send(delivery);
+                    }
+                    continue;
+                }
+                received = consumer.recv() => received,
+            }
+        } else {
+            // Full: wait for room, not reading the consumer, until `pause_after` has passed.
+            let pause_at = *full_since.get_or_insert_with(tokio::time::Instant::now) + pause_after;
+            tokio::select! {
+                biased;
+                _ = store_tick.tick() => {
+                    progress.store(&*consumer);
+                    continue;
+                }
+                room = inbox.reserve() => {
+                    let Ok(permit) = room else { return };
+                    if let Some(delivery) = held.pop_front() {
+                        permit.send(delivery);
+                    }
+                    full_since = None;
+                    continue;
+                }
+                () = tokio::time::sleep_until(pause_at) => {
+                    paused = set_paused(&consumer, true, &broker);
+                    if !paused {
+                        // Try again after another while, not in a loop.
+                        full_since = Some(tokio::time::Instant::now());
+                    }
+                    continue;
+                }
+            }
         };
         let message = match received {
             Ok(message) => message,
@@ -92,8 +158,35 @@ pub(super) async fn consume(
             .with_key(key)
             .at(Position { partition, offset })
             .with_ack(move || finished.finished(&finished_topic, partition, offset, ticket));
-        if inbox.send(delivery).await.is_err() {
-            break;
+        if paused {
+            // From a partition assigned while paused: pause it too.
+            set_paused(&consumer, true, &broker);
+        }
+        held.push_back(delivery);
+    }
+}
+
+/// Pauses (or resumes) fetching from the consumer's whole assignment; true when done.
+fn set_paused(consumer: &GroupConsumer, pause: bool, broker: &str) -> bool {
+    let result = consumer.assignment().and_then(|assignment| {
+        if pause {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        }
+    });
+    match result {
+        Ok(()) if pause => {
+            tracing::warn!(%broker, "Kafka consumer paused: its handlers took nothing for a while (the inbox is full); it stays in its group and resumes when they do");
+            true
+        }
+        Ok(()) => {
+            tracing::info!(%broker, "Kafka consumer resumed");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%broker, error = %describe(&error), pause, "pausing or resuming the Kafka consumer failed");
+            false
         }
     }
 }

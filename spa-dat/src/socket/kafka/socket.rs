@@ -148,12 +148,20 @@ impl Shared {
             })
             .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
         tracing::debug!(broker = %self.broker, group = %self.group_id, client_id = %self.client_id, "Kafka consumer created");
+        // Stuck this long with a full inbox, the consumer pauses its partitions and goes on
+        // polling, so the group keeps it (half of max.poll.interval.ms: a consumer that is
+        // merely busy never pauses, as a pause throws librdkafka's prefetched records away).
+        let max_poll_interval = config
+            .get("max.poll.interval.ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .unwrap_or(300_000);
         let consumer = Arc::new(consumer);
         let task = tokio::spawn(consume(
             Arc::clone(&consumer),
             handled,
             inbox,
             self.broker.clone(),
+            Duration::from_millis(max_poll_interval / 2),
         ));
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
