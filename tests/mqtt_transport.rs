@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
 use spa_dat::{
-    Application, Config, Error, RetryPolicy, Shutdown, SocketOptions, SocketProvider, SpaMessage,
+    Application, Config, Error, RetryPolicy, Shutdown, Socket, SocketOptions, SocketProvider,
+    SpaMessage,
 };
 use support::mosquitto::Mosquitto;
 use support::{test_app, wait_until};
@@ -990,4 +991,87 @@ async fn readiness_follows_the_broker_connection() {
     shutdown.trigger();
     run.await.expect("join").expect("clean");
     assert!(!readiness.is_ready(), "not ready once stopped");
+}
+
+/// A consumer that publishes from its handler (a forwarder) keeps going when it falls behind:
+/// with its inbox full the connection still sends what its handlers publish. QoS 0 (no broker
+/// flow control, so the inbox can fill), a small inbox so that it does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
+    const MESSAGES: usize = 3_000;
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.qos = 0;
+    config.publish_timeout_ms = 2_000;
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let f = Arc::clone(&failures);
+    let app = test_app(Config::default())
+        .socket_provider(provider(config.clone()))
+        .add_application(
+            Application::consumer(
+                "forwarder",
+                ["incoming"],
+                move |m: SpaMessage, socket: Socket| {
+                    let f = Arc::clone(&f);
+                    async move {
+                        // Slower than the publisher (~100 µs of work each): the inbox fills.
+                        let busy_until = Instant::now() + Duration::from_micros(100);
+                        while Instant::now() < busy_until {
+                            std::hint::spin_loop();
+                        }
+                        let sent = socket
+                            .publish(SpaMessage::new("forwarded", m.payload.clone()))
+                            .await;
+                        if let Err(error) = &sent {
+                            f.lock().expect("failures").push(error.to_string());
+                        }
+                        sent
+                    }
+                },
+            )
+            .retry(RetryPolicy::no_retries()),
+        );
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let run = tokio::spawn(app.start_async());
+    readiness.ready().await;
+    let mut watcher = provider(config.clone())
+        .connect(SocketOptions::new("forward-watcher").topics(["forwarded"]))
+        .await
+        .expect("connects");
+    let publisher = provider(config)
+        .connect(SocketOptions::new("forward-publisher"))
+        .await
+        .expect("connects");
+    for seq in 0..MESSAGES {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("incoming", seq.to_string()))
+            .await
+            .expect("publish");
+    }
+    let mut forwarded = 0;
+    while forwarded < MESSAGES {
+        match tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv()).await {
+            Ok(Some(delivery)) => {
+                delivery.ack();
+                forwarded += 1;
+            }
+            _ => break,
+        }
+    }
+    shutdown.trigger();
+    let _ = run.await;
+    publisher.socket.close().await.expect("close");
+    let failures = failures.lock().expect("failures").clone();
+    assert!(
+        failures.is_empty(),
+        "{} forwards failed, the first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(
+        forwarded, MESSAGES,
+        "every message forwarded (QoS 0 on loopback)"
+    );
 }

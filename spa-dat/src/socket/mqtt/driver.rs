@@ -96,17 +96,21 @@ pub(super) struct Driver {
 impl Driver {
     pub(super) async fn run(mut self, mut eventloop: EventLoop) {
         let mut acks = AckWriter::default();
-        loop {
+        'driving: loop {
             self.shared.acks.before_poll(&mut acks.batch);
             acks.write(&mut eventloop).await;
             // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
             // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
-            // made meanwhile are written on the next turn.
-            if self.inbox.is_full() {
+            // made meanwhile are written on the next turn. What the handlers publish is still
+            // sent: polling for it may read a batch more, a bounded overshoot (one batch per
+            // request), where waiting would hold the handler, and so the room, until its
+            // publish timed out.
+            while self.inbox.is_full() && self.shared.ledger().unsent.is_empty() {
                 tokio::select! {
                     biased;
-                    _ = self.shared.close_requested.notified() => break,
+                    _ = self.shared.close_requested.notified() => break 'driving,
                     _ = self.inbox.room() => {}
+                    _ = self.shared.handed_over.notified() => {}
                 }
             }
             let polled = eventloop.poll().await;

@@ -44,6 +44,10 @@ pub(super) struct Shared {
     pub(super) reply_subscription: tokio::sync::OnceCell<()>,
     pub(super) closed: AtomicBool,
     pub(super) close_requested: Notify,
+    /// Told when a request was handed to rumqttc: a driver that stopped reading (the inbox is
+    /// full) must still send it, or a handler publishing it would wait for a reading that waits
+    /// for the handler.
+    pub(super) handed_over: Notify,
     pub(super) driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -132,6 +136,7 @@ impl Shared {
                     match self.try_hand_over(&entry.request) {
                         Ok(()) => {
                             ledger.unsent.push_back(entry);
+                            self.handed_over.notify_one();
                             break;
                         }
                         Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {}
@@ -379,6 +384,7 @@ impl SocketProvider for MqttSocketProvider {
             reply_subscription: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
             close_requested: Notify::new(),
+            handed_over: Notify::new(),
             driver: Mutex::new(None),
             ready: options.ready.clone(),
         });
