@@ -1075,3 +1075,67 @@ async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
         "every message forwarded (QoS 0 on loopback)"
     );
 }
+
+/// A consumer stuck longer than the keepalive allows keeps its connection: with its inbox full
+/// it reads nothing, but still pings the broker. QoS 0 (nothing bounds what is in flight, so the
+/// inbox fills), keepalive 5 s: the broker drops a silent client after 7.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_consumer_keeps_its_connection_alive() {
+    const MESSAGES: usize = 3_000;
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.qos = 0;
+    config.keepalive_secs = 5;
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let r = Arc::clone(&release);
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h = Arc::clone(&handled);
+    let app = test_app(Config::default())
+        .socket_provider(provider(config.clone()))
+        .add_consumer("stuck", ["stuck"], move |_m: SpaMessage| {
+            let (r, h) = (Arc::clone(&r), Arc::clone(&h));
+            async move {
+                let _ = r.acquire().await.map(|permit| permit.forget());
+                h.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let run = tokio::spawn(app.start_async());
+    readiness.ready().await;
+    let publisher = provider(config)
+        .connect(SocketOptions::new("stuck-publisher"))
+        .await
+        .expect("connects");
+    for seq in 0..MESSAGES {
+        publisher
+            .socket
+            .publish(&SpaMessage::new("stuck", seq.to_string()))
+            .await
+            .expect("publish");
+    }
+    // Stuck for 12 s, well past 1.5 x keepalive: the broker must not have dropped it.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let log = std::fs::read_to_string(broker.dir.join("mosquitto.log")).expect("broker log");
+    assert!(
+        !log.contains("exceeded timeout"),
+        "the broker dropped the stuck consumer:\n{log}"
+    );
+    release.add_permits(MESSAGES);
+    // Unstuck, it reads on (the PINGRESPs it asked for included) on the same connection.
+    let h = Arc::clone(&handled);
+    wait_until("what the inbox held", Duration::from_secs(30), || {
+        h.load(Ordering::SeqCst) >= 1_000
+    })
+    .await;
+    assert!(readiness.is_ready(), "still connected");
+    let log = std::fs::read_to_string(broker.dir.join("mosquitto.log")).expect("broker log");
+    assert_eq!(
+        log.matches("New client connected").count(),
+        2,
+        "no reconnect:\n{log}"
+    );
+    shutdown.trigger();
+    let _ = run.await;
+    publisher.socket.close().await.expect("close");
+}

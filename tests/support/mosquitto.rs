@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub struct Mosquitto {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
     child: Option<Child>,
 }
 

@@ -1,8 +1,9 @@
 //! The connection task: polls rumqttc's event loop, delivers messages, settles the ledger,
 //! writes acknowledgements, reconnects.
 //!
-//! **The only place that reads rumqttc's internals** — `EventLoop::network` (acknowledgements
-//! written straight into the connection; waiting for the broker to close it after DISCONNECT),
+//! **The only place that reads rumqttc's internals** — `EventLoop::network` (acknowledgements,
+//! and pings while the connection reads nothing, written straight into the connection; waiting
+//! for the broker to close it after DISCONNECT),
 //! `EventLoop::state.events` and `EventLoop::pending` (requests rumqttc would drop on a
 //! reconnect without session). They are public fields but not a stable API, so the workspace
 //! pins rumqttc to an exact version while this file reads them; check them on every upgrade.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    Event, EventLoop, Incoming, Outgoing, Publish, QoS, Request, SubAck, Subscribe,
+    Event, EventLoop, Incoming, Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe,
     SubscribeFilter, SubscribeReasonCode,
 };
 
@@ -47,6 +48,18 @@ impl AckWriter {
         }
         if self.unflushed && eventloop.state.events.is_empty() {
             self.unflushed = false;
+            let _ = network.flush().await;
+        }
+    }
+}
+
+/// Writes a PINGREQ straight into the connection. A driver that reads nothing (the inbox is
+/// full) and sends nothing would otherwise be dropped by the broker after 1.5 × keepalive —
+/// and with it, on a clean session, what the broker still held for it. The PINGRESP is read
+/// (rumqttc ignores one it did not ask for) once reading resumes.
+async fn ping(eventloop: &mut EventLoop) {
+    if let Some(network) = eventloop.network.as_mut() {
+        if network.write(Packet::PingReq).await.is_ok() {
             let _ = network.flush().await;
         }
     }
@@ -106,11 +119,15 @@ impl Driver {
             // request), where waiting would hold the handler, and so the room, until its
             // publish timed out.
             while self.inbox.is_full() && self.shared.ledger().unsent.is_empty() {
+                let ping_every = eventloop.mqtt_options.keep_alive() / 2;
                 tokio::select! {
                     biased;
                     _ = self.shared.close_requested.notified() => break 'driving,
                     _ = self.inbox.room() => {}
                     _ = self.shared.handed_over.notified() => {}
+                    () = tokio::time::sleep(ping_every), if !ping_every.is_zero() => {
+                        ping(&mut eventloop).await;
+                    }
                 }
             }
             let polled = eventloop.poll().await;
