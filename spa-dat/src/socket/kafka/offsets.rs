@@ -70,48 +70,36 @@ pub(super) async fn consume(
                 paused = !set_paused(&consumer, false, &broker);
             }
         }
-        let received = if held.is_empty() || paused {
-            tokio::select! {
-                biased;
-                _ = store_tick.tick() => {
-                    progress.store(&*consumer);
-                    continue;
-                }
-                room = inbox.reserve(), if !held.is_empty() => {
-                    let Ok(permit) = room else { return };
-                    if let Some(delivery) = held.pop_front() {
-                        permit.send(delivery);
-                    }
-                    continue;
-                }
-                received = consumer.recv() => received,
+        // Holding a record: wait for room. Not paused, read nothing meanwhile, until
+        // `pause_after` has passed; paused, go on polling the consumer.
+        let waiting = !held.is_empty();
+        let pause_at = (waiting && !paused)
+            .then(|| *full_since.get_or_insert_with(tokio::time::Instant::now) + pause_after);
+        let received = tokio::select! {
+            biased;
+            _ = store_tick.tick() => {
+                progress.store(&*consumer);
+                continue;
             }
-        } else {
-            // Full: wait for room, not reading the consumer, until `pause_after` has passed.
-            let pause_at = *full_since.get_or_insert_with(tokio::time::Instant::now) + pause_after;
-            tokio::select! {
-                biased;
-                _ = store_tick.tick() => {
-                    progress.store(&*consumer);
-                    continue;
+            room = inbox.reserve(), if waiting => {
+                let Ok(permit) = room else { return };
+                if let Some(delivery) = held.pop_front() {
+                    permit.send(delivery);
                 }
-                room = inbox.reserve() => {
-                    let Ok(permit) = room else { return };
-                    if let Some(delivery) = held.pop_front() {
-                        permit.send(delivery);
-                    }
-                    full_since = None;
-                    continue;
-                }
-                () = tokio::time::sleep_until(pause_at) => {
-                    paused = set_paused(&consumer, true, &broker);
-                    if !paused {
-                        // Try again after another while, not in a loop.
-                        full_since = Some(tokio::time::Instant::now());
-                    }
-                    continue;
-                }
+                full_since = None;
+                continue;
             }
+            // An async block: no timer is made on the per-record path, where it is disabled.
+            () = async { if let Some(at) = pause_at { tokio::time::sleep_until(at).await } },
+                if pause_at.is_some() => {
+                paused = set_paused(&consumer, true, &broker);
+                if !paused {
+                    // Try again after another while, not in a loop.
+                    full_since = Some(tokio::time::Instant::now());
+                }
+                continue;
+            }
+            received = consumer.recv(), if !waiting || paused => received,
         };
         let message = match received {
             Ok(message) => message,
