@@ -103,14 +103,14 @@ impl AckPath {
         let Some(oldest) = queue.waiting.pop_front() else {
             return;
         };
-        queue.in_channel = Some(oldest.pkid);
-        let publish = oldest.as_publish();
-        if let Err(rumqttc::ClientError::TryRequest(_)) = self.client.try_ack(&publish) {
-            // The channel is momentarily full: hand it over from a task instead of waiting.
-            let client = self.client.clone();
-            tokio::spawn(async move {
-                let _ = client.ack(&publish).await;
-            });
+        if self.client.try_ack(&oldest.as_publish()).is_ok() {
+            queue.in_channel = Some(oldest.pkid);
+        } else {
+            // The channel is full: the connection task wakes for what fills it and writes this
+            // one itself before its next poll. Never handed over from a task of its own: that
+            // could enter the channel after the connection was lost, and be written on the
+            // next one, acknowledging whatever message has its packet id there.
+            queue.waiting.push_front(oldest);
         }
     }
 
@@ -223,6 +223,42 @@ mod tests {
         assert_eq!(before_poll(&path), [] as [u16; 0], "8 waits behind 7");
         path.written(7);
         assert_eq!(before_poll(&path), [8]);
+    }
+
+    #[test]
+    fn an_acknowledgement_that_finds_the_channel_full_never_reaches_a_later_connection() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, mut eventloop) =
+                AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 1);
+            // The request channel is full (a publish of a handler).
+            client
+                .try_publish("t", QoS::AtLeastOnce, false, "x")
+                .expect("room for one");
+            let path = AckPath::new(client);
+            assert_eq!(before_poll(&path), [] as [u16; 0]);
+            // The task waits in a poll; a handler finishes a QoS 2 message of this connection.
+            path.acknowledge(path.ack_for(5, QoS::ExactlyOnce));
+            // The connection is lost: rumqttc empties its channel (clean), we drop ours.
+            path.connection_lost();
+            eventloop.clean();
+            eventloop.pending.clear();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            // Whatever entered the channel since would be written on the next connection.
+            eventloop.clean();
+            let late: Vec<String> = eventloop.pending.iter().map(|r| format!("{r:?}")).collect();
+            assert!(
+                late.is_empty(),
+                "an acknowledgement of the lost connection entered the channel: {late:?}"
+            );
+            path.after_poll();
+            assert_eq!(before_poll(&path), [] as [u16; 0], "dropped with the connection");
+        });
     }
 
     #[test]
