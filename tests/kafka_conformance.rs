@@ -22,6 +22,8 @@ fn kafka() -> conformance::Transport {
         settle: Duration::from_secs(3),
         separator: ".",
         guard: None,
+        big: None,
+        connections_of: None,
     }
 }
 

@@ -416,6 +416,8 @@ async fn order_is_kept_per_publisher_on_a_single_partition_topic() {
         settle: Duration::from_secs(3),
         separator: ".",
         guard: None,
+        big: None,
+        connections_of: None,
     };
     assert!(transport.provider.capabilities().ordered_per_publisher);
     conformance::order_per_publisher(&transport).await;

@@ -1,6 +1,7 @@
 //! The transport conformance suite on the in-process bus.
 
 mod conformance;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +10,11 @@ use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 
 fn memory() -> conformance::Transport {
     let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let provider: Arc<dyn spa_dat::SocketProvider> = Arc::new(MemorySocketProvider::new(bus));
     conformance::Transport {
-        provider: Arc::new(MemorySocketProvider::new(bus)),
+        big: Some(Arc::clone(&provider)),
+        connections_of: None,
+        provider,
         patience: Duration::from_secs(5),
         settle: Duration::ZERO,
         separator: "/",

@@ -10,14 +10,27 @@ use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
 use support::mosquitto::Mosquitto;
 
 fn mqtt() -> conformance::Transport {
-    let broker = Mosquitto::start();
+    let broker = Arc::new(Mosquitto::start());
     let config = MqttConfig::new("127.0.0.1", broker.port);
+    let mut big = config.clone();
+    big.max_packet_size = 4 << 20;
+    let log = Arc::clone(&broker);
     conformance::Transport {
         provider: Arc::new(MqttSocketProvider::new(config).expect("valid config")),
+        big: Some(Arc::new(
+            MqttSocketProvider::new(big).expect("valid config"),
+        )),
+        connections_of: Some(Arc::new(move |client_id: &str| {
+            let needle = format!(" as {client_id} ");
+            log.log()
+                .lines()
+                .filter(|line| line.contains(&needle))
+                .count()
+        })),
         patience: Duration::from_secs(30),
         settle: Duration::ZERO,
         separator: "/",
-        guard: Some(Arc::new(broker)),
+        guard: Some(broker),
     }
 }
 

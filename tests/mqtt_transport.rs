@@ -1139,3 +1139,45 @@ async fn a_stuck_consumer_keeps_its_connection_alive() {
     let _ = run.await;
     publisher.socket.close().await.expect("close");
 }
+
+/// Issue 19, item 0, at its root: a socket whose inbox is full still reads the broker's PUBACK
+/// of what it publishes meanwhile (a dead letter, a reply). It used to stop reading once its
+/// publish was written, so the acknowledgement was never read and the publish timed out — and
+/// the handler waiting on it never made the room the reading waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_with_a_full_inbox_still_reads_the_acknowledgement_of_its_publish() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.qos = 1;
+    config.publish_timeout_ms = 3_000;
+    let mut options = SocketOptions::new("full-inbox").topics(["fill"]);
+    options.inbox_capacity = 4;
+    let full = provider(config.clone())
+        .connect(options)
+        .await
+        .expect("connects");
+    let filler = publisher(&broker, "filler").await;
+    for seq in 0..8 {
+        filler
+            .socket
+            .publish(&SpaMessage::new("fill", seq.to_string()))
+            .await
+            .expect("publish");
+    }
+    // Nothing is taken from the inbox: it holds its 4 and the driver stops reading. Each of
+    // these publishes must still be acknowledged, one after the other.
+    for seq in 0..3 {
+        let started = Instant::now();
+        full.socket
+            .publish(&SpaMessage::new("dead-letters", seq.to_string()))
+            .await
+            .unwrap_or_else(|e| panic!("publish {seq} with a full inbox: {e}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    full.socket.close().await.expect("close");
+    filler.socket.close().await.expect("close");
+}

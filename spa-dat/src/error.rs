@@ -88,6 +88,22 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+    /// The transport refused a message for a reason no retry can fix: a topic it cannot
+    /// publish to (empty, a wildcard, U+0000, too long, not a Kafka topic name), a message
+    /// larger than it takes, a topic this user is not authorised for. Failed at once and never
+    /// retried (see [`Error::is_permanent`]).
+    #[error("{operation} refused by {broker}: {reason}")]
+    Refused {
+        /// What was attempted (publish, ...).
+        operation: &'static str,
+        /// The broker's address.
+        broker: String,
+        /// Why, with the limit or rule that was broken.
+        reason: String,
+        /// The client library's error, where one caused it (see [`Error::Connect`]).
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The socket was closed; no more operations are possible on it.
     #[error("socket is closed")]
     Closed,
@@ -191,6 +207,48 @@ impl Error {
         }
     }
 
+    /// Whether trying the same thing again cannot succeed: bad input (a message that does not
+    /// decode, a payload of the wrong type, a rejected message), a refused publish
+    /// ([`Error::Refused`]), configuration or a handler's missing argument. Transient are
+    /// the others: a broker away, a timeout, a closed socket. Retries of handlers, of dead
+    /// letters and of replies, and MQTT's resends, all ask this one question.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Decode { .. }
+            | Error::Encode { .. }
+            | Error::Payload { .. }
+            | Error::Rejected { .. }
+            | Error::Refused { .. }
+            | Error::Config(_)
+            | Error::Handler { .. } => true,
+            Error::RequestTimeout { .. }
+            | Error::Connect { .. }
+            | Error::Transport { .. }
+            | Error::Closed
+            | Error::Runtime { .. }
+            | Error::Resource { .. } => false,
+            Error::Startup { source, .. } => source.is_permanent(),
+            Error::Many(errors) => !errors.is_empty() && errors.iter().all(Error::is_permanent),
+            Error::HandlerFailed { source, .. } | Error::Other(source) => source
+                .downcast_ref::<Error>()
+                .is_some_and(Error::is_permanent),
+        }
+    }
+
+    /// A refused `operation` on `broker` (see [`Error::Refused`]).
+    pub(crate) fn refused(
+        operation: &'static str,
+        broker: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Error::Refused {
+            operation,
+            broker: broker.into(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
     /// Keeps `cause` as this error's [`std::error::Error::source`], on the variants that
     /// carry one; others are returned as they are.
     pub(crate) fn caused_by(
@@ -202,6 +260,7 @@ impl Error {
             | Error::Payload { source, .. }
             | Error::Connect { source, .. }
             | Error::Transport { source, .. }
+            | Error::Refused { source, .. }
             | Error::Runtime { source, .. } => *source = Some(Box::new(cause)),
             _ => {}
         }

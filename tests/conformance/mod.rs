@@ -3,7 +3,10 @@
 //! `conformance_tests!(make_transport())`; capabilities a transport lacks are declared by its
 //! provider and the affected tests assert that declaration instead of silently passing.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
+
+mod hostile;
+pub use hostile::{hostile_peers, poison_under_load};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +18,9 @@ use spa_dat::socket::{
     headers, Connection, Inbox, Outgoing, PendingReply, SocketOptions, SocketProvider, SpaSocket,
 };
 use spa_dat::{Error, QualityOfService, SpaMessage};
+
+/// Counts a client's connections to the broker, by client id.
+pub type ConnectionCount = Arc<dyn Fn(&str) -> usize + Send + Sync>;
 
 /// A transport under test.
 #[derive(Clone)]
@@ -29,6 +35,12 @@ pub struct Transport {
     pub separator: &'static str,
     /// Keeps the broker of this test alive.
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// Builds sockets that may publish 2 MiB, where the broker takes that much (hostile
+    /// clients); `None` where it does not (Kafka's default `message.max.bytes`).
+    pub big: Option<Arc<dyn SocketProvider>>,
+    /// How many times the client with this id connected to the broker (from its log), where
+    /// the transport has connections to count.
+    pub connections_of: Option<ConnectionCount>,
 }
 
 impl Transport {
@@ -40,6 +52,20 @@ impl Transport {
             &id[..12],
             sep = self.separator
         )
+    }
+
+    /// A socket of `provider` (another configuration of this transport), without group.
+    pub async fn connect_with(
+        &self,
+        provider: &Arc<dyn SocketProvider>,
+        topics: &[&str],
+    ) -> Connection {
+        let options = SocketOptions::new(format!(
+            "conformance-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        ))
+        .topics(topics.iter().copied());
+        provider.connect(options).await.expect("socket connects")
     }
 
     pub async fn connect(&self, topics: &[&str], group: Option<&str>) -> Connection {
@@ -702,7 +728,7 @@ macro_rules! conformance_tests {
             publish_then_close, resubscribe_between_batches, consumer_groups,
             order_per_publisher, request_reply_concurrent, request_times_out,
             unsubscribe_stops_delivery, closed_socket_errors, wildcard_filters,
-            wrapped_sockets_request_reply);
+            wrapped_sockets_request_reply, hostile_peers, poison_under_load);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -22,8 +22,9 @@ use tracing::Instrument;
 
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
 pub(super) enum Unfinished {
-    /// Not a spa-dat message: dead-letter it, then acknowledge.
-    Undecodable {
+    /// Bad input — not a spa-dat message, or a response topic nobody may publish to: the
+    /// handler is not called; dead-letter it, then acknowledge.
+    BadInput {
         delivery: Delivery,
         reason: String,
         measure: Option<Measure>,
@@ -52,7 +53,7 @@ impl Unfinished {
     /// The delivery being handled.
     pub(super) fn delivery_mut(&mut self) -> &mut Delivery {
         match self {
-            Unfinished::Undecodable { delivery, .. }
+            Unfinished::BadInput { delivery, .. }
             | Unfinished::Finished { delivery, .. }
             | Unfinished::Running { delivery, .. } => delivery,
         }
@@ -141,13 +142,28 @@ impl Consumer {
             Ok(message) => message,
             Err(error) => {
                 tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
-                return Some(Unfinished::Undecodable {
+                return Some(Unfinished::BadInput {
                     delivery,
                     reason: format!("not a spa-dat message: {error}"),
                     measure,
                 });
             }
         };
+        // Validated at the edge: the reply would go to a topic chosen by whoever published
+        // the request, and an MQTT broker drops the connection of a client publishing to an
+        // empty topic, a wildcard or U+0000 (MQTT 3.1.1 §4.7.3).
+        if let Some(Err(problem)) = message
+            .response_topic
+            .as_deref()
+            .map(crate::socket::validate_topic)
+        {
+            tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %problem, "skipping a request whose response topic cannot be published to");
+            return Some(Unfinished::BadInput {
+                delivery,
+                reason: format!("bad ResponseTopic: {problem}"),
+                measure,
+            });
+        }
         let response_topic = message.response_topic.clone();
         let traced = self
             .runtime
@@ -198,7 +214,7 @@ impl Consumer {
 
     async fn finish_counted(&self, unfinished: Unfinished) {
         let (delivery, response_topic, outcome, span, traced, measure) = match unfinished {
-            Unfinished::Undecodable {
+            Unfinished::BadInput {
                 delivery,
                 reason,
                 measure,
@@ -271,12 +287,16 @@ impl Consumer {
         let mut outcome = outcome;
         let mut attempt: u32 = 1;
         loop {
-            let failure = match outcome {
+            let (failure, permanent) = match outcome {
                 Outcome::Done(Ok(None)) => break,
                 Outcome::Done(Ok(Some(reply))) => {
-                    self.reply(&delivery, response_topic, *reply)
+                    if !self
+                        .reply(&delivery, response_topic, *reply, attempt, measure.as_ref())
                         .instrument(span.clone())
-                        .await;
+                        .await
+                    {
+                        return;
+                    }
                     break;
                 }
                 Outcome::Done(Err(error))
@@ -300,9 +320,16 @@ impl Consumer {
                     }
                     break;
                 }
-                Outcome::Done(Err(error)) => format!("handler failed: {error}"),
-                Outcome::Panicked(reason) => format!("handler panicked: {reason}"),
-                Outcome::TimedOut(after) => format!("handler timed out after {after:?}"),
+                // An error no retry can fix (a publish the broker refused as too large, say)
+                // goes to the dead-letter topic at once.
+                Outcome::Done(Err(error)) => (
+                    format!("handler failed: {error}"),
+                    error
+                        .downcast_ref::<Error>()
+                        .is_some_and(Error::is_permanent),
+                ),
+                Outcome::Panicked(reason) => (format!("handler panicked: {reason}"), false),
+                Outcome::TimedOut(after) => (format!("handler timed out after {after:?}"), false),
                 Outcome::Cancelled => {
                     tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
                     return;
@@ -311,7 +338,7 @@ impl Consumer {
             count(|m| &m.failed);
             traced.failed(&failure);
             let policy = &self.retry;
-            let pause = if attempt < policy.attempts {
+            let pause = if attempt < policy.attempts && !permanent {
                 let pause = policy.delay_after(attempt);
                 tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
                 pause
@@ -377,7 +404,19 @@ impl Consumer {
         self.handler.call(context)
     }
 
-    async fn reply(&self, delivery: &Delivery, response_topic: Option<String>, reply: SpaMessage) {
+    /// Publishes the handler's `reply` to the request's response topic. A reply that fails for
+    /// a reason that may pass (the broker away) is published again, 100 ms doubling to 10 s;
+    /// one refused for good (too large, a topic the transport cannot take) dead-letters the
+    /// request — either way the request is acknowledged only then. False when shutdown came
+    /// first: the request stays unacknowledged and comes again.
+    async fn reply(
+        &self,
+        delivery: &Delivery,
+        response_topic: Option<String>,
+        reply: SpaMessage,
+        attempts: u32,
+        measure: Option<&Measure>,
+    ) -> bool {
         let Some(response_topic) = response_topic else {
             // Once per application at WARN: a handler that answers messages nobody asked is
             // usually a mistake (or a requester that forgot its response topic).
@@ -386,20 +425,43 @@ impl Consumer {
             } else {
                 tracing::debug!(app = %self.runtime.name, topic = %delivery.topic, "reply to a message without a response topic dropped");
             }
-            return;
+            return true;
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
         reply.topic = response_topic;
-        let span = self.runtime.socket.spans().send(
-            &reply.topic,
-            reply.payload.len(),
-            delivery.headers.get(crate::socket::headers::CORRELATION_ID),
-        );
-        if let Err(error) = span
-            .run(self.transport().publish_reply(&reply, delivery))
-            .await
-        {
-            tracing::error!(app = %self.runtime.name, topic = %reply.topic, %error, "publishing the reply failed");
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let span = self.runtime.socket.spans().send(
+                &reply.topic,
+                reply.payload.len(),
+                delivery.headers.get(crate::socket::headers::CORRELATION_ID),
+            );
+            let error = match span
+                .run(self.transport().publish_reply(&reply, delivery))
+                .await
+            {
+                Ok(()) => return true,
+                Err(error) => error,
+            };
+            if error.is_permanent() {
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, reply_topic = %crate::socket::shortened(&reply.topic), %error, "the reply cannot be published; the request is dead-lettered (or skipped without a dead-letter topic)");
+                let reason = format!("reply refused: {error}");
+                return self.dead_letter(delivery, &reason, attempts, measure).await;
+            }
+            tracing::error!(app = %self.runtime.name, topic = %delivery.topic, reply_topic = %crate::socket::shortened(&reply.topic), %error, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it succeeds");
+            if !self.pause_unless_shutdown(pause).await {
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "shutting down with a reply not published; the request is not acknowledged");
+                return false;
+            }
+            pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+
+    /// Sleeps `pause`; false when shutdown came first.
+    async fn pause_unless_shutdown(&self, pause: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => true,
+            _ = self.runtime.shutdown.triggered() => false,
         }
     }
 
@@ -418,39 +480,44 @@ impl Consumer {
         attempts: u32,
         measure: Option<&Measure>,
     ) -> bool {
-        const FIRST_PAUSE: Duration = Duration::from_millis(100);
-        const LONGEST_PAUSE: Duration = Duration::from_secs(10);
         let Some(topic) = self.dead_letter_topic.as_deref() else {
             return true;
         };
         let mut pause = FIRST_PAUSE;
+        let mut dead_letter = Outgoing::dead_letter(topic, delivery, reason, attempts);
+        let mut summarized = false;
         loop {
-            match self
-                .transport()
-                .send(Outgoing::dead_letter(topic, delivery, reason, attempts))
-                .await
-            {
+            let error = match self.transport().send(dead_letter.clone()).await {
                 Ok(()) => {
                     if let Some(measure) = measure {
                         measure.topic.dead_lettered.increment(1);
                     }
                     return true;
                 }
-                Err(error) => {
-                    tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
-                }
+                Err(error) => error,
+            };
+            if error.is_permanent() && !summarized {
+                // Most often too large (an MQTT broker takes larger packets in than out): a
+                // summary of it fits, and a retry of the whole never would.
+                tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, "the dead letter was refused; forwarding a summary instead (reason, size, digest and the first bytes)");
+                dead_letter = Outgoing::dead_letter_summary(topic, delivery, reason, attempts);
+                summarized = true;
+                continue;
             }
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.runtime.shutdown.triggered() => {
-                    tracing::warn!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
-                    return false;
-                }
+            tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
+            if !self.pause_unless_shutdown(pause).await {
+                tracing::warn!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
+                return false;
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 }
+
+/// The first pause before a reply or a dead letter is published again.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a reply or a dead letter.
+const LONGEST_PAUSE: Duration = Duration::from_secs(10);
 
 impl Consumer {
     /// Sets `progressing` false while messages are being handled and none finished for longer

@@ -116,7 +116,9 @@ enum Raw<'a> {
 impl fmt::Display for Raw<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Raw::Text(text) => write!(f, "the string {text:?}"),
+            // Quoted, and cut short: the error reaches logs and dead-letter headers, and the
+            // text is whatever an outside client sent.
+            Raw::Text(text) => write!(f, "the string {:?}", crate::socket::shortened(text)),
             Raw::Signed(number) => write!(f, "the number {number}"),
             Raw::Unsigned(number) => write!(f, "the number {number}"),
             Raw::Float(number) => write!(f, "the number {number}"),

@@ -17,6 +17,9 @@ pub const DEAD_LETTER_TOPIC: &str = "spa-dead-letter-topic";
 pub const DEAD_LETTER_PARTITION: &str = "spa-dead-letter-partition";
 /// The offset a dead letter was read at (decimal), where the transport has offsets.
 pub const DEAD_LETTER_OFFSET: &str = "spa-dead-letter-offset";
+/// On a dead letter too large to forward whole: the original's size in bytes (decimal). The
+/// dead letter is then a summary (see [`super::Outgoing::dead_letter_summary`]).
+pub const DEAD_LETTER_ORIGINAL_SIZE: &str = "spa-dead-letter-original-size";
 
 /// Name–value pairs in the order they were added. A name may occur more than once (Kafka
 /// allows it); [`Headers::get`] returns the first.

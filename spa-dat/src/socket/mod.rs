@@ -29,9 +29,12 @@ pub use headers::Headers;
 pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
 pub use inbox::{ArrivalSender, Inbox};
 pub use ready::ReadySignal;
-pub use record::{Delivery, Outgoing, Position};
+pub use record::{
+    Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
+};
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-pub use topic::{topic_matches, validate_filter};
+pub(crate) use topic::shortened;
+pub use topic::{topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES};
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
 ///

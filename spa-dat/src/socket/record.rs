@@ -80,10 +80,14 @@ impl Outgoing {
 
     /// `delivery`, which could not be handled for `reason` in `attempts` handler calls,
     /// unchanged for the dead-letter `topic`: its headers and key are kept, and where it came
-    /// from, why and after how many attempts are added.
+    /// from, why (at most [`DEAD_LETTER_REASON_BYTES`]: a reason may quote the bad input)
+    /// and after how many attempts are added.
     pub fn dead_letter(topic: &str, delivery: &Delivery, reason: &str, attempts: u32) -> Self {
         let mut headers = delivery.headers.clone();
-        headers.insert(headers::DEAD_LETTER_REASON, reason);
+        headers.insert(
+            headers::DEAD_LETTER_REASON,
+            cut(reason, DEAD_LETTER_REASON_BYTES),
+        );
         headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
         headers.insert(headers::DEAD_LETTER_TOPIC, &*delivery.topic);
         if let Some(position) = delivery.position {
@@ -101,6 +105,64 @@ impl Outgoing {
         }
     }
 
+    /// The dead letter of `delivery` when [`Outgoing::dead_letter`] is refused as too large:
+    /// a spa-dat message (readable by any spa-dat consumer, Python's too) whose payload is a
+    /// JSON object with the reason, the original's topic, size, SHA-256 digest and first
+    /// [`DEAD_LETTER_EXCERPT_BYTES`] (as text, invalid UTF-8 replaced). The original's
+    /// headers and key are not kept: they may be what was too large.
+    pub fn dead_letter_summary(
+        topic: &str,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+    ) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(&delivery.payload);
+        let excerpt = &delivery.payload[..delivery.payload.len().min(DEAD_LETTER_EXCERPT_BYTES)];
+        let summary = serde_json::json!({
+            "reason": cut(reason, DEAD_LETTER_REASON_BYTES),
+            "original_topic": cut(&delivery.topic, DEAD_LETTER_REASON_BYTES),
+            "original_size": delivery.payload.len(),
+            "original_sha256": digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "original_excerpt": String::from_utf8_lossy(excerpt),
+        });
+        let mut message = SpaMessage::new(topic, summary.to_string());
+        message.content_type = Some("application/json".to_owned());
+        let mut headers = Headers::new();
+        headers.insert(
+            headers::DEAD_LETTER_REASON,
+            cut(reason, DEAD_LETTER_REASON_BYTES),
+        );
+        headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
+        headers.insert(
+            headers::DEAD_LETTER_TOPIC,
+            cut(&delivery.topic, DEAD_LETTER_REASON_BYTES),
+        );
+        if let Some(position) = delivery.position {
+            headers.insert(
+                headers::DEAD_LETTER_PARTITION,
+                position.partition.to_string(),
+            );
+            headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
+        }
+        headers.insert(
+            headers::DEAD_LETTER_ORIGINAL_SIZE,
+            delivery.payload.len().to_string(),
+        );
+        // Encoding a message made of valid UTF-8 text cannot fail; were it to, the bare
+        // summary JSON still says what happened.
+        let payload = message
+            .to_wire(None)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| Bytes::from(summary.to_string()));
+        Outgoing {
+            topic: topic.to_owned(),
+            payload,
+            headers,
+            key: None,
+        }
+    }
+
     /// Sets the key (see [`Outgoing::key`]).
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
@@ -112,6 +174,23 @@ impl Outgoing {
         self.headers.insert(name, value);
         self
     }
+}
+
+/// The most of a dead letter's reason that is forwarded, in bytes.
+pub const DEAD_LETTER_REASON_BYTES: usize = 512;
+/// How much of a message too large to dead-letter whole its summary keeps, in bytes.
+pub const DEAD_LETTER_EXCERPT_BYTES: usize = 4096;
+
+/// `text` cut to at most `limit` bytes on a character boundary, `…` marking the cut.
+fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
+        return text.into();
+    }
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end]).into()
 }
 
 /// Where a transport keeps a delivered message: a partition and an offset in it (Kafka).

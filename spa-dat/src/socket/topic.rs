@@ -41,9 +41,67 @@ pub fn validate_filter(filter: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest topic any transport of spa-dat takes, in bytes (MQTT's string length limit).
+pub const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// Checks that `topic` can be published to on every transport: not empty, no `+` or `#`
+/// (wildcards are for subscriptions), no U+0000, at most [`MAX_TOPIC_BYTES`] bytes. MQTT
+/// brokers drop the connection of a client publishing to such a topic (MQTT 3.1.1 §4.7.3), so
+/// a topic an outside client chose — a request's response topic — is checked with this
+/// before anything uses it. Transports check their own stricter rules when they publish
+/// (Kafka topic names).
+pub fn validate_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("a topic to publish to cannot be empty".into());
+    }
+    if topic.len() > MAX_TOPIC_BYTES {
+        return Err(format!(
+            "a topic of {} bytes is longer than {MAX_TOPIC_BYTES}",
+            topic.len()
+        ));
+    }
+    if topic.contains('\0') {
+        return Err(format!("`{}` contains U+0000", topic.escape_debug()));
+    }
+    if topic.contains(['+', '#']) {
+        return Err(format!(
+            "`{}` has a wildcard (`+`, `#`): one can subscribe to it, not publish to it",
+            shortened(topic)
+        ));
+    }
+    Ok(())
+}
+
+/// `text` cut to a length fit for a log line or an error.
+pub(crate) fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
+    const LONGEST: usize = 200;
+    if text.len() <= LONGEST {
+        return text.into();
+    }
+    let mut end = LONGEST;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &text[..end], text.len()).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topics_an_mqtt_broker_would_drop_the_connection_for_are_refused() {
+        for bad in ["", "a/#", "a/+", "#", "a\0b", &"x".repeat(70_000)] {
+            assert!(validate_topic(bad).is_err(), "{:?}", bad.get(..20));
+        }
+        for good in ["a", "a/b", "_spa/reply/x/1", "ü/ß", "a b"] {
+            assert!(validate_topic(good).is_ok(), "{good}");
+        }
+        assert!(matches!(
+            validate_topic(&"x".repeat(70_000)),
+            Err(reason) if reason.contains("70000 bytes")
+        ));
+    }
 
     #[test]
     fn wildcards() {

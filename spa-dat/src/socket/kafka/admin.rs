@@ -83,20 +83,24 @@ pub(super) fn await_topics<C: ClientContext>(
     Ok(())
 }
 
-/// A Kafka topic name may only use `[a-zA-Z0-9._-]`.
+/// A Kafka topic name may only use `[a-zA-Z0-9._-]`, at most 249 of them.
 pub(super) fn validate_topic(topic: &str) -> Result<()> {
+    topic_name_problem(topic).map_or(Ok(()), |reason| Err(Error::config(reason)))
+}
+
+/// Why `topic` is not a Kafka topic name, if it is not.
+pub(super) fn topic_name_problem(topic: &str) -> Option<String> {
     let valid = !topic.is_empty()
         && topic.len() <= 249
         && topic
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if valid {
-        Ok(())
-    } else {
-        Err(Error::config(format!(
-            "`{topic}` is not a Kafka topic name: use letters, digits, `.`, `_`, `-` (Kafka has no `+`/`#` wildcards)"
-        )))
-    }
+    (!valid).then(|| {
+        format!(
+            "`{}` is not a Kafka topic name: use at most 249 letters, digits, `.`, `_`, `-` (Kafka has no `+`/`#` wildcards)",
+            crate::socket::shortened(&topic.escape_debug().to_string())
+        )
+    })
 }
 
 pub(super) fn sanitize(id: &str) -> String {

@@ -313,9 +313,26 @@ pub(super) fn kafka_error(
     }
 }
 
-/// A failed operation, keeping librdkafka's error as the cause (users match its code).
+/// A failed operation, keeping librdkafka's error as the cause (users match its code). What no
+/// retry can fix — a record larger than the broker or librdkafka takes, an invalid topic
+/// name, a topic this user may not write — is [`Error::Refused`].
 pub(super) fn kafka_failure(broker: &str, operation: &'static str, error: KafkaError) -> Error {
-    kafka_error(broker, operation, describe(&error)).caused_by(error)
+    let permanent = matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidRecord
+        )
+    );
+    if permanent {
+        Error::refused(operation, broker, describe(&error)).caused_by(error)
+    } else {
+        kafka_error(broker, operation, describe(&error)).caused_by(error)
+    }
 }
 
 pub(super) fn describe(error: &KafkaError) -> String {

@@ -18,7 +18,7 @@ use rdkafka::Offset;
 use tokio::sync::mpsc;
 
 use super::access;
-use super::admin::{await_topics, create_topics, validate_topic};
+use super::admin::{await_topics, create_topics, topic_name_problem, validate_topic};
 use super::config::KafkaConfig;
 use super::context::{
     describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext,
@@ -78,6 +78,11 @@ impl Shared {
         headers: Option<OwnedHeaders>,
     ) -> Result<()> {
         self.ensure_open()?;
+        // librdkafka would create or look up any name; a response topic an outside client
+        // chose may be anything.
+        if let Some(reason) = topic_name_problem(topic) {
+            return Err(Error::refused("publish", self.broker.clone(), reason));
+        }
         let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(payload);
         if let Some(key) = key {
             record = record.key(key);

@@ -257,7 +257,11 @@ mod tests {
                 "an acknowledgement of the lost connection entered the channel: {late:?}"
             );
             path.after_poll();
-            assert_eq!(before_poll(&path), [] as [u16; 0], "dropped with the connection");
+            assert_eq!(
+                before_poll(&path),
+                [] as [u16; 0],
+                "dropped with the connection"
+            );
         });
     }
 

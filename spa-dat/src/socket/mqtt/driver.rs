@@ -104,7 +104,17 @@ pub(super) struct Driver {
     /// Re-subscriptions sent after a reconnect and not yet acknowledged: the socket is ready
     /// again only when they are all in place (messages published before that are not ours).
     pub(super) resubscribing: usize,
+    /// The current connection brought something from the broker since its CONNACK.
+    pub(super) connection_fruitful: bool,
+    /// Connections in a row that the broker dropped before sending anything after its CONNACK.
+    pub(super) fruitless_connections: u32,
 }
+
+/// After this many connections in a row dropped by the broker before it answered anything,
+/// the publish sent first on each is taken to be why (a broker drops the connection over a
+/// packet it finds malformed) and is dropped, failing its caller, instead of being sent again
+/// forever.
+const POISON_AFTER: u32 = 3;
 
 impl Driver {
     pub(super) async fn run(mut self, mut eventloop: EventLoop) {
@@ -115,10 +125,11 @@ impl Driver {
             // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
             // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
             // made meanwhile are written on the next turn. What the handlers publish is still
-            // sent: polling for it may read a batch more, a bounded overshoot (one batch per
-            // request), where waiting would hold the handler, and so the room, until its
-            // publish timed out.
-            while self.inbox.is_full() && self.shared.ledger().unsent.is_empty() {
+            // sent, and its acknowledgement read: polling for them may read a batch more, a
+            // bounded overshoot (at QoS 1 and 2 the broker's in-flight window bounds it), where
+            // waiting would hold the handler — a dead letter, a reply — and so the room, until
+            // its publish timed out.
+            while self.inbox.is_full() && !self.shared.ledger().awaits_broker() {
                 let ping_every = eventloop.mqtt_options.keep_alive() / 2;
                 tokio::select! {
                     biased;
@@ -150,13 +161,22 @@ impl Driver {
                     if crate::metrics::enabled() {
                         crate::metrics::reconnected("mqtt", &self.shared.broker);
                     }
-                    self.backoff.reset();
+                    // The backoff is reset once this connection brought something: a broker
+                    // that accepts and then drops it at once must not be hammered.
+                    self.connection_fruitful = false;
                     self.resubscribing = self.restore(&mut eventloop, ack.session_present);
                     if self.resubscribing == 0 {
                         self.shared.ready.set(true);
                     }
                 }
-                Ok(event) => self.handle(event),
+                Ok(event) => {
+                    if !self.connection_fruitful && matches!(event, Event::Incoming(_)) {
+                        self.connection_fruitful = true;
+                        self.fruitless_connections = 0;
+                        self.backoff.reset();
+                    }
+                    self.handle(event);
+                }
                 Err(error) => {
                     if self.shared.closed.load(Ordering::Acquire) {
                         break;
@@ -171,6 +191,15 @@ impl Driver {
                     self.shared.ready.set(false);
                     self.resubscribing = 0;
                     self.shared.acks.connection_lost();
+                    // An acknowledgement handed to rumqttc as the connection broke may have
+                    // entered its channel after it was emptied: out with it, or it would be
+                    // written on the next connection (`restore` drops acknowledgements).
+                    eventloop.clean();
+                    self.held.extend(eventloop.pending.drain(..));
+                    if !self.connection_fruitful {
+                        self.fruitless_connections += 1;
+                    }
+                    self.connection_fruitful = true;
                     let pause = self.backoff.pause();
                     tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
                     tokio::select! {
@@ -346,8 +375,24 @@ impl Driver {
             requests.push(renumbered(pending.request.clone()));
             front.push(pending);
         }
+        let mut suspect_dropped = self.fruitless_connections < POISON_AFTER;
         for request in held {
             match request {
+                Request::Publish(publish) if publish.pkid != 0 && !suspect_dropped => {
+                    suspect_dropped = true;
+                    self.fruitless_connections = 0;
+                    let pending = ledger.unacked.remove(&(Kind::Publish, publish.pkid));
+                    tracing::error!(broker = %self.shared.broker, topic = %crate::socket::shortened(&publish.topic), size = publish.payload.len(), connections = POISON_AFTER, "the broker dropped the connection each time this publish was sent first; it is dropped, not sent again");
+                    if let Some(pending) = pending {
+                        pending.resolve(Err(Error::refused(
+                            "publish",
+                            self.shared.broker.clone(),
+                            format!(
+                                "the broker dropped the connection {POISON_AFTER} times in a row right after it was sent; not sent again"
+                            ),
+                        )));
+                    }
+                }
                 Request::Publish(publish) if publish.pkid != 0 => {
                     if session_present {
                         requests.push(Request::Publish(publish));

@@ -41,6 +41,20 @@ pub(super) struct Ledger {
     pub(super) unacked: HashMap<(Kind, u16), Pending>,
 }
 
+impl Ledger {
+    /// Whether someone waits for the broker: a request not yet sent, or one sent whose caller
+    /// still waits for its acknowledgement. The connection must then be read, whatever else.
+    pub(super) fn awaits_broker(&self) -> bool {
+        !self.unsent.is_empty()
+            || self.unacked.values().any(|pending| {
+                pending
+                    .waiter
+                    .as_ref()
+                    .is_some_and(|waiter| !waiter.is_closed())
+            })
+    }
+}
+
 /// A request as new: packet id 0 (rumqttc assigns one), not a duplicate.
 pub(super) fn renumbered(request: Request) -> Request {
     match request {

@@ -94,18 +94,7 @@ impl Shared {
     ) -> Result<()> {
         self.ensure_open()?;
         if let Request::Publish(publish) = &request {
-            // rumqttc would drop the connection over it, and reconnect, and drop it again.
-            if publish.size() > self.max_packet_size {
-                return Err(self.transport_error(
-                    operation,
-                    format!(
-                        "message too large: {} bytes as a packet, max_packet_size is {} (topic {})",
-                        publish.size(),
-                        self.max_packet_size,
-                        publish.topic
-                    ),
-                ));
-            }
+            self.check_publish(publish, operation)?;
         }
         let deadline = Instant::now() + self.publish_timeout;
         let not_sent = || {
@@ -159,6 +148,29 @@ impl Shared {
                 ),
             )),
         }
+    }
+
+    /// Refuses at once, as permanent, a publish the broker or rumqttc would refuse: a topic
+    /// the broker drops the connection for (MQTT 3.1.1 §4.7.3; rumqttc's own check would be
+    /// read as a full queue), or a packet larger than `max_packet_size` (rumqttc would drop
+    /// the connection over it, and reconnect, and drop it again).
+    fn check_publish(&self, publish: &Publish, operation: &'static str) -> Result<()> {
+        if let Err(reason) = crate::socket::validate_topic(&publish.topic) {
+            return Err(Error::refused(operation, self.broker.clone(), reason));
+        }
+        if publish.size() > self.max_packet_size {
+            return Err(Error::refused(
+                operation,
+                self.broker.clone(),
+                format!(
+                    "message too large: {} bytes as a packet, max_packet_size is {} (topic {})",
+                    publish.size(),
+                    self.max_packet_size,
+                    crate::socket::shortened(&publish.topic)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Hands `request` to rumqttc's request channel if it has room. rumqttc's `try_*` take
@@ -394,6 +406,8 @@ impl SocketProvider for MqttSocketProvider {
             held: Vec::new(),
             topic_names: TopicNames::default(),
             resubscribing: 0,
+            connection_fruitful: true,
+            fruitless_connections: 0,
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
