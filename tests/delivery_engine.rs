@@ -489,3 +489,83 @@ async fn a_key_function_orders_messages_the_transport_gave_no_key() {
         "keys ran concurrently"
     );
 }
+
+/// Issue 19, item 4: handlers that publish into their own subscription, or in a cycle A → B →
+/// A, never deadlock the in-process bus. A handler's publish waited for room in an inbox that
+/// only its own consumer (or the consumer it was waiting for) could empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_publishing_in_a_cycle_never_deadlock_the_bus() {
+    const MESSAGES: usize = 10_000;
+    let (_bus, provider) = bus();
+    let handled_a = Arc::new(AtomicUsize::new(0));
+    let handled_b = Arc::new(AtomicUsize::new(0));
+    let (a, b) = (Arc::clone(&handled_a), Arc::clone(&handled_b));
+    let app = test_app(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_application(Application::consumer(
+            "a",
+            ["a"],
+            move |m: SpaMessage, socket: spa_dat::Socket| {
+                a.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    // A fresh message goes round A → A → B → A; a returning one ends here.
+                    match m.payload_str()? {
+                        "fresh" => socket.publish(SpaMessage::new("a", "again")).await,
+                        "again" => socket.publish(SpaMessage::new("b", "back")).await,
+                        _ => Ok(()),
+                    }
+                }
+            },
+        ))
+        .add_application(
+            Application::consumer("b", ["b"], move |_: SpaMessage, socket: spa_dat::Socket| {
+                b.fetch_add(1, Ordering::SeqCst);
+                async move { socket.publish(SpaMessage::new("a", "home")).await }
+            })
+            .concurrency(4),
+        );
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
+        .await
+        .expect("ready");
+    let publisher = provider
+        .connect(SocketOptions::new("cycle-publisher"))
+        .await
+        .expect("connect");
+    let publishing = tokio::spawn(async move {
+        for _ in 0..MESSAGES {
+            publisher
+                .socket
+                .publish(&SpaMessage::new("a", "fresh"))
+                .await
+                .expect("publish");
+        }
+        publisher.socket.close().await.expect("close");
+    });
+    let (a, b) = (Arc::clone(&handled_a), Arc::clone(&handled_b));
+    let finished = tokio::time::timeout(Duration::from_secs(30), async {
+        while a.load(Ordering::SeqCst) < 3 * MESSAGES || b.load(Ordering::SeqCst) < MESSAGES {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        finished.is_ok(),
+        "deadlocked: A handled {} of {}, B {} of {MESSAGES}",
+        handled_a.load(Ordering::SeqCst),
+        3 * MESSAGES,
+        handled_b.load(Ordering::SeqCst)
+    );
+    tokio::time::timeout(Duration::from_secs(10), publishing)
+        .await
+        .expect("the publisher finishes")
+        .expect("join");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("runs");
+}

@@ -60,6 +60,9 @@ pub(crate) struct ArrivalState {
     capacity: usize,
     /// Told when outstanding arrivals drop below `capacity`.
     room: tokio::sync::Notify,
+    /// Deliveries may be handled on the sender's task ([`Inbox::handled_on_arrival`]); false
+    /// for [`Inbox::queued`].
+    on_arrival: bool,
 }
 
 impl std::fmt::Debug for ArrivalState {
@@ -75,7 +78,9 @@ impl ArrivalState {
         // Release: whatever the finished handler wrote is visible to the next one to run on
         // the transport's task, which loads this with Acquire.
         if self.outstanding.fetch_sub(1, Ordering::Release) == self.capacity {
-            self.room.notify_one();
+            // Every sender waiting for room checks again (several may wait: the bus's
+            // publishers); one that started waiting after this saw the room before waiting.
+            self.room.notify_waiters();
         }
     }
 }
@@ -114,10 +119,17 @@ impl ArrivalSender {
     /// Waits until the inbox is no longer full (see [`ArrivalSender::is_full`]); returns at
     /// once when the inbox is closed.
     pub async fn room(&self) {
-        while self.state.outstanding.load(Ordering::Acquire) >= self.state.capacity
-            && !self.arrivals.is_closed()
-        {
-            self.state.room.notified().await;
+        loop {
+            // Registered before the check, so that a notification between the two is not lost.
+            let notified = self.state.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.state.outstanding.load(Ordering::Acquire) < self.state.capacity
+                || self.arrivals.is_closed()
+            {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -178,12 +190,25 @@ impl Inbox {
     /// the application; it holds `capacity` arrivals before [`ArrivalSender::room`] makes the
     /// transport stop reading.
     pub fn handled_on_arrival(capacity: usize) -> (ArrivalSender, Inbox) {
+        Inbox::arrivals(capacity, true)
+    }
+
+    /// An inbox whose sender never waits and never runs the consumer's handler: it queues,
+    /// and [`ArrivalSender::room`] tells a sender that should wait while the inbox holds
+    /// `capacity` deliveries. For a transport whose senders are other tasks — some of which
+    /// must not wait (the in-process bus: a handler publishing into its own subscription).
+    pub fn queued(capacity: usize) -> (ArrivalSender, Inbox) {
+        Inbox::arrivals(capacity, false)
+    }
+
+    fn arrivals(capacity: usize, on_arrival: bool) -> (ArrivalSender, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ArrivalState {
             outstanding: AtomicUsize::new(0),
             handler: OnceLock::new(),
             capacity: capacity.max(1),
             room: tokio::sync::Notify::new(),
+            on_arrival,
         });
         let sender = ArrivalSender {
             arrivals: tx,
@@ -228,7 +253,9 @@ impl Inbox {
     /// calls [`Inbox::finished`]. A bounded inbox ignores the handler.
     pub(crate) fn handle_on_arrival(&self, handler: Arc<dyn ArrivalHandler>) {
         if let Receiver::OnArrival { state, .. } = &self.receiver {
-            let _ = state.handler.set(handler);
+            if state.on_arrival {
+                let _ = state.handler.set(handler);
+            }
         }
     }
 
@@ -240,7 +267,7 @@ impl Inbox {
             Receiver::OnArrival { arrivals, state } => {
                 arrivals.close();
                 // A transport waiting for room stops waiting.
-                state.room.notify_one();
+                state.room.notify_waiters();
             }
         }
     }
@@ -354,6 +381,32 @@ mod tests {
             ["a", "d"],
             "all finished: d is handled at once"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_sender_waiting_for_room_gets_it_when_the_inbox_drains() {
+        let (sender, mut inbox) = Inbox::queued(1);
+        let sender = Arc::new(sender);
+        sender.send(delivery("fills it"));
+        let waiting: Vec<_> = (0..3)
+            .map(|_| {
+                let sender = Arc::clone(&sender);
+                tokio::spawn(async move {
+                    sender.room().await;
+                    sender.send(delivery("next"));
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            let next = tokio::time::timeout(std::time::Duration::from_secs(5), inbox.recv()).await;
+            assert!(
+                matches!(next, Ok(Some(_))),
+                "a sender waits for room forever"
+            );
+        }
+        for task in waiting {
+            task.await.expect("sent");
+        }
     }
 
     #[tokio::test]

@@ -3,23 +3,26 @@
 //!
 //! Semantics follow MQTT: `+`/`#` filters; every subscribing socket gets each message once;
 //! sockets in the same group share messages round-robin; per-publisher order is kept; a
-//! publish waits while a subscriber's inbox is full (back-pressure instead of loss).
+//! publish waits while a subscriber's inbox is full (back-pressure instead of loss) — except a
+//! publish of a socket that consumes itself: its handlers' publishes never wait, because the
+//! room they would wait for may only be made by their own consumer (a handler publishing into
+//! its own subscription, or a cycle A → B → A, would deadlock). They queue beyond the
+//! capacity instead; the MQTT transport follows the same rule.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
-use tokio::sync::mpsc;
-
 use super::{
-    topic_matches, validate_filter, Capabilities, Connection, Delivery, Inbox, Outgoing,
-    PendingReply, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket, TransportConfig,
+    topic_matches, validate_filter, ArrivalSender, Capabilities, Connection, Delivery, Inbox,
+    Outgoing, PendingReply, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
+    TransportConfig,
 };
 use crate::error::{Error, Result};
 use crate::url::{bad_url, query_pairs, split_list, unknown_parameter};
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// Prefix of reply topics; each socket owns `_spa/reply/{socket}/+`.
 const REPLY_PREFIX: &str = "_spa/reply";
@@ -99,7 +102,7 @@ struct BusInner {
 
 #[derive(Clone)]
 enum Target {
-    Inbox(mpsc::Sender<Delivery>),
+    Inbox(Arc<ArrivalSender>),
     Replies(Arc<RequestMultiplexer>),
 }
 
@@ -221,7 +224,9 @@ impl MemoryBus {
         (shared_topic, targets)
     }
 
-    async fn publish(&self, message: Outgoing) {
+    /// Delivers `message` to every matching subscriber; waits while an inbox is full unless
+    /// `never_wait` (see the module docs).
+    async fn publish(&self, message: Outgoing, never_wait: bool) {
         let Outgoing {
             topic,
             payload,
@@ -243,7 +248,10 @@ impl MemoryBus {
                     let delivery = Delivery::new(Arc::clone(&topic), payload.clone())
                         .with_headers(headers.clone())
                         .with_key(key.clone());
-                    let _ = inbox.send(delivery).await;
+                    if !never_wait {
+                        inbox.room().await;
+                    }
+                    inbox.send(delivery);
                 }
                 Target::Replies(replies) => super::deliver_reply(replies, &topic, &payload),
             }
@@ -308,14 +316,16 @@ struct MemorySocket {
     bus: MemoryBus,
     id: u64,
     group: Option<String>,
-    inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
+    inbox: Mutex<Option<Arc<ArrivalSender>>>,
+    /// The socket subscribed to something: its publishes never wait (module docs).
+    consumes: AtomicBool,
     replies: Arc<RequestMultiplexer>,
     reply_prefix: String,
     closed: AtomicBool,
 }
 
 impl MemorySocket {
-    fn inbox(&self) -> Result<mpsc::Sender<Delivery>> {
+    fn inbox(&self) -> Result<Arc<ArrivalSender>> {
         self.inbox
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -332,7 +342,17 @@ impl MemorySocket {
 impl SpaSocket for MemorySocket {
     async fn send(&self, message: Outgoing) -> Result<()> {
         self.ensure_open()?;
-        self.bus.publish(message).await;
+        // The same rule as MQTT's, so that an application behaves alike on both.
+        if let Err(reason) = super::validate_topic(&message.topic) {
+            return Err(Error::refused(
+                "publish",
+                format!("memory://{}", self.bus.name()),
+                reason,
+            ));
+        }
+        self.bus
+            .publish(message, self.consumes.load(Ordering::Acquire))
+            .await;
         Ok(())
     }
 
@@ -340,6 +360,9 @@ impl SpaSocket for MemorySocket {
         let inbox = self.inbox()?;
         for topic in topics {
             validate_filter(topic).map_err(Error::Config)?;
+        }
+        if !topics.is_empty() {
+            self.consumes.store(true, Ordering::Release);
         }
         for topic in topics {
             self.bus.add_route(
@@ -414,7 +437,7 @@ impl MemorySocketProvider {
 impl SocketProvider for MemorySocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
         let id = self.bus.inner.next_socket.fetch_add(1, Ordering::Relaxed);
-        let (sender, inbox) = Inbox::channel(options.inbox_capacity);
+        let (sender, inbox) = Inbox::queued(options.inbox_capacity);
         let replies = RequestMultiplexer::new();
         let reply_prefix = format!("{REPLY_PREFIX}/{id}");
         self.bus.add_route(
@@ -427,7 +450,8 @@ impl SocketProvider for MemorySocketProvider {
             bus: self.bus.clone(),
             id,
             group: options.group.clone(),
-            inbox: Mutex::new(Some(sender)),
+            inbox: Mutex::new(Some(Arc::new(sender))),
+            consumes: AtomicBool::new(false),
             replies,
             reply_prefix,
             closed: AtomicBool::new(false),
