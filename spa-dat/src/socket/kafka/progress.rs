@@ -23,7 +23,12 @@
 //! it is read into ranges (never one entry per offset), at most [`MAX_READ_METADATA`] bytes of
 //! it. Kafka keeps at most 4 KiB of metadata (`offset.metadata.max.bytes`): a map that would
 //! not fit keeps its lowest ranges, and what finished above them is handled again after a
-//! restart (logged).
+//! restart (logged; `spa_kafka_commit_metadata_bytes` shows how full it is).
+//!
+//! The consumer commits offset and metadata itself, every `auto.commit.interval.ms`, whenever
+//! either changed: librdkafka's auto-commit sends a partition only when its offset moved, so
+//! while one record was stuck the metadata of everything finished after it never reached the
+//! broker. A revoked partition's last commit is sent before it goes, and close commits all.
 //!
 //! Each assignment of a partition has an epoch: a record of a revoked assignment that
 //! finishes later does not count for the next one.
@@ -33,7 +38,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
 
 /// The prefix (and version) of spa-dat's commit metadata.
@@ -71,6 +77,8 @@ struct PartitionProgress {
     loaded: bool,
     /// Something arrived or finished since the last commit was built.
     changed: bool,
+    /// The commit last handed to librdkafka: a periodic commit sends only what differs.
+    sent: Option<(i64, String)>,
     warned_truncated: bool,
 }
 
@@ -89,6 +97,16 @@ pub(super) enum Arrival {
     /// Its partition's committed metadata is not read yet for this assignment: [`Progress::load`]
     /// it, then ask again.
     Unloaded,
+}
+
+/// Which partitions [`Progress::commit`] commits.
+pub(super) enum Scope<'a> {
+    /// Those whose offset or metadata changed since the last commit (the periodic commit).
+    Changed,
+    /// Every partition that read something (close).
+    All,
+    /// These partitions, about to be revoked.
+    Revoked(&'a TopicPartitionList),
 }
 
 impl Progress {
@@ -128,6 +146,7 @@ impl Progress {
                     skip: VecDeque::new(),
                     loaded: false,
                     changed: false,
+                    sent: None,
                     warned_truncated: false,
                 });
                 partitions.len() - 1
@@ -167,7 +186,7 @@ impl Progress {
         }
     }
 
-    /// Partitions revoked: their progress ends here (stored first by the caller).
+    /// Partitions revoked: their progress ends here (committed first by the caller).
     pub(super) fn revoke(&self, revoked: &TopicPartitionList) {
         let gone: Vec<(String, i32)> = revoked
             .elements()
@@ -181,46 +200,83 @@ impl Progress {
         });
     }
 
-    /// Hands each changed partition's commit to librdkafka's offset store: the lowest
-    /// unfinished offset, with the finished ones above it as metadata.
-    pub(super) fn store<C: ConsumerContext, K: Consumer<C>>(&self, consumer: &K) {
-        self.gauge();
+    /// Commits offset and metadata of the partitions `scope` names: the lowest unfinished
+    /// offset, with the finished ones above it as metadata. Ok when there is nothing to
+    /// commit. An asynchronous commit's failure comes to [`Progress::commit_failed`].
+    pub(super) fn commit<C: ConsumerContext, K: Consumer<C>>(
+        &self,
+        consumer: &K,
+        mode: CommitMode,
+        scope: Scope<'_>,
+    ) -> KafkaResult<()> {
+        let list = self.commits(&scope);
+        if list.count() == 0 {
+            return Ok(());
+        }
+        let result = consumer.commit(&list, mode);
+        if result.is_err() {
+            self.commit_failed(&list);
+        }
+        result
+    }
+
+    /// The commits `scope` asks for; marks them sent.
+    fn commits(&self, scope: &Scope<'_>) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
-        {
-            let mut partitions = self.lock();
-            for entry in partitions.iter_mut().filter(|p| p.changed) {
-                entry.changed = false;
-                let Some((commit, metadata, truncated)) = entry.to_commit() else {
-                    continue;
-                };
-                if truncated && !entry.warned_truncated {
-                    entry.warned_truncated = true;
-                    tracing::warn!(topic = %entry.topic, partition = entry.partition, commit, "the finished-offset map outgrows Kafka's commit metadata; records finished above the part that fits are handled again after a restart");
+        let mut partitions = self.lock();
+        for entry in partitions.iter_mut() {
+            let wanted = match scope {
+                Scope::Changed => entry.changed || entry.sent.is_none(),
+                Scope::All => true,
+                Scope::Revoked(revoked) => revoked
+                    .find_partition(&entry.topic, entry.partition)
+                    .is_some(),
+            };
+            if !wanted {
+                continue;
+            }
+            entry.changed = false;
+            let Some((commit, metadata, truncated)) = entry.to_commit() else {
+                continue; // nothing read yet: nothing to commit
+            };
+            crate::metrics::kafka_commit_metadata(&entry.topic, entry.partition, metadata.len());
+            if truncated && !entry.warned_truncated {
+                entry.warned_truncated = true;
+                tracing::warn!(topic = %entry.topic, partition = entry.partition, commit, "the finished-offset map outgrows Kafka's commit metadata; records finished above the part that fits are handled again after a restart");
+            }
+            if matches!(scope, Scope::Changed)
+                && entry
+                    .sent
+                    .as_ref()
+                    .is_some_and(|(o, m)| *o == commit && *m == metadata)
+            {
+                continue;
+            }
+            match list.add_partition_offset(&entry.topic, entry.partition, Offset::Offset(commit)) {
+                Ok(()) => {
+                    if let Some(mut element) = list.find_partition(&entry.topic, entry.partition) {
+                        element.set_metadata(metadata.as_str());
+                    }
+                    entry.sent = Some((commit, metadata));
                 }
-                match list.add_partition_offset(
-                    &entry.topic,
-                    entry.partition,
-                    Offset::Offset(commit),
-                ) {
-                    Ok(()) => {
-                        if let Some(mut element) =
-                            list.find_partition(&entry.topic, entry.partition)
-                        {
-                            element.set_metadata(metadata);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::debug!(topic = %entry.topic, partition = entry.partition, %error, "offset not stored")
-                    }
+                Err(error) => {
+                    tracing::debug!(topic = %entry.topic, partition = entry.partition, %error, "offset not committed")
                 }
             }
         }
-        if list.count() == 0 {
-            return;
-        }
-        if let Err(error) = consumer.store_offsets(&list) {
-            // Partitions revoked meanwhile: their next owner handles those records again.
-            tracing::debug!(%error, "offsets not stored");
+        list
+    }
+
+    /// A commit of these partitions failed: the next periodic commit sends them again.
+    pub(super) fn commit_failed(&self, offsets: &TopicPartitionList) {
+        let mut partitions = self.lock();
+        for element in offsets.elements() {
+            if let Some(entry) = partitions
+                .iter_mut()
+                .find(|p| p.partition == element.partition() && *p.topic == *element.topic())
+            {
+                entry.sent = None;
+            }
         }
     }
 
