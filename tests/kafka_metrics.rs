@@ -79,7 +79,7 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
         || h.load(Ordering::SeqCst) >= AFTER,
     )
     .await;
-    // Gauges are set with each offset store (every 100 ms).
+    // Gauges are set every 100 ms.
     tokio::time::sleep(Duration::from_millis(400)).await;
     // One snapshot for all: reading the debugging recorder resets what it read.
     let snapshot = recorded::read(&snapshotter);
@@ -97,7 +97,7 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
     let uncommitted = of_topic(spa_dat::metrics::KAFKA_UNCOMMITTED);
     let consumed: f64 = of_topic(spa_dat::metrics::CONSUMED).into_iter().sum();
     // (After the snapshot above: reading counters resets them.) The lag comes with librdkafka's statistics (every second) once the stuck record's offset
-    // is committed (auto-commit, every 5 s): the partition's end (101) minus the commit (0).
+    // is committed (every auto.commit.interval.ms, 5 s): the partition's end (101) minus the commit (0).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let lag = loop {
         let lag = recorded::values(

@@ -884,6 +884,223 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     );
 }
 
+/// How often the crash test's consumer commits (`auto.commit.interval.ms`; 5 s by default).
+const CRASH_COMMIT_INTERVAL_MS: &str = "200";
+
+/// The group's committed offset and metadata for partition 0 of `topic`, read from outside by
+/// a consumer that does not join the group, until `wanted` holds or `limit` passes: the last
+/// one read.
+async fn committed_until(
+    topic: &str,
+    group: &str,
+    limit: Duration,
+    wanted: impl Fn(i64, &str) -> bool + Send + 'static,
+) -> Option<(i64, String)> {
+    let (topic, group) = (topic.to_owned(), group.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::BaseConsumer;
+        let raw: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", support::kafka::bootstrap())
+            .set("group.id", &group)
+            .create()
+            .expect("raw consumer");
+        let deadline = Instant::now() + limit;
+        let mut last = None;
+        while Instant::now() < deadline {
+            let mut wanted_list = rdkafka::TopicPartitionList::new();
+            wanted_list.add_partition(&topic, 0);
+            if let Ok(committed) = raw.committed_offsets(wanted_list, Duration::from_secs(5)) {
+                if let Some(element) = committed.find_partition(&topic, 0) {
+                    if let rdkafka::Offset::Offset(offset) = element.offset() {
+                        let metadata = element.metadata().to_owned();
+                        let done = wanted(offset, &metadata);
+                        last = Some((offset, metadata));
+                        if done {
+                            break;
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last
+    })
+    .await
+    .expect("reader")
+}
+
+/// The consumer of [`a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up`], in a
+/// process of its own so that it can be killed with no close-time commit: it reads
+/// `SPA_DAT_CRASH_TOPIC` in group `SPA_DAT_CRASH_GROUP`; the record `stuck` never finishes,
+/// every other one appends its payload to `SPA_DAT_CRASH_LOG` once handled. Run otherwise, it
+/// does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up"]
+async fn crash_child_consumer() {
+    use std::io::Write;
+    let (Ok(topic), Ok(group), Ok(log)) = (
+        std::env::var("SPA_DAT_CRASH_TOPIC"),
+        std::env::var("SPA_DAT_CRASH_GROUP"),
+        std::env::var("SPA_DAT_CRASH_LOG"),
+    ) else {
+        return;
+    };
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config.properties.insert(
+        "auto.commit.interval.ms".to_owned(),
+        CRASH_COMMIT_INTERVAL_MS.to_owned(),
+    );
+    let log = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log"),
+    ));
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("crash", [topic], move |m: SpaMessage| {
+            let log = Arc::clone(&log);
+            async move {
+                let payload = m.payload_str().unwrap_or("?").to_owned();
+                if payload == "stuck" {
+                    std::future::pending::<()>().await;
+                }
+                let mut file = log.lock().expect("log");
+                writeln!(file, "{payload}").expect("log written");
+                file.flush().expect("log flushed");
+            }
+        })
+        .group(group)
+        .socket_provider(provider(config))
+        .concurrency(64)
+        .ordering(spa_dat::MessageOrder::Unordered),
+    );
+    // Killed long before; bounded in case its parent died first.
+    let _ = tokio::time::timeout(Duration::from_secs(180), app.start_async()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up() {
+    const BATCH: usize = 1_000;
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("crash");
+    let group = unique("crash-group");
+    support::kafka::create_topic(&provider(config.clone()), &topic).await;
+    let publisher = provider(config.clone())
+        .connect(SocketOptions::new(unique("crash-publisher")))
+        .await
+        .expect("connect");
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "stuck"))
+        .await
+        .expect("publish");
+    publish_range(&publisher.socket, &topic, 0..BATCH).await;
+    let log = std::env::temp_dir().join(format!("spa-dat-{topic}.log"));
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "crash_child_consumer",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SPA_DAT_CRASH_TOPIC", &topic)
+        .env("SPA_DAT_CRASH_GROUP", &group)
+        .env("SPA_DAT_CRASH_LOG", &log)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the child consumer starts");
+    let handled = {
+        let log = log.clone();
+        move || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        }
+    };
+    // Run 1: the stuck record stays in flight, so the committed offset stays at it (0); the
+    // metadata must follow what finishes after it, commit after commit.
+    let h = handled.clone();
+    wait_until("the first batch", Duration::from_secs(60), move || {
+        h() >= BATCH
+    })
+    .await;
+    let first = committed_until(
+        &topic,
+        &group,
+        Duration::from_secs(10),
+        |offset, metadata| offset == 0 && metadata == "spa1:1-1000",
+    )
+    .await;
+    let h = handled.clone();
+    publish_range(&publisher.socket, &topic, BATCH..2 * BATCH).await;
+    wait_until("the second batch", Duration::from_secs(60), move || {
+        h() >= 2 * BATCH
+    })
+    .await;
+    let second = committed_until(
+        &topic,
+        &group,
+        Duration::from_secs(10),
+        |offset, metadata| offset == 0 && metadata == "spa1:1-2000",
+    )
+    .await;
+    // The crash: SIGKILL, no close, no commit on the way out.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(
+        first,
+        Some((0, "spa1:1-1000".to_owned())),
+        "committed after the first batch"
+    );
+    assert_eq!(
+        second,
+        Some((0, "spa1:1-2000".to_owned())),
+        "committed after the second batch, while the stuck record still is"
+    );
+    // Run 2: the stuck record again, and nothing else before a record published after the crash.
+    publisher
+        .socket
+        .publish(&SpaMessage::new(topic.as_str(), "end"))
+        .await
+        .expect("publish");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let s = Arc::clone(&seen);
+    let second_run = test_app(Config::default()).add_application(
+        Application::consumer("crash", [topic.clone()], move |m: SpaMessage| {
+            let s = Arc::clone(&s);
+            async move {
+                s.lock()
+                    .expect("seen")
+                    .push(m.payload_str().unwrap_or("?").to_owned());
+            }
+        })
+        .group(group.clone())
+        .socket_provider(provider(config.clone())),
+    );
+    let shutdown = second_run.shutdown_handle();
+    let run = tokio::spawn(second_run.start_async());
+    let s = Arc::clone(&seen);
+    wait_until(
+        "the record after the crash",
+        Duration::from_secs(60),
+        move || s.lock().expect("seen").iter().any(|p| p == "end"),
+    )
+    .await;
+    shutdown.trigger();
+    run.await.expect("join").expect("clean");
+    publisher.socket.close().await.expect("close");
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(
+        seen,
+        ["stuck", "end"],
+        "after the crash only the stuck record is handled again ({} records)",
+        seen.len()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     let config = KafkaConfig::new(support::kafka::bootstrap());

@@ -33,6 +33,10 @@ pub const RECONNECTS: &str = "spa_reconnects_total";
 pub const KAFKA_UNCOMMITTED: &str = "spa_kafka_uncommitted_records";
 /// Kafka: records finished above the lowest unfinished one, kept in the commit metadata.
 pub const KAFKA_FINISHED_ABOVE_COMMIT: &str = "spa_kafka_finished_above_commit";
+/// Kafka: bytes of the finished-offset map in a partition's last commit metadata (spa-dat
+/// writes at most 4,000; Kafka keeps 4,096 by default). Near the limit: what finished above
+/// the part that fits is handled again after a restart.
+pub const KAFKA_COMMIT_METADATA_BYTES: &str = "spa_kafka_commit_metadata_bytes";
 
 /// Kafka: records between a partition's end (high watermark) and the group's committed
 /// offset, from librdkafka's statistics (every second).
@@ -72,6 +76,7 @@ pub const ALL: &[&str] = &[
     RECONNECTS,
     KAFKA_UNCOMMITTED,
     KAFKA_FINISHED_ABOVE_COMMIT,
+    KAFKA_COMMIT_METADATA_BYTES,
     KAFKA_CONSUMER_LAG,
     IN_FLIGHT,
     BUFFERED,
@@ -201,6 +206,20 @@ pub(crate) fn kafka_progress(topic: &str, partition: i32, uncommitted: i64, fini
     ];
     metrics::gauge!(KAFKA_UNCOMMITTED, &labels).set(uncommitted as f64);
     metrics::gauge!(KAFKA_FINISHED_ABOVE_COMMIT, &labels).set(finished_above as f64);
+}
+
+/// The size of a Kafka partition's commit metadata (see [`KAFKA_COMMIT_METADATA_BYTES`]).
+#[cfg(feature = "kafka")]
+pub(crate) fn kafka_commit_metadata(topic: &str, partition: i32, bytes: usize) {
+    if !enabled() {
+        return;
+    }
+    metrics::gauge!(
+        KAFKA_COMMIT_METADATA_BYTES,
+        "messaging_destination_name" => topic.to_owned(),
+        "messaging_destination_partition_id" => partition.to_string(),
+    )
+    .set(bytes as f64);
 }
 
 /// A Kafka partition's lag (see [`KAFKA_CONSUMER_LAG`]).

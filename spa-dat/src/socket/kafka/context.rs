@@ -1,16 +1,16 @@
 //! The librdkafka client context of every client a socket owns (producer, admin, consumers):
 //! librdkafka's logs and errors go to `tracing`, errors no retry can fix are kept for
-//! `connect` to fail with, and handled offsets are stored before partitions are revoked.
+//! `connect` to fail with, and handled offsets are committed before partitions are revoked.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::{ClientContext, TopicPartitionList};
 
-use super::progress::Progress;
+use super::progress::{Progress, Scope};
 use crate::error::Error;
 use crate::socket::ReadySignal;
 
@@ -279,16 +279,32 @@ impl ClientContext for SocketContext {
 }
 
 impl ConsumerContext for SocketContext {
-    // Stored before the commit librdkafka makes on revocation (auto-commit), so that commit
-    // includes them and their metadata; then the revoked
-    // partitions' progress ends (records finishing later do not count for the next owner).
+    // The revoked partitions' offsets and metadata are committed before they go; then their
+    // progress ends (records finishing later do not count for the next owner). Asynchronous,
+    // so the runtime thread polling the consumer does not wait: librdkafka finishes the
+    // assignment change — and reads the next owner's start offsets — only once its
+    // outstanding commits are done (`wait_commit_cnt` in rdkafka_assignment.c).
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let (Some(progress), Rebalance::Revoke(revoked)) = (&self.handled, rebalance) {
-            progress.store(consumer);
+            if let Err(error) =
+                progress.commit(consumer, CommitMode::Async, Scope::Revoked(revoked))
+            {
+                // Partitions lost rather than revoked: their next owner handles those again.
+                tracing::debug!(broker = %self.broker, error = %describe(&error), "offsets of revoked partitions not committed");
+            }
             progress.revoke(revoked);
         }
         if let (Some(health), Rebalance::Revoke(_)) = (&self.health, rebalance) {
             health.assigned(false);
+        }
+    }
+
+    // A commit that failed (the coordinator moved, a rebalance) is sent again at the next
+    // periodic commit, also when nothing changed since.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let (Err(error), Some(progress)) = (&result, &self.handled) {
+            tracing::debug!(broker = %self.broker, error = %describe(error), "offset commit failed; sent again");
+            progress.commit_failed(offsets);
         }
     }
 

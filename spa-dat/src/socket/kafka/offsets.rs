@@ -1,12 +1,12 @@
-//! The group consumer's task: records into the inbox, and the offsets of handled records into
-//! librdkafka's store (committed from there).
+//! The group consumer's task: records into the inbox, and the offsets of handled records
+//! committed, with the finished-offset map as metadata.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
@@ -14,22 +14,22 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 
 use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
-use super::progress::{Arrival, Progress};
+use super::progress::{Arrival, Progress, Scope};
 use crate::socket::{Delivery, Position, TopicNames};
 
 /// The socket's group consumer.
 pub(super) type GroupConsumer = StreamConsumer<SocketContext>;
 
-/// How often finished offsets are handed to librdkafka's offset store (auto-commit then
-/// commits them every `auto.commit.interval.ms`): storing per record would cost a topic
-/// lookup under librdkafka's client lock each (measured: ~10 % of consumer throughput).
-const STORE_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the per-partition progress gauges are set (when metrics are enabled).
+const GAUGE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How long reading a partition's committed offset may take when it is assigned.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reads the group consumer into the inbox; the ack records the offset as finished (in any
 /// order: see `progress`). Records an earlier run finished above its commit are skipped.
+/// Every `commit_interval` the partitions whose commit offset or metadata changed are
+/// committed (asynchronously; a failure is sent again at the next one).
 ///
 /// Back-pressure: while the inbox is full the consumer is not read. If it stays full for
 /// `pause_after` (handlers stuck: a database down, a message retried without a dead-letter
@@ -43,10 +43,13 @@ pub(super) async fn consume(
     inbox: mpsc::Sender<Delivery>,
     broker: String,
     pause_after: Duration,
+    commit_interval: Duration,
 ) {
     let mut topic_names = TopicNames::default();
-    let mut store_tick = tokio::time::interval(STORE_INTERVAL);
-    store_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gauge_tick = tokio::time::interval(GAUGE_INTERVAL);
+    gauge_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit_tick = tokio::time::interval(commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Records read and not yet taken by the inbox, oldest first: one, or a few more read while
     // paused (a partition assigned since, or records librdkafka had already queued).
     let mut held: VecDeque<Delivery> = VecDeque::new();
@@ -77,8 +80,15 @@ pub(super) async fn consume(
             .then(|| *full_since.get_or_insert_with(tokio::time::Instant::now) + pause_after);
         let received = tokio::select! {
             biased;
-            _ = store_tick.tick() => {
-                progress.store(&*consumer);
+            _ = commit_tick.tick() => {
+                if let Err(error) = progress.commit(&*consumer, CommitMode::Async, Scope::Changed) {
+                    // Not in a group right now (a rebalance): committed once it is.
+                    tracing::debug!(%broker, error = %describe(&error), "offsets not committed");
+                }
+                continue;
+            }
+            _ = gauge_tick.tick() => {
+                progress.gauge();
                 continue;
             }
             room = inbox.reserve(), if waiting => {

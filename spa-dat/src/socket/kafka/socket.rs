@@ -26,7 +26,7 @@ use super::context::{
 };
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
-use super::progress::Progress;
+use super::progress::{Progress, Scope};
 use super::replies::{collect_replies, Replies, ReplyRoute};
 use crate::error::{Error, Result};
 use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
@@ -120,6 +120,7 @@ impl Shared {
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
+            // The group consumer commits itself at this interval (see `progress`).
             .set("auto.commit.interval.ms", "5000")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
@@ -143,7 +144,17 @@ impl Shared {
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
         let handled = Arc::new(Progress::default());
         let mut config = self.consumer_config(&self.group_id);
-        config.set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        // It commits offsets with their metadata itself, every auto.commit.interval.ms:
+        // librdkafka's auto-commit skips a partition whose offset did not move, so the
+        // metadata of what finished behind a stuck record would never reach the broker.
+        config
+            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+            .set("enable.auto.commit", "false");
+        let commit_interval = config
+            .get("auto.commit.interval.ms")
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .unwrap_or(5_000);
         let consumer: GroupConsumer = config
             .create_with_context(SocketContext {
                 handled: Some(Arc::clone(&handled)),
@@ -167,6 +178,7 @@ impl Shared {
             inbox,
             self.broker.clone(),
             Duration::from_millis(max_poll_interval / 2),
+            Duration::from_millis(commit_interval),
         ));
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
@@ -414,10 +426,11 @@ impl SpaSocket for KafkaSocket {
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
             let commit = tokio::task::spawn_blocking(move || {
-                if let Some(handled) = &consumer.context().handled {
-                    handled.store(&*consumer);
-                }
-                let committed = match consumer.commit_consumer_state(CommitMode::Sync) {
+                let result = match &consumer.context().handled {
+                    Some(handled) => handled.commit(&*consumer, CommitMode::Sync, Scope::All),
+                    None => Ok(()),
+                };
+                let committed = match result {
                     Ok(()) => {
                         tracing::debug!("offsets committed on close");
                         None
