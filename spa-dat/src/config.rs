@@ -155,11 +155,19 @@ pub struct Config {
     /// no endpoint.
     pub metrics_addr: Option<String>,
     /// `host:port` to serve the health probes on (`/health/live`, `/health/ready`; feature
-    /// `probes`). `None`: no probes.
+    /// `probes`). `None`: no probes. The same address as `metrics_addr`: one server for both.
     pub health_addr: Option<String>,
+    /// How long the HTTP endpoints (probes, metrics) wait for a request's whole header, from
+    /// a connection's start and between requests on a kept-alive one, before closing it, in
+    /// milliseconds.
+    pub http_timeout_ms: u64,
+    /// How many connections each HTTP endpoint serves at once; more wait in the kernel's
+    /// accept queue, holding no file descriptor of the process.
+    pub http_max_connections: usize,
 }
 
-/// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic.
+/// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic, no
+/// HTTP endpoints (a 5 s header timeout and 64 connections each when configured).
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -169,6 +177,8 @@ impl Default for Config {
             dead_letter_topic: None,
             metrics_addr: None,
             health_addr: None,
+            http_timeout_ms: 5_000,
+            http_max_connections: 64,
         }
     }
 }
@@ -200,6 +210,12 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         check_duration_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
         check_duration_ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?;
+        check_duration_ms("http_timeout_ms", self.http_timeout_ms, 1)?;
+        if self.http_max_connections == 0 {
+            return Err(Error::config(
+                "`http_max_connections` = 0: the HTTP endpoints could serve no one",
+            ));
+        }
         if let Some(addr) = &self.metrics_addr {
             if cfg!(not(feature = "prometheus")) {
                 return Err(Error::config(format!(

@@ -272,25 +272,27 @@ pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Starts the Prometheus endpoint on `addr` (`host:port`), serving `/metrics`.
+/// Installs a Prometheus recorder for spa-dat's metrics and enables them; the endpoint
+/// `metrics_addr` (named in errors) serves its [`render`] output through spa-dat's own HTTP
+/// server (`app/http.rs`), which bounds connections as the exporter's listener does not.
+///
+/// [`render`]: metrics_exporter_prometheus::PrometheusHandle::render
 #[cfg(feature = "prometheus")]
-pub(crate) fn serve_prometheus(addr: &str) -> crate::error::Result<()> {
+pub(crate) fn install_prometheus(
+    addr: &str,
+) -> crate::error::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
-        crate::error::Error::config(format!("metrics_addr `{addr}` is not host:port: {e}"))
-    })?;
-    PrometheusBuilder::new()
-        .with_http_listener(socket)
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PROCESS_DURATION.to_owned()), DURATION_BUCKETS)
         .map_err(|e| crate::error::Error::config(format!("metrics buckets: {e}")))?
-        .install()
+        .install_recorder()
         .map_err(|e| {
             crate::error::Error::runtime(format!(
-                "cannot serve metrics on {addr}: {e} (another recorder installed, or the port taken)"
+                "cannot serve metrics on {addr}: {e} (another recorder installed)"
             ))
         })?;
     enable();
-    Ok(())
+    Ok(handle)
 }
 
 /// How long a handler took, as the histogram takes it.
