@@ -155,11 +155,19 @@ pub struct Config {
     /// no endpoint.
     pub metrics_addr: Option<String>,
     /// `host:port` to serve the health probes on (`/health/live`, `/health/ready`; feature
-    /// `probes`). `None`: no probes.
+    /// `probes`). `None`: no probes. The same address as `metrics_addr`: one server for both.
     pub health_addr: Option<String>,
+    /// How long the HTTP endpoints (probes, metrics) wait for a request's whole header, from
+    /// a connection's start and between requests on a kept-alive one, before closing it, in
+    /// milliseconds.
+    pub http_timeout_ms: u64,
+    /// How many connections each HTTP endpoint serves at once; more wait in the kernel's
+    /// accept queue, holding no file descriptor of the process.
+    pub http_max_connections: usize,
 }
 
-/// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic.
+/// The in-process bus, 30 s request timeout, 10 s shutdown grace, no dead-letter topic, no
+/// HTTP endpoints (a 5 s header timeout and 64 connections each when configured).
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -169,6 +177,8 @@ impl Default for Config {
             dead_letter_topic: None,
             metrics_addr: None,
             health_addr: None,
+            http_timeout_ms: 5_000,
+            http_max_connections: 64,
         }
     }
 }
@@ -191,7 +201,7 @@ pub const ENV_HEALTH_ADDR: &str = "SPA_DAT_HEALTH_ADDR";
 impl Config {
     /// Parses a TOML document and checks its values.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let config: Config = toml::from_str(text).map_err(|e| Error::config(e.to_string()))?;
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
         Ok(config)
     }
@@ -200,6 +210,12 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         check_duration_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
         check_duration_ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?;
+        check_duration_ms("http_timeout_ms", self.http_timeout_ms, 1)?;
+        if self.http_max_connections == 0 {
+            return Err(Error::config(
+                "`http_max_connections` = 0: the HTTP endpoints could serve no one",
+            ));
+        }
         if let Some(addr) = &self.metrics_addr {
             if cfg!(not(feature = "prometheus")) {
                 return Err(Error::config(format!(
@@ -272,6 +288,87 @@ impl Config {
     }
 }
 
+/// A TOML error as spa-dat shows it: where (line, column, the key or table there) and what,
+/// built from the parts of `error`, never from the text: toml's own `Display` quotes the
+/// offending line (`password = s3cret` unquoted is a syntax error showing the password), and
+/// serde's messages quote values (`invalid type: string "s3cret", expected u64`).
+fn toml_error(text: &str, error: &toml::de::Error) -> Error {
+    let mut place = String::new();
+    let mut secret_key = false;
+    if let Some(start) = error.span().map(|span| span.start.min(text.len())) {
+        if let Some(before) = text.get(..start) {
+            let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+            let line = before.matches('\n').count() + 1;
+            let column = before[line_start..].chars().count() + 1;
+            place = format!(" at line {line}, column {column}");
+            let line_text = text[line_start..].lines().next().unwrap_or_default().trim();
+            if let Some((name, secret)) = key_or_table(line_text) {
+                place.push_str(&format!(" ({name})"));
+                secret_key = secret;
+            }
+        }
+    }
+    Error::config(format!(
+        "TOML{place}: {}",
+        toml_problem(error.message(), secret_key)
+    ))
+}
+
+/// The key (`key `password``) or table header (`table `[bus]``) a line of TOML starts with,
+/// and whether it names a secret; `None` when the line is neither (its text is not shown).
+fn key_or_table(line: &str) -> Option<(String, bool)> {
+    let is_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.\"' ".contains(c))
+    };
+    if let Some(header) = line.strip_prefix('[') {
+        let header = header.trim_start_matches('[');
+        let name = header.split(']').next()?.trim();
+        return is_name(name).then(|| (format!("table `[{name}]`"), false));
+    }
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    is_name(key).then(|| {
+        let secret = crate::redact::is_secret_key(&key.replace(['"', '\''], ""));
+        (format!("key `{key}`"), secret)
+    })
+}
+
+/// toml's message without the values serde quotes: `invalid type: string "x", expected u64`
+/// becomes `invalid type: string, expected u64`; an unknown variant of a secret key is hidden.
+fn toml_problem(message: &str, secret_key: bool) -> String {
+    let message = message.trim().replace('\n', "; ");
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let (unexpected, expected) = match rest.split_once(", expected ") {
+                Some((unexpected, expected)) => (unexpected, Some(expected)),
+                None => (rest, None),
+            };
+            let kind = unexpected
+                .split(['`', '"'])
+                .next()
+                .unwrap_or_default()
+                .trim();
+            return match expected {
+                Some(expected) => format!("{prefix}{kind}, expected {expected}"),
+                None => format!("{prefix}{kind}"),
+            };
+        }
+    }
+    match message.strip_prefix("unknown variant ") {
+        Some(rest) if secret_key => match rest.split_once(", expected ") {
+            Some((_, expected)) => format!(
+                "unknown variant {}, expected {expected}",
+                crate::redact::REDACTED
+            ),
+            None => format!("unknown variant {}", crate::redact::REDACTED),
+        },
+        _ => message,
+    }
+}
+
 fn env_var(name: &str) -> Result<Option<String>> {
     match std::env::var(name) {
         Ok(value) if value.trim().is_empty() => Ok(None),
@@ -333,5 +430,28 @@ mod tests {
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = Config::from_toml("[bus]\ntransport = \"carrier-pigeon\"\n").expect_err("bad");
         assert!(err.to_string().contains("carrier-pigeon"), "{err}");
+    }
+
+    #[test]
+    fn toml_errors_say_where_and_what_without_values() {
+        let err = Config::from_toml("\n\nrequest_timeout_ms = \"soon\"\n").expect_err("type");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: TOML at line 3, column 22 (key `request_timeout_ms`): invalid type: string, expected u64"
+        );
+        let err = Config::from_toml("[bus]\ntransport = \"memory\"\nbus = 5\n").expect_err("type");
+        assert!(
+            err.to_string().contains("line 1, column 1 (table `[bus]`)"),
+            "{err}"
+        );
+        assert_eq!(
+            toml_problem("unknown variant `hunter2`, expected `a` or `b`", true),
+            "unknown variant ***, expected `a` or `b`"
+        );
+        assert_eq!(
+            key_or_table("hunter2"),
+            None,
+            "a line that is no key is not shown"
+        );
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! Names follow the OpenTelemetry messaging conventions (v1.41) mapped to Prometheus (dots to
 //! underscores, `_total` on counters, the unit in histogram names); spa-dat's own are
-//! `spa_*`. Labels: `spa_app`, `messaging_system`, `messaging_destination_name`.
+//! `spa_*`. Labels: `spa_app`, `messaging_system`, `messaging_destination_name` (the topic; on
+//! the consumer side the wildcard subscription that matched it, such as `dev/+/t`; at most
+//! [`DESTINATION_LABEL_CAP`] values per family, the rest `_other`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -92,6 +94,63 @@ fn topic_labels(app: &str, system: &'static str, topic: &str) -> [(&'static str,
     ]
 }
 
+/// The most distinct `messaging_destination_name` values a metric family holds: beyond them a
+/// new destination is counted as [`OTHER_DESTINATION`] (logged at WARN once per family), so a
+/// registry and every scrape stay bounded whatever the topics (replies to outside-chosen
+/// response topics, a wildcard's topics where no subscription is known).
+pub const DESTINATION_LABEL_CAP: usize = 1_000;
+/// The destination label of what is beyond [`DESTINATION_LABEL_CAP`].
+pub const OTHER_DESTINATION: &str = "_other";
+
+/// The destination label values one metric family has handed out, up to the cap.
+struct DestinationLabels {
+    family: &'static str,
+    known: Mutex<std::collections::HashSet<Arc<str>>>,
+    warned: AtomicBool,
+}
+
+impl DestinationLabels {
+    fn new(family: &'static str) -> Self {
+        DestinationLabels {
+            family,
+            known: Mutex::new(std::collections::HashSet::new()),
+            warned: AtomicBool::new(false),
+        }
+    }
+
+    /// `destination` if it is known or there is room for it, else [`OTHER_DESTINATION`].
+    fn label<'a>(&self, destination: &'a str) -> &'a str {
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.contains(destination) {
+            return destination;
+        }
+        if known.len() < DESTINATION_LABEL_CAP {
+            known.insert(Arc::from(destination));
+            return destination;
+        }
+        if !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                family = self.family,
+                cap = DESTINATION_LABEL_CAP,
+                "more distinct destinations than the metrics keep apart; the rest are counted as `{OTHER_DESTINATION}` (logged once)"
+            );
+        }
+        OTHER_DESTINATION
+    }
+}
+
+/// The destination labels of the consumer families (consumed, duration, failed, retried,
+/// dead-lettered, skipped: registered together, so one set) and of the sent family.
+fn consumer_destinations() -> &'static DestinationLabels {
+    static LABELS: std::sync::OnceLock<DestinationLabels> = std::sync::OnceLock::new();
+    LABELS.get_or_init(|| DestinationLabels::new(CONSUMED))
+}
+
+fn sent_destinations() -> &'static DestinationLabels {
+    static LABELS: std::sync::OnceLock<DestinationLabels> = std::sync::OnceLock::new();
+    LABELS.get_or_init(|| DestinationLabels::new(SENT))
+}
+
 /// A consumer's metric handles for one topic: registered once, then each record is an atomic
 /// add (the per-message path never builds a label set). Registered only by consumers, so a
 /// producer exports no zero "consumed" series that would read as a stalled consumer.
@@ -149,6 +208,9 @@ impl<T> ByTopic<T> {
 pub(crate) struct AppMetrics {
     app: Arc<str>,
     system: &'static str,
+    /// The consumer's subscriptions with a wildcard (`+`, `#`): a topic one of them matches
+    /// is labelled with the pattern (OpenTelemetry's `messaging.destination.template`).
+    patterns: Vec<String>,
     sent: ByTopic<Counter>,
     consumed: ByTopic<TopicMetrics>,
 }
@@ -171,21 +233,42 @@ impl AppMetrics {
         AppMetrics {
             app,
             system,
+            patterns: Vec::new(),
             sent: ByTopic::new(),
             consumed: ByTopic::new(),
         }
     }
 
-    /// The consumer handles of `topic`.
-    pub(crate) fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
-        self.consumed
-            .get(topic, || TopicMetrics::new(&self.app, self.system, topic))
+    /// Labels what a consumer subscribed to `subscriptions` receives by the wildcard pattern
+    /// that matched it, not by its topic.
+    pub(crate) fn subscribed(mut self, subscriptions: &[String]) -> Self {
+        self.patterns = subscriptions
+            .iter()
+            .filter(|s| s.contains(['+', '#']))
+            .cloned()
+            .collect();
+        self
     }
 
-    /// The count of messages sent to `topic`.
+    /// The consumer handles of `topic`: those of the wildcard subscription it matched, else
+    /// its own (within [`DESTINATION_LABEL_CAP`]).
+    pub(crate) fn topic(&self, topic: &str) -> Arc<TopicMetrics> {
+        let destination = self
+            .patterns
+            .iter()
+            .find(|pattern| crate::socket::topic_matches(pattern, topic))
+            .map_or(topic, String::as_str);
+        self.consumed.get(destination, || {
+            let label = consumer_destinations().label(destination);
+            TopicMetrics::new(&self.app, self.system, label)
+        })
+    }
+
+    /// The count of messages sent to `topic` (within [`DESTINATION_LABEL_CAP`]).
     pub(crate) fn sent(&self, topic: &str) -> Arc<Counter> {
         self.sent.get(topic, || {
-            metrics::counter!(SENT, &topic_labels(&self.app, self.system, topic))
+            let label = sent_destinations().label(topic);
+            metrics::counter!(SENT, &topic_labels(&self.app, self.system, label))
         })
     }
 }
@@ -291,25 +374,27 @@ pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Starts the Prometheus endpoint on `addr` (`host:port`), serving `/metrics`.
+/// Installs a Prometheus recorder for spa-dat's metrics and enables them; the endpoint
+/// `metrics_addr` (named in errors) serves its [`render`] output through spa-dat's own HTTP
+/// server (`app/http.rs`), which bounds connections as the exporter's listener does not.
+///
+/// [`render`]: metrics_exporter_prometheus::PrometheusHandle::render
 #[cfg(feature = "prometheus")]
-pub(crate) fn serve_prometheus(addr: &str) -> crate::error::Result<()> {
+pub(crate) fn install_prometheus(
+    addr: &str,
+) -> crate::error::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let socket: std::net::SocketAddr = addr.parse().map_err(|e| {
-        crate::error::Error::config(format!("metrics_addr `{addr}` is not host:port: {e}"))
-    })?;
-    PrometheusBuilder::new()
-        .with_http_listener(socket)
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(PROCESS_DURATION.to_owned()), DURATION_BUCKETS)
         .map_err(|e| crate::error::Error::config(format!("metrics buckets: {e}")))?
-        .install()
+        .install_recorder()
         .map_err(|e| {
             crate::error::Error::runtime(format!(
-                "cannot serve metrics on {addr}: {e} (another recorder installed, or the port taken)"
+                "cannot serve metrics on {addr}: {e} (another recorder installed)"
             ))
         })?;
     enable();
-    Ok(())
+    Ok(handle)
 }
 
 /// How long a handler took, as the histogram takes it.

@@ -34,6 +34,7 @@ pub(crate) fn url_decode(url: &str, part: &str) -> Result<String> {
 #[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) fn url_number<T: std::str::FromStr>(url: &str, key: &str, value: &str) -> Result<T> {
     value.parse().map_err(|_| {
+        let (key, value) = (shown(url, key), shown(url, value));
         bad_url(
             url,
             format!("`{key}={value}` is not a number in the range `{key}` takes"),
@@ -54,10 +55,23 @@ pub(crate) fn unknown_parameter(url: &str, key: &str, valid: &[&str]) -> Error {
     bad_url(
         url,
         format!(
-            "unknown parameter `{key}`; expected one of: {}",
+            "unknown parameter `{}`; expected one of: {}",
+            shown(url, key),
             valid.join(", ")
         ),
     )
+}
+
+/// `text` from the bus URL `url` as an error may show it: [`REDACTED`] where it may be part of
+/// a password (`mqtt://user:1234?x@host` reads as port 1234 and a parameter `x@host`).
+///
+/// [`REDACTED`]: crate::redact::REDACTED
+pub(crate) fn shown<'a>(url: &str, text: &'a str) -> &'a str {
+    if crate::redact::overlaps_secret(url, text) {
+        crate::redact::REDACTED
+    } else {
+        text
+    }
 }
 
 /// A configuration error about the bus URL `url`, shown without its secrets.
@@ -91,7 +105,11 @@ pub(crate) fn parse_bool(url: &str, key: &str, value: &str) -> Result<bool> {
         "false" | "0" | "no" => Ok(false),
         _ => Err(bad_url(
             url,
-            format!("`{key}={value}` is not true or false"),
+            format!(
+                "`{}={}` is not true or false",
+                shown(url, key),
+                shown(url, value)
+            ),
         )),
     }
 }

@@ -440,7 +440,9 @@ impl Application {
         options.ready = self.ready.clone();
         let names = self.bus_names()?;
         options.group = names.group.clone();
+        let mut subscriptions = Vec::new();
         if self.kind == HandlerKind::Consumer {
+            subscriptions.clone_from(&names.topics);
             options.topics = names.topics;
         }
         tracing::debug!(app = %self.name, bus = %provider.describe(), "connecting");
@@ -448,7 +450,8 @@ impl Application {
         let builder = MessageBuilder::new(Some(&client_id), Some(&client_name));
         let name: Arc<str> = Arc::from(self.name.as_str());
         let system = crate::metrics::system_of(&provider.describe());
-        let metrics = Arc::new(AppMetrics::new(Arc::clone(&name), system));
+        let metrics =
+            Arc::new(AppMetrics::new(Arc::clone(&name), system).subscribed(&subscriptions));
         let spans = SpanScope::new(
             Arc::clone(&name),
             system,

@@ -221,15 +221,8 @@ impl DistributedApplication {
             return Err(Error::from_many(problems));
         }
 
-        #[cfg(feature = "prometheus")]
-        if let Some(addr) = &config.metrics_addr {
-            crate::metrics::serve_prometheus(addr)?;
-            tracing::info!(%addr, "metrics served for Prometheus at /metrics");
-        }
-        #[cfg(feature = "probes")]
-        if let Some(addr) = &config.health_addr {
-            super::probes::serve(addr, readiness.clone(), shutdown.clone()).await?;
-        }
+        #[cfg(any(feature = "probes", feature = "prometheus"))]
+        super::http::serve_configured(&config, &readiness, &shutdown).await?;
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
         let result = run_apps(apps, &resources, &provider, &readiness).await;
         readiness.stopped();

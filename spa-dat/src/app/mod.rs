@@ -5,6 +5,8 @@ mod concurrent;
 mod consumer;
 mod distributed;
 mod guarded;
+#[cfg(any(feature = "probes", feature = "prometheus"))]
+mod http;
 mod placeholders;
 mod policy;
 #[cfg(feature = "probes")]

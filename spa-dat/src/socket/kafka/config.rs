@@ -110,6 +110,12 @@ impl KafkaConfig {
         if servers.is_empty() {
             return Err(bad_url(url, "no bootstrap server"));
         }
+        if servers.contains('@') {
+            return Err(bad_url(
+                url,
+                "a kafka:// URL takes no user:password@ (set sasl.username and sasl.password; percent-encode `?`, `&`, `#` and `@` in them)",
+            ));
+        }
         let mut config = KafkaConfig::new(servers);
         // The host list is not a URL authority (commas): the query is read on its own.
         for (key, value) in query_pairs(url, rest.split_once('?').map(|(_, query)| query))? {

@@ -142,6 +142,14 @@ impl MqttConfig {
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| bad_url(url, "no host"))?;
+        // A `/`, `?` or `#` in an unencoded password ends the authority early; what follows
+        // would be read as a path or fragment (and the password's start as the port).
+        if !matches!(parsed.path(), "" | "/") || parsed.fragment().is_some() {
+            return Err(bad_url(
+                url,
+                "an MQTT URL has no path or fragment (percent-encode `/`, `?`, `#` and `@` in a password)",
+            ));
+        }
         let mut config = MqttConfig::new(host, parsed.port().unwrap_or(1883));
         config.tls = tls;
         if !parsed.username().is_empty() {
