@@ -48,8 +48,11 @@ pub struct MqttConfig {
     pub tls: Option<MqttTls>,
     /// Unacknowledged outgoing publishes at once.
     pub inflight: u16,
-    /// Largest packet this client sends, in bytes (a larger publish fails at once). Incoming
-    /// packets are accepted up to MQTT's own limit: the broker's limit bounds them.
+    /// Largest packet this client sends, in bytes (a larger publish fails at once, as
+    /// refused). By default MQTT's own limit, the same as for incoming packets, so whatever
+    /// could arrive can also be forwarded to a dead-letter topic; the broker's limit
+    /// (Mosquitto: `message_size_limit`) bounds both. Set lower, a dead letter that does not
+    /// fit is forwarded as a summary.
     pub max_packet_size: usize,
     /// Topics a socket subscribes to when its application names none.
     pub default_subscription_topics: Vec<String>,
@@ -88,9 +91,10 @@ impl std::fmt::Debug for MqttConfig {
 }
 
 /// The largest packet MQTT 3.1.1 can carry (a 4-byte remaining length, plus its header).
-const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
+pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 
-/// A broker on `localhost:1883`, QoS 1, clean sessions, 1 MiB packets, 5 s to connect, 10 s
+/// A broker on `localhost:1883`, QoS 1, clean sessions, packets up to MQTT's limit both ways
+/// (the broker's own limit applies), 5 s to connect, 10 s
 /// for an acknowledgement, reconnect pauses up to 10 s.
 impl Default for MqttConfig {
     fn default() -> Self {
@@ -106,7 +110,7 @@ impl Default for MqttConfig {
             clean_session: true,
             tls: None,
             inflight: 100,
-            max_packet_size: 1024 * 1024,
+            max_packet_size: MQTT_MAX_PACKET_SIZE,
             default_subscription_topics: Vec::new(),
             connect_timeout_ms: 5_000,
             publish_timeout_ms: 10_000,

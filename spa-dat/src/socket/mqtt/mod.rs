@@ -24,6 +24,6 @@ mod ledger;
 mod socket;
 mod tls;
 
-pub use config::MqttConfig;
+pub use config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
 pub use socket::MqttSocketProvider;
 pub use tls::MqttTls;
