@@ -149,3 +149,67 @@ async fn a_simulated_crash_redelivers_what_was_not_acknowledged() {
     assert!(run.faults[4] > 0, "{:?}", run.faults);
     assert_eq!(run.calls.len() as u64, MESSAGES as u64 + run.faults[4]);
 }
+
+/// Issue 19, item 12: a reply that fails to publish is published again; its request is not
+/// acknowledged in the meantime. A third of the responder's publishes fail: every request still gets
+/// its reply, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_fails_to_publish_is_published_again() {
+    const REQUESTS: usize = 20;
+    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
+    let clean: Arc<dyn SocketProvider> = Arc::new(MemorySocketProvider::new(bus));
+    let faulty = FaultyProvider::new(
+        Arc::clone(&clean),
+        Faults {
+            seed: 19,
+            fail_publish: 0.3,
+            ..Faults::default()
+        },
+    );
+    let log = faulty.log();
+    let app = test_app(Config::default())
+        .socket_provider(Arc::new(faulty))
+        .add_application(
+            Application::consumer("echo", ["echo"], |m: SpaMessage| async move { m.payload })
+                .retry(RetryPolicy::no_retries()),
+        );
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
+        .await
+        .expect("ready");
+    let requester = clean
+        .connect(spa_dat::SocketOptions::new("requester"))
+        .await
+        .expect("connect");
+    let asks = (0..REQUESTS).map(|i| {
+        let socket = Arc::clone(&requester.socket);
+        async move {
+            socket
+                .request(
+                    SpaMessage::new("echo", format!("r{i}")),
+                    Duration::from_secs(10),
+                )
+                .await
+                .map(|reply| reply.payload_str().map(str::to_owned))
+        }
+    });
+    let replies = futures_util::future::join_all(asks).await;
+    for (i, reply) in replies.into_iter().enumerate() {
+        let text = reply
+            .unwrap_or_else(|e| panic!("request {i} not answered: {e}"))
+            .expect("utf-8");
+        assert_eq!(text, format!("r{i}"));
+    }
+    assert!(
+        log.failed_publishes() > 0,
+        "no publish failed: the test proves nothing"
+    );
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("runs");
+}
