@@ -569,3 +569,92 @@ async fn handlers_publishing_in_a_cycle_never_deadlock_the_bus() {
         .expect("join")
         .expect("runs");
 }
+
+/// The rule that keeps cycles from deadlocking the bus keeps its back-pressure everywhere
+/// else: producer → A → B with B stuck stops the producer once A's and B's inboxes are full,
+/// instead of A queueing without bound into B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarding_pipeline_keeps_back_pressure_from_its_slowest_stage() {
+    const MESSAGES: usize = 10_000;
+    let (_bus, provider) = bus();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let handled_b = Arc::new(AtomicUsize::new(0));
+    let (g, b) = (Arc::clone(&gate), Arc::clone(&handled_b));
+    let app = test_app(Config::default())
+        .socket_provider(Arc::clone(&provider))
+        .add_application(Application::consumer(
+            "a",
+            ["in"],
+            |m: SpaMessage, socket: spa_dat::Socket| async move {
+                socket.publish(SpaMessage::new("out", m.payload)).await
+            },
+        ))
+        .add_application(Application::consumer("b", ["out"], move |_: SpaMessage| {
+            let (g, b) = (Arc::clone(&g), Arc::clone(&b));
+            async move {
+                g.acquire().await.expect("gate").forget();
+                b.fetch_add(1, Ordering::SeqCst);
+            }
+        }));
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let run = tokio::spawn(app.start_async());
+    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
+        .await
+        .expect("ready");
+    let publisher = provider
+        .connect(SocketOptions::new("pipeline-publisher"))
+        .await
+        .expect("connect");
+    let published = Arc::new(AtomicUsize::new(0));
+    let p = Arc::clone(&published);
+    let publishing = tokio::spawn(async move {
+        for _ in 0..MESSAGES {
+            publisher
+                .socket
+                .publish(&SpaMessage::new("in", "x"))
+                .await
+                .expect("publish");
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    // B takes nothing: the publisher must come to a stop (its count still for 300 ms).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = usize::MAX;
+    let mut still_since = Instant::now();
+    loop {
+        let now = published.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            still_since = Instant::now();
+        } else if still_since.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher never stopped ({now} published)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two inboxes of 1,024, one message in each handler: nothing queued beyond them.
+    assert!(
+        last <= 2 * 1024 + 8,
+        "{last} published while B took nothing: A queued into B without bound"
+    );
+    gate.add_permits(MESSAGES);
+    tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("the publisher finishes once B moves")
+        .expect("join");
+    let b = Arc::clone(&handled_b);
+    wait_until("B handled everything", Duration::from_secs(30), || {
+        b.load(Ordering::SeqCst) == MESSAGES
+    })
+    .await;
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stops")
+        .expect("join")
+        .expect("runs");
+}

@@ -170,8 +170,15 @@ async fn a_reply_that_fails_to_publish_is_published_again() {
     let app = test_app(Config::default())
         .socket_provider(Arc::new(faulty))
         .add_application(
+            // A failed reply is published again as the retry policy says (the handler is not
+            // called again); with attempts left it is never skipped.
             Application::consumer("echo", ["echo"], |m: SpaMessage| async move { m.payload })
-                .retry(RetryPolicy::no_retries()),
+                .retry(RetryPolicy {
+                    attempts: 20,
+                    first_delay: Duration::from_millis(10),
+                    max_delay: Duration::from_millis(50),
+                    skip_when_exhausted: false,
+                }),
         );
     let shutdown = app.shutdown_handle();
     let readiness = app.readiness();

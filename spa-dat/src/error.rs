@@ -207,21 +207,23 @@ impl Error {
         }
     }
 
-    /// Whether trying the same thing again cannot succeed: bad input (a message that does not
-    /// decode, a payload of the wrong type, a rejected message), a refused publish
+    /// Whether trying the same thing again cannot succeed: a payload of the wrong type, a
+    /// rejected message, a message that cannot be encoded, a refused publish
     /// ([`Error::Refused`]), configuration or a handler's missing argument. Transient are
-    /// the others: a broker away, a timeout, a closed socket. Retries of handlers, of dead
+    /// the others: a broker away, a timeout, a closed socket — and bytes that do not decode
+    /// ([`Error::Decode`]: a handler's own request may get a proper reply next time; a
+    /// delivered message that does not decode is bad input, decided before any handler). Retries of handlers, of dead
     /// letters and of replies, and MQTT's resends, all ask this one question.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Error::Decode { .. }
-            | Error::Encode { .. }
+            Error::Encode { .. }
             | Error::Payload { .. }
             | Error::Rejected { .. }
             | Error::Refused { .. }
             | Error::Config(_)
             | Error::Handler { .. } => true,
-            Error::RequestTimeout { .. }
+            Error::Decode { .. }
+            | Error::RequestTimeout { .. }
             | Error::Connect { .. }
             | Error::Transport { .. }
             | Error::Closed

@@ -404,11 +404,14 @@ impl Consumer {
         self.handler.call(context)
     }
 
-    /// Publishes the handler's `reply` to the request's response topic. A reply that fails for
-    /// a reason that may pass (the broker away) is published again, 100 ms doubling to 10 s;
-    /// one refused for good (too large, a topic the transport cannot take) dead-letters the
-    /// request — either way the request is acknowledged only then. False when shutdown came
-    /// first: the request stays unacknowledged and comes again.
+    /// Publishes the handler's `reply` to the request's response topic; the request is
+    /// acknowledged only after that. A reply refused for good (too large, a topic the transport
+    /// cannot take) makes the request bad input: dead-lettered, or skipped with an ERROR. One
+    /// that fails for a reason that may pass (the broker away) is published again as the
+    /// retry policy says — the handler is not called again — and once its attempts are
+    /// spent, the request goes where a failed message goes: the dead-letter topic, skipped
+    /// if the policy says so, else on being retried every `max_delay`. False when shutdown
+    /// came first: the request stays unacknowledged and comes again.
     async fn reply(
         &self,
         delivery: &Delivery,
@@ -429,7 +432,8 @@ impl Consumer {
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
         reply.topic = response_topic;
-        let mut pause = FIRST_PAUSE;
+        let policy = &self.retry;
+        let mut tries: u32 = 1;
         loop {
             let span = self.runtime.socket.spans().send(
                 &reply.topic,
@@ -443,17 +447,33 @@ impl Consumer {
                 Ok(()) => return true,
                 Err(error) => error,
             };
+            let reply_topic = crate::socket::shortened(&reply.topic);
             if error.is_permanent() {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, reply_topic = %crate::socket::shortened(&reply.topic), %error, "the reply cannot be published; the request is dead-lettered (or skipped without a dead-letter topic)");
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, "the reply cannot be published; the request is dead-lettered, or skipped without a dead-letter topic");
+                if let Some(measure) = measure {
+                    measure.topic.skipped.increment(1);
+                }
                 let reason = format!("reply refused: {error}");
                 return self.dead_letter(delivery, &reason, attempts, measure).await;
             }
-            tracing::error!(app = %self.runtime.name, topic = %delivery.topic, reply_topic = %crate::socket::shortened(&reply.topic), %error, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it succeeds");
+            let pause = if tries < policy.attempts {
+                policy.delay_after(tries)
+            } else if self.dead_letter_topic.is_some() {
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; dead-lettering the request");
+                let reason = format!("reply not published: {error}");
+                return self.dead_letter(delivery, &reason, attempts, measure).await;
+            } else if policy.skip_when_exhausted {
+                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; the request is skipped (no dead-letter topic)");
+                return true;
+            } else {
+                policy.max_delay
+            };
+            tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it is published");
             if !self.pause_unless_shutdown(pause).await {
                 tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "shutting down with a reply not published; the request is not acknowledged");
                 return false;
             }
-            pause = (pause * 2).min(LONGEST_PAUSE);
+            tries = tries.saturating_add(1);
         }
     }
 

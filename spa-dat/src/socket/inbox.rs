@@ -106,14 +106,28 @@ impl ArrivalSender {
             Err(delivery) => Arrival::Delivery(delivery),
         };
         self.state.outstanding.fetch_add(1, Ordering::Relaxed);
-        let _ = self.arrivals.send(arrival);
+        if self.arrivals.send(arrival).is_err() {
+            // The inbox is gone: nothing will finish this one.
+            self.state.outstanding.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Whether the inbox holds as many arrivals as its capacity: a transport then waits for
     /// [`ArrivalSender::room`] before reading more, so a slow consumer slows the reading (and
-    /// the broker's sending) instead of growing memory.
+    /// the broker's sending) instead of growing memory. False once the inbox is closed: what
+    /// is read then is dropped unacknowledged, and waiting would never end.
     pub fn is_full(&self) -> bool {
         self.state.outstanding.load(Ordering::Acquire) >= self.state.capacity
+            && !self.arrivals.is_closed()
+    }
+
+    /// Whether the inbox holds its capacity and as much again (at least 1,024 more): past
+    /// this a transport stops reading even for what it must read otherwise (see the MQTT
+    /// driver), so memory stays bounded.
+    pub fn is_far_behind(&self) -> bool {
+        let capacity = self.state.capacity;
+        self.state.outstanding.load(Ordering::Acquire)
+            >= capacity.saturating_add(capacity.max(1024))
     }
 
     /// Waits until the inbox is no longer full (see [`ArrivalSender::is_full`]); returns at
@@ -298,6 +312,13 @@ impl Inbox {
         if let Receiver::OnArrival { state, .. } = &self.receiver {
             state.finished();
         }
+    }
+}
+
+/// A transport waiting for room in a dropped inbox stops waiting, as after [`Inbox::close`].
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -3,11 +3,12 @@
 //!
 //! Semantics follow MQTT: `+`/`#` filters; every subscribing socket gets each message once;
 //! sockets in the same group share messages round-robin; per-publisher order is kept; a
-//! publish waits while a subscriber's inbox is full (back-pressure instead of loss) — except a
-//! publish of a socket that consumes itself: its handlers' publishes never wait, because the
-//! room they would wait for may only be made by their own consumer (a handler publishing into
-//! its own subscription, or a cycle A → B → A, would deadlock). They queue beyond the
-//! capacity instead; the MQTT transport follows the same rule.
+//! publish waits while a subscriber's inbox is full (back-pressure instead of loss) — except
+//! where the room it would wait for can only be made by the publisher itself: a socket
+//! publishing into its own subscription, or into one whose socket waits (directly or through
+//! others) for room in the publisher's inbox, queues beyond the capacity instead of waiting
+//! (a handler publishing to itself, or a cycle A → B → A, would deadlock). The bus keeps the
+//! graph of who waits for whom to decide it; the MQTT transport follows the same rule.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -98,6 +99,28 @@ struct BusInner {
     routes: RwLock<Arc<Vec<Route>>>,
     groups: Mutex<HashMap<String, Arc<AtomicUsize>>>,
     next_socket: AtomicU64,
+    /// Who waits for room in whose inbox: (publishing socket, subscribed socket), one entry
+    /// per waiting publish.
+    waits: Mutex<Vec<(u64, u64)>>,
+}
+
+/// A publish waiting for room, in the bus's wait graph until dropped.
+struct Waiting<'a> {
+    bus: &'a BusInner,
+    edge: (u64, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut waits = self
+            .bus
+            .waits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = waits.iter().position(|edge| *edge == self.edge) {
+            waits.swap_remove(at);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -131,6 +154,7 @@ impl MemoryBus {
                 routes: RwLock::new(Arc::new(Vec::new())),
                 groups: Mutex::new(HashMap::new()),
                 next_socket: AtomicU64::new(1),
+                waits: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -224,9 +248,38 @@ impl MemoryBus {
         (shared_topic, targets)
     }
 
-    /// Delivers `message` to every matching subscriber; waits while an inbox is full unless
-    /// `never_wait` (see the module docs).
-    async fn publish(&self, message: Outgoing, never_wait: bool) {
+    /// Enters `publisher` waiting for room in `subscriber`'s inbox into the wait graph —
+    /// unless that room could only be made by `publisher` itself: the same socket, or one that
+    /// already waits, through any chain, for `publisher`. `None`: do not wait.
+    fn wait_for(&self, publisher: u64, subscriber: u64) -> Option<Waiting<'_>> {
+        let mut waits = self
+            .inner
+            .waits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut reached = vec![subscriber];
+        let mut next = 0;
+        while let Some(&socket) = reached.get(next) {
+            if socket == publisher {
+                return None;
+            }
+            for &(from, to) in waits.iter() {
+                if from == socket && !reached.contains(&to) {
+                    reached.push(to);
+                }
+            }
+            next += 1;
+        }
+        waits.push((publisher, subscriber));
+        Some(Waiting {
+            bus: &self.inner,
+            edge: (publisher, subscriber),
+        })
+    }
+
+    /// Delivers `message` from the socket `publisher` to every matching subscriber, waiting
+    /// while an inbox is full unless that could deadlock (see the module docs).
+    async fn publish(&self, message: Outgoing, publisher: u64) {
         let Outgoing {
             topic,
             payload,
@@ -248,8 +301,10 @@ impl MemoryBus {
                     let delivery = Delivery::new(Arc::clone(&topic), payload.clone())
                         .with_headers(headers.clone())
                         .with_key(key.clone());
-                    if !never_wait {
-                        inbox.room().await;
+                    if inbox.is_full() {
+                        if let Some(_waiting) = self.wait_for(publisher, routes[index].socket) {
+                            inbox.room().await;
+                        }
                     }
                     inbox.send(delivery);
                 }
@@ -317,8 +372,6 @@ struct MemorySocket {
     id: u64,
     group: Option<String>,
     inbox: Mutex<Option<Arc<ArrivalSender>>>,
-    /// The socket subscribed to something: its publishes never wait (module docs).
-    consumes: AtomicBool,
     replies: Arc<RequestMultiplexer>,
     reply_prefix: String,
     closed: AtomicBool,
@@ -350,9 +403,7 @@ impl SpaSocket for MemorySocket {
                 reason,
             ));
         }
-        self.bus
-            .publish(message, self.consumes.load(Ordering::Acquire))
-            .await;
+        self.bus.publish(message, self.id).await;
         Ok(())
     }
 
@@ -360,9 +411,6 @@ impl SpaSocket for MemorySocket {
         let inbox = self.inbox()?;
         for topic in topics {
             validate_filter(topic).map_err(Error::Config)?;
-        }
-        if !topics.is_empty() {
-            self.consumes.store(true, Ordering::Release);
         }
         for topic in topics {
             self.bus.add_route(
@@ -451,7 +499,6 @@ impl SocketProvider for MemorySocketProvider {
             id,
             group: options.group.clone(),
             inbox: Mutex::new(Some(Arc::new(sender))),
-            consumes: AtomicBool::new(false),
             replies,
             reply_prefix,
             closed: AtomicBool::new(false),

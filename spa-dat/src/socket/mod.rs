@@ -34,7 +34,9 @@ pub use record::{
 };
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
 pub(crate) use topic::shortened;
-pub use topic::{topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES};
+pub use topic::{
+    topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
+};
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
 ///

@@ -179,7 +179,7 @@ impl Outgoing {
 /// The most of a dead letter's reason that is forwarded, in bytes.
 pub const DEAD_LETTER_REASON_BYTES: usize = 512;
 /// How much of a message too large to dead-letter whole its summary keeps, in bytes.
-pub const DEAD_LETTER_EXCERPT_BYTES: usize = 4096;
+pub const DEAD_LETTER_EXCERPT_BYTES: usize = 1024;
 
 /// `text` cut to at most `limit` bytes on a character boundary, `…` marking the cut.
 fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {

@@ -43,9 +43,13 @@ pub fn validate_filter(filter: &str) -> Result<(), String> {
 
 /// The longest topic any transport of spa-dat takes, in bytes (MQTT's string length limit).
 pub const MAX_TOPIC_BYTES: usize = 65_535;
+/// The most levels a topic to publish to may have: brokers drop the connection of a client
+/// publishing deeper (Mosquitto: 200, EMQX's default `max_topic_levels`: 128).
+pub const MAX_TOPIC_LEVELS: usize = 128;
 
 /// Checks that `topic` can be published to on every transport: not empty, no `+` or `#`
-/// (wildcards are for subscriptions), no U+0000, at most [`MAX_TOPIC_BYTES`] bytes. MQTT
+/// (wildcards are for subscriptions), no U+0000, at most [`MAX_TOPIC_BYTES`] bytes and
+/// [`MAX_TOPIC_LEVELS`] levels. MQTT
 /// brokers drop the connection of a client publishing to such a topic (MQTT 3.1.1 §4.7.3), so
 /// a topic an outside client chose — a request's response topic — is checked with this
 /// before anything uses it. Transports check their own stricter rules when they publish
@@ -61,7 +65,17 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
         ));
     }
     if topic.contains('\0') {
-        return Err(format!("`{}` contains U+0000", topic.escape_debug()));
+        return Err(format!(
+            "`{}` contains U+0000",
+            shortened(&topic.escape_debug().to_string())
+        ));
+    }
+    let levels = topic.split('/').count();
+    if levels > MAX_TOPIC_LEVELS {
+        return Err(format!(
+            "`{}` has {levels} levels, more than {MAX_TOPIC_LEVELS}",
+            shortened(topic)
+        ));
     }
     if topic.contains(['+', '#']) {
         return Err(format!(
@@ -91,10 +105,12 @@ mod tests {
 
     #[test]
     fn topics_an_mqtt_broker_would_drop_the_connection_for_are_refused() {
-        for bad in ["", "a/#", "a/+", "#", "a\0b", &"x".repeat(70_000)] {
+        let deep = "a/".repeat(128) + "b";
+        for bad in ["", "a/#", "a/+", "#", "a\0b", &"x".repeat(70_000), &deep] {
             assert!(validate_topic(bad).is_err(), "{:?}", bad.get(..20));
         }
-        for good in ["a", "a/b", "_spa/reply/x/1", "ü/ß", "a b"] {
+        let deepest = "a/".repeat(127) + "b";
+        for good in ["a", "a/b", "_spa/reply/x/1", "ü/ß", "a b", &deepest] {
             assert!(validate_topic(good).is_ok(), "{good}");
         }
         assert!(matches!(

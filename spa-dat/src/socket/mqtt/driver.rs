@@ -104,17 +104,19 @@ pub(super) struct Driver {
     /// Re-subscriptions sent after a reconnect and not yet acknowledged: the socket is ready
     /// again only when they are all in place (messages published before that are not ours).
     pub(super) resubscribing: usize,
-    /// The current connection brought something from the broker since its CONNACK.
-    pub(super) connection_fruitful: bool,
-    /// Connections in a row that the broker dropped before sending anything after its CONNACK.
-    pub(super) fruitless_connections: u32,
+    /// When the current connection was made (its CONNACK); `None` while there is none.
+    pub(super) connected_at: Option<std::time::Instant>,
+    /// Packet ids of the publishes written on the current connection that no acknowledgement
+    /// has passed yet, in the order written: the broker reads in order, so an acknowledgement
+    /// of one clears it and every one before it.
+    pub(super) written: std::collections::VecDeque<u16>,
 }
 
-/// After this many connections in a row dropped by the broker before it answered anything,
-/// the publish sent first on each is taken to be why (a broker drops the connection over a
-/// packet it finds malformed) and is dropped, failing its caller, instead of being sent again
-/// forever.
-const POISON_AFTER: u32 = 3;
+/// A publish that was the oldest one unacknowledged each time the broker dropped the
+/// connection, this many times, is taken to be why (a broker drops the connection over a
+/// packet it finds malformed: a topic it does not allow, a packet over its limit) and is
+/// dropped, failing its caller as refused, instead of being sent again forever.
+const POISON_AFTER: u8 = 3;
 
 impl Driver {
     pub(super) async fn run(mut self, mut eventloop: EventLoop) {
@@ -125,11 +127,14 @@ impl Driver {
             // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
             // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
             // made meanwhile are written on the next turn. What the handlers publish is still
-            // sent, and its acknowledgement read: polling for them may read a batch more, a
-            // bounded overshoot (at QoS 1 and 2 the broker's in-flight window bounds it), where
-            // waiting would hold the handler — a dead letter, a reply — and so the room, until
-            // its publish timed out.
-            while self.inbox.is_full() && !self.shared.ledger().awaits_broker() {
+            // sent, and its acknowledgement read: polling for them reads more, where waiting
+            // would hold the handler — a dead letter, a reply — and so the room, until its
+            // publish timed out. At QoS 1 and 2 the broker's in-flight window bounds that
+            // overshoot; at QoS 0 nothing does, so reading stops at twice the capacity (at least
+            // 1,024 more) anyway.
+            while self.inbox.is_full()
+                && (self.inbox.is_far_behind() || !self.shared.ledger().awaits_broker())
+            {
                 let ping_every = eventloop.mqtt_options.keep_alive() / 2;
                 tokio::select! {
                     biased;
@@ -161,22 +166,14 @@ impl Driver {
                     if crate::metrics::enabled() {
                         crate::metrics::reconnected("mqtt", &self.shared.broker);
                     }
-                    // The backoff is reset once this connection brought something: a broker
-                    // that accepts and then drops it at once must not be hammered.
-                    self.connection_fruitful = false;
+                    self.connected_at = Some(std::time::Instant::now());
+                    self.written.clear();
                     self.resubscribing = self.restore(&mut eventloop, ack.session_present);
                     if self.resubscribing == 0 {
                         self.shared.ready.set(true);
                     }
                 }
-                Ok(event) => {
-                    if !self.connection_fruitful && matches!(event, Event::Incoming(_)) {
-                        self.connection_fruitful = true;
-                        self.fruitless_connections = 0;
-                        self.backoff.reset();
-                    }
-                    self.handle(event);
-                }
+                Ok(event) => self.handle(event),
                 Err(error) => {
                     if self.shared.closed.load(Ordering::Acquire) {
                         break;
@@ -191,15 +188,21 @@ impl Driver {
                     self.shared.ready.set(false);
                     self.resubscribing = 0;
                     self.shared.acks.connection_lost();
-                    // An acknowledgement handed to rumqttc as the connection broke may have
-                    // entered its channel after it was emptied: out with it, or it would be
-                    // written on the next connection (`restore` drops acknowledgements).
-                    eventloop.clean();
-                    self.held.extend(eventloop.pending.drain(..));
-                    if !self.connection_fruitful {
-                        self.fruitless_connections += 1;
+                    if let Some(connected_at) = self.connected_at.take() {
+                        // An acknowledgement handed to rumqttc as the connection broke may
+                        // have entered its channel after it was emptied: out with it, or it
+                        // would be written on the next connection (`restore` drops
+                        // acknowledgements). Only after a connection, not a failed attempt:
+                        // during an outage the full channel is what refuses new requests.
+                        eventloop.clean();
+                        self.held.extend(eventloop.pending.drain(..));
+                        self.strike_oldest_unacknowledged();
+                        // The backoff restarts only after a connection that lasted: a broker
+                        // that accepts and then drops it at once is not hammered.
+                        if connected_at.elapsed() >= self.backoff.max {
+                            self.backoff.reset();
+                        }
                     }
-                    self.connection_fruitful = true;
                     let pause = self.backoff.pause();
                     tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
                     tokio::select! {
@@ -224,9 +227,11 @@ impl Driver {
         match event {
             Event::Incoming(Incoming::Publish(publish)) => self.deliver(publish),
             Event::Incoming(Incoming::PubAck(ack)) => {
+                self.passed(ack.pkid);
                 self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
             }
             Event::Incoming(Incoming::PubRec(ack)) => {
+                self.passed(ack.pkid);
                 self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
             }
             Event::Incoming(Incoming::SubAck(ack)) => self.subscribed(&ack),
@@ -236,10 +241,33 @@ impl Driver {
             Event::Outgoing(Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid)) => {
                 self.shared.acks.written(pkid)
             }
-            Event::Outgoing(Outgoing::Publish(pkid)) => self.sent(Kind::Publish, pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => {
+                if pkid != 0 && !self.written.contains(&pkid) {
+                    self.written.push_back(pkid);
+                }
+                self.sent(Kind::Publish, pkid)
+            }
             Event::Outgoing(Outgoing::Subscribe(pkid)) => self.sent(Kind::Subscribe, pkid),
             Event::Outgoing(Outgoing::Unsubscribe(pkid)) => self.sent(Kind::Unsubscribe, pkid),
             _ => {}
+        }
+    }
+
+    /// The broker acknowledged the publish `pkid`: it read every packet before it too.
+    fn passed(&mut self, pkid: u16) {
+        if let Some(at) = self.written.iter().position(|p| *p == pkid) {
+            self.written.drain(..=at);
+        }
+    }
+
+    /// The broker dropped the connection: the oldest publish written on it and not passed by
+    /// an acknowledgement may be why; it gets a strike (see [`POISON_AFTER`]).
+    fn strike_oldest_unacknowledged(&mut self) {
+        let oldest = std::mem::take(&mut self.written).pop_front();
+        if let Some(pkid) = oldest {
+            if let Some(pending) = self.shared.ledger().unacked.get_mut(&(Kind::Publish, pkid)) {
+                pending.strikes = pending.strikes.saturating_add(1);
+            }
         }
     }
 
@@ -356,6 +384,7 @@ impl Driver {
                     kind: Kind::Subscribe,
                     waiter: None,
                     request: Request::Subscribe(subscribe),
+                    strikes: 0,
                 });
             }
         }
@@ -375,20 +404,23 @@ impl Driver {
             requests.push(renumbered(pending.request.clone()));
             front.push(pending);
         }
-        let mut suspect_dropped = self.fruitless_connections < POISON_AFTER;
         for request in held {
             match request {
-                Request::Publish(publish) if publish.pkid != 0 && !suspect_dropped => {
-                    suspect_dropped = true;
-                    self.fruitless_connections = 0;
+                Request::Publish(publish)
+                    if publish.pkid != 0
+                        && ledger
+                            .unacked
+                            .get(&(Kind::Publish, publish.pkid))
+                            .is_some_and(|pending| pending.strikes >= POISON_AFTER) =>
+                {
                     let pending = ledger.unacked.remove(&(Kind::Publish, publish.pkid));
-                    tracing::error!(broker = %self.shared.broker, topic = %crate::socket::shortened(&publish.topic), size = publish.payload.len(), connections = POISON_AFTER, "the broker dropped the connection each time this publish was sent first; it is dropped, not sent again");
+                    tracing::error!(broker = %self.shared.broker, topic = %crate::socket::shortened(&publish.topic), size = publish.payload.len(), "the broker dropped the connection {POISON_AFTER} times with this publish unacknowledged and oldest; it is dropped, not sent again");
                     if let Some(pending) = pending {
                         pending.resolve(Err(Error::refused(
                             "publish",
                             self.shared.broker.clone(),
                             format!(
-                                "the broker dropped the connection {POISON_AFTER} times in a row right after it was sent; not sent again"
+                                "the broker dropped the connection {POISON_AFTER} times while this was the oldest publish it had not acknowledged; not sent again"
                             ),
                         )));
                     }
@@ -406,6 +438,7 @@ impl Driver {
                             kind: Kind::Publish,
                             waiter: None,
                             request: Request::Publish(publish.clone()),
+                            strikes: 0,
                         });
                     requests.push(renumbered(Request::Publish(publish)));
                     front.push(pending);

@@ -23,6 +23,9 @@ pub(super) struct Pending {
     pub(super) waiter: Option<oneshot::Sender<Result<()>>>,
     /// What to send again if the broker lost it.
     pub(super) request: Request,
+    /// How often the broker dropped the connection while this was the oldest publish it had
+    /// not acknowledged (see the driver's `POISON_AFTER`).
+    pub(super) strikes: u8,
 }
 
 impl Pending {

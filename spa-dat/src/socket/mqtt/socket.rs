@@ -111,6 +111,7 @@ impl Shared {
             kind,
             waiter: Some(waiter),
             request,
+            strikes: 0,
         };
         {
             let _order = tokio::time::timeout_at(deadline.into(), self.order.lock())
@@ -406,8 +407,8 @@ impl SocketProvider for MqttSocketProvider {
             held: Vec::new(),
             topic_names: TopicNames::default(),
             resubscribing: 0,
-            connection_fruitful: true,
-            fruitless_connections: 0,
+            connected_at: Some(std::time::Instant::now()),
+            written: std::collections::VecDeque::new(),
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
