@@ -295,6 +295,15 @@ async fn a_poison_message_is_dead_lettered_with_its_attempts_and_its_key_goes_on
     assert_eq!(handled.len(), MESSAGES as usize - 1);
 }
 
+/// Counts one drop: put in a handler's future, it proves the future was dropped (cancelled).
+struct DropGuard(Arc<AtomicUsize>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attempt() {
     let (_bus, provider) = bus();
@@ -303,12 +312,15 @@ async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attem
         .await
         .expect("connect");
     let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (c, d) = (Arc::clone(&calls), Arc::clone(&dropped));
     let app = test_app(Config::default()).add_application(
         Application::consumer("hangs", ["work"], move |_m: SpaMessage| {
-            let c = Arc::clone(&c);
+            let (c, d) = (Arc::clone(&c), Arc::clone(&d));
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
+                // Counts the handler's future as dropped: cancelled, not left hanging.
+                let _guard = DropGuard(d);
                 std::future::pending::<()>().await;
             }
         })
@@ -327,9 +339,20 @@ async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attem
         .await
         .expect("dead letter arrives")
         .expect("open");
+    // Both attempts' futures were dropped at their timeouts, before any shutdown.
+    let d = Arc::clone(&dropped);
+    wait_until("both hung attempts dropped", Duration::from_secs(5), || {
+        d.load(Ordering::SeqCst) == 2
+    })
+    .await;
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "each attempt cancelled once"
+    );
     assert!(dead
         .headers
         .get(headers::DEAD_LETTER_REASON)
