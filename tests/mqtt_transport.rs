@@ -238,6 +238,75 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
     publisher.socket.close().await.expect("close");
 }
 
+/// Without a dead-letter topic, a message whose handler keeps failing past the policy's attempts
+/// is not dropped: it is never acknowledged, so the broker hands it over again to the next run
+/// of the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_topic_an_exhausted_message_is_not_acknowledged_and_comes_back() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.clean_session = false;
+    config.client_id = Some("exhausted".into());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&attempts);
+    let first = test_app(Config {
+        shutdown_grace_ms: 100,
+        ..Config::default()
+    })
+    .socket_provider(provider(config.clone()))
+    .add_application(
+        Application::consumer("failing", ["work/exhausted"], move |_m: SpaMessage| {
+            let a = Arc::clone(&a);
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(spa_dat::BoxError::from("not now"))
+            }
+        })
+        .retry(RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(20))),
+    );
+    let (shutdown, run) = start_ready(first).await;
+    let publisher = publisher(&broker, "exhausted-publisher").await;
+    publisher
+        .socket
+        .publish(&SpaMessage::new("work/exhausted", "job"))
+        .await
+        .expect("publish");
+    let a = Arc::clone(&attempts);
+    wait_until(
+        "attempts past the policy's 3",
+        Duration::from_secs(10),
+        || a.load(Ordering::SeqCst) >= 5,
+    )
+    .await;
+    shutdown.trigger();
+    joined("the first run", STOP_LIMIT, run)
+        .await
+        .expect("clean");
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let second = test_app(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer(
+            "failing",
+            ["work/exhausted"],
+            move |m: SpaMessage, shutdown: Shutdown| {
+                let d = Arc::clone(&d);
+                async move {
+                    assert_eq!(m.payload_str().ok(), Some("job"));
+                    d.fetch_add(1, Ordering::SeqCst);
+                    shutdown.trigger();
+                }
+            },
+        );
+    tokio::time::timeout(Duration::from_secs(20), second.start_async())
+        .await
+        .expect("delivered again")
+        .expect("clean");
+    assert_eq!(done.load(Ordering::SeqCst), 1, "the broker still held it");
+    publisher.socket.close().await.expect("close");
+}
+
 /// Most handlers finish on the connection's task as their message arrives; the others finish on
 /// the consumer's task. Either way a consumer handles one message at a time, in order, and a
 /// panic on the connection's task does not stop it.
