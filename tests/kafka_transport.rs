@@ -1147,6 +1147,41 @@ async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     assert_eq!(*seen.lock().expect("seen"), [5, 6, 7, 8, 9]);
 }
 
+/// The offsets a commit says are finished: everything below `offset`, and the ranges its
+/// spa-dat metadata (`spa1:` and ranges relative to `offset`, as `2-5,9`) lists above it,
+/// absolute and merged. `None` for metadata that is not spa-dat's or cannot be read.
+fn finished_ranges(offset: i64, metadata: &str) -> Option<Vec<(i64, i64)>> {
+    let listed = metadata.strip_prefix("spa1:")?;
+    let mut ranges: Vec<(i64, i64)> = vec![(0, offset - 1)];
+    for range in listed.split(',').filter(|r| !r.is_empty()) {
+        let (start, end) = match range.split_once('-') {
+            Some((start, end)) => (start.parse::<i64>().ok()?, end.parse::<i64>().ok()?),
+            None => (range.parse().ok()?, range.parse().ok()?),
+        };
+        let (start, end) = (offset + start, offset + end);
+        let last = ranges.last_mut()?;
+        if start <= last.1 || end < start {
+            return None;
+        }
+        if start == last.1 + 1 {
+            last.1 = end;
+        } else {
+            ranges.push((start, end));
+        }
+    }
+    Some(ranges)
+}
+
+/// Whether every offset finished in `before` is finished in `after` (both merged, ascending).
+fn finished_still(before: &[(i64, i64)], after: &[(i64, i64)]) -> bool {
+    before
+        .iter()
+        .filter(|(s, e)| s <= e)
+        .all(|(start, end)| after.iter().any(|(s, e)| s <= start && end <= e))
+}
+
+/// The commit's offset and its metadata: the finished offsets it records above the offset must
+/// never be forgotten by a later commit, whoever makes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
     const REBALANCES: usize = 50;
@@ -1161,14 +1196,18 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
         Application::consumer(name, [topic.clone()], move |m: SpaMessage| {
             let s = Arc::clone(&s);
             async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                s.lock().expect("seen").insert(support::seq_of(&m));
+                let seq = support::seq_of(&m);
+                // 1-4 ms, different per record: records finish out of order, so commits carry
+                // metadata (the finished records above the lowest unfinished one).
+                tokio::time::sleep(Duration::from_millis(1 + (seq as u64 * 7919) % 4)).await;
+                s.lock().expect("seen").insert(seq);
             }
         })
         .group(group.clone())
         .socket_provider(provider(config.clone()))
         .concurrency(16)
-        .ordering(spa_dat::MessageOrder::Key)
+        // The records have no keys: they run concurrently, not one at a time per partition.
+        .ordering(spa_dat::MessageOrder::KeyElseUnordered)
     };
     let steady = test_app(Config::default()).add_application(member("steady"));
     let steady_shutdown = steady.shutdown_handle();
@@ -1190,7 +1229,8 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
             next
         })
     };
-    // The group's committed offsets, read from outside, must never go back.
+    // The group's committed offsets and metadata, read from outside: the offsets must never go
+    // back, the metadata must be spa-dat's, and what a commit says is finished must stay so.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let watcher = {
         let (topic, group, watching) = (topic.clone(), group.clone(), Arc::clone(&watching));
@@ -1203,6 +1243,10 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
                 .expect("raw consumer");
             let mut highest = [i64::MIN; 4];
             let mut backwards = Vec::new();
+            let mut finished: [Vec<(i64, i64)>; 4] = Default::default();
+            let mut forgotten = Vec::new();
+            let mut unreadable = Vec::new();
+            let mut with_ranges = 0;
             while watching.load(Ordering::SeqCst) {
                 let mut wanted = rdkafka::TopicPartitionList::new();
                 for partition in 0..4 {
@@ -1211,17 +1255,34 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
                 if let Ok(committed) = raw.committed_offsets(wanted, Duration::from_secs(5)) {
                     for element in committed.elements() {
                         if let rdkafka::Offset::Offset(offset) = element.offset() {
-                            let slot = &mut highest[element.partition() as usize];
+                            let partition = element.partition() as usize;
+                            let slot = &mut highest[partition];
                             if offset < *slot {
                                 backwards.push((element.partition(), *slot, offset));
                             }
                             *slot = (*slot).max(offset);
+                            let metadata = element.metadata();
+                            let Some(now) = finished_ranges(offset, metadata) else {
+                                unreadable.push((element.partition(), offset, metadata.to_owned()));
+                                continue;
+                            };
+                            if now.len() > 1 {
+                                with_ranges += 1;
+                            }
+                            if !finished_still(&finished[partition], &now) {
+                                forgotten.push((
+                                    element.partition(),
+                                    finished[partition].clone(),
+                                    now.clone(),
+                                ));
+                            }
+                            finished[partition] = now;
                         }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            backwards
+            (backwards, forgotten, unreadable, with_ranges)
         })
     };
     for round in 0..REBALANCES {
@@ -1230,31 +1291,45 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
         let run = tokio::spawn(visitor.start_async());
         tokio::time::sleep(Duration::from_millis(600)).await;
         shutdown.trigger();
-        match run.await.expect("join") {
+        match support::joined("a visitor's run", Duration::from_secs(30), run).await {
             Ok(_) => {}
             // Left before its first commit completed: what it handled comes again.
             Err(error) if error.to_string().contains("commit offsets on close") => {}
             Err(error) => panic!("round {round}: {error}"),
         }
     }
-    let published = publishing.await.expect("publisher");
+    let published = support::joined("the publisher", Duration::from_secs(120), publishing).await;
     let s = Arc::clone(&seen);
     wait_until("every record handled", Duration::from_secs(120), || {
         s.lock().expect("seen").len() >= published
     })
     .await;
     steady_shutdown.trigger();
-    match steady_run.await.expect("join") {
+    match support::joined("the steady run", Duration::from_secs(30), steady_run).await {
         Ok(_) => {}
         Err(error) if error.to_string().contains("commit offsets on close") => {}
         Err(error) => panic!("steady member: {error}"),
     }
     watching.store(false, Ordering::SeqCst);
-    let backwards = watcher.await.expect("watcher");
+    let (backwards, forgotten, unreadable, with_ranges) =
+        support::joined("the commit watcher", Duration::from_secs(30), watcher).await;
     publisher.socket.close().await.expect("close");
+    eprintln!("{with_ranges} commits seen with finished records above their offset");
     assert!(
         backwards.is_empty(),
         "committed offsets went back (partition, from, to): {backwards:?}"
+    );
+    assert!(
+        unreadable.is_empty(),
+        "commit metadata that is not spa-dat's (partition, offset, metadata): {unreadable:?}"
+    );
+    assert!(
+        forgotten.is_empty(),
+        "a commit forgot records an earlier one said were finished (partition, before, after): {forgotten:?}"
+    );
+    assert!(
+        with_ranges > 0,
+        "no commit carried metadata: nothing checked"
     );
     let seen = seen.lock().expect("seen");
     let missing: Vec<usize> = (0..published).filter(|seq| !seen.contains(seq)).collect();
