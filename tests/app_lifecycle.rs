@@ -744,7 +744,11 @@ async fn readiness_is_false_before_the_run_true_while_it_runs_and_false_after() 
         .expect("ready");
     assert!(readiness.not_ready().is_empty());
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
     assert!(!readiness.is_ready());
 }
 
@@ -799,7 +803,11 @@ async fn health_probes_answer_live_and_ready_over_http() {
     assert_eq!(ready, Some((200, "ready\n".to_owned())));
     assert_eq!(missing.map(|(s, _)| s), Some(404));
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
     let after = tokio::task::spawn_blocking(move || http_get(port, "/health/live"))
         .await
         .expect("probe");
@@ -842,5 +850,9 @@ async fn a_consumer_stuck_on_a_message_makes_the_run_not_ready_until_it_moves_ag
         .await
         .expect("ready again once it finished");
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
 }

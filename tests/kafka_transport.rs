@@ -119,7 +119,9 @@ async fn two_consumers_in_one_group_split_a_four_partition_topic() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean run");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean run");
     publisher.socket.close().await.expect("close");
     let (first, second) = (
         first.lock().expect("seen").clone(),
@@ -167,7 +169,10 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
     )
     .group(group.clone())
     .socket_provider(provider(config.clone()));
-    first.start_async().await.expect("first run");
+    tokio::time::timeout(Duration::from_secs(60), first.start_async())
+        .await
+        .expect("the first run stops itself half-way")
+        .expect("first run");
     let handled_first = seen.lock().expect("seen").len();
     assert!(handled_first < RECORDS, "stopped mid-stream");
 
@@ -183,8 +188,12 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         shutdown.trigger();
     });
-    second.start_async().await.expect("second run");
-    watcher.await.expect("watcher");
+    // The watcher stops it; if the watcher fails (a record lost), the run is stopped here.
+    tokio::time::timeout(Duration::from_secs(90), second.start_async())
+        .await
+        .expect("the second run is stopped once it has the rest")
+        .expect("second run");
+    support::joined("the watcher", Duration::from_secs(5), watcher).await;
     let seen = seen.lock().expect("seen").clone();
     let unique_seen: HashSet<usize> = seen.iter().copied().collect();
     assert_eq!(
@@ -282,7 +291,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
     // Stopped right after the restart, the consumer may not have rejoined its group yet: the
     // final commit then fails (UnknownMemberId), and close() says so — the records handled
     // since the last commit come again, which is at least once.
-    match run.await.expect("join") {
+    match support::joined("the run", Duration::from_secs(30), run).await {
         Ok(stopped) => assert_eq!(stopped, spa_dat::Stopped::Requested),
         Err(error) if error.to_string().contains("commit offsets on close") => {}
         Err(error) => panic!("run failed: {error}"),
@@ -379,7 +388,9 @@ async fn malformed_records_do_not_stall_the_partition() {
         );
     }
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     watcher.socket.close().await.expect("close");
 }
 
@@ -523,7 +534,9 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
     assert_eq!(reply.payload_str().expect("utf-8"), "HELLO KAFKA");
     assert_eq!(reply.client_name.as_deref(), Some("rust-kafka-responder"));
     shutdown.trigger();
-    running.await.expect("join").expect("ran");
+    support::joined("the run", Duration::from_secs(30), running)
+        .await
+        .expect("ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +615,9 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
     // Long enough for offsets to be committed (every 5 s, and on close) had it been acknowledged.
     tokio::time::sleep(Duration::from_secs(6)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
 
     // Restarted with a dead-letter topic that works: the message comes again and is forwarded.
     let mut watcher = provider(config.clone())
@@ -617,7 +632,9 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
     let forwarded = SpaMessage::from_json(&dead_letters[0]).expect("the original message");
     assert_eq!(forwarded.payload_str().expect("utf-8"), "precious");
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     watcher.socket.close().await.expect("close");
     publisher.socket.close().await.expect("close");
 }
@@ -780,7 +797,9 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
         checker.max_in_flight.load(Ordering::SeqCst)
     );
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
     assert_eq!(checker.duplicates(), 0);
@@ -843,7 +862,9 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     // Stored every 100 ms, committed on close.
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     // Second run: only the stuck record comes again.
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let s = Arc::clone(&seen);
@@ -868,7 +889,9 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     let seen = seen.lock().expect("seen").clone();
     eprintln!(
@@ -1090,7 +1113,9 @@ async fn a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up() {
     )
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(
@@ -1143,7 +1168,9 @@ async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     assert_eq!(*seen.lock().expect("seen"), [5, 6, 7, 8, 9]);
 }
 
@@ -1370,7 +1397,9 @@ async fn a_kafka_consumer_is_ready_once_its_partitions_are_assigned() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     assert!(!readiness.is_ready());
 }
