@@ -305,8 +305,19 @@ async fn shutdown_lets_in_flight_handlers_finish() {
     );
 }
 
+/// Sets its flag when dropped: put in a handler's future, it proves the future was dropped.
+struct DropGuard(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test]
 async fn handlers_past_the_grace_period_are_cancelled() {
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = Arc::clone(&dropped);
     let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
     let app = DistributedApplication::new()
         .without_registered_handlers()
@@ -316,9 +327,13 @@ async fn handlers_past_the_grace_period_are_cancelled() {
             ..Config::default()
         })
         .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
-        .add_consumer("stuck", ["jobs"], |shutdown: Shutdown| async move {
-            shutdown.trigger();
-            tokio::time::sleep(Duration::from_secs(60)).await;
+        .add_consumer("stuck", ["jobs"], move |shutdown: Shutdown| {
+            let guard = DropGuard(Arc::clone(&d));
+            async move {
+                let _guard = guard;
+                shutdown.trigger();
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
         })
         .add_producer("submit", |socket: Socket| async move {
             socket.publish(SpaMessage::new("jobs", "1")).await
@@ -329,6 +344,10 @@ async fn handlers_past_the_grace_period_are_cancelled() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the stuck handler's future was dropped by the time the run returned, not left running"
     );
 }
 
@@ -725,7 +744,11 @@ async fn readiness_is_false_before_the_run_true_while_it_runs_and_false_after() 
         .expect("ready");
     assert!(readiness.not_ready().is_empty());
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
     assert!(!readiness.is_ready());
 }
 
@@ -780,7 +803,11 @@ async fn health_probes_answer_live_and_ready_over_http() {
     assert_eq!(ready, Some((200, "ready\n".to_owned())));
     assert_eq!(missing.map(|(s, _)| s), Some(404));
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
     let after = tokio::task::spawn_blocking(move || http_get(port, "/health/live"))
         .await
         .expect("probe");
@@ -823,5 +850,9 @@ async fn a_consumer_stuck_on_a_message_makes_the_run_not_ready_until_it_moves_ag
         .await
         .expect("ready again once it finished");
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the run stops")
+        .expect("join")
+        .expect("runs");
 }

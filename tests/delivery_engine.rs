@@ -14,7 +14,10 @@ use spa_dat::{
     Application, Config, MessageOrder, RetryPolicy, SocketOptions, SocketProvider, SpaMessage,
 };
 use support::ordering::{self, OrderChecker};
-use support::{test_app, wait_until};
+use support::{joined, start_ready, test_app, wait_until};
+
+/// How long a run may take to stop once shut down (the default grace period is 10 s).
+const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 fn bus() -> (MemoryBus, Arc<dyn SocketProvider>) {
     let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
@@ -55,9 +58,7 @@ async fn run_order_check(messages: usize, keys: u32, max_latency_us: u64, limit:
             .concurrency(limit)
             .ordering(MessageOrder::Key),
         );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     let work = ordering::workload(messages, keys, 7);
     let started = Instant::now();
     publish_workload(&provider, "work", &work).await;
@@ -68,7 +69,7 @@ async fn run_order_check(messages: usize, keys: u32, max_latency_us: u64, limit:
     .await;
     let took = started.elapsed();
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     eprintln!(
         "{messages} messages, {keys} keys, 0–{max_latency_us} µs each, concurrency {limit}: {took:?}, at most {} at once",
         checker.max_in_flight.load(Ordering::SeqCst)
@@ -108,9 +109,7 @@ async fn few_keys_run_one_at_a_time_each_and_never_together() {
             })
             .concurrency(64),
         );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_workload(&provider, "work", &ordering::workload(400, 4, 3)).await;
     let c = Arc::clone(&checker);
     wait_until("every message handled", Duration::from_secs(30), || {
@@ -118,7 +117,7 @@ async fn few_keys_run_one_at_a_time_each_and_never_together() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(checker.violations(), Vec::<String>::new());
     assert_eq!(checker.max_in_flight.load(Ordering::SeqCst), 4);
 }
@@ -167,9 +166,7 @@ async fn a_failing_handler_is_retried_and_later_messages_wait_their_turn() {
     let (_bus, provider) = bus();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let app = test_app(Config::default()).add_application(flaky_app(&provider, 2, &calls));
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_plain(&provider, "work", &["first", "poison", "after"]).await;
     let c = Arc::clone(&calls);
     wait_until("after is handled", Duration::from_secs(10), || {
@@ -177,7 +174,7 @@ async fn a_failing_handler_is_retried_and_later_messages_wait_their_turn() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(
         *calls.lock().expect("calls"),
         ["first", "poison", "poison", "poison", "after"],
@@ -185,14 +182,15 @@ async fn a_failing_handler_is_retried_and_later_messages_wait_their_turn() {
     );
 }
 
+/// On the in-process bus, which has no acknowledgements, "not dropped" can only mean this: the
+/// message is tried again past the policy's attempts and the next one waits behind it. That it
+/// is also never acknowledged to a broker is checked over MQTT (mqtt_transport).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_dead_letter_topic_an_exhausted_message_is_retried_not_dropped() {
+async fn without_a_dead_letter_topic_an_exhausted_message_is_retried_on_and_holds_back_the_next() {
     let (_bus, provider) = bus();
     let calls = Arc::new(Mutex::new(Vec::new()));
     let app = test_app(Config::default()).add_application(flaky_app(&provider, 1_000, &calls));
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_plain(&provider, "work", &["poison", "after"]).await;
     let c = Arc::clone(&calls);
     wait_until(
@@ -202,7 +200,7 @@ async fn without_a_dead_letter_topic_an_exhausted_message_is_retried_not_dropped
     )
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     let calls = calls.lock().expect("calls");
     assert!(
         calls.iter().all(|c| c == "poison"),
@@ -222,9 +220,7 @@ async fn skip_when_exhausted_moves_on_after_the_last_attempt() {
                 .skip_when_exhausted(),
         ),
     );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_plain(&provider, "work", &["poison", "after"]).await;
     let c = Arc::clone(&calls);
     wait_until("after is handled", Duration::from_secs(10), || {
@@ -232,7 +228,7 @@ async fn skip_when_exhausted_moves_on_after_the_last_attempt() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(*calls.lock().expect("calls"), ["poison", "poison", "after"]);
 }
 
@@ -266,9 +262,7 @@ async fn a_poison_message_is_dead_lettered_with_its_attempts_and_its_key_goes_on
         .dead_letter_topic("dead")
         .retry(RetryPolicy::default().delays(Duration::from_millis(20), Duration::from_millis(50))),
     );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     let work: Vec<(u32, u32)> = ordering::workload(MESSAGES as usize, 100, 11);
     publish_workload(&provider, "work", &work).await;
     let h = Arc::clone(&handled);
@@ -281,7 +275,7 @@ async fn a_poison_message_is_dead_lettered_with_its_attempts_and_its_key_goes_on
         .expect("dead letter arrives")
         .expect("open");
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     let dead_message = SpaMessage::from_json(&dead.payload).expect("the original bytes");
     assert_eq!(dead_message.payload_str().ok(), Some("7:3"));
     assert_eq!(dead.headers.get(headers::DEAD_LETTER_ATTEMPTS), Some("3"));
@@ -304,6 +298,15 @@ async fn a_poison_message_is_dead_lettered_with_its_attempts_and_its_key_goes_on
     assert_eq!(handled.len(), MESSAGES as usize - 1);
 }
 
+/// Counts one drop: put in a handler's future, it proves the future was dropped (cancelled).
+struct DropGuard(Arc<AtomicUsize>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attempt() {
     let (_bus, provider) = bus();
@@ -312,12 +315,15 @@ async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attem
         .await
         .expect("connect");
     let calls = Arc::new(AtomicUsize::new(0));
-    let c = Arc::clone(&calls);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (c, d) = (Arc::clone(&calls), Arc::clone(&dropped));
     let app = test_app(Config::default()).add_application(
         Application::consumer("hangs", ["work"], move |_m: SpaMessage| {
-            let c = Arc::clone(&c);
+            let (c, d) = (Arc::clone(&c), Arc::clone(&d));
             async move {
                 c.fetch_add(1, Ordering::SeqCst);
+                // Counts the handler's future as dropped: cancelled, not left hanging.
+                let _guard = DropGuard(d);
                 std::future::pending::<()>().await;
             }
         })
@@ -330,17 +336,26 @@ async fn a_hung_handler_is_cancelled_at_its_timeout_and_counts_as_a_failed_attem
                 .delays(Duration::from_millis(10), Duration::from_millis(10)),
         ),
     );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_plain(&provider, "work", &["stuck"]).await;
     let dead = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
         .await
         .expect("dead letter arrives")
         .expect("open");
+    // Both attempts' futures were dropped at their timeouts, before any shutdown.
+    let d = Arc::clone(&dropped);
+    wait_until("both hung attempts dropped", Duration::from_secs(5), || {
+        d.load(Ordering::SeqCst) == 2
+    })
+    .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        2,
+        "each attempt cancelled once"
+    );
     assert!(dead
         .headers
         .get(headers::DEAD_LETTER_REASON)
@@ -415,16 +430,14 @@ async fn layers_run_outermost_first_and_a_rejected_message_is_dead_lettered_with
             log: Arc::clone(&log),
         }),
     );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     publish_plain(&provider, "work", &["good", "bad"]).await;
     let dead = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
         .await
         .expect("dead letter arrives")
         .expect("open");
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(
         *log.lock().expect("log"),
         [
@@ -462,9 +475,7 @@ async fn a_key_function_orders_messages_the_transport_gave_no_key() {
                 Some(bytes::Bytes::from(key))
             }),
         );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (shutdown, run) = start_ready(app).await;
     let publisher = provider
         .connect(SocketOptions::new("plain-publisher"))
         .await
@@ -482,7 +493,7 @@ async fn a_key_function_orders_messages_the_transport_gave_no_key() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(checker.violations(), Vec::<String>::new());
     assert!(
         checker.max_in_flight.load(Ordering::SeqCst) > 8,

@@ -75,7 +75,9 @@ async fn run_once(faults: Faults) -> Run {
     // Late redeliveries (lost acknowledgements) still come in.
     tokio::time::sleep(Duration::from_millis(200)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("runs");
     let mut calls = calls.lock().expect("calls").clone();
     calls.sort_unstable();
     Run {

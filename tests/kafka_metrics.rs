@@ -113,7 +113,9 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     assert_eq!(
         finished_above,

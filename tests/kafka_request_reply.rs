@@ -165,7 +165,7 @@ async fn replies_without_correlation_answered_out_of_order_reach_their_own_reque
         }));
     }
     for request in waiting {
-        answered.push(request.await.expect("join"));
+        answered.push(support::joined("a request", Duration::from_secs(40), request).await);
     }
     let wrong: Vec<_> = answered
         .iter()

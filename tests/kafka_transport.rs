@@ -119,7 +119,9 @@ async fn two_consumers_in_one_group_split_a_four_partition_topic() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean run");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean run");
     publisher.socket.close().await.expect("close");
     let (first, second) = (
         first.lock().expect("seen").clone(),
@@ -167,7 +169,10 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
     )
     .group(group.clone())
     .socket_provider(provider(config.clone()));
-    first.start_async().await.expect("first run");
+    tokio::time::timeout(Duration::from_secs(60), first.start_async())
+        .await
+        .expect("the first run stops itself half-way")
+        .expect("first run");
     let handled_first = seen.lock().expect("seen").len();
     assert!(handled_first < RECORDS, "stopped mid-stream");
 
@@ -183,8 +188,12 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         shutdown.trigger();
     });
-    second.start_async().await.expect("second run");
-    watcher.await.expect("watcher");
+    // The watcher stops it; if the watcher fails (a record lost), the run is stopped here.
+    tokio::time::timeout(Duration::from_secs(90), second.start_async())
+        .await
+        .expect("the second run is stopped once it has the rest")
+        .expect("second run");
+    support::joined("the watcher", Duration::from_secs(5), watcher).await;
     let seen = seen.lock().expect("seen").clone();
     let unique_seen: HashSet<usize> = seen.iter().copied().collect();
     assert_eq!(
@@ -282,7 +291,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
     // Stopped right after the restart, the consumer may not have rejoined its group yet: the
     // final commit then fails (UnknownMemberId), and close() says so — the records handled
     // since the last commit come again, which is at least once.
-    match run.await.expect("join") {
+    match support::joined("the run", Duration::from_secs(30), run).await {
         Ok(stopped) => assert_eq!(stopped, spa_dat::Stopped::Requested),
         Err(error) if error.to_string().contains("commit offsets on close") => {}
         Err(error) => panic!("run failed: {error}"),
@@ -379,7 +388,9 @@ async fn malformed_records_do_not_stall_the_partition() {
         );
     }
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     watcher.socket.close().await.expect("close");
 }
 
@@ -523,7 +534,9 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
     assert_eq!(reply.payload_str().expect("utf-8"), "HELLO KAFKA");
     assert_eq!(reply.client_name.as_deref(), Some("rust-kafka-responder"));
     shutdown.trigger();
-    running.await.expect("join").expect("ran");
+    support::joined("the run", Duration::from_secs(30), running)
+        .await
+        .expect("ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -602,7 +615,9 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
     // Long enough for offsets to be committed (every 5 s, and on close) had it been acknowledged.
     tokio::time::sleep(Duration::from_secs(6)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
 
     // Restarted with a dead-letter topic that works: the message comes again and is forwarded.
     let mut watcher = provider(config.clone())
@@ -617,7 +632,9 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
     let forwarded = SpaMessage::from_json(&dead_letters[0]).expect("the original message");
     assert_eq!(forwarded.payload_str().expect("utf-8"), "precious");
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     watcher.socket.close().await.expect("close");
     publisher.socket.close().await.expect("close");
 }
@@ -780,7 +797,9 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
         checker.max_in_flight.load(Ordering::SeqCst)
     );
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
     assert_eq!(checker.duplicates(), 0);
@@ -843,7 +862,9 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     // Stored every 100 ms, committed on close.
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     // Second run: only the stuck record comes again.
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let s = Arc::clone(&seen);
@@ -868,7 +889,9 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     let seen = seen.lock().expect("seen").clone();
     eprintln!(
@@ -1090,7 +1113,9 @@ async fn a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up() {
     )
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(
@@ -1143,10 +1168,47 @@ async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     assert_eq!(*seen.lock().expect("seen"), [5, 6, 7, 8, 9]);
 }
 
+/// The offsets a commit says are finished: everything below `offset`, and the ranges its
+/// spa-dat metadata (`spa1:` and ranges relative to `offset`, as `2-5,9`) lists above it,
+/// absolute and merged. `None` for metadata that is not spa-dat's or cannot be read.
+fn finished_ranges(offset: i64, metadata: &str) -> Option<Vec<(i64, i64)>> {
+    let listed = metadata.strip_prefix("spa1:")?;
+    let mut ranges: Vec<(i64, i64)> = vec![(0, offset - 1)];
+    for range in listed.split(',').filter(|r| !r.is_empty()) {
+        let (start, end) = match range.split_once('-') {
+            Some((start, end)) => (start.parse::<i64>().ok()?, end.parse::<i64>().ok()?),
+            None => (range.parse().ok()?, range.parse().ok()?),
+        };
+        let (start, end) = (offset + start, offset + end);
+        let last = ranges.last_mut()?;
+        if start <= last.1 || end < start {
+            return None;
+        }
+        if start == last.1 + 1 {
+            last.1 = end;
+        } else {
+            ranges.push((start, end));
+        }
+    }
+    Some(ranges)
+}
+
+/// Whether every offset finished in `before` is finished in `after` (both merged, ascending).
+fn finished_still(before: &[(i64, i64)], after: &[(i64, i64)]) -> bool {
+    before
+        .iter()
+        .filter(|(s, e)| s <= e)
+        .all(|(start, end)| after.iter().any(|(s, e)| s <= start && end <= e))
+}
+
+/// The commit's offset and its metadata: the finished offsets it records above the offset must
+/// never be forgotten by a later commit, whoever makes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
     const REBALANCES: usize = 50;
@@ -1161,14 +1223,18 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
         Application::consumer(name, [topic.clone()], move |m: SpaMessage| {
             let s = Arc::clone(&s);
             async move {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                s.lock().expect("seen").insert(support::seq_of(&m));
+                let seq = support::seq_of(&m);
+                // 1-4 ms, different per record: records finish out of order, so commits carry
+                // metadata (the finished records above the lowest unfinished one).
+                tokio::time::sleep(Duration::from_millis(1 + (seq as u64 * 7919) % 4)).await;
+                s.lock().expect("seen").insert(seq);
             }
         })
         .group(group.clone())
         .socket_provider(provider(config.clone()))
         .concurrency(16)
-        .ordering(spa_dat::MessageOrder::Key)
+        // The records have no keys: they run concurrently, not one at a time per partition.
+        .ordering(spa_dat::MessageOrder::KeyElseUnordered)
     };
     let steady = test_app(Config::default()).add_application(member("steady"));
     let steady_shutdown = steady.shutdown_handle();
@@ -1190,7 +1256,8 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
             next
         })
     };
-    // The group's committed offsets, read from outside, must never go back.
+    // The group's committed offsets and metadata, read from outside: the offsets must never go
+    // back, the metadata must be spa-dat's, and what a commit says is finished must stay so.
     let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let watcher = {
         let (topic, group, watching) = (topic.clone(), group.clone(), Arc::clone(&watching));
@@ -1203,6 +1270,10 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
                 .expect("raw consumer");
             let mut highest = [i64::MIN; 4];
             let mut backwards = Vec::new();
+            let mut finished: [Vec<(i64, i64)>; 4] = Default::default();
+            let mut forgotten = Vec::new();
+            let mut unreadable = Vec::new();
+            let mut with_ranges = 0;
             while watching.load(Ordering::SeqCst) {
                 let mut wanted = rdkafka::TopicPartitionList::new();
                 for partition in 0..4 {
@@ -1211,17 +1282,34 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
                 if let Ok(committed) = raw.committed_offsets(wanted, Duration::from_secs(5)) {
                     for element in committed.elements() {
                         if let rdkafka::Offset::Offset(offset) = element.offset() {
-                            let slot = &mut highest[element.partition() as usize];
+                            let partition = element.partition() as usize;
+                            let slot = &mut highest[partition];
                             if offset < *slot {
                                 backwards.push((element.partition(), *slot, offset));
                             }
                             *slot = (*slot).max(offset);
+                            let metadata = element.metadata();
+                            let Some(now) = finished_ranges(offset, metadata) else {
+                                unreadable.push((element.partition(), offset, metadata.to_owned()));
+                                continue;
+                            };
+                            if now.len() > 1 {
+                                with_ranges += 1;
+                            }
+                            if !finished_still(&finished[partition], &now) {
+                                forgotten.push((
+                                    element.partition(),
+                                    finished[partition].clone(),
+                                    now.clone(),
+                                ));
+                            }
+                            finished[partition] = now;
                         }
                     }
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            backwards
+            (backwards, forgotten, unreadable, with_ranges)
         })
     };
     for round in 0..REBALANCES {
@@ -1230,31 +1318,45 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
         let run = tokio::spawn(visitor.start_async());
         tokio::time::sleep(Duration::from_millis(600)).await;
         shutdown.trigger();
-        match run.await.expect("join") {
+        match support::joined("a visitor's run", Duration::from_secs(30), run).await {
             Ok(_) => {}
             // Left before its first commit completed: what it handled comes again.
             Err(error) if error.to_string().contains("commit offsets on close") => {}
             Err(error) => panic!("round {round}: {error}"),
         }
     }
-    let published = publishing.await.expect("publisher");
+    let published = support::joined("the publisher", Duration::from_secs(120), publishing).await;
     let s = Arc::clone(&seen);
     wait_until("every record handled", Duration::from_secs(120), || {
         s.lock().expect("seen").len() >= published
     })
     .await;
     steady_shutdown.trigger();
-    match steady_run.await.expect("join") {
+    match support::joined("the steady run", Duration::from_secs(30), steady_run).await {
         Ok(_) => {}
         Err(error) if error.to_string().contains("commit offsets on close") => {}
         Err(error) => panic!("steady member: {error}"),
     }
     watching.store(false, Ordering::SeqCst);
-    let backwards = watcher.await.expect("watcher");
+    let (backwards, forgotten, unreadable, with_ranges) =
+        support::joined("the commit watcher", Duration::from_secs(30), watcher).await;
     publisher.socket.close().await.expect("close");
+    eprintln!("{with_ranges} commits seen with finished records above their offset");
     assert!(
         backwards.is_empty(),
         "committed offsets went back (partition, from, to): {backwards:?}"
+    );
+    assert!(
+        unreadable.is_empty(),
+        "commit metadata that is not spa-dat's (partition, offset, metadata): {unreadable:?}"
+    );
+    assert!(
+        forgotten.is_empty(),
+        "a commit forgot records an earlier one said were finished (partition, before, after): {forgotten:?}"
+    );
+    assert!(
+        with_ranges > 0,
+        "no commit carried metadata: nothing checked"
     );
     let seen = seen.lock().expect("seen");
     let missing: Vec<usize> = (0..published).filter(|seq| !seen.contains(seq)).collect();
@@ -1295,7 +1397,9 @@ async fn a_kafka_consumer_is_ready_once_its_partitions_are_assigned() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
     publisher.socket.close().await.expect("close");
     assert!(!readiness.is_ready());
 }

@@ -124,7 +124,9 @@ async fn counters_survive_a_reconnect_and_the_connection_gauge_follows_the_broke
     let after = scrape(metrics_port).await;
     publisher.socket.close().await.expect("close");
     shutdown.trigger();
-    run.await.expect("join").expect("clean stop");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean stop");
 
     assert_eq!(sample_sum(&after, CONNECTION_UP, &[app_label]), Some(1.0));
     assert_eq!(

@@ -45,7 +45,9 @@ async fn python_requester_gets_its_reply_from_a_rust_consumer() {
     assert_eq!(reply.payload_str().expect("utf-8"), "GRÜSSE FROM PYTHON");
     assert_eq!(reply.client_name.as_deref(), Some("rust-responder"));
     shutdown.trigger();
-    running.await.expect("join").expect("consumer ran");
+    support::joined("the run", Duration::from_secs(30), running)
+        .await
+        .expect("consumer ran");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

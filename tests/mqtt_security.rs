@@ -97,7 +97,9 @@ async fn tls_with_a_password_publishes_consumes_and_answers_requests() {
     assert_eq!(*seen.lock().expect("seen"), ["one", "two"]);
     connection.socket.close().await.expect("close");
     shutdown.trigger();
-    running.await.expect("join").expect("clean run");
+    support::joined("the run", Duration::from_secs(30), running)
+        .await
+        .expect("clean run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,10 @@ use spa_dat::{
     SpaMessage,
 };
 use support::mosquitto::Mosquitto;
-use support::{test_app, wait_until};
+use support::{joined, start_ready, test_app, wait_until};
+
+/// How long a run may take to stop once shut down (the default grace period is 10 s).
+const STOP_LIMIT: Duration = Duration::from_secs(30);
 
 fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
@@ -72,9 +75,10 @@ async fn a_shared_subscription_group_splits_the_stream() {
         s.lock().expect("seen").len() >= MESSAGES
     })
     .await;
+    // A quiet window: a message handled twice would show up in it.
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean run");
+    joined("the run", STOP_LIMIT, run).await.expect("clean run");
     let seen = seen.lock().expect("seen").clone();
     let unique: HashSet<usize> = seen.iter().copied().collect();
     assert_eq!(unique.len(), MESSAGES, "none lost");
@@ -114,9 +118,7 @@ async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
                 s.lock().expect("seen").insert(support::seq_of(&m));
             }
         });
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (shutdown, run) = start_ready(app).await;
 
     let mut publisher_config = MqttConfig::new("127.0.0.1", port);
     publisher_config.reconnect_max_ms = 500;
@@ -147,7 +149,7 @@ async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
     })
     .await;
     broker.restart();
-    let retried = publishing.await.expect("publisher");
+    let retried = joined("the publisher", Duration::from_secs(120), publishing).await;
     let s = Arc::clone(&seen);
     let deadline = Instant::now() + Duration::from_secs(60);
     while s.lock().expect("seen").len() < MESSAGES {
@@ -165,7 +167,7 @@ async fn every_message_is_handled_at_least_once_across_a_broker_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.trigger();
-    run.await.expect("join").expect("clean run");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
     assert_eq!(seen.lock().expect("seen").len(), MESSAGES);
     eprintln!(
@@ -195,16 +197,16 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
             tokio::time::sleep(Duration::from_secs(60)).await;
         }
     });
-    let run = tokio::spawn(first.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_shutdown, run) = start_ready(first).await;
     let publisher = publisher(&broker, "once-publisher").await;
     publisher
         .socket
         .publish(&SpaMessage::new("work/once", "job"))
         .await
         .expect("publish");
-    run.await
-        .expect("join")
+    // The handler triggers the shutdown: a message that never arrived would hang this forever.
+    joined("the first run", STOP_LIMIT, run)
+        .await
         .expect("first run ends after the grace period");
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 
@@ -233,6 +235,75 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
         1,
         "the unacknowledged message came back"
     );
+    publisher.socket.close().await.expect("close");
+}
+
+/// Without a dead-letter topic, a message whose handler keeps failing past the policy's attempts
+/// is not dropped: it is never acknowledged, so the broker hands it over again to the next run
+/// of the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_dead_letter_topic_an_exhausted_message_is_not_acknowledged_and_comes_back() {
+    let broker = Mosquitto::start();
+    let mut config = MqttConfig::new("127.0.0.1", broker.port);
+    config.clean_session = false;
+    config.client_id = Some("exhausted".into());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let a = Arc::clone(&attempts);
+    let first = test_app(Config {
+        shutdown_grace_ms: 100,
+        ..Config::default()
+    })
+    .socket_provider(provider(config.clone()))
+    .add_application(
+        Application::consumer("failing", ["work/exhausted"], move |_m: SpaMessage| {
+            let a = Arc::clone(&a);
+            async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                Err::<(), _>(spa_dat::BoxError::from("not now"))
+            }
+        })
+        .retry(RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(20))),
+    );
+    let (shutdown, run) = start_ready(first).await;
+    let publisher = publisher(&broker, "exhausted-publisher").await;
+    publisher
+        .socket
+        .publish(&SpaMessage::new("work/exhausted", "job"))
+        .await
+        .expect("publish");
+    let a = Arc::clone(&attempts);
+    wait_until(
+        "attempts past the policy's 3",
+        Duration::from_secs(10),
+        || a.load(Ordering::SeqCst) >= 5,
+    )
+    .await;
+    shutdown.trigger();
+    joined("the first run", STOP_LIMIT, run)
+        .await
+        .expect("clean");
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let second = test_app(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer(
+            "failing",
+            ["work/exhausted"],
+            move |m: SpaMessage, shutdown: Shutdown| {
+                let d = Arc::clone(&d);
+                async move {
+                    assert_eq!(m.payload_str().ok(), Some("job"));
+                    d.fetch_add(1, Ordering::SeqCst);
+                    shutdown.trigger();
+                }
+            },
+        );
+    tokio::time::timeout(Duration::from_secs(20), second.start_async())
+        .await
+        .expect("delivered again")
+        .expect("clean");
+    assert_eq!(done.load(Ordering::SeqCst), 1, "the broker still held it");
     publisher.socket.close().await.expect("close");
 }
 
@@ -266,9 +337,7 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
             // One call per message: the poison ones are skipped, not retried.
             .retry(RetryPolicy::no_retries()),
         );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "ordered-publisher").await;
     for seq in 0..MESSAGES {
         publisher
@@ -290,7 +359,7 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
     .await;
     assert_eq!(*events.lock().expect("events"), expected);
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
 }
 
@@ -313,18 +382,15 @@ async fn a_handler_started_on_arrival_gets_the_grace_period_at_shutdown() {
             f.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "graceful-publisher").await;
     publisher
         .socket
         .publish(&SpaMessage::new("work/graceful", "job"))
         .await
         .expect("publish");
-    tokio::time::timeout(Duration::from_secs(10), run)
+    joined("the run", Duration::from_secs(10), run)
         .await
-        .expect("the run ends")
-        .expect("join")
         .expect("clean");
     assert_eq!(
         finished.load(Ordering::SeqCst),
@@ -353,9 +419,7 @@ async fn a_qos_2_stream_is_handled_once_each() {
                 s.lock().expect("seen").push(support::seq_of(&m));
             }
         });
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (shutdown, run) = start_ready(app).await;
     let publisher = provider(config)
         .connect(SocketOptions::new("exactly-publisher"))
         .await
@@ -372,13 +436,14 @@ async fn a_qos_2_stream_is_handled_once_each() {
         s.lock().expect("seen").len() >= MESSAGES
     })
     .await;
+    // A quiet window: a message handled twice would show up in it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         *seen.lock().expect("seen"),
         (0..MESSAGES).collect::<Vec<_>>()
     );
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
 }
 
@@ -398,14 +463,12 @@ async fn malformed_payloads_do_not_stop_the_consumer() {
             g.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
+    let (shutdown, run) = start_ready(app).await;
     let watcher_provider = provider(MqttConfig::new("127.0.0.1", broker.port));
     let mut watcher = watcher_provider
         .connect(SocketOptions::new("dead-watcher").topics(["dead/letters"]))
         .await
         .expect("connects");
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let raw = watcher.socket.clone();
     raw.publish_bytes("input", Bytes::from_static(b"\x00\x01 garbage"))
         .await
@@ -432,7 +495,7 @@ async fn malformed_payloads_do_not_stop_the_consumer() {
         ]
     );
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     watcher.socket.close().await.expect("close");
 }
 
@@ -589,21 +652,20 @@ async fn a_bus_wide_client_id_gives_each_application_a_connection_of_its_own() {
         .socket_provider(provider(config))
         .add_application(consumer("line-a", "plant/a"))
         .add_application(consumer("line-b", "plant/b"));
-    let shutdown = app.shutdown_handle();
-    let running = tokio::spawn(app.start_async());
+    let (shutdown, running) = start_ready(app).await;
     let publisher = publisher(&broker, "plant-publisher").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while seen.lock().expect("seen").len() < 2 && Instant::now() < deadline {
-        for topic in ["plant/a", "plant/b"] {
-            let _ = publisher.socket.publish(&SpaMessage::new(topic, "x")).await;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for topic in ["plant/a", "plant/b"] {
+        publisher
+            .socket
+            .publish(&SpaMessage::new(topic, "x"))
+            .await
+            .expect("publish");
     }
-    assert_eq!(
-        seen.lock().expect("seen").len(),
-        2,
-        "both applications receive"
-    );
+    let s = Arc::clone(&seen);
+    wait_until("both applications receive", Duration::from_secs(10), || {
+        s.lock().expect("seen").len() == 2
+    })
+    .await;
     let log = broker.log();
     assert!(
         !log.contains("already connected"),
@@ -614,7 +676,7 @@ async fn a_bus_wide_client_id_gives_each_application_a_connection_of_its_own() {
         "{log}"
     );
     shutdown.trigger();
-    running.await.expect("join").expect("clean run");
+    joined("the run", STOP_LIMIT, running).await.expect("clean");
     publisher.socket.close().await.expect("close");
 }
 
@@ -725,6 +787,8 @@ async fn a_publish_cancelled_while_waiting_for_room_leaves_the_acknowledgements_
             })
         })
         .collect();
+    // Time for the 65 to be handed over and fill the channel: nothing outside the socket tells
+    // when they have (the assertion below checks the last publish did wait for room).
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A caller that gives up while its publish waits for room (a handler timing out).
     let cancelled = tokio::time::timeout(
@@ -735,9 +799,8 @@ async fn a_publish_cancelled_while_waiting_for_room_leaves_the_acknowledgements_
     assert!(cancelled.is_err(), "it was waiting");
     broker.resume();
     for publish in waiting {
-        publish
+        joined("a queued publish", Duration::from_secs(35), publish)
             .await
-            .expect("join")
             .expect("every earlier publish is acknowledged");
     }
     tokio::time::timeout(
@@ -802,9 +865,7 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
             .concurrency(64)
             .ordering(spa_dat::MessageOrder::Key),
         );
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "order-publisher").await;
     let work = support::ordering::workload(MESSAGES, TOPICS, 5);
     let started = Instant::now();
@@ -833,7 +894,7 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
         checker.max_in_flight.load(Ordering::SeqCst)
     );
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
     assert_eq!(
         checker.violations(),
@@ -945,7 +1006,7 @@ async fn acknowledgements_leave_in_arrival_order_while_handlers_finish_out_of_or
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     let finished = finished.lock().expect("finished").clone();
     let mut sorted = finished.clone();
     sorted.sort_unstable();
@@ -989,7 +1050,7 @@ async fn readiness_follows_the_broker_connection() {
         .await
         .expect("ready again once reconnected");
     shutdown.trigger();
-    run.await.expect("join").expect("clean");
+    joined("the run", STOP_LIMIT, run).await.expect("clean");
     assert!(!readiness.is_ready(), "not ready once stopped");
 }
 
@@ -1031,10 +1092,7 @@ async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
             )
             .retry(RetryPolicy::no_retries()),
         );
-    let shutdown = app.shutdown_handle();
-    let readiness = app.readiness();
-    let run = tokio::spawn(app.start_async());
-    readiness.ready().await;
+    let (shutdown, run) = start_ready(app).await;
     let mut watcher = provider(config.clone())
         .connect(SocketOptions::new("forward-watcher").topics(["forwarded"]))
         .await
@@ -1061,7 +1119,7 @@ async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
         }
     }
     shutdown.trigger();
-    let _ = run.await;
+    let _ = joined("the run", STOP_LIMIT, run).await;
     publisher.socket.close().await.expect("close");
     let failures = failures.lock().expect("failures").clone();
     assert!(
@@ -1099,10 +1157,8 @@ async fn a_stuck_consumer_keeps_its_connection_alive() {
                 h.fetch_add(1, Ordering::SeqCst);
             }
         });
-    let shutdown = app.shutdown_handle();
     let readiness = app.readiness();
-    let run = tokio::spawn(app.start_async());
-    readiness.ready().await;
+    let (shutdown, run) = start_ready(app).await;
     let publisher = provider(config)
         .connect(SocketOptions::new("stuck-publisher"))
         .await
@@ -1136,7 +1192,7 @@ async fn a_stuck_consumer_keeps_its_connection_alive() {
         "no reconnect:\n{log}"
     );
     shutdown.trigger();
-    let _ = run.await;
+    let _ = joined("the run", STOP_LIMIT, run).await;
     publisher.socket.close().await.expect("close");
 }
 

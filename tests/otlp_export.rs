@@ -104,7 +104,9 @@ async fn init_exports_spa_dats_spans_over_otlp_http() {
     })
     .await;
     shutdown.trigger();
-    run.await.expect("join").expect("clean stop");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean stop");
     // Shutting the provider down flushes what is batched.
     drop(telemetry);
 

@@ -87,7 +87,9 @@ async fn prometheus_scrapes_the_messages_sent_and_handled() {
             .any(|line| line.starts_with(metric) && line.contains(&format!("spa_app=\"{app}\"")))
     };
     shutdown.trigger();
-    run.await.expect("join").expect("runs");
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("runs");
     for consumer_series in [
         "messaging_client_consumed_messages_total",
         "messaging_process_duration_seconds",

@@ -140,7 +140,9 @@ async fn with_running<F: std::future::Future<Output = ()>>(
         .expect("ready within 30 s");
     body.await;
     shutdown.trigger();
-    running.await.expect("join").expect("clean stop");
+    support::joined("the run", Duration::from_secs(30), running)
+        .await
+        .expect("clean stop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

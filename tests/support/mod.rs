@@ -81,3 +81,48 @@ pub fn seq_of(message: &spa_dat::SpaMessage) -> usize {
         .parse()
         .expect("a number")
 }
+
+/// Starts `app` in a task and returns once its run is ready — every application set up and
+/// every socket subscribed as its transport sees it (memory: at once; MQTT: after the SUBACK;
+/// Kafka: partitions assigned) — instead of sleeping for "subscribed". Fails the test if the
+/// run ends first or is not ready within 10 s.
+#[allow(dead_code, unreachable_pub)]
+pub async fn start_ready(
+    app: spa_dat::DistributedApplication,
+) -> (
+    spa_dat::Shutdown,
+    tokio::task::JoinHandle<spa_dat::Result<spa_dat::Stopped>>,
+) {
+    let shutdown = app.shutdown_handle();
+    let readiness = app.readiness();
+    let mut run = tokio::spawn(app.start_async());
+    tokio::select! {
+        ready = tokio::time::timeout(std::time::Duration::from_secs(10), readiness.ready()) => {
+            if ready.is_err() {
+                panic!("not ready within 10 s: {:?}", readiness.not_ready());
+            }
+        }
+        ended = &mut run => panic!("the run ended before it was ready: {ended:?}"),
+    }
+    (shutdown, run)
+}
+
+/// Awaits `task` (a spawned run), failing the test naming `what` if it has not finished within
+/// `limit` (the task is aborted): a hung run fails its own test instead of hanging the whole
+/// test binary. A panic in the task is passed on as it was.
+#[allow(dead_code, unreachable_pub)]
+pub async fn joined<T>(
+    what: &str,
+    limit: std::time::Duration,
+    mut task: tokio::task::JoinHandle<T>,
+) -> T {
+    match tokio::time::timeout(limit, &mut task).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(error)) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Ok(Err(error)) => panic!("{what}: {error}"),
+        Err(_) => {
+            task.abort();
+            panic!("{what}: not finished within {limit:?}");
+        }
+    }
+}
