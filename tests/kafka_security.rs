@@ -221,7 +221,9 @@ async fn a_publish_the_acls_refuse_fails_with_an_authorization_error() {
     let text = error.to_string();
     println!("what the user sees: {text}");
     assert!(text.to_lowercase().contains("authoriz"), "{text}");
-    assert!(matches!(error, Error::Transport { .. }), "{error:?}");
+    // Refused for good: never retried (a handler failing with it is dead-lettered at once).
+    assert!(matches!(error, Error::Refused { .. }), "{error:?}");
+    assert!(error.is_permanent());
     connection.socket.close().await.expect("close");
 }
 
