@@ -315,7 +315,7 @@ impl Inbox {
     }
 }
 
-/// A transport waiting for room in a dropped inbox stops waiting, as after [`Inbox::close`].
+/// A transport waiting for room in a dropped inbox stops waiting, as after `Inbox::close`.
 impl Drop for Inbox {
     fn drop(&mut self) {
         self.close();
