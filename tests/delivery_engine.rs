@@ -535,12 +535,7 @@ async fn handlers_publishing_in_a_cycle_never_deadlock_the_bus() {
             })
             .concurrency(4),
         );
-    let shutdown = app.shutdown_handle();
-    let readiness = app.readiness();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
-        .await
-        .expect("ready");
+    let (shutdown, run) = support::start_ready(app).await;
     let publisher = provider
         .connect(SocketOptions::new("cycle-publisher"))
         .await
@@ -569,15 +564,10 @@ async fn handlers_publishing_in_a_cycle_never_deadlock_the_bus() {
         3 * MESSAGES,
         handled_b.load(Ordering::SeqCst)
     );
-    tokio::time::timeout(Duration::from_secs(10), publishing)
-        .await
-        .expect("the publisher finishes")
-        .expect("join");
+    support::joined("the publisher", Duration::from_secs(10), publishing).await;
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(30), run)
+    support::joined("the run", Duration::from_secs(30), run)
         .await
-        .expect("stops")
-        .expect("join")
         .expect("runs");
 }
 
@@ -607,12 +597,7 @@ async fn a_forwarding_pipeline_keeps_back_pressure_from_its_slowest_stage() {
                 b.fetch_add(1, Ordering::SeqCst);
             }
         }));
-    let shutdown = app.shutdown_handle();
-    let readiness = app.readiness();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
-        .await
-        .expect("ready");
+    let (shutdown, run) = support::start_ready(app).await;
     let publisher = provider
         .connect(SocketOptions::new("pipeline-publisher"))
         .await
@@ -653,19 +638,19 @@ async fn a_forwarding_pipeline_keeps_back_pressure_from_its_slowest_stage() {
         "{last} published while B took nothing: A queued into B without bound"
     );
     gate.add_permits(MESSAGES);
-    tokio::time::timeout(Duration::from_secs(30), publishing)
-        .await
-        .expect("the publisher finishes once B moves")
-        .expect("join");
+    support::joined(
+        "the publisher once B moves",
+        Duration::from_secs(30),
+        publishing,
+    )
+    .await;
     let b = Arc::clone(&handled_b);
     wait_until("B handled everything", Duration::from_secs(30), || {
         b.load(Ordering::SeqCst) == MESSAGES
     })
     .await;
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(30), run)
+    support::joined("the run", Duration::from_secs(30), run)
         .await
-        .expect("stops")
-        .expect("join")
         .expect("runs");
 }

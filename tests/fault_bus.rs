@@ -182,12 +182,7 @@ async fn a_reply_that_fails_to_publish_is_published_again() {
                     skip_when_exhausted: false,
                 }),
         );
-    let shutdown = app.shutdown_handle();
-    let readiness = app.readiness();
-    let run = tokio::spawn(app.start_async());
-    tokio::time::timeout(Duration::from_secs(10), readiness.ready())
-        .await
-        .expect("ready");
+    let (shutdown, run) = support::start_ready(app).await;
     let requester = clean
         .connect(spa_dat::SocketOptions::new("requester"))
         .await
@@ -216,9 +211,7 @@ async fn a_reply_that_fails_to_publish_is_published_again() {
         "no publish failed: the test proves nothing"
     );
     shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(30), run)
+    support::joined("the run", Duration::from_secs(30), run)
         .await
-        .expect("stops")
-        .expect("join")
         .expect("runs");
 }

@@ -33,7 +33,7 @@ pub use record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-pub(crate) use topic::shortened;
+pub(crate) use topic::{shortened, shortened_to};
 pub use topic::{
     topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
 };

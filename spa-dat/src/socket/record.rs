@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::headers::{self, Headers};
+use super::shortened_to;
 use crate::error::Result;
 use crate::message::SpaMessage;
 use crate::telemetry;
@@ -83,24 +84,10 @@ impl Outgoing {
     /// from, why (at most [`DEAD_LETTER_REASON_BYTES`]: a reason may quote the bad input)
     /// and after how many attempts are added.
     pub fn dead_letter(topic: &str, delivery: &Delivery, reason: &str, attempts: u32) -> Self {
-        let mut headers = delivery.headers.clone();
-        headers.insert(
-            headers::DEAD_LETTER_REASON,
-            cut(reason, DEAD_LETTER_REASON_BYTES),
-        );
-        headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
-        headers.insert(headers::DEAD_LETTER_TOPIC, &*delivery.topic);
-        if let Some(position) = delivery.position {
-            headers.insert(
-                headers::DEAD_LETTER_PARTITION,
-                position.partition.to_string(),
-            );
-            headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
-        }
         Outgoing {
             topic: topic.to_owned(),
             payload: delivery.payload.clone(),
-            headers,
+            headers: dead_letter_headers(delivery.headers.clone(), delivery, reason, attempts),
             key: delivery.key.clone(),
         }
     }
@@ -120,31 +107,15 @@ impl Outgoing {
         let digest = sha2::Sha256::digest(&delivery.payload);
         let excerpt = &delivery.payload[..delivery.payload.len().min(DEAD_LETTER_EXCERPT_BYTES)];
         let summary = serde_json::json!({
-            "reason": cut(reason, DEAD_LETTER_REASON_BYTES),
-            "original_topic": cut(&delivery.topic, DEAD_LETTER_REASON_BYTES),
+            "reason": shortened_to(reason, DEAD_LETTER_REASON_BYTES),
+            "original_topic": shortened_to(&delivery.topic, DEAD_LETTER_REASON_BYTES),
             "original_size": delivery.payload.len(),
             "original_sha256": digest.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "original_excerpt": String::from_utf8_lossy(excerpt),
         });
         let mut message = SpaMessage::new(topic, summary.to_string());
         message.content_type = Some("application/json".to_owned());
-        let mut headers = Headers::new();
-        headers.insert(
-            headers::DEAD_LETTER_REASON,
-            cut(reason, DEAD_LETTER_REASON_BYTES),
-        );
-        headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
-        headers.insert(
-            headers::DEAD_LETTER_TOPIC,
-            cut(&delivery.topic, DEAD_LETTER_REASON_BYTES),
-        );
-        if let Some(position) = delivery.position {
-            headers.insert(
-                headers::DEAD_LETTER_PARTITION,
-                position.partition.to_string(),
-            );
-            headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
-        }
+        let mut headers = dead_letter_headers(Headers::new(), delivery, reason, attempts);
         headers.insert(
             headers::DEAD_LETTER_ORIGINAL_SIZE,
             delivery.payload.len().to_string(),
@@ -181,16 +152,31 @@ pub const DEAD_LETTER_REASON_BYTES: usize = 512;
 /// How much of a message too large to dead-letter whole its summary keeps, in bytes.
 pub const DEAD_LETTER_EXCERPT_BYTES: usize = 1024;
 
-/// `text` cut to at most `limit` bytes on a character boundary, `…` marking the cut.
-fn cut(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
-    if text.len() <= limit {
-        return text.into();
+/// `headers` with where `delivery` came from, why (at most [`DEAD_LETTER_REASON_BYTES`]) and
+/// after how many attempts: what every dead letter carries.
+fn dead_letter_headers(
+    mut headers: Headers,
+    delivery: &Delivery,
+    reason: &str,
+    attempts: u32,
+) -> Headers {
+    headers.insert(
+        headers::DEAD_LETTER_REASON,
+        shortened_to(reason, DEAD_LETTER_REASON_BYTES),
+    );
+    headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
+    headers.insert(
+        headers::DEAD_LETTER_TOPIC,
+        shortened_to(&delivery.topic, DEAD_LETTER_REASON_BYTES),
+    );
+    if let Some(position) = delivery.position {
+        headers.insert(
+            headers::DEAD_LETTER_PARTITION,
+            position.partition.to_string(),
+        );
+        headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
     }
-    let mut end = limit.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end]).into()
+    headers
 }
 
 /// Where a transport keeps a delivered message: a partition and an offset in it (Kafka).

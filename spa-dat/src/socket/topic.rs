@@ -88,15 +88,21 @@ pub fn validate_topic(topic: &str) -> Result<(), String> {
 
 /// `text` cut to a length fit for a log line or an error.
 pub(crate) fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
-    const LONGEST: usize = 200;
-    if text.len() <= LONGEST {
+    shortened_to(text, 256)
+}
+
+/// `text` in at most `limit` bytes: cut on a character boundary, with its full size after
+/// the cut (`…(70000 bytes)`).
+pub(crate) fn shortened_to(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= limit {
         return text.into();
     }
-    let mut end = LONGEST;
+    let size = format!("…({} bytes)", text.len());
+    let mut end = limit.saturating_sub(size.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}… ({} bytes)", &text[..end], text.len()).into()
+    format!("{}{size}", &text[..end]).into()
 }
 
 #[cfg(test)]

@@ -242,7 +242,9 @@ impl Driver {
                 self.shared.acks.written(pkid)
             }
             Event::Outgoing(Outgoing::Publish(pkid)) => {
-                if pkid != 0 && !self.written.contains(&pkid) {
+                // rumqttc never writes one packet id twice on one connection (it retransmits
+                // only after a reconnect, when `written` starts empty).
+                if pkid != 0 {
                     self.written.push_back(pkid);
                 }
                 self.sent(Kind::Publish, pkid)
