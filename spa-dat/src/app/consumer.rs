@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use super::guarded::{
     first_poll, run_guarded, run_to_end, FirstPoll, GuardedCall, HandlerCall, Limits, Outcome,
 };
-use super::policy::RetryPolicy;
+use super::policy::{AfterFailure, RetryPolicy};
 use super::runtime::AppRuntime;
 use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
@@ -338,33 +338,34 @@ impl Consumer {
             count(|m| &m.failed);
             traced.failed(&failure);
             let policy = &self.retry;
-            let pause = if attempt < policy.attempts && !permanent {
-                let pause = policy.delay_after(attempt);
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
-                pause
-            } else if self.dead_letter_topic.is_some() {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; dead-lettering");
-                if !self
-                    .dead_letter(&delivery, &failure, attempt, measure.as_ref())
-                    .await
-                {
-                    return;
+            let has_dead_letter = self.dead_letter_topic.is_some();
+            let pause = match policy.after_failure(attempt, permanent, has_dead_letter) {
+                AfterFailure::Retry(pause) => {
+                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
+                    pause
                 }
-                break;
-            } else if policy.skip_when_exhausted {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; skipped (no dead-letter topic)");
-                break;
-            } else {
-                let pause = policy.max_delay;
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
-                pause
+                AfterFailure::DeadLetter => {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; dead-lettering");
+                    if !self
+                        .dead_letter(&delivery, &failure, attempt, measure.as_ref())
+                        .await
+                    {
+                        return;
+                    }
+                    break;
+                }
+                AfterFailure::Skip => {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; skipped (no dead-letter topic)");
+                    break;
+                }
+                AfterFailure::Hold(pause) => {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
+                    pause
+                }
             };
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = self.runtime.shutdown.triggered() => {
-                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, "shutting down with a failed message; not acknowledged, it comes again");
-                    return;
-                }
+            if !self.pause_unless_shutdown(pause).await {
+                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, "shutting down with a failed message; not acknowledged, it comes again");
+                return;
             }
             attempt = attempt.saturating_add(1);
             count(|m| &m.retried);
@@ -456,17 +457,18 @@ impl Consumer {
                 let reason = format!("reply refused: {error}");
                 return self.dead_letter(delivery, &reason, attempts, measure).await;
             }
-            let pause = if tries < policy.attempts {
-                policy.delay_after(tries)
-            } else if self.dead_letter_topic.is_some() {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; dead-lettering the request");
-                let reason = format!("reply not published: {error}");
-                return self.dead_letter(delivery, &reason, attempts, measure).await;
-            } else if policy.skip_when_exhausted {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; the request is skipped (no dead-letter topic)");
-                return true;
-            } else {
-                policy.max_delay
+            let has_dead_letter = self.dead_letter_topic.is_some();
+            let pause = match policy.after_failure(tries, false, has_dead_letter) {
+                AfterFailure::Retry(pause) | AfterFailure::Hold(pause) => pause,
+                AfterFailure::DeadLetter => {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; dead-lettering the request");
+                    let reason = format!("reply not published: {error}");
+                    return self.dead_letter(delivery, &reason, attempts, measure).await;
+                }
+                AfterFailure::Skip => {
+                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; the request is skipped (no dead-letter topic)");
+                    return true;
+                }
             };
             tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it is published");
             if !self.pause_unless_shutdown(pause).await {

@@ -107,6 +107,41 @@ impl RetryPolicy {
     }
 }
 
+/// What follows a failed attempt at a message (a handler call, or publishing its reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterFailure {
+    /// Try again after this pause: attempts are left.
+    Retry(Duration),
+    /// Attempts spent: forward it to the dead-letter topic, then acknowledge it.
+    DeadLetter,
+    /// Attempts spent, no dead-letter topic, and the policy skips: acknowledge it.
+    Skip,
+    /// Attempts spent, no dead-letter topic: never acknowledged silently — try again after
+    /// this pause (`max_delay`), until it succeeds or shutdown.
+    Hold(Duration),
+}
+
+impl RetryPolicy {
+    /// What follows the failed `attempt` (1 = the first); a `permanent` failure has no
+    /// attempts left.
+    pub(super) fn after_failure(
+        &self,
+        attempt: u32,
+        permanent: bool,
+        dead_letter_topic: bool,
+    ) -> AfterFailure {
+        if attempt < self.attempts && !permanent {
+            AfterFailure::Retry(self.delay_after(attempt))
+        } else if dead_letter_topic {
+            AfterFailure::DeadLetter
+        } else if self.skip_when_exhausted {
+            AfterFailure::Skip
+        } else {
+            AfterFailure::Hold(self.max_delay)
+        }
+    }
+}
+
 /// Gives a message its ordering key (see [`crate::Application::order_key`]).
 pub(super) type KeyFn = dyn Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync;
 
