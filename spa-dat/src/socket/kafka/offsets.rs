@@ -136,11 +136,12 @@ pub(super) async fn consume(
                 Arrival::Skip => break None,
                 // First record of this assignment: read what an earlier run finished.
                 Arrival::Unloaded => {
-                    let committed = committed(&consumer, &topic, partition).await;
+                    let (committed, log_end) = committed(&consumer, &topic, partition).await;
                     progress.load(
                         &topic,
                         partition,
                         committed.as_ref().map(|(o, m)| (*o, m.as_str())),
+                        log_end,
                     );
                 }
             }
@@ -189,13 +190,14 @@ fn set_paused(consumer: &GroupConsumer, pause: bool, broker: &str) -> bool {
     }
 }
 
-/// The committed offset and metadata of one partition for the consumer's group; `None` when
-/// there is none or it cannot be read (then nothing is skipped: at least once holds).
+/// The committed offset and metadata of one partition for the consumer's group (`None` when
+/// there is none), and the partition's end read after it: what the metadata may claim lies
+/// below that end. If either cannot be read, no metadata is trusted (at least once holds).
 async fn committed(
     consumer: &Arc<GroupConsumer>,
     topic: &str,
     partition: i32,
-) -> Option<(i64, String)> {
+) -> (Option<(i64, String)>, i64) {
     let (consumer, topic) = (Arc::clone(consumer), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let mut wanted = TopicPartitionList::new();
@@ -204,16 +206,24 @@ async fn committed(
             Ok(committed) => committed,
             Err(error) => {
                 tracing::warn!(%topic, partition, error = %describe(&error), "committed offsets not read; records finished above the commit are handled again");
-                return None;
+                return (None, i64::MIN);
             }
         };
-        let element = committed.find_partition(&topic, partition)?;
-        match element.offset() {
-            Offset::Offset(offset) => Some((offset, element.metadata().to_owned())),
-            _ => None,
-        }
+        let committed = committed
+            .find_partition(&topic, partition)
+            .and_then(|element| match element.offset() {
+                Offset::Offset(offset) => Some((offset, element.metadata().to_owned())),
+                _ => None,
+            });
+        let log_end = match consumer.fetch_watermarks(&topic, partition, Timeout::After(COMMITTED_TIMEOUT)) {
+            Ok((_, high)) => high,
+            Err(error) => {
+                tracing::warn!(%topic, partition, error = %describe(&error), "the partition's end not read; records finished above the commit are handled again");
+                i64::MIN
+            }
+        };
+        (committed, log_end)
     })
     .await
-    .ok()
-    .flatten()
+    .unwrap_or((None, i64::MIN))
 }

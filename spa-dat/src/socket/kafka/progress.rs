@@ -73,6 +73,8 @@ struct PartitionProgress {
     /// Finished in an earlier assignment (the commit's metadata): ascending, disjoint, not
     /// adjacent; skipped when read. Ranges wholly read are dropped as reading passes them.
     skip: VecDeque<Range>,
+    /// The committed offset the skip ranges are relative to, as loaded.
+    loaded_commit: Option<i64>,
     /// The committed metadata was read for this assignment.
     loaded: bool,
     /// Something arrived or finished since the last commit was built.
@@ -118,13 +120,30 @@ impl Progress {
     }
 
     /// Records the committed metadata of a partition just assigned (`None`: none committed).
-    pub(super) fn load(&self, topic: &Arc<str>, partition: i32, committed: Option<(i64, &str)>) {
-        let skip = committed
+    /// `log_end` is the partition's end (high watermark) read after the commit: no record at
+    /// or above it existed when the metadata was written, so no range may claim one — a map
+    /// committed by anyone with access to the group could otherwise skip the next trillion
+    /// records.
+    pub(super) fn load(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        committed: Option<(i64, &str)>,
+        log_end: i64,
+    ) {
+        let mut skip = committed
             .map(|(offset, metadata)| decode(topic, partition, offset, metadata))
             .unwrap_or_default();
+        while skip.back().is_some_and(|(start, _)| *start >= log_end) {
+            skip.pop_back();
+        }
+        if let Some(last) = skip.back_mut() {
+            last.1 = last.1.min(log_end - 1);
+        }
         let mut partitions = self.lock();
         let entry = self.entry(&mut partitions, topic, partition);
         entry.skip = skip;
+        entry.loaded_commit = committed.map(|(offset, _)| offset);
         entry.loaded = true;
     }
 
@@ -144,6 +163,7 @@ impl Progress {
                     pending: VecDeque::new(),
                     next: None,
                     skip: VecDeque::new(),
+                    loaded_commit: None,
                     loaded: false,
                     changed: false,
                     sent: None,
@@ -314,6 +334,11 @@ impl PartitionProgress {
     /// Takes a record read: false when an earlier run finished it (skip it).
     fn arrive(&mut self, offset: i64) -> bool {
         self.changed = true;
+        if self.next.is_none() && self.loaded_commit.is_some_and(|commit| offset < commit) {
+            // The first record read is below the commit: the log was truncated or recreated
+            // (`auto.offset.reset`), and the loaded ranges name records that are not these.
+            self.skip.clear();
+        }
         if self.next.is_some_and(|next| offset < next) {
             // Read again: an offset reset or a seek. Start over from here; what is in flight
             // stays in flight, what an earlier run finished is not trusted past a reset.
@@ -450,7 +475,10 @@ fn decode(topic: &str, partition: i32, commit: i64, metadata: &str) -> VecDeque<
         tracing::warn!(%topic, partition, metadata = %metadata.chars().take(64).collect::<String>(), "commit metadata that is not spa-dat's is ignored: records are handled from the committed offset");
         return VecDeque::new();
     };
-    match parse(commit, ranges).filter(|_| metadata.len() <= MAX_READ_METADATA) {
+    let parsed = (metadata.len() <= MAX_READ_METADATA)
+        .then(|| parse(commit, ranges))
+        .flatten();
+    match parsed {
         Some(finished) => finished,
         None => {
             tracing::warn!(%topic, partition, commit, bytes = metadata.len(), "spa-dat commit metadata that cannot be read is ignored: records are handled from the committed offset");
@@ -487,6 +515,10 @@ fn parse(commit: i64, ranges: &str) -> Option<VecDeque<Range>> {
         }
         last_end = end;
         let (start, end) = (commit.checked_add(start)?, commit.checked_add(end)?);
+        // One past every range must be an offset too (commits, gauges and merging add 1).
+        if end == i64::MAX {
+            return None;
+        }
         match finished.back_mut() {
             Some(last) if last.1 + 1 == start => last.1 = end,
             _ => finished.push_back((start, end)),
@@ -557,7 +589,7 @@ mod tests {
     fn the_commit_is_the_lowest_unfinished_and_the_finished_above_it_are_the_metadata() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
-        progress.load(&topic, 0, None);
+        progress.load(&topic, 0, None, i64::MAX);
         let tickets: Vec<Ticket> = (0..10)
             .map(|offset| deliver(&progress, &topic, offset))
             .collect();
@@ -578,7 +610,7 @@ mod tests {
         assert!(decode_ranges(2, "spa1:5-3").is_empty());
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
-        progress.load(&topic, 0, Some((2, "spa1:1-3,6")));
+        progress.load(&topic, 0, Some((2, "spa1:1-3,6")), i64::MAX);
         let delivered: Vec<i64> = (2..10)
             .filter(|offset| matches!(progress.arrived(&topic, 0, *offset), Arrival::Deliver(_)))
             .collect();
@@ -597,12 +629,12 @@ mod tests {
     fn a_record_finished_after_its_partition_was_revoked_does_not_count() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
-        progress.load(&topic, 0, None);
+        progress.load(&topic, 0, None, i64::MAX);
         let old = deliver(&progress, &topic, 5);
         let mut revoked = TopicPartitionList::new();
         revoked.add_partition("t", 0);
         progress.revoke(&revoked);
-        progress.load(&topic, 0, None);
+        progress.load(&topic, 0, None, i64::MAX);
         deliver(&progress, &topic, 5);
         progress.finished(&topic, 0, 5, old);
         assert_eq!(
@@ -618,6 +650,37 @@ mod tests {
         assert_eq!((metadata.as_str(), truncated), ("spa1:1-1500000", false));
         assert_eq!(decode_ranges(100, &metadata), [(101, 1_500_100)]);
         assert_eq!(decoded_entries(100, &metadata), 1, "held as one range");
+    }
+
+    #[test]
+    fn a_map_claiming_records_past_the_log_end_or_up_to_i64_max_claims_nothing_beyond_it() {
+        let topic: Arc<str> = Arc::from("t");
+        let progress = Progress::default();
+        // Committed at 10 by anyone with access to the group; the log ends at 20.
+        progress.load(&topic, 0, Some((10, "spa1:1-9000000000000")), 20);
+        let delivered: Vec<i64> = (10..25)
+            .filter(|offset| matches!(progress.arrived(&topic, 0, *offset), Arrival::Deliver(_)))
+            .collect();
+        assert_eq!(
+            delivered,
+            [10, 20, 21, 22, 23, 24],
+            "only 11..=19 could have finished"
+        );
+        // A range ending at i64::MAX would overflow one past it.
+        let max = format!("spa1:1-{}", i64::MAX - 10);
+        assert_eq!(decoded_entries(10, &max), 0);
+    }
+
+    #[test]
+    fn a_log_read_from_below_the_commit_ignores_the_loaded_map() {
+        // Committed (100, 101..=105 finished); the topic was recreated: reading starts at 0.
+        let topic: Arc<str> = Arc::from("t");
+        let progress = Progress::default();
+        progress.load(&topic, 0, Some((100, "spa1:1-5")), 200);
+        let delivered = (0..=110)
+            .filter(|offset| matches!(progress.arrived(&topic, 0, *offset), Arrival::Deliver(_)))
+            .count();
+        assert_eq!(delivered, 111, "every record of the new log is delivered");
     }
 
     #[test]
@@ -664,7 +727,7 @@ mod tests {
     fn two_million_finished_behind_one_stuck_record_keep_one_range() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
-        progress.load(&topic, 0, None);
+        progress.load(&topic, 0, None, i64::MAX);
         deliver(&progress, &topic, 0); // stuck
         for offset in 1..=2_000_000 {
             let ticket = deliver(&progress, &topic, offset);
@@ -682,7 +745,7 @@ mod tests {
     fn records_read_again_after_a_reset_finish_and_the_commit_moves_past_them() {
         let progress = Progress::default();
         let topic: Arc<str> = Arc::from("t");
-        progress.load(&topic, 0, None);
+        progress.load(&topic, 0, None, i64::MAX);
         let tickets: Vec<Ticket> = (0..20)
             .map(|offset| deliver(&progress, &topic, offset))
             .collect();
@@ -796,7 +859,7 @@ mod tests {
                 return;
             }
             let committed = self.broker.as_ref().map(|(o, m)| (*o, m.as_str()));
-            self.progress.load(&self.topic, 0, committed);
+            self.progress.load(&self.topic, 0, committed, i64::MAX);
             self.epoch += 1;
             self.assigned = true;
             self.read_in_epoch = false;
