@@ -99,6 +99,8 @@ fn topic_labels(app: &str, system: &'static str, topic: &str) -> [(&'static str,
 /// registry and every scrape stay bounded whatever the topics (replies to outside-chosen
 /// response topics, a wildcard's topics where no subscription is known).
 pub const DESTINATION_LABEL_CAP: usize = 1_000;
+/// The longest destination kept as a label value, in bytes; longer ones count as `_other`.
+const DESTINATION_LABEL_BYTES: usize = 256;
 /// The destination label of what is beyond [`DESTINATION_LABEL_CAP`].
 pub const OTHER_DESTINATION: &str = "_other";
 
@@ -120,6 +122,11 @@ impl DestinationLabels {
 
     /// `destination` if it is known or there is room for it, else [`OTHER_DESTINATION`].
     fn label<'a>(&self, destination: &'a str) -> &'a str {
+        // Outside clients choose reply topics: a cap on values alone would still hold up to
+        // 1,000 topics of 64 KiB each, in memory and in every scrape.
+        if destination.len() > DESTINATION_LABEL_BYTES {
+            return OTHER_DESTINATION;
+        }
         let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         if known.contains(destination) {
             return destination;

@@ -325,10 +325,12 @@ impl Socket {
 
     /// Sends `outgoing`, counting it once the transport took it.
     async fn send_counted(&self, outgoing: Outgoing) -> Result<()> {
+        // A topic the transport will refuse takes no label value (outside clients choose
+        // reply topics).
         let counted = self
             .metrics
             .as_ref()
-            .filter(|_| crate::metrics::enabled())
+            .filter(|_| crate::metrics::enabled() && validate_topic(&outgoing.topic).is_ok())
             .map(|m| m.sent(&outgoing.topic));
         self.inner.send(outgoing).await?;
         if let Some(counted) = counted {
