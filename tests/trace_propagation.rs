@@ -271,6 +271,57 @@ async fn a_reply_that_cannot_be_published_marks_its_send_span_failed() {
     }
 }
 
+/// A dead letter is published as every other message is: in a `send` span within the process
+/// span of the message it forwards, carrying its trace context on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_sent_in_its_own_span_within_the_process_span() {
+    exporter();
+    let bus = MemoryBus::new("traced-dead-letters");
+    let topic = unique("orders");
+    let dead_letters = format!("{topic}.dead");
+    let requester: Arc<OnceLock<Socket>> = Arc::default();
+    let app = test_app(quick_stop())
+        .socket_provider(Arc::new(MemorySocketProvider::new(bus.clone())))
+        .add_application(
+            Application::consumer("ordering", [topic.clone()], |_: SpaMessage| async move {
+                Err::<(), _>(spa_dat::BoxError::from("out of stock"))
+            })
+            .retry(spa_dat::RetryPolicy::no_retries())
+            .dead_letter_topic(dead_letters.clone()),
+        )
+        .add_application(socket_keeper("orderer", &requester));
+    let mut watcher = MemorySocketProvider::new(bus)
+        .connect(spa_dat::SocketOptions::new(unique("watcher")).topics([dead_letters.clone()]))
+        .await
+        .expect("watcher");
+    let t = topic.clone();
+    let mut trace = TraceId::INVALID;
+    with_running(app, async {
+        spa_dat_wait_for(&requester).await;
+        trace = in_root_span("order", async {
+            let socket = requester.get().expect("set");
+            socket
+                .publish(SpaMessage::new(t.as_str(), "1"))
+                .await
+                .expect("published");
+        })
+        .await;
+        let dead = tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv())
+            .await
+            .expect("the dead letter within 10 s")
+            .expect("inbox open");
+        dead.ack();
+    })
+    .await;
+
+    let spans = spans_of(trace);
+    let process = one(&spans, &format!("process {topic}"));
+    let dead_letter = one(&spans, &format!("send {dead_letters}"));
+    within(dead_letter, process);
+    assert_eq!(dead_letter.span_kind, SpanKind::Producer);
+    assert_eq!(text(dead_letter, "spa.app"), "ordering");
+}
+
 /// A producer that hands its socket to `slot` and waits: the test (or another handler) sends
 /// through it.
 fn socket_keeper(name: &str, slot: &Arc<OnceLock<Socket>>) -> Application {

@@ -103,6 +103,10 @@ pub const DESTINATION_LABEL_CAP: usize = 1_000;
 const DESTINATION_LABEL_BYTES: usize = 256;
 /// The destination label of what is beyond [`DESTINATION_LABEL_CAP`].
 pub const OTHER_DESTINATION: &str = "_other";
+/// The destination label of replies: their response topics are chosen per request by the
+/// requester (OpenTelemetry's temporary destinations), so as label values they would be
+/// unbounded.
+pub const REPLY_DESTINATION: &str = "_reply";
 
 /// The destination label values one metric family has handed out, up to the cap.
 struct DestinationLabels {

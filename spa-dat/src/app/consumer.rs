@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
-use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, InboxDepth, Outgoing, SpaSocket};
+use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, InboxDepth, Outgoing};
 use crate::telemetry::Traced;
 use tracing::Instrument;
 
@@ -436,15 +436,7 @@ impl Consumer {
         let policy = &self.retry;
         let mut tries: u32 = 1;
         loop {
-            let span = self.runtime.socket.spans().send(
-                &reply.topic,
-                reply.payload.len(),
-                delivery.headers.get(crate::socket::headers::CORRELATION_ID),
-            );
-            let error = match span
-                .run(self.transport().publish_reply(&reply, delivery))
-                .await
-            {
+            let error = match self.runtime.socket.publish_reply(&reply, delivery).await {
                 Ok(()) => return true,
                 Err(error) => error,
             };
@@ -487,10 +479,6 @@ impl Consumer {
         }
     }
 
-    fn transport(&self) -> &Arc<dyn SpaSocket> {
-        self.runtime.socket.transport()
-    }
-
     /// Forwards `delivery` to the dead-letter topic, if there is one, retrying until the broker
     /// has it: the message may be acknowledged only then. False when shutdown came first: the
     /// message stays unacknowledged, and an at-least-once transport delivers it again. Later
@@ -509,7 +497,7 @@ impl Consumer {
         let mut dead_letter = Outgoing::dead_letter(topic, delivery, reason, attempts);
         let mut summarized = false;
         loop {
-            let error = match self.transport().send(dead_letter.clone()).await {
+            let error = match self.runtime.socket.forward(dead_letter.clone()).await {
                 Ok(()) => {
                     if let Some(measure) = measure {
                         measure.topic.dead_lettered.increment(1);

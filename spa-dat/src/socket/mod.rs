@@ -92,15 +92,30 @@ impl dyn SpaSocket {
 
     /// Publishes `message` with a response topic of this socket's and waits for the reply,
     /// at most `timeout`. Concurrent requests each get their own reply.
-    pub async fn request(&self, mut message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
-        let pending = self.reply_route(&message.topic).await?;
-        message.response_topic = Some(pending.response_topic().to_owned());
-        let destination = message.topic.clone();
-        let request = Outgoing::message(message)?
-            .with_header(headers::CORRELATION_ID, pending.id().to_string());
-        self.send(request).await?;
-        pending.wait(&destination, timeout).await
+    pub async fn request(&self, message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
+        round_trip(self, message, timeout, |request| self.send(request)).await
     }
+}
+
+/// A request, written once: a reply route on `socket`, the request carrying its response topic
+/// and correlation id handed to `send`, the wait for the reply.
+async fn round_trip<F, Sent>(
+    socket: &dyn SpaSocket,
+    mut message: SpaMessage,
+    timeout: Duration,
+    send: F,
+) -> Result<SpaMessage>
+where
+    F: FnOnce(Outgoing) -> Sent,
+    Sent: std::future::Future<Output = Result<()>>,
+{
+    let pending = socket.reply_route(&message.topic).await?;
+    message.response_topic = Some(pending.response_topic().to_owned());
+    let destination = message.topic.clone();
+    let request =
+        Outgoing::message(message)?.with_header(headers::CORRELATION_ID, pending.id().to_string());
+    send(request).await?;
+    pending.wait(&destination, timeout).await
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.
@@ -320,18 +335,45 @@ impl Socket {
             key,
             ..span.in_scope(|| Outgoing::traced(&message))?
         };
-        span.run(self.send_counted(outgoing)).await
+        span.run(self.send_counted(outgoing, None)).await
     }
 
-    /// Sends `outgoing`, counting it once the transport took it.
-    async fn send_counted(&self, outgoing: Outgoing) -> Result<()> {
+    /// Publishes a handler's `reply` (stamped, addressed to the response topic) to `request`,
+    /// in a `send` span of the request's conversation; counted as sent to
+    /// [`crate::metrics::REPLY_DESTINATION`].
+    pub(crate) async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
+        let conversation = request.headers.get(headers::CORRELATION_ID);
+        let span = self
+            .spans
+            .send(&reply.topic, reply.payload.len(), conversation);
+        let outgoing = span.in_scope(|| Outgoing::reply(reply, request))?;
+        span.run(self.send_counted(outgoing, Some(crate::metrics::REPLY_DESTINATION)))
+            .await
+    }
+
+    /// Sends `outgoing` as it is (a dead letter), in a `send` span, counted.
+    pub(crate) async fn forward(&self, outgoing: Outgoing) -> Result<()> {
+        let span = self
+            .spans
+            .send(&outgoing.topic, outgoing.payload.len(), None);
+        span.run(self.send_counted(outgoing, None)).await
+    }
+
+    /// Sends `outgoing`, counting it once the transport took it: as sent to `label`, else to its
+    /// topic.
+    async fn send_counted(&self, outgoing: Outgoing, label: Option<&'static str>) -> Result<()> {
         // A topic the transport will refuse takes no label value (outside clients choose
         // reply topics).
         let counted = self
             .metrics
             .as_ref()
-            .filter(|_| crate::metrics::enabled() && validate_topic(&outgoing.topic).is_ok())
-            .map(|m| m.sent(&outgoing.topic));
+            .filter(|_| crate::metrics::enabled())
+            .and_then(|m| match label {
+                Some(label) => Some(m.sent(label)),
+                None => validate_topic(&outgoing.topic)
+                    .is_ok()
+                    .then(|| m.sent(&outgoing.topic)),
+            });
         self.inner.send(outgoing).await?;
         if let Some(counted) = counted {
             counted.increment(1);
@@ -371,7 +413,10 @@ impl Socket {
         let message = self.builder.stamp(message);
         // The span covers the round trip: the responder's spans are its children.
         let span = self.spans.send(&message.topic, message.payload.len(), None);
-        span.run(self.inner.request(message, timeout)).await
+        let sent = round_trip(&*self.inner, message, timeout, |request| {
+            self.send_counted(request, None)
+        });
+        span.run(sent).await
     }
 
     /// Adds subscriptions; their messages reach this application's handler.
