@@ -55,25 +55,25 @@ async fn replies_and_dead_letters_are_counted_as_sent() {
         shutdown_grace_ms: 200,
         ..Config::default()
     })
-        .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
-        .add_application(
-            Application::consumer("answering", ["questions"], |m: SpaMessage| async move {
-                let text = m.payload_str()?.to_owned();
-                if text == "fail" {
-                    return Err(spa_dat::BoxError::from("cannot answer"));
-                }
-                Ok(SpaMessage::new("", format!("answer to {text}")))
-            })
-            .retry(RetryPolicy::no_retries())
-            .dead_letter_topic("questions.dead"),
-        )
-        .add_application(Application::producer("asking", move |socket: Socket| {
-            let slot = Arc::clone(&slot);
-            async move {
-                let _ = slot.set(socket);
-                std::future::pending::<()>().await;
+    .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
+    .add_application(
+        Application::consumer("answering", ["questions"], |m: SpaMessage| async move {
+            let text = m.payload_str()?.to_owned();
+            if text == "fail" {
+                return Err(spa_dat::BoxError::from("cannot answer"));
             }
-        }));
+            Ok(SpaMessage::new("", format!("answer to {text}")))
+        })
+        .retry(RetryPolicy::no_retries())
+        .dead_letter_topic("questions.dead"),
+    )
+    .add_application(Application::producer("asking", move |socket: Socket| {
+        let slot = Arc::clone(&slot);
+        async move {
+            let _ = slot.set(socket);
+            std::future::pending::<()>().await;
+        }
+    }));
     let readiness = app.readiness();
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());

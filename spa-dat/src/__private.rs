@@ -2,8 +2,8 @@
 
 pub use inventory;
 
-pub use crate::app::MessageOrder;
 pub use crate::handler::{BoxedHandler, HandlerKind, IntoReply, Registration};
+pub use crate::runtime::MessageOrder;
 
 /// Compile-time check, spanned on a handler argument's type.
 pub const fn assert_from_context<T: crate::handler::FromContext>() {}

@@ -8,22 +8,22 @@ pub mod handler;
 pub mod message;
 pub mod metrics;
 mod redact;
+mod runtime;
 pub mod socket;
 pub mod telemetry;
+mod topic;
 mod url;
 
 #[doc(hidden)]
 pub mod __private;
 
-pub use app::{
-    Application, ApplicationLifeCycle, DistributedApplication, MessageOrder, Resource, RetryPolicy,
-    Shutdown, Stopped,
-};
+pub use app::{Application, ApplicationLifeCycle, DistributedApplication, Readiness, Resource};
 pub use config::{Config, SocketConfig, SocketProviderFactory};
 pub use error::{BoxError, Error, Result};
 pub use handler::{FromContext, Handler, HandlerContext, IntoReply, Json, Res, State};
 pub use message::{MessageBuilder, QualityOfService, SpaMessage};
-pub use socket::{Socket, SocketOptions, SocketProvider, SpaSocket};
+pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
+pub use socket::{SocketOptions, SocketProvider, SpaSocket};
 
 /// Registers an async fn as a consumer: called for every message on its topics.
 ///

@@ -267,7 +267,7 @@ impl AppMetrics {
         let destination = self
             .patterns
             .iter()
-            .find(|pattern| crate::socket::topic_matches(pattern, topic))
+            .find(|pattern| crate::topic::topic_matches(pattern, topic))
             .map_or(topic, String::as_str);
         self.consumed.get(destination, || {
             let label = consumer_destinations().label(destination);

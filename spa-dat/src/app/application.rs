@@ -6,20 +6,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::concurrent::KeyFn;
 use super::concurrent::Ordering;
 use super::consumer::Consumer;
 use super::guarded::{run_guarded, Limits, Outcome};
 use super::placeholders;
-use super::policy::{KeyFn, MessageOrder, RetryPolicy};
 use super::resource::{ActiveResources, Resource, ResourceSet};
-use super::runtime::{AppRuntime, Extensions};
-use super::shutdown::Shutdown;
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
 use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope, Layer};
 use crate::message::MessageBuilder;
 use crate::metrics::AppMetrics;
-use crate::socket::{Inbox, ReadySignal, Socket, SocketOptions, SocketProvider, SpaSocket};
+use crate::runtime::{AppRuntime, Extensions, MessageOrder, RetryPolicy, Shutdown, Socket};
+use crate::socket::{Inbox, ReadySignal, SocketOptions, SocketProvider, SpaSocket};
 use crate::telemetry::SpanScope;
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,

@@ -16,8 +16,11 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::consumer::Consumer;
-use super::policy::{KeyFn, MessageOrder};
+use crate::runtime::MessageOrder;
 use crate::socket::{Arrival, Delivery, Inbox};
+
+/// Gives a message its ordering key (see [`crate::Application::order_key`]).
+pub(super) type KeyFn = dyn Fn(&Delivery) -> Option<Bytes> + Send + Sync;
 
 /// Messages taken from the inbox and not yet acknowledged, per handler slot.
 const BUFFER_FACTOR: usize = 4;

@@ -10,12 +10,11 @@ use futures_util::future::BoxFuture;
 use super::guarded::{
     first_poll, run_guarded, run_to_end, FirstPoll, GuardedCall, HandlerCall, Limits, Outcome,
 };
-use super::policy::{AfterFailure, RetryPolicy};
-use super::runtime::AppRuntime;
 use crate::error::Error;
 use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
+use crate::runtime::{AfterFailure, AppRuntime, RetryPolicy};
 use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, InboxDepth, Outgoing};
 use crate::telemetry::Traced;
 use tracing::Instrument;
@@ -155,7 +154,7 @@ impl Consumer {
         if let Some(Err(problem)) = message
             .response_topic
             .as_deref()
-            .map(crate::socket::validate_topic)
+            .map(crate::topic::validate_topic)
         {
             tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %problem, "skipping a request whose response topic cannot be published to");
             return Some(Unfinished::BadInput {
@@ -440,7 +439,7 @@ impl Consumer {
                 Ok(()) => return true,
                 Err(error) => error,
             };
-            let reply_topic = crate::socket::shortened(&reply.topic);
+            let reply_topic = crate::topic::shortened(&reply.topic);
             if error.is_permanent() {
                 tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, "the reply cannot be published; the request is dead-lettered, or skipped without a dead-letter topic");
                 if let Some(measure) = measure {

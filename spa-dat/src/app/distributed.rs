@@ -10,14 +10,12 @@ use tokio::task::JoinSet;
 
 use super::application::{Application, ApplicationLifeCycle, Settings};
 use super::guarded::panic_message;
-use super::policy::RetryPolicy;
 use super::readiness::Readiness;
 use super::resource::{Resource, ResourceSet};
-use super::runtime::Extensions;
-use super::shutdown::{on_signal, Shutdown, Stopped};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
 use crate::handler::{registry, Handler, Registration};
+use crate::runtime::{on_signal, Extensions, RetryPolicy, Shutdown, Stopped};
 use crate::socket::SocketProvider;
 
 /// Runs applications together: the ones registered with `#[consumer]` / `#[producer]` and the

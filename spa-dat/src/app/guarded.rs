@@ -8,8 +8,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
-use super::shutdown::Shutdown;
 use crate::handler::CallResult;
+use crate::runtime::Shutdown;
 
 /// How a guarded handler call ended.
 pub(super) enum Outcome {

@@ -29,9 +29,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use super::readiness::Readiness;
-use super::shutdown::Shutdown;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::runtime::Shutdown;
 
 /// The longest a connection is served, however busy: a client cannot keep a slot forever by
 /// sending a request every few seconds.

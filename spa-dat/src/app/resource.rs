@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{BoxError, Error, Result};
-use crate::handler::Extensions;
+use crate::runtime::Extensions;
 
 /// A resource handlers can take as [`crate::Res<T>`]: a database pool, a file, a client.
 ///

@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::app::{AppRuntime, Extensions, Shutdown};
 use crate::error::BoxError;
 use crate::handler::HandlerKind;
 use crate::message::{MessageBuilder, SpaMessage};
-use crate::socket::Socket;
+use crate::runtime::{AppRuntime, Extensions, Shutdown, Socket};
 
 /// What an application offers its handler, known before any socket connects: used to check
 /// every handler argument at start-up.

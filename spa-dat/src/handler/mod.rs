@@ -16,7 +16,6 @@ use serde::Serialize;
 use crate::error::BoxError;
 use crate::message::{SpaMessage, CONTENT_TYPE_JSON};
 
-pub use crate::app::Extensions;
 pub use extract::{FromContext, HandlerContext, HandlerScope, Json, Res, State};
 pub use layer::{Layer, Next};
 pub use registry::Registration;

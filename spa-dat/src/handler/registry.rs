@@ -1,7 +1,7 @@
 //! Handlers registered by `#[consumer]` / `#[producer]` through `inventory`.
 
 use super::{BoxedHandler, HandlerKind};
-use crate::app::MessageOrder;
+use crate::runtime::MessageOrder;
 
 /// One handler registered by an attribute macro. Built only by macro output (const).
 #[derive(Debug)]

@@ -118,7 +118,7 @@ impl fmt::Display for Raw<'_> {
         match self {
             // Quoted, and cut short: the error reaches logs and dead-letter headers, and the
             // text is whatever an outside client sent.
-            Raw::Text(text) => write!(f, "the string {:?}", crate::socket::shortened(text)),
+            Raw::Text(text) => write!(f, "the string {:?}", crate::topic::shortened(text)),
             Raw::Signed(number) => write!(f, "the number {number}"),
             Raw::Unsigned(number) => write!(f, "the number {number}"),
             Raw::Float(number) => write!(f, "the number {number}"),

@@ -1,5 +1,6 @@
 //! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
-//! builds sockets for applications, and the [`Socket`] handle handlers use.
+//! builds sockets for applications, and what a transport author needs beside them.
+//! Handlers talk to the bus through the [`crate::Socket`] handle, built on these.
 
 pub mod faults;
 pub mod headers;
@@ -12,19 +13,20 @@ pub mod mqtt;
 mod ready;
 mod record;
 mod request;
-mod topic;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use serde::Serialize;
 
 use crate::error::Result;
-use crate::message::{MessageBuilder, SpaMessage};
+use crate::message::SpaMessage;
 
+#[cfg(any(feature = "mqtt", feature = "kafka"))]
+pub(crate) use crate::topic::shortened;
+pub use crate::topic::{
+    topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
+};
 pub use headers::Headers;
 pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
 pub use inbox::{ArrivalSender, Inbox};
@@ -33,10 +35,6 @@ pub use record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-pub(crate) use topic::{shortened, shortened_to};
-pub use topic::{
-    topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
-};
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
 ///
@@ -47,7 +45,7 @@ pub use topic::{
 ///
 /// Messages for the socket's subscriptions arrive in the [`Inbox`] returned with it by
 /// [`SocketProvider::connect`]. Implementations must be cheap to share: handlers call them
-/// concurrently through [`Socket`].
+/// concurrently through [`crate::Socket`].
 #[async_trait]
 pub trait SpaSocket: Send + Sync + 'static {
     /// Publishes `message`: its payload as it is, its headers where the transport can carry
@@ -70,52 +68,6 @@ pub trait SpaSocket: Send + Sync + 'static {
 
     /// Closes the connection: pending requests fail, the inbox ends. Idempotent.
     async fn close(&self) -> Result<()>;
-}
-
-/// What every socket does on top of its transport's methods, written once.
-impl dyn SpaSocket {
-    /// Publishes `message` to its topic, in the wire format.
-    pub async fn publish(&self, message: &SpaMessage) -> Result<()> {
-        self.send(Outgoing::traced(message)?).await
-    }
-
-    /// Publishes bytes as they are to `topic`.
-    pub async fn publish_bytes(&self, topic: &str, payload: Bytes) -> Result<()> {
-        self.send(Outgoing::new(topic, payload)).await
-    }
-
-    /// Publishes `reply` to a request that arrived as `request`; its correlation id, if it
-    /// carried one, goes back with it.
-    pub async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
-        self.send(Outgoing::reply(reply, request)?).await
-    }
-
-    /// Publishes `message` with a response topic of this socket's and waits for the reply,
-    /// at most `timeout`. Concurrent requests each get their own reply.
-    pub async fn request(&self, message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
-        round_trip(self, message, timeout, |request| self.send(request)).await
-    }
-}
-
-/// A request, written once: a reply route on `socket`, the request carrying its response topic
-/// and correlation id handed to `send`, the wait for the reply.
-async fn round_trip<F, Sent>(
-    socket: &dyn SpaSocket,
-    mut message: SpaMessage,
-    timeout: Duration,
-    send: F,
-) -> Result<SpaMessage>
-where
-    F: FnOnce(Outgoing) -> Sent,
-    Sent: std::future::Future<Output = Result<()>>,
-{
-    let pending = socket.reply_route(&message.topic).await?;
-    message.response_topic = Some(pending.response_topic().to_owned());
-    let destination = message.topic.clone();
-    let request =
-        Outgoing::message(message)?.with_header(headers::CORRELATION_ID, pending.id().to_string());
-    send(request).await?;
-    pending.wait(&destination, timeout).await
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.
@@ -270,178 +222,6 @@ pub trait SocketProvider: Send + Sync + 'static {
 
     /// The bus, for logs and errors (`memory://default`, `mqtt://host:1883`, ...).
     fn describe(&self) -> String;
-}
-
-/// The handle handlers use to talk to the bus: publish, request, (un)subscribe.
-///
-/// Cheap to clone. Messages it publishes get the application's `client_id`/`client_name` when
-/// they have none.
-#[derive(Clone)]
-pub struct Socket {
-    inner: Arc<dyn SpaSocket>,
-    builder: MessageBuilder,
-    request_timeout: Duration,
-    metrics: Option<Arc<crate::metrics::AppMetrics>>,
-    spans: crate::telemetry::SpanScope,
-}
-
-impl fmt::Debug for Socket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Socket")
-            .field("builder", &self.builder)
-            .field("request_timeout", &self.request_timeout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Socket {
-    /// Wraps a transport socket.
-    pub fn new(
-        inner: Arc<dyn SpaSocket>,
-        builder: MessageBuilder,
-        request_timeout: Duration,
-    ) -> Self {
-        Socket {
-            inner,
-            builder,
-            request_timeout,
-            metrics: None,
-            spans: crate::telemetry::SpanScope::detached(),
-        }
-    }
-
-    /// Counts what this socket publishes in `metrics` and traces it in `spans`.
-    pub(crate) fn with_telemetry(
-        mut self,
-        metrics: Arc<crate::metrics::AppMetrics>,
-        spans: crate::telemetry::SpanScope,
-    ) -> Self {
-        self.metrics = Some(metrics);
-        self.spans = spans;
-        self
-    }
-
-    /// The attributes of this socket's spans.
-    pub(crate) fn spans(&self) -> &crate::telemetry::SpanScope {
-        &self.spans
-    }
-
-    /// Publishes `message` (stamped with the sender fields) with `key`, in a `send` span whose
-    /// trace context goes along.
-    async fn send_message(&self, message: SpaMessage, key: Option<Bytes>) -> Result<()> {
-        let message = self.builder.stamp(message);
-        let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let outgoing = Outgoing {
-            key,
-            ..span.in_scope(|| Outgoing::traced(&message))?
-        };
-        span.run(self.send_counted(outgoing, None)).await
-    }
-
-    /// Publishes a handler's `reply` (stamped, addressed to the response topic) to `request`,
-    /// in a `send` span of the request's conversation; counted as sent to
-    /// [`crate::metrics::REPLY_DESTINATION`].
-    pub(crate) async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
-        let conversation = request.headers.get(headers::CORRELATION_ID);
-        let span = self
-            .spans
-            .send(&reply.topic, reply.payload.len(), conversation);
-        let outgoing = span.in_scope(|| Outgoing::reply(reply, request))?;
-        span.run(self.send_counted(outgoing, Some(crate::metrics::REPLY_DESTINATION)))
-            .await
-    }
-
-    /// Sends `outgoing` as it is (a dead letter), in a `send` span, counted.
-    pub(crate) async fn forward(&self, outgoing: Outgoing) -> Result<()> {
-        let span = self
-            .spans
-            .send(&outgoing.topic, outgoing.payload.len(), None);
-        span.run(self.send_counted(outgoing, None)).await
-    }
-
-    /// Sends `outgoing`, counting it once the transport took it: as sent to `label`, else to its
-    /// topic.
-    async fn send_counted(&self, outgoing: Outgoing, label: Option<&'static str>) -> Result<()> {
-        // A topic the transport will refuse takes no label value (outside clients choose
-        // reply topics).
-        let counted = self
-            .metrics
-            .as_ref()
-            .filter(|_| crate::metrics::enabled())
-            .and_then(|m| match label {
-                Some(label) => Some(m.sent(label)),
-                None => validate_topic(&outgoing.topic)
-                    .is_ok()
-                    .then(|| m.sent(&outgoing.topic)),
-            });
-        self.inner.send(outgoing).await?;
-        if let Some(counted) = counted {
-            counted.increment(1);
-        }
-        Ok(())
-    }
-
-    /// Publishes a message.
-    pub async fn publish(&self, message: SpaMessage) -> Result<()> {
-        self.send_message(message, None).await
-    }
-
-    /// Publishes a message with a key: consumers ordering by key handle one key's messages in
-    /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
-    pub async fn publish_keyed(&self, key: impl Into<Bytes>, message: SpaMessage) -> Result<()> {
-        self.send_message(message, Some(key.into())).await
-    }
-
-    /// Publishes `value` as a JSON message on `topic`.
-    pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
-        self.send_message(self.builder.json(topic, value)?, None)
-            .await
-    }
-
-    /// Sends a request and waits for its reply, at most the configured request timeout.
-    pub async fn request(&self, message: SpaMessage) -> Result<SpaMessage> {
-        self.request_with_timeout(message, self.request_timeout)
-            .await
-    }
-
-    /// Sends a request and waits for its reply, at most `timeout`.
-    pub async fn request_with_timeout(
-        &self,
-        message: SpaMessage,
-        timeout: Duration,
-    ) -> Result<SpaMessage> {
-        let message = self.builder.stamp(message);
-        // The span covers the round trip: the responder's spans are its children.
-        let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let sent = round_trip(&*self.inner, message, timeout, |request| {
-            self.send_counted(request, None)
-        });
-        span.run(sent).await
-    }
-
-    /// Adds subscriptions; their messages reach this application's handler.
-    pub async fn subscribe(&self, topics: &[&str]) -> Result<()> {
-        self.inner.subscribe(&to_owned(topics)).await
-    }
-
-    /// Removes subscriptions.
-    pub async fn unsubscribe(&self, topics: &[&str]) -> Result<()> {
-        self.inner.unsubscribe(&to_owned(topics)).await
-    }
-
-    /// The application's message builder.
-    pub fn builder(&self) -> &MessageBuilder {
-        &self.builder
-    }
-
-    /// The transport socket underneath.
-    pub fn transport(&self) -> &Arc<dyn SpaSocket> {
-        &self.inner
-    }
-}
-
-fn to_owned(topics: &[&str]) -> Vec<String> {
-    topics.iter().map(|t| (*t).to_owned()).collect()
 }
 
 /// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request.

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::headers::{self, Headers};
-use super::shortened_to;
-use crate::error::Result;
 use crate::message::SpaMessage;
-use crate::telemetry;
+use crate::topic::shortened_to;
 
 /// One message to publish: the single primitive every transport implements
 /// ([`super::SpaSocket::send`]).
@@ -49,34 +47,6 @@ impl Outgoing {
             headers: Headers::new(),
             key: None,
         }
-    }
-
-    /// `message` in the wire format, to its own topic. Inside an OpenTelemetry span (feature
-    /// `opentelemetry`) its trace context is the current span's, in the envelope and in the
-    /// headers; elsewhere it keeps the context it has (a forwarded message stays in its trace).
-    pub fn message(message: SpaMessage) -> Result<Self> {
-        Outgoing::traced(&message)
-    }
-
-    /// [`Outgoing::message`], borrowing the message.
-    pub(crate) fn traced(message: &SpaMessage) -> Result<Self> {
-        let current = telemetry::current();
-        let trace = current.as_ref().or(message.trace_context.as_ref());
-        let mut outgoing = Outgoing::new(message.topic.clone(), message.to_wire(trace)?);
-        if let Some(trace) = trace {
-            telemetry::write_headers(trace, &mut outgoing.headers);
-        }
-        Ok(outgoing)
-    }
-
-    /// `reply` to a request that arrived as `request`: the request's correlation id, if it
-    /// carried one, goes back with it.
-    pub fn reply(reply: &SpaMessage, request: &Delivery) -> Result<Self> {
-        let mut outgoing = Outgoing::traced(reply)?;
-        if let Some(id) = request.headers.get(headers::CORRELATION_ID) {
-            outgoing.headers.insert(headers::CORRELATION_ID, id);
-        }
-        Ok(outgoing)
     }
 
     /// `delivery`, which could not be handled for `reason` in `attempts` handler calls,

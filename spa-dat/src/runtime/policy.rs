@@ -109,7 +109,7 @@ impl RetryPolicy {
 
 /// What follows a failed attempt at a message (a handler call, or publishing its reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum AfterFailure {
+pub(crate) enum AfterFailure {
     /// Try again after this pause: attempts are left.
     Retry(Duration),
     /// Attempts spent: forward it to the dead-letter topic, then acknowledge it.
@@ -124,7 +124,7 @@ pub(super) enum AfterFailure {
 impl RetryPolicy {
     /// What follows the failed `attempt` (1 = the first); a `permanent` failure has no
     /// attempts left.
-    pub(super) fn after_failure(
+    pub(crate) fn after_failure(
         &self,
         attempt: u32,
         permanent: bool,
@@ -141,9 +141,6 @@ impl RetryPolicy {
         }
     }
 }
-
-/// Gives a message its ordering key (see [`crate::Application::order_key`]).
-pub(super) type KeyFn = dyn Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync;
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,6 @@
-//! MQTT topic filters (`+` matches one level, `#` the rest), used by the in-process bus.
+//! Topic names and filters, the grammar every layer shares: MQTT-style filters (`+` matches
+//! one level, `#` the rest), the checks a topic from outside must pass, and text shortened for
+//! logs and errors. A foundation module: it imports nothing of the crate.
 
 /// Whether `topic` matches the MQTT-style `filter`.
 ///

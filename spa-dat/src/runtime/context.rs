@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::shutdown::Shutdown;
-use crate::socket::Socket;
+use super::Socket;
 
 /// Values stored by type: the applications' shared state and resources.
 #[derive(Clone, Default)]
