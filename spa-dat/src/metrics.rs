@@ -328,24 +328,19 @@ pub(crate) fn kafka_lag(topic: &str, partition: i32, group: &str, lag: i64) {
     .set(lag as f64);
 }
 
-/// Keeps [`CONNECTION_UP`] of `app` at what `ready` says, until aborted.
-pub(crate) async fn follow_connection(
-    app: &str,
-    system: &'static str,
-    ready: crate::socket::ReadySignal,
-) {
-    let gauge =
-        metrics::gauge!(CONNECTION_UP, "spa_app" => app.to_owned(), "messaging_system" => system);
-    let mut changes = ready.subscribe();
-    loop {
-        gauge.set(if *changes.borrow_and_update() {
-            1.0
-        } else {
-            0.0
-        });
-        if changes.changed().await.is_err() {
-            return;
-        }
+/// The [`CONNECTION_UP`] gauge of one application.
+pub(crate) struct ConnectionGauge(metrics::Gauge);
+
+impl ConnectionGauge {
+    pub(crate) fn new(app: &str, system: &'static str) -> Self {
+        ConnectionGauge(
+            metrics::gauge!(CONNECTION_UP, "spa_app" => app.to_owned(), "messaging_system" => system),
+        )
+    }
+
+    /// Whether the application's socket is connected.
+    pub(crate) fn set(&self, up: bool) {
+        self.0.set(if up { 1.0 } else { 0.0 });
     }
 }
 

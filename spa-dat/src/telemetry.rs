@@ -8,7 +8,8 @@
 //! `messaging.consumer.group.name`, `messaging.message.body.size`, `messaging.client.id`,
 //! `messaging.message.conversation_id` for requests and replies, and `spa.app`).
 //!
-//! Their context crosses the bus as W3C trace context: [`TRACEPARENT`] / [`TRACESTATE`] in
+//! Their context crosses the bus as W3C trace context: [`crate::message::TRACEPARENT`] /
+//! [`crate::message::TRACESTATE`] in
 //! Kafka headers and, for transports without headers (MQTT 3.1.1) and for Python peers, as
 //! two extra keys of the envelope (Python spa-dat 0.4.0 ignores keys it does not know). A
 //! `process` span is the child of the `send` span of the message it handles and links to it,
@@ -30,13 +31,9 @@
 
 use std::sync::Arc;
 
+use crate::message::{TraceContext, TRACEPARENT, TRACESTATE};
 use crate::socket::headers::Headers;
 use crate::socket::Delivery;
-
-/// The W3C `traceparent` key: in Kafka headers and in the envelope.
-pub const TRACEPARENT: &str = "traceparent";
-/// The W3C `tracestate` key: in Kafka headers and in the envelope.
-pub const TRACESTATE: &str = "tracestate";
 
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -50,15 +47,6 @@ pub fn enable() {
 /// Whether [`enable`] was called (always false without the `opentelemetry` feature).
 pub fn enabled() -> bool {
     cfg!(feature = "opentelemetry") && ENABLED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// W3C trace context as a message carries it (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceContext {
-    /// `00-{trace id}-{parent span id}-{flags}`.
-    pub traceparent: String,
-    /// Vendor-specific trace state, if any.
-    pub tracestate: Option<String>,
 }
 
 /// The attributes every span of one application's socket carries, and the tracer that makes

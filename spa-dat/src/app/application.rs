@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::concurrent::KeyFn;
-use super::concurrent::Ordering;
-use super::consumer::Consumer;
-use super::guarded::{run_guarded, Limits, Outcome};
+use super::engine::concurrent::{KeyFn, Ordering};
+use super::engine::consumer::Consumer;
+use super::engine::guarded::{run_guarded, Limits, Outcome};
 use super::placeholders;
 use super::resource::{ActiveResources, Resource, ResourceSet};
 use crate::config::{Config, SocketProviderFactory};
@@ -603,9 +602,7 @@ impl ApplicationLifeCycle for Application {
                 running.runtime.metrics.system(),
             );
             let ready = self.ready.clone();
-            tokio::spawn(
-                async move { crate::metrics::follow_connection(&app, system, ready).await },
-            )
+            tokio::spawn(async move { super::health::follow_connection(&app, system, ready).await })
         });
         let result = match (self.kind, inbox) {
             (HandlerKind::Producer, _) => self.produce(running).await,

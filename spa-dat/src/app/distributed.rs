@@ -9,8 +9,8 @@ use futures_util::FutureExt;
 use tokio::task::JoinSet;
 
 use super::application::{Application, ApplicationLifeCycle, Settings};
-use super::guarded::panic_message;
-use super::readiness::Readiness;
+use super::engine::guarded::panic_message;
+use super::health::Readiness;
 use super::resource::{Resource, ResourceSet};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
@@ -220,7 +220,7 @@ impl DistributedApplication {
         }
 
         #[cfg(any(feature = "probes", feature = "prometheus"))]
-        super::http::serve_configured(&config, &readiness, &shutdown).await?;
+        super::health::http::serve_configured(&config, &readiness, &shutdown).await?;
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
         let result = run_apps(apps, &resources, &provider, &readiness).await;
         readiness.stopped();

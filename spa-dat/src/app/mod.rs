@@ -1,19 +1,17 @@
-//! Applications and their life cycle.
+//! Applications: their life cycle (`application`, `distributed`, `resource`, `placeholders`),
+//! the delivery engine that runs a consumer's messages (`engine/`), and health (`health/`).
+//!
+//! The top layer: it imports everything below (the runtime floor, handlers, sockets, config)
+//! and nothing imports it but the crate root.
 
 mod application;
-mod concurrent;
-mod consumer;
 mod distributed;
-mod guarded;
-#[cfg(any(feature = "probes", feature = "prometheus"))]
-mod http;
+mod engine;
+mod health;
 mod placeholders;
-#[cfg(feature = "probes")]
-mod probes;
-mod readiness;
 mod resource;
 
 pub use application::{Application, ApplicationLifeCycle};
 pub use distributed::DistributedApplication;
-pub use readiness::Readiness;
+pub use health::Readiness;
 pub use resource::Resource;

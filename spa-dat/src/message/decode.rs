@@ -236,8 +236,8 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 "QualityOfService" => &mut fields.quality_of_service,
                 "ResponseTopic" => &mut fields.response_topic,
                 "Timestamp" => &mut fields.timestamp,
-                crate::telemetry::TRACEPARENT => &mut fields.traceparent,
-                crate::telemetry::TRACESTATE => &mut fields.tracestate,
+                super::TRACEPARENT => &mut fields.traceparent,
+                super::TRACESTATE => &mut fields.tracestate,
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                     continue;

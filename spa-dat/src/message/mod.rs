@@ -13,9 +13,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-pub use crate::telemetry::TraceContext;
+pub use trace::{TraceContext, TRACEPARENT, TRACESTATE};
 
 mod decode;
+mod trace;
 
 /// The content type spa-dat sets for JSON payloads.
 pub const CONTENT_TYPE_JSON: &str = "application/json";

@@ -20,7 +20,7 @@ use crate::runtime::MessageOrder;
 use crate::socket::{Arrival, Delivery, Inbox};
 
 /// Gives a message its ordering key (see [`crate::Application::order_key`]).
-pub(super) type KeyFn = dyn Fn(&Delivery) -> Option<Bytes> + Send + Sync;
+pub(crate) type KeyFn = dyn Fn(&Delivery) -> Option<Bytes> + Send + Sync;
 
 /// Messages taken from the inbox and not yet acknowledged, per handler slot.
 const BUFFER_FACTOR: usize = 4;
@@ -60,10 +60,10 @@ impl OrderKey {
 }
 
 /// How a concurrent consumer orders its messages.
-pub(super) struct Ordering {
-    pub(super) order: MessageOrder,
+pub(crate) struct Ordering {
+    pub(crate) order: MessageOrder,
     /// The user's key function, instead of the transport's key.
-    pub(super) key: Option<Arc<KeyFn>>,
+    pub(crate) key: Option<Arc<KeyFn>>,
 }
 
 /// Each key's messages waiting, in arrival order, and which keys may start one.
@@ -234,7 +234,7 @@ impl Consumer {
     /// Handles what arrives in `inbox` with up to `limit` handlers at once, in `order`, until
     /// shutdown or until the socket closes; then waits for the handlers still running (each
     /// gets the shutdown grace period).
-    pub(super) async fn run_concurrently(
+    pub(crate) async fn run_concurrently(
         self: Arc<Self>,
         mut inbox: Inbox,
         limit: usize,

@@ -15,66 +15,79 @@ use crate::handler::{BoxedHandler, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
 use crate::runtime::{AfterFailure, AppRuntime, RetryPolicy};
-use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, InboxDepth, Outgoing};
+use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing};
 use crate::telemetry::Traced;
 use tracing::Instrument;
 
+/// Logs at `level` about the message `delivery` being handled by `consumer`: every line
+/// names the application, the topic and the position the same way. (Fields, not a span: the
+/// per-message span is DEBUG, as an INFO span per message halves throughput, and a WARN line
+/// must name its message under an `info` filter.)
+macro_rules! about {
+    ($level:ident, $consumer:expr, $delivery:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            app = %$consumer.runtime.name,
+            topic = %$delivery.topic,
+            position = ?$delivery.position,
+            $($rest)+
+        )
+    };
+}
+
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
-pub(super) enum Unfinished {
+pub(crate) struct Unfinished {
+    delivery: Delivery,
+    measure: Option<Measure>,
+    stage: Stage,
+}
+
+/// How far an [`Unfinished`] message got.
+enum Stage {
     /// Bad input — not a spa-dat message, or a response topic nobody may publish to: the
     /// handler is not called; dead-letter it, then acknowledge.
-    BadInput {
-        delivery: Delivery,
-        reason: String,
-        measure: Option<Measure>,
-    },
+    BadInput { reason: String },
     /// The handler finished with a reply, an error or a panic.
-    Finished {
-        delivery: Delivery,
-        response_topic: Option<String>,
-        outcome: Outcome,
-        span: tracing::Span,
-        traced: Traced,
-        measure: Option<Measure>,
-    },
+    Finished { call: CallSpans, outcome: Outcome },
     /// The handler is still running.
     Running {
-        delivery: Delivery,
-        response_topic: Option<String>,
-        call: GuardedCall,
-        span: tracing::Span,
-        traced: Traced,
-        measure: Option<Measure>,
+        call: CallSpans,
+        running: GuardedCall,
     },
+}
+
+/// What a message the handler was called for carries to its settlement.
+struct CallSpans {
+    /// Where its reply goes.
+    response_topic: Option<String>,
+    /// Its log span (app, topic, position).
+    span: tracing::Span,
+    /// Its `process` span.
+    traced: Traced,
 }
 
 impl Unfinished {
     /// The delivery being handled.
-    pub(super) fn delivery_mut(&mut self) -> &mut Delivery {
-        match self {
-            Unfinished::BadInput { delivery, .. }
-            | Unfinished::Finished { delivery, .. }
-            | Unfinished::Running { delivery, .. } => delivery,
-        }
+    pub(crate) fn delivery_mut(&mut self) -> &mut Delivery {
+        &mut self.delivery
     }
 }
 
 /// The per-message path of a consumer: its application's name, socket and shutdown are the
 /// runtime's.
-pub(super) struct Consumer {
-    pub(super) handler: BoxedHandler,
-    pub(super) runtime: Arc<AppRuntime>,
-    pub(super) dead_letter_topic: Option<String>,
-    pub(super) limits: Limits,
-    pub(super) retry: RetryPolicy,
+pub(crate) struct Consumer {
+    pub(crate) handler: BoxedHandler,
+    pub(crate) runtime: Arc<AppRuntime>,
+    pub(crate) dead_letter_topic: Option<String>,
+    pub(crate) limits: Limits,
+    pub(crate) retry: RetryPolicy,
     /// A reply to a message without a response topic was logged at WARN already.
-    pub(super) warned_unrequested_reply: AtomicBool,
+    pub(crate) warned_unrequested_reply: AtomicBool,
     /// The transport takes acknowledgements in any order ([`crate::socket::Capabilities`]).
-    pub(super) acks_in_any_order: bool,
+    pub(crate) acks_in_any_order: bool,
     /// Messages taken for handling, and messages whose handling ended: the watchdog compares
     /// them ([`Consumer::watch`]).
-    pub(super) taken: AtomicU64,
-    pub(super) done: AtomicU64,
+    pub(crate) taken: AtomicU64,
+    pub(crate) done: AtomicU64,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.
@@ -90,7 +103,7 @@ impl ArrivalHandler for OnArrival {
 
 impl Consumer {
     /// Handles what arrives in `inbox` until shutdown or until the socket closes.
-    pub(super) async fn run(self: Arc<Self>, mut inbox: Inbox) {
+    pub(crate) async fn run(self: Arc<Self>, mut inbox: Inbox) {
         inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&self))));
         let mut batch = Vec::with_capacity(64);
         // One shutdown watch for the whole loop: registering a new one per batch costs a lock.
@@ -131,7 +144,7 @@ impl Consumer {
     /// poll, the acknowledgement. Returns what is left to await, if anything. Once shutdown is
     /// requested nothing new starts: unacknowledged, an at-least-once transport delivers the
     /// message again.
-    pub(super) fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
+    pub(crate) fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
         if self.runtime.shutdown.is_triggered() {
             return None;
         }
@@ -140,11 +153,13 @@ impl Consumer {
         let message = match SpaMessage::from_json(&delivery.payload) {
             Ok(message) => message,
             Err(error) => {
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
-                return Some(Unfinished::BadInput {
+                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
+                return Some(Unfinished {
                     delivery,
-                    reason: format!("not a spa-dat message: {error}"),
                     measure,
+                    stage: Stage::BadInput {
+                        reason: format!("not a spa-dat message: {error}"),
+                    },
                 });
             }
         };
@@ -156,11 +171,13 @@ impl Consumer {
             .as_deref()
             .map(crate::topic::validate_topic)
         {
-            tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %problem, "skipping a request whose response topic cannot be published to");
-            return Some(Unfinished::BadInput {
+            about!(warn, self, delivery, %problem, "skipping a request whose response topic cannot be published to");
+            return Some(Unfinished {
                 delivery,
-                reason: format!("bad ResponseTopic: {problem}"),
                 measure,
+                stage: Stage::BadInput {
+                    reason: format!("bad ResponseTopic: {problem}"),
+                },
             });
         }
         let response_topic = message.response_topic.clone();
@@ -171,7 +188,7 @@ impl Consumer {
             .process(&delivery, message.trace_context.as_ref());
         let call = self.call(message);
         let (span, polled) = traced.in_scope(|| {
-            let span = self.log_span(&delivery.topic);
+            let span = self.log_span(&delivery);
             let polled = first_poll(call, &span);
             (span, polled)
         });
@@ -185,46 +202,55 @@ impl Consumer {
                 }
                 None
             }
-            FirstPoll::Finished(outcome) => Some(Unfinished::Finished {
+            FirstPoll::Finished(outcome) => Some(Unfinished {
                 delivery,
-                response_topic,
-                outcome,
-                span,
-                traced,
                 measure,
+                stage: Stage::Finished {
+                    call: CallSpans {
+                        response_topic,
+                        span,
+                        traced,
+                    },
+                    outcome,
+                },
             }),
-            FirstPoll::Running(call) => Some(Unfinished::Running {
+            FirstPoll::Running(running) => Some(Unfinished {
                 delivery,
-                response_topic,
-                call,
-                span,
-                traced,
                 measure,
+                stage: Stage::Running {
+                    call: CallSpans {
+                        response_topic,
+                        span,
+                        traced,
+                    },
+                    running,
+                },
             }),
         }
     }
 
     /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, then
     /// [`Consumer::settle`].
-    pub(super) async fn finish(&self, unfinished: Unfinished) {
+    pub(crate) async fn finish(&self, unfinished: Unfinished) {
         self.finish_counted(unfinished).await;
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
     async fn finish_counted(&self, unfinished: Unfinished) {
-        let (delivery, response_topic, outcome, span, traced, measure) = match unfinished {
-            Unfinished::BadInput {
-                delivery,
-                reason,
-                measure,
-            } => {
+        let Unfinished {
+            delivery,
+            measure,
+            stage,
+        } = unfinished;
+        let (call, outcome) = match stage {
+            Stage::BadInput { reason } => {
                 if let Some(measure) = &measure {
                     measure.topic.skipped.increment(1);
                 }
-                if self
+                let dead_lettered = self
                     .dead_letter(&delivery, &reason, 0, measure.as_ref())
-                    .await
-                {
+                    .await;
+                if dead_lettered {
                     delivery.ack();
                     if let Some(measure) = measure {
                         measure.finished();
@@ -232,33 +258,25 @@ impl Consumer {
                 }
                 return;
             }
-            Unfinished::Finished {
-                delivery,
-                response_topic,
-                outcome,
-                span,
-                traced,
-                measure,
-            } => (delivery, response_topic, outcome, span, traced, measure),
-            Unfinished::Running {
-                delivery,
-                response_topic,
-                call,
-                span,
-                traced,
-                measure,
-            } => {
-                let outcome = traced
+            Stage::Finished { call, outcome } => (call, outcome),
+            Stage::Running { call, running } => {
+                let outcome = call
+                    .traced
                     .scoped(run_to_end(
-                        call,
-                        span.clone(),
+                        running,
+                        call.span.clone(),
                         &self.runtime.shutdown,
                         self.limits,
                     ))
                     .await;
-                (delivery, response_topic, outcome, span, traced, measure)
+                (call, outcome)
             }
         };
+        let CallSpans {
+            response_topic,
+            span,
+            traced,
+        } = call;
         let settled = self.settle(delivery, response_topic, outcome, span, &traced, measure);
         traced.scoped(settled).await;
         traced.end();
@@ -307,7 +325,7 @@ impl Consumer {
                     // A payload that is not the type a `Json<T>` argument asks for, or a
                     // message a layer refused, is bad input, not a handler bug: no retry can
                     // fix it. WARN, as an undecodable message is.
-                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
+                    about!(warn, self, delivery, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
                     count(|m| &m.skipped);
                     let reason = format!("bad payload: {error}");
                     traced.failed(&reason);
@@ -330,7 +348,7 @@ impl Consumer {
                 Outcome::Panicked(reason) => (format!("handler panicked: {reason}"), false),
                 Outcome::TimedOut(after) => (format!("handler timed out after {after:?}"), false),
                 Outcome::Cancelled => {
-                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
+                    about!(warn, self, delivery, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
                     return;
                 }
             };
@@ -340,11 +358,17 @@ impl Consumer {
             let has_dead_letter = self.dead_letter_topic.is_some();
             let pause = match policy.after_failure(attempt, permanent, has_dead_letter) {
                 AfterFailure::Retry(pause) => {
-                    tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
+                    about!(warn, self, delivery, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
                     pause
                 }
                 AfterFailure::DeadLetter => {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; dead-lettering");
+                    about!(
+                        error,
+                        self,
+                        delivery,
+                        attempts = attempt,
+                        "{failure}; dead-lettering"
+                    );
                     if !self
                         .dead_letter(&delivery, &failure, attempt, measure.as_ref())
                         .await
@@ -354,16 +378,27 @@ impl Consumer {
                     break;
                 }
                 AfterFailure::Skip => {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, "{failure}; skipped (no dead-letter topic)");
+                    about!(
+                        error,
+                        self,
+                        delivery,
+                        attempts = attempt,
+                        "{failure}; skipped (no dead-letter topic)"
+                    );
                     break;
                 }
                 AfterFailure::Hold(pause) => {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
+                    about!(error, self, delivery, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
                     pause
                 }
             };
             if !self.pause_unless_shutdown(pause).await {
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position, "shutting down with a failed message; not acknowledged, it comes again");
+                about!(
+                    warn,
+                    self,
+                    delivery,
+                    "shutting down with a failed message; not acknowledged, it comes again"
+                );
                 return;
             }
             attempt = attempt.saturating_add(1);
@@ -388,10 +423,10 @@ impl Consumer {
     }
 
     /// The `tracing` span a message is handled in: log lines get its app and topic.
-    fn log_span(&self, topic: &str) -> tracing::Span {
+    fn log_span(&self, delivery: &Delivery) -> tracing::Span {
         // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
         // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
-        tracing::debug_span!("message", app = %self.runtime.name, topic = %topic)
+        tracing::debug_span!("message", app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position)
     }
 
     /// The handler's call for `message`.
@@ -424,9 +459,14 @@ impl Consumer {
             // Once per application at WARN: a handler that answers messages nobody asked is
             // usually a mistake (or a requester that forgot its response topic).
             if !self.warned_unrequested_reply.swap(true, Ordering::Relaxed) {
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "the handler returned a reply to a message without a response topic; the reply is dropped (logged once; later ones at DEBUG)");
+                about!(warn, self, delivery, "the handler returned a reply to a message without a response topic; the reply is dropped (logged once; later ones at DEBUG)");
             } else {
-                tracing::debug!(app = %self.runtime.name, topic = %delivery.topic, "reply to a message without a response topic dropped");
+                about!(
+                    debug,
+                    self,
+                    delivery,
+                    "reply to a message without a response topic dropped"
+                );
             }
             return true;
         };
@@ -441,7 +481,7 @@ impl Consumer {
             };
             let reply_topic = crate::topic::shortened(&reply.topic);
             if error.is_permanent() {
-                tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, "the reply cannot be published; the request is dead-lettered, or skipped without a dead-letter topic");
+                about!(error, self, delivery, %reply_topic, %error, "the reply cannot be published; the request is dead-lettered, or skipped without a dead-letter topic");
                 if let Some(measure) = measure {
                     measure.topic.skipped.increment(1);
                 }
@@ -452,18 +492,23 @@ impl Consumer {
             let pause = match policy.after_failure(tries, false, has_dead_letter) {
                 AfterFailure::Retry(pause) | AfterFailure::Hold(pause) => pause,
                 AfterFailure::DeadLetter => {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; dead-lettering the request");
+                    about!(error, self, delivery, %reply_topic, %error, tries, "publishing the reply failed; dead-lettering the request");
                     let reason = format!("reply not published: {error}");
                     return self.dead_letter(delivery, &reason, attempts, measure).await;
                 }
                 AfterFailure::Skip => {
-                    tracing::error!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, "publishing the reply failed; the request is skipped (no dead-letter topic)");
+                    about!(error, self, delivery, %reply_topic, %error, tries, "publishing the reply failed; the request is skipped (no dead-letter topic)");
                     return true;
                 }
             };
-            tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, %reply_topic, %error, tries, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it is published");
+            about!(warn, self, delivery, %reply_topic, %error, tries, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it is published");
             if !self.pause_unless_shutdown(pause).await {
-                tracing::warn!(app = %self.runtime.name, topic = %delivery.topic, "shutting down with a reply not published; the request is not acknowledged");
+                about!(
+                    warn,
+                    self,
+                    delivery,
+                    "shutting down with a reply not published; the request is not acknowledged"
+                );
                 return false;
             }
             tries = tries.saturating_add(1);
@@ -508,14 +553,14 @@ impl Consumer {
             if error.is_permanent() && !summarized {
                 // Most often too large (an MQTT broker takes larger packets in than out): a
                 // summary of it fits, and a retry of the whole never would.
-                tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, "the dead letter was refused; forwarding a summary instead (reason, size, digest and the first bytes)");
+                about!(error, self, delivery, dead_letter_topic = topic, %error, "the dead letter was refused; forwarding a summary instead (reason, size, digest and the first bytes)");
                 dead_letter = Outgoing::dead_letter_summary(topic, delivery, reason, attempts);
                 summarized = true;
                 continue;
             }
-            tracing::error!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
+            about!(error, self, delivery, dead_letter_topic = topic, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
             if !self.pause_unless_shutdown(pause).await {
-                tracing::warn!(app = %self.runtime.name, topic, from = %delivery.topic, position = ?delivery.position, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
+                about!(warn, self, delivery, dead_letter_topic = topic, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
                 return false;
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
@@ -527,42 +572,3 @@ impl Consumer {
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// The longest pause between two tries of a reply or a dead letter.
 const LONGEST_PAUSE: Duration = Duration::from_secs(10);
-
-impl Consumer {
-    /// Sets `progressing` false while messages are being handled and none finished for longer
-    /// than `stall_after` (a hung handler, a key stuck retrying), true otherwise. Checks four
-    /// times per `stall_after` (at least every 250 ms); runs until aborted.
-    /// With metrics on, it also keeps the consumer's in-flight and buffered gauges (of
-    /// `inbox`) current.
-    pub(super) async fn watch(
-        self: Arc<Self>,
-        progressing: crate::socket::ReadySignal,
-        stall_after: Duration,
-        inbox: Option<InboxDepth>,
-    ) {
-        let gauges = crate::metrics::enabled()
-            .then(|| crate::metrics::ConsumerGauges::new(&self.runtime.name));
-        let tick = (stall_after / 4).min(Duration::from_millis(250));
-        let mut last_done = self.done.load(Ordering::Relaxed);
-        let mut since = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(tick).await;
-            let (taken, done) = (
-                self.taken.load(Ordering::Relaxed),
-                self.done.load(Ordering::Relaxed),
-            );
-            if let Some(gauges) = &gauges {
-                let buffered = inbox.as_ref().map_or(0, InboxDepth::queued);
-                gauges.set(taken.saturating_sub(done), buffered);
-            }
-            if done != last_done || taken == done {
-                last_done = done;
-                since = tokio::time::Instant::now();
-                progressing.set(true);
-            } else if since.elapsed() > stall_after && progressing.is_ready() {
-                tracing::warn!(app = %self.runtime.name, in_flight = taken - done, stalled_for = ?since.elapsed(), "consumer made no progress: not ready");
-                progressing.set(false);
-            }
-        }
-    }
-}

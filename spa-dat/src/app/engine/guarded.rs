@@ -12,7 +12,7 @@ use crate::handler::CallResult;
 use crate::runtime::Shutdown;
 
 /// How a guarded handler call ended.
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     Done(CallResult),
     Panicked(String),
     /// Ran past the handler timeout; cancelled.
@@ -21,11 +21,11 @@ pub(super) enum Outcome {
     Cancelled,
 }
 
-pub(super) type HandlerCall = futures_util::future::BoxFuture<'static, CallResult>;
-pub(super) type GuardedCall = futures_util::future::CatchUnwind<AssertUnwindSafe<HandlerCall>>;
+pub(crate) type HandlerCall = futures_util::future::BoxFuture<'static, CallResult>;
+pub(crate) type GuardedCall = futures_util::future::CatchUnwind<AssertUnwindSafe<HandlerCall>>;
 
 /// A handler call after its first poll.
-pub(super) enum FirstPoll {
+pub(crate) enum FirstPoll {
     Finished(Outcome),
     /// Still running: finish it with [`run_to_end`].
     Running(GuardedCall),
@@ -33,7 +33,7 @@ pub(super) enum FirstPoll {
 
 /// Polls a handler future once, catching panics, inside `span`. Most handlers finish on their
 /// first poll: they need neither the shutdown watch nor an instrumented future.
-pub(super) fn first_poll(call: HandlerCall, span: &tracing::Span) -> FirstPoll {
+pub(crate) fn first_poll(call: HandlerCall, span: &tracing::Span) -> FirstPoll {
     let mut call = AssertUnwindSafe(call).catch_unwind();
     let polled = {
         let _entered = span.enter();
@@ -47,16 +47,16 @@ pub(super) fn first_poll(call: HandlerCall, span: &tracing::Span) -> FirstPoll {
 
 /// How long a handler call may run.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limits {
+pub(crate) struct Limits {
     /// After shutdown is requested, the call gets this much more time.
-    pub(super) grace: Duration,
+    pub(crate) grace: Duration,
     /// The call is cancelled after this long (a failed attempt).
-    pub(super) timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// Runs a handler future that did not finish on its first poll, catching panics, inside
 /// `span`, within `limits`.
-pub(super) async fn run_to_end(
+pub(crate) async fn run_to_end(
     call: GuardedCall,
     span: tracing::Span,
     shutdown: &Shutdown,
@@ -90,7 +90,7 @@ fn outcome(result: std::thread::Result<CallResult>) -> Outcome {
 }
 
 /// Runs a handler future to its end: [`first_poll`], then [`run_to_end`] if needed.
-pub(super) async fn run_guarded(
+pub(crate) async fn run_guarded(
     call: HandlerCall,
     span: tracing::Span,
     shutdown: &Shutdown,
@@ -102,7 +102,7 @@ pub(super) async fn run_guarded(
     }
 }
 
-pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     if let Some(text) = panic.downcast_ref::<&str>() {
         (*text).to_owned()
     } else if let Some(text) = panic.downcast_ref::<String>() {

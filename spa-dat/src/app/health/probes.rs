@@ -10,7 +10,7 @@ use super::http::text;
 use super::readiness::Readiness;
 
 /// The answer to `GET path`, if `path` is a probe's.
-pub(super) fn answer(path: &str, readiness: &Readiness) -> Option<Response<Full<Bytes>>> {
+pub(crate) fn answer(path: &str, readiness: &Readiness) -> Option<Response<Full<Bytes>>> {
     let (status, body) = match path {
         "/health/live" => (StatusCode::OK, "live\n".to_owned()),
         "/health/ready" if readiness.is_ready() => (StatusCode::OK, "ready\n".to_owned()),
