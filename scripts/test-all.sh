@@ -19,6 +19,9 @@ trap cleanup EXIT
 
 export SPA_DAT_BROKER_STATE=$STATE
 
+# --- The module layers (spa-dat/src/lib.rs): an import against their direction fails the run ---
+python3 "$ROOT/scripts/check-layers.py"
+
 # --- Debian packages, from the one list scripts/debian-packages.txt (missing ones only) ---
 "$ROOT/scripts/install-packages.sh"
 # The package's own service is not needed (tests start their brokers); stop it if it runs.

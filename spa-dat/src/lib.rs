@@ -1,4 +1,30 @@
 #![doc = include_str!("../README.md")]
+//!
+//! # Layers
+//!
+//! The crate's modules form layers; each imports only the layers below it
+//! (`scripts/check-layers.py`, run by the test command, fails on an import against this
+//! direction and on an import circle between folders):
+//!
+//! ```text
+//!  app/          life cycle (Application, DistributedApplication, resources)
+//!                ├─ engine/  the delivery engine: per-message path, order keys, retries,
+//!                │           dead letters, guarded calls, watchdog
+//!                └─ health/  readiness, probes, the HTTP server of probes and metrics
+//!  handler/      what handlers take (FromContext) and return (IntoReply); layers; registry
+//!  runtime/      the floor handlers stand on: the Socket handle, the encoding of messages
+//!                for transports, the handler context, Shutdown, MessageOrder, RetryPolicy
+//!  config, telemetry
+//!                settings that build transports; spans over what transports deliver
+//!  socket/       the transport interface (SpaSocket, SocketProvider, Outgoing, Delivery,
+//!                Inbox) and the transports: memory, mqtt/, kafka/, faults
+//!  message/, metrics
+//!                the envelope (SpaMessage, its wire format, trace context); metric handles
+//!  error, topic, url, redact
+//!                foundation: errors, topic grammar, URL parsing, secrets kept out of logs
+//! ```
+//!
+//! The engine and health never import the life cycle, nor each other.
 #![forbid(unsafe_code)]
 
 pub mod app;
