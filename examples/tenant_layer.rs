@@ -5,29 +5,24 @@
 //! cargo run --example tenant_layer
 //! ```
 
-use futures_util::future::BoxFuture;
-use spa_dat::handler::{CallResult, HandlerContext, Layer, Next};
+use spa_dat::handler::{layer_fn, Layer};
 use spa_dat::{Application, DistributedApplication, Error, Shutdown, Socket, SpaMessage, Stopped};
 
 /// Refuses a message whose JSON payload has no `"tenant"`.
-struct RequireTenant;
-
-impl Layer for RequireTenant {
-    fn call(&self, context: HandlerContext, next: Next) -> BoxFuture<'static, CallResult> {
+fn require_tenant() -> impl Layer {
+    layer_fn(|context, next| async move {
         let tenant = context
             .message()
             .and_then(|m| m.payload_json::<serde_json::Value>().ok())
             .and_then(|payload| payload.get("tenant")?.as_str().map(str::to_owned));
         match tenant {
-            Some(_) => next.run(context),
-            None => Box::pin(async {
-                Err(Error::Rejected {
-                    reason: "no tenant in the payload".into(),
-                }
-                .into())
-            }),
+            Some(_) => next.run(context).await,
+            None => Err(Error::Rejected {
+                reason: "no tenant in the payload".into(),
+            }
+            .into()),
         }
-    }
+    })
 }
 
 fn main() -> spa_dat::Result<Stopped> {
@@ -41,7 +36,7 @@ fn main() -> spa_dat::Result<Stopped> {
         println!("order accepted: {}", message.payload_str()?);
         Ok::<(), spa_dat::Error>(())
     })
-    .layer(RequireTenant)
+    .layer(require_tenant())
     .dead_letter_topic("orders.refused");
     let refused = Application::consumer(
         "refused",

@@ -424,10 +424,21 @@ async fn layers_run_outermost_first_and_a_rejected_message_is_dead_lettered_with
             reject: Some("bad"),
             log: Arc::clone(&log),
         })
-        .layer(Recording {
-            name: "outer",
-            reject: None,
-            log: Arc::clone(&log),
+        // The outer layer is a plain async closure (layer_fn), the inner one a Layer struct.
+        .layer({
+            let log = Arc::clone(&log);
+            spa_dat::handler::layer_fn(move |context, next| {
+                let log = Arc::clone(&log);
+                async move {
+                    let payload = context
+                        .message()
+                        .and_then(|m| m.payload_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    log.lock().expect("log").push(format!("outer {payload}"));
+                    next.run(context).await
+                }
+            })
         }),
     );
     let (shutdown, run) = start_ready(app).await;

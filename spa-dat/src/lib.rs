@@ -27,9 +27,9 @@
 //! The engine and health never import the life cycle, nor each other.
 #![forbid(unsafe_code)]
 
-pub mod app;
+mod app;
 pub mod config;
-pub mod error;
+mod error;
 pub mod handler;
 pub mod message;
 pub mod metrics;
@@ -46,7 +46,9 @@ pub mod __private;
 pub use app::{Application, ApplicationLifeCycle, DistributedApplication, Readiness, Resource};
 pub use config::{Config, SocketConfig, SocketProviderFactory};
 pub use error::{BoxError, Error, Result};
-pub use handler::{FromContext, Handler, HandlerContext, IntoReply, Json, Res, State};
+pub use handler::call::Handler;
+pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
+pub use handler::reply::IntoReply;
 pub use message::{MessageBuilder, QualityOfService, SpaMessage};
 pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
 pub use socket::{SocketOptions, SocketProvider, SpaSocket};

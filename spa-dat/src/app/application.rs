@@ -13,7 +13,9 @@ use super::placeholders;
 use super::resource::{ActiveResources, Resource, ResourceSet};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
-use crate::handler::{BoxedHandler, Handler, HandlerContext, HandlerKind, HandlerScope, Layer};
+use crate::handler::call::{BoxedHandler, Handler};
+use crate::handler::extract::{HandlerContext, HandlerScope};
+use crate::handler::{HandlerKind, Layer};
 use crate::message::MessageBuilder;
 use crate::metrics::AppMetrics;
 use crate::runtime::{AppRuntime, Extensions, MessageOrder, RetryPolicy, Shutdown, Socket};
@@ -190,7 +192,7 @@ impl Application {
     }
 
     /// An application around an already erased handler.
-    pub fn from_boxed(
+    pub(crate) fn from_boxed(
         name: impl Into<String>,
         kind: HandlerKind,
         topics: Vec<String>,
@@ -319,11 +321,6 @@ impl Application {
     /// The application's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// Consumer or producer.
-    pub fn kind(&self) -> HandlerKind {
-        self.kind
     }
 
     /// Takes the defaults of the distributed application it runs in.

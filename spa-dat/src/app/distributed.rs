@@ -14,7 +14,8 @@ use super::health::Readiness;
 use super::resource::{Resource, ResourceSet};
 use crate::config::{Config, SocketProviderFactory};
 use crate::error::{Error, Result};
-use crate::handler::{registry, Handler, Registration};
+use crate::handler::call::Handler;
+use crate::handler::registry::{self, Registration};
 use crate::runtime::{on_signal, Extensions, RetryPolicy, Shutdown, Stopped};
 use crate::socket::SocketProvider;
 

@@ -12,13 +12,18 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::{BoxedHandler, CallResult, HandlerContext};
+use std::future::Future;
+
+use super::call::BoxedHandler;
+use super::extract::HandlerContext;
+use super::reply::CallResult;
 
 /// Middleware around an application's handler.
 ///
 /// ```
 /// use futures_util::future::BoxFuture;
-/// use spa_dat::handler::{CallResult, HandlerContext, Layer, Next};
+/// use spa_dat::handler::{CallResult, Layer, Next};
+/// use spa_dat::HandlerContext;
 ///
 /// /// Refuses messages without a client id: they cannot be attributed to a tenant.
 /// struct RequireClientId;
@@ -36,6 +41,43 @@ use super::{BoxedHandler, CallResult, HandlerContext};
 pub trait Layer: Send + Sync + 'static {
     /// Handles one call: `next.run(context)` goes on to the next layer and the handler.
     fn call(&self, context: HandlerContext, next: Next) -> BoxFuture<'static, CallResult>;
+}
+
+/// A [`Layer`] from an async closure taking the call's context and the rest of the chain, as
+/// axum's `middleware::from_fn`.
+///
+/// ```
+/// use spa_dat::handler::layer_fn;
+/// use spa_dat::{Application, SpaMessage};
+///
+/// let app = Application::consumer("audited", ["orders"], |_: SpaMessage| async {})
+///     .layer(layer_fn(|context, next| async move {
+///         let topic = context.message().map(|m| m.topic.clone());
+///         let result = next.run(context).await;
+///         tracing::info!(?topic, ok = result.is_ok(), "handled");
+///         result
+///     }));
+/// # drop(app);
+/// ```
+pub fn layer_fn<F, Fut>(layer: F) -> impl Layer
+where
+    F: Fn(HandlerContext, Next) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = CallResult> + Send + 'static,
+{
+    LayerFn(layer)
+}
+
+/// The [`Layer`] of [`layer_fn`].
+struct LayerFn<F>(F);
+
+impl<F, Fut> Layer for LayerFn<F>
+where
+    F: Fn(HandlerContext, Next) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = CallResult> + Send + 'static,
+{
+    fn call(&self, context: HandlerContext, next: Next) -> BoxFuture<'static, CallResult> {
+        Box::pin((self.0)(context, next))
+    }
 }
 
 /// The rest of the chain after a layer: the next layers, then the handler.

@@ -1,6 +1,7 @@
 //! Handlers registered by `#[consumer]` / `#[producer]` through `inventory`.
 
-use super::{BoxedHandler, HandlerKind};
+use super::call::BoxedHandler;
+use super::HandlerKind;
 use crate::runtime::MessageOrder;
 
 /// One handler registered by an attribute macro. Built only by macro output (const).

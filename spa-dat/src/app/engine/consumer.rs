@@ -11,7 +11,8 @@ use super::guarded::{
     first_poll, run_guarded, run_to_end, FirstPoll, GuardedCall, HandlerCall, Limits, Outcome,
 };
 use crate::error::Error;
-use crate::handler::{BoxedHandler, HandlerContext};
+use crate::handler::call::BoxedHandler;
+use crate::handler::extract::HandlerContext;
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
 use crate::runtime::{AfterFailure, AppRuntime, RetryPolicy};
@@ -308,7 +309,13 @@ impl Consumer {
                 Outcome::Done(Ok(None)) => break,
                 Outcome::Done(Ok(Some(reply))) => {
                     if !self
-                        .reply(&delivery, response_topic, *reply, attempt, measure.as_ref())
+                        .reply(
+                            &delivery,
+                            response_topic,
+                            reply.into_message(),
+                            attempt,
+                            measure.as_ref(),
+                        )
                         .instrument(span.clone())
                         .await
                     {

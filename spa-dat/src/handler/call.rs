@@ -1,0 +1,118 @@
+//! Handlers with their argument types erased: [`Handler`] is implemented for async functions
+//! whose arguments implement [`FromContext`]; [`BoxedHandler`] is what applications store and
+//! call.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::extract::{FromContext, HandlerContext, HandlerScope};
+use super::reply::{CallResult, IntoReply, Reply};
+
+/// An async function usable as a handler: implemented for every `Fn(A, B, ...) -> impl Future`
+/// whose arguments implement [`FromContext`] (up to 12) and whose output implements
+/// [`IntoReply`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a spa-dat handler",
+    note = "a handler is an async fn whose arguments implement FromContext and whose output implements IntoReply"
+)]
+pub trait Handler<Args>: Clone + Send + Sync + 'static {
+    /// Checks every argument against what the application offers; all problems at once.
+    fn check(scope: &HandlerScope<'_>) -> Result<(), Vec<String>>;
+
+    /// Extracts the arguments and runs the handler.
+    fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult>;
+}
+
+macro_rules! impl_handler {
+    ($($arg:ident),*) => {
+        #[diagnostic::do_not_recommend]
+        impl<F, Fut, Out, $($arg,)*> Handler<($($arg,)*)> for F
+        where
+            F: Fn($($arg),*) -> Fut + Clone + Send + Sync + 'static,
+            Fut: Future<Output = Out> + Send + 'static,
+            Out: IntoReply,
+            $($arg: FromContext,)*
+        {
+            #[allow(unused_mut)]
+            fn check(scope: &HandlerScope<'_>) -> Result<(), Vec<String>> {
+                let mut problems: Vec<String> = Vec::new();
+                $(
+                    if let Err(problem) = $arg::check(scope) {
+                        problems.push(problem);
+                    }
+                )*
+                let _ = scope;
+                if problems.is_empty() { Ok(()) } else { Err(problems) }
+            }
+
+            #[allow(non_snake_case, unused_variables)]
+            fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult> {
+                let handler = self.clone();
+                Box::pin(async move {
+                    let mut context = context;
+                    context.readers_left = 0 $(+ <$arg as FromContext>::READS_MESSAGE as usize)*;
+                    $(
+                        let $arg = <$arg as FromContext>::from_context(&mut context)?;
+                        context.readers_left -= <$arg as FromContext>::READS_MESSAGE as usize;
+                    )*
+                    drop(context);
+                    let reply = handler($($arg),*).await.into_reply()?;
+                    Ok(reply.map(Reply::new))
+                })
+            }
+        }
+    };
+}
+
+impl_handler!();
+impl_handler!(A1);
+impl_handler!(A1, A2);
+impl_handler!(A1, A2, A3);
+impl_handler!(A1, A2, A3, A4);
+impl_handler!(A1, A2, A3, A4, A5);
+impl_handler!(A1, A2, A3, A4, A5, A6);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11);
+impl_handler!(A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12);
+
+type CallFn = dyn Fn(HandlerContext) -> BoxFuture<'static, CallResult> + Send + Sync;
+type CheckFn = fn(&HandlerScope<'_>) -> Result<(), Vec<String>>;
+
+/// A handler with its argument types erased: what applications store and call.
+#[derive(Clone)]
+pub struct BoxedHandler {
+    pub(super) call: Arc<CallFn>,
+    pub(super) check: CheckFn,
+}
+
+impl fmt::Debug for BoxedHandler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxedHandler").finish_non_exhaustive()
+    }
+}
+
+impl BoxedHandler {
+    /// Erases `handler`'s argument types.
+    pub fn new<H: Handler<Args>, Args>(handler: H) -> Self {
+        BoxedHandler {
+            call: Arc::new(move |context| handler.call(context)),
+            check: H::check,
+        }
+    }
+
+    /// Checks the handler's arguments against `scope`.
+    pub fn check(&self, scope: &HandlerScope<'_>) -> Result<(), Vec<String>> {
+        (self.check)(scope)
+    }
+
+    /// Calls the handler.
+    pub fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult> {
+        (self.call)(context)
+    }
+}
