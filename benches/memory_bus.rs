@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use spa_dat::config::SocketConfig;
+use spa_dat::config::{SocketConfig, SocketProviderFactory};
 use spa_dat::socket::memory::MemoryConfig;
-use spa_dat::{
-    consumer, Config, DistributedApplication, SocketOptions, SocketProviderFactory, SpaMessage,
-};
+use spa_dat::{consumer, Config, DistributedApplication, SocketOptions, SpaMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 const MESSAGES: usize = 2_000_000;

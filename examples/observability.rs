@@ -19,10 +19,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::trace::TraceContextExt;
-use spa_dat::{
-    Application, Config, DistributedApplication, Socket, SocketProviderFactory, SpaMessage, State,
-    Stopped,
-};
+use spa_dat::config::SocketProviderFactory;
+use spa_dat::{Application, Config, DistributedApplication, Socket, SpaMessage, State, Stopped};
 use tracing::Instrument;
 
 /// Checkout's way to the stock bus: the socket of an application on that bus.

@@ -1,9 +1,10 @@
 //! Secrets never appear in `Debug` output or in configuration errors.
 
 use proptest::strategy::Strategy;
+use spa_dat::config::SocketConfig;
 use spa_dat::socket::kafka::KafkaConfig;
 use spa_dat::socket::mqtt::MqttConfig;
-use spa_dat::{Config, SocketConfig};
+use spa_dat::Config;
 
 const SECRETS: [&str; 4] = [
     "mqtt-pa55",

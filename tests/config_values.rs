@@ -1,8 +1,9 @@
 //! Configuration values out of range are rejected with an error naming the key, in every form a
 //! user writes them: URL, TOML, environment.
 
+use spa_dat::config::SocketConfig;
 use spa_dat::socket::memory::MemoryConfig;
-use spa_dat::{Config, SocketConfig};
+use spa_dat::Config;
 
 fn url_error(url: &str) -> String {
     match SocketConfig::from_url(url) {

@@ -507,8 +507,9 @@ fn urls_and_config_are_validated() {
     assert!(error.to_string().contains("`bogus`"), "{error}");
     let error = KafkaConfig::from_url("kafka://k?partitions=0").expect_err("bad partitions");
     assert!(error.to_string().contains("at least 1"), "{error}");
-    let provider = spa_dat::SocketProviderFactory::from_url("kafka://localhost:9092?group=g")
-        .expect("provider");
+    let provider =
+        spa_dat::config::SocketProviderFactory::from_url("kafka://localhost:9092?group=g")
+            .expect("provider");
     assert_eq!(provider.describe(), "kafka://localhost:9092");
     assert_eq!(provider.rebuild(vec!["x".into()]).default_topics(), ["x"]);
     assert!(!provider.capabilities().wildcards);

@@ -615,8 +615,8 @@ fn urls_and_config_are_validated() {
         let error = MqttConfig::from_url(url).expect_err(url);
         assert!(error.to_string().contains(needle), "{url}: {error}");
     }
-    let via_factory =
-        spa_dat::SocketProviderFactory::from_url("mqtt://localhost:1883").expect("provider");
+    let via_factory = spa_dat::config::SocketProviderFactory::from_url("mqtt://localhost:1883")
+        .expect("provider");
     assert_eq!(via_factory.describe(), "mqtt://localhost:1883");
     let rebuilt = via_factory.rebuild(vec!["x/#".into()]);
     assert_eq!(rebuilt.default_topics(), ["x/#"]);

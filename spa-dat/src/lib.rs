@@ -44,12 +44,12 @@ mod url;
 pub mod __private;
 
 pub use app::{Application, ApplicationLifeCycle, DistributedApplication, Readiness, Resource};
-pub use config::{Config, SocketConfig, SocketProviderFactory};
+pub use config::settings::Config;
 pub use error::{BoxError, Error, Result};
 pub use handler::call::Handler;
 pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
 pub use handler::reply::IntoReply;
-pub use message::{MessageBuilder, QualityOfService, SpaMessage};
+pub use message::envelope::{MessageBuilder, QualityOfService, SpaMessage};
 pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
 pub use socket::{SocketOptions, SocketProvider, SpaSocket};
 

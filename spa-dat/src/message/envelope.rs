@@ -1,0 +1,329 @@
+//! The envelope: [`SpaMessage`], its delivery guarantee and the builder that stamps the
+//! sender's fields. Its types are at the crate root.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+use super::{decode, TraceContext, CONTENT_TYPE_JSON};
+
+/// MQTT-style delivery guarantee carried in every message (`QualityOfService` on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum QualityOfService {
+    /// 0: fire and forget.
+    AtMostOnce,
+    /// 1: delivered at least once, possibly more.
+    AtLeastOnce,
+    /// 2: delivered exactly once (the Python package's default).
+    #[default]
+    ExactlyOnce,
+}
+
+impl From<QualityOfService> for u8 {
+    fn from(qos: QualityOfService) -> u8 {
+        match qos {
+            QualityOfService::AtMostOnce => 0,
+            QualityOfService::AtLeastOnce => 1,
+            QualityOfService::ExactlyOnce => 2,
+        }
+    }
+}
+
+impl TryFrom<u8> for QualityOfService {
+    type Error = String;
+    fn try_from(value: u8) -> std::result::Result<Self, String> {
+        match value {
+            0 => Ok(QualityOfService::AtMostOnce),
+            1 => Ok(QualityOfService::AtLeastOnce),
+            2 => Ok(QualityOfService::ExactlyOnce),
+            other => Err(format!("QualityOfService must be 0, 1 or 2, got {other}")),
+        }
+    }
+}
+
+/// One message on the bus, field for field the Python package's `SpaMessage`.
+///
+/// Build one with [`SpaMessage::new`] and the `with_*` methods, or with an application's
+/// [`MessageBuilder`], which fills in the sender's `client_id` and `client_name`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SpaMessage {
+    /// The message body. On the wire it is a UTF-8 string; see [`SpaMessage::to_json`].
+    pub payload: Bytes,
+    /// Topic the message is published to.
+    pub topic: String,
+    /// e.g. `application/json`.
+    pub content_type: Option<String>,
+    /// Sender's client id.
+    pub client_id: Option<String>,
+    /// Sender's human-readable name.
+    pub client_name: Option<String>,
+    /// Delivery guarantee requested by the sender.
+    pub quality_of_service: QualityOfService,
+    /// Where the sender expects a reply (request/reply).
+    pub response_topic: Option<String>,
+    /// Seconds since the Unix epoch at which the message was built.
+    pub timestamp: i64,
+    /// The trace it belongs to (W3C trace context), set by spa-dat when it publishes inside an
+    /// OpenTelemetry span; on the wire as the extra keys `traceparent` and `tracestate`, which
+    /// Python spa-dat ignores. See [`crate::telemetry`].
+    pub trace_context: Option<TraceContext>,
+}
+
+impl fmt::Debug for SpaMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let payload: Cow<'_, str> = String::from_utf8_lossy(&self.payload);
+        f.debug_struct("SpaMessage")
+            .field("topic", &self.topic)
+            .field("payload", &payload)
+            .field("content_type", &self.content_type)
+            .field("client_id", &self.client_id)
+            .field("client_name", &self.client_name)
+            .field("quality_of_service", &self.quality_of_service)
+            .field("response_topic", &self.response_topic)
+            .field("timestamp", &self.timestamp)
+            .field("trace_context", &self.trace_context)
+            .finish()
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl SpaMessage {
+    /// A message for `topic`, stamped with the current time, QoS 2 as in the Python package.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        SpaMessage {
+            payload: payload.into(),
+            topic: topic.into(),
+            content_type: None,
+            client_id: None,
+            client_name: None,
+            quality_of_service: QualityOfService::default(),
+            response_topic: None,
+            timestamp: unix_now(),
+            trace_context: None,
+        }
+    }
+
+    /// A message whose payload is `value` as JSON, with content type `application/json`.
+    pub fn json<T: Serialize + ?Sized>(topic: impl Into<String>, value: &T) -> Result<Self> {
+        let topic = topic.into();
+        let payload = serde_json::to_vec(value).map_err(|e| {
+            Error::Encode {
+                topic: topic.clone(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
+        })?;
+        Ok(SpaMessage::new(topic, payload).with_content_type(CONTENT_TYPE_JSON))
+    }
+
+    /// Sets the content type.
+    pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets the sender's client id.
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Sets the sender's name.
+    pub fn with_client_name(mut self, client_name: impl Into<String>) -> Self {
+        self.client_name = Some(client_name.into());
+        self
+    }
+
+    /// Sets the quality of service.
+    pub fn with_qos(mut self, qos: QualityOfService) -> Self {
+        self.quality_of_service = qos;
+        self
+    }
+
+    /// Sets the topic a reply is expected on.
+    pub fn with_response_topic(mut self, response_topic: impl Into<String>) -> Self {
+        self.response_topic = Some(response_topic.into());
+        self
+    }
+
+    /// Sets the timestamp (seconds since the Unix epoch).
+    pub fn with_timestamp(mut self, timestamp: i64) -> Self {
+        self.timestamp = timestamp;
+        self
+    }
+
+    /// The payload as text, if it is valid UTF-8.
+    pub fn payload_str(&self) -> Result<&str> {
+        std::str::from_utf8(&self.payload).map_err(|e| {
+            Error::Payload {
+                topic: self.topic.clone(),
+                type_name: "str",
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
+        })
+    }
+
+    /// Decodes the payload as JSON into `T`.
+    pub fn payload_json<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_slice(&self.payload).map_err(|e| {
+            Error::Payload {
+                topic: self.topic.clone(),
+                type_name: std::any::type_name::<T>(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
+        })
+    }
+
+    /// Encodes the message as the Python package does: compact JSON, PascalCase keys.
+    ///
+    /// Fails with [`Error::Encode`] if the payload is not valid UTF-8: the wire format carries
+    /// the payload as a JSON string, and a lossy conversion would corrupt it silently.
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        self.to_wire(self.trace_context.as_ref())
+    }
+
+    /// [`SpaMessage::to_json`] with `trace` as the message's trace context.
+    pub(crate) fn to_wire(&self, trace: Option<&TraceContext>) -> Result<Vec<u8>> {
+        let payload = std::str::from_utf8(&self.payload).map_err(|e| {
+            Error::Encode {
+                topic: self.topic.clone(),
+                reason: format!("payload is not valid UTF-8 ({e}); the wire format carries text"),
+                source: None,
+            }
+            .caused_by(e)
+        })?;
+        let wire = WireRef {
+            payload,
+            topic: &self.topic,
+            content_type: self.content_type.as_deref(),
+            client_id: self.client_id.as_deref(),
+            client_name: self.client_name.as_deref(),
+            quality_of_service: self.quality_of_service,
+            response_topic: self.response_topic.as_deref(),
+            timestamp: self.timestamp,
+            traceparent: trace.map(|t| t.traceparent.as_str()),
+            tracestate: trace.and_then(|t| t.tracestate.as_deref()),
+        };
+        let mut out = Vec::with_capacity(128 + self.payload.len() + self.topic.len());
+        serde_json::to_writer(&mut out, &wire).map_err(|e| {
+            Error::Encode {
+                topic: self.topic.clone(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
+        })?;
+        Ok(out)
+    }
+
+    /// Decodes a message from its wire form, accepting exactly what Python spa-dat 0.4.0
+    /// accepts (see the `decode` module); the error names the field at fault.
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        let wire = decode::envelope(bytes).map_err(Error::decode)?;
+        Ok(SpaMessage {
+            payload: Bytes::from(wire.payload.into_owned()),
+            topic: wire.topic.into_owned(),
+            content_type: wire.content_type.map(Cow::into_owned),
+            client_id: wire.client_id.map(Cow::into_owned),
+            client_name: wire.client_name.map(Cow::into_owned),
+            quality_of_service: wire.quality_of_service.unwrap_or_default(),
+            response_topic: wire.response_topic.map(Cow::into_owned),
+            timestamp: wire.timestamp.unwrap_or_else(unix_now),
+            trace_context: wire.traceparent.map(|traceparent| TraceContext {
+                traceparent: traceparent.into_owned(),
+                tracestate: wire.tracestate.map(Cow::into_owned),
+            }),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireRef<'a> {
+    payload: &'a str,
+    topic: &'a str,
+    content_type: Option<&'a str>,
+    client_id: Option<&'a str>,
+    client_name: Option<&'a str>,
+    quality_of_service: QualityOfService,
+    response_topic: Option<&'a str>,
+    timestamp: i64,
+    // Only when the message carries trace context: otherwise the bytes are Python's exactly.
+    #[serde(rename = "traceparent", skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
+    #[serde(rename = "tracestate", skip_serializing_if = "Option::is_none")]
+    tracestate: Option<&'a str>,
+}
+
+/// Builds messages on behalf of one application: fills in its `client_id` and `client_name`
+/// (the Python package's `message_builder`). Cheap to clone; injectable into handlers.
+#[derive(Clone, Debug, Default)]
+pub struct MessageBuilder {
+    client_id: Option<Arc<str>>,
+    client_name: Option<Arc<str>>,
+}
+
+impl MessageBuilder {
+    /// A builder stamping messages with these sender fields.
+    pub fn new(client_id: Option<&str>, client_name: Option<&str>) -> Self {
+        MessageBuilder {
+            client_id: client_id.map(Arc::from),
+            client_name: client_name.map(Arc::from),
+        }
+    }
+
+    /// The client id this builder stamps.
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// The client name this builder stamps.
+    pub fn client_name(&self) -> Option<&str> {
+        self.client_name.as_deref()
+    }
+
+    /// A message for `topic` carrying `payload`, stamped with this application's sender fields.
+    pub fn build(&self, topic: impl Into<String>, payload: impl Into<Bytes>) -> SpaMessage {
+        self.stamp(SpaMessage::new(topic, payload))
+    }
+
+    /// A JSON message for `topic`, stamped with this application's sender fields.
+    pub fn json<T: Serialize + ?Sized>(
+        &self,
+        topic: impl Into<String>,
+        value: &T,
+    ) -> Result<SpaMessage> {
+        Ok(self.stamp(SpaMessage::json(topic, value)?))
+    }
+
+    /// Fills in the sender fields that `message` leaves empty.
+    pub fn stamp(&self, mut message: SpaMessage) -> SpaMessage {
+        if message.client_id.is_none() {
+            message.client_id = self.client_id.as_deref().map(str::to_owned);
+        }
+        if message.client_name.is_none() {
+            message.client_name = self.client_name.as_deref().map(str::to_owned);
+        }
+        message
+    }
+}
