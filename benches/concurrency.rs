@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::socket::Outgoing;
-use spa_dat::{
-    Application, ApplicationLifeCycle, MessageOrder, SocketOptions, SocketProvider, SpaMessage,
-};
+use spa_dat::socket::spi::Outgoing;
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, ApplicationLifeCycle, MessageOrder, SpaMessage};
 
 const MESSAGES: usize = 10_000;
 const KEYS: u32 = 1_000;

@@ -25,7 +25,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use rdkafka::ClientConfig;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{Config, DistributedApplication, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Config, DistributedApplication, SpaMessage};
 use tokio::sync::Notify;
 
 const RECORDS: usize = 200_000;
@@ -191,7 +192,7 @@ async fn raw_produce(producer: &FutureProducer, topic: &str, count: usize, pipel
 }
 
 async fn framework_produce(
-    socket: &Arc<dyn spa_dat::SpaSocket>,
+    socket: &Arc<dyn spa_dat::socket::spi::SpaSocket>,
     topic: &str,
     count: usize,
     pipelined: bool,

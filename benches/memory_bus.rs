@@ -14,7 +14,8 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use spa_dat::config::{SocketConfig, SocketProviderFactory};
 use spa_dat::socket::memory::MemoryConfig;
-use spa_dat::{consumer, Config, DistributedApplication, SocketOptions, SpaMessage};
+use spa_dat::socket::spi::SocketOptions;
+use spa_dat::{consumer, Config, DistributedApplication, SpaMessage};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 const MESSAGES: usize = 2_000_000;
@@ -46,7 +47,7 @@ fn sample(topic: &str) -> SpaMessage {
         .with_client_name("bench")
 }
 
-async fn framework_stream(socket: &Arc<dyn spa_dat::SpaSocket>) -> f64 {
+async fn framework_stream(socket: &Arc<dyn spa_dat::socket::spi::SpaSocket>) -> f64 {
     let bytes = Bytes::from(sample("bench/stream").to_json().expect("encodes"));
     RECEIVED.store(0, Ordering::SeqCst);
     TARGET.store(MESSAGES, Ordering::SeqCst);
@@ -86,7 +87,7 @@ async fn raw_stream() -> f64 {
     MESSAGES as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn framework_requests(socket: &Arc<dyn spa_dat::SpaSocket>) -> f64 {
+async fn framework_requests(socket: &Arc<dyn spa_dat::socket::spi::SpaSocket>) -> f64 {
     let started = Instant::now();
     let mut in_flight = FuturesUnordered::new();
     let mut sent = 0;

@@ -24,10 +24,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{
-    Application, ApplicationLifeCycle, Config, DistributedApplication, SocketOptions,
-    SocketProvider, SpaMessage,
-};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, ApplicationLifeCycle, Config, DistributedApplication, SpaMessage};
 use tokio::sync::Notify;
 
 const MESSAGES: usize = 100_000;

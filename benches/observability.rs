@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
-use spa_dat::socket::Outgoing;
-use spa_dat::{Application, ApplicationLifeCycle, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::Outgoing;
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, ApplicationLifeCycle, SpaMessage};
 
 const MESSAGES: usize = 1_000_000;
 const ROUNDS: usize = 3;

@@ -239,9 +239,9 @@ async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
         });
     // Watch the dead-letter topic directly on the bus.
     let provider = MemorySocketProvider::new(bus.clone());
-    let mut watcher = spa_dat::SocketProvider::connect(
+    let mut watcher = spa_dat::socket::spi::SocketProvider::connect(
         &provider,
-        spa_dat::SocketOptions::new("watcher").topics(["dead"]),
+        spa_dat::socket::spi::SocketOptions::new("watcher").topics(["dead"]),
     )
     .await
     .expect("connects");
@@ -464,10 +464,12 @@ async fn a_single_application_runs_its_own_life_cycle() {
     .socket_provider(provider.clone());
     app.setup().await.expect("setup");
     assert_eq!(bus.subscription_count(), 2, "topic and reply subscriptions");
-    let mut publisher =
-        spa_dat::SocketProvider::connect(&*provider, spa_dat::SocketOptions::new("p"))
-            .await
-            .expect("connect");
+    let mut publisher = spa_dat::socket::spi::SocketProvider::connect(
+        &*provider,
+        spa_dat::socket::spi::SocketOptions::new("p"),
+    )
+    .await
+    .expect("connect");
     for _ in 0..2 {
         publisher
             .socket
@@ -501,18 +503,18 @@ fn public_handles_are_send_and_sync() {
 /// A transport of a user's own (here: the in-process bus) with a bug: it panics when a reply
 /// is published. The runtime must still tear the application down.
 struct PanickingReplies {
-    inner: Arc<dyn spa_dat::SocketProvider>,
+    inner: Arc<dyn spa_dat::socket::spi::SocketProvider>,
     log: Log,
 }
 
 struct PanickingSocket {
-    inner: Arc<dyn spa_dat::SpaSocket>,
+    inner: Arc<dyn spa_dat::socket::spi::SpaSocket>,
     log: Log,
 }
 
 #[async_trait]
-impl spa_dat::SpaSocket for PanickingSocket {
-    async fn send(&self, message: spa_dat::socket::Outgoing) -> spa_dat::Result<()> {
+impl spa_dat::socket::spi::SpaSocket for PanickingSocket {
+    async fn send(&self, message: spa_dat::socket::spi::Outgoing) -> spa_dat::Result<()> {
         // Replies on the in-process bus go to its reply topics.
         if message.topic.starts_with("_spa/reply/") {
             panic!("transport bug in publishing a reply")
@@ -528,7 +530,7 @@ impl spa_dat::SpaSocket for PanickingSocket {
     async fn reply_route(
         &self,
         destination: &str,
-    ) -> spa_dat::Result<spa_dat::socket::PendingReply> {
+    ) -> spa_dat::Result<spa_dat::socket::spi::PendingReply> {
         self.inner.reply_route(destination).await
     }
     async fn close(&self) -> spa_dat::Result<()> {
@@ -538,13 +540,13 @@ impl spa_dat::SpaSocket for PanickingSocket {
 }
 
 #[async_trait]
-impl spa_dat::SocketProvider for PanickingReplies {
+impl spa_dat::socket::spi::SocketProvider for PanickingReplies {
     async fn connect(
         &self,
-        options: spa_dat::SocketOptions,
-    ) -> spa_dat::Result<spa_dat::socket::Connection> {
+        options: spa_dat::socket::spi::SocketOptions,
+    ) -> spa_dat::Result<spa_dat::socket::spi::Connection> {
         let connection = self.inner.connect(options).await?;
-        Ok(spa_dat::socket::Connection {
+        Ok(spa_dat::socket::spi::Connection {
             socket: Arc::new(PanickingSocket {
                 inner: connection.socket,
                 log: Arc::clone(&self.log),
@@ -552,13 +554,13 @@ impl spa_dat::SocketProvider for PanickingReplies {
             inbox: connection.inbox,
         })
     }
-    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn spa_dat::SocketProvider> {
+    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn spa_dat::socket::spi::SocketProvider> {
         self.inner.rebuild(topics)
     }
     fn default_topics(&self) -> &[String] {
         self.inner.default_topics()
     }
-    fn capabilities(&self) -> spa_dat::socket::Capabilities {
+    fn capabilities(&self) -> spa_dat::socket::spi::Capabilities {
         self.inner.capabilities()
     }
     fn describe(&self) -> String {

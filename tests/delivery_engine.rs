@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use spa_dat::socket::headers;
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
-use spa_dat::socket::Outgoing;
-use spa_dat::{
-    Application, Config, MessageOrder, RetryPolicy, SocketOptions, SocketProvider, SpaMessage,
-};
+use spa_dat::socket::spi::Outgoing;
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, MessageOrder, RetryPolicy, SpaMessage};
 use support::ordering::{self, OrderChecker};
 use support::{joined, start_ready, test_app, wait_until};
 

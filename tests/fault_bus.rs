@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use spa_dat::socket::faults::{FaultLog, Faults, FaultyProvider};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
-use spa_dat::{Application, Config, RetryPolicy, Socket, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::SocketProvider;
+use spa_dat::{Application, Config, RetryPolicy, Socket, SpaMessage};
 use support::{test_app, wait_until};
 
 const MESSAGES: usize = 1_000;
@@ -184,7 +185,7 @@ async fn a_reply_that_fails_to_publish_is_published_again() {
         );
     let (shutdown, run) = support::start_ready(app).await;
     let requester = clean
-        .connect(spa_dat::SocketOptions::new("requester"))
+        .connect(spa_dat::socket::spi::SocketOptions::new("requester"))
         .await
         .expect("connect");
     let asks = (0..REQUESTS).map(|i| {

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::SpaMessage;
 use support::example;
 use support::mosquitto::Mosquitto;
 

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::SpaMessage;
 use support::example;
 use support::kafka::OwnCluster;
 

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, SpaMessage};
 use support::{recorded, test_app, wait_until};
 
 const AFTER: usize = 100;

@@ -11,7 +11,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::SpaMessage;
 use support::python;
 
 fn provider() -> Arc<dyn SocketProvider> {

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{Application, Config, Error, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, Error, SpaMessage};
 use support::{certs, test_app, wait_until};
 
 fn provider(config: KafkaConfig) -> Arc<dyn SocketProvider> {

@@ -14,9 +14,8 @@ use bytes::Bytes;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{
-    Application, ApplicationLifeCycle, Config, SocketOptions, SocketProvider, SpaMessage,
-};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, ApplicationLifeCycle, Config, SpaMessage};
 use support::python;
 use support::{test_app, wait_until};
 
@@ -33,7 +32,7 @@ fn unique(name: &str) -> String {
 
 /// Publishes `range` as numbered messages, pipelined in chunks (many sends in flight).
 async fn publish_range(
-    socket: &Arc<dyn spa_dat::SpaSocket>,
+    socket: &Arc<dyn spa_dat::socket::spi::SpaSocket>,
     topic: &str,
     range: std::ops::Range<usize>,
 ) {
@@ -641,7 +640,7 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
 }
 
 /// The sequence number of the next delivery in `inbox` (acknowledged), waiting at most 30 s.
-async fn next_seq(inbox: &mut spa_dat::socket::Inbox) -> usize {
+async fn next_seq(inbox: &mut spa_dat::socket::spi::Inbox) -> usize {
     let delivery = tokio::time::timeout(Duration::from_secs(30), inbox.recv())
         .await
         .expect("a record arrives")
@@ -777,7 +776,7 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
     for chunk in work.chunks(1_000) {
         let sends = chunk.iter().map(|(key, seq)| {
             let message = SpaMessage::new(topic.as_str(), support::ordering::payload(*key, *seq));
-            let outgoing = spa_dat::socket::Outgoing::message(message)
+            let outgoing = spa_dat::socket::spi::Outgoing::message(message)
                 .expect("encodes")
                 .with_key(key.to_string());
             let socket = &publisher.socket;

@@ -10,7 +10,8 @@ use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 
 fn memory() -> conformance::Transport {
     let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
-    let provider: Arc<dyn spa_dat::SocketProvider> = Arc::new(MemorySocketProvider::new(bus));
+    let provider: Arc<dyn spa_dat::socket::spi::SocketProvider> =
+        Arc::new(MemorySocketProvider::new(bus));
     conformance::Transport {
         big: Some(Arc::clone(&provider)),
         connections_of: None,

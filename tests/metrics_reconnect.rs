@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use spa_dat::metrics::{CONNECTION_UP, CONSUMED, IN_FLIGHT, RECONNECTS};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::prometheus::{free_port, http_get, sample_sum};
 use support::{test_app, wait_until};

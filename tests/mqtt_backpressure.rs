@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, SpaMessage};
 use support::mosquitto::Mosquitto;
 
 /// Resident memory of this process, from /proc.

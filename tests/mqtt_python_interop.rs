@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::python;
 

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::{certs, test_app, wait_until};
 

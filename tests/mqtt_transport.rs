@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{
-    Application, Config, Error, RetryPolicy, Shutdown, Socket, SocketOptions, SocketProvider,
-    SpaMessage,
-};
+use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::{Application, Config, Error, RetryPolicy, Shutdown, Socket, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::{joined, start_ready, test_app, wait_until};
 
@@ -25,7 +23,7 @@ fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
 }
 
 /// A socket on `broker` for the test to publish with.
-async fn publisher(broker: &Mosquitto, client_id: &str) -> spa_dat::socket::Connection {
+async fn publisher(broker: &Mosquitto, client_id: &str) -> spa_dat::socket::spi::Connection {
     provider(MqttConfig::new("127.0.0.1", broker.port))
         .connect(SocketOptions::new(client_id))
         .await

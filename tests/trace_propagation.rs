@@ -19,7 +19,8 @@ use spa_dat::socket::faults::{Faults, FaultyProvider};
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
-use spa_dat::{Application, Config, Socket, SocketProvider, SpaMessage};
+use spa_dat::socket::spi::SocketProvider;
+use spa_dat::{Application, Config, Socket, SpaMessage};
 use support::mosquitto::Mosquitto;
 use support::test_app;
 use tracing::Instrument;
@@ -291,7 +292,10 @@ async fn a_dead_letter_is_sent_in_its_own_span_within_the_process_span() {
         )
         .add_application(socket_keeper("orderer", &requester));
     let mut watcher = MemorySocketProvider::new(bus)
-        .connect(spa_dat::SocketOptions::new(unique("watcher")).topics([dead_letters.clone()]))
+        .connect(
+            spa_dat::socket::spi::SocketOptions::new(unique("watcher"))
+                .topics([dead_letters.clone()]),
+        )
         .await
         .expect("watcher");
     let t = topic.clone();
@@ -496,13 +500,17 @@ async fn python_answers_a_traced_request(
     responder_args: Vec<String>,
 ) {
     let watcher = provider
-        .connect(spa_dat::SocketOptions::new(unique("watcher")).topics([topic.to_owned()]))
+        .connect(
+            spa_dat::socket::spi::SocketOptions::new(unique("watcher")).topics([topic.to_owned()]),
+        )
         .await
         .expect("watcher connects");
     let mut seen = watcher.inbox;
     let child = support::python::start_ready(responder, responder_args).await;
     let requester = provider
-        .connect(spa_dat::SocketOptions::new(unique("rust-requester")))
+        .connect(spa_dat::socket::spi::SocketOptions::new(unique(
+            "rust-requester",
+        )))
         .await
         .expect("connects");
     let socket = Arc::clone(&requester.socket);

@@ -72,7 +72,7 @@ pub fn median(samples: &mut [f64]) -> f64 {
 
 /// Latencies of `count` sequential requests on `topic`, each answered within 10 s.
 pub async fn request_latencies(
-    socket: &std::sync::Arc<dyn spa_dat::SpaSocket>,
+    socket: &std::sync::Arc<dyn spa_dat::socket::spi::SpaSocket>,
     topic: &str,
     count: usize,
 ) -> Vec<Duration> {

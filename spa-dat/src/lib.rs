@@ -26,6 +26,7 @@
 //!
 //! The engine and health never import the life cycle, nor each other.
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod app;
 pub mod config;
@@ -51,7 +52,6 @@ pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
 pub use handler::reply::IntoReply;
 pub use message::envelope::{MessageBuilder, QualityOfService, SpaMessage};
 pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
-pub use socket::{SocketOptions, SocketProvider, SpaSocket};
 
 /// Registers an async fn as a consumer: called for every message on its topics.
 ///

@@ -455,6 +455,7 @@ mod otel {
 /// What [`init`] installed: flushes and shuts the exporter down when dropped (keep it alive
 /// until the program ends, e.g. `let _telemetry = spa_dat::telemetry::init()?;` in `main`).
 #[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 #[must_use = "dropping it shuts the span exporter down"]
 pub struct TelemetryGuard {
     provider: opentelemetry_sdk::trace::SdkTracerProvider,
@@ -492,6 +493,7 @@ impl Drop for TelemetryGuard {
 /// Call it before the applications start. Programs that set up OpenTelemetry themselves call
 /// `opentelemetry::global::set_tracer_provider` and then [`enable`].
 #[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub fn init() -> crate::error::Result<TelemetryGuard> {
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spa_dat::socket::{headers, Connection, Outgoing};
+use spa_dat::socket::headers;
+use spa_dat::socket::spi::{Connection, Outgoing};
 use spa_dat::{Application, MessageOrder, RetryPolicy, SpaMessage};
 
 use super::Transport;

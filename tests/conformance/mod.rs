@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use spa_dat::socket::{
-    headers, Connection, Inbox, Outgoing, PendingReply, SocketOptions, SocketProvider, SpaSocket,
+use spa_dat::socket::headers;
+use spa_dat::socket::spi::{
+    Connection, Inbox, Outgoing, PendingReply, SocketOptions, SocketProvider, SpaSocket,
 };
 use spa_dat::{Error, QualityOfService, SpaMessage};
 
@@ -177,7 +178,10 @@ pub async fn many_publishers_many_subscribers(t: &Transport) {
     // Readers first: a transport may push back on publishers until subscribers read.
     let mut readers = Vec::new();
     for subscriber in &mut subscribers {
-        let inbox = std::mem::replace(&mut subscriber.inbox, spa_dat::socket::Inbox::channel(1).1);
+        let inbox = std::mem::replace(
+            &mut subscriber.inbox,
+            spa_dat::socket::spi::Inbox::channel(1).1,
+        );
         let patience = t.patience;
         readers.push(tokio::spawn(async move {
             let mut inbox = inbox;

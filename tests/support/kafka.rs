@@ -37,11 +37,17 @@ pub fn secure_bootstrap() -> String {
 
 /// Creates `topic` as `provider` configures topics (partitions, replicas), by subscribing a
 /// socket to it: for tests whose consumer or responder must find it there.
-pub async fn create_topic(provider: &std::sync::Arc<dyn spa_dat::SocketProvider>, topic: &str) {
+pub async fn create_topic(
+    provider: &std::sync::Arc<dyn spa_dat::socket::spi::SocketProvider>,
+    topic: &str,
+) {
     let setup = provider
         .connect(
-            spa_dat::SocketOptions::new(format!("setup-{}", uuid::Uuid::new_v4().simple()))
-                .topics([topic.to_owned()]),
+            spa_dat::socket::spi::SocketOptions::new(format!(
+                "setup-{}",
+                uuid::Uuid::new_v4().simple()
+            ))
+            .topics([topic.to_owned()]),
         )
         .await
         .expect("creates the topic");

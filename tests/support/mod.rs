@@ -36,7 +36,7 @@ pub fn test_app(config: spa_dat::Config) -> spa_dat::DistributedApplication {
 /// `patience` for each: for payloads that are not spa-dat messages, such as dead letters.
 #[allow(dead_code, unreachable_pub)]
 pub async fn next_payloads(
-    inbox: &mut spa_dat::socket::Inbox,
+    inbox: &mut spa_dat::socket::spi::Inbox,
     count: usize,
     patience: std::time::Duration,
 ) -> Vec<bytes::Bytes> {

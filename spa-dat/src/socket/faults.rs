@@ -212,7 +212,7 @@ impl SpaSocket for FaultySocket {
 struct Copy {
     topic: Arc<str>,
     payload: bytes::Bytes,
-    headers: super::Headers,
+    headers: super::headers::Headers,
     key: Option<bytes::Bytes>,
     position: Option<super::Position>,
 }

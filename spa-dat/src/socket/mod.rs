@@ -1,23 +1,24 @@
-//! Sockets: the [`SpaSocket`] trait every transport implements, the [`SocketProvider`] that
-//! builds sockets for applications, and what a transport author needs beside them.
-//! Handlers talk to the bus through the [`crate::Socket`] handle, built on these.
+//! The transports — the in-process bus ([`memory`]), MQTT (`mqtt`), Kafka (`kafka`), the
+//! fault-injecting decorator ([`faults`]) — the neutral [`headers`] of a message, and the topic
+//! rules every transport applies. Handlers talk to the bus through the [`crate::Socket`]
+//! handle; what a transport implements is in [`spi`].
 
 pub mod faults;
 pub mod headers;
 mod inbox;
 #[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub mod kafka;
 pub mod memory;
 #[cfg(feature = "mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
 pub mod mqtt;
 mod ready;
 mod record;
 mod request;
+pub mod spi;
 
-use std::fmt;
 use std::sync::Arc;
-
-use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::message::SpaMessage;
@@ -27,202 +28,13 @@ pub(crate) use crate::topic::shortened;
 pub use crate::topic::{
     topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
 };
-pub use headers::Headers;
 pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
-pub use inbox::{ArrivalSender, Inbox};
-pub use ready::ReadySignal;
-pub use record::{
-    Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
+// The transport interface, by its short paths inside the crate; its public path is `spi`.
+pub(crate) use spi::{
+    ArrivalSender, Capabilities, Connection, Delivery, Inbox, Outgoing, PendingReply, Position,
+    ReadySignal, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket, TransportConfig,
+    DEFAULT_REQUEST_TIMEOUT,
 };
-pub use request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-
-/// One connection to a bus: the Python package's `SpaSocket`, async.
-///
-/// A transport is these five methods and nothing hidden: everything else a socket does —
-/// encoding, requests, replies, dead letters — is written once over them (the methods on
-/// `dyn SpaSocket` below), so a wrapper that forwards them (metrics, tracing, fault injection)
-/// sees every message and drops no metadata.
-///
-/// Messages for the socket's subscriptions arrive in the [`Inbox`] returned with it by
-/// [`SocketProvider::connect`]. Implementations must be cheap to share: handlers call them
-/// concurrently through [`crate::Socket`].
-#[async_trait]
-pub trait SpaSocket: Send + Sync + 'static {
-    /// Publishes `message`: its payload as it is, its headers where the transport can carry
-    /// them ([`Capabilities::headers`]). Returns once the transport's delivery guarantee for the
-    /// socket's QoS is met (see each transport's docs).
-    async fn send(&self, message: Outgoing) -> Result<()>;
-
-    /// Adds subscriptions (MQTT-style filters where the transport supports them).
-    async fn subscribe(&self, topics: &[String]) -> Result<()>;
-
-    /// Removes subscriptions made with [`SpaSocket::subscribe`].
-    async fn unsubscribe(&self, topics: &[String]) -> Result<()>;
-
-    /// Prepares the way back for one request to `destination`: registers it with the socket's
-    /// [`RequestMultiplexer`] and returns it with the response topic its reply must be
-    /// published to. The reply is matched by that topic (MQTT, memory: the id is its last
-    /// level) or by the [`headers::CORRELATION_ID`] header the runtime adds to the request
-    /// (Kafka). Whatever the route holds is released when the [`PendingReply`] is dropped.
-    async fn reply_route(&self, destination: &str) -> Result<PendingReply>;
-
-    /// Closes the connection: pending requests fail, the inbox ends. Idempotent.
-    async fn close(&self) -> Result<()>;
-}
-
-/// What a transport can do, declared so that tests and applications need not guess.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Capabilities {
-    /// MQTT-style wildcard filters (`+`, `#`) in subscriptions.
-    pub wildcards: bool,
-    /// Competing consumers: members of one group share the messages.
-    pub consumer_groups: bool,
-    /// Messages of one publisher on one topic arrive in the order sent.
-    pub ordered_per_publisher: bool,
-    /// Messages of one publisher on one partition of a topic arrive in the order sent (Kafka
-    /// with several partitions; true wherever `ordered_per_publisher` is).
-    pub ordered_per_partition: bool,
-    /// A message published right after `subscribe` returned is delivered.
-    pub subscribe_is_synchronous: bool,
-    /// [`Outgoing::headers`] arrive as [`Delivery::headers`] (Kafka, memory); where false
-    /// (MQTT 3.1.1) they are not sent.
-    pub headers: bool,
-    /// [`Outgoing::key`] arrives as [`Delivery::key`] (Kafka's record key, memory); where false
-    /// (MQTT) a consumer ordering by key orders by topic.
-    pub keys: bool,
-    /// [`Delivery::ack`] may be called in any order and the transport still never commits
-    /// past an unfinished message (Kafka tracks the gaps per partition); where false (MQTT,
-    /// memory) the runtime acknowledges in arrival order.
-    pub acks_in_any_order: bool,
-}
-
-/// What an application asks of its socket.
-#[derive(Debug, Clone)]
-pub struct SocketOptions {
-    /// Client id on the bus (MQTT client id, Kafka client.id); unique per socket.
-    pub client_id: String,
-    /// Unique within the program and the same in every run: the application's explicit client
-    /// id, else its name. With a bus-wide client id configured (a prefix), the socket's id is
-    /// `{bus id}-{stable_id}` (see [`SocketOptions::client_id_with`]).
-    pub stable_id: String,
-    /// Human-readable name.
-    pub client_name: Option<String>,
-    /// Topics to subscribe to on connect; when empty, the provider's default topics.
-    pub topics: Vec<String>,
-    /// Consumer group: members of one group share the messages (Kafka group, MQTT
-    /// `$share/{group}/...`). `None` = every socket gets every message, except on Kafka, where
-    /// the provider derives a group.
-    pub group: Option<String>,
-    /// How many undelivered messages the inbox holds before the transport waits.
-    pub inbox_capacity: usize,
-    /// Set by the transport as the socket becomes ready (subscribed, connected, assigned) or
-    /// stops being so.
-    pub ready: ReadySignal,
-}
-
-impl SocketOptions {
-    /// Options for a socket with this client id and no subscriptions.
-    pub fn new(client_id: impl Into<String>) -> Self {
-        let client_id = client_id.into();
-        SocketOptions {
-            stable_id: client_id.clone(),
-            client_id,
-            client_name: None,
-            topics: Vec::new(),
-            group: None,
-            inbox_capacity: 1024,
-            ready: ReadySignal::default(),
-        }
-    }
-
-    /// Sets the subscriptions.
-    pub fn topics<I, S>(mut self, topics: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.topics = topics.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// Sets the id that stays the same in every run (see [`SocketOptions::stable_id`]).
-    pub fn stable_id(mut self, stable_id: impl Into<String>) -> Self {
-        self.stable_id = stable_id.into();
-        self
-    }
-
-    /// The socket's client id on a bus whose configuration may set a bus-wide id: that id is a
-    /// prefix, so the sockets of one program never share an id (an MQTT broker disconnects the
-    /// older of two connections with one id; on Kafka they would share a reply topic).
-    pub fn client_id_with(&self, bus_client_id: Option<&str>) -> String {
-        match bus_client_id {
-            Some(prefix) => format!("{prefix}-{}", self.stable_id),
-            None => self.client_id.clone(),
-        }
-    }
-
-    /// Sets the consumer group.
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-
-    /// The topics a new socket subscribes to: these options' own, or else the provider's
-    /// `default_topics`.
-    pub fn initial_topics<'a>(&'a self, default_topics: &'a [String]) -> &'a [String] {
-        if self.topics.is_empty() {
-            default_topics
-        } else {
-            &self.topics
-        }
-    }
-}
-
-/// A connected socket and its inbox.
-pub struct Connection {
-    /// The sending side, shareable.
-    pub socket: Arc<dyn SpaSocket>,
-    /// Deliveries for the socket's subscriptions.
-    pub inbox: Inbox,
-}
-
-impl fmt::Debug for Connection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection").finish_non_exhaustive()
-    }
-}
-
-/// A transport's settings, as [`crate::config::SocketConfig`] holds them: each transport
-/// implements it in its folder.
-pub trait TransportConfig: std::fmt::Debug + Send + Sync {
-    /// Checks values that would only fail later, naming the key.
-    fn validate(&self) -> Result<()>;
-
-    /// A provider of sockets on the bus these settings describe.
-    fn provider(&self) -> Result<Arc<dyn SocketProvider>>;
-}
-
-/// Builds sockets for applications (the Python package's `SocketProvider`).
-#[async_trait]
-pub trait SocketProvider: Send + Sync + 'static {
-    /// Connects a socket and subscribes it to `options.topics` (or the default topics).
-    /// Fails with a clear error naming the broker when it cannot be reached.
-    async fn connect(&self, options: SocketOptions) -> Result<Connection>;
-
-    /// A provider like this one whose default subscriptions are `topics` (the Python package's
-    /// `rebuild` / `overwrite_config`).
-    fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider>;
-
-    /// Topics a socket subscribes to when its options name none.
-    fn default_topics(&self) -> &[String];
-
-    /// What this transport can do.
-    fn capabilities(&self) -> Capabilities;
-
-    /// The bus, for logs and errors (`memory://default`, `mqtt://host:1883`, ...).
-    fn describe(&self) -> String;
-}
 
 /// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request.
 pub(crate) fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
