@@ -1,4 +1,7 @@
-//! One application: a handler, its socket, its resources and state, and its life cycle.
+//! One application: what it is ([`Application`], built once and not changed by running it),
+//! what a run gives it ([`RunDefaults`]), and what it holds while it runs
+//! ([`RunningApplication`]: its socket, runtime and resources), with the Python package's life
+//! cycle ([`ApplicationLifeCycle`]) as a thin layer over them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
@@ -48,13 +51,48 @@ pub trait ApplicationLifeCycle: Send {
 
     /// [`ApplicationLifeCycle::start_async`] on a new Tokio runtime; blocks until done.
     fn start(&mut self) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::runtime(format!("cannot start the Tokio runtime: {e}")).caused_by(e)
-            })?;
-        runtime.block_on(self.start_async())
+        block_on_new_runtime(self.start_async())?
+    }
+}
+
+/// Runs `future` on a new multi-threaded Tokio runtime, blocking until it is done.
+pub(crate) fn block_on_new_runtime<F: std::future::Future>(future: F) -> Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::runtime(format!("cannot start the Tokio runtime: {e}")).caused_by(e))?;
+    Ok(runtime.block_on(future))
+}
+
+/// What a run gives every application it starts: the default bus, the runtime settings of its
+/// [`Config`], shared state and resources, and the run's shutdown. A distributed application
+/// makes one from the configuration it read; an application started on its own makes its own
+/// ([`RunDefaults::standalone`]) — nothing reads the environment behind the caller's back.
+#[derive(Clone)]
+pub(crate) struct RunDefaults {
+    pub(crate) provider: Arc<dyn SocketProvider>,
+    pub(crate) settings: Settings,
+    pub(crate) state: Extensions,
+    pub(crate) resources: Extensions,
+    pub(crate) shutdown: Shutdown,
+}
+
+impl RunDefaults {
+    /// The defaults of `app` run on its own: [`Config::default`] (the in-process bus, unless
+    /// the application names its own provider), its own shutdown.
+    fn standalone(app: &AppSpec) -> Result<Self> {
+        let config = Config::default();
+        let provider = match &app.provider {
+            Some(provider) => Arc::clone(provider),
+            None => SocketProviderFactory::from_config(&config.bus)?,
+        };
+        Ok(RunDefaults {
+            provider,
+            settings: Settings::from(&config),
+            state: Extensions::default(),
+            resources: Extensions::default(),
+            shutdown: app.shutdown.clone(),
+        })
     }
 }
 
@@ -79,8 +117,20 @@ impl From<&Config> for Settings {
 /// One application: a consumer (handler per message) or a producer (handler once).
 ///
 /// Build one with [`Application::consumer`] / [`Application::producer`]; run it alone through
-/// [`ApplicationLifeCycle`] or with others in a [`crate::DistributedApplication`].
+/// [`ApplicationLifeCycle`] or with others in a [`crate::DistributedApplication`]. Running
+/// does not change what was built: a run gives it its defaults (the bus, timeouts, shared
+/// state and resources) — a distributed application those of the configuration it read, an
+/// application run alone [`Config::default`]'s (the in-process bus, unless
+/// [`Application::socket_provider`] names another). Only `DistributedApplication` reads the
+/// environment.
 pub struct Application {
+    spec: AppSpec,
+    /// Set between [`ApplicationLifeCycle::setup`] and [`ApplicationLifeCycle::teardown`].
+    running: Option<RunningApplication>,
+}
+
+/// What an application is: set while it is built, never changed by running it.
+struct AppSpec {
     name: String,
     kind: HandlerKind,
     topics: Vec<String>,
@@ -94,10 +144,8 @@ pub struct Application {
     retry: RetryPolicy,
     handler_timeout: Option<Duration>,
     provider: Option<Arc<dyn SocketProvider>>,
-    settings: Option<Settings>,
     state: Extensions,
     resources: ResourceSet,
-    shared_resources: Extensions,
     handler: BoxedHandler,
     shutdown: Shutdown,
     /// Its socket's readiness, set by the transport.
@@ -105,7 +153,6 @@ pub struct Application {
     /// False while the consumer makes no progress with messages in hand ([`Application::stall_after`]).
     progressing: ReadySignal,
     stall_after: Duration,
-    running: Option<Running>,
 }
 
 /// What an application is called on the bus, placeholders filled in.
@@ -115,20 +162,27 @@ struct BusNames {
     dead_letter_topic: Option<String>,
 }
 
-struct Running {
+/// An application while it runs: made by starting an [`Application`] with a run's
+/// [`RunDefaults`]; what it holds is undone by [`RunningApplication::teardown`].
+pub(crate) struct RunningApplication {
     runtime: Arc<AppRuntime>,
     transport: Arc<dyn SpaSocket>,
+    /// Taken by the consumer's run.
     inbox: Option<Inbox>,
     resources: Option<ActiveResources>,
+    settings: Settings,
+    /// The dead-letter topic, placeholders filled in, else the configuration's.
+    dead_letter_topic: Option<String>,
+    acks_in_any_order: bool,
 }
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Application")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("topics", &self.topics)
-            .field("group", &self.group)
+            .field("name", &self.spec.name)
+            .field("kind", &self.spec.kind)
+            .field("topics", &self.spec.topics)
+            .field("group", &self.spec.group)
             .finish_non_exhaustive()
     }
 }
@@ -136,32 +190,32 @@ impl std::fmt::Debug for Application {
 impl Application {
     fn new(name: String, kind: HandlerKind, topics: Vec<String>, handler: BoxedHandler) -> Self {
         Application {
-            name,
-            kind,
-            topics,
-            group: None,
-            client_id: None,
-            client_name: None,
-            dead_letter_topic: None,
-            concurrency: 1,
-            order: MessageOrder::default(),
-            order_key: None,
-            retry: RetryPolicy::default(),
-            handler_timeout: None,
-            provider: None,
-            settings: None,
-            state: Extensions::default(),
-            resources: ResourceSet::default(),
-            shared_resources: Extensions::default(),
-            handler,
-            shutdown: Shutdown::new(),
-            ready: ReadySignal::default(),
-            progressing: {
-                let progressing = ReadySignal::default();
-                progressing.set(true);
-                progressing
+            spec: AppSpec {
+                name,
+                kind,
+                topics,
+                group: None,
+                client_id: None,
+                client_name: None,
+                dead_letter_topic: None,
+                concurrency: 1,
+                order: MessageOrder::default(),
+                order_key: None,
+                retry: RetryPolicy::default(),
+                handler_timeout: None,
+                provider: None,
+                state: Extensions::default(),
+                resources: ResourceSet::default(),
+                handler,
+                shutdown: Shutdown::new(),
+                ready: ReadySignal::default(),
+                progressing: {
+                    let progressing = ReadySignal::default();
+                    progressing.set(true);
+                    progressing
+                },
+                stall_after: Duration::from_secs(60),
             },
-            stall_after: Duration::from_secs(60),
             running: None,
         }
     }
@@ -203,25 +257,25 @@ impl Application {
 
     /// Consumer group: instances in one group share the messages.
     pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
+        self.spec.group = Some(group.into());
         self
     }
 
     /// Client id on the bus (default: the name plus a random suffix).
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
-        self.client_id = Some(client_id.into());
+        self.spec.client_id = Some(client_id.into());
         self
     }
 
     /// Client name stamped on published messages (default: the application's name).
     pub fn client_name(mut self, client_name: impl Into<String>) -> Self {
-        self.client_name = Some(client_name.into());
+        self.spec.client_name = Some(client_name.into());
         self
     }
 
     /// Where messages this consumer cannot decode or fails to handle are forwarded.
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
-        self.dead_letter_topic = Some(topic.into());
+        self.spec.dead_letter_topic = Some(topic.into());
         self
     }
 
@@ -229,14 +283,14 @@ impl Application {
     /// arrival order). Which of them may run together is [`Application::ordering`]'s to say;
     /// acknowledgements go to the broker in arrival order whatever order handlers finish in.
     pub fn concurrency(mut self, limit: usize) -> Self {
-        self.concurrency = limit.max(1);
+        self.spec.concurrency = limit.max(1);
         self
     }
 
     /// Which messages may be handled at the same time with a concurrency above 1 (default:
     /// [`MessageOrder::Key`]).
     pub fn ordering(mut self, order: MessageOrder) -> Self {
-        self.order = order;
+        self.spec.order = order;
         self
     }
 
@@ -247,119 +301,120 @@ impl Application {
         mut self,
         key_of: impl Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync + 'static,
     ) -> Self {
-        self.order_key = Some(Arc::new(key_of));
+        self.spec.order_key = Some(Arc::new(key_of));
         self
     }
 
     /// What happens when the handler fails (default: [`RetryPolicy::default`]).
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = policy;
+        self.spec.retry = policy;
         self
     }
 
     /// Puts `layer` around the handler (see [`crate::handler::Layer`]). The last layer added
     /// runs first.
     pub fn layer(mut self, layer: impl Layer) -> Self {
-        self.handler = self.handler.layered(Arc::new(layer));
+        self.spec.handler = self.spec.handler.layered(Arc::new(layer));
         self
     }
 
     /// Cancels a handler call that runs longer than `timeout`; it counts as a failed attempt.
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
-        self.handler_timeout = Some(timeout);
+        self.spec.handler_timeout = Some(timeout);
         self
     }
 
     /// The socket provider of this application (default: the distributed application's).
     pub fn socket_provider(mut self, provider: Arc<dyn SocketProvider>) -> Self {
-        self.provider = Some(provider);
+        self.spec.provider = Some(provider);
         self
     }
 
     /// Adds state for this application's handler ([`crate::State<T>`]).
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.state.insert(Arc::new(value));
+        self.spec.state.insert(Arc::new(value));
         self
     }
 
     /// Adds state the caller keeps a handle to (e.g. metrics read in `main` after the run).
     pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
-        self.state.insert(value);
+        self.spec.state.insert(value);
         self
     }
 
     /// Adds a resource for this application ([`crate::Res<T>`]), set up after its socket
     /// connects and torn down before it closes.
     pub fn resource<T: Resource>(mut self, resource: T) -> Self {
-        self.resources.add(resource);
+        self.spec.resources.add(resource);
         self
     }
 
     /// The shutdown handle of this application.
     pub fn shutdown_handle(&self) -> Shutdown {
-        self.shutdown.clone()
+        self.spec.shutdown.clone()
     }
 
     /// Whether its socket is ready, as the transport sees it.
     pub fn ready_signal(&self) -> &ReadySignal {
-        &self.ready
+        &self.spec.ready
     }
 
     /// Whether the consumer makes progress (see [`Application::stall_after`]); always ready
     /// for a producer.
     pub fn progress_signal(&self) -> &ReadySignal {
-        &self.progressing
+        &self.spec.progressing
     }
 
     /// A consumer with messages in hand that finishes none for longer than `after` (a hung
     /// handler, a key stuck retrying) makes the run not ready (default 60 s).
     pub fn stall_after(mut self, after: Duration) -> Self {
-        self.stall_after = after;
+        self.spec.stall_after = after;
         self
     }
 
     /// The application's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.spec.name
     }
+}
 
-    /// Takes the defaults of the distributed application it runs in.
-    pub(crate) fn inherit(
-        &mut self,
-        provider: &Arc<dyn SocketProvider>,
-        settings: &Settings,
-        state: &Extensions,
-        resources: &Extensions,
-        shutdown: &Shutdown,
-    ) {
-        self.provider.get_or_insert_with(|| Arc::clone(provider));
-        self.settings.get_or_insert_with(|| settings.clone());
-        self.state.merge_missing(state);
-        self.shared_resources = resources.clone();
-        self.shutdown = shutdown.clone();
-    }
-
-    fn all_resources(&self) -> Extensions {
+impl AppSpec {
+    /// Its resources and the run's shared ones, its own first.
+    fn all_resources(&self, defaults: &RunDefaults) -> Extensions {
         let mut all = self.resources.by_type().clone();
-        all.merge_missing(&self.shared_resources);
+        all.merge_missing(&defaults.resources);
         all
     }
 
-    /// Checks every handler argument against what the application offers.
-    pub(crate) fn check(&self) -> Result<()> {
-        let resources = self.all_resources();
+    /// Its state and the run's shared state, its own first.
+    fn all_state(&self, defaults: &RunDefaults) -> Extensions {
+        let mut all = self.state.clone();
+        all.merge_missing(&defaults.state);
+        all
+    }
+
+    /// The socket provider it connects with: its own, else the run's.
+    fn provider_in<'a>(&'a self, defaults: &'a RunDefaults) -> &'a Arc<dyn SocketProvider> {
+        self.provider.as_ref().unwrap_or(&defaults.provider)
+    }
+
+    /// Checks every handler argument against what the application offers in a run with
+    /// `defaults`.
+    pub(crate) fn check(&self, defaults: &RunDefaults) -> Result<()> {
+        let resources = self.all_resources(defaults);
+        let state = self.all_state(defaults);
         let scope = HandlerScope {
             app: &self.name,
             kind: self.kind,
-            state: &self.state,
+            state: &state,
             resources: &resources,
         };
         let mut problems = Vec::new();
-        if self.kind == HandlerKind::Consumer && self.topics.is_empty() {
-            let defaults = self.provider.as_ref().map(|p| p.default_topics().len());
-            if defaults == Some(0) {
-                problems.push("a consumer needs topics: none given and the bus has no default subscription topics".to_owned());
-            }
+        if self.kind == HandlerKind::Consumer
+            && self.topics.is_empty()
+            && self.provider_in(defaults).default_topics().is_empty()
+        {
+            problems.push("a consumer needs topics: none given and the bus has no default subscription topics".to_owned());
         }
         if let Err(found) = self.handler.check(&scope) {
             problems.extend(found);
@@ -408,19 +463,11 @@ impl Application {
         }
     }
 
-    async fn connect(&mut self) -> Result<Running> {
-        if self.settings.is_none() || self.provider.is_none() {
-            let config = Config::from_env()?;
-            self.settings.get_or_insert_with(|| Settings::from(&config));
-            if self.provider.is_none() {
-                self.provider = Some(SocketProviderFactory::from_config(&config.bus)?);
-            }
-        }
-        let settings = self.settings();
-        let Some(provider) = self.provider.clone() else {
-            return Err(Error::runtime("no socket provider"));
-        };
-        self.check()?;
+    /// Connects its socket in a run with `defaults`: a running application, its resources
+    /// not yet set up.
+    async fn connect(&self, defaults: &RunDefaults) -> Result<RunningApplication> {
+        let provider = Arc::clone(self.provider_in(defaults));
+        self.check(defaults)?;
         let client_id = self.client_id.clone().unwrap_or_else(|| {
             let suffix = uuid::Uuid::new_v4().simple().to_string();
             format!("{}-{}", self.name, &suffix[..8])
@@ -456,51 +503,42 @@ impl Application {
         let socket = Socket::new(
             Arc::clone(&connection.socket),
             builder,
-            settings.request_timeout,
+            defaults.settings.request_timeout,
         )
         .with_telemetry(Arc::clone(&metrics), spans);
         let runtime = Arc::new(AppRuntime {
             name,
             metrics,
             socket,
-            state: self.state.clone(),
-            resources: self.all_resources(),
-            shutdown: self.shutdown.clone(),
+            state: self.all_state(defaults),
+            resources: self.all_resources(defaults),
+            shutdown: defaults.shutdown.clone(),
         });
-        Ok(Running {
+        Ok(RunningApplication {
             runtime,
             transport: connection.socket,
             inbox: Some(connection.inbox),
             resources: None,
+            settings: defaults.settings.clone(),
+            dead_letter_topic: names
+                .dead_letter_topic
+                .or_else(|| defaults.settings.dead_letter_topic.clone()),
+            acks_in_any_order: provider.capabilities().acks_in_any_order,
         })
     }
 
-    fn settings(&self) -> Settings {
-        self.settings
-            .clone()
-            .unwrap_or_else(|| Settings::from(&Config::default()))
-    }
-
-    async fn consume(&self, running: &Running, inbox: Inbox) {
-        let settings = self.settings();
+    async fn consume(&self, running: &RunningApplication, inbox: Inbox) {
         let consumer = Arc::new(Consumer {
             handler: self.handler.clone(),
             runtime: Arc::clone(&running.runtime),
-            dead_letter_topic: self
-                .bus_names()
-                .ok()
-                .and_then(|names| names.dead_letter_topic)
-                .or(settings.dead_letter_topic.clone()),
+            dead_letter_topic: running.dead_letter_topic.clone(),
             limits: Limits {
-                grace: settings.shutdown_grace,
+                grace: running.settings.shutdown_grace,
                 timeout: self.handler_timeout,
             },
             retry: self.retry,
             warned_unrequested_reply: AtomicBool::new(false),
-            acks_in_any_order: self
-                .provider
-                .as_ref()
-                .is_some_and(|p| p.capabilities().acks_in_any_order),
+            acks_in_any_order: running.acks_in_any_order,
             taken: AtomicU64::new(0),
             done: AtomicU64::new(0),
         });
@@ -526,7 +564,7 @@ impl Application {
         watchdog.abort();
     }
 
-    async fn produce(&self, running: &Running) -> Result<()> {
+    async fn produce(&self, running: &RunningApplication) -> Result<()> {
         let context = HandlerContext {
             app: Arc::clone(&running.runtime),
             message: None,
@@ -534,10 +572,11 @@ impl Application {
         };
         let span = tracing::info_span!("producer", app = %self.name);
         let limits = Limits {
-            grace: self.settings().shutdown_grace,
+            grace: running.settings.shutdown_grace,
             timeout: None,
         };
-        let outcome = run_guarded(self.handler.call(context), span, &self.shutdown, limits).await;
+        let shutdown = &running.runtime.shutdown;
+        let outcome = run_guarded(self.handler.call(context), span, shutdown, limits).await;
         match outcome {
             Outcome::Done(Ok(_)) => Ok(()),
             Outcome::Done(Err(error)) => {
@@ -562,54 +601,71 @@ impl Application {
     }
 }
 
-#[async_trait]
-impl ApplicationLifeCycle for Application {
-    async fn setup(&mut self) -> Result<()> {
+impl Application {
+    /// Checks every handler argument against what a run with `defaults` offers.
+    pub(crate) fn check(&self, defaults: &RunDefaults) -> Result<()> {
+        self.spec.check(defaults)
+    }
+
+    /// Sets the application up in a run with `defaults`: connects its socket, then sets up its
+    /// resources. What it did is undone by teardown, also when it failed half-way.
+    pub(crate) async fn setup_in(&mut self, defaults: &RunDefaults) -> Result<()> {
         if self.running.is_some() {
             return Ok(());
         }
-        let running = self.connect().await.map_err(|e| self.startup_error(e))?;
+        let running = self
+            .spec
+            .connect(defaults)
+            .await
+            .map_err(|e| self.spec.startup_error(e))?;
         let running = self.running.insert(running);
-        match self.resources.setup().await {
+        match self.spec.resources.setup().await {
             Ok(active) => {
                 running.resources = Some(active);
                 Ok(())
             }
             Err(error) => Err(Error::Startup {
-                app: self.name.clone(),
+                app: self.spec.name.clone(),
                 source: Box::new(error),
             }),
         }
+    }
+}
+
+#[async_trait]
+impl ApplicationLifeCycle for Application {
+    async fn setup(&mut self) -> Result<()> {
+        let defaults =
+            RunDefaults::standalone(&self.spec).map_err(|e| self.spec.startup_error(e))?;
+        self.setup_in(&defaults).await
     }
 
     async fn run_async(&mut self) -> Result<()> {
         let Some(running) = self.running.as_mut() else {
             return Err(Error::runtime(format!(
                 "application `{}` must be set up before it runs",
-                self.name
+                self.spec.name
             )));
         };
         let inbox = running.inbox.take();
-        let Some(running) = self.running.as_ref() else {
-            return Ok(());
-        };
+        let running = &*running;
         let connection_gauge = crate::metrics::enabled().then(|| {
             let (app, system) = (
                 Arc::clone(&running.runtime.name),
                 running.runtime.metrics.system(),
             );
-            let ready = self.ready.clone();
+            let ready = self.spec.ready.clone();
             tokio::spawn(async move { super::health::follow_connection(&app, system, ready).await })
         });
-        let result = match (self.kind, inbox) {
-            (HandlerKind::Producer, _) => self.produce(running).await,
+        let result = match (self.spec.kind, inbox) {
+            (HandlerKind::Producer, _) => self.spec.produce(running).await,
             (HandlerKind::Consumer, Some(inbox)) => {
-                self.consume(running, inbox).await;
+                self.spec.consume(running, inbox).await;
                 Ok(())
             }
             (HandlerKind::Consumer, None) => Err(Error::runtime(format!(
                 "consumer `{}` already ran; set it up again",
-                self.name
+                self.spec.name
             ))),
         };
         if let Some(gauge) = connection_gauge {
@@ -619,15 +675,23 @@ impl ApplicationLifeCycle for Application {
     }
 
     async fn teardown(&mut self) -> Result<()> {
-        let Some(mut running) = self.running.take() else {
+        let Some(running) = self.running.take() else {
             return Ok(());
         };
-        let resources = match running.resources.as_mut() {
+        let result = running.teardown().await;
+        tracing::debug!(app = %self.spec.name, "torn down");
+        result
+    }
+}
+
+impl RunningApplication {
+    /// Tears its resources down in reverse order, then closes its socket.
+    async fn teardown(mut self) -> Result<()> {
+        let resources = match self.resources.as_mut() {
             Some(active) => active.teardown().await,
             None => Ok(()),
         };
-        let socket = running.transport.close().await;
-        tracing::debug!(app = %self.name, "torn down");
+        let socket = self.transport.close().await;
         resources.and(socket)
     }
 }

@@ -8,7 +8,9 @@ use futures_util::FutureExt;
 
 use tokio::task::JoinSet;
 
-use super::application::{Application, ApplicationLifeCycle, Settings};
+use super::application::{
+    block_on_new_runtime, Application, ApplicationLifeCycle, RunDefaults, Settings,
+};
 use super::engine::guarded::panic_message;
 use super::health::Readiness;
 use super::resource::{Resource, ResourceSet};
@@ -170,13 +172,7 @@ impl DistributedApplication {
     /// Runs on a new multi-threaded Tokio runtime; blocks until shutdown, and says what
     /// stopped it.
     pub fn start(self) -> Result<Stopped> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::runtime(format!("cannot start the Tokio runtime: {e}")).caused_by(e)
-            })?;
-        runtime.block_on(self.start_async())
+        block_on_new_runtime(self.start_async())?
     }
 
     /// Runs on the caller's Tokio runtime until shutdown, and says what stopped it.
@@ -212,10 +208,17 @@ impl DistributedApplication {
             ));
         }
         check_unique_names(&apps)?;
-        for app in &mut apps {
-            app.inherit(&provider, &settings, &state, resources.by_type(), &shutdown);
-        }
-        let problems: Vec<Error> = apps.iter().filter_map(|app| app.check().err()).collect();
+        let defaults = RunDefaults {
+            provider: Arc::clone(&provider),
+            settings,
+            state,
+            resources: resources.by_type().clone(),
+            shutdown: shutdown.clone(),
+        };
+        let problems: Vec<Error> = apps
+            .iter()
+            .filter_map(|app| app.check(&defaults).err())
+            .collect();
         if !problems.is_empty() {
             return Err(Error::from_many(problems));
         }
@@ -223,7 +226,7 @@ impl DistributedApplication {
         #[cfg(any(feature = "probes", feature = "prometheus"))]
         super::health::http::serve_configured(&config, &readiness, &shutdown).await?;
         let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
-        let result = run_apps(apps, &resources, &provider, &readiness).await;
+        let result = run_apps(apps, &resources, &defaults, &readiness).await;
         readiness.stopped();
         shutdown.trigger_because(Stopped::Finished);
         if let Some(signals) = signals {
@@ -241,13 +244,13 @@ impl DistributedApplication {
 async fn run_apps(
     apps: Vec<Application>,
     resources: &ResourceSet,
-    provider: &Arc<dyn SocketProvider>,
+    defaults: &RunDefaults,
     readiness: &Readiness,
 ) -> Result<()> {
     let mut shared = resources.setup().await?;
     let mut ready: Vec<Application> = Vec::with_capacity(apps.len());
     for mut app in apps {
-        if let Err(error) = app.setup().await {
+        if let Err(error) = app.setup_in(defaults).await {
             tracing::error!(%error, "start-up failed; tearing down");
             log_teardown(&mut app).await;
             for app in ready.iter_mut().rev() {
@@ -260,7 +263,7 @@ async fn run_apps(
         }
         ready.push(app);
     }
-    tracing::info!(apps = ready.len(), bus = %provider.describe(), "spa-dat running");
+    tracing::info!(apps = ready.len(), bus = %defaults.provider.describe(), "spa-dat running");
     readiness.running(
         ready
             .iter()
