@@ -1,15 +1,12 @@
 //! The Kafka transport's settings, from TOML or a `kafka://` URL.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use serde::{Deserialize, Serialize};
 
-use super::KafkaSocketProvider;
 use crate::error::{Error, Result};
 use crate::redact::{is_secret_key, REDACTED};
-use crate::socket::{SocketProvider, TransportConfig};
 use crate::url::{
     bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_number,
 };
@@ -207,15 +204,5 @@ impl KafkaConfig {
         };
         config.set_log_level(level);
         config
-    }
-}
-
-impl TransportConfig for KafkaConfig {
-    fn validate(&self) -> Result<()> {
-        KafkaConfig::validate(self)
-    }
-
-    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
-        Ok(Arc::new(KafkaSocketProvider::new(self.clone())?))
     }
 }

@@ -33,6 +33,7 @@ use self::replies::Replies;
 use self::socket::{lock, KafkaSocket, Shared};
 use super::{
     Capabilities, Connection, Inbox, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
+    TransportConfig,
 };
 use crate::error::{Error, Result};
 
@@ -65,6 +66,17 @@ impl KafkaSocketProvider {
     /// The configuration.
     pub fn config(&self) -> &KafkaConfig {
         &self.config
+    }
+}
+
+// Beside the provider it builds, so `config` imports nothing of the folder.
+impl TransportConfig for KafkaConfig {
+    fn validate(&self) -> Result<()> {
+        KafkaConfig::validate(self)
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(KafkaSocketProvider::new(self.clone())?))
     }
 }
 
