@@ -18,7 +18,7 @@ use super::ledger::{Kind, Ledger, Pending};
 use crate::error::{Error, Result};
 use crate::socket::{
     Capabilities, Connection, Inbox, Outgoing, PendingReply, RequestMultiplexer, SocketOptions,
-    SocketProvider, SpaSocket, TopicNames,
+    SocketProvider, SpaSocket, TopicNames, TransportConfig,
 };
 
 pub(super) struct Shared {
@@ -327,6 +327,17 @@ impl MqttSocketProvider {
     /// The configuration.
     pub fn config(&self) -> &MqttConfig {
         &self.config
+    }
+}
+
+// Beside the provider it builds, so `config` imports nothing of the folder but `tls`.
+impl TransportConfig for MqttConfig {
+    fn validate(&self) -> Result<()> {
+        MqttConfig::validate(self)
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(MqttSocketProvider::new(self.clone())?))
     }
 }
 
