@@ -21,6 +21,7 @@ mod acks;
 mod config;
 mod driver;
 mod ledger;
+mod shared;
 mod socket;
 mod tls;
 
