@@ -29,6 +29,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 
 use self::admin::{existing_topics, sanitize};
 use self::context::{Failures, SocketContext};
+use self::properties::{client_config, Client};
 use self::replies::Replies;
 use self::socket::{lock, KafkaSocket, Shared};
 use super::{
@@ -44,6 +45,7 @@ mod context;
 mod headers;
 mod offsets;
 mod progress;
+mod properties;
 mod replies;
 mod socket;
 
@@ -96,28 +98,19 @@ impl SocketProvider for KafkaSocketProvider {
                     sanitize(options.client_name.as_deref().unwrap_or(&options.client_id))
                 )
             });
-        let mut producer_config = config.client_config(&client_id);
-        producer_config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", config.publish_timeout_ms.to_string());
-        for (key, value) in &config.properties {
-            producer_config.set(key, value);
-        }
         let failures = Arc::new(Failures::default());
-        let producer: FutureProducer<SocketContext> = producer_config
-            .create_with_context(SocketContext::new(&failures, &broker))
-            .map_err(|e| {
-                Error::Connect {
-                    broker: broker.clone(),
-                    reason: e.to_string(),
-                    source: None,
-                }
-                .caused_by(e)
-            })?;
-        let admin: AdminClient<SocketContext> = config
-            .client_config(&format!("{client_id}-admin"))
+        let producer: FutureProducer<SocketContext> =
+            client_config(config, &client_id, Client::Producer)
+                .create_with_context(SocketContext::new(&failures, &broker))
+                .map_err(|e| {
+                    Error::Connect {
+                        broker: broker.clone(),
+                        reason: e.to_string(),
+                        source: None,
+                    }
+                    .caused_by(e)
+                })?;
+        let admin: AdminClient<SocketContext> = client_config(config, &client_id, Client::Admin)
             .create_with_context(SocketContext::new(&failures, &broker))
             .map_err(|e| {
                 Error::Connect {

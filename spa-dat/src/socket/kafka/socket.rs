@@ -20,13 +20,11 @@ use tokio::sync::mpsc;
 use super::access;
 use super::admin::{await_topics, create_topics, topic_name_problem, validate_topic};
 use super::config::KafkaConfig;
-use super::context::{
-    describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext,
-    STATISTICS_INTERVAL_MS,
-};
+use super::context::{describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
+use super::properties::{self, Client};
 use super::replies::{collect_replies, Replies, ReplyRoute};
 use crate::error::{Error, Result};
 use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
@@ -114,25 +112,9 @@ impl Shared {
         }
     }
 
-    pub(super) fn consumer_config(&self, group_id: &str) -> ClientConfig {
-        let mut config = self.config.client_config(&self.client_id);
-        config
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            // The group consumer commits itself at this interval (see `progress`).
-            .set("auto.commit.interval.ms", "5000")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("isolation.level", "read_uncommitted")
-            // librdkafka pauses fetching for a second once its queue passes queued.min.messages;
-            // a consumer that drains fast would then sit idle (measured: 0.8 s of 1.25 s).
-            .set("fetch.queue.backoff.ms", "10");
-        for (key, value) in &self.config.properties {
-            config.set(key, value);
-        }
-        config
+    /// The librdkafka properties of this socket's `client` (see `properties`).
+    pub(super) fn client_config(&self, client: Client<'_>) -> ClientConfig {
+        properties::client_config(&self.config, &self.client_id, client)
     }
 
     /// The socket's group consumer, created on first subscription; its task feeds the inbox.
@@ -143,13 +125,11 @@ impl Shared {
         }
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
         let handled = Arc::new(Progress::default());
-        let mut config = self.consumer_config(&self.group_id);
-        // It commits offsets with their metadata itself, every auto.commit.interval.ms:
-        // librdkafka's auto-commit skips a partition whose offset did not move, so the
-        // metadata of what finished behind a stuck record would never reach the broker.
-        config
-            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-            .set("enable.auto.commit", "false");
+        // Its auto-commit is off: it commits offsets with their metadata itself, every
+        // auto.commit.interval.ms (see `properties`).
+        let config = self.client_config(Client::GroupConsumer {
+            group: &self.group_id,
+        });
         let commit_interval = config
             .get("auto.commit.interval.ms")
             .and_then(|ms| ms.parse::<u64>().ok())
@@ -192,7 +172,10 @@ impl Shared {
     /// Fails, naming the group or topic, when the ACLs do not let this socket read `topics` in
     /// `group` (see [`access::verify_read_access`]).
     pub(super) async fn verify_read_access(&self, group: &str, topics: &[String]) -> Result<()> {
-        let (config, broker) = (self.consumer_config(group), self.broker.clone());
+        let (config, broker) = (
+            self.client_config(Client::AccessProbe { group }),
+            self.broker.clone(),
+        );
         let (group, topics) = (group.to_owned(), topics.to_vec());
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         tokio::task::spawn_blocking(move || {
@@ -226,8 +209,7 @@ impl Shared {
                 self.verify_read_access(&group, std::slice::from_ref(&shared_topic))
                     .await?;
                 let consumer: StreamConsumer<SocketContext> = self
-                    .consumer_config(&group)
-                    .set("enable.auto.offset.store", "true")
+                    .client_config(Client::ReplyConsumer { group: &group })
                     .create_with_context(SocketContext {
                         group: Some(group.clone()),
                         ..self.context()
