@@ -28,6 +28,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use self::admin::{existing_topics, sanitize};
+use self::blocking::on_blocking_thread;
 use self::context::{Failures, SocketContext};
 use self::properties::{client_config, Client};
 use self::replies::Replies;
@@ -40,6 +41,7 @@ use crate::error::{Error, Result};
 
 mod access;
 mod admin;
+mod blocking;
 mod config;
 mod context;
 mod headers;
@@ -151,18 +153,18 @@ impl SocketProvider for KafkaSocketProvider {
         };
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let (producer, failures) = (shared.producer.clone(), Arc::clone(&shared.failures));
-        let probed = tokio::task::spawn_blocking(move || match consumer {
+        let probed = on_blocking_thread(move || match consumer {
             Some(consumer) => existing_topics(consumer.client(), &failures, timeout),
             None => existing_topics(producer.client(), &failures, timeout),
         })
         .await;
-        let failure = match probed {
-            Ok(Ok(topics)) => {
+        // The probe's reason, or its panic's, is the connect error's.
+        let failure = match probed.and_then(std::convert::identity) {
+            Ok(topics) => {
                 *lock(&shared.existing_topics) = topics;
                 None
             }
-            Ok(Err(reason)) => Some(reason),
-            Err(join_error) => Some(join_error.to_string()),
+            Err(reason) => Some(reason),
         };
         let socket = KafkaSocket { shared };
         if let Some(reason) = failure {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use super::access;
 use super::admin::{await_topics, create_topics, topic_name_problem, validate_topic};
+use super::blocking::{blocking, on_blocking_thread};
 use super::config::KafkaConfig;
 use super::context::{describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext};
 use super::headers;
@@ -178,15 +179,13 @@ impl Shared {
         );
         let (group, topics) = (group.to_owned(), topics.to_vec());
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        tokio::task::spawn_blocking(move || {
+        blocking(&self.broker, "subscribe", move || {
             let started = Instant::now();
             let checked = access::verify_read_access(config, &broker, &group, &topics, timeout);
             tracing::debug!(%group, ?topics, took = ?started.elapsed(), ok = checked.is_ok(), "read access checked");
             checked
         })
         .await
-        .map_err(|e| kafka_error(&self.broker, "subscribe", e))?
-        .map_err(|reason| kafka_error(&self.broker, "subscribe", reason))
     }
 
     /// The reply consumer, created with the first request: it reads the shared reply topic from
@@ -220,12 +219,10 @@ impl Shared {
                 let timeout = Duration::from_millis(self.config.connect_timeout_ms);
                 let consumer = Arc::new(consumer);
                 let (reader, topic) = (Arc::clone(&consumer), shared_topic.clone());
-                let end = tokio::task::spawn_blocking(move || {
+                let end = blocking(&self.broker, "assign reply topic", move || {
                     reader.fetch_watermarks(&topic, 0, Timeout::After(timeout))
                 })
-                .await
-                .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?
-                .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?
+                .await?
                 .1;
                 let mut assignment = rdkafka::TopicPartitionList::new();
                 assignment
@@ -254,10 +251,10 @@ impl Shared {
         create_topics(&self.admin, &self.config, &[topic.to_owned()], 1).await?;
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
         let (watcher, names) = (Arc::clone(consumer), vec![topic.to_owned()]);
-        tokio::task::spawn_blocking(move || await_topics(watcher.client(), &names, timeout))
-            .await
-            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?
-            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?;
+        blocking(&self.broker, "create reply topic", move || {
+            await_topics(watcher.client(), &names, timeout)
+        })
+        .await?;
         let mut assignment = rdkafka::TopicPartitionList::new();
         assignment
             .add_partition_offset(topic, 0, Offset::Beginning)
@@ -318,12 +315,10 @@ impl SpaSocket for KafkaSocket {
                 // it, librdkafka reports them missing until its next refresh, minutes later.
                 let timeout = Duration::from_millis(self.shared.config.connect_timeout_ms);
                 let (watcher, names) = (Arc::clone(&consumer), missing.clone());
-                tokio::task::spawn_blocking(move || {
+                blocking(&self.shared.broker, "create topics", move || {
                     await_topics(watcher.client(), &names, timeout)
                 })
-                .await
-                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?
-                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?;
+                .await?;
                 lock(&self.shared.existing_topics).extend(missing);
             }
         }
@@ -407,7 +402,7 @@ impl SpaSocket for KafkaSocket {
         let mut commit_failure = None;
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
-            let commit = tokio::task::spawn_blocking(move || {
+            let commit = on_blocking_thread(move || {
                 let result = match &consumer.context().handled {
                     Some(handled) => handled.commit(&*consumer, CommitMode::Sync, Scope::All),
                     None => Ok(()),
@@ -432,7 +427,7 @@ impl SpaSocket for KafkaSocket {
                 }
                 committed
             });
-            commit_failure = commit.await.unwrap_or_else(|join| Some(join.to_string()));
+            commit_failure = commit.await.unwrap_or_else(Some);
         }
         if self.shared.reply_consumer.initialized() {
             // The reply topics are this socket's alone (Python deletes its own too).
@@ -445,10 +440,8 @@ impl SpaSocket for KafkaSocket {
             }
         }
         let producer = self.shared.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            producer.flush(Timeout::After(Duration::from_secs(5)))
-        })
-        .await;
+        let _ = on_blocking_thread(move || producer.flush(Timeout::After(Duration::from_secs(5))))
+            .await;
         self.shared.replies.requests().close();
         // Reported after everything else is closed: the records handled since the last commit
         // are delivered again to the group's next member.
