@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::admin::AdminClient;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -18,7 +18,9 @@ use rdkafka::Offset;
 use tokio::sync::mpsc;
 
 use super::access;
-use super::admin::{await_topics, create_topics, topic_name_problem, validate_topic};
+use super::admin::{
+    create_topics, create_topics_for, delete_topics, topic_name_problem, validate_topic,
+};
 use super::blocking::{blocking, on_blocking_thread};
 use super::config::KafkaConfig;
 use super::context::{describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext};
@@ -248,12 +250,15 @@ impl Shared {
         consumer: &Arc<StreamConsumer<SocketContext>>,
         topic: &str,
     ) -> Result<()> {
-        create_topics(&self.admin, &self.config, &[topic.to_owned()], 1).await?;
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        let (watcher, names) = (Arc::clone(consumer), vec![topic.to_owned()]);
-        blocking(&self.broker, "create reply topic", move || {
-            await_topics(watcher.client(), &names, timeout)
-        })
+        let topics = [topic.to_owned()];
+        create_topics_for(
+            &self.admin,
+            &self.config,
+            consumer,
+            &topics,
+            1,
+            "create reply topic",
+        )
         .await?;
         let mut assignment = rdkafka::TopicPartitionList::new();
         assignment
@@ -304,20 +309,14 @@ impl SpaSocket for KafkaSocket {
                     .collect()
             };
             if !missing.is_empty() {
-                create_topics(
+                create_topics_for(
                     &self.shared.admin,
                     &self.shared.config,
+                    &consumer,
                     &missing,
                     self.shared.config.topic_partitions,
+                    "create topics",
                 )
-                .await?;
-                // The consumer may hold metadata from before the topics existed; subscribed on
-                // it, librdkafka reports them missing until its next refresh, minutes later.
-                let timeout = Duration::from_millis(self.shared.config.connect_timeout_ms);
-                let (watcher, names) = (Arc::clone(&consumer), missing.clone());
-                blocking(&self.shared.broker, "create topics", move || {
-                    await_topics(watcher.client(), &names, timeout)
-                })
                 .await?;
                 lock(&self.shared.existing_topics).extend(missing);
             }
@@ -434,8 +433,7 @@ impl SpaSocket for KafkaSocket {
             let mut topics = self.shared.replies.own_topics();
             topics.push(self.shared.replies.shared_topic().to_owned());
             let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-            if let Err(error) = self.shared.admin.delete_topics(&names, &options).await {
+            if let Err(error) = delete_topics(&self.shared.admin, &names).await {
                 tracing::debug!(%error, "reply topics not deleted");
             }
         }
@@ -480,8 +478,7 @@ impl Drop for RouteGuard {
         }
         let (shared, topic) = (Arc::clone(&self.shared), topic.clone());
         tokio::spawn(async move {
-            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-            if let Err(error) = shared.admin.delete_topics(&[&topic], &options).await {
+            if let Err(error) = delete_topics(&shared.admin, &[&topic]).await {
                 tracing::debug!(%topic, %error, "reply topic not deleted");
             }
         });
