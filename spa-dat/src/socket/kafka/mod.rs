@@ -32,7 +32,8 @@ use self::blocking::on_blocking_thread;
 use self::context::{Failures, SocketContext};
 use self::properties::{client_config, Client};
 use self::replies::Replies;
-use self::socket::{lock, KafkaSocket, Shared};
+use self::shared::{lock, Shared};
+use self::socket::KafkaSocket;
 use super::{
     Capabilities, Connection, Inbox, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
     TransportConfig,
@@ -49,6 +50,7 @@ mod offsets;
 mod progress;
 mod properties;
 mod replies;
+mod shared;
 mod socket;
 
 pub use config::KafkaConfig;

@@ -1,71 +1,33 @@
 //! The Kafka socket: a producer, a group consumer once it subscribes, a reply consumer once
 //! it sends a request.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::admin::AdminClient;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::Offset;
-use tokio::sync::mpsc;
 
-use super::access;
 use super::admin::{
     create_topics, create_topics_for, delete_topics, topic_name_problem, validate_topic,
 };
 use super::blocking::{blocking, on_blocking_thread};
-use super::config::KafkaConfig;
-use super::context::{describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext};
+use super::context::{describe, kafka_error, kafka_failure, GroupHealth, SocketContext};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
-use super::properties::{self, Client};
-use super::replies::{collect_replies, Replies, ReplyRoute};
+use super::properties::Client;
+use super::replies::{collect_replies, ReplyRoute};
+use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
-use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
-
-pub(super) struct Shared {
-    /// The socket's readiness (see `context::SocketContext::ready`).
-    pub(super) ready: crate::socket::ReadySignal,
-    pub(super) config: KafkaConfig,
-    pub(super) broker: String,
-    pub(super) client_id: String,
-    pub(super) group_id: String,
-    pub(super) producer: FutureProducer<SocketContext>,
-    pub(super) admin: AdminClient<SocketContext>,
-    /// Errors of this socket's clients that no retry can fix.
-    pub(super) failures: Arc<Failures>,
-    pub(super) publish_timeout: Duration,
-    pub(super) inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
-    pub(super) consumer: Mutex<Option<Arc<GroupConsumer>>>,
-    pub(super) topics: Mutex<BTreeSet<String>>,
-    /// Topics known to exist (from the metadata fetched at connect, or created since):
-    /// subscribing to them needs no CreateTopics round trip.
-    pub(super) existing_topics: Mutex<BTreeSet<String>>,
-    pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub(super) replies: Arc<Replies>,
-    pub(super) reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer<SocketContext>>>,
-    pub(super) closed: AtomicBool,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every guarded value is replaced or read whole: still consistent after a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::socket::{Outgoing, PendingReply, SpaSocket};
 
 impl Shared {
-    pub(super) fn ensure_open(&self) -> Result<()> {
-        crate::socket::ensure_open(&self.closed)
-    }
-
     /// Enqueues the record with librdkafka and waits for the broker's acknowledgement.
     ///
     /// `send_result` enqueues without rdkafka's retry loop, whose future is several times
@@ -115,11 +77,6 @@ impl Shared {
         }
     }
 
-    /// The librdkafka properties of this socket's `client` (see `properties`).
-    pub(super) fn client_config(&self, client: Client<'_>) -> ClientConfig {
-        properties::client_config(&self.config, &self.client_id, client)
-    }
-
     /// The socket's group consumer, created on first subscription; its task feeds the inbox.
     pub(super) fn consumer(self: &Arc<Self>) -> Result<Arc<GroupConsumer>> {
         let mut slot = lock(&self.consumer);
@@ -166,28 +123,6 @@ impl Shared {
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
         Ok(consumer)
-    }
-
-    pub(super) fn context(&self) -> SocketContext {
-        SocketContext::new(&self.failures, &self.broker)
-    }
-
-    /// Fails, naming the group or topic, when the ACLs do not let this socket read `topics` in
-    /// `group` (see [`access::verify_read_access`]).
-    pub(super) async fn verify_read_access(&self, group: &str, topics: &[String]) -> Result<()> {
-        let (config, broker) = (
-            self.client_config(Client::AccessProbe { group }),
-            self.broker.clone(),
-        );
-        let (group, topics) = (group.to_owned(), topics.to_vec());
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        blocking(&self.broker, "subscribe", move || {
-            let started = Instant::now();
-            let checked = access::verify_read_access(config, &broker, &group, &topics, timeout);
-            tracing::debug!(%group, ?topics, took = ?started.elapsed(), ok = checked.is_ok(), "read access checked");
-            checked
-        })
-        .await
     }
 
     /// The reply consumer, created with the first request: it reads the shared reply topic from
