@@ -31,7 +31,7 @@ use self::admin::{existing_topics, sanitize};
 use self::blocking::on_blocking_thread;
 use self::context::{Failures, SocketContext};
 use self::properties::{client_config, Client};
-use self::replies::Replies;
+use self::reply_routes::Replies;
 use self::shared::{lock, Shared};
 use self::socket::KafkaSocket;
 use super::{
@@ -49,7 +49,7 @@ mod headers;
 mod offsets;
 mod progress;
 mod properties;
-mod replies;
+mod reply_routes;
 mod shared;
 mod socket;
 

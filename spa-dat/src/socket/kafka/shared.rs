@@ -18,7 +18,7 @@ use super::config::KafkaConfig;
 use super::context::{Failures, SocketContext};
 use super::offsets::GroupConsumer;
 use super::properties::{self, Client};
-use super::replies::Replies;
+use super::reply_routes::Replies;
 use crate::error::Result;
 use crate::socket::Delivery;
 

@@ -22,7 +22,7 @@ use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
 use super::properties::Client;
-use super::replies::{collect_replies, ReplyRoute};
+use super::reply_routes::{collect_replies, ReplyRoute};
 use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
 use crate::socket::{Outgoing, PendingReply, SpaSocket};
