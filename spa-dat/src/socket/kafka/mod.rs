@@ -49,6 +49,7 @@ mod headers;
 mod offsets;
 mod progress;
 mod properties;
+mod replies;
 mod reply_routes;
 mod shared;
 mod socket;

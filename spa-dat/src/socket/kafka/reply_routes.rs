@@ -16,13 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
-
-use rdkafka::consumer::StreamConsumer;
-use rdkafka::message::Message;
-
-use super::context::{describe, SocketContext};
-use super::headers;
 
 use crate::message::SpaMessage;
 use crate::socket::RequestMultiplexer;
@@ -150,37 +143,6 @@ impl Replies {
         };
         drop(routes);
         self.requests.resolve(id, reply)
-    }
-}
-
-pub(super) async fn collect_replies(
-    consumer: Arc<StreamConsumer<SocketContext>>,
-    replies: Arc<Replies>,
-) {
-    loop {
-        let message = match consumer.recv().await {
-            Ok(message) => message,
-            Err(error) => {
-                tracing::warn!(error = %describe(&error), "Kafka reply consumer error");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let reply = match SpaMessage::from_json(message.payload().unwrap_or_default()) {
-            Ok(reply) => reply,
-            Err(error) => {
-                tracing::warn!(topic = message.topic(), %error, "undecodable reply dropped");
-                continue;
-            }
-        };
-        let correlation = headers::correlation_of(&message);
-        if !replies.deliver(message.topic(), correlation, reply) {
-            tracing::debug!(
-                topic = message.topic(),
-                ?correlation,
-                "reply dropped: no waiting request is its own (it came after its request ended, or cannot be matched)"
-            );
-        }
     }
 }
 

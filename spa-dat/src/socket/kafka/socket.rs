@@ -6,23 +6,20 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::Offset;
 
-use super::admin::{
-    create_topics, create_topics_for, delete_topics, topic_name_problem, validate_topic,
-};
-use super::blocking::{blocking, on_blocking_thread};
+use super::admin::{create_topics_for, topic_name_problem, validate_topic};
+use super::blocking::on_blocking_thread;
 use super::context::{describe, kafka_error, kafka_failure, GroupHealth, SocketContext};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
 use super::properties::Client;
-use super::reply_routes::{collect_replies, ReplyRoute};
+use super::replies;
 use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
 use crate::socket::{Outgoing, PendingReply, SpaSocket};
@@ -123,85 +120,6 @@ impl Shared {
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
         Ok(consumer)
-    }
-
-    /// The reply consumer, created with the first request: it reads the shared reply topic from
-    /// its end (replies left by an earlier run with the same client id are not this run's) and
-    /// is assigned each request's own reply topic while the request waits.
-    pub(super) async fn reply_consumer(
-        self: &Arc<Self>,
-    ) -> Result<Arc<StreamConsumer<SocketContext>>> {
-        self.reply_consumer
-            .get_or_try_init(|| async {
-                let shared_topic = self.replies.shared_topic().to_owned();
-                create_topics(
-                    &self.admin,
-                    &self.config,
-                    std::slice::from_ref(&shared_topic),
-                    1,
-                )
-                .await?;
-                let group = format!("{}-replies", self.group_id);
-                self.verify_read_access(&group, std::slice::from_ref(&shared_topic))
-                    .await?;
-                let consumer: StreamConsumer<SocketContext> = self
-                    .client_config(Client::ReplyConsumer { group: &group })
-                    .create_with_context(SocketContext {
-                        group: Some(group.clone()),
-                        ..self.context()
-                    })
-                    .map_err(|e| kafka_failure(&self.broker, "create reply consumer", e))?;
-                // Assigned directly, from the end as a number: no group rebalance to wait for,
-                // and nothing older than this run.
-                let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-                let consumer = Arc::new(consumer);
-                let (reader, topic) = (Arc::clone(&consumer), shared_topic.clone());
-                let end = blocking(&self.broker, "assign reply topic", move || {
-                    reader.fetch_watermarks(&topic, 0, Timeout::After(timeout))
-                })
-                .await?
-                .1;
-                let mut assignment = rdkafka::TopicPartitionList::new();
-                assignment
-                    .add_partition_offset(&shared_topic, 0, Offset::Offset(end))
-                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-                consumer
-                    .assign(&assignment)
-                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-                let task = tokio::spawn(collect_replies(
-                    Arc::clone(&consumer),
-                    Arc::clone(&self.replies),
-                ));
-                lock(&self.tasks).push(task);
-                Ok::<_, Error>(consumer)
-            })
-            .await
-            .cloned()
-    }
-
-    /// Creates a request's own reply topic and has the reply consumer read it.
-    pub(super) async fn open_own_reply_topic(
-        &self,
-        consumer: &Arc<StreamConsumer<SocketContext>>,
-        topic: &str,
-    ) -> Result<()> {
-        let topics = [topic.to_owned()];
-        create_topics_for(
-            &self.admin,
-            &self.config,
-            consumer,
-            &topics,
-            1,
-            "create reply topic",
-        )
-        .await?;
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-        consumer
-            .incremental_assign(&assignment)
-            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))
     }
 }
 
@@ -305,20 +223,7 @@ impl SpaSocket for KafkaSocket {
 
     async fn reply_route(&self, destination: &str) -> Result<PendingReply> {
         self.shared.ensure_open()?;
-        let consumer = self.shared.reply_consumer().await?;
-        let pending = self.shared.replies.requests().register();
-        let route = self.shared.replies.route(pending.id(), destination);
-        // Released however the request ends, also when its caller is cancelled.
-        let guard = RouteGuard {
-            shared: Arc::clone(&self.shared),
-            consumer: Arc::clone(&consumer),
-            id: pending.id(),
-            route: route.clone(),
-        };
-        if let ReplyRoute::Own(topic) = &route {
-            self.shared.open_own_reply_topic(&consumer, topic).await?;
-        }
-        Ok(pending.with_response_topic(route.topic()).holding(guard))
+        replies::open_route(&self.shared, destination).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -363,15 +268,7 @@ impl SpaSocket for KafkaSocket {
             });
             commit_failure = commit.await.unwrap_or_else(Some);
         }
-        if self.shared.reply_consumer.initialized() {
-            // The reply topics are this socket's alone (Python deletes its own too).
-            let mut topics = self.shared.replies.own_topics();
-            topics.push(self.shared.replies.shared_topic().to_owned());
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            if let Err(error) = delete_topics(&self.shared.admin, &names).await {
-                tracing::debug!(%error, "reply topics not deleted");
-            }
-        }
+        replies::delete_reply_topics(&self.shared).await;
         let producer = self.shared.producer.clone();
         let _ = on_blocking_thread(move || producer.flush(Timeout::After(Duration::from_secs(5))))
             .await;
@@ -386,36 +283,5 @@ impl SpaSocket for KafkaSocket {
             )),
             None => Ok(()),
         }
-    }
-}
-
-/// Ends a request's reply route: a request's own reply topic is unassigned and deleted.
-struct RouteGuard {
-    shared: Arc<Shared>,
-    consumer: Arc<StreamConsumer<SocketContext>>,
-    id: u64,
-    route: ReplyRoute,
-}
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        self.shared.replies.end(self.id, &self.route);
-        let ReplyRoute::Own(topic) = &self.route else {
-            return;
-        };
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition(topic, 0);
-        if let Err(error) = self.consumer.incremental_unassign(&assignment) {
-            tracing::debug!(%topic, %error, "reply topic not unassigned");
-        }
-        if self.shared.closed.load(Ordering::Acquire) {
-            return; // close() deletes what is left
-        }
-        let (shared, topic) = (Arc::clone(&self.shared), topic.clone());
-        tokio::spawn(async move {
-            if let Err(error) = delete_topics(&shared.admin, &[&topic]).await {
-                tracing::debug!(%topic, %error, "reply topic not deleted");
-            }
-        });
     }
 }
