@@ -9,13 +9,20 @@
 //!   close, so a restarted application resumes after the last handled record.
 //! - Subscription topics are created when missing and never deleted. Request/reply: one reply
 //!   consumer per socket, correlation in a header, and a reply topic of the request's own for
-//!   responders that do not echo the header (see `replies`).
-
+//!   responders that do not echo the header (see `reply_routes`).
 //!
-//! The folder follows the seams: `config` (settings and `kafka://` URLs), `admin` (topics:
-//! listing, creating, naming), `access` (the read-access check at subscribe), `context`
-//! (librdkafka's logs and errors), `headers`, `offsets` (the group consumer's task and the
-//! offsets it stores), `replies` (request/reply routes) and `socket`; the provider is here.
+//! The folder follows the seams; a file imports only files listed before it:
+//! - importing nothing of the folder: `config` (settings and `kafka://` URLs), `headers`,
+//!   `progress` (what the group consumer finished, as commit metadata) and `reply_routes`
+//!   (which topic a request's reply uses, which request a reply answers);
+//! - `properties` (every client's librdkafka properties: the user's applied once, last),
+//!   `context` (librdkafka's logs and errors), `blocking` (librdkafka's blocking calls, off the
+//!   async workers);
+//! - `access` (the read-access check at subscribe), `admin` (topics: listing, creating,
+//!   deleting, naming), `offsets` (the group consumer's task and the offsets it stores);
+//! - `shared` (what a socket's parts share), `replies` (the reply consumer and reply topics),
+//!   `socket` (publish, subscribe, close); the provider is here. `replies` and `socket` add
+//!   their parts' methods to `Shared`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;

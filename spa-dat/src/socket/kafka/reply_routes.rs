@@ -1,4 +1,5 @@
-//! Where the replies to a socket's requests arrive, and which request each reply answers.
+//! Where the replies to a socket's requests arrive, and which request each reply answers: the
+//! bookkeeping; the reply consumer and the reply topics themselves are `replies`.
 //!
 //! A reply is matched by its `spa-correlation-id` header when the responder echoes it (spa-dat
 //! in Rust does). A responder that does not (every Python spa-dat 0.4.0 responder) copies back

@@ -1,5 +1,5 @@
-//! The Kafka socket: a producer, a group consumer once it subscribes, a reply consumer once
-//! it sends a request.
+//! The Kafka socket: publishing on its producer, its group consumer (created on the first
+//! subscription), subscribing, and close; its reply side is `replies`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
