@@ -22,19 +22,15 @@ const POLL: Duration = Duration::from_millis(50);
 /// A throw-away consumer of `group` that never joins it: fetching the group's committed offsets
 /// needs the group's DESCRIBE (implied by READ), and one fetch at the end of partition 0 needs
 /// the topic's READ (ACLs are per topic, so one partition answers for all). Topics are checked
-/// one at a time because librdkafka's fetch errors do not name their topic.
+/// one at a time because librdkafka's fetch errors do not name their topic. `config` is the
+/// probe's (`properties::Client::AccessProbe`).
 pub(super) fn verify_read_access(
-    mut config: ClientConfig,
+    config: ClientConfig,
     broker: &str,
     group: &str,
     topics: &[String],
     timeout: Duration,
 ) -> Result<(), String> {
-    config
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("fetch.wait.max.ms", "10");
     // Its own failures: what it finds is about this group and these topics only.
     let failures = Arc::new(Failures::default());
     let context = SocketContext {

@@ -1,13 +1,17 @@
-//! Topics: which exist, creating the missing ones, and what a Kafka topic name may be.
+//! Topics: which exist, creating the missing ones, deleting reply topics, and what a Kafka topic
+//! name may be.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 
+use super::blocking::blocking;
 use super::config::KafkaConfig;
 use super::context::{describe, kafka_error, kafka_failure, Failures, SocketContext};
 use crate::error::{Error, Result};
@@ -55,7 +59,7 @@ pub(super) fn existing_topics<C: ClientContext>(
 }
 
 /// Waits until `client`'s metadata lists every one of `topics` with its partitions.
-pub(super) fn await_topics<C: ClientContext>(
+fn await_topics<C: ClientContext>(
     client: &rdkafka::client::Client<C>,
     topics: &[String],
     timeout: Duration,
@@ -154,4 +158,34 @@ pub(super) async fn create_topics(
         }
     }
     Ok(())
+}
+
+/// Creates `topics` when missing, then waits until `consumer`'s metadata lists them: a consumer
+/// may hold metadata from before they existed, and librdkafka reports them missing to it until
+/// its next refresh, minutes later. Not listed in time fails `operation`.
+pub(super) async fn create_topics_for(
+    admin: &AdminClient<SocketContext>,
+    config: &KafkaConfig,
+    consumer: &Arc<StreamConsumer<SocketContext>>,
+    topics: &[String],
+    partitions: i32,
+    operation: &'static str,
+) -> Result<()> {
+    create_topics(admin, config, topics, partitions).await?;
+    let timeout = Duration::from_millis(config.connect_timeout_ms);
+    let (watcher, names) = (Arc::clone(consumer), topics.to_vec());
+    blocking(&config.broker(), operation, move || {
+        await_topics(watcher.client(), &names, timeout)
+    })
+    .await
+}
+
+/// Deletes `topics` (reply topics: only the socket that created them uses them), waiting up to
+/// 5 s for the broker.
+pub(super) async fn delete_topics(
+    admin: &AdminClient<SocketContext>,
+    topics: &[&str],
+) -> std::result::Result<(), KafkaError> {
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
+    admin.delete_topics(topics, &options).await.map(drop)
 }

@@ -1,15 +1,11 @@
 //! The Kafka transport's settings, from TOML or a `kafka://` URL.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use serde::{Deserialize, Serialize};
 
-use super::KafkaSocketProvider;
 use crate::error::{Error, Result};
 use crate::redact::{is_secret_key, REDACTED};
-use crate::socket::{SocketProvider, TransportConfig};
 use crate::url::{
     bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_number,
 };
@@ -39,7 +35,9 @@ pub struct KafkaConfig {
     /// How long `publish` waits for the broker's acknowledgement.
     pub publish_timeout_ms: u64,
     /// librdkafka properties passed through as they are (SASL, SSL, tuning), e.g.
-    /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings.
+    /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings, except the
+    /// few its code relies on (a group consumer commits offsets itself: its
+    /// `enable.auto.commit` stays `false`).
     pub properties: BTreeMap<String, String>,
 }
 
@@ -187,35 +185,5 @@ impl KafkaConfig {
             default_subscription_topics: topics,
             ..self.clone()
         }
-    }
-
-    pub(super) fn client_config(&self, client_id: &str) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .set("client.id", client_id);
-        for (key, value) in &self.properties {
-            config.set(key, value);
-        }
-        // rdkafka derives librdkafka's level from the `log` crate's, which is off unless a
-        // `log` logger is installed; the socket context sends the lines to `tracing` and
-        // needs INFO to see a listener hang up (see `context::Failures`).
-        let level = if self.properties.contains_key("debug") {
-            RDKafkaLogLevel::Debug
-        } else {
-            RDKafkaLogLevel::Info
-        };
-        config.set_log_level(level);
-        config
-    }
-}
-
-impl TransportConfig for KafkaConfig {
-    fn validate(&self) -> Result<()> {
-        KafkaConfig::validate(self)
-    }
-
-    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
-        Ok(Arc::new(KafkaSocketProvider::new(self.clone())?))
     }
 }

@@ -112,7 +112,7 @@ pub(super) struct SocketContext {
 }
 
 /// What makes a group consumer ready: its partitions assigned (rebalances say) and a broker
-/// connection up (librdkafka's statistics say, every [`STATISTICS_INTERVAL_MS`]: a lost
+/// connection up (librdkafka's statistics say, every `properties::STATISTICS_INTERVAL_MS`: a lost
 /// broker shows up as transport failures, not as "all brokers down", within seconds).
 pub(super) struct GroupHealth {
     assigned: AtomicBool,
@@ -124,10 +124,6 @@ pub(super) struct GroupHealth {
     /// The bootstrap servers, the `broker` label of a counted reconnect.
     broker: String,
 }
-
-/// How often a group consumer's librdkafka reports statistics: the brokers' states for
-/// readiness (not ready within 2 s of losing the brokers), each partition's lag for metrics.
-pub(super) const STATISTICS_INTERVAL_MS: &str = "500";
 
 /// A group consumer's connection, lost or back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,13 +9,20 @@
 //!   close, so a restarted application resumes after the last handled record.
 //! - Subscription topics are created when missing and never deleted. Request/reply: one reply
 //!   consumer per socket, correlation in a header, and a reply topic of the request's own for
-//!   responders that do not echo the header (see `replies`).
-
+//!   responders that do not echo the header (see `reply_routes`).
 //!
-//! The folder follows the seams: `config` (settings and `kafka://` URLs), `admin` (topics:
-//! listing, creating, naming), `access` (the read-access check at subscribe), `context`
-//! (librdkafka's logs and errors), `headers`, `offsets` (the group consumer's task and the
-//! offsets it stores), `replies` (request/reply routes) and `socket`; the provider is here.
+//! The folder follows the seams; a file imports only files listed before it:
+//! - importing nothing of the folder: `config` (settings and `kafka://` URLs), `headers`,
+//!   `progress` (what the group consumer finished, as commit metadata) and `reply_routes`
+//!   (which topic a request's reply uses, which request a reply answers);
+//! - `properties` (every client's librdkafka properties: the user's applied once, last),
+//!   `context` (librdkafka's logs and errors), `blocking` (librdkafka's blocking calls, off the
+//!   async workers);
+//! - `access` (the read-access check at subscribe), `admin` (topics: listing, creating,
+//!   deleting, naming), `offsets` (the group consumer's task and the offsets it stores);
+//! - `shared` (what a socket's parts share), `replies` (the reply consumer and reply topics),
+//!   `socket` (publish, subscribe, close); the provider is here. `replies` and `socket` add
+//!   their parts' methods to `Shared`.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -28,22 +35,30 @@ use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use self::admin::{existing_topics, sanitize};
+use self::blocking::on_blocking_thread;
 use self::context::{Failures, SocketContext};
-use self::replies::Replies;
-use self::socket::{lock, KafkaSocket, Shared};
+use self::properties::{client_config, Client};
+use self::reply_routes::Replies;
+use self::shared::{lock, Shared};
+use self::socket::KafkaSocket;
 use super::{
     Capabilities, Connection, Inbox, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
+    TransportConfig,
 };
 use crate::error::{Error, Result};
 
 mod access;
 mod admin;
+mod blocking;
 mod config;
 mod context;
 mod headers;
 mod offsets;
 mod progress;
+mod properties;
 mod replies;
+mod reply_routes;
+mod shared;
 mod socket;
 
 pub use config::KafkaConfig;
@@ -68,6 +83,17 @@ impl KafkaSocketProvider {
     }
 }
 
+// Beside the provider it builds, so `config` imports nothing of the folder.
+impl TransportConfig for KafkaConfig {
+    fn validate(&self) -> Result<()> {
+        KafkaConfig::validate(self)
+    }
+
+    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
+        Ok(Arc::new(KafkaSocketProvider::new(self.clone())?))
+    }
+}
+
 #[async_trait]
 impl SocketProvider for KafkaSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
@@ -84,28 +110,19 @@ impl SocketProvider for KafkaSocketProvider {
                     sanitize(options.client_name.as_deref().unwrap_or(&options.client_id))
                 )
             });
-        let mut producer_config = config.client_config(&client_id);
-        producer_config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", config.publish_timeout_ms.to_string());
-        for (key, value) in &config.properties {
-            producer_config.set(key, value);
-        }
         let failures = Arc::new(Failures::default());
-        let producer: FutureProducer<SocketContext> = producer_config
-            .create_with_context(SocketContext::new(&failures, &broker))
-            .map_err(|e| {
-                Error::Connect {
-                    broker: broker.clone(),
-                    reason: e.to_string(),
-                    source: None,
-                }
-                .caused_by(e)
-            })?;
-        let admin: AdminClient<SocketContext> = config
-            .client_config(&format!("{client_id}-admin"))
+        let producer: FutureProducer<SocketContext> =
+            client_config(config, &client_id, Client::Producer)
+                .create_with_context(SocketContext::new(&failures, &broker))
+                .map_err(|e| {
+                    Error::Connect {
+                        broker: broker.clone(),
+                        reason: e.to_string(),
+                        source: None,
+                    }
+                    .caused_by(e)
+                })?;
+        let admin: AdminClient<SocketContext> = client_config(config, &client_id, Client::Admin)
             .create_with_context(SocketContext::new(&failures, &broker))
             .map_err(|e| {
                 Error::Connect {
@@ -146,18 +163,18 @@ impl SocketProvider for KafkaSocketProvider {
         };
         let timeout = Duration::from_millis(config.connect_timeout_ms);
         let (producer, failures) = (shared.producer.clone(), Arc::clone(&shared.failures));
-        let probed = tokio::task::spawn_blocking(move || match consumer {
+        let probed = on_blocking_thread(move || match consumer {
             Some(consumer) => existing_topics(consumer.client(), &failures, timeout),
             None => existing_topics(producer.client(), &failures, timeout),
         })
         .await;
-        let failure = match probed {
-            Ok(Ok(topics)) => {
+        // The probe's reason, or its panic's, is the connect error's.
+        let failure = match probed.and_then(std::convert::identity) {
+            Ok(topics) => {
                 *lock(&shared.existing_topics) = topics;
                 None
             }
-            Ok(Err(reason)) => Some(reason),
-            Err(join_error) => Some(join_error.to_string()),
+            Err(reason) => Some(reason),
         };
         let socket = KafkaSocket { shared };
         if let Some(reason) = failure {

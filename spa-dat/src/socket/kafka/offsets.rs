@@ -12,6 +12,7 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use super::blocking::on_blocking_thread;
 use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
 use super::progress::{Arrival, Progress, Scope};
@@ -199,7 +200,7 @@ async fn committed(
     partition: i32,
 ) -> (Option<(i64, String)>, i64) {
     let (consumer, topic) = (Arc::clone(consumer), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
+    on_blocking_thread(move || {
         let mut wanted = TopicPartitionList::new();
         wanted.add_partition(&topic, partition);
         let committed = match consumer.committed_offsets(wanted, Timeout::After(COMMITTED_TIMEOUT)) {

@@ -1,70 +1,30 @@
-//! The Kafka socket: a producer, a group consumer once it subscribes, a reply consumer once
-//! it sends a request.
+//! The Kafka socket: publishing on its producer, its group consumer (created on the first
+//! subscription), subscribing, and close; its reply side is `replies`.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use rdkafka::Offset;
-use tokio::sync::mpsc;
 
-use super::access;
-use super::admin::{await_topics, create_topics, topic_name_problem, validate_topic};
-use super::config::KafkaConfig;
-use super::context::{
-    describe, kafka_error, kafka_failure, Failures, GroupHealth, SocketContext,
-    STATISTICS_INTERVAL_MS,
-};
+use super::admin::{create_topics_for, topic_name_problem, validate_topic};
+use super::blocking::on_blocking_thread;
+use super::context::{describe, kafka_error, kafka_failure, GroupHealth, SocketContext};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
-use super::replies::{collect_replies, Replies, ReplyRoute};
+use super::properties::Client;
+use super::replies;
+use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
-use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
-
-pub(super) struct Shared {
-    /// The socket's readiness (see `context::SocketContext::ready`).
-    pub(super) ready: crate::socket::ReadySignal,
-    pub(super) config: KafkaConfig,
-    pub(super) broker: String,
-    pub(super) client_id: String,
-    pub(super) group_id: String,
-    pub(super) producer: FutureProducer<SocketContext>,
-    pub(super) admin: AdminClient<SocketContext>,
-    /// Errors of this socket's clients that no retry can fix.
-    pub(super) failures: Arc<Failures>,
-    pub(super) publish_timeout: Duration,
-    pub(super) inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
-    pub(super) consumer: Mutex<Option<Arc<GroupConsumer>>>,
-    pub(super) topics: Mutex<BTreeSet<String>>,
-    /// Topics known to exist (from the metadata fetched at connect, or created since):
-    /// subscribing to them needs no CreateTopics round trip.
-    pub(super) existing_topics: Mutex<BTreeSet<String>>,
-    pub(super) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub(super) replies: Arc<Replies>,
-    pub(super) reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer<SocketContext>>>,
-    pub(super) closed: AtomicBool,
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every guarded value is replaced or read whole: still consistent after a panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::socket::{Outgoing, PendingReply, SpaSocket};
 
 impl Shared {
-    pub(super) fn ensure_open(&self) -> Result<()> {
-        crate::socket::ensure_open(&self.closed)
-    }
-
     /// Enqueues the record with librdkafka and waits for the broker's acknowledgement.
     ///
     /// `send_result` enqueues without rdkafka's retry loop, whose future is several times
@@ -114,27 +74,6 @@ impl Shared {
         }
     }
 
-    pub(super) fn consumer_config(&self, group_id: &str) -> ClientConfig {
-        let mut config = self.config.client_config(&self.client_id);
-        config
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            // The group consumer commits itself at this interval (see `progress`).
-            .set("auto.commit.interval.ms", "5000")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .set("isolation.level", "read_uncommitted")
-            // librdkafka pauses fetching for a second once its queue passes queued.min.messages;
-            // a consumer that drains fast would then sit idle (measured: 0.8 s of 1.25 s).
-            .set("fetch.queue.backoff.ms", "10");
-        for (key, value) in &self.config.properties {
-            config.set(key, value);
-        }
-        config
-    }
-
     /// The socket's group consumer, created on first subscription; its task feeds the inbox.
     pub(super) fn consumer(self: &Arc<Self>) -> Result<Arc<GroupConsumer>> {
         let mut slot = lock(&self.consumer);
@@ -143,13 +82,11 @@ impl Shared {
         }
         let inbox = lock(&self.inbox).clone().ok_or(Error::Closed)?;
         let handled = Arc::new(Progress::default());
-        let mut config = self.consumer_config(&self.group_id);
-        // It commits offsets with their metadata itself, every auto.commit.interval.ms:
-        // librdkafka's auto-commit skips a partition whose offset did not move, so the
-        // metadata of what finished behind a stuck record would never reach the broker.
-        config
-            .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-            .set("enable.auto.commit", "false");
+        // Its auto-commit is off: it commits offsets with their metadata itself, every
+        // auto.commit.interval.ms (see `properties`).
+        let config = self.client_config(Client::GroupConsumer {
+            group: &self.group_id,
+        });
         let commit_interval = config
             .get("auto.commit.interval.ms")
             .and_then(|ms| ms.parse::<u64>().ok())
@@ -183,106 +120,6 @@ impl Shared {
         lock(&self.tasks).push(task);
         *slot = Some(Arc::clone(&consumer));
         Ok(consumer)
-    }
-
-    pub(super) fn context(&self) -> SocketContext {
-        SocketContext::new(&self.failures, &self.broker)
-    }
-
-    /// Fails, naming the group or topic, when the ACLs do not let this socket read `topics` in
-    /// `group` (see [`access::verify_read_access`]).
-    pub(super) async fn verify_read_access(&self, group: &str, topics: &[String]) -> Result<()> {
-        let (config, broker) = (self.consumer_config(group), self.broker.clone());
-        let (group, topics) = (group.to_owned(), topics.to_vec());
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            let checked = access::verify_read_access(config, &broker, &group, &topics, timeout);
-            tracing::debug!(%group, ?topics, took = ?started.elapsed(), ok = checked.is_ok(), "read access checked");
-            checked
-        })
-        .await
-        .map_err(|e| kafka_error(&self.broker, "subscribe", e))?
-        .map_err(|reason| kafka_error(&self.broker, "subscribe", reason))
-    }
-
-    /// The reply consumer, created with the first request: it reads the shared reply topic from
-    /// its end (replies left by an earlier run with the same client id are not this run's) and
-    /// is assigned each request's own reply topic while the request waits.
-    pub(super) async fn reply_consumer(
-        self: &Arc<Self>,
-    ) -> Result<Arc<StreamConsumer<SocketContext>>> {
-        self.reply_consumer
-            .get_or_try_init(|| async {
-                let shared_topic = self.replies.shared_topic().to_owned();
-                create_topics(
-                    &self.admin,
-                    &self.config,
-                    std::slice::from_ref(&shared_topic),
-                    1,
-                )
-                .await?;
-                let group = format!("{}-replies", self.group_id);
-                self.verify_read_access(&group, std::slice::from_ref(&shared_topic))
-                    .await?;
-                let consumer: StreamConsumer<SocketContext> = self
-                    .consumer_config(&group)
-                    .set("enable.auto.offset.store", "true")
-                    .create_with_context(SocketContext {
-                        group: Some(group.clone()),
-                        ..self.context()
-                    })
-                    .map_err(|e| kafka_failure(&self.broker, "create reply consumer", e))?;
-                // Assigned directly, from the end as a number: no group rebalance to wait for,
-                // and nothing older than this run.
-                let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-                let consumer = Arc::new(consumer);
-                let (reader, topic) = (Arc::clone(&consumer), shared_topic.clone());
-                let end = tokio::task::spawn_blocking(move || {
-                    reader.fetch_watermarks(&topic, 0, Timeout::After(timeout))
-                })
-                .await
-                .map_err(|e| kafka_error(&self.broker, "assign reply topic", e))?
-                .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?
-                .1;
-                let mut assignment = rdkafka::TopicPartitionList::new();
-                assignment
-                    .add_partition_offset(&shared_topic, 0, Offset::Offset(end))
-                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-                consumer
-                    .assign(&assignment)
-                    .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-                let task = tokio::spawn(collect_replies(
-                    Arc::clone(&consumer),
-                    Arc::clone(&self.replies),
-                ));
-                lock(&self.tasks).push(task);
-                Ok::<_, Error>(consumer)
-            })
-            .await
-            .cloned()
-    }
-
-    /// Creates a request's own reply topic and has the reply consumer read it.
-    pub(super) async fn open_own_reply_topic(
-        &self,
-        consumer: &Arc<StreamConsumer<SocketContext>>,
-        topic: &str,
-    ) -> Result<()> {
-        create_topics(&self.admin, &self.config, &[topic.to_owned()], 1).await?;
-        let timeout = Duration::from_millis(self.config.connect_timeout_ms);
-        let (watcher, names) = (Arc::clone(consumer), vec![topic.to_owned()]);
-        tokio::task::spawn_blocking(move || await_topics(watcher.client(), &names, timeout))
-            .await
-            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?
-            .map_err(|e| kafka_error(&self.broker, "create reply topic", e))?;
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment
-            .add_partition_offset(topic, 0, Offset::Beginning)
-            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))?;
-        consumer
-            .incremental_assign(&assignment)
-            .map_err(|e| kafka_failure(&self.broker, "assign reply topic", e))
     }
 }
 
@@ -325,23 +162,15 @@ impl SpaSocket for KafkaSocket {
                     .collect()
             };
             if !missing.is_empty() {
-                create_topics(
+                create_topics_for(
                     &self.shared.admin,
                     &self.shared.config,
+                    &consumer,
                     &missing,
                     self.shared.config.topic_partitions,
+                    "create topics",
                 )
                 .await?;
-                // The consumer may hold metadata from before the topics existed; subscribed on
-                // it, librdkafka reports them missing until its next refresh, minutes later.
-                let timeout = Duration::from_millis(self.shared.config.connect_timeout_ms);
-                let (watcher, names) = (Arc::clone(&consumer), missing.clone());
-                tokio::task::spawn_blocking(move || {
-                    await_topics(watcher.client(), &names, timeout)
-                })
-                .await
-                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?
-                .map_err(|e| kafka_error(&self.shared.broker, "create topics", e))?;
                 lock(&self.shared.existing_topics).extend(missing);
             }
         }
@@ -394,20 +223,7 @@ impl SpaSocket for KafkaSocket {
 
     async fn reply_route(&self, destination: &str) -> Result<PendingReply> {
         self.shared.ensure_open()?;
-        let consumer = self.shared.reply_consumer().await?;
-        let pending = self.shared.replies.requests().register();
-        let route = self.shared.replies.route(pending.id(), destination);
-        // Released however the request ends, also when its caller is cancelled.
-        let guard = RouteGuard {
-            shared: Arc::clone(&self.shared),
-            consumer: Arc::clone(&consumer),
-            id: pending.id(),
-            route: route.clone(),
-        };
-        if let ReplyRoute::Own(topic) = &route {
-            self.shared.open_own_reply_topic(&consumer, topic).await?;
-        }
-        Ok(pending.with_response_topic(route.topic()).holding(guard))
+        replies::open_route(&self.shared, destination).await
     }
 
     async fn close(&self) -> Result<()> {
@@ -425,7 +241,7 @@ impl SpaSocket for KafkaSocket {
         let mut commit_failure = None;
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
-            let commit = tokio::task::spawn_blocking(move || {
+            let commit = on_blocking_thread(move || {
                 let result = match &consumer.context().handled {
                     Some(handled) => handled.commit(&*consumer, CommitMode::Sync, Scope::All),
                     None => Ok(()),
@@ -450,23 +266,12 @@ impl SpaSocket for KafkaSocket {
                 }
                 committed
             });
-            commit_failure = commit.await.unwrap_or_else(|join| Some(join.to_string()));
+            commit_failure = commit.await.unwrap_or_else(Some);
         }
-        if self.shared.reply_consumer.initialized() {
-            // The reply topics are this socket's alone (Python deletes its own too).
-            let mut topics = self.shared.replies.own_topics();
-            topics.push(self.shared.replies.shared_topic().to_owned());
-            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-            if let Err(error) = self.shared.admin.delete_topics(&names, &options).await {
-                tracing::debug!(%error, "reply topics not deleted");
-            }
-        }
+        replies::delete_reply_topics(&self.shared).await;
         let producer = self.shared.producer.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            producer.flush(Timeout::After(Duration::from_secs(5)))
-        })
-        .await;
+        let _ = on_blocking_thread(move || producer.flush(Timeout::After(Duration::from_secs(5))))
+            .await;
         self.shared.replies.requests().close();
         // Reported after everything else is closed: the records handled since the last commit
         // are delivered again to the group's next member.
@@ -478,37 +283,5 @@ impl SpaSocket for KafkaSocket {
             )),
             None => Ok(()),
         }
-    }
-}
-
-/// Ends a request's reply route: a request's own reply topic is unassigned and deleted.
-struct RouteGuard {
-    shared: Arc<Shared>,
-    consumer: Arc<StreamConsumer<SocketContext>>,
-    id: u64,
-    route: ReplyRoute,
-}
-
-impl Drop for RouteGuard {
-    fn drop(&mut self) {
-        self.shared.replies.end(self.id, &self.route);
-        let ReplyRoute::Own(topic) = &self.route else {
-            return;
-        };
-        let mut assignment = rdkafka::TopicPartitionList::new();
-        assignment.add_partition(topic, 0);
-        if let Err(error) = self.consumer.incremental_unassign(&assignment) {
-            tracing::debug!(%topic, %error, "reply topic not unassigned");
-        }
-        if self.shared.closed.load(Ordering::Acquire) {
-            return; // close() deletes what is left
-        }
-        let (shared, topic) = (Arc::clone(&self.shared), topic.clone());
-        tokio::spawn(async move {
-            let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(5)));
-            if let Err(error) = shared.admin.delete_topics(&[&topic], &options).await {
-                tracing::debug!(%topic, %error, "reply topic not deleted");
-            }
-        });
     }
 }

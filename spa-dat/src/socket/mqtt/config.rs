@@ -7,11 +7,9 @@ use std::time::Duration;
 use rumqttc::{MqttOptions, QoS};
 use serde::{Deserialize, Serialize};
 
-use super::socket::MqttSocketProvider;
 use super::tls::MqttTls;
 use crate::error::{Error, Result};
 use crate::redact::redacted_option;
-use crate::socket::{SocketProvider, TransportConfig};
 use crate::url::{
     bad_url, check_duration_ms, parse_bool, query_pairs, split_list, unknown_parameter, url_decode,
     url_number,
@@ -285,15 +283,5 @@ pub(super) fn qos_of(qos: u8) -> Result<QoS> {
         other => Err(Error::config(format!(
             "MQTT qos must be 0, 1 or 2, got {other}"
         ))),
-    }
-}
-
-impl TransportConfig for MqttConfig {
-    fn validate(&self) -> Result<()> {
-        MqttConfig::validate(self)
-    }
-
-    fn provider(&self) -> Result<Arc<dyn SocketProvider>> {
-        Ok(Arc::new(MqttSocketProvider::new(self.clone())?))
     }
 }

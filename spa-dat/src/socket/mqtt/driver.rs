@@ -19,7 +19,7 @@ use rumqttc::{
 
 use super::acks::Ack;
 use super::ledger::{renumbered, Kind, Pending};
-use super::socket::{describe, Shared};
+use super::shared::{describe, Shared};
 use crate::error::{Error, Result};
 use crate::socket::{ArrivalSender, Delivery, TopicNames};
 

@@ -12,15 +12,18 @@
 //!   broker never acknowledged is sent again (rumqttc itself drops them).
 //! - Consumer groups map to shared subscriptions: `$share/{group}/{filter}`.
 //!
-//! The folder follows the seams: `config` (settings and `mqtt://` URLs), `tls`, `ledger`
-//! (requests handed to rumqttc until the broker acknowledges them), `acks` (acknowledgements
-//! of received messages, in arrival order), `driver` (the connection task: the only place that
-//! reads rumqttc's internals) and `socket` (the socket and its provider).
+//! The folder follows the seams; a file imports only files listed before it: `tls`, `config`
+//! (settings and `mqtt://` URLs), `ledger` (requests handed to rumqttc until the broker
+//! acknowledges them), `acks` (acknowledgements of received messages, in arrival order),
+//! `shared` (the state a socket and its connection task share, and how requests are handed to
+//! rumqttc), `driver` (the connection task: the only place that reads rumqttc's internals) and
+//! `socket` (the socket and its provider).
 
 mod acks;
 mod config;
 mod driver;
 mod ledger;
+mod shared;
 mod socket;
 mod tls;
 

@@ -1,0 +1,258 @@
+//! The state a socket and its connection task (`driver`) share: the rumqttc client, the
+//! ledger of requests the broker has not acknowledged, the subscriptions to renew, and how
+//! requests are handed to rumqttc.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Publish, QoS, Request, Subscribe,
+    SubscribeFilter,
+};
+use tokio::sync::{oneshot, Notify};
+
+use super::acks::AckPath;
+use super::ledger::{Kind, Ledger, Pending};
+use crate::error::{Error, Result};
+use crate::socket::RequestMultiplexer;
+
+/// One per connection: the socket's half and the driver's half hold it.
+pub(super) struct Shared {
+    /// Set false when the connection is lost, true when it is back.
+    pub(super) ready: crate::socket::ReadySignal,
+    pub(super) client: AsyncClient,
+    pub(super) broker: String,
+    pub(super) qos: QoS,
+    pub(super) retain: bool,
+    pub(super) publish_timeout: Duration,
+    /// Largest packet the broker is sent (rumqttc drops the connection for a larger one).
+    pub(super) max_packet_size: usize,
+    /// Makes "record in the ledger, hand to rumqttc" one step: the ledger's order is the
+    /// order rumqttc sends in.
+    pub(super) order: tokio::sync::Mutex<()>,
+    pub(super) ledger: Mutex<Ledger>,
+    pub(super) acks: AckPath,
+    /// Current subscriptions as sent (with `$share/...`), renewed after a clean reconnect.
+    pub(super) subscriptions: Mutex<Vec<String>>,
+    pub(super) group: Option<String>,
+    pub(super) replies: Arc<RequestMultiplexer>,
+    pub(super) reply_prefix: String,
+    pub(super) reply_subscription: tokio::sync::OnceCell<()>,
+    pub(super) closed: AtomicBool,
+    pub(super) close_requested: Notify,
+    /// Told when a request was handed to rumqttc: a driver that stopped reading (the inbox is
+    /// full) must still send it, or a handler publishing it would wait for a reading that waits
+    /// for the handler.
+    pub(super) handed_over: Notify,
+    pub(super) driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub(super) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        // Each ledger operation is a single push/pop/insert: consistent even after a panic.
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn subscriptions(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(super) fn ensure_open(&self) -> Result<()> {
+        crate::socket::ensure_open(&self.closed)
+    }
+
+    pub(super) fn transport_error(
+        &self,
+        operation: &'static str,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::Transport {
+            operation,
+            broker: self.broker.clone(),
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Records `request`, hands it to rumqttc, and waits for the broker's acknowledgement.
+    ///
+    /// Cancel-safe: the hand-over to rumqttc and the ledger entry happen in one step, with no
+    /// await between, so a caller dropped while waiting for room in rumqttc's request channel
+    /// leaves nothing behind. Waiting for the order lock and for room counts against
+    /// `publish_timeout`; a request not handed over by then was never sent.
+    pub(super) async fn submit(
+        &self,
+        kind: Kind,
+        request: Request,
+        operation: &'static str,
+    ) -> Result<()> {
+        self.ensure_open()?;
+        if let Request::Publish(publish) = &request {
+            self.check_publish(publish, operation)?;
+        }
+        let deadline = Instant::now() + self.publish_timeout;
+        let not_sent = || {
+            self.transport_error(
+                operation,
+                format!(
+                    "not sent: no room in the connection's queue within {:?}",
+                    self.publish_timeout
+                ),
+            )
+        };
+        let (waiter, acknowledged) = oneshot::channel();
+        let entry = Pending {
+            kind,
+            waiter: Some(waiter),
+            request,
+            strikes: 0,
+        };
+        {
+            let _order = tokio::time::timeout_at(deadline.into(), self.order.lock())
+                .await
+                .map_err(|_| not_sent())?;
+            let mut pause = Duration::from_millis(1);
+            loop {
+                {
+                    // Handed over and recorded under the ledger lock: the driver records what
+                    // rumqttc sent under the same lock, so it always finds this entry.
+                    let mut ledger = self.ledger();
+                    match self.try_hand_over(&entry.request) {
+                        Ok(()) => {
+                            ledger.unsent.push_back(entry);
+                            self.handed_over.notify_one();
+                            break;
+                        }
+                        Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {}
+                        Err(_) => return Err(not_sent()),
+                    }
+                }
+                self.ensure_open()?;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+        }
+        match tokio::time::timeout(self.publish_timeout, acknowledged).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(self.transport_error(
+                operation,
+                format!(
+                    "not acknowledged within {:?}; it may still be delivered (it was sent, and is sent again after a reconnect)",
+                    self.publish_timeout
+                ),
+            )),
+        }
+    }
+
+    /// Refuses at once, as permanent, a publish the broker or rumqttc would refuse: a topic
+    /// the broker drops the connection for (MQTT 3.1.1 §4.7.3; rumqttc's own check would be
+    /// read as a full queue), or a packet larger than `max_packet_size` (rumqttc would drop
+    /// the connection over it, and reconnect, and drop it again).
+    fn check_publish(&self, publish: &Publish, operation: &'static str) -> Result<()> {
+        if let Err(reason) = crate::socket::validate_topic(&publish.topic) {
+            return Err(Error::refused(operation, self.broker.clone(), reason));
+        }
+        if publish.size() > self.max_packet_size {
+            return Err(Error::refused(
+                operation,
+                self.broker.clone(),
+                format!(
+                    "message too large: {} bytes as a packet, max_packet_size is {} (topic {})",
+                    publish.size(),
+                    self.max_packet_size,
+                    crate::socket::shortened(&publish.topic)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Hands `request` to rumqttc's request channel if it has room. rumqttc's `try_*` take
+    /// owned values, so the topic and payload are copied (the ledger keeps the request for a
+    /// resend); `publish_bytes`, which takes `Bytes`, is only an await, and a caller cancelled
+    /// in it leaves no trace of whether the request was sent.
+    pub(super) fn try_hand_over(
+        &self,
+        request: &Request,
+    ) -> std::result::Result<(), rumqttc::ClientError> {
+        match request {
+            Request::Publish(publish) => self.client.try_publish(
+                publish.topic.as_str(),
+                publish.qos,
+                publish.retain,
+                publish.payload.to_vec(),
+            ),
+            Request::Subscribe(subscribe) => self
+                .client
+                .try_subscribe_many(subscribe.filters.iter().cloned()),
+            Request::Unsubscribe(unsubscribe) => match unsubscribe.topics.last() {
+                Some(topic) => self.client.try_unsubscribe(topic.as_str()),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn shared_filter(&self, filter: &str) -> String {
+        match &self.group {
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_owned(),
+        }
+    }
+
+    pub(super) async fn subscribe_filters(&self, filters: Vec<String>) -> Result<()> {
+        if filters.is_empty() {
+            return Ok(());
+        }
+        for filter in &filters {
+            crate::socket::validate_filter(filter).map_err(Error::Config)?;
+        }
+        {
+            let mut current = self.subscriptions();
+            for filter in &filters {
+                if !current.contains(filter) {
+                    current.push(filter.clone());
+                }
+            }
+        }
+        let subscribe = Subscribe::new_many(
+            filters
+                .into_iter()
+                .map(|path| SubscribeFilter::new(path, self.qos)),
+        );
+        self.submit(Kind::Subscribe, Request::Subscribe(subscribe), "subscribe")
+            .await
+    }
+
+    pub(super) async fn ensure_reply_subscription(&self) -> Result<()> {
+        self.reply_subscription
+            .get_or_try_init(|| self.subscribe_filters(vec![format!("{}/+", self.reply_prefix)]))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A lost or refused connection in words, with what to check.
+pub(super) fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "authentication failed: wrong user name or password (CONNACK: bad user name or password)".to_owned()
+        }
+        // Mosquitto answers a wrong password at MQTT 3.1.1 with "not authorized".
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "not authorized: wrong user name or password, or this user or client id is not allowed (CONNACK: not authorized)".to_owned()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!(
+                "the broker refused the connection ({code:?}); check the credentials and client id"
+            )
+        }
+        ConnectionError::Io(io) => format!("{io}"),
+        ConnectionError::NetworkTimeout => "connection timed out".to_owned(),
+        other => other.to_string(),
+    }
+}
