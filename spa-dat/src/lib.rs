@@ -4,7 +4,7 @@
 //!
 //! The crate's modules form layers; each imports only the layers below it
 //! (`scripts/check-layers.py`, run by the test command, fails on an import against this
-//! direction and on an import circle between folders):
+//! direction and on any import circle between files):
 //!
 //! ```text
 //!  app/          life cycle (Application, DistributedApplication, resources)

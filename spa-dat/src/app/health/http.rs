@@ -71,8 +71,8 @@ impl Endpoints {
     fn answer(&self, path: &str) -> Response<Full<Bytes>> {
         #[cfg(feature = "probes")]
         if let Some(readiness) = &self.readiness {
-            if let Some(response) = super::probes::answer(path, readiness) {
-                return response;
+            if let Some((status, body)) = super::probes::answer(path, readiness) {
+                return text(status, body);
             }
         }
         #[cfg(feature = "prometheus")]

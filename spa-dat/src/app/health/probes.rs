@@ -2,15 +2,12 @@
 //! while the runtime answers at all; `GET /health/ready` answers 200 when the run is ready
 //! ([`Readiness`]) and 503 with what is not ready otherwise. Served by [`super::http`].
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{Response, StatusCode};
+use hyper::StatusCode;
 
-use super::http::text;
 use super::readiness::Readiness;
 
-/// The answer to `GET path`, if `path` is a probe's.
-pub(crate) fn answer(path: &str, readiness: &Readiness) -> Option<Response<Full<Bytes>>> {
+/// The answer (status, plain-text body) to `GET path`, if `path` is a probe's.
+pub(crate) fn answer(path: &str, readiness: &Readiness) -> Option<(StatusCode, String)> {
     let (status, body) = match path {
         "/health/live" => (StatusCode::OK, "live\n".to_owned()),
         "/health/ready" if readiness.is_ready() => (StatusCode::OK, "ready\n".to_owned()),
@@ -20,7 +17,7 @@ pub(crate) fn answer(path: &str, readiness: &Readiness) -> Option<Response<Full<
         ),
         _ => return None,
     };
-    Some(text(status, body))
+    Some((status, body))
 }
 
 #[cfg(test)]
@@ -29,7 +26,7 @@ mod tests {
 
     #[test]
     fn a_run_that_is_not_ready_answers_503_saying_why() {
-        let status = |path| answer(path, &Readiness::default()).map(|r| r.status());
+        let status = |path| answer(path, &Readiness::default()).map(|(status, _)| status);
         assert_eq!(
             status("/health/ready"),
             Some(StatusCode::SERVICE_UNAVAILABLE)
