@@ -1,7 +1,7 @@
 //! The delivery engine on the in-process bus: concurrent handlers that keep each key's order,
 //! acknowledgements in arrival order, retries, dead letters and handler timeouts.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! finished after it shows in `spa_kafka_finished_above_commit`,
 //! `spa_kafka_uncommitted_records` and `spa_kafka_consumer_lag`. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! ACLs. alice may do everything on `secure.*` topics and groups; bob may write `secure.*` topics
 //! and read `secure.*` groups, but not read the topics.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

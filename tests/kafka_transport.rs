@@ -2,8 +2,8 @@
 //! over partitions, resuming after a restart, a broker restart, bad input, bad config,
 //! ordering, and the Python spa-dat on the same topics.
 
-mod conformance;
-mod support;
+use spa_dat_test_support as support;
+use spa_dat_test_support::conformance;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! dynamic-security plugin (`Mosquitto::start_secure`): alice reads and writes `secure/#`, bob
 //! may only write there, the watcher may read everything.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! MQTT behaviour beyond the conformance suite, against real Mosquitto brokers: scale-out with
 //! shared subscriptions, at-least-once across a broker restart, bad input, bad config.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,18 +1,15 @@
 //! The Python spa-dat 0.4.0 for interop tests, from the virtual environment that
 //! scripts/test-all.sh creates (`target/py-venv`) or `SPA_DAT_PYTHON`.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// The Python interpreter with the Python spa-dat; fails the test if it cannot import it.
 pub fn python() -> PathBuf {
     let python = std::env::var_os("SPA_DAT_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python")
-        });
+        .unwrap_or_else(|| crate::workspace_root().join("target/py-venv/bin/python"));
     let works = Command::new(&python)
         .args(["-c", "import spa_dat.socket.kafka, spa_dat.socket.mqtt"])
         .output()
@@ -27,10 +24,9 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// The interop script `tests/python/{name}`.
 pub fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
+    crate::workspace_root().join("tests/python").join(name)
 }
 
 /// How long a script may run (or take to exit when asked to finish) before the test kills it

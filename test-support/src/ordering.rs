@@ -1,8 +1,6 @@
 //! The order checker of the delivery-engine tests: messages `key:seq`, each key's `seq`
 //! counting from 0; the handler records violations of per-key order, duplicates and concurrency.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;

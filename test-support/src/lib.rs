@@ -1,6 +1,9 @@
-//! Test support: real brokers, the Python spa-dat for interop.
+//! What the workspace's integration tests (`tests/*.rs`) and benchmarks share: real brokers,
+//! the Python spa-dat for interop, the transport conformance suite, and the set-ups many tests
+//! repeat. Tests name it `support` (`use spa_dat_test_support as support;`).
 
 pub mod certs;
+pub mod conformance;
 pub mod example;
 pub mod kafka;
 pub mod mosquitto;
@@ -9,8 +12,15 @@ pub mod prometheus;
 pub mod python;
 pub mod recorded;
 
+/// The workspace's root directory (where `scripts/`, `tests/` and `target/` are).
+pub(crate) fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support/ lies in the workspace")
+        .to_path_buf()
+}
+
 /// Polls `done` every 20 ms; fails the test naming `what` after `limit`.
-#[allow(dead_code, unreachable_pub)]
 pub async fn wait_until(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + limit;
     while !done() {
@@ -24,7 +34,6 @@ pub async fn wait_until(what: &str, limit: std::time::Duration, mut done: impl F
 
 /// A distributed application for a test: only the applications the test adds, no signal
 /// handling, `config` instead of the environment.
-#[allow(dead_code, unreachable_pub)]
 pub fn test_app(config: spa_dat::Config) -> spa_dat::DistributedApplication {
     spa_dat::DistributedApplication::new()
         .without_registered_handlers()
@@ -34,7 +43,6 @@ pub fn test_app(config: spa_dat::Config) -> spa_dat::DistributedApplication {
 
 /// The raw bytes of the next `count` deliveries in `inbox` (each acknowledged), waiting at most
 /// `patience` for each: for payloads that are not spa-dat messages, such as dead letters.
-#[allow(dead_code, unreachable_pub)]
 pub async fn next_payloads(
     inbox: &mut spa_dat::socket::Inbox,
     count: usize,
@@ -54,7 +62,6 @@ pub async fn next_payloads(
 
 /// Sets `app` up (its subscriptions are in place when this returns) and runs it in a task that
 /// tears it down afterwards; trigger the returned shutdown to stop it.
-#[allow(dead_code, unreachable_pub)]
 pub async fn run_in_background(
     mut app: spa_dat::Application,
 ) -> (
@@ -73,7 +80,6 @@ pub async fn run_in_background(
 }
 
 /// The number a test message carries as its payload.
-#[allow(dead_code, unreachable_pub)]
 pub fn seq_of(message: &spa_dat::SpaMessage) -> usize {
     message
         .payload_str()
@@ -86,7 +92,6 @@ pub fn seq_of(message: &spa_dat::SpaMessage) -> usize {
 /// every socket subscribed as its transport sees it (memory: at once; MQTT: after the SUBACK;
 /// Kafka: partitions assigned) — instead of sleeping for "subscribed". Fails the test if the
 /// run ends first or is not ready within 10 s.
-#[allow(dead_code, unreachable_pub)]
 pub async fn start_ready(
     app: spa_dat::DistributedApplication,
 ) -> (
@@ -110,7 +115,6 @@ pub async fn start_ready(
 /// Awaits `task` (a spawned run), failing the test naming `what` if it has not finished within
 /// `limit` (the task is aborted): a hung run fails its own test instead of hanging the whole
 /// test binary. A panic in the task is passed on as it was.
-#[allow(dead_code, unreachable_pub)]
 pub async fn joined<T>(
     what: &str,
     limit: std::time::Duration,
