@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::{Application, Config, SocketOptions, SocketProvider, SpaMessage};
+use spa_dat::{Application, Config, SocketProvider, SpaMessage};
 use support::{recorded, test_app, wait_until};
 
 const AFTER: usize = 100;
@@ -30,25 +30,14 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     support::kafka::create_topic(&provider, &topic).await;
-    let publisher = provider
-        .connect(SocketOptions::new(format!(
-            "gauge-publisher-{}",
-            &topic[7..]
-        )))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider, format!("gauge-publisher-{}", &topic[7..])).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "stuck"))
         .await
         .expect("publish");
-    for i in 0..AFTER {
-        publisher
-            .socket
-            .publish(&SpaMessage::new(topic.as_str(), i.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&publisher.socket, &topic, 0..AFTER).await;
     let handled = Arc::new(AtomicUsize::new(0));
     let h = Arc::clone(&handled);
     let app = test_app(Config {

@@ -130,3 +130,31 @@ pub async fn joined<T>(
         }
     }
 }
+
+/// Connects a socket of `provider` as `client_id`, subscribed to nothing, for the test to
+/// publish with.
+pub async fn connect_publisher(
+    provider: &std::sync::Arc<dyn spa_dat::SocketProvider>,
+    client_id: impl Into<String>,
+) -> spa_dat::socket::Connection {
+    provider
+        .connect(spa_dat::SocketOptions::new(client_id))
+        .await
+        .expect("the publisher connects")
+}
+
+/// Publishes one message on `topic` for each of `numbers`, its payload the number (read back
+/// with [`seq_of`]), one after the other: each publish returns as the transport acknowledges
+/// it, and a failed one fails the test.
+pub async fn publish_numbered(
+    socket: &std::sync::Arc<dyn spa_dat::SpaSocket>,
+    topic: &str,
+    numbers: std::ops::Range<usize>,
+) {
+    for number in numbers {
+        socket
+            .publish(&spa_dat::SpaMessage::new(topic, number.to_string()))
+            .await
+            .expect("publish");
+    }
+}
