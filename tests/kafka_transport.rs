@@ -728,16 +728,12 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
     config.topic_partitions = 16;
     let topic = unique("keyed");
     let checker = Arc::new(support::ordering::OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default()).add_application(
-        Application::consumer("keyed", [topic.clone()], move |m: SpaMessage| {
-            let c = Arc::clone(&c);
-            async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
-        })
-        .group(unique("keyed-group"))
-        .socket_provider(provider(config.clone()))
-        .concurrency(64)
-        .ordering(spa_dat::MessageOrder::Key),
+        support::ordering::checked_consumer("keyed", [topic.clone()], &checker, 5_000)
+            .group(unique("keyed-group"))
+            .socket_provider(provider(config.clone()))
+            .concurrency(64)
+            .ordering(spa_dat::MessageOrder::Key),
     );
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
@@ -757,11 +753,9 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
             result.expect("publish");
         }
     }
-    let c = Arc::clone(&checker);
-    wait_until("every record handled", Duration::from_secs(300), || {
-        c.handled.load(Ordering::SeqCst) >= MESSAGES
-    })
-    .await;
+    checker
+        .wait_handled(MESSAGES, Duration::from_secs(300))
+        .await;
     eprintln!(
         "Kafka: {MESSAGES} records over {KEYS} keys and 16 partitions, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
         started.elapsed(),
@@ -772,9 +766,7 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
         .await
         .expect("clean");
     publisher.socket.close().await.expect("close");
-    assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
-    assert_eq!(checker.duplicates(), 0);
-    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    checker.assert_each_once_in_order(MESSAGES, "per-key order");
     assert!(
         checker.max_in_flight.load(Ordering::SeqCst) > 32,
         "ran concurrently"

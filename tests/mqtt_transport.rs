@@ -834,16 +834,12 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
     const TOPICS: u32 = 1_000;
     let broker = Mosquitto::start();
     let checker = Arc::new(support::ordering::OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default())
         .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
         .add_application(
-            Application::consumer("ordered-topics", ["order/+"], move |m: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
-            })
-            .concurrency(64)
-            .ordering(spa_dat::MessageOrder::Key),
+            support::ordering::checked_consumer("ordered-topics", ["order/+"], &checker, 5_000)
+                .concurrency(64)
+                .ordering(spa_dat::MessageOrder::Key),
         );
     let (shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "order-publisher").await;
@@ -863,11 +859,9 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
             result.expect("publish");
         }
     }
-    let c = Arc::clone(&checker);
-    wait_until("every message handled", Duration::from_secs(300), || {
-        c.handled.load(Ordering::SeqCst) >= MESSAGES
-    })
-    .await;
+    checker
+        .wait_handled(MESSAGES, Duration::from_secs(300))
+        .await;
     eprintln!(
         "MQTT: {MESSAGES} messages over {TOPICS} topics, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
         started.elapsed(),
@@ -876,13 +870,7 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
-    assert_eq!(
-        checker.violations(),
-        Vec::<String>::new(),
-        "per-topic order"
-    );
-    assert_eq!(checker.duplicates(), 0);
-    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    checker.assert_each_once_in_order(MESSAGES, "per-topic order");
     assert!(
         checker.max_in_flight.load(Ordering::SeqCst) > 1,
         "ran concurrently"
