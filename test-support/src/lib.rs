@@ -158,3 +158,83 @@ pub async fn publish_numbered(
             .expect("publish");
     }
 }
+
+/// A consumer `reader` of `topic` that records each payload it handles and answers a request
+/// with `got {payload}`; the records.
+pub fn answering_reader(
+    topic: &str,
+) -> (
+    spa_dat::Application,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handled = std::sync::Arc::clone(&seen);
+    let reader =
+        spa_dat::Application::consumer("reader", [topic], move |m: spa_dat::SpaMessage| {
+            let handled = std::sync::Arc::clone(&handled);
+            async move {
+                let text = m.payload_str().expect("utf-8").to_owned();
+                handled.lock().expect("seen").push(text.clone());
+                format!("got {text}")
+            }
+        });
+    (reader, seen)
+}
+
+/// The tail of a security test's round trip over TLS, with an [`answering_reader`] of `topic`
+/// running (`reader`, from [`run_in_background`]; `seen`, its records): `writer` publishes
+/// `one`, then requests `two` and gets `got two` within `patience`; the reader handled both, in
+/// that order, within `patience`; then the writer closes and the reader's run ends cleanly.
+pub async fn publish_and_request_over_tls(
+    writer: spa_dat::socket::Connection,
+    topic: &str,
+    patience: std::time::Duration,
+    seen: &std::sync::Mutex<Vec<String>>,
+    reader: (
+        spa_dat::Shutdown,
+        tokio::task::JoinHandle<spa_dat::Result<()>>,
+    ),
+) {
+    writer
+        .socket
+        .publish(&spa_dat::SpaMessage::new(topic, "one"))
+        .await
+        .expect("publish over TLS");
+    let reply = writer
+        .socket
+        .request(spa_dat::SpaMessage::new(topic, "two"), patience)
+        .await
+        .expect("request over TLS");
+    assert_eq!(reply.payload_str().expect("utf-8"), "got two");
+    wait_until("both messages handled", patience, || {
+        seen.lock().expect("seen").len() == 2
+    })
+    .await;
+    assert_eq!(*seen.lock().expect("seen"), ["one", "two"]);
+    writer.socket.close().await.expect("close");
+    let (shutdown, running) = reader;
+    shutdown.trigger();
+    joined("the run", std::time::Duration::from_secs(30), running)
+        .await
+        .expect("clean run");
+}
+
+/// Awaits `connect` (an `async` block, so that the time taken includes building the provider),
+/// expecting it to fail within `limit`: the error's text (also printed: what the user sees) and
+/// how long failing took.
+pub async fn failed_connect(
+    limit: std::time::Duration,
+    connect: impl std::future::Future<Output = spa_dat::Result<spa_dat::socket::Connection>>,
+) -> (String, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let result = tokio::time::timeout(limit, connect)
+        .await
+        .expect("connect does not hang");
+    match result {
+        Ok(_) => panic!("connect succeeded"),
+        Err(error) => {
+            println!("what the user sees: {error}");
+            (error.to_string(), started.elapsed())
+        }
+    }
+}
