@@ -81,12 +81,7 @@ async fn a_wrong_password_fails_run_at_once_naming_the_broker() {
         .socket_provider(provider(config))
         .add_consumer("intruder", ["secure/readings"], || async {});
     let started = Instant::now();
-    let error = tokio::time::timeout(Duration::from_secs(30), app.start_async())
-        .await
-        .expect("run does not hang")
-        .expect_err("run fails");
-    let text = error.to_string();
-    println!("what the user sees: {text}");
+    let text = support::failed_run(app, Duration::from_secs(30)).await;
     assert!(text.contains(&address), "names the broker: {text}");
     assert!(
         text.contains("user name or password"),
@@ -132,12 +127,7 @@ async fn a_subscription_the_acl_refuses_fails_start_up_naming_the_topic() {
             ["secure/orders", "secure/allowed-for-writing-only"],
             || async {},
         );
-    let error = tokio::time::timeout(Duration::from_secs(30), app.start_async())
-        .await
-        .expect("run does not hang")
-        .expect_err("run fails");
-    let text = error.to_string();
-    println!("what the user sees: {text}");
+    let text = support::failed_run(app, Duration::from_secs(30)).await;
     assert!(
         text.contains("`secure/allowed-for-writing-only`"),
         "names the topic: {text}"

@@ -238,3 +238,18 @@ pub async fn failed_connect(
         }
     }
 }
+
+/// Runs `app`, expecting its start to fail within `limit`: the error's text (also printed: what
+/// the user sees).
+pub async fn failed_run(
+    app: spa_dat::DistributedApplication,
+    limit: std::time::Duration,
+) -> String {
+    let error = tokio::time::timeout(limit, app.start_async())
+        .await
+        .expect("run does not hang")
+        .expect_err("run fails");
+    let text = error.to_string();
+    println!("what the user sees: {text}");
+    text
+}
