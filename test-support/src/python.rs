@@ -33,7 +33,7 @@ pub fn script(name: &str) -> PathBuf {
 /// and fails: a Python client stuck on a broker must fail its test, not hang the test run.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs a script to completion (at most [`LIMIT`]) and returns what it printed, trimmed; fails
+/// Runs a script to completion (at most `LIMIT`, 120 s) and returns what it printed, trimmed; fails
 /// the test with the script's stderr if it fails.
 pub async fn run(name: &str, args: Vec<String>) -> String {
     let mut command = tokio::process::Command::new(python());
@@ -74,7 +74,7 @@ pub async fn start_ready(name: &str, args: Vec<String>) -> std::process::Child {
     child
 }
 
-/// Waits (at most [`LIMIT`]) for a script started with [`start_ready`] to exit successfully.
+/// Waits (at most `LIMIT`) for a script started with [`start_ready`] to exit successfully.
 pub async fn finish(mut child: std::process::Child) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     let status = loop {

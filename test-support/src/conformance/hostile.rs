@@ -101,7 +101,7 @@ fn cases(t: &Transport, topic: &str) -> Vec<Case> {
     cases
 }
 
-/// A responder with a dead-letter topic gets every hostile message of [`cases`], each followed
+/// A responder with a dead-letter topic gets every hostile message of `cases`, each followed
 /// by ordinary requests from another client: every ordinary request is answered within 1 s,
 /// the responder keeps its connection (at most one reconnect), and exactly the bad messages
 /// reach the dead-letter topic.
