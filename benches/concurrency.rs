@@ -10,14 +10,9 @@
 //! ```
 //! Kafka: `SPA_DAT_KAFKA_BOOTSTRAP=host:port`, or a broker is started with scripts/kafka.sh.
 
-#[path = "../tests/support/certs.rs"]
-mod certs;
-#[path = "../tests/support/kafka.rs"]
-mod kafka_support;
-#[path = "../tests/support/mosquitto.rs"]
-mod mosquitto;
-#[path = "../tests/support/ordering.rs"]
-mod ordering;
+use spa_dat_test_support::kafka as kafka_support;
+use spa_dat_test_support::mosquitto;
+use spa_dat_test_support::ordering;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -10,8 +10,7 @@
 //! alternating rounds. `cargo bench --bench kafka -- consumer` runs one section
 //! (consumer, producer, request).
 
-#[path = "../tests/support/kafka.rs"]
-mod kafka_support;
+use spa_dat_test_support::kafka as kafka_support;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

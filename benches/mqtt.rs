@@ -8,11 +8,7 @@
 //! consumer messages/s at QoS 0 and 1 (first → last message), consumer CPU µs/message
 //! (user+sys), peak RSS, and request/reply latency p50/p99 — each with the framework/raw ratio.
 
-// The test support's Mosquitto refers to its sibling `certs` module (for its TLS broker).
-#[path = "../tests/support/certs.rs"]
-mod certs;
-#[path = "../tests/support/mosquitto.rs"]
-mod mosquitto;
+use spa_dat_test_support::mosquitto;
 mod support;
 
 use std::io::{BufRead, BufReader};

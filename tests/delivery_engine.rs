@@ -1,7 +1,7 @@
 //! The delivery engine on the in-process bus: concurrent handlers that keep each key's order,
 //! acknowledgements in arrival order, retries, dead letters and handler timeouts.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -43,29 +43,20 @@ async fn publish_workload(provider: &Arc<dyn SocketProvider>, topic: &str, work:
 async fn run_order_check(messages: usize, keys: u32, max_latency_us: u64, limit: usize) {
     let (_bus, provider) = bus();
     let checker = Arc::new(OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default())
         .socket_provider(Arc::clone(&provider))
         .add_application(
-            Application::consumer("checked", ["work"], move |message: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move {
-                    c.handle(message.payload_str().expect("utf-8"), max_latency_us)
-                        .await
-                }
-            })
-            .concurrency(limit)
-            .ordering(MessageOrder::Key),
+            ordering::checked_consumer("checked", ["work"], &checker, max_latency_us)
+                .concurrency(limit)
+                .ordering(MessageOrder::Key),
         );
     let (shutdown, run) = start_ready(app).await;
     let work = ordering::workload(messages, keys, 7);
     let started = Instant::now();
     publish_workload(&provider, "work", &work).await;
-    let c = Arc::clone(&checker);
-    wait_until("every message handled", Duration::from_secs(600), || {
-        c.handled.load(Ordering::SeqCst) >= messages
-    })
-    .await;
+    checker
+        .wait_handled(messages, Duration::from_secs(600))
+        .await;
     let took = started.elapsed();
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("runs");
@@ -73,13 +64,7 @@ async fn run_order_check(messages: usize, keys: u32, max_latency_us: u64, limit:
         "{messages} messages, {keys} keys, 0–{max_latency_us} µs each, concurrency {limit}: {took:?}, at most {} at once",
         checker.max_in_flight.load(Ordering::SeqCst)
     );
-    assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
-    assert_eq!(checker.duplicates(), 0, "duplicates");
-    assert_eq!(
-        checker.handled.load(Ordering::SeqCst),
-        messages,
-        "lost or extra"
-    );
+    checker.assert_each_once_in_order(messages, "per-key order");
     let max = checker.max_in_flight.load(Ordering::SeqCst);
     assert!(max <= limit, "{max} handlers at once, limit {limit}");
     assert!(
@@ -98,23 +83,14 @@ async fn few_keys_run_one_at_a_time_each_and_never_together() {
     // 4 keys, 64 slots: never more than 4 at once.
     let (_bus, provider) = bus();
     let checker = Arc::new(OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default())
         .socket_provider(Arc::clone(&provider))
         .add_application(
-            Application::consumer("few-keys", ["work"], move |message: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move { c.handle(message.payload_str().expect("utf-8"), 2_000).await }
-            })
-            .concurrency(64),
+            ordering::checked_consumer("few-keys", ["work"], &checker, 2_000).concurrency(64),
         );
     let (shutdown, run) = start_ready(app).await;
     publish_workload(&provider, "work", &ordering::workload(400, 4, 3)).await;
-    let c = Arc::clone(&checker);
-    wait_until("every message handled", Duration::from_secs(30), || {
-        c.handled.load(Ordering::SeqCst) >= 400
-    })
-    .await;
+    checker.wait_handled(400, Duration::from_secs(30)).await;
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(checker.violations(), Vec::<String>::new());
@@ -470,20 +446,16 @@ async fn a_key_function_orders_messages_the_transport_gave_no_key() {
     // One topic, no transport keys: by topic alone everything would run one at a time.
     let (_bus, provider) = bus();
     let checker = Arc::new(OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default())
         .socket_provider(Arc::clone(&provider))
         .add_application(
-            Application::consumer("keyed-by-payload", ["work"], move |message: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move { c.handle(message.payload_str().expect("utf-8"), 2_000).await }
-            })
-            .concurrency(32)
-            .order_key(|delivery| {
-                let message = SpaMessage::from_json(&delivery.payload).ok()?;
-                let key = message.payload_str().ok()?.split_once(':')?.0.to_owned();
-                Some(bytes::Bytes::from(key))
-            }),
+            ordering::checked_consumer("keyed-by-payload", ["work"], &checker, 2_000)
+                .concurrency(32)
+                .order_key(|delivery| {
+                    let message = SpaMessage::from_json(&delivery.payload).ok()?;
+                    let key = message.payload_str().ok()?.split_once(':')?.0.to_owned();
+                    Some(bytes::Bytes::from(key))
+                }),
         );
     let (shutdown, run) = start_ready(app).await;
     let publisher = provider
@@ -497,11 +469,7 @@ async fn a_key_function_orders_messages_the_transport_gave_no_key() {
             .await
             .expect("publish");
     }
-    let c = Arc::clone(&checker);
-    wait_until("every message handled", Duration::from_secs(30), || {
-        c.handled.load(Ordering::SeqCst) >= 2_000
-    })
-    .await;
+    checker.wait_handled(2_000, Duration::from_secs(30)).await;
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("runs");
     assert_eq!(checker.violations(), Vec::<String>::new());

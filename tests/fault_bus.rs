@@ -1,6 +1,6 @@
 //! The fault-injecting bus: each fault kind, with a fixed seed, gives the same run twice.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

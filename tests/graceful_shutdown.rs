@@ -4,7 +4,7 @@
 //! lost, at most the one in flight handled twice (Kafka: committed offsets; MQTT: a persistent
 //! session and acknowledgements sent before the socket closed).
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use spa_dat::{Application, Config, SpaMessage};
 
-mod support;
+use spa_dat_test_support as support;
 
 const CHILD_ENV: &str = "SPA_DAT_HTTP_LIMITS_CHILD";
 const FLOOD: usize = 300;

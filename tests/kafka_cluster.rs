@@ -4,7 +4,7 @@
 //! every record published with `Ok` is consumed at least once, none is in the topic twice (the
 //! idempotent producer), and consumption never stops for longer than a failover takes.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::HashSet;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! The transport conformance suite on Kafka, against a real Apache Kafka broker.
 
-mod conformance;
-mod support;
+use spa_dat_test_support as support;
+use spa_dat_test_support::conformance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,4 +27,4 @@ fn kafka() -> conformance::Transport {
     }
 }
 
-conformance_tests!(kafka());
+spa_dat_test_support::conformance_tests!(kafka());

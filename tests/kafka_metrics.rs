@@ -2,7 +2,7 @@
 //! finished after it shows in `spa_kafka_finished_above_commit`,
 //! `spa_kafka_uncommitted_records` and `spa_kafka_consumer_lag`. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use metrics_util::debugging::DebuggingRecorder;
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
-use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+use spa_dat::socket::spi::SocketProvider;
 use spa_dat::{Application, Config, SpaMessage};
 use support::{recorded, test_app, wait_until};
 
@@ -31,25 +31,14 @@ async fn a_stuck_record_shows_in_the_partition_gauges() {
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
     support::kafka::create_topic(&provider, &topic).await;
-    let publisher = provider
-        .connect(SocketOptions::new(format!(
-            "gauge-publisher-{}",
-            &topic[7..]
-        )))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider, format!("gauge-publisher-{}", &topic[7..])).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "stuck"))
         .await
         .expect("publish");
-    for i in 0..AFTER {
-        publisher
-            .socket
-            .publish(&SpaMessage::new(topic.as_str(), i.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&publisher.socket, &topic, 0..AFTER).await;
     let handled = Arc::new(AtomicUsize::new(0));
     let h = Arc::clone(&handled);
     let app = test_app(Config {

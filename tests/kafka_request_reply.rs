@@ -2,7 +2,7 @@
 //! Python spa-dat 0.4.0 responder does: each reply reaches its own requester or none — never a
 //! stranger, never a later request, never a request of a later run.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,15 +3,15 @@
 //! ACLs. alice may do everything on `secure.*` topics and groups; bob may write `secure.*` topics
 //! and read `secure.*` groups, but not read the topics.
 
-mod support;
+use spa_dat_test_support as support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
 use spa_dat::socket::spi::{SocketOptions, SocketProvider};
-use spa_dat::{Application, Config, Error, SpaMessage};
-use support::{certs, test_app, wait_until};
+use spa_dat::{Config, Error, SpaMessage};
+use support::{certs, test_app};
 
 fn provider(config: KafkaConfig) -> Arc<dyn SocketProvider> {
     let _ = tracing_subscriber::fmt()
@@ -53,70 +53,37 @@ fn alice() -> KafkaConfig {
 /// Connects a socket for `client_id` (subscribed to `topics`), expecting it to fail; returns the
 /// error's text and how long failing took.
 async fn failed_connect(config: KafkaConfig, topics: &[String], group: &str) -> (String, Duration) {
-    let started = Instant::now();
     let options = SocketOptions::new(secure_name("client"))
         .topics(topics.iter().cloned())
         .group(group);
-    let result = tokio::time::timeout(Duration::from_secs(60), provider(config).connect(options))
-        .await
-        .expect("connect does not hang");
-    match result {
-        Ok(_) => panic!("connect succeeded"),
-        Err(error) => {
-            println!("what the user sees: {error}");
-            (error.to_string(), started.elapsed())
-        }
-    }
+    support::failed_connect(Duration::from_secs(60), async move {
+        provider(config).connect(options).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_scram_publishes_consumes_and_answers_requests() {
     let topic = secure_name("readings");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let handled = Arc::clone(&seen);
-    let consumer = Application::consumer("reader", [topic.clone()], move |m: SpaMessage| {
-        let handled = Arc::clone(&handled);
-        async move {
-            handled
-                .lock()
-                .expect("seen")
-                .push(m.payload_str().expect("utf-8").to_owned());
-            format!("got {}", m.payload_str().expect("utf-8"))
-        }
-    })
-    .group(secure_name("readers"))
-    .client_id(secure_name("reader"))
-    .socket_provider(provider(alice()));
-    let (shutdown, running) = support::run_in_background(consumer).await;
+    let (reader, seen) = support::answering_reader(&topic);
+    let consumer = reader
+        .group(secure_name("readers"))
+        .client_id(secure_name("reader"))
+        .socket_provider(provider(alice()));
+    let running = support::run_in_background(consumer).await;
 
     let connection = provider(alice())
         .connect(SocketOptions::new(secure_name("writer")).group(secure_name("writers")))
         .await
         .expect("alice connects over TLS with SCRAM");
-    connection
-        .socket
-        .publish(&SpaMessage::new(topic.clone(), "one"))
-        .await
-        .expect("publish over TLS");
-    let reply = connection
-        .socket
-        .request(
-            SpaMessage::new(topic.clone(), "two"),
-            Duration::from_secs(30),
-        )
-        .await
-        .expect("request over TLS");
-    assert_eq!(reply.payload_str().expect("utf-8"), "got two");
-    wait_until("both messages handled", Duration::from_secs(30), || {
-        seen.lock().expect("seen").len() == 2
-    })
+    support::publish_and_request_over_tls(
+        connection,
+        &topic,
+        Duration::from_secs(30),
+        &seen,
+        running,
+    )
     .await;
-    assert_eq!(*seen.lock().expect("seen"), ["one", "two"]);
-    connection.socket.close().await.expect("close");
-    shutdown.trigger();
-    support::joined("the run", Duration::from_secs(30), running)
-        .await
-        .expect("clean run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,12 +94,7 @@ async fn a_wrong_password_fails_run_within_seconds_naming_the_broker_and_authent
         .socket_provider(provider(config))
         .add_consumer("intruder", [secure_name("readings")], || async {});
     let started = Instant::now();
-    let error = tokio::time::timeout(Duration::from_secs(60), app.start_async())
-        .await
-        .expect("run does not hang")
-        .expect_err("run fails");
-    let text = error.to_string();
-    println!("what the user sees: {text}");
+    let text = support::failed_run(app, Duration::from_secs(60)).await;
     assert!(text.contains(&broker), "names the broker: {text}");
     assert!(
         text.to_lowercase().contains("authentication"),

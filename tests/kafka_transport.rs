@@ -2,8 +2,8 @@
 //! over partitions, resuming after a restart, a broker restart, bad input, bad config,
 //! ordering, and the Python spa-dat on the same topics.
 
-mod conformance;
-mod support;
+use spa_dat_test_support as support;
+use spa_dat_test_support::conformance;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -101,10 +101,7 @@ async fn two_consumers_in_one_group_split_a_four_partition_topic() {
     let run = tokio::spawn(app.start_async());
     // Both members join before the stream starts: a steady state, not a rebalance.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("split-pub")))
-        .await
-        .expect("connects");
+    let publisher = support::connect_publisher(&provider(config), unique("split-pub")).await;
     let started = Instant::now();
     publish_range(&publisher.socket, &topic, 0..RECORDS).await;
     eprintln!(
@@ -143,10 +140,8 @@ async fn a_restarted_app_resumes_after_the_last_handled_record() {
     let config = KafkaConfig::new(support::kafka::bootstrap());
     let topic = unique("resume");
     let group = unique("resumers");
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("resume-pub")))
-        .await
-        .expect("connects");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("resume-pub")).await;
     publish_range(&publisher.socket, &topic, 0..RECORDS).await;
 
     // First run: the handler itself stops the application after half the stream.
@@ -236,10 +231,7 @@ async fn every_record_is_handled_at_least_once_across_a_broker_restart_and_readi
     let readiness = app.readiness();
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("restart-pub")))
-        .await
-        .expect("connects");
+    let publisher = support::connect_publisher(&provider(config), unique("restart-pub")).await;
     publish_range(&publisher.socket, &topic, 0..RECORDS / 2).await;
     let s = Arc::clone(&seen);
     wait_until("the first half", Duration::from_secs(60), || {
@@ -329,11 +321,7 @@ async fn malformed_records_do_not_stall_the_partition() {
     raw.publish_bytes(&topic, Bytes::from_static(b"{\"Payload\":1}"))
         .await
         .expect("publish");
-    for i in 0..10 {
-        raw.publish(&SpaMessage::new(topic.as_str(), i.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&raw, &topic, 0..10).await;
     let g = Arc::clone(&good);
     wait_until(
         "the good records behind the bad ones",
@@ -598,10 +586,8 @@ async fn a_message_whose_dead_letter_failed_is_not_acknowledged_and_comes_again(
     let app = failing_app("no such topic!", &calls);
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("publisher")))
-        .await
-        .expect("connects");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("publisher")).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "precious"))
@@ -670,17 +656,8 @@ async fn a_consumer_stuck_longer_than_max_poll_interval_keeps_its_group_and_its_
         .connect(options)
         .await
         .expect("connects");
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("filler")))
-        .await
-        .expect("connects");
-    for i in 0..2_000 {
-        publisher
-            .socket
-            .publish(&SpaMessage::new(topic.as_str(), i.to_string()))
-            .await
-            .expect("publish");
-    }
+    let publisher = support::connect_publisher(&provider(config), unique("filler")).await;
+    support::publish_numbered(&publisher.socket, &topic, 0..2_000).await;
     let mut inbox = connection.inbox;
     assert_eq!(next_seq(&mut inbox).await, 0);
     // Handled, and then nothing is taken for longer than max.poll.interval.ms.
@@ -715,10 +692,7 @@ async fn close_reports_a_final_commit_that_failed() {
         )
         .await
         .expect("connects");
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("filler")))
-        .await
-        .expect("connects");
+    let publisher = support::connect_publisher(&provider(config), unique("filler")).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "handled"))
@@ -754,23 +728,16 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
     config.topic_partitions = 16;
     let topic = unique("keyed");
     let checker = Arc::new(support::ordering::OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default()).add_application(
-        Application::consumer("keyed", [topic.clone()], move |m: SpaMessage| {
-            let c = Arc::clone(&c);
-            async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
-        })
-        .group(unique("keyed-group"))
-        .socket_provider(provider(config.clone()))
-        .concurrency(64)
-        .ordering(spa_dat::MessageOrder::Key),
+        support::ordering::checked_consumer("keyed", [topic.clone()], &checker, 5_000)
+            .group(unique("keyed-group"))
+            .socket_provider(provider(config.clone()))
+            .concurrency(64)
+            .ordering(spa_dat::MessageOrder::Key),
     );
     let shutdown = app.shutdown_handle();
     let run = tokio::spawn(app.start_async());
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("keyed-publisher")))
-        .await
-        .expect("connect");
+    let publisher = support::connect_publisher(&provider(config), unique("keyed-publisher")).await;
     let work = support::ordering::workload(MESSAGES, KEYS, 9);
     let started = Instant::now();
     for chunk in work.chunks(1_000) {
@@ -786,11 +753,9 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
             result.expect("publish");
         }
     }
-    let c = Arc::clone(&checker);
-    wait_until("every record handled", Duration::from_secs(300), || {
-        c.handled.load(Ordering::SeqCst) >= MESSAGES
-    })
-    .await;
+    checker
+        .wait_handled(MESSAGES, Duration::from_secs(300))
+        .await;
     eprintln!(
         "Kafka: {MESSAGES} records over {KEYS} keys and 16 partitions, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
         started.elapsed(),
@@ -801,9 +766,7 @@ async fn concurrent_handlers_keep_each_keys_order_over_sixteen_partitions() {
         .await
         .expect("clean");
     publisher.socket.close().await.expect("close");
-    assert_eq!(checker.violations(), Vec::<String>::new(), "per-key order");
-    assert_eq!(checker.duplicates(), 0);
-    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    checker.assert_each_once_in_order(MESSAGES, "per-key order");
     assert!(
         checker.max_in_flight.load(Ordering::SeqCst) > 32,
         "ran concurrently"
@@ -818,10 +781,8 @@ async fn a_stuck_record_neither_stalls_its_partition_nor_makes_a_restart_replay_
     let topic = unique("stuck");
     let group = unique("stuck-group");
     support::kafka::create_topic(&provider(config.clone()), &topic).await;
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("stuck-publisher")))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("stuck-publisher")).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "stuck"))
@@ -1009,10 +970,8 @@ async fn a_crash_with_a_stuck_record_replays_only_it_as_the_commit_kept_up() {
     let topic = unique("crash");
     let group = unique("crash-group");
     support::kafka::create_topic(&provider(config.clone()), &topic).await;
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("crash-publisher")))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("crash-publisher")).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "stuck"))
@@ -1132,10 +1091,8 @@ async fn another_frameworks_commit_metadata_is_ignored_not_read_as_finished() {
     let topic = unique("foreign-meta");
     let group = unique("foreign-group");
     support::kafka::create_topic(&provider(config.clone()), &topic).await;
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("foreign-publisher")))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("foreign-publisher")).await;
     publish_range(&publisher.socket, &topic, 0..10).await;
     publisher.socket.close().await.expect("close");
     // Another framework committed offset 5 for the group, with metadata of its own — which
@@ -1240,10 +1197,8 @@ async fn fifty_rebalances_lose_nothing_and_never_move_a_commit_backwards() {
     let steady_shutdown = steady.shutdown_handle();
     let steady_run = tokio::spawn(steady.start_async());
     // Records keep coming while members join and leave.
-    let publisher = provider(config.clone())
-        .connect(SocketOptions::new(unique("rebalance-publisher")))
-        .await
-        .expect("connect");
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("rebalance-publisher")).await;
     let publishing = {
         let (socket, topic) = (Arc::clone(&publisher.socket), topic.clone());
         tokio::spawn(async move {
@@ -1382,10 +1337,7 @@ async fn a_kafka_consumer_is_ready_once_its_partitions_are_assigned() {
         .await
         .expect("ready once assigned");
     // Assigned: a record published now is read.
-    let publisher = provider(config)
-        .connect(SocketOptions::new(unique("ready-publisher")))
-        .await
-        .expect("connect");
+    let publisher = support::connect_publisher(&provider(config), unique("ready-publisher")).await;
     publisher
         .socket
         .publish(&SpaMessage::new(topic.as_str(), "0"))

@@ -1,7 +1,6 @@
 //! The transport conformance suite on the in-process bus.
 
-mod conformance;
-mod support;
+use spa_dat_test_support::conformance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,4 +22,4 @@ fn memory() -> conformance::Transport {
     }
 }
 
-conformance_tests!(memory());
+spa_dat_test_support::conformance_tests!(memory());

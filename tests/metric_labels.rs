@@ -3,7 +3,7 @@
 //! metric family holds at most `spa_dat::metrics::DESTINATION_LABEL_CAP` destination values,
 //! the rest counted as `_other`. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! gauge drops to 0 while Mosquitto is down and comes back to 1, the reconnect is counted, and
 //! counters never go backwards. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! connection stops reading while the consumer's inbox is full (its own test binary, so no other
 //! test's memory is counted).
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

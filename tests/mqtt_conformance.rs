@@ -1,7 +1,7 @@
 //! The transport conformance suite on MQTT, against a real Mosquitto broker.
 
-mod conformance;
-mod support;
+use spa_dat_test_support as support;
+use spa_dat_test_support::conformance;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,4 +37,4 @@ fn mqtt() -> conformance::Transport {
     }
 }
 
-conformance_tests!(mqtt());
+spa_dat_test_support::conformance_tests!(mqtt());

@@ -1,6 +1,6 @@
 //! Rust and the Python spa-dat 0.4.0 on one Mosquitto broker: request/reply both ways.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,16 +2,16 @@
 //! dynamic-security plugin (`Mosquitto::start_secure`): alice reads and writes `secure/#`, bob
 //! may only write there, the watcher may read everything.
 
-mod support;
+use spa_dat_test_support as support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
 use spa_dat::socket::spi::{SocketOptions, SocketProvider};
-use spa_dat::{Application, Config, SpaMessage};
+use spa_dat::{Config, SpaMessage};
 use support::mosquitto::Mosquitto;
-use support::{certs, test_app, wait_until};
+use support::{certs, test_app};
 
 fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     let _ = tracing_subscriber::fmt()
@@ -37,70 +37,40 @@ fn unique(name: &str) -> String {
 
 /// Connects (subscribed to `topics`), expecting failure: the error's text and how long it took.
 async fn failed_connect(config: MqttConfig, topics: &[&str]) -> (String, Duration) {
-    let started = Instant::now();
     let options = SocketOptions::new(unique("client")).topics(topics.iter().copied());
-    let result = tokio::time::timeout(Duration::from_secs(30), provider(config).connect(options))
-        .await
-        .expect("connect does not hang");
-    match result {
-        Ok(_) => panic!("connect succeeded"),
-        Err(error) => {
-            println!("what the user sees: {error}");
-            (error.to_string(), started.elapsed())
-        }
-    }
+    support::failed_connect(Duration::from_secs(30), async move {
+        provider(config).connect(options).await
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_password_publishes_consumes_and_answers_requests() {
     let broker = Mosquitto::start_secure();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let handled = Arc::clone(&seen);
-    let consumer = Application::consumer("reader", ["secure/readings"], move |m: SpaMessage| {
-        let handled = Arc::clone(&handled);
-        async move {
-            let text = m.payload_str().expect("utf-8").to_owned();
-            handled.lock().expect("seen").push(text.clone());
-            format!("got {text}")
-        }
-    })
-    .client_id(unique("reader"))
-    .socket_provider(provider(tls_url(
-        &broker,
-        "alice",
-        "alice-secret",
-        &certs::ca(),
-    )));
-    let (shutdown, running) = support::run_in_background(consumer).await;
+    let (reader, seen) = support::answering_reader("secure/readings");
+    let consumer = reader
+        .client_id(unique("reader"))
+        .socket_provider(provider(tls_url(
+            &broker,
+            "alice",
+            "alice-secret",
+            &certs::ca(),
+        )));
+    let running = support::run_in_background(consumer).await;
 
     let connection = provider(tls_url(&broker, "alice", "alice-secret", &certs::ca()))
         .connect(SocketOptions::new(unique("writer")))
         .await
         .expect("alice connects over TLS");
-    connection
-        .socket
-        .publish(&SpaMessage::new("secure/readings", "one"))
-        .await
-        .expect("publish over TLS");
-    let reply = connection
-        .socket
-        .request(
-            SpaMessage::new("secure/readings", "two"),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("request over TLS: the ACL lets alice use her reply topics");
-    assert_eq!(reply.payload_str().expect("utf-8"), "got two");
-    wait_until("both handled", Duration::from_secs(10), || {
-        seen.lock().expect("seen").len() == 2
-    })
+    // The request's reply comes back only because the ACL lets alice use her reply topics.
+    support::publish_and_request_over_tls(
+        connection,
+        "secure/readings",
+        Duration::from_secs(10),
+        &seen,
+        running,
+    )
     .await;
-    assert_eq!(*seen.lock().expect("seen"), ["one", "two"]);
-    connection.socket.close().await.expect("close");
-    shutdown.trigger();
-    support::joined("the run", Duration::from_secs(30), running)
-        .await
-        .expect("clean run");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,12 +82,7 @@ async fn a_wrong_password_fails_run_at_once_naming_the_broker() {
         .socket_provider(provider(config))
         .add_consumer("intruder", ["secure/readings"], || async {});
     let started = Instant::now();
-    let error = tokio::time::timeout(Duration::from_secs(30), app.start_async())
-        .await
-        .expect("run does not hang")
-        .expect_err("run fails");
-    let text = error.to_string();
-    println!("what the user sees: {text}");
+    let text = support::failed_run(app, Duration::from_secs(30)).await;
     assert!(text.contains(&address), "names the broker: {text}");
     assert!(
         text.contains("user name or password"),
@@ -163,12 +128,7 @@ async fn a_subscription_the_acl_refuses_fails_start_up_naming_the_topic() {
             ["secure/orders", "secure/allowed-for-writing-only"],
             || async {},
         );
-    let error = tokio::time::timeout(Duration::from_secs(30), app.start_async())
-        .await
-        .expect("run does not hang")
-        .expect_err("run fails");
-    let text = error.to_string();
-    println!("what the user sees: {text}");
+    let text = support::failed_run(app, Duration::from_secs(30)).await;
     assert!(
         text.contains("`secure/allowed-for-writing-only`"),
         "names the topic: {text}"

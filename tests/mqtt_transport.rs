@@ -1,7 +1,7 @@
 //! MQTT behaviour beyond the conformance suite, against real Mosquitto brokers: scale-out with
 //! shared subscriptions, at-least-once across a broker restart, bad input, bad config.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,10 +24,11 @@ fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
 
 /// A socket on `broker` for the test to publish with.
 async fn publisher(broker: &Mosquitto, client_id: &str) -> spa_dat::socket::spi::Connection {
-    provider(MqttConfig::new("127.0.0.1", broker.port))
-        .connect(SocketOptions::new(client_id))
-        .await
-        .expect("connects")
+    support::connect_publisher(
+        &provider(MqttConfig::new("127.0.0.1", broker.port)),
+        client_id,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,13 +338,7 @@ async fn handlers_run_one_at_a_time_in_arrival_order_wherever_they_finish() {
         );
     let (shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "ordered-publisher").await;
-    for seq in 0..MESSAGES {
-        publisher
-            .socket
-            .publish(&SpaMessage::new("ordered", seq.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&publisher.socket, "ordered", 0..MESSAGES).await;
     let expected: Vec<(usize, &str)> = (0..MESSAGES)
         .flat_map(|seq| {
             let end = (!seq.is_multiple_of(13)).then_some((seq, "end"));
@@ -418,17 +413,8 @@ async fn a_qos_2_stream_is_handled_once_each() {
             }
         });
     let (shutdown, run) = start_ready(app).await;
-    let publisher = provider(config)
-        .connect(SocketOptions::new("exactly-publisher"))
-        .await
-        .expect("connects");
-    for seq in 0..MESSAGES {
-        publisher
-            .socket
-            .publish(&SpaMessage::new("exactly/once", seq.to_string()))
-            .await
-            .expect("publish");
-    }
+    let publisher = support::connect_publisher(&provider(config), "exactly-publisher").await;
+    support::publish_numbered(&publisher.socket, "exactly/once", 0..MESSAGES).await;
     let s = Arc::clone(&seen);
     wait_until("every QoS 2 message", Duration::from_secs(30), || {
         s.lock().expect("seen").len() >= MESSAGES
@@ -826,13 +812,7 @@ async fn an_incoming_message_larger_than_max_packet_size_is_delivered_and_loses_
         .publish(&SpaMessage::new("large/one", "x".repeat(50_000)))
         .await
         .expect("a large publish");
-    for i in 0..5 {
-        publisher
-            .socket
-            .publish(&SpaMessage::new("large/small", i.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&publisher.socket, "large/small", 0..5).await;
     let payloads = support::next_payloads(&mut consumer.inbox, 6, Duration::from_secs(10)).await;
     let first = SpaMessage::from_json(&payloads[0]).expect("decodes");
     assert_eq!(first.payload.len(), 50_000);
@@ -852,16 +832,12 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
     const TOPICS: u32 = 1_000;
     let broker = Mosquitto::start();
     let checker = Arc::new(support::ordering::OrderChecker::default());
-    let c = Arc::clone(&checker);
     let app = test_app(Config::default())
         .socket_provider(provider(MqttConfig::new("127.0.0.1", broker.port)))
         .add_application(
-            Application::consumer("ordered-topics", ["order/+"], move |m: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move { c.handle(m.payload_str().expect("utf-8"), 5_000).await }
-            })
-            .concurrency(64)
-            .ordering(spa_dat::MessageOrder::Key),
+            support::ordering::checked_consumer("ordered-topics", ["order/+"], &checker, 5_000)
+                .concurrency(64)
+                .ordering(spa_dat::MessageOrder::Key),
         );
     let (shutdown, run) = start_ready(app).await;
     let publisher = publisher(&broker, "order-publisher").await;
@@ -881,11 +857,9 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
             result.expect("publish");
         }
     }
-    let c = Arc::clone(&checker);
-    wait_until("every message handled", Duration::from_secs(300), || {
-        c.handled.load(Ordering::SeqCst) >= MESSAGES
-    })
-    .await;
+    checker
+        .wait_handled(MESSAGES, Duration::from_secs(300))
+        .await;
     eprintln!(
         "MQTT: {MESSAGES} messages over {TOPICS} topics, 0-5 ms each, concurrency 64: {:?}, at most {} at once",
         started.elapsed(),
@@ -894,13 +868,7 @@ async fn concurrent_handlers_keep_each_topics_order_over_a_thousand_topics() {
     shutdown.trigger();
     joined("the run", STOP_LIMIT, run).await.expect("clean");
     publisher.socket.close().await.expect("close");
-    assert_eq!(
-        checker.violations(),
-        Vec::<String>::new(),
-        "per-topic order"
-    );
-    assert_eq!(checker.duplicates(), 0);
-    assert_eq!(checker.handled.load(Ordering::SeqCst), MESSAGES);
+    checker.assert_each_once_in_order(MESSAGES, "per-topic order");
     assert!(
         checker.max_in_flight.load(Ordering::SeqCst) > 1,
         "ran concurrently"
@@ -1095,17 +1063,8 @@ async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
         .connect(SocketOptions::new("forward-watcher").topics(["forwarded"]))
         .await
         .expect("connects");
-    let publisher = provider(config)
-        .connect(SocketOptions::new("forward-publisher"))
-        .await
-        .expect("connects");
-    for seq in 0..MESSAGES {
-        publisher
-            .socket
-            .publish(&SpaMessage::new("incoming", seq.to_string()))
-            .await
-            .expect("publish");
-    }
+    let publisher = support::connect_publisher(&provider(config), "forward-publisher").await;
+    support::publish_numbered(&publisher.socket, "incoming", 0..MESSAGES).await;
     let mut forwarded = 0;
     while forwarded < MESSAGES {
         match tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv()).await {
@@ -1157,17 +1116,8 @@ async fn a_stuck_consumer_keeps_its_connection_alive() {
         });
     let readiness = app.readiness();
     let (shutdown, run) = start_ready(app).await;
-    let publisher = provider(config)
-        .connect(SocketOptions::new("stuck-publisher"))
-        .await
-        .expect("connects");
-    for seq in 0..MESSAGES {
-        publisher
-            .socket
-            .publish(&SpaMessage::new("stuck", seq.to_string()))
-            .await
-            .expect("publish");
-    }
+    let publisher = support::connect_publisher(&provider(config), "stuck-publisher").await;
+    support::publish_numbered(&publisher.socket, "stuck", 0..MESSAGES).await;
     // Stuck for 12 s, well past 1.5 x keepalive: the broker must not have dropped it.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let log = std::fs::read_to_string(broker.dir.join("mosquitto.log")).expect("broker log");
@@ -1211,13 +1161,7 @@ async fn a_socket_with_a_full_inbox_still_reads_the_acknowledgement_of_its_publi
         .await
         .expect("connects");
     let filler = publisher(&broker, "filler").await;
-    for seq in 0..8 {
-        filler
-            .socket
-            .publish(&SpaMessage::new("fill", seq.to_string()))
-            .await
-            .expect("publish");
-    }
+    support::publish_numbered(&filler.socket, "fill", 0..8).await;
     // Nothing is taken from the inbox: it holds its 4 and the driver stops reading. Each of
     // these publishes must still be acknowledged, one after the other.
     for seq in 0..3 {

@@ -3,7 +3,7 @@
 //! what arrives (protobuf, whose strings are plain UTF-8 on the wire). (One test per binary:
 //! `init` installs the global subscriber and tracer provider.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -1,7 +1,7 @@
 //! spa-dat's metrics scraped by a real Prometheus: the counts a PromQL query returns are the
 //! messages the test sent and handled. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

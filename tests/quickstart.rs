@@ -3,7 +3,7 @@
 //! real Mosquitto, as the example's documentation offers. It must print the average of its five
 //! readings and exit 0 on its own.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

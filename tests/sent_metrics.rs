@@ -4,7 +4,7 @@
 //! chosen per request by the requester: as label values they would be unbounded), dead letters
 //! by their dead-letter topic. (One test per binary: the metrics recorder is global.)
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

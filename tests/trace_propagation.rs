@@ -7,7 +7,7 @@
 //! The subscriber is global (handlers run on every worker thread): the tests of this binary
 //! share it and tell their spans apart by their own topics and trace ids.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! values, and reject the rest naming the field Python names. Where the two differ on purpose
 //! the case is in `KNOWN_DIFFERENCES`, and the test checks Rust does what that list says.
 
-mod support;
+use spa_dat_test_support as support;
 
 use std::collections::HashMap;
 use std::io::Write;

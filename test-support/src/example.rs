@@ -1,7 +1,5 @@
 //! Examples run as processes by the tests (`cargo test` builds the examples with the tests).
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 

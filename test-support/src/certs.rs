@@ -2,8 +2,6 @@
 //! `scripts/test-all.sh` made for this run (`SPA_DAT_TEST_CERTS`), or made now into
 //! `target/test-certs` when a test runs by hand.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -15,7 +13,7 @@ pub fn dir() -> PathBuf {
         if let Some(dir) = std::env::var_os("SPA_DAT_TEST_CERTS") {
             return PathBuf::from(dir);
         }
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::workspace_root();
         let dir = root.join("target/test-certs");
         let status = Command::new("bash")
             .arg(root.join("scripts/certs.sh"))

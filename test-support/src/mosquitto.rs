@@ -1,15 +1,16 @@
 //! A real Mosquitto broker per test: its own port, config and persistence directory, stopped
 //! when dropped. A missing `mosquitto` binary fails the test (scripts/test-all.sh installs it).
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A Mosquitto process of one test.
 pub struct Mosquitto {
+    /// The loopback port it listens on.
     pub port: u16,
+    /// Its config, persistence and log (removed when dropped unless `SPA_DAT_KEEP_BROKER_DIR`).
     pub dir: PathBuf,
     child: Option<Child>,
 }
@@ -68,7 +69,7 @@ impl Mosquitto {
         )
     }
 
-    /// A broker with only a TLS listener (the certificates of [`super::certs`]) and Mosquitto's
+    /// A broker with only a TLS listener (the certificates of [`crate::certs`]) and Mosquitto's
     /// dynamic-security plugin for users and ACLs (its `acl_file` never refuses a subscription,
     /// only the delivery of what it forbids; the plugin answers SUBACK 0x80):
     /// - `alice` / `alice-secret`: publishes and subscribes to `secure/#` and `_spa/reply/#`;
@@ -135,7 +136,7 @@ impl Mosquitto {
         .into_iter()
         .find(|path| std::path::Path::new(path).exists())
         .expect("Mosquitto's dynamic-security plugin (Debian's mosquitto package has it)");
-        let certs = super::certs::dir();
+        let certs = crate::certs::dir();
         Self::start_in(
             dir,
             &format!(
@@ -166,7 +167,7 @@ impl Mosquitto {
     }
 
     fn start_in(dir: PathBuf, extra: &str) -> Self {
-        let template = include_str!("../brokers/mosquitto.conf");
+        let template = include_str!("../../tests/brokers/mosquitto.conf");
         let mut broker = Mosquitto {
             port: 0,
             dir,
@@ -281,6 +282,7 @@ impl Mosquitto {
             .into_owned()
     }
 
+    /// `mqtt://127.0.0.1:{port}`.
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }

@@ -3,8 +3,6 @@
 //! `conformance_tests!(make_transport())`; capabilities a transport lacks are declared by its
 //! provider and the affected tests assert that declaration instead of silently passing.
 
-#![allow(dead_code, unreachable_pub, unused_imports)]
-
 mod hostile;
 pub use hostile::{hostile_peers, poison_under_load};
 
@@ -69,6 +67,7 @@ impl Transport {
         provider.connect(options).await.expect("socket connects")
     }
 
+    /// A socket subscribed to `topics` (in `group`, if any), past the transport's settle time.
     pub async fn connect(&self, topics: &[&str], group: Option<&str>) -> Connection {
         let mut options = SocketOptions::new(format!(
             "conformance-{}",
@@ -88,6 +87,7 @@ impl Transport {
         connection
     }
 
+    /// Waits [`Transport::settle`] where the transport's subscribe is not synchronous.
     pub async fn settle(&self) {
         if !self.provider.capabilities().subscribe_is_synchronous {
             tokio::time::sleep(self.settle).await;
@@ -485,7 +485,9 @@ pub async fn request_reply_concurrent(t: &Transport) {
 /// A decorator socket (as metrics, tracing or fault injection would be) that forwards the
 /// trait's required methods and counts what it publishes.
 pub struct CountingSocket {
+    /// The socket it forwards to.
     pub inner: Arc<dyn SpaSocket>,
+    /// Publishes passed on.
     pub published: AtomicUsize,
     /// Publishes that carried a correlation id header.
     pub correlated: AtomicUsize,
@@ -739,7 +741,7 @@ macro_rules! conformance_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let transport = $make;
-                conformance::$name(&transport).await;
+                $crate::conformance::$name(&transport).await;
             }
         )*
     };

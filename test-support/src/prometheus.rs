@@ -1,13 +1,13 @@
 //! A real Prometheus (Debian's `prometheus`, installed by scripts/install-packages.sh) on a
 //! free loopback port, scraping one target every second; stopped when dropped.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A Prometheus process of one test.
 pub struct Prometheus {
+    /// The loopback port of its HTTP API.
     pub port: u16,
     child: Child,
     dir: PathBuf,

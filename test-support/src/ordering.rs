@@ -1,12 +1,12 @@
 //! The order checker of the delivery-engine tests: messages `key:seq`, each key's `seq`
 //! counting from 0; the handler records violations of per-key order, duplicates and concurrency.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use spa_dat::{Application, SpaMessage};
 
 /// What a run of the checked handler saw.
 #[derive(Default)]
@@ -56,7 +56,47 @@ pub fn latency(key: u32, seq: u32, max_us: u64) -> Duration {
     Duration::from_micros((mixed >> 11) % (max_us + 1))
 }
 
+/// A consumer `name` of `topics` whose handler is `checker`'s: each message `key:seq` is checked,
+/// then takes its work of 0–`max_latency_us` µs ([`latency`]). Concurrency, ordering, group and
+/// provider are the caller's to add.
+pub fn checked_consumer<I, S>(
+    name: impl Into<String>,
+    topics: I,
+    checker: &Arc<OrderChecker>,
+    max_latency_us: u64,
+) -> Application
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let checker = Arc::clone(checker);
+    Application::consumer(name, topics, move |message: SpaMessage| {
+        let checker = Arc::clone(&checker);
+        async move {
+            checker
+                .handle(message.payload_str().expect("utf-8"), max_latency_us)
+                .await
+        }
+    })
+}
+
 impl OrderChecker {
+    /// Waits until `count` messages were handled; fails the test after `limit`.
+    pub async fn wait_handled(&self, count: usize, limit: Duration) {
+        crate::wait_until("every message handled", limit, || {
+            self.handled.load(Ordering::SeqCst) >= count
+        })
+        .await;
+    }
+
+    /// Asserts that exactly `count` messages were handled, each once and in its key's order
+    /// (`order` names that order in the failure, e.g. "per-key order").
+    pub fn assert_each_once_in_order(&self, count: usize, order: &str) {
+        assert_eq!(self.violations(), Vec::<String>::new(), "{order}");
+        assert_eq!(self.duplicates(), 0, "duplicates");
+        assert_eq!(self.handled.load(Ordering::SeqCst), count, "lost or extra");
+    }
+
     /// Handles one message: checks it against its key's last, waits its latency.
     pub async fn handle(&self, payload: &str, max_latency_us: u64) {
         let (key, seq) = payload

@@ -102,7 +102,7 @@ fn cases(t: &Transport, topic: &str) -> Vec<Case> {
     cases
 }
 
-/// A responder with a dead-letter topic gets every hostile message of [`cases`], each followed
+/// A responder with a dead-letter topic gets every hostile message of `cases`, each followed
 /// by ordinary requests from another client: every ordinary request is answered within 1 s,
 /// the responder keeps its connection (at most one reconnect), and exactly the bad messages
 /// reach the dead-letter topic.
@@ -129,7 +129,7 @@ pub async fn hostile_peers(t: &Transport) {
     .retry(RetryPolicy::no_retries())
     .socket_provider(Arc::clone(&t.provider));
     let mut observer = t.connect(&[dead_letters.as_str()], None).await;
-    let (shutdown, running) = crate::support::run_in_background(responder).await;
+    let (shutdown, running) = crate::run_in_background(responder).await;
     let hostile = t
         .connect_with(t.big.as_ref().unwrap_or(&t.provider), &[])
         .await;
@@ -270,7 +270,7 @@ pub async fn poison_under_load(t: &Transport) {
         .dead_letter_topic(dead_letters.clone())
         .socket_provider(Arc::clone(&t.provider));
     let mut observer = t.connect(&[dead_letters.as_str()], None).await;
-    let (shutdown, running) = crate::support::run_in_background(consumer).await;
+    let (shutdown, running) = crate::run_in_background(consumer).await;
     let publisher = t.connect(&[], None).await;
     let started = Instant::now();
     // Many publishes at once: the stream outpaces the consumer while a failing key retries,
@@ -312,7 +312,7 @@ pub async fn poison_under_load(t: &Transport) {
             .or_default() += 1;
         delivery.ack();
     }
-    crate::support::wait_until("every good message handled", limit, || {
+    crate::wait_until("every good message handled", limit, || {
         handled.lock().expect("handled").len() >= MESSAGES - poison
     })
     .await;

@@ -1,13 +1,13 @@
 //! Reading what spa-dat recorded into metrics-util's `DebuggingRecorder` (tests with a recorder
 //! of their own).
 
-#![allow(dead_code, unreachable_pub)]
-
 use metrics_util::debugging::{DebugValue, Snapshotter};
 
 /// One metric as read.
 pub struct Recorded {
+    /// The metric's name.
     pub name: String,
+    /// Its labels, `(key, value)`.
     pub labels: Vec<(String, String)>,
     /// Counters and gauges as numbers, histograms as NaN.
     pub value: f64,

@@ -1,18 +1,15 @@
 //! The Python spa-dat 0.4.0 for interop tests, from the virtual environment that
 //! scripts/test-all.sh creates (`target/py-venv`) or `SPA_DAT_PYTHON`.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+/// The Python interpreter with the Python spa-dat; fails the test if it cannot import it.
 pub fn python() -> PathBuf {
     let python = std::env::var_os("SPA_DAT_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python")
-        });
+        .unwrap_or_else(|| crate::workspace_root().join("target/py-venv/bin/python"));
     let works = Command::new(&python)
         .args(["-c", "import spa_dat.socket.kafka, spa_dat.socket.mqtt"])
         .output()
@@ -27,17 +24,16 @@ pub fn python() -> PathBuf {
     python
 }
 
+/// The interop script `tests/python/{name}`.
 pub fn script(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
-        .join(name)
+    crate::workspace_root().join("tests/python").join(name)
 }
 
 /// How long a script may run (or take to exit when asked to finish) before the test kills it
 /// and fails: a Python client stuck on a broker must fail its test, not hang the test run.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs a script to completion (at most [`LIMIT`]) and returns what it printed, trimmed; fails
+/// Runs a script to completion (at most `LIMIT`, 120 s) and returns what it printed, trimmed; fails
 /// the test with the script's stderr if it fails.
 pub async fn run(name: &str, args: Vec<String>) -> String {
     let mut command = tokio::process::Command::new(python());
@@ -78,7 +74,7 @@ pub async fn start_ready(name: &str, args: Vec<String>) -> std::process::Child {
     child
 }
 
-/// Waits (at most [`LIMIT`]) for a script started with [`start_ready`] to exit successfully.
+/// Waits (at most `LIMIT`) for a script started with [`start_ready`] to exit successfully.
 pub async fn finish(mut child: std::process::Child) {
     let deadline = tokio::time::Instant::now() + LIMIT;
     let status = loop {

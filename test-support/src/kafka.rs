@@ -2,13 +2,11 @@
 //! (`SPA_DAT_KAFKA_BOOTSTRAP`); tests that stop the broker start their own with
 //! `scripts/kafka.sh`. Without Kafka the tests fail: they never pass without their broker.
 
-#![allow(dead_code, unreachable_pub)]
-
 use std::path::PathBuf;
 use std::process::Command;
 
 fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka.sh")
+    crate::workspace_root().join("scripts/kafka.sh")
 }
 
 /// The shared broker's bootstrap address.
@@ -22,7 +20,7 @@ pub fn bootstrap() -> String {
     })
 }
 
-/// The shared broker's SASL_SSL listener (TLS with the certificates of [`super::certs`];
+/// The shared broker's SASL_SSL listener (TLS with the certificates of [`crate::certs`];
 /// SCRAM-SHA-512 users and ACLs as `scripts/kafka.sh` describes them).
 pub fn secure_bootstrap() -> String {
     std::env::var("SPA_DAT_KAFKA_SECURE_BOOTSTRAP").unwrap_or_else(|_| {
@@ -57,10 +55,12 @@ pub async fn create_topic(
 /// A broker of the test's own, stopped when dropped.
 pub struct OwnKafka {
     dir: PathBuf,
+    /// Its bootstrap address (`host:port`).
     pub bootstrap: String,
 }
 
 impl OwnKafka {
+    /// Starts a single-node broker in a new temporary directory (`scripts/kafka.sh start`).
     pub fn start() -> Self {
         let dir =
             std::env::temp_dir().join(format!("spa-dat-kafka-{}", uuid::Uuid::new_v4().simple()));
@@ -86,10 +86,12 @@ impl OwnKafka {
         assert!(status.success(), "scripts/kafka.sh {action} failed");
     }
 
+    /// Stops the broker, keeping its data.
     pub fn stop(&self) {
         self.run("stop");
     }
 
+    /// Stops the broker and starts it again with its data.
     pub fn restart(&self) {
         self.run("stop");
         self.run("start");
@@ -111,10 +113,12 @@ impl Drop for OwnKafka {
 /// min.insync.replicas=2), stopped when dropped.
 pub struct OwnCluster {
     dir: PathBuf,
+    /// The bootstrap addresses of its nodes.
     pub bootstrap: String,
 }
 
 impl OwnCluster {
+    /// Starts the three nodes in a new temporary directory.
     pub fn start() -> Self {
         let dir = std::env::temp_dir().join(format!(
             "spa-dat-kafka-cluster-{}",
