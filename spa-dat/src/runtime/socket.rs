@@ -299,7 +299,7 @@ impl Socket {
     /// # let answering = tokio::spawn(async move { let run = doubler.run_async().await; doubler.teardown().await.and(run) });
     /// # let asker = provider.connect(SocketOptions::new("asker")).await?;
     /// # let socket = Socket::new(asker.socket, MessageBuilder::new(None, None), Duration::from_secs(5));
-
+    ///
     /// let reply = socket.request(SpaMessage::json("double", &21)?).await?;
     /// assert_eq!(reply.payload_json::<i64>()?, 42);
     /// # stop.trigger();
