@@ -12,6 +12,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 ///
 /// `Debug` prints the same sentence as `Display` (causes included), so an error returned from
 /// `main` reads as one; match on the variants for the details.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spa_dat::{Error, Socket, SpaMessage};
+///
+/// /// Asks for a price; a missing answer is not fatal, other errors are.
+/// async fn price(socket: &Socket, item: &str) -> spa_dat::Result<Option<f64>> {
+///     let request = SpaMessage::new("prices", item.to_owned());
+///     match socket.request_with_timeout(request, Duration::from_secs(2)).await {
+///         Ok(reply) => Ok(Some(reply.payload_json()?)),
+///         Err(Error::RequestTimeout { topic, timeout }) => {
+///             eprintln!("no price from {topic} within {timeout:?}");
+///             Ok(None)
+///         }
+///         Err(error) => Err(error),
+///     }
+/// }
+/// # let _ = price;
+///
+/// // Configuration errors say which key is wrong.
+/// let error = spa_dat::Config::from_toml("request_timeout_ms = 0").unwrap_err();
+/// assert!(matches!(&error, Error::Config(reason) if reason.contains("request_timeout_ms")));
+/// ```
 #[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -214,6 +240,22 @@ impl Error {
     /// ([`Error::Decode`]: a handler's own request may get a proper reply next time; a
     /// delivered message that does not decode is bad input, decided before any handler). Retries of handlers, of dead
     /// letters and of replies, and MQTT's resends, all ask this one question.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::{Config, Error};
+    ///
+    /// // A bad value stays bad: no retry helps.
+    /// let config_error = Config::from_toml("request_timeout_ms = 0").unwrap_err();
+    /// assert!(config_error.is_permanent());
+    ///
+    /// // A missing reply may come next time.
+    /// let timeout = Error::RequestTimeout { topic: "prices".into(), timeout: Duration::from_secs(2) };
+    /// assert!(!timeout.is_permanent());
+    /// ```
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Encode { .. }

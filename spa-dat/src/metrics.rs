@@ -57,6 +57,18 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// Records spa-dat's metrics from now on, into whatever recorder the `metrics` crate has
 /// (call it after installing your own; spa-dat calls it when it serves Prometheus). Until
 /// then the per-message path does not even read the clock for them.
+///
+/// # Examples
+///
+/// ```
+/// // Install a recorder first — your own through the `metrics` crate, or let spa-dat serve
+/// // Prometheus with `metrics_addr` in its Config (it then calls this itself).
+/// spa_dat::metrics::enable();
+/// assert!(spa_dat::metrics::enabled());
+///
+/// // What spa-dat records, e.g. to declare it to an exporter:
+/// assert!(spa_dat::metrics::ALL.contains(&spa_dat::metrics::CONSUMED));
+/// ```
 pub fn enable() {
     ENABLED.store(true, Ordering::Relaxed);
 }

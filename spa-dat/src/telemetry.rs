@@ -40,6 +40,15 @@ static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// Makes spa-dat's spans from now on, with the global tracer provider (install it first;
 /// `init()` does both). Until then the per-message path makes no span and reads no trace
 /// context: one relaxed load. Applications take the provider as it is when they start.
+///
+/// # Examples
+///
+/// ```
+/// // With OpenTelemetry set up by the program itself (feature `opentelemetry`):
+/// // opentelemetry::global::set_tracer_provider(my_provider);
+/// spa_dat::telemetry::enable();
+/// // ... then start the applications: their spans go to that provider.
+/// ```
 pub fn enable() {
     ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
 }
@@ -492,6 +501,18 @@ impl Drop for TelemetryGuard {
 ///
 /// Call it before the applications start. Programs that set up OpenTelemetry themselves call
 /// `opentelemetry::global::set_tracer_provider` and then [`enable`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use spa_dat::{DistributedApplication, Stopped};
+///
+/// fn main() -> spa_dat::Result<Stopped> {
+///     // OTEL_EXPORTER_OTLP_ENDPOINT=http://collector:4318 OTEL_SERVICE_NAME=billing ./billing
+///     let _telemetry = spa_dat::telemetry::init()?; // flushes the spans when dropped
+///     DistributedApplication::run()
+/// }
+/// ```
 #[cfg(feature = "otlp")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
 pub fn init() -> crate::error::Result<TelemetryGuard> {

@@ -6,6 +6,17 @@
 ///
 /// `sensors/+/temp` matches `sensors/a/temp`; `sensors/#` matches `sensors` and everything
 /// below it. As in MQTT, wildcards do not match topics starting with `$` at the first level.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::topic_matches;
+///
+/// assert!(topic_matches("sensors/+/temp", "sensors/a/temp"));
+/// assert!(!topic_matches("sensors/+/temp", "sensors/a/b/temp"));
+/// assert!(topic_matches("sensors/#", "sensors"));
+/// assert!(!topic_matches("#", "$SYS/uptime"));
+/// ```
 pub fn topic_matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
         return false;
@@ -25,6 +36,17 @@ pub fn topic_matches(filter: &str, topic: &str) -> bool {
 
 /// Checks that `filter` is a valid MQTT topic filter: `#` only as the last level, wildcards
 /// only as whole levels, not empty.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::validate_filter;
+///
+/// assert!(validate_filter("sensors/+/temp").is_ok());
+/// assert!(validate_filter("sensors/#").is_ok());
+/// assert!(validate_filter("sensors/#/temp").is_err()); // `#` only last
+/// assert!(validate_filter("sensors/t+").is_err()); // wildcards are whole levels
+/// ```
 pub fn validate_filter(filter: &str) -> Result<(), String> {
     if filter.is_empty() {
         return Err("a topic filter cannot be empty".into());
@@ -56,6 +78,16 @@ pub const MAX_TOPIC_LEVELS: usize = 128;
 /// a topic an outside client chose — a request's response topic — is checked with this
 /// before anything uses it. Transports check their own stricter rules when they publish
 /// (Kafka topic names).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::validate_topic;
+///
+/// assert!(validate_topic("orders/eu/created").is_ok());
+/// assert!(validate_topic("orders/+").is_err()); // wildcards are for subscriptions
+/// assert!(validate_topic("").is_err());
+/// ```
 pub fn validate_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("a topic to publish to cannot be empty".into());

@@ -27,6 +27,35 @@ use crate::telemetry::SpanScope;
 
 /// The life cycle of an application, as in the Python package: `setup`, `run_async`,
 /// `teardown`, and `start_async` / `start` doing all three.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{Application, ApplicationLifeCycle, Socket};
+///
+/// async fn announce(socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish_json("announcements", "up").await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let provider = Arc::new(MemorySocketProvider::new(MemoryBus::new("life-cycle-doc")));
+/// let mut app = Application::producer("announcer", announce).socket_provider(provider);
+///
+/// // Step by step (a producer's run ends when its handler returns)...
+/// app.setup().await?;
+/// app.run_async().await?;
+/// app.teardown().await?;
+///
+/// // ...or all three at once, teardown included whatever happened before.
+/// tokio::time::timeout(Duration::from_secs(10), app.start_async()).await.expect("in time")?;
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait ApplicationLifeCycle: Send {
     /// Checks the handler, connects the socket, sets up resources. What it did is undone by
@@ -123,6 +152,32 @@ impl From<&Config> for Settings {
 /// application run alone [`Config::default`]'s (the in-process bus, unless
 /// [`Application::socket_provider`] names another). Only `DistributedApplication` reads the
 /// environment.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spa_dat::{Application, DistributedApplication, Json, MessageOrder, RetryPolicy, Socket};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// async fn ship(Json(order): Json<Order>, socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish_json("shipments", &order.id).await
+/// }
+///
+/// let shipping = Application::consumer("shipping", ["orders/created"], ship)
+///     .group("shipping")
+///     .concurrency(4)
+///     .ordering(MessageOrder::Key)
+///     .retry(RetryPolicy::default().attempts(5))
+///     .handler_timeout(Duration::from_secs(30))
+///     .dead_letter_topic("orders/dead");
+/// assert_eq!(shipping.name(), "shipping");
+/// let run = DistributedApplication::new().add_application(shipping);
+/// # let _ = run;
+/// ```
 pub struct Application {
     spec: AppSpec,
     /// Set between [`ApplicationLifeCycle::setup`] and [`ApplicationLifeCycle::teardown`].
@@ -221,6 +276,20 @@ impl Application {
     }
 
     /// A consumer: `handler` is called for every message on `topics`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Application, SpaMessage};
+    ///
+    /// async fn log(message: SpaMessage) {
+    ///     println!("{}: {:?}", message.topic, message.payload_str());
+    /// }
+    ///
+    /// // MQTT-style filters; `${SITE}` is filled in from the environment at start.
+    /// let app = Application::consumer("log", ["sensors/${SITE}/+/temp", "alerts/#"], log);
+    /// assert_eq!(app.name(), "log");
+    /// ```
     pub fn consumer<H, Args, I, S>(name: impl Into<String>, topics: I, handler: H) -> Self
     where
         H: Handler<Args>,
@@ -236,6 +305,22 @@ impl Application {
     }
 
     /// A producer: `handler` is called once when the application starts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Application, Socket, SpaMessage};
+    ///
+    /// async fn seed(socket: Socket) -> spa_dat::Result<()> {
+    ///     for n in 1..=3 {
+    ///         socket.publish(SpaMessage::new("jobs", format!("job {n}"))).await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    ///
+    /// let app = Application::producer("seed", seed);
+    /// # let _ = app;
+    /// ```
     pub fn producer<H: Handler<Args>, Args>(name: impl Into<String>, handler: H) -> Self {
         Self::from_boxed(
             name,
@@ -256,24 +341,66 @@ impl Application {
     }
 
     /// Consumer group: instances in one group share the messages.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// // Three replicas of this service share the orders instead of each getting all of them.
+    /// let app = Application::consumer("billing", ["orders"], handle).group("billing");
+    /// # let _ = app;
+    /// ```
     pub fn group(mut self, group: impl Into<String>) -> Self {
         self.spec.group = Some(group.into());
         self
     }
 
     /// Client id on the bus (default: the name plus a random suffix).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// let app = Application::consumer("billing", ["orders"], handle).client_id("billing-eu-1");
+    /// # let _ = app;
+    /// ```
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.spec.client_id = Some(client_id.into());
         self
     }
 
     /// Client name stamped on published messages (default: the application's name).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// let app = Application::consumer("billing", ["orders"], handle).client_name("Billing service");
+    /// # let _ = app;
+    /// ```
     pub fn client_name(mut self, client_name: impl Into<String>) -> Self {
         self.spec.client_name = Some(client_name.into());
         self
     }
 
     /// Where messages this consumer cannot decode or fails to handle are forwarded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// // After its retries, a failed order goes to `orders/dead` with the reason in its headers.
+    /// let app = Application::consumer("billing", ["orders"], handle).dead_letter_topic("orders/dead");
+    /// # let _ = app;
+    /// ```
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.spec.dead_letter_topic = Some(topic.into());
         self
@@ -282,6 +409,17 @@ impl Application {
     /// How many messages a consumer handles at once (default 1: one after the other, in
     /// arrival order). Which of them may run together is [`Application::ordering`]'s to say;
     /// acknowledgements go to the broker in arrival order whatever order handlers finish in.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// // Up to 16 handler calls at once (e.g. each waiting on a database).
+    /// let app = Application::consumer("index", ["documents"], handle).concurrency(16);
+    /// # let _ = app;
+    /// ```
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.spec.concurrency = limit.max(1);
         self
@@ -289,6 +427,20 @@ impl Application {
 
     /// Which messages may be handled at the same time with a concurrency above 1 (default:
     /// [`MessageOrder::Key`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    /// use spa_dat::MessageOrder;
+    ///
+    /// // Metrics samples: order does not matter, throughput does.
+    /// let app = Application::consumer("samples", ["metrics/#"], handle)
+    ///     .concurrency(8)
+    ///     .ordering(MessageOrder::Unordered);
+    /// # let _ = app;
+    /// ```
     pub fn ordering(mut self, order: MessageOrder) -> Self {
         self.spec.order = order;
         self
@@ -297,6 +449,23 @@ impl Application {
     /// Gives each message its ordering key (for [`MessageOrder::Key`]) instead of the
     /// transport's: e.g. a device id read from the payload on MQTT, which has no keys. `None`:
     /// the message has no key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    /// use bytes::Bytes;
+    ///
+    /// // MQTT has no keys: order by the device in `devices/{id}/...` instead.
+    /// let app = Application::consumer("devices", ["devices/+/state"], handle)
+    ///     .concurrency(8)
+    ///     .order_key(|delivery| {
+    ///         let device = delivery.topic.split('/').nth(1)?;
+    ///         Some(Bytes::copy_from_slice(device.as_bytes()))
+    ///     });
+    /// # let _ = app;
+    /// ```
     pub fn order_key(
         mut self,
         key_of: impl Fn(&crate::socket::Delivery) -> Option<bytes::Bytes> + Send + Sync + 'static,
@@ -306,6 +475,22 @@ impl Application {
     }
 
     /// What happens when the handler fails (default: [`RetryPolicy::default`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::default()
+    ///     .attempts(10)
+    ///     .delays(Duration::from_millis(500), Duration::from_secs(30));
+    /// let app = Application::consumer("sync", ["changes"], handle).retry(policy);
+    /// # let _ = app;
+    /// ```
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.spec.retry = policy;
         self
@@ -313,30 +498,121 @@ impl Application {
 
     /// Puts `layer` around the handler (see [`crate::handler::Layer`]). The last layer added
     /// runs first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    /// use std::time::Instant;
+    ///
+    /// use spa_dat::handler::layer_fn;
+    ///
+    /// // Logs how long each call takes.
+    /// let timing = layer_fn(|context, next| async move {
+    ///     let started = Instant::now();
+    ///     let result = next.run(context).await;
+    ///     println!("handled in {:?}", started.elapsed());
+    ///     result
+    /// });
+    /// let app = Application::consumer("timed", ["jobs"], handle).layer(timing);
+    /// # let _ = app;
+    /// ```
     pub fn layer(mut self, layer: impl Layer) -> Self {
         self.spec.handler = self.spec.handler.layered(Arc::new(layer));
         self
     }
 
     /// Cancels a handler call that runs longer than `timeout`; it counts as a failed attempt.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use std::time::Duration;
+    ///
+    /// let app = Application::consumer("render", ["pages"], handle).handler_timeout(Duration::from_secs(5));
+    /// # let _ = app;
+    /// ```
     pub fn handler_timeout(mut self, timeout: Duration) -> Self {
         self.spec.handler_timeout = Some(timeout);
         self
     }
 
     /// The socket provider of this application (default: the distributed application's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use std::sync::Arc;
+    ///
+    /// use spa_dat::config::SocketProviderFactory;
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    ///
+    /// // This application on the in-process bus, the others on the configured broker.
+    /// let local = Arc::new(MemorySocketProvider::new(MemoryBus::named("local")));
+    /// let app = Application::consumer("cache", ["cache/invalidate"], handle).socket_provider(local);
+    /// # let _ = app;
+    /// // Or any provider, e.g. one built from a URL:
+    /// let remote = SocketProviderFactory::from_url("mqtt://broker:1883")?;
+    /// let app = Application::consumer("audit", ["audit/#"], handle).socket_provider(remote);
+    /// # let _ = app;
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn socket_provider(mut self, provider: Arc<dyn SocketProvider>) -> Self {
         self.spec.provider = Some(provider);
         self
     }
 
     /// Adds state for this application's handler ([`crate::State<T>`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Application, SpaMessage, State};
+    ///
+    /// struct Limits { max_bytes: usize }
+    ///
+    /// async fn check(message: SpaMessage, limits: State<Limits>) -> Result<(), String> {
+    ///     match message.payload.len() <= limits.max_bytes {
+    ///         true => Ok(()),
+    ///         false => Err("too large".to_owned()),
+    ///     }
+    /// }
+    ///
+    /// let app = Application::consumer("check", ["uploads"], check).state(Limits { max_bytes: 1024 });
+    /// # let _ = app;
+    /// ```
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.spec.state.insert(Arc::new(value));
         self
     }
 
     /// Adds state the caller keeps a handle to (e.g. metrics read in `main` after the run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    ///
+    /// use spa_dat::{Application, State};
+    ///
+    /// async fn count(seen: State<AtomicU64>) {
+    ///     seen.fetch_add(1, Ordering::Relaxed);
+    /// }
+    ///
+    /// let seen = Arc::new(AtomicU64::new(0));
+    /// let app = Application::consumer("count", ["events"], count).state_arc(Arc::clone(&seen));
+    /// # let _ = app;
+    /// // ... after the run:
+    /// println!("{} events", seen.load(Ordering::Relaxed));
+    /// ```
     pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
         self.spec.state.insert(value);
         self
@@ -344,12 +620,42 @@ impl Application {
 
     /// Adds a resource for this application ([`crate::Res<T>`]), set up after its socket
     /// connects and torn down before it closes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Application, Res, Resource, SpaMessage};
+    ///
+    /// struct Store { path: String }
+    /// impl Resource for Store {} // nothing to set up or tear down
+    ///
+    /// async fn save(message: SpaMessage, store: Res<Store>) {
+    ///     println!("saving {} to {}", message.topic, store.path);
+    /// }
+    ///
+    /// let app = Application::consumer("save", ["documents"], save)
+    ///     .resource(Store { path: "/var/lib/docs".into() });
+    /// # let _ = app;
+    /// ```
     pub fn resource<T: Resource>(mut self, resource: T) -> Self {
         self.spec.resources.add(resource);
         self
     }
 
     /// The shutdown handle of this application.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// let app = Application::consumer("log", ["events"], handle);
+    /// let shutdown = app.shutdown_handle();
+    /// // e.g. from another task: stop the consumer once some condition holds.
+    /// shutdown.trigger();
+    /// assert!(shutdown.is_triggered());
+    /// ```
     pub fn shutdown_handle(&self) -> Shutdown {
         self.spec.shutdown.clone()
     }
@@ -367,6 +673,19 @@ impl Application {
 
     /// A consumer with messages in hand that finishes none for longer than `after` (a hung
     /// handler, a key stuck retrying) makes the run not ready (default 60 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use std::time::Duration;
+    ///
+    /// // Readiness probes fail once no message finished for 5 minutes while some wait.
+    /// let app = Application::consumer("import", ["files"], handle).stall_after(Duration::from_secs(300));
+    /// # let _ = app;
+    /// ```
     pub fn stall_after(mut self, after: Duration) -> Self {
         self.spec.stall_after = after;
         self

@@ -29,6 +29,59 @@ use crate::socket::SocketProvider;
 /// Shutdown (Ctrl-C, SIGTERM, [`Shutdown::trigger`], or every application done): consumers
 /// take no new messages, in-flight handlers get the grace period, applications are torn
 /// down in reverse order, then shared resources.
+///
+/// # Examples
+///
+/// ```no_run
+/// use spa_dat::{consumer, producer, DistributedApplication, Socket, SpaMessage, Stopped};
+///
+/// #[producer]
+/// async fn hello(socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish(SpaMessage::new("greetings", "hello")).await
+/// }
+///
+/// #[consumer(topics = ["greetings"])]
+/// async fn greet(message: SpaMessage) {
+///     println!("{:?}", message.payload_str());
+/// }
+///
+/// fn main() -> spa_dat::Result<Stopped> {
+///     // The bus from SPA_DAT_URL (or SPA_DAT_CONFIG); until Ctrl-C or SIGTERM.
+///     DistributedApplication::run()
+/// }
+/// ```
+///
+/// Built by hand, on the in-process bus, until a handler ends the run:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{DistributedApplication, Shutdown, Socket, SpaMessage, Stopped};
+///
+/// async fn hello(socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish(SpaMessage::new("greetings", "hello")).await
+/// }
+///
+/// async fn greet(message: SpaMessage, shutdown: Shutdown) {
+///     assert_eq!(message.payload_str().ok(), Some("hello"));
+///     shutdown.trigger();
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let run = DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("dist-doc"))))
+///     .add_consumer("greet", ["greetings"], greet)
+///     .add_producer("hello", hello)
+///     .watch_signals(false)
+///     .start_async();
+/// let stopped = tokio::time::timeout(Duration::from_secs(10), run).await.expect("in time")?;
+/// assert_eq!(stopped, Stopped::Requested);
+/// # Ok(())
+/// # }
+/// ```
 pub struct DistributedApplication {
     config: Option<Config>,
     provider: Option<Arc<dyn SocketProvider>>,
@@ -61,17 +114,45 @@ impl Default for DistributedApplication {
 impl DistributedApplication {
     /// Runs every registered handler with the configuration from the environment
     /// (see [`Config::from_env`]; nothing set = the in-process bus). Blocks until shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn main() -> spa_dat::Result<spa_dat::Stopped> {
+    ///     spa_dat::DistributedApplication::run()
+    /// }
+    /// ```
     pub fn run() -> Result<Stopped> {
         Self::new().start()
     }
 
     /// [`DistributedApplication::run`] on the caller's Tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> spa_dat::Result<spa_dat::Stopped> {
+    ///     // ... other set-up on this runtime ...
+    ///     spa_dat::DistributedApplication::run_async().await
+    /// }
+    /// ```
     pub async fn run_async() -> Result<Stopped> {
         Self::new().start_async().await
     }
 
     /// A distributed application with every registered handler, configured from the
     /// environment unless [`DistributedApplication::config`] says otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// let app = DistributedApplication::new().add_consumer("log", ["events"], handle);
+    /// # let _ = app;
+    /// ```
     pub fn new() -> Self {
         DistributedApplication {
             config: None,
@@ -88,30 +169,102 @@ impl DistributedApplication {
 
     /// Leaves out the handlers registered with `#[consumer]` / `#[producer]`: only added
     /// applications run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// // In a test: only this consumer, not every #[consumer] linked into the binary.
+    /// let app = DistributedApplication::new()
+    ///     .without_registered_handlers()
+    ///     .add_consumer("under-test", ["events"], handle);
+    /// # let _ = app;
+    /// ```
     pub fn without_registered_handlers(mut self) -> Self {
         self.include_registered = false;
         self
     }
 
     /// Uses `config` instead of the environment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use spa_dat::Config;
+    ///
+    /// let config = Config::from_toml("request_timeout_ms = 2000\n[bus]\ntransport = \"memory\"")?;
+    /// let app = DistributedApplication::new()
+    ///     .config(config)
+    ///     .add_consumer("log", ["events"], handle);
+    /// # let _ = app;
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn config(mut self, config: Config) -> Self {
         self.config = Some(config);
         self
     }
 
     /// The default socket provider (instead of the one the config describes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use std::sync::Arc;
+    ///
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    ///
+    /// let bus = MemoryBus::new("test");
+    /// let app = DistributedApplication::new()
+    ///     .socket_provider(Arc::new(MemorySocketProvider::new(bus)))
+    ///     .add_consumer("log", ["events"], handle);
+    /// # let _ = app;
+    /// ```
     pub fn socket_provider(mut self, provider: Arc<dyn SocketProvider>) -> Self {
         self.provider = Some(provider);
         self
     }
 
     /// Adds an application (the Python package's `add_application`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use spa_dat::Application;
+    ///
+    /// let audit = Application::consumer("audit", ["orders/#"], handle).group("audit");
+    /// let app = DistributedApplication::new().add_application(audit);
+    /// # let _ = app;
+    /// ```
     pub fn add_application(mut self, app: Application) -> Self {
         self.apps.push(app);
         self
     }
 
     /// Adds a consumer calling `handler` for every message on `topics`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{DistributedApplication, Json};
+    ///
+    /// async fn total(Json(amounts): Json<Vec<f64>>) -> Json<f64> {
+    ///     Json(amounts.iter().sum())
+    /// }
+    ///
+    /// let app = DistributedApplication::new().add_consumer("total", ["totals"], total);
+    /// # let _ = app;
+    /// ```
     pub fn add_consumer<H, Args, I, S>(self, name: &str, topics: I, handler: H) -> Self
     where
         H: Handler<Args>,
@@ -123,17 +276,63 @@ impl DistributedApplication {
 
     /// Adds a producer calling `handler` once (the Python package's
     /// `add_producer_application`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{DistributedApplication, Socket};
+    ///
+    /// async fn start(socket: Socket) -> spa_dat::Result<()> {
+    ///     socket.publish_json("jobs", &["a", "b"]).await
+    /// }
+    ///
+    /// let app = DistributedApplication::new().add_producer("start", start);
+    /// # let _ = app;
+    /// ```
     pub fn add_producer<H: Handler<Args>, Args>(self, name: &str, handler: H) -> Self {
         self.add_application(Application::producer(name, handler))
     }
 
     /// Adds state shared by every handler ([`crate::State<T>`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{DistributedApplication, SpaMessage, State};
+    ///
+    /// struct Settings { region: &'static str }
+    ///
+    /// async fn route(message: SpaMessage, settings: State<Settings>) {
+    ///     println!("{} in {}", message.topic, settings.region);
+    /// }
+    ///
+    /// let app = DistributedApplication::new()
+    ///     .state(Settings { region: "eu" })
+    ///     .add_consumer("route", ["orders"], route);
+    /// # let _ = app;
+    /// ```
     pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
         self.state.insert(Arc::new(value));
         self
     }
 
     /// Adds state the caller keeps a handle to (e.g. metrics read in `main` after the run).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// use std::sync::atomic::AtomicU64;
+    /// use std::sync::Arc;
+    ///
+    /// let handled = Arc::new(AtomicU64::new(0));
+    /// let app = DistributedApplication::new()
+    ///     .state_arc(Arc::clone(&handled)) // handlers take State<AtomicU64>
+    ///     .add_consumer("log", ["events"], handle);
+    /// # let _ = app;
+    /// ```
     pub fn state_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
         self.state.insert(value);
         self
@@ -141,18 +340,86 @@ impl DistributedApplication {
 
     /// Adds a resource shared by every handler ([`crate::Res<T>`]): set up before any
     /// application starts, torn down after all stopped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use async_trait::async_trait;
+    /// use spa_dat::{BoxError, DistributedApplication, Res, Resource, SpaMessage};
+    ///
+    /// struct Database;
+    ///
+    /// #[async_trait]
+    /// impl Resource for Database {
+    ///     async fn setup(&self) -> Result<(), BoxError> {
+    ///         Ok(()) // connect
+    ///     }
+    /// }
+    ///
+    /// async fn store(message: SpaMessage, db: Res<Database>) {
+    ///     let _ = (message, db);
+    /// }
+    ///
+    /// let app = DistributedApplication::new()
+    ///     .resource(Database) // one for every application
+    ///     .add_consumer("store", ["orders"], store);
+    /// # let _ = app;
+    /// ```
     pub fn resource<T: Resource>(mut self, resource: T) -> Self {
         self.resources.add(resource);
         self
     }
 
     /// Whether Ctrl-C and SIGTERM trigger shutdown (default: yes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{DistributedApplication, SpaMessage};
+    /// # async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// // Embedded in a program that handles signals itself: stop through the handle instead.
+    /// let app = DistributedApplication::new()
+    ///     .watch_signals(false)
+    ///     .add_consumer("log", ["events"], handle);
+    /// let shutdown = app.shutdown_handle();
+    /// # let _ = (app, shutdown);
+    /// ```
     pub fn watch_signals(mut self, watch: bool) -> Self {
         self.watch_signals = watch;
         self
     }
 
     /// A handle that stops the run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// use spa_dat::{DistributedApplication, SpaMessage, Stopped};
+    ///
+    /// async fn log(message: SpaMessage) {
+    ///     println!("{}", message.topic);
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// let app = DistributedApplication::new()
+    ///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("handle-doc"))))
+    ///     .add_consumer("log", ["events"], log)
+    ///     .watch_signals(false);
+    /// let shutdown = app.shutdown_handle();
+    /// let run = tokio::spawn(app.start_async());
+    ///
+    /// shutdown.trigger(); // e.g. on a command from an admin API
+    /// let stopped = tokio::time::timeout(Duration::from_secs(10), run).await.expect("in time");
+    /// assert_eq!(stopped.expect("not panicked")?, Stopped::Requested);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shutdown_handle(&self) -> Shutdown {
         self.shutdown.clone()
     }
@@ -160,22 +427,85 @@ impl DistributedApplication {
     /// The readiness of the run (take it before starting): ready once every application is
     /// set up and every socket is subscribed and connected (Kafka: its consumer assigned);
     /// not ready while a connection is lost and once the run stops.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::DistributedApplication;
+    ///
+    /// let app = DistributedApplication::new();
+    /// let readiness = app.readiness(); // e.g. for a readiness probe of your own
+    /// assert!(!readiness.is_ready()); // not started yet
+    /// ```
+    ///
+    /// See [`Readiness`] for waiting until a run is ready.
     pub fn readiness(&self) -> Readiness {
         self.readiness.clone()
     }
 
     /// Names of the handlers registered with `#[consumer]` / `#[producer]` in this binary.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{producer, DistributedApplication, Socket};
+    ///
+    /// #[producer(name = "starter")]
+    /// async fn start(socket: Socket) -> spa_dat::Result<()> {
+    ///     socket.publish_json("jobs", "go").await
+    /// }
+    ///
+    /// assert!(DistributedApplication::registered_handlers().contains(&"starter"));
+    /// ```
     pub fn registered_handlers() -> Vec<&'static str> {
         registry::registrations().iter().map(|r| r.name).collect()
     }
 
     /// Runs on a new multi-threaded Tokio runtime; blocks until shutdown, and says what
     /// stopped it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use spa_dat::DistributedApplication;
+    ///
+    /// fn main() -> spa_dat::Result<spa_dat::Stopped> {
+    ///     DistributedApplication::new()
+    ///         .config(spa_dat::Config::from_file("service.toml")?)
+    ///         .start()
+    /// }
+    /// ```
     pub fn start(self) -> Result<Stopped> {
         block_on_new_runtime(self.start_async())?
     }
 
     /// Runs on the caller's Tokio runtime until shutdown, and says what stopped it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// use spa_dat::{DistributedApplication, Socket, Stopped};
+    ///
+    /// async fn once(socket: Socket) -> spa_dat::Result<()> {
+    ///     socket.publish_json("jobs", "go").await
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// // A run whose applications all end on their own (here one producer) stops by itself.
+    /// let stopped = DistributedApplication::new()
+    ///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("once-doc"))))
+    ///     .add_producer("once", once)
+    ///     .watch_signals(false)
+    ///     .start_async()
+    ///     .await?;
+    /// assert_eq!(stopped, Stopped::Finished);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start_async(self) -> Result<Stopped> {
         let DistributedApplication {
             config,

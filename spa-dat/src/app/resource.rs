@@ -14,6 +14,56 @@ use crate::runtime::Extensions;
 /// `setup` runs before any handler of the application starts, `teardown` after every handler
 /// stopped — also when start-up failed half-way or a handler failed. Both take `&self`: keep
 /// what `setup` creates in a `OnceLock`/`Mutex` field.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::sync::{Arc, Mutex};
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use async_trait::async_trait;
+/// use spa_dat::{BoxError, DistributedApplication, Res, Resource};
+///
+/// /// A connection pool stand-in: opened in `setup`, closed in `teardown`.
+/// #[derive(Default)]
+/// struct Pool {
+///     open: Mutex<Option<String>>,
+///     closed: Arc<AtomicBool>,
+/// }
+///
+/// #[async_trait]
+/// impl Resource for Pool {
+///     async fn setup(&self) -> Result<(), BoxError> {
+///         *self.open.lock().unwrap() = Some("postgres://db/app".into());
+///         Ok(())
+///     }
+///     async fn teardown(&self) -> Result<(), BoxError> {
+///         self.open.lock().unwrap().take();
+///         self.closed.store(true, Ordering::SeqCst);
+///         Ok(())
+///     }
+/// }
+///
+/// async fn report(pool: Res<Pool>) {
+///     assert!(pool.open.lock().unwrap().is_some()); // set up before any handler runs
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let pool = Pool::default();
+/// let closed = Arc::clone(&pool.closed);
+/// DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("resource-doc"))))
+///     .resource(pool)
+///     .add_producer("report", report)
+///     .watch_signals(false)
+///     .start_async()
+///     .await?; // the producer is done: the run ends, the pool is torn down
+/// assert!(closed.load(Ordering::SeqCst));
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Resource: Send + Sync + 'static {
     /// Acquires the resource.

@@ -20,6 +20,20 @@ pub(crate) use settings::Config;
 /// A new transport is one folder under `socket/` (its config implementing
 /// [`TransportConfig`] and `from_url`, its socket and provider), one variant here, one arm in
 /// [`SocketConfig::transport`] and one row in the scheme table of [`SocketConfig::from_url`].
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::config::SocketConfig;
+/// use spa_dat::Config;
+///
+/// let config = Config::from_toml("[bus]\ntransport = \"mqtt\"\nhost = \"broker\"\nport = 1884")?;
+/// match &config.bus {
+///     SocketConfig::Mqtt(mqtt) => assert_eq!((mqtt.host.as_str(), mqtt.port), ("broker", 1884)),
+///     other => panic!("expected MQTT, got {other:?}"),
+/// }
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "lowercase")]
 #[non_exhaustive]
@@ -77,11 +91,35 @@ fn kafka_from_url(url: &str) -> Result<SocketConfig> {
 }
 
 /// Builds socket providers from configuration (the Python package's `SocketProviderFactory`).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::config::SocketProviderFactory;
+/// use spa_dat::DistributedApplication;
+///
+/// let provider = SocketProviderFactory::from_url("memory://orders")?;
+/// assert!(provider.describe().contains("orders"));
+/// let app = DistributedApplication::new().socket_provider(provider);
+/// # let _ = app;
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct SocketProviderFactory;
 
 impl SocketProviderFactory {
     /// The provider `config` describes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::{SocketConfig, SocketProviderFactory};
+    ///
+    /// let config = SocketConfig::from_url("memory://billing")?;
+    /// let provider = SocketProviderFactory::from_config(&config)?;
+    /// # let _ = provider;
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_config(config: &SocketConfig) -> Result<Arc<dyn SocketProvider>> {
         config.transport().provider()
     }
@@ -90,6 +128,19 @@ impl SocketProviderFactory {
     /// - `memory://` or `memory://name` — the in-process bus (`?topics=a,b` for default topics);
     /// - `mqtt://user:pass@host:1883?client_id=...&qos=1` — MQTT (feature `mqtt`);
     /// - `kafka://host:9092?group=...` — Kafka (feature `kafka`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::SocketProviderFactory;
+    ///
+    /// // Building a provider connects nothing: sockets connect when applications start.
+    /// let memory = SocketProviderFactory::from_url("memory://")?;
+    /// let mqtt = SocketProviderFactory::from_url("mqtt://broker.local:1883?qos=1")?;
+    /// assert!(SocketProviderFactory::from_url("amqp://rabbit").is_err()); // unknown scheme
+    /// # let _ = (memory, mqtt);
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Arc<dyn SocketProvider>> {
         Self::from_config(&SocketConfig::from_url(url)?)
     }
@@ -97,6 +148,18 @@ impl SocketProviderFactory {
 
 impl SocketConfig {
     /// The transport's own settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::SocketConfig;
+    ///
+    /// let config = SocketConfig::from_url("memory://")?;
+    /// assert!(config.transport().validate().is_ok());
+    /// let provider = config.transport().provider()?;
+    /// # let _ = provider;
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn transport(&self) -> &dyn TransportConfig {
         match self {
             SocketConfig::Memory(config) => config,
@@ -108,11 +171,37 @@ impl SocketConfig {
     }
 
     /// Checks the transport's values (see [`TransportConfig::validate`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::SocketConfig;
+    /// use spa_dat::socket::mqtt::MqttConfig;
+    ///
+    /// assert!(SocketConfig::default().validate().is_ok());
+    /// let bad = SocketConfig::Mqtt(MqttConfig { qos: 3, ..MqttConfig::default() });
+    /// assert!(bad.validate().is_err()); // MQTT has QoS 0, 1 and 2
+    /// ```
     pub fn validate(&self) -> Result<()> {
         self.transport().validate()
     }
 
     /// Parses a bus URL (see [`SocketProviderFactory::from_url`]) into a config.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::SocketConfig;
+    ///
+    /// let config = SocketConfig::from_url("kafka://localhost:9092?group=billing")?;
+    /// match config {
+    ///     SocketConfig::Kafka(kafka) => assert_eq!(kafka.group_id.as_deref(), Some("billing")),
+    ///     other => panic!("expected Kafka, got {other:?}"),
+    /// }
+    /// let error = SocketConfig::from_url("localhost:9092").unwrap_err(); // no scheme
+    /// assert!(error.to_string().contains("kafka://"));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let expected = || {
             let schemes: Vec<String> = SCHEMES.iter().map(|(s, _)| format!("{s}://")).collect();

@@ -16,6 +16,8 @@ use crate::url::check_duration_ms;
 
 /// The whole configuration of a [`crate::DistributedApplication`].
 ///
+/// # Examples
+///
 /// ```toml
 /// request_timeout_ms = 5000
 /// shutdown_grace_ms = 10000
@@ -24,6 +26,25 @@ use crate::url::check_duration_ms;
 /// [bus]
 /// transport = "memory"
 /// bus = "default"
+/// ```
+///
+/// Read from a file ([`Config::from_file`]), the environment ([`Config::from_env`]) or text:
+///
+/// ```
+/// use spa_dat::{Config, DistributedApplication};
+///
+/// let config = Config::from_toml(r#"
+///     request_timeout_ms = 5000
+///     dead_letter_topic = "dead-letters"
+///
+///     [bus]
+///     transport = "memory"
+///     bus = "default"
+/// "#)?;
+/// assert_eq!(config.request_timeout().as_secs(), 5);
+/// let app = DistributedApplication::new().config(config); // instead of the environment
+/// # let _ = app;
+/// # Ok::<(), spa_dat::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -71,6 +92,22 @@ impl Default for Config {
 
 impl Config {
     /// Parses a TOML document and checks its values.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::config::SocketConfig;
+    /// use spa_dat::{Config, Error};
+    ///
+    /// let config = Config::from_toml("shutdown_grace_ms = 2000\n[bus]\ntransport = \"memory\"")?;
+    /// assert_eq!(config.shutdown_grace().as_millis(), 2000);
+    /// assert_eq!(config.bus, SocketConfig::default());
+    ///
+    /// // Errors say where, and name the key.
+    /// let error = Config::from_toml("request_timeout_ms = \"soon\"").unwrap_err();
+    /// assert!(matches!(&error, Error::Config(text) if text.contains("request_timeout_ms")));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_toml(text: &str) -> Result<Self> {
         let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         config.validate()?;
@@ -78,6 +115,18 @@ impl Config {
     }
 
     /// Checks values that would only fail later, naming the key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::Config;
+    ///
+    /// let mut config = Config::default();
+    /// assert!(config.validate().is_ok());
+    /// config.health_addr = Some("not an address".into());
+    /// let error = config.validate().unwrap_err();
+    /// assert!(error.to_string().contains("health_addr"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         check_duration_ms("request_timeout_ms", self.request_timeout_ms, 1)?;
         check_duration_ms("shutdown_grace_ms", self.shutdown_grace_ms, 0)?;
@@ -111,6 +160,19 @@ impl Config {
     }
 
     /// Reads a TOML file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::Config;
+    ///
+    /// let path = std::env::temp_dir().join("spa-dat-doc-config.toml");
+    /// std::fs::write(&path, "request_timeout_ms = 1500\n")?;
+    /// let config = Config::from_file(&path)?;
+    /// assert_eq!(config.request_timeout_ms, 1500);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
@@ -121,6 +183,19 @@ impl Config {
     /// The configuration the environment describes: the file named by `SPA_DAT_CONFIG` (if
     /// any), then `SPA_DAT_URL`, `SPA_DAT_REQUEST_TIMEOUT_MS`, `SPA_DAT_SHUTDOWN_GRACE_MS` and
     /// `SPA_DAT_DEAD_LETTER_TOPIC` on top. Nothing set: the in-process bus.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use spa_dat::config::{ENV_REQUEST_TIMEOUT_MS, ENV_URL};
+    /// use spa_dat::Config;
+    ///
+    /// // e.g. SPA_DAT_URL=mqtt://broker:1883 SPA_DAT_REQUEST_TIMEOUT_MS=5000 ./service
+    /// let config = Config::from_env()?;
+    /// println!("bus from {ENV_URL}: {:?}", config.bus);
+    /// println!("{ENV_REQUEST_TIMEOUT_MS}: {:?}", config.request_timeout());
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_env() -> Result<Self> {
         let mut config = match std::env::var_os(ENV_CONFIG_FILE) {
             Some(path) => Self::from_file(path)?,

@@ -14,6 +14,26 @@ use super::reply::{CallResult, IntoReply, Reply};
 /// An async function usable as a handler: implemented for every `Fn(A, B, ...) -> impl Future`
 /// whose arguments implement [`FromContext`] (up to 12) and whose output implements
 /// [`IntoReply`].
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Application, SpaMessage};
+///
+/// // An async fn is a handler...
+/// async fn log(message: SpaMessage) {
+///     println!("{}", message.topic);
+/// }
+/// let logger = Application::consumer("log", ["events/#"], log);
+///
+/// // ...and so is a closure returning a future, e.g. to capture configuration.
+/// let prefix = String::from("seen: ");
+/// let echo = Application::consumer("echo", ["echo"], move |message: SpaMessage| {
+///     let prefix = prefix.clone();
+///     async move { format!("{prefix}{}", message.payload_str().unwrap_or("?")) }
+/// });
+/// # let _ = (logger, echo);
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a spa-dat handler",
     note = "a handler is an async fn whose arguments implement FromContext and whose output implements IntoReply"

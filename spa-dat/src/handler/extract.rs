@@ -26,6 +26,28 @@ pub struct HandlerScope<'a> {
 }
 
 /// Everything a handler call can draw its arguments from.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{BoxError, FromContext, HandlerContext};
+///
+/// /// The calling application's name, as a handler argument.
+/// struct AppName(String);
+///
+/// impl FromContext for AppName {
+///     const READS_MESSAGE: bool = false;
+///
+///     fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
+///         Ok(AppName(context.app_name().to_owned()))
+///     }
+/// }
+///
+/// async fn greet(AppName(name): AppName) {
+///     println!("{name} started");
+/// }
+/// # let _ = spa_dat::Application::producer("greeter", greet);
+/// ```
 #[derive(Debug)]
 pub struct HandlerContext {
     pub(crate) app: Arc<AppRuntime>,
@@ -65,6 +87,64 @@ impl HandlerContext {
 ///
 /// `check` runs once per application at start-up, before any socket connects, so that a
 /// missing piece is reported then and not at the first message; `from_context` runs per call.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// use spa_dat::handler::{HandlerKind, HandlerScope};
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{
+///     BoxError, DistributedApplication, FromContext, HandlerContext, Shutdown, Socket, SpaMessage,
+///     State,
+/// };
+///
+/// /// The device a message on `devices/{id}/...` comes from.
+/// struct Device(String);
+///
+/// impl FromContext for Device {
+///     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+///         match scope.kind {
+///             HandlerKind::Consumer => Ok(()),
+///             HandlerKind::Producer => Err(format!("`{}` has no message to take a Device from", scope.app)),
+///         }
+///     }
+///
+///     fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
+///         let topic = &context.message().ok_or("no message")?.topic;
+///         let id = topic.split('/').nth(1).ok_or("not a devices/{id}/... topic")?;
+///         Ok(Device(id.to_owned()))
+///     }
+/// }
+///
+/// type Seen = Mutex<Vec<String>>;
+///
+/// async fn record(Device(id): Device, seen: State<Seen>, shutdown: Shutdown) {
+///     seen.lock().unwrap().push(id);
+///     shutdown.trigger();
+/// }
+///
+/// async fn send(socket: Socket) -> spa_dat::Result<()> {
+///     socket.publish(SpaMessage::new("devices/d7/temp", "21.5")).await
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let seen = Arc::new(Seen::default());
+/// let run = DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("extract-doc"))))
+///     .state_arc(Arc::clone(&seen))
+///     .add_consumer("record", ["devices/+/temp"], record)
+///     .add_producer("send", send)
+///     .watch_signals(false)
+///     .start_async();
+/// tokio::time::timeout(Duration::from_secs(10), run).await.expect("in time")?;
+/// assert_eq!(*seen.lock().unwrap(), ["d7"]);
+/// # Ok(())
+/// # }
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a spa-dat handler argument",
     label = "not something spa-dat can pass to a handler",
@@ -120,6 +200,26 @@ impl FromContext for SpaMessage {
 
 /// The message's payload decoded from JSON into `T`; as a return value, `T` encoded as a JSON
 /// reply. A payload that does not decode fails the call like a handler error.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Application, Json};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64, quantity: u32 }
+///
+/// #[derive(serde::Serialize)]
+/// struct Confirmation { id: u64, accepted: bool }
+///
+/// // Takes the payload as JSON, replies with JSON.
+/// async fn confirm(Json(order): Json<Order>) -> Json<Confirmation> {
+///     Json(Confirmation { id: order.id, accepted: order.quantity <= 100 })
+/// }
+///
+/// let app = Application::consumer("confirm", ["orders"], confirm);
+/// assert_eq!(app.name(), "confirm");
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Json<T>(pub T);
 
@@ -166,6 +266,40 @@ impl FromContext for Shutdown {
 
 /// Shared state of type `T`, added with `DistributedApplication::state` (or an application's
 /// `state`). One value shared by every handler: put a `Mutex` or atomics inside to mutate it.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{DistributedApplication, State};
+///
+/// #[derive(Default)]
+/// struct Counter {
+///     calls: AtomicUsize,
+/// }
+///
+/// async fn count(counter: State<Counter>) {
+///     counter.calls.fetch_add(1, Ordering::SeqCst); // State<T> derefs to T
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let counter = Arc::new(Counter::default()); // `state_arc`: keep a handle to read it after
+/// DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("state-doc"))))
+///     .state_arc(Arc::clone(&counter))
+///     .add_producer("one", count)
+///     .add_producer("two", count)
+///     .watch_signals(false)
+///     .start_async()
+///     .await?;
+/// assert_eq!(counter.calls.load(Ordering::SeqCst), 2);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct State<T>(pub Arc<T>);
 
@@ -208,6 +342,24 @@ impl<T: Send + Sync + 'static> FromContext for State<T> {
 
 /// A resource of type `T`, added with `.resource(value)`: set up before the handlers start and
 /// torn down after they stop (see [`crate::Resource`]).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Application, Res, Resource, SpaMessage};
+///
+/// /// A client with nothing to set up: `Resource`'s methods default to doing nothing.
+/// struct Archive { bucket: String }
+/// impl Resource for Archive {}
+///
+/// async fn archive(message: SpaMessage, archive: Res<Archive>) {
+///     println!("storing {} in {}", message.topic, archive.bucket);
+/// }
+///
+/// let app = Application::consumer("archive", ["events/#"], archive)
+///     .resource(Archive { bucket: "events".into() });
+/// # let _ = app;
+/// ```
 #[derive(Debug)]
 pub struct Res<T>(pub Arc<T>);
 

@@ -67,6 +67,25 @@ impl DerefMut for Reply {
 /// A handler's return value. `()` means no reply; a payload (`String`, `Vec<u8>`, `Bytes`,
 /// `Json<T>`, `SpaMessage`) is published to the request's response topic; `Option` and
 /// `Result` wrap either.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Application, IntoReply, SpaMessage};
+///
+/// // A handler whose reply is text, or nothing, or an error that fails the call.
+/// async fn lookup(message: SpaMessage) -> Result<Option<String>, std::io::Error> {
+///     Ok(match message.payload_str() {
+///         Ok("ping") => Some("pong".to_owned()),
+///         _ => None,
+///     })
+/// }
+/// # let _ = Application::consumer("lookup", ["lookups"], lookup);
+///
+/// let reply = "pong".to_owned().into_reply().unwrap().expect("a reply");
+/// assert_eq!(reply.payload_str().unwrap(), "pong");
+/// assert!(().into_reply().unwrap().is_none());
+/// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a spa-dat handler",
     note = "return (), a reply (String, Vec<u8>, Bytes, Json<T>, SpaMessage), an Option of one, or a Result of these"

@@ -15,6 +15,17 @@ use crate::error::{Error, Result};
 use super::{decode, TraceContext, CONTENT_TYPE_JSON};
 
 /// MQTT-style delivery guarantee carried in every message (`QualityOfService` on the wire).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{QualityOfService, SpaMessage};
+///
+/// let message = SpaMessage::new("metrics", "cpu=0.4").with_qos(QualityOfService::AtMostOnce);
+/// assert_eq!(u8::from(message.quality_of_service), 0);
+/// assert_eq!(QualityOfService::try_from(2), Ok(QualityOfService::ExactlyOnce));
+/// assert!(QualityOfService::try_from(3).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "u8", into = "u8")]
 pub enum QualityOfService {
@@ -53,6 +64,23 @@ impl TryFrom<u8> for QualityOfService {
 ///
 /// Build one with [`SpaMessage::new`] and the `with_*` methods, or with an application's
 /// [`MessageBuilder`], which fills in the sender's `client_id` and `client_name`.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::SpaMessage;
+///
+/// let message = SpaMessage::new("greetings", "hello")
+///     .with_client_name("greeter")
+///     .with_response_topic("greetings/replies");
+/// assert_eq!(message.payload_str()?, "hello");
+///
+/// // The wire format (the Python package's): JSON with PascalCase keys, both ways.
+/// let wire = message.to_json()?;
+/// let decoded = SpaMessage::from_json(&wire)?;
+/// assert_eq!(decoded.response_topic.as_deref(), Some("greetings/replies"));
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SpaMessage {
     /// The message body. On the wire it is a UTF-8 string; see [`SpaMessage::to_json`].
@@ -104,6 +132,18 @@ pub(crate) fn unix_now() -> i64 {
 
 impl SpaMessage {
     /// A message for `topic`, stamped with the current time, QoS 2 as in the Python package.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{QualityOfService, SpaMessage};
+    ///
+    /// let message = SpaMessage::new("jobs", "resize photo 42");
+    /// assert_eq!(message.topic, "jobs");
+    /// assert_eq!(&message.payload[..], b"resize photo 42");
+    /// assert_eq!(message.quality_of_service, QualityOfService::ExactlyOnce);
+    /// assert!(message.timestamp > 0);
+    /// ```
     pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
         SpaMessage {
             payload: payload.into(),
@@ -119,6 +159,20 @@ impl SpaMessage {
     }
 
     /// A message whose payload is `value` as JSON, with content type `application/json`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// #[derive(serde::Serialize)]
+    /// struct Reading { sensor: &'static str, celsius: f64 }
+    ///
+    /// let message = SpaMessage::json("readings", &Reading { sensor: "s1", celsius: 21.5 })?;
+    /// assert_eq!(message.payload_str()?, r#"{"sensor":"s1","celsius":21.5}"#);
+    /// assert_eq!(message.content_type.as_deref(), Some("application/json"));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn json<T: Serialize + ?Sized>(topic: impl Into<String>, value: &T) -> Result<Self> {
         let topic = topic.into();
         let payload = serde_json::to_vec(value).map_err(|e| {
@@ -133,42 +187,107 @@ impl SpaMessage {
     }
 
     /// Sets the content type.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// let message = SpaMessage::new("pages", "<h1>hi</h1>").with_content_type("text/html");
+    /// assert_eq!(message.content_type.as_deref(), Some("text/html"));
+    /// ```
     pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
         self.content_type = Some(content_type.into());
         self
     }
 
     /// Sets the sender's client id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// let message = SpaMessage::new("jobs", "go").with_client_id("worker-7");
+    /// assert_eq!(message.client_id.as_deref(), Some("worker-7"));
+    /// ```
     pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
         self
     }
 
     /// Sets the sender's name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// let message = SpaMessage::new("jobs", "go").with_client_name("scheduler");
+    /// assert_eq!(message.client_name.as_deref(), Some("scheduler"));
+    /// ```
     pub fn with_client_name(mut self, client_name: impl Into<String>) -> Self {
         self.client_name = Some(client_name.into());
         self
     }
 
     /// Sets the quality of service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{QualityOfService, SpaMessage};
+    ///
+    /// let message = SpaMessage::new("metrics", "cpu=0.4").with_qos(QualityOfService::AtLeastOnce);
+    /// assert_eq!(message.quality_of_service, QualityOfService::AtLeastOnce);
+    /// ```
     pub fn with_qos(mut self, qos: QualityOfService) -> Self {
         self.quality_of_service = qos;
         self
     }
 
     /// Sets the topic a reply is expected on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// // `Socket::request` sets it for you; set it yourself to ask for a reply elsewhere.
+    /// let message = SpaMessage::new("quotes", "EUR").with_response_topic("quotes/answers");
+    /// assert_eq!(message.response_topic.as_deref(), Some("quotes/answers"));
+    /// ```
     pub fn with_response_topic(mut self, response_topic: impl Into<String>) -> Self {
         self.response_topic = Some(response_topic.into());
         self
     }
 
     /// Sets the timestamp (seconds since the Unix epoch).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// let message = SpaMessage::new("replay", "old event").with_timestamp(1_700_000_000);
+    /// assert_eq!(message.timestamp, 1_700_000_000);
+    /// ```
     pub fn with_timestamp(mut self, timestamp: i64) -> Self {
         self.timestamp = timestamp;
         self
     }
 
     /// The payload as text, if it is valid UTF-8.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// assert_eq!(SpaMessage::new("t", "héllo").payload_str()?, "héllo");
+    /// assert!(SpaMessage::new("t", vec![0xff, 0xfe]).payload_str().is_err());
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn payload_str(&self) -> Result<&str> {
         std::str::from_utf8(&self.payload).map_err(|e| {
             Error::Payload {
@@ -182,6 +301,20 @@ impl SpaMessage {
     }
 
     /// Decodes the payload as JSON into `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Reading { celsius: f64 }
+    ///
+    /// let message = SpaMessage::new("readings", r#"{"celsius": 21.5}"#);
+    /// assert_eq!(message.payload_json::<Reading>()?.celsius, 21.5);
+    /// assert!(message.payload_json::<Vec<u8>>().is_err());
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn payload_json<T: DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_slice(&self.payload).map_err(|e| {
             Error::Payload {
@@ -198,6 +331,21 @@ impl SpaMessage {
     ///
     /// Fails with [`Error::Encode`] if the payload is not valid UTF-8: the wire format carries
     /// the payload as a JSON string, and a lossy conversion would corrupt it silently.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Error, SpaMessage};
+    ///
+    /// let wire = SpaMessage::new("jobs", "go").with_client_id("c1").to_json()?;
+    /// let text = std::str::from_utf8(&wire).unwrap();
+    /// assert!(text.starts_with(r#"{"Payload":"go","Topic":"jobs""#));
+    ///
+    /// // Binary payloads cannot travel in this format.
+    /// let binary = SpaMessage::new("blobs", vec![0xff]);
+    /// assert!(matches!(binary.to_json(), Err(Error::Encode { .. })));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn to_json(&self) -> Result<Vec<u8>> {
         self.to_wire(self.trace_context.as_ref())
     }
@@ -238,6 +386,21 @@ impl SpaMessage {
 
     /// Decodes a message from its wire form, accepting exactly what Python spa-dat 0.4.0
     /// accepts (see the `decode` module); the error names the field at fault.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::SpaMessage;
+    ///
+    /// // As a Python spa-dat service publishes it.
+    /// let wire = br#"{"Payload":"21.5","Topic":"readings","ClientName":"sensor","QualityOfService":1}"#;
+    /// let message = SpaMessage::from_json(wire)?;
+    /// assert_eq!(message.payload_str()?, "21.5");
+    /// assert_eq!(message.client_name.as_deref(), Some("sensor"));
+    ///
+    /// assert!(SpaMessage::from_json(br#"{"Topic":"readings"}"#).is_err()); // no Payload
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_json(bytes: &[u8]) -> Result<Self> {
         let wire = decode::envelope(bytes).map_err(Error::decode)?;
         Ok(SpaMessage {
@@ -277,6 +440,23 @@ struct WireRef<'a> {
 
 /// Builds messages on behalf of one application: fills in its `client_id` and `client_name`
 /// (the Python package's `message_builder`). Cheap to clone; injectable into handlers.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{MessageBuilder, SpaMessage};
+///
+/// let builder = MessageBuilder::new(Some("billing-1"), Some("billing"));
+/// let message = builder.build("invoices", "INV-42");
+/// assert_eq!(message.client_id.as_deref(), Some("billing-1"));
+/// assert_eq!(message.client_name.as_deref(), Some("billing"));
+///
+/// // In a handler, take the application's builder as an argument:
+/// async fn bill(builder: MessageBuilder) -> spa_dat::Result<SpaMessage> {
+///     builder.json("invoices", &42)
+/// }
+/// # let _ = spa_dat::Application::producer("bill", bill);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct MessageBuilder {
     client_id: Option<Arc<str>>,
@@ -285,6 +465,16 @@ pub struct MessageBuilder {
 
 impl MessageBuilder {
     /// A builder stamping messages with these sender fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::MessageBuilder;
+    ///
+    /// let builder = MessageBuilder::new(Some("svc-1"), None);
+    /// assert_eq!(builder.client_id(), Some("svc-1"));
+    /// assert_eq!(builder.client_name(), None);
+    /// ```
     pub fn new(client_id: Option<&str>, client_name: Option<&str>) -> Self {
         MessageBuilder {
             client_id: client_id.map(Arc::from),
@@ -303,11 +493,32 @@ impl MessageBuilder {
     }
 
     /// A message for `topic` carrying `payload`, stamped with this application's sender fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::MessageBuilder;
+    ///
+    /// let message = MessageBuilder::new(Some("svc-1"), Some("svc")).build("jobs", "go");
+    /// assert_eq!(message.client_id.as_deref(), Some("svc-1"));
+    /// ```
     pub fn build(&self, topic: impl Into<String>, payload: impl Into<Bytes>) -> SpaMessage {
         self.stamp(SpaMessage::new(topic, payload))
     }
 
     /// A JSON message for `topic`, stamped with this application's sender fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::MessageBuilder;
+    ///
+    /// let builder = MessageBuilder::new(Some("svc-1"), Some("svc"));
+    /// let message = builder.json("totals", &[1, 2, 3])?;
+    /// assert_eq!(message.payload_str()?, "[1,2,3]");
+    /// assert_eq!(message.client_name.as_deref(), Some("svc"));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn json<T: Serialize + ?Sized>(
         &self,
         topic: impl Into<String>,
@@ -317,6 +528,17 @@ impl MessageBuilder {
     }
 
     /// Fills in the sender fields that `message` leaves empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{MessageBuilder, SpaMessage};
+    ///
+    /// let builder = MessageBuilder::new(Some("svc-1"), Some("svc"));
+    /// let message = builder.stamp(SpaMessage::new("jobs", "go").with_client_name("custom"));
+    /// assert_eq!(message.client_id.as_deref(), Some("svc-1")); // filled in
+    /// assert_eq!(message.client_name.as_deref(), Some("custom")); // kept
+    /// ```
     pub fn stamp(&self, mut message: SpaMessage) -> SpaMessage {
         if message.client_id.is_none() {
             message.client_id = self.client_id.as_deref().map(str::to_owned);

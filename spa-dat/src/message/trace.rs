@@ -8,6 +8,21 @@ pub const TRACEPARENT: &str = "traceparent";
 pub const TRACESTATE: &str = "tracestate";
 
 /// W3C trace context as a message carries it (see [`crate::telemetry`]).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::message::TraceContext;
+/// use spa_dat::SpaMessage;
+///
+/// // On the wire as the envelope's extra keys `traceparent` and `tracestate`.
+/// let wire = br#"{"Payload":"hi","Topic":"t","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+/// let message = SpaMessage::from_json(wire)?;
+/// let trace: &TraceContext = message.trace_context.as_ref().expect("carried");
+/// assert!(trace.traceparent.starts_with("00-4bf92f35"));
+/// assert_eq!(trace.tracestate, None);
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceContext {
     /// `00-{trace id}-{parent span id}-{flags}`.

@@ -10,6 +10,26 @@ use super::shutdown::Shutdown;
 use super::Socket;
 
 /// Values stored by type: the applications' shared state and resources.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::Extensions;
+///
+/// let mut values = Extensions::default();
+/// values.insert(Arc::new(42u32));
+/// assert_eq!(values.get::<u32>().as_deref(), Some(&42));
+/// assert!(!values.contains::<String>());
+///
+/// let mut other = Extensions::default();
+/// other.insert(Arc::new(7u32));
+/// other.insert(Arc::new("name".to_owned()));
+/// values.merge_missing(&other); // keeps its own u32, takes the String
+/// assert_eq!(values.get::<u32>().as_deref(), Some(&42));
+/// assert!(values.contains::<String>());
+/// ```
 #[derive(Clone, Default)]
 pub struct Extensions {
     values: HashMap<TypeId, (&'static str, Arc<dyn Any + Send + Sync>)>,

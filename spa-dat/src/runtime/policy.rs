@@ -5,6 +5,24 @@ use std::time::Duration;
 
 /// Which messages of a consumer may be handled at the same time (with a concurrency above 1);
 /// messages that may not are handled one after the other, in arrival order.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Application, MessageOrder, SpaMessage};
+///
+/// async fn index(message: SpaMessage) {
+///     // ...
+/// #   let _ = message;
+/// }
+///
+/// // Up to 8 messages at once, but one device's messages (same key) one after the other.
+/// let app = Application::consumer("indexer", ["readings"], index)
+///     .concurrency(8)
+///     .ordering(MessageOrder::Key);
+/// # let _ = app;
+/// assert_eq!(MessageOrder::parse("key-else-none"), Some(MessageOrder::KeyElseUnordered));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum MessageOrder {
@@ -23,6 +41,16 @@ pub enum MessageOrder {
 
 impl MessageOrder {
     /// Parses `key`, `key-else-none`, `partition` or `none` (the macro's `ordering = "..."`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::MessageOrder;
+    ///
+    /// assert_eq!(MessageOrder::parse("partition"), Some(MessageOrder::Partition));
+    /// assert_eq!(MessageOrder::parse("none"), Some(MessageOrder::Unordered));
+    /// assert_eq!(MessageOrder::parse("keys"), None);
+    /// ```
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "key" => Some(MessageOrder::Key),
@@ -42,6 +70,30 @@ impl MessageOrder {
 /// one, and is then acknowledged. Without one it is never acknowledged silently: it is retried
 /// every `max_delay`, reported each time, until it succeeds or shutdown — unless
 /// [`RetryPolicy::skip_when_exhausted`] was chosen.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use spa_dat::{Application, RetryPolicy, SpaMessage};
+///
+/// async fn store(message: SpaMessage) -> Result<(), std::io::Error> {
+///     // ... a call that may fail for a while
+/// #   let _ = message;
+///     Ok(())
+/// }
+///
+/// // 5 calls per message, pausing 200 ms doubling up to 5 s; then to the dead-letter topic.
+/// let policy = RetryPolicy::default()
+///     .attempts(5)
+///     .delays(Duration::from_millis(200), Duration::from_secs(5));
+/// let app = Application::consumer("store", ["orders"], store)
+///     .retry(policy)
+///     .dead_letter_topic("orders.dead");
+/// # let _ = app;
+/// assert_eq!(policy.attempts, 5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Calls of the handler per message, the first included (1 = no retry).
@@ -70,6 +122,16 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// One call per message; a failed message is dead-lettered if there is a topic for it,
     /// else skipped (logged): the behaviour of spa-dat before retries existed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::no_retries();
+    /// assert_eq!(policy.attempts, 1);
+    /// assert!(policy.skip_when_exhausted);
+    /// ```
     pub fn no_retries() -> Self {
         RetryPolicy {
             attempts: 1,
@@ -79,12 +141,34 @@ impl RetryPolicy {
     }
 
     /// `attempts` calls per message, the first included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::RetryPolicy;
+    ///
+    /// assert_eq!(RetryPolicy::default().attempts(10).attempts, 10);
+    /// // At least one call: 0 means 1.
+    /// assert_eq!(RetryPolicy::default().attempts(0).attempts, 1);
+    /// ```
     pub fn attempts(mut self, attempts: u32) -> Self {
         self.attempts = attempts.max(1);
         self
     }
 
     /// Pauses from `first` doubling up to `max`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::RetryPolicy;
+    ///
+    /// let policy = RetryPolicy::default().delays(Duration::from_millis(50), Duration::from_secs(2));
+    /// assert_eq!(policy.first_delay, Duration::from_millis(50));
+    /// assert_eq!(policy.max_delay, Duration::from_secs(2));
+    /// ```
     pub fn delays(mut self, first: Duration, max: Duration) -> Self {
         self.first_delay = first;
         self.max_delay = max.max(first);
@@ -92,6 +176,16 @@ impl RetryPolicy {
     }
 
     /// After the last attempt, with no dead-letter topic, skip the message (logged at ERROR).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::RetryPolicy;
+    ///
+    /// // Best effort: three tries, then drop the message rather than hold the queue.
+    /// let policy = RetryPolicy::default().attempts(3).skip_when_exhausted();
+    /// assert!(policy.skip_when_exhausted);
+    /// ```
     pub fn skip_when_exhausted(mut self) -> Self {
         self.skip_when_exhausted = true;
         self

@@ -9,6 +9,34 @@ use tokio_util::sync::CancellationToken;
 /// Asks running applications to stop: consumers take no new messages, in-flight handlers get
 /// the grace period, resources are torn down, `run()` returns. Cheap to clone; injectable into
 /// handlers (a producer can end the run when its work is done).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::{Shutdown, Stopped};
+///
+/// let shutdown = Shutdown::new();
+/// let handle = shutdown.clone(); // clones stop the same run
+/// assert!(!shutdown.is_triggered());
+/// handle.trigger();
+/// assert!(shutdown.is_triggered());
+/// assert_eq!(shutdown.reason(), Some(Stopped::Requested));
+/// ```
+///
+/// A producer that ends the run once its work is done:
+///
+/// ```
+/// use spa_dat::{Shutdown, Socket};
+///
+/// async fn import(socket: Socket, shutdown: Shutdown) -> spa_dat::Result<()> {
+///     for line in ["a", "b", "c"] {
+///         socket.publish_json("imported", line).await?;
+///     }
+///     shutdown.trigger();
+///     Ok(())
+/// }
+/// # let _ = spa_dat::Application::producer("import", import);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     token: CancellationToken,
@@ -21,6 +49,20 @@ pub struct Shutdown {
 
 /// How a run ended: what [`crate::DistributedApplication::start`] returns when it stops
 /// without an error. `fn main() -> spa_dat::Result<Stopped>` exits with success.
+///
+/// # Examples
+///
+/// ```no_run
+/// use spa_dat::{DistributedApplication, Stopped};
+///
+/// fn main() -> spa_dat::Result<Stopped> {
+///     let stopped = DistributedApplication::run()?;
+///     if let Stopped::Signal(signal) = stopped {
+///         eprintln!("stopped by {signal}");
+///     }
+///     Ok(stopped)
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Stopped {
@@ -55,6 +97,17 @@ impl Shutdown {
     }
 
     /// Requests shutdown. Idempotent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::Shutdown;
+    ///
+    /// let shutdown = Shutdown::new();
+    /// shutdown.trigger();
+    /// shutdown.trigger(); // idempotent
+    /// assert!(shutdown.is_triggered());
+    /// ```
     pub fn trigger(&self) {
         self.trigger_because(Stopped::Requested);
     }
@@ -77,6 +130,27 @@ impl Shutdown {
     }
 
     /// Completes when shutdown is requested.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::Shutdown;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let shutdown = Shutdown::new();
+    /// let waiter = shutdown.clone();
+    /// let task = tokio::spawn(async move {
+    ///     waiter.triggered().await; // e.g. stop a background loop
+    ///     "stopped"
+    /// });
+    /// shutdown.trigger();
+    /// let ended = tokio::time::timeout(Duration::from_secs(5), task).await;
+    /// assert_eq!(ended.expect("in time").unwrap(), "stopped");
+    /// # }
+    /// ```
     pub async fn triggered(&self) {
         self.token.cancelled().await;
     }

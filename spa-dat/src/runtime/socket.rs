@@ -20,6 +20,44 @@ use crate::topic::validate_topic;
 ///
 /// Cheap to clone. Messages it publishes get the application's `client_id`/`client_name` when
 /// they have none.
+///
+/// Handlers take it as an argument; the runtime gives each application its own.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{DistributedApplication, Json, Shutdown, Socket, SpaMessage, Stopped};
+///
+/// async fn double(Json(n): Json<i64>) -> Json<i64> {
+///     Json(n * 2)
+/// }
+///
+/// // A producer: asks the doubler, publishes the answer, ends the run.
+/// async fn ask(socket: Socket, shutdown: Shutdown) -> spa_dat::Result<()> {
+///     let reply = socket.request(SpaMessage::json("double", &21)?).await?;
+///     socket.publish_json("answers", &reply.payload_json::<i64>()?).await?;
+///     shutdown.trigger();
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let bus = MemorySocketProvider::new(MemoryBus::new("socket-example"));
+/// let run = DistributedApplication::new()
+///     .socket_provider(Arc::new(bus))
+///     .add_consumer("doubler", ["double"], double)
+///     .add_producer("asker", ask)
+///     .watch_signals(false)
+///     .start_async();
+/// let stopped = tokio::time::timeout(Duration::from_secs(10), run).await.expect("in time")?;
+/// assert_eq!(stopped, Stopped::Requested);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Socket {
     inner: Arc<dyn SpaSocket>,
@@ -40,6 +78,29 @@ impl fmt::Debug for Socket {
 
 impl Socket {
     /// Wraps a transport socket.
+    ///
+    /// Applications get theirs from the runtime; build one yourself to publish from outside a
+    /// handler (a test, a tool).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// let provider = MemorySocketProvider::new(MemoryBus::new("tool"));
+    /// let connection = provider.connect(SocketOptions::new("tool-1")).await?;
+    /// let builder = MessageBuilder::new(Some("tool-1"), Some("tool"));
+    /// let socket = Socket::new(connection.socket, builder, Duration::from_secs(5));
+    /// socket.publish(SpaMessage::new("jobs", "go")).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(
         inner: Arc<dyn SpaSocket>,
         builder: MessageBuilder,
@@ -126,29 +187,155 @@ impl Socket {
     }
 
     /// Publishes a message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// socket.publish(SpaMessage::new("jobs", "resize photo 42")).await?;
+    ///
+    /// // Subscribers get it in the wire format, stamped with the sender's fields.
+    /// let delivery = reader.inbox.recv().await.expect("delivered");
+    /// let message = SpaMessage::from_json(&delivery.payload)?;
+    /// assert_eq!(message.payload_str()?, "resize photo 42");
+    /// assert_eq!(message.client_name.as_deref(), Some("writer"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish(&self, message: SpaMessage) -> Result<()> {
         self.send_message(message, None).await
     }
 
     /// Publishes a message with a key: consumers ordering by key handle one key's messages in
     /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// // Every reading of one device goes with the device's id: handled in order.
+    /// socket.publish_keyed("device-7", SpaMessage::new("readings", "21.5")).await?;
+    ///
+    /// let delivery = reader.inbox.recv().await.expect("delivered");
+    /// assert_eq!(delivery.key.as_deref(), Some(&b"device-7"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish_keyed(&self, key: impl Into<Bytes>, message: SpaMessage) -> Result<()> {
         self.send_message(message, Some(key.into())).await
     }
 
     /// Publishes `value` as a JSON message on `topic`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Reading { sensor: String, celsius: f64 }
+    ///
+    /// let reading = Reading { sensor: "s1".into(), celsius: 21.5 };
+    /// socket.publish_json("readings", &reading).await?;
+    ///
+    /// let delivery = reader.inbox.recv().await.expect("delivered");
+    /// let message = SpaMessage::from_json(&delivery.payload)?;
+    /// assert_eq!(message.content_type.as_deref(), Some("application/json"));
+    /// assert_eq!(message.payload_json::<Reading>()?.celsius, 21.5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn publish_json<T: Serialize + ?Sized>(&self, topic: &str, value: &T) -> Result<()> {
         self.send_message(self.builder.json(topic, value)?, None)
             .await
     }
 
     /// Sends a request and waits for its reply, at most the configured request timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{Application, ApplicationLifeCycle, Json, MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = Arc::new(MemorySocketProvider::new(MemoryBus::new("request-doc")));
+    /// // A consumer answers: its return value is the reply.
+    /// async fn double(Json(n): Json<i64>) -> Json<i64> {
+    ///     Json(n * 2)
+    /// }
+    /// # let mut doubler = Application::consumer("doubler", ["double"], double).socket_provider(provider.clone());
+    /// # doubler.setup().await?;
+    /// # let stop = doubler.shutdown_handle();
+    /// # let answering = tokio::spawn(async move { let run = doubler.run_async().await; doubler.teardown().await.and(run) });
+    /// # let asker = provider.connect(SocketOptions::new("asker")).await?;
+    /// # let socket = Socket::new(asker.socket, MessageBuilder::new(None, None), Duration::from_secs(5));
+    ///
+    /// let reply = socket.request(SpaMessage::json("double", &21)?).await?;
+    /// assert_eq!(reply.payload_json::<i64>()?, 42);
+    /// # stop.trigger();
+    /// # answering.await.expect("not panicked")?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn request(&self, message: SpaMessage) -> Result<SpaMessage> {
         self.request_with_timeout(message, self.request_timeout)
             .await
     }
 
     /// Sends a request and waits for its reply, at most `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// use spa_dat::Error;
+    ///
+    /// // Nobody answers on "nobody/home": the wait ends with `RequestTimeout`.
+    /// let asked = SpaMessage::new("nobody/home", "anyone?");
+    /// let result = socket.request_with_timeout(asked, Duration::from_millis(50)).await;
+    /// assert!(matches!(result, Err(Error::RequestTimeout { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn request_with_timeout(
         &self,
         message: SpaMessage,
@@ -164,16 +351,80 @@ impl Socket {
     }
 
     /// Adds subscriptions; their messages reach this application's handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// // A consumer's socket takes on more topics at run time (MQTT-style filters).
+    /// socket.subscribe(&["alerts/#"]).await?;
+    /// socket.publish(SpaMessage::new("alerts/fire", "!")).await?;
+    /// # let mut own = writer.inbox;
+    /// # let delivery = own.recv().await.expect("delivered");
+    /// # assert_eq!(&*delivery.topic, "alerts/fire");
+    /// socket.unsubscribe(&["alerts/#"]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn subscribe(&self, topics: &[&str]) -> Result<()> {
         self.inner.subscribe(&to_owned(topics)).await
     }
 
     /// Removes subscriptions.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// socket.subscribe(&["alerts/#"]).await?;
+    /// // ...
+    /// socket.unsubscribe(&["alerts/#"]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn unsubscribe(&self, topics: &[&str]) -> Result<()> {
         self.inner.unsubscribe(&to_owned(topics)).await
     }
 
     /// The application's message builder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["jobs", "readings"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// // Build a message stamped as this application's without publishing it yet.
+    /// let message = socket.builder().build("jobs", "later");
+    /// assert_eq!(message.client_id.as_deref(), Some("w-1"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(&self) -> &MessageBuilder {
         &self.builder
     }

@@ -87,6 +87,32 @@ impl FaultLog {
 }
 
 /// Wraps a provider; its sockets inject [`Faults`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use spa_dat::socket::faults::{Faults, FaultyProvider};
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+/// use spa_dat::{MessageBuilder, Socket, SpaMessage};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let bus = Arc::new(MemorySocketProvider::new(MemoryBus::new("faults-example")));
+/// let provider = FaultyProvider::new(bus, Faults { fail_publish: 1.0, ..Faults::default() });
+/// let log = provider.log();
+///
+/// let connection = provider.connect(SocketOptions::new("flaky")).await?;
+/// let socket = Socket::new(connection.socket, MessageBuilder::default(), Duration::from_secs(1));
+/// // Does the caller cope with a failed publish?
+/// assert!(socket.publish(SpaMessage::new("jobs", "go")).await.is_err());
+/// assert_eq!(log.failed_publishes(), 1);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct FaultyProvider {
     inner: Arc<dyn SocketProvider>,

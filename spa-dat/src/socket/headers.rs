@@ -24,6 +24,22 @@ pub const DEAD_LETTER_ORIGINAL_SIZE: &str = "spa-dead-letter-original-size";
 /// Name–value pairs in the order they were added. A name may occur more than once (Kafka
 /// allows it); [`Headers::get`] returns the first.
 ///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::headers::{Headers, CORRELATION_ID};
+///
+/// let mut headers = Headers::new();
+/// headers.insert(CORRELATION_ID, "42");
+/// headers.append("tag", "a");
+/// headers.append("tag", "b");
+/// assert_eq!(headers.get("tag"), Some("a"));
+/// assert_eq!(headers.len(), 3);
+///
+/// let same: Headers = [(CORRELATION_ID, "42"), ("tag", "a"), ("tag", "b")].into_iter().collect();
+/// assert_eq!(headers, same);
+/// ```
+///
 /// Empty headers allocate nothing and take one word in a [`super::Delivery`], so messages
 /// without metadata cost nothing extra.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -29,6 +29,22 @@ use smallvec::SmallVec;
 const REPLY_PREFIX: &str = "_spa/reply";
 
 /// Configuration of the in-process bus.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::config::SocketConfig;
+/// use spa_dat::socket::memory::MemoryConfig;
+///
+/// let config = MemoryConfig::from_url("memory://tests?topics=jobs,alerts/%2B")?;
+/// assert_eq!(config.bus, "tests");
+/// assert_eq!(config.default_subscription_topics, ["jobs", "alerts/+"]);
+///
+/// // In a TOML config, as the `[bus]` table:
+/// let config: SocketConfig = toml::from_str("transport = \"memory\"\nbus = \"tests\"").unwrap();
+/// assert!(matches!(config, SocketConfig::Memory(m) if m.bus == "tests"));
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
@@ -50,6 +66,17 @@ impl Default for MemoryConfig {
 
 impl MemoryConfig {
     /// Parses `memory://` or `memory://name`, with `?topics=a,b` for default topics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::memory::MemoryConfig;
+    ///
+    /// assert_eq!(MemoryConfig::from_url("memory://")?, MemoryConfig::default());
+    /// assert_eq!(MemoryConfig::from_url("memory://orders")?.bus, "orders");
+    /// assert!(MemoryConfig::from_url("memory://orders?group=x").is_err()); // unknown parameter
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = ::url::Url::parse(url).map_err(|e| bad_url(url, e))?;
         if parsed.scheme() != "memory" {
@@ -80,6 +107,27 @@ impl TransportConfig for MemoryConfig {
 }
 
 /// An in-process message bus. Cheap to clone; clones are the same bus.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{DistributedApplication, SpaMessage};
+///
+/// async fn log(message: SpaMessage) {
+///     println!("{}", message.topic);
+/// }
+///
+/// // A private bus per test: runs in parallel tests do not see each other's messages.
+/// let bus = MemoryBus::new("orders-test");
+/// let app = DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(bus.clone())))
+///     .add_consumer("log", ["orders/#"], log);
+/// # let _ = app;
+/// assert_eq!(bus.subscription_count(), 0); // nothing connected yet
+/// ```
 #[derive(Clone)]
 pub struct MemoryBus {
     inner: Arc<BusInner>,
@@ -147,6 +195,16 @@ struct Route {
 
 impl MemoryBus {
     /// A new, private bus.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::memory::MemoryBus;
+    ///
+    /// let a = MemoryBus::new("test");
+    /// let b = MemoryBus::new("test"); // same name, still another bus
+    /// assert_eq!(a.name(), b.name());
+    /// ```
     pub fn new(name: impl Into<String>) -> Self {
         MemoryBus {
             inner: Arc::new(BusInner {
@@ -160,6 +218,18 @@ impl MemoryBus {
     }
 
     /// The process-wide bus called `name` (`memory://name`); created on first use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::memory::{MemoryBus, MemoryConfig, MemorySocketProvider};
+    ///
+    /// // The bus a `memory://shared` URL names: reach it from anywhere in the process.
+    /// let bus = MemoryBus::named("shared");
+    /// let provider = MemorySocketProvider::from_config(&MemoryConfig::from_url("memory://shared")?);
+    /// assert_eq!(provider.bus().name(), bus.name());
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn named(name: &str) -> Self {
         static BUSES: OnceLock<Mutex<HashMap<String, MemoryBus>>> = OnceLock::new();
         let buses = BUSES.get_or_init(Default::default);
@@ -176,6 +246,25 @@ impl MemoryBus {
     }
 
     /// Number of live subscriptions (for tests and diagnostics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// let bus = MemoryBus::new("count");
+    /// let provider = MemorySocketProvider::new(bus.clone());
+    /// assert_eq!(bus.subscription_count(), 0);
+    /// let connection = provider.connect(SocketOptions::new("c").topics(["a", "b/#"])).await?;
+    /// assert!(bus.subscription_count() >= 2); // its topics (and its route for replies)
+    /// connection.socket.close().await?;
+    /// assert_eq!(bus.subscription_count(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn subscription_count(&self) -> usize {
         self.read_routes().len()
     }
@@ -452,6 +541,24 @@ impl SpaSocket for MemorySocket {
 }
 
 /// Builds sockets on a [`MemoryBus`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{Application, SpaMessage};
+///
+/// async fn log(message: SpaMessage) {
+///     println!("{}", message.topic);
+/// }
+///
+/// let provider = Arc::new(MemorySocketProvider::new(MemoryBus::new("app-bus")));
+/// let app = Application::consumer("log", ["events"], log).socket_provider(provider.clone());
+/// # let _ = app;
+/// assert_eq!(provider.bus().name(), "app-bus");
+/// ```
 #[derive(Debug, Clone)]
 pub struct MemorySocketProvider {
     bus: MemoryBus,
@@ -468,6 +575,15 @@ impl MemorySocketProvider {
     }
 
     /// A provider for the process-wide bus the config names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::memory::{MemoryConfig, MemorySocketProvider};
+    ///
+    /// let provider = MemorySocketProvider::from_config(&MemoryConfig::default());
+    /// assert_eq!(provider.bus().name(), "default"); // the bus `memory://` names
+    /// ```
     pub fn from_config(config: &MemoryConfig) -> Self {
         MemorySocketProvider {
             bus: MemoryBus::named(&config.bus),

@@ -11,6 +11,42 @@ use crate::socket::ReadySignal;
 
 /// The readiness of a [`crate::DistributedApplication`]'s run: cheap to clone; get it with
 /// [`crate::DistributedApplication::readiness`] before the run starts.
+///
+/// # Examples
+///
+/// Wait until the consumers are subscribed instead of sleeping:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+/// use spa_dat::{DistributedApplication, SpaMessage};
+///
+/// async fn log(message: SpaMessage) {
+///     println!("{}", message.topic);
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> spa_dat::Result<()> {
+/// let app = DistributedApplication::new()
+///     .socket_provider(Arc::new(MemorySocketProvider::new(MemoryBus::new("ready-doc"))))
+///     .add_consumer("log", ["events"], log)
+///     .watch_signals(false);
+/// let readiness = app.readiness();
+/// let shutdown = app.shutdown_handle();
+/// assert!(!readiness.is_ready());
+/// let run = tokio::spawn(app.start_async());
+///
+/// tokio::time::timeout(Duration::from_secs(10), readiness.ready()).await.expect("ready in time");
+/// assert!(readiness.is_ready() && readiness.not_ready().is_empty());
+///
+/// shutdown.trigger();
+/// run.await.expect("not panicked")?;
+/// assert!(!readiness.is_ready());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     state: Arc<Mutex<State>>,
@@ -35,8 +71,18 @@ impl Readiness {
         state.running && state.apps.iter().all(|(_, signal)| signal.is_ready())
     }
 
-    /// What keeps the run from being ready: `"starting"` / `"stopped"`, or the applications
-    /// whose sockets are not ready.
+    /// What keeps the run from being ready: `"not running"` (starting or stopped), or the
+    /// applications whose sockets are not ready.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::DistributedApplication;
+    ///
+    /// let readiness = DistributedApplication::new().readiness();
+    /// // Before the run starts:
+    /// assert_eq!(readiness.not_ready(), ["not running"]);
+    /// ```
     pub fn not_ready(&self) -> Vec<String> {
         let state = self.lock();
         if !state.running {

@@ -12,6 +12,25 @@ use crate::url::{
 
 /// Configuration of the Kafka transport (the Python package's `KafkaConfig`, extended).
 /// `Debug` shows secret properties (`sasl.password`, `*.secret`, …) as `***`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+/// use spa_dat::DistributedApplication;
+///
+/// let mut config = KafkaConfig::new("kafka-1:9092,kafka-2:9092");
+/// config.group_id = Some("billing".into());
+/// config.properties.insert("security.protocol".into(), "SASL_SSL".into());
+/// config.properties.insert("sasl.password".into(), "s3cret".into());
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// let provider = KafkaSocketProvider::new(config)?; // connects nothing yet
+/// let app = DistributedApplication::new().socket_provider(Arc::new(provider));
+/// # let _ = app;
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -90,6 +109,15 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     /// A config for `bootstrap_servers` with every other setting at its default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::kafka::KafkaConfig;
+    ///
+    /// let config = KafkaConfig::new("localhost:9092");
+    /// assert_eq!(config.broker(), "kafka://localhost:9092");
+    /// ```
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
@@ -99,6 +127,18 @@ impl KafkaConfig {
 
     /// Parses `kafka://host:9092[,host2:9092]?group=...&client_id=...&topics=a,b&partitions=4`;
     /// parameters with a dot (`security.protocol=SSL`) are librdkafka properties.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::kafka::KafkaConfig;
+    ///
+    /// let config = KafkaConfig::from_url("kafka://k1:9092,k2:9092?group=billing&security.protocol=SSL")?;
+    /// assert_eq!(config.bootstrap_servers, "k1:9092,k2:9092");
+    /// assert_eq!(config.group_id.as_deref(), Some("billing"));
+    /// assert_eq!(config.properties.get("security.protocol").map(String::as_str), Some("SSL"));
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let rest = url
             .strip_prefix("kafka://")
@@ -153,6 +193,16 @@ impl KafkaConfig {
     }
 
     /// Checks values that would only fail later.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::kafka::KafkaConfig;
+    ///
+    /// assert!(KafkaConfig::new("localhost:9092").validate().is_ok());
+    /// let bad = KafkaConfig { topic_partitions: 0, ..KafkaConfig::new("localhost:9092") };
+    /// assert!(bad.validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.bootstrap_servers.trim().is_empty() {
             return Err(Error::config("Kafka bootstrap_servers is empty"));

@@ -17,6 +17,27 @@ use crate::url::{
 
 /// Configuration of the MQTT transport (the Python package's `MqttConfig`, extended).
 /// `Debug` shows the password as `***`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+/// use spa_dat::DistributedApplication;
+///
+/// let config = MqttConfig {
+///     username: Some("svc".into()),
+///     password: Some("s3cret".into()),
+///     qos: 1,
+///     ..MqttConfig::new("broker.local", 1883)
+/// };
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// let provider = MqttSocketProvider::new(config)?; // connects nothing yet
+/// let app = DistributedApplication::new().socket_provider(Arc::new(provider));
+/// # let _ = app;
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
@@ -119,6 +140,15 @@ impl Default for MqttConfig {
 
 impl MqttConfig {
     /// A config for `host:port` with every other setting at its default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::mqtt::MqttConfig;
+    ///
+    /// let config = MqttConfig::new("broker.local", 1883);
+    /// assert_eq!(config.broker(), "mqtt://broker.local:1883");
+    /// ```
     pub fn new(host: impl Into<String>, port: u16) -> Self {
         MqttConfig {
             host: host.into(),
@@ -129,6 +159,19 @@ impl MqttConfig {
 
     /// Parses `mqtt://user:pass@host:1883?client_id=...&qos=1&clean_session=false&topics=a,b`
     /// (`mqtts://` for TLS with the system's CA certificates).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::mqtt::MqttConfig;
+    ///
+    /// let config = MqttConfig::from_url("mqtts://svc:s3cret@broker.local:8883?qos=1&client_id=billing")?;
+    /// assert_eq!((config.host.as_str(), config.port, config.qos), ("broker.local", 8883, 1));
+    /// assert_eq!(config.username.as_deref(), Some("svc"));
+    /// assert!(config.tls.is_some()); // mqtts://
+    /// assert!(MqttConfig::from_url("mqtt://broker?qos=5").is_err());
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
     pub fn from_url(url: &str) -> Result<Self> {
         let parsed = ::url::Url::parse(url).map_err(|e| bad_url(url, e))?;
         let tls = match parsed.scheme() {
@@ -216,6 +259,16 @@ impl MqttConfig {
     }
 
     /// Checks values that would only fail later, at connect time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::socket::mqtt::MqttConfig;
+    ///
+    /// assert!(MqttConfig::new("broker", 1883).validate().is_ok());
+    /// let bad = MqttConfig { qos: 3, ..MqttConfig::new("broker", 1883) };
+    /// assert!(bad.validate().is_err());
+    /// ```
     pub fn validate(&self) -> Result<()> {
         qos_of(self.qos)?;
         if self.host.trim().is_empty() {
@@ -242,7 +295,7 @@ impl MqttConfig {
         check_duration_ms("reconnect_max_ms", self.reconnect_max_ms, 1)
     }
 
-    /// `host:port`, for logs and errors.
+    /// `mqtt://host:port` (`mqtts://` with TLS), for logs and errors.
     pub fn broker(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
         format!("{scheme}://{}:{}", self.host, self.port)

@@ -8,6 +8,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// TLS settings.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::mqtt::{MqttConfig, MqttTls};
+///
+/// // Mutual TLS with a private CA.
+/// let config = MqttConfig {
+///     tls: Some(MqttTls {
+///         ca_file: Some("/etc/certs/ca.pem".into()),
+///         client_cert_file: Some("/etc/certs/client.pem".into()),
+///         client_key_file: Some("/etc/certs/client.key".into()),
+///     }),
+///     ..MqttConfig::new("broker.local", 8883)
+/// };
+/// # let _ = config;
+/// // `mqtts://` URLs take the system's CA certificates: `tls = Some(MqttTls::default())`.
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttTls {
