@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::outgoing::round_trip;
+use super::outgoing::request_on;
 use crate::error::Result;
 use crate::message::{MessageBuilder, SpaMessage};
 use crate::socket::headers;
@@ -344,10 +344,13 @@ impl Socket {
         let message = self.builder.stamp(message);
         // The span covers the round trip: the responder's spans are its children.
         let span = self.spans.send(&message.topic, message.payload.len(), None);
-        let sent = round_trip(&*self.inner, message, timeout, |request| {
-            self.send_counted(request, None)
-        });
-        span.run(sent).await
+        let round_trip = async {
+            let pending = self.inner.reply_route(&message.topic).await?;
+            let (request, destination) = request_on(message, &pending)?;
+            self.send_counted(request, None).await?;
+            pending.wait(&destination, timeout).await
+        };
+        span.run(round_trip).await
     }
 
     /// Adds subscriptions; their messages reach this application's handler.
