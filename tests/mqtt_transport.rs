@@ -1029,7 +1029,9 @@ async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
     let broker = Mosquitto::start();
     let mut config = MqttConfig::new("127.0.0.1", broker.port);
     config.qos = 0;
-    config.publish_timeout_ms = 2_000;
+    // Bounded, so that a forwarder stuck behind its own full inbox fails here; long enough
+    // for a loaded 2-core machine (2 s failed there now and then, on the code before too).
+    config.publish_timeout_ms = 10_000;
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let f = Arc::clone(&failures);
     let app = test_app(Config::default())

@@ -28,6 +28,11 @@ fn envelope(fields: serde_json::Value) -> Bytes {
 
 fn cases(t: &Transport, topic: &str) -> Vec<Case> {
     let mqtt = t.provider.describe().starts_with("mqtt");
+    let answer_limit = if t.provider.describe().starts_with("kafka") {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(1)
+    };
     let bad_response_topic = |name, response_topic: String| Case {
         name,
         bytes: envelope(serde_json::json!({
@@ -103,7 +108,9 @@ fn cases(t: &Transport, topic: &str) -> Vec<Case> {
 }
 
 /// A responder with a dead-letter topic gets every hostile message of `cases`, each followed
-/// by ordinary requests from another client: every ordinary request is answered within 1 s,
+/// by ordinary requests from another client: every ordinary request is answered within 1 s
+/// (3 s on Kafka, whose round trip through a broker on a loaded 2-core machine can take
+/// longer: a stuck responder never answers),
 /// the responder keeps its connection (at most one reconnect), and exactly the bad messages
 /// reach the dead-letter topic.
 pub async fn hostile_peers(t: &Transport) {
@@ -150,10 +157,10 @@ pub async fn hostile_peers(t: &Transport) {
                 &requester,
                 &topic,
                 &format!("after {} #{i}", case.name),
-                Duration::from_secs(1),
+                answer_limit,
             )
             .await;
-            assert!(started.elapsed() < Duration::from_secs(1));
+            assert!(started.elapsed() < answer_limit);
         }
     }
 
