@@ -28,11 +28,6 @@ fn envelope(fields: serde_json::Value) -> Bytes {
 
 fn cases(t: &Transport, topic: &str) -> Vec<Case> {
     let mqtt = t.provider.describe().starts_with("mqtt");
-    let answer_limit = if t.provider.describe().starts_with("kafka") {
-        Duration::from_secs(3)
-    } else {
-        Duration::from_secs(1)
-    };
     let bad_response_topic = |name, response_topic: String| Case {
         name,
         bytes: envelope(serde_json::json!({
@@ -115,6 +110,11 @@ fn cases(t: &Transport, topic: &str) -> Vec<Case> {
 /// reach the dead-letter topic.
 pub async fn hostile_peers(t: &Transport) {
     let mqtt = t.provider.describe().starts_with("mqtt");
+    let answer_limit = if t.provider.describe().starts_with("kafka") {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_secs(1)
+    };
     let topic = t.topic("hostile");
     let dead_letters = t.topic("hostile-dlq");
     let responder_id = format!(
