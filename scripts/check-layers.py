@@ -73,6 +73,44 @@ def use_paths(tree):
     return [p for part in parts if part.strip() for p in use_paths(head + part.strip())]
 
 
+def code_only(source):
+    """`source` with comments, strings and char literals blanked (a `//` or a quote inside a
+    string, or `'"'`, must not hide or invent code)."""
+    out, i, n = [], 0, len(source)
+    while i < n:
+        c = source[i]
+        if source.startswith("//", i):
+            while i < n and source[i] != "\n":
+                i += 1
+        elif source.startswith("/*", i):
+            depth, i = 1, i + 2
+            while i < n and depth:
+                if source.startswith("/*", i):
+                    depth, i = depth + 1, i + 2
+                elif source.startswith("*/", i):
+                    depth, i = depth - 1, i + 2
+                else:
+                    i += 1
+            out.append(" ")
+        elif (raw := re.match(r'b?r(#*)"', source[i:])) and (i == 0 or not (source[i - 1].isalnum() or source[i - 1] == "_")):
+            end = source.find('"' + raw.group(1), i + raw.end())
+            i = n if end < 0 else end + 1 + len(raw.group(1))
+            out.append('""')
+        elif c == '"' or (c == "b" and source.startswith('b"', i)):
+            i += 2 if c == "b" else 1
+            while i < n and source[i] != '"':
+                i += 2 if source[i] == "\\" else 1
+            i += 1
+            out.append('""')
+        elif c == "'" and (char := re.match(r"'(?:\\(?:u\{[0-9a-fA-F]+\}|x[0-9a-fA-F]{2}|.)|[^\\'])'", source[i:])):
+            i += char.end()
+            out.append("' '")
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
 def inline_modules(source):
     """Splits `source` into its own text and the bodies of its inline modules (`mod x { .. }`)."""
     outer, inner, at = "", [], 0
@@ -90,41 +128,53 @@ def inline_modules(source):
     return outer + source[at:], inner
 
 
-def paths_in(source, here):
-    """The modules the paths of `source`, written in module `here`, name."""
+def resolve(path, here, children):
+    """The module path a path written in module `here` names (None for an outside crate)."""
+    segments = [s for s in path.replace(" ", "").split("::") if s]
+    if not segments:
+        return None
+    if segments[0] in children:
+        return tuple(here + segments)
+    if segments[0] == "crate":
+        return tuple(segments[1:])
+    if segments[0] in ("super", "self"):
+        base = here[:]
+        k = 0
+        while k < len(segments) and segments[k] in ("super", "self"):
+            if segments[k] == "super":
+                base = base[:-1]
+            k += 1
+        return tuple(base + segments[k:])
+    return None
+
+
+def paths_in(source, here, names):
+    """The modules the paths of `source`, written in module `here`, name; fills `names` with
+    what the file's own `use` items bring in (name -> module path), to follow re-exports."""
     source, inline = inline_modules(source)
     targets = set()
     for name, body in inline:
-        targets |= paths_in(body, here + [name])
-    paths = set()
-    for match in re.finditer(r"\buse\s+([^;]+);", source):
-        paths.update(use_paths(" ".join(match.group(1).split())))
-    paths.update(re.findall(r"\b(?:crate|super|self)(?:::\w+)+", source))
-    # `use child::Item` names a module this file declares (`mod child;`).
+        targets |= paths_in(body, here + [name], {})
     children = set(re.findall(r"\bmod\s+(\w+)\s*;", source))
-    for p in paths:
-        segments = [s for s in p.replace(" ", "").split("::") if s]
-        if not segments:
-            continue
-        if segments[0] in children:
-            targets.add(tuple(here + segments))
-        elif segments[0] == "crate":
-            targets.add(tuple(segments[1:]))
-        elif segments[0] in ("super", "self"):
-            base = here[:]
-            k = 0
-            while k < len(segments) and segments[k] in ("super", "self"):
-                if segments[k] == "super":
-                    base = base[:-1]
-                k += 1
-            targets.add(tuple(base + segments[k:]))
+    for match in re.finditer(r"\buse\s+([^;]+);", source):
+        for path in use_paths(" ".join(match.group(1).split())):
+            target = resolve(path.split(" as ")[0], here, children)
+            if target is None:
+                continue
+            targets.add(target)
+            alias = path.split(" as ")[1].strip() if " as " in path else target[-1] if target else ""
+            if alias not in ("*", "self", "_"):
+                names[alias] = target
+    for path in re.findall(r"\b(?:crate|super|self)(?:::\w+)+", source):
+        target = resolve(path, here, children)
+        if target is not None:
+            targets.add(target)
     return targets
 
 
-def imports_of(path, root):
+def imports_of(path, root, names):
     source = open(path, encoding="utf-8").read()
-    source = re.sub(r"//[^\n]*", "", source)
-    source = re.sub(r'"(?:\\.|[^"\\])*"', '""', source)
+    source = code_only(source)
     # Unit tests may reach anywhere of their module.
     while (test := re.search(r"#\[cfg\(test\)\]\s*mod\s+\w+\s*\{", source)):
         depth, end = 1, test.end()
@@ -134,7 +184,20 @@ def imports_of(path, root):
             end += 1
         source = source[:test.start()] + source[end:]
     here = module_of(path, root)
-    return here, paths_in(source, here)
+    return here, paths_in(source, here, names)
+
+
+def defining_file(target, files, reexports):
+    """The file that defines what `target` names, following `use` re-exports."""
+    for _ in range(20):
+        prefix = next((target[:n] for n in range(len(target), -1, -1) if target[:n] in files), None)
+        if prefix is None or len(target) == len(prefix):
+            return prefix
+        through = reexports.get(prefix, {}).get(target[len(prefix)])
+        if through is None or through == target[:len(prefix) + 1]:
+            return prefix
+        target = through + target[len(prefix) + 1:]
+    return prefix
 
 
 def main():
@@ -148,12 +211,17 @@ def main():
                 files[tuple(module_of(path, root))] = path
     problems = []
     graph = {}
+    reexports, imports = {}, {}
+    for module, path in files.items():
+        names = {}
+        imports[module] = imports_of(path, root, names)[1]
+        reexports[module] = names
     for module, path in sorted(files.items()):
-        _, targets = imports_of(path, root)
+        targets = imports[module]
         edges = set()
         for target in targets:
-            # The file that defines the target: its longest prefix that is a file module.
-            prefix = next((target[:n] for n in range(len(target), -1, -1) if target[:n] in files), None)
+            # The file that defines the target, through the re-exports on the way.
+            prefix = defining_file(target, files, reexports)
             if prefix is None or prefix == module:
                 continue
             edges.add(prefix)

@@ -12,8 +12,10 @@ a visible diff of public-api.txt in review.
 """
 import difflib
 import html
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +35,18 @@ def surface(doc_dir):
     index = open(os.path.join(doc_dir, "all.html"), encoding="utf-8").read()
     pages = sorted(set(re.findall(r'<li><a href="([^"#]+\.html)">', index)))
     lines = []
+    # Re-exports rustdoc does not inline (an item whose own module is public too) are listed
+    # on their module's page only: a second path to a type shows up here.
+    for folder, _, names in sorted(os.walk(doc_dir)):
+        if "index.html" not in names:
+            continue
+        source = open(os.path.join(folder, "index.html"), encoding="utf-8").read()
+        module = "::".join(["spa_dat"] + [p for p in os.path.relpath(folder, doc_dir).split(os.sep)
+                                           if p != "."])
+        section = source.split('id="reexports"', 1)
+        if len(section) == 2:
+            for reexport in re.findall(r"<code>(.*?)</code>", section[1].split("<h2", 1)[0], re.S):
+                lines.append(f"reexport {module}: {text_of(reexport)}")
     for page in pages:
         source = open(os.path.join(doc_dir, page), encoding="utf-8").read()
         kind, name = os.path.basename(page)[:-5].split(".", 1)
@@ -51,10 +65,14 @@ def surface(doc_dir):
 
 
 def build_docs():
-    doc_dir = os.path.join(ROOT, "target", "doc", "spa_dat")
-    # Stale pages of items that no longer exist must not be read: all.html lists the current.
+    metadata = subprocess.run(["cargo", "metadata", "--no-deps", "--format-version", "1"],
+                              cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    doc_dir = os.path.join(json.loads(metadata)["target_directory"], "doc", "spa_dat")
+    # Pages of items that no longer exist must not be read.
+    shutil.rmtree(doc_dir, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if k != "RUSTDOCFLAGS"}
     subprocess.run(["cargo", "doc", "-p", "spa-dat", "--all-features", "--no-deps", "-q"],
-                   cwd=ROOT, check=True)
+                   cwd=ROOT, check=True, env=env)
     return doc_dir
 
 

@@ -50,7 +50,8 @@ pub use error::{BoxError, Error, Result};
 pub use handler::call::Handler;
 pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
 pub use handler::reply::IntoReply;
-pub use message::envelope::{MessageBuilder, QualityOfService, SpaMessage};
+pub use message::envelope::{MessageBuilder, SpaMessage};
+pub use message::qos::QualityOfService;
 pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
 
 /// Registers an async fn as a consumer: called for every message on its topics.

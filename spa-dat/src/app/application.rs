@@ -110,6 +110,16 @@ impl RunDefaults {
     /// The defaults of `app` run on its own: [`Config::default`] (the in-process bus, unless
     /// the application names its own provider), its own shutdown.
     fn standalone(app: &AppSpec) -> Result<Self> {
+        if app.provider.is_none() {
+            // Read only to warn: a bus configured for DistributedApplication is not this one's.
+            let configured = [crate::config::ENV_URL, crate::config::ENV_CONFIG_FILE]
+                .into_iter()
+                .filter(|name| std::env::var_os(name).is_some())
+                .collect::<Vec<_>>();
+            if !configured.is_empty() {
+                tracing::warn!(app = %app.name, ignored = ?configured, "an application run alone runs on the in-process bus: the environment configures DistributedApplication; give the application a socket_provider, or run it in a DistributedApplication");
+            }
+        }
         let config = Config::default();
         let provider = match &app.provider {
             Some(provider) => Arc::clone(provider),
@@ -642,7 +652,9 @@ impl Application {
         self
     }
 
-    /// The shutdown handle of this application.
+    /// The shutdown handle of this application when it runs alone (through
+    /// [`ApplicationLifeCycle`]); in a [`crate::DistributedApplication`] the run's handle
+    /// ([`crate::DistributedApplication::shutdown_handle`]) stops it.
     ///
     /// # Examples
     ///
@@ -652,7 +664,7 @@ impl Application {
     ///
     /// let app = Application::consumer("log", ["events"], handle);
     /// let shutdown = app.shutdown_handle();
-    /// // e.g. from another task: stop the consumer once some condition holds.
+    /// // e.g. from another task: stop the consumer, run alone, once some condition holds.
     /// shutdown.trigger();
     /// assert!(shutdown.is_triggered());
     /// ```

@@ -23,7 +23,7 @@ use std::fmt;
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::Deserializer;
 
-use super::QualityOfService;
+use super::qos::QualityOfService;
 
 /// The envelope's fields as read, borrowing the input where it holds no escapes.
 pub(super) struct Envelope<'a> {

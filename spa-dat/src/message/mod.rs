@@ -5,9 +5,10 @@
 
 mod decode;
 pub(crate) mod envelope;
+pub(crate) mod qos;
 mod trace;
 
-pub(crate) use envelope::{MessageBuilder, QualityOfService, SpaMessage};
+pub(crate) use envelope::{MessageBuilder, SpaMessage};
 pub use trace::{TraceContext, TRACEPARENT, TRACESTATE};
 
 /// The content type spa-dat sets for JSON payloads.
@@ -16,6 +17,7 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 #[cfg(test)]
 mod tests {
     use super::envelope::*;
+    use super::qos::QualityOfService;
     use super::*;
     use crate::error::Error;
 
