@@ -1025,7 +1025,9 @@ async fn readiness_follows_the_broker_connection() {
 /// flow control, so the inbox can fill), a small inbox so that it does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarding_consumer_that_falls_behind_keeps_forwarding() {
-    const MESSAGES: usize = 3_000;
+    // Enough to fall far behind (the inbox's capacity and 1,024 more), where the driver stops
+    // reading and writes what handlers publish itself.
+    const MESSAGES: usize = 5_000;
     let broker = Mosquitto::start();
     let mut config = MqttConfig::new("127.0.0.1", broker.port);
     config.qos = 0;

@@ -3,7 +3,8 @@
 //!
 //! **The only place that reads rumqttc's internals** — `EventLoop::network` (acknowledgements,
 //! and pings while the connection reads nothing, written straight into the connection; waiting
-//! for the broker to close it after DISCONNECT),
+//! for the broker to close it after DISCONNECT), `EventLoop::state.handle_outgoing_packet`
+//! with `network` (what handlers publish while reading is paused far behind),
 //! `EventLoop::state.events` and `EventLoop::pending` (requests rumqttc would drop on a
 //! reconnect without session). They are public fields but not a stable API, so the workspace
 //! pins rumqttc to an exact version while this file reads them; check them on every upgrade.
@@ -131,10 +132,27 @@ impl Driver {
             // would hold the handler — a dead letter, a reply — and so the room, until its
             // publish timed out. At QoS 1 and 2 the broker's in-flight window bounds that
             // overshoot; at QoS 0 nothing does, so reading stops at twice the capacity (at least
-            // 1,024 more) anyway.
-            while self.inbox.is_full()
-                && (self.inbox.is_far_behind() || !self.shared.ledger().awaits_broker())
-            {
+            // 1,024 more) anyway — and what handlers publish meanwhile the driver writes
+            // itself, without a poll (`Ledger::direct`), or a handler waiting for its publish
+            // would hold the inbox far behind until its publish timed out.
+            while self.inbox.is_full() {
+                if self.inbox.is_far_behind() {
+                    let in_channel = {
+                        let mut ledger = self.shared.ledger();
+                        ledger.direct.get_or_insert_with(Default::default);
+                        !ledger.unsent.is_empty()
+                    };
+                    // What is already in rumqttc's channel is written by a poll; nothing new
+                    // enters it now, so the polls until then are few.
+                    if in_channel {
+                        break;
+                    }
+                    if !self.write_direct(&mut eventloop).await {
+                        break;
+                    }
+                } else if self.shared.ledger().awaits_broker() {
+                    break;
+                }
                 let ping_every = eventloop.mqtt_options.keep_alive() / 2;
                 tokio::select! {
                     biased;
@@ -145,6 +163,9 @@ impl Driver {
                         ping(&mut eventloop).await;
                     }
                 }
+            }
+            if !self.inbox.is_far_behind() {
+                self.end_direct(&mut eventloop).await;
             }
             let polled = eventloop.poll().await;
             self.shared.acks.after_poll();
@@ -269,6 +290,80 @@ impl Driver {
         if let Some(pkid) = oldest {
             if let Some(pending) = self.shared.ledger().unacked.get_mut(&(Kind::Publish, pkid)) {
                 pending.strikes = pending.strikes.saturating_add(1);
+            }
+        }
+    }
+
+    /// Writes the requests kept in `Ledger::direct`, in order, as rumqttc's poll would (its
+    /// state assigns the packet id and records the publish), without reading. False when the
+    /// connection is gone or a write failed: the next poll finds out and reconnects, and
+    /// [`Driver::end_direct`] hands what is left to rumqttc.
+    async fn write_direct(&mut self, eventloop: &mut EventLoop) -> bool {
+        loop {
+            if eventloop.network.is_none() {
+                return false;
+            }
+            let next = self
+                .shared
+                .ledger()
+                .direct
+                .as_mut()
+                .and_then(std::collections::VecDeque::pop_front);
+            let Some(pending) = next else {
+                return true;
+            };
+            let request = pending.request.clone();
+            // Recorded as rumqttc's hand-over is: the Outgoing event below settles it.
+            self.shared.ledger().unsent.push_back(pending);
+            let written = match eventloop.state.handle_outgoing_packet(request) {
+                Ok(Some(packet)) => match eventloop.network.as_mut() {
+                    Some(network) => {
+                        network.write(packet).await.is_ok() && network.flush().await.is_ok()
+                    }
+                    None => false,
+                },
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            let events: Vec<Event> = eventloop.state.events.drain(..).collect();
+            for event in events {
+                self.handle(event);
+            }
+            if !written {
+                return false;
+            }
+        }
+    }
+
+    /// Ends the direct writing of [`Driver::write_direct`]: what is still kept is written (or,
+    /// without a connection, handed to rumqttc's channel, in order), then requests go to
+    /// rumqttc again.
+    async fn end_direct(&mut self, eventloop: &mut EventLoop) {
+        loop {
+            if self.shared.ledger().direct.is_none() || !self.write_direct(eventloop).await {
+                break;
+            }
+            let mut ledger = self.shared.ledger();
+            if ledger
+                .direct
+                .as_ref()
+                .is_some_and(|direct| direct.is_empty())
+            {
+                ledger.direct = None;
+                return;
+            }
+        }
+        let mut ledger = self.shared.ledger();
+        let Some(kept) = ledger.direct.take() else {
+            return;
+        };
+        for pending in kept {
+            match self.shared.try_hand_over(&pending.request) {
+                Ok(()) => ledger.unsent.push_back(pending),
+                Err(_) => pending.resolve(Err(self.shared.transport_error(
+                    "publish",
+                    "not sent: the connection was lost and its queue is full".to_owned(),
+                ))),
             }
         }
     }

@@ -37,11 +37,15 @@ impl Pending {
 }
 
 /// Where each request is: handed to rumqttc but not yet sent (`unsent`, in order), or sent
-/// and waiting for the broker's acknowledgement (`unacked`, by packet id).
+/// and waiting for the broker's acknowledgement (`unacked`, by packet id) — or, while the
+/// driver reads nothing because the inbox is far behind, kept for the driver to write itself
+/// (`direct`: rumqttc writes a request only in a poll, and a poll reads too).
 #[derive(Default)]
 pub(super) struct Ledger {
     pub(super) unsent: VecDeque<Pending>,
     pub(super) unacked: HashMap<(Kind, u16), Pending>,
+    /// `Some` while requests go to the driver instead of rumqttc's channel.
+    pub(super) direct: Option<VecDeque<Pending>>,
 }
 
 impl Ledger {
@@ -49,6 +53,10 @@ impl Ledger {
     /// still waits for its acknowledgement. The connection must then be read, whatever else.
     pub(super) fn awaits_broker(&self) -> bool {
         !self.unsent.is_empty()
+            || self
+                .direct
+                .as_ref()
+                .is_some_and(|direct| !direct.is_empty())
             || self.unacked.values().any(|pending| {
                 pending
                     .waiter

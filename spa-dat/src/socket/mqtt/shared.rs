@@ -120,6 +120,12 @@ impl Shared {
                     // Handed over and recorded under the ledger lock: the driver records what
                     // rumqttc sent under the same lock, so it always finds this entry.
                     let mut ledger = self.ledger();
+                    if let Some(direct) = ledger.direct.as_mut() {
+                        // The driver reads nothing now and writes the request itself.
+                        direct.push_back(entry);
+                        self.handed_over.notify_one();
+                        break;
+                    }
                     match self.try_hand_over(&entry.request) {
                         Ok(()) => {
                             ledger.unsent.push_back(entry);
