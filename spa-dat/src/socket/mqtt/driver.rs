@@ -135,18 +135,16 @@ impl Driver {
             // 1,024 more) anyway — and what handlers publish meanwhile the driver writes
             // itself, without a poll (`Ledger::direct`), or a handler waiting for its publish
             // would hold the inbox far behind until its publish timed out.
+            // Only at QoS 0: at QoS 1 and 2 the broker's window keeps the inbox from falling far
+            // behind, and a direct write would bypass rumqttc's own in-flight window.
             while self.inbox.is_full() {
-                if self.inbox.is_far_behind() {
-                    let in_channel = {
-                        let mut ledger = self.shared.ledger();
-                        ledger.direct.get_or_insert_with(Default::default);
-                        !ledger.unsent.is_empty()
-                    };
-                    // What is already in rumqttc's channel is written by a poll; nothing new
-                    // enters it now, so the polls until then are few.
-                    if in_channel {
-                        break;
-                    }
+                if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
+                    self.shared
+                        .ledger()
+                        .direct
+                        .get_or_insert_with(Default::default);
+                    // What is already with rumqttc is written by a poll (nothing new goes
+                    // there now, so the polls until then are few: at most its channel's 64).
                     if !self.write_direct(&mut eventloop).await {
                         break;
                     }
@@ -295,35 +293,55 @@ impl Driver {
     }
 
     /// Writes the requests kept in `Ledger::direct`, in order, as rumqttc's poll would (its
-    /// state assigns the packet id and records the publish), without reading. False when the
-    /// connection is gone or a write failed: the next poll finds out and reconnects, and
-    /// [`Driver::end_direct`] hands what is left to rumqttc.
+    /// state assigns the packet id and records the request), without reading — once nothing
+    /// handed to rumqttc earlier is still waiting to be written (its channel, its pending
+    /// requests, the driver's held ones): the ledger matches what is written to it in order.
+    /// False when a poll must come first: the connection is gone or a write failed (the poll
+    /// reconnects), or rumqttc has earlier requests to write.
     async fn write_direct(&mut self, eventloop: &mut EventLoop) -> bool {
+        let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
         loop {
-            if eventloop.network.is_none() {
-                return false;
-            }
-            let next = self
-                .shared
-                .ledger()
-                .direct
-                .as_mut()
-                .and_then(std::collections::VecDeque::pop_front);
-            let Some(pending) = next else {
-                return true;
+            let pending = {
+                let mut ledger = self.shared.ledger();
+                let ledger = &mut *ledger;
+                // Whatever is kept, what rumqttc has comes first: a poll writes it.
+                if eventloop.network.is_none()
+                    || !ledger.unsent.is_empty()
+                    || !eventloop.pending.is_empty()
+                    || !self.held.is_empty()
+                {
+                    return ledger.direct.is_none();
+                }
+                let Some(direct) = ledger.direct.as_mut().filter(|d| !d.is_empty()) else {
+                    return true;
+                };
+                let Some(pending) = direct.pop_front() else {
+                    return true;
+                };
+                let request = pending.request.clone();
+                // Recorded as rumqttc's hand-over is: the Outgoing event below settles it.
+                ledger.unsent.push_back(pending);
+                request
             };
-            let request = pending.request.clone();
-            // Recorded as rumqttc's hand-over is: the Outgoing event below settles it.
-            self.shared.ledger().unsent.push_back(pending);
-            let written = match eventloop.state.handle_outgoing_packet(request) {
+            let written = match eventloop.state.handle_outgoing_packet(pending) {
                 Ok(Some(packet)) => match eventloop.network.as_mut() {
-                    Some(network) => {
+                    Some(network) => tokio::time::timeout(timeout, async {
                         network.write(packet).await.is_ok() && network.flush().await.is_ok()
-                    }
+                    })
+                    .await
+                    .unwrap_or(false),
                     None => false,
                 },
                 Ok(None) => true,
-                Err(_) => false,
+                Err(error) => {
+                    // Not written and no event will settle it: out of the ledger, failed.
+                    if let Some(pending) = self.shared.ledger().unsent.pop_back() {
+                        pending.resolve(Err(self
+                            .shared
+                            .transport_error("publish", format!("not sent: {error}"))));
+                    }
+                    true
+                }
             };
             let events: Vec<Event> = eventloop.state.events.drain(..).collect();
             for event in events {
@@ -335,14 +353,13 @@ impl Driver {
         }
     }
 
-    /// Ends the direct writing of [`Driver::write_direct`]: what is still kept is written (or,
-    /// without a connection, handed to rumqttc's channel, in order), then requests go to
-    /// rumqttc again.
+    /// Ends the direct writing of [`Driver::write_direct`] once the inbox is no longer far
+    /// behind: what is still kept is written first (after what rumqttc has, and after a
+    /// reconnect if the connection is gone), then requests go to rumqttc again.
     async fn end_direct(&mut self, eventloop: &mut EventLoop) {
-        loop {
-            if self.shared.ledger().direct.is_none() || !self.write_direct(eventloop).await {
-                break;
-            }
+        // A request kept after the last write and before the end (a handler publishing right
+        // then) is written on the next round: the end is decided under the ledger's lock.
+        while self.shared.ledger().direct.is_some() && self.write_direct(eventloop).await {
             let mut ledger = self.shared.ledger();
             if ledger
                 .direct
@@ -350,20 +367,6 @@ impl Driver {
                 .is_some_and(|direct| direct.is_empty())
             {
                 ledger.direct = None;
-                return;
-            }
-        }
-        let mut ledger = self.shared.ledger();
-        let Some(kept) = ledger.direct.take() else {
-            return;
-        };
-        for pending in kept {
-            match self.shared.try_hand_over(&pending.request) {
-                Ok(()) => ledger.unsent.push_back(pending),
-                Err(_) => pending.resolve(Err(self.shared.transport_error(
-                    "publish",
-                    "not sent: the connection was lost and its queue is full".to_owned(),
-                ))),
             }
         }
     }

@@ -17,6 +17,9 @@ use super::ledger::{Kind, Ledger, Pending};
 use crate::error::{Error, Result};
 use crate::socket::RequestMultiplexer;
 
+/// Requests rumqttc's channel holds (and `Ledger::direct` while the driver writes itself).
+pub(super) const REQUEST_CHANNEL_CAPACITY: usize = 64;
+
 /// One per connection: the socket's half and the driver's half hold it.
 pub(super) struct Shared {
     /// Set false when the connection is lost, true when it is back.
@@ -121,19 +124,26 @@ impl Shared {
                     // rumqttc sent under the same lock, so it always finds this entry.
                     let mut ledger = self.ledger();
                     if let Some(direct) = ledger.direct.as_mut() {
-                        // The driver reads nothing now and writes the request itself.
-                        direct.push_back(entry);
-                        self.handed_over.notify_one();
-                        break;
-                    }
-                    match self.try_hand_over(&entry.request) {
-                        Ok(()) => {
-                            ledger.unsent.push_back(entry);
+                        // The driver reads nothing now and writes the request itself; as
+                        // bounded as rumqttc's channel.
+                        if direct.len() < REQUEST_CHANNEL_CAPACITY {
+                            direct.push_back(entry);
                             self.handed_over.notify_one();
                             break;
                         }
-                        Err(rumqttc::ClientError::TryRequest(_)) if Instant::now() < deadline => {}
-                        Err(_) => return Err(not_sent()),
+                    } else {
+                        match self.try_hand_over(&entry.request) {
+                            Ok(()) => {
+                                ledger.unsent.push_back(entry);
+                                self.handed_over.notify_one();
+                                break;
+                            }
+                            Err(rumqttc::ClientError::TryRequest(_)) => {}
+                            Err(_) => return Err(not_sent()),
+                        }
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(not_sent());
                     }
                 }
                 self.ensure_open()?;

@@ -12,7 +12,7 @@ use super::acks::AckPath;
 use super::config::{qos_of, MqttConfig};
 use super::driver::{Backoff, Driver};
 use super::ledger::{Kind, Ledger};
-use super::shared::{describe, Shared};
+use super::shared::{describe, Shared, REQUEST_CHANNEL_CAPACITY};
 use crate::error::{Error, Result};
 use crate::socket::{
     Capabilities, Connection, Inbox, Outgoing, PendingReply, RequestMultiplexer, SocketOptions,
@@ -134,7 +134,7 @@ impl SocketProvider for MqttSocketProvider {
         let broker = config.broker();
         let client_id = options.client_id_with(config.client_id.as_deref());
         let mqtt_options = config.build_client_config(&client_id)?;
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options, 64);
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CHANNEL_CAPACITY);
         let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
         eventloop
             .network_options
