@@ -20,7 +20,7 @@ use rumqttc::{
 
 use super::acks::Ack;
 use super::ledger::{renumbered, Kind, Pending};
-use super::shared::{describe, Shared};
+use super::shared::{describe, Shared, REQUEST_CHANNEL_CAPACITY};
 use crate::error::{Error, Result};
 use crate::socket::{ArrivalSender, Delivery, TopicNames};
 
@@ -148,7 +148,7 @@ impl Driver {
                     if !self.write_direct(&mut eventloop).await {
                         break;
                     }
-                } else if self.shared.ledger().awaits_broker() {
+                } else if !self.inbox.is_far_behind() && self.shared.ledger().awaits_broker() {
                     break;
                 }
                 let ping_every = eventloop.mqtt_options.keep_alive() / 2;
@@ -162,7 +162,8 @@ impl Driver {
                     }
                 }
             }
-            if !self.inbox.is_far_behind() {
+            // A closed inbox is never full, and its count may stay far behind for good.
+            if !(self.inbox.is_full() && self.inbox.is_far_behind()) {
                 self.end_direct(&mut eventloop).await;
             }
             let polled = eventloop.poll().await;
@@ -300,7 +301,8 @@ impl Driver {
     /// reconnects), or rumqttc has earlier requests to write.
     async fn write_direct(&mut self, eventloop: &mut EventLoop) -> bool {
         let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
-        loop {
+        // At most a channel's worth per call: the driver goes on to read and to see a close.
+        for _ in 0..REQUEST_CHANNEL_CAPACITY {
             let pending = {
                 let mut ledger = self.shared.ledger();
                 let ledger = &mut *ledger;
@@ -351,6 +353,7 @@ impl Driver {
                 return false;
             }
         }
+        true
     }
 
     /// Ends the direct writing of [`Driver::write_direct`] once the inbox is no longer far
@@ -359,7 +362,12 @@ impl Driver {
     async fn end_direct(&mut self, eventloop: &mut EventLoop) {
         // A request kept after the last write and before the end (a handler publishing right
         // then) is written on the next round: the end is decided under the ledger's lock.
-        while self.shared.ledger().direct.is_some() && self.write_direct(eventloop).await {
+        // A few rounds: publishes arriving faster than they are written do not hold the
+        // driver here (the next turn goes on).
+        for _ in 0..4 {
+            if self.shared.ledger().direct.is_none() || !self.write_direct(eventloop).await {
+                return;
+            }
             let mut ledger = self.shared.ledger();
             if ledger
                 .direct
@@ -367,6 +375,7 @@ impl Driver {
                 .is_some_and(|direct| direct.is_empty())
             {
                 ledger.direct = None;
+                return;
             }
         }
     }
