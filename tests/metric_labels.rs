@@ -19,23 +19,12 @@ const TOPICS: usize = 5_000;
 /// The distinct `messaging_destination_name` values of `metric`'s series of `app`, and the
 /// sum of their samples.
 fn destinations(text: &str, metric: &str, app: &str) -> (BTreeSet<String>, f64) {
-    let mut names = BTreeSet::new();
-    let mut sum = 0.0;
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        if series.split('{').next() != Some(metric)
-            || !series.contains(&format!("spa_app=\"{app}\""))
-        {
-            continue;
-        }
-        if let Some(rest) = series.split("messaging_destination_name=\"").nth(1) {
-            names.insert(rest.split('"').next().unwrap_or_default().to_owned());
-        }
-        sum += value.parse::<f64>().unwrap_or(0.0);
-    }
-    (names, sum)
+    let values = support::prometheus::by_destination(text, metric, app);
+    let sum = values.values().sum();
+    (
+        values.into_keys().filter(|name| !name.is_empty()).collect(),
+        sum,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

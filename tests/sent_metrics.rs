@@ -12,33 +12,11 @@ use std::time::Duration;
 
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 use spa_dat::{Application, Config, RetryPolicy, Socket, SpaMessage};
+use support::prometheus::by_destination;
 use support::test_app;
 
 const REQUESTS: usize = 20;
 const FAILING: usize = 3;
-
-/// `messaging_destination_name` → value of `metric`'s series of `app`.
-fn by_destination(text: &str, metric: &str, app: &str) -> BTreeMap<String, f64> {
-    let mut values = BTreeMap::new();
-    for line in text.lines().filter(|line| !line.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        if series.split('{').next() != Some(metric)
-            || !series.contains(&format!("spa_app=\"{app}\""))
-        {
-            continue;
-        }
-        let destination = series
-            .split("messaging_destination_name=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .unwrap_or_default()
-            .to_owned();
-        *values.entry(destination).or_default() += value.parse::<f64>().unwrap_or(0.0);
-    }
-    values
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_and_dead_letters_are_counted_as_sent() {

@@ -122,3 +122,31 @@ impl Drop for Prometheus {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// `messaging_destination_name` → the summed value of `metric`'s series of `app`, in a
+/// Prometheus exposition `text` (a series without the label counts under "").
+pub fn by_destination(
+    text: &str,
+    metric: &str,
+    app: &str,
+) -> std::collections::BTreeMap<String, f64> {
+    let mut values = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        if series.split('{').next() != Some(metric)
+            || !series.contains(&format!("spa_app=\"{app}\""))
+        {
+            continue;
+        }
+        let destination = series
+            .split("messaging_destination_name=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_owned();
+        *values.entry(destination).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    values
+}

@@ -111,27 +111,21 @@ impl SocketProvider for KafkaSocketProvider {
                 )
             });
         let failures = Arc::new(Failures::default());
+        let cannot_create = |e: rdkafka::error::KafkaError| {
+            Error::Connect {
+                broker: broker.clone(),
+                reason: e.to_string(),
+                source: None,
+            }
+            .caused_by(e)
+        };
         let producer: FutureProducer<SocketContext> =
             client_config(config, &client_id, Client::Producer)
                 .create_with_context(SocketContext::new(&failures, &broker))
-                .map_err(|e| {
-                    Error::Connect {
-                        broker: broker.clone(),
-                        reason: e.to_string(),
-                        source: None,
-                    }
-                    .caused_by(e)
-                })?;
+                .map_err(cannot_create)?;
         let admin: AdminClient<SocketContext> = client_config(config, &client_id, Client::Admin)
             .create_with_context(SocketContext::new(&failures, &broker))
-            .map_err(|e| {
-                Error::Connect {
-                    broker: broker.clone(),
-                    reason: e.to_string(),
-                    source: None,
-                }
-                .caused_by(e)
-            })?;
+            .map_err(cannot_create)?;
         let (sender, inbox) = Inbox::channel(options.inbox_capacity);
         let shared = Arc::new(Shared {
             config: config.clone(),

@@ -111,6 +111,9 @@ pub(super) struct Driver {
     /// has passed yet, in the order written: the broker reads in order, so an acknowledgement
     /// of one clears it and every one before it.
     pub(super) written: std::collections::VecDeque<u16>,
+    /// `Ledger::direct` is `Some`: only the driver switches it, so every turn can know without
+    /// taking the ledger's lock.
+    pub(super) writing_direct: bool,
 }
 
 /// A publish that was the oldest one unacknowledged each time the broker dropped the
@@ -139,10 +142,10 @@ impl Driver {
             // behind, and a direct write would bypass rumqttc's own in-flight window.
             while self.inbox.is_full() {
                 if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
-                    self.shared
-                        .ledger()
-                        .direct
-                        .get_or_insert_with(Default::default);
+                    if !self.writing_direct {
+                        self.shared.ledger().direct = Some(Default::default());
+                        self.writing_direct = true;
+                    }
                     // What is already with rumqttc is written by a poll (nothing new goes
                     // there now, so the polls until then are few: at most its channel's 64).
                     if !self.write_direct(&mut eventloop).await {
@@ -365,7 +368,7 @@ impl Driver {
         // A few rounds: publishes arriving faster than they are written do not hold the
         // driver here (the next turn goes on).
         for _ in 0..4 {
-            if self.shared.ledger().direct.is_none() || !self.write_direct(eventloop).await {
+            if !self.writing_direct || !self.write_direct(eventloop).await {
                 return;
             }
             let mut ledger = self.shared.ledger();
@@ -375,6 +378,7 @@ impl Driver {
                 .is_some_and(|direct| direct.is_empty())
             {
                 ledger.direct = None;
+                self.writing_direct = false;
                 return;
             }
         }

@@ -200,6 +200,7 @@ impl SocketProvider for MqttSocketProvider {
             resubscribing: 0,
             connected_at: Some(std::time::Instant::now()),
             written: std::collections::VecDeque::new(),
+            writing_direct: false,
             backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
         };
         let handle = tokio::spawn(driver.run(eventloop));
