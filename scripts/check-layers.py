@@ -27,7 +27,7 @@ LAYERS = {
     "socket": ["error", "redact", "topic", "url", "message", "metrics"],
     # settings that build transports; spans over what transports deliver
     "config": ["error", "redact", "topic", "url", "socket"],
-    "telemetry": ["error", "message", "socket"],
+    "telemetry": ["error", "topic", "message", "socket"],
     # the runtime floor
     "runtime": ["error", "topic", "message", "metrics", "socket", "telemetry"],
     # what handlers take and return

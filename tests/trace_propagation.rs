@@ -201,6 +201,10 @@ async fn a_request_its_handling_and_its_reply_are_one_trace_on_the_in_process_bu
     within(request, root);
     follows(process, request);
     within(reply, process);
+    assert_eq!(
+        reply.name, "send _reply",
+        "a reply's span is named as it is counted, not after the requester's response topic"
+    );
     within(one(&spans, "look up the price"), process);
     assert_eq!(request.span_kind, SpanKind::Producer);
     assert_eq!(process.span_kind, SpanKind::Consumer);

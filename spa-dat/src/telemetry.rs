@@ -321,9 +321,10 @@ mod otel {
                 i64::try_from(size).unwrap_or(i64::MAX),
             ));
             if let Some(id) = conversation {
+                // A correlation id comes from outside: bounded as a label value is.
                 attributes.push(KeyValue::new(
                     "messaging.message.conversation_id",
-                    id.to_owned(),
+                    crate::topic::shortened_to(id, 256).to_string(),
                 ));
             }
             span.set_attributes(attributes);

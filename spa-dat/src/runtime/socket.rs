@@ -148,9 +148,12 @@ impl Socket {
     /// [`crate::metrics::REPLY_DESTINATION`].
     pub(crate) async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
         let conversation = request.headers.get(headers::CORRELATION_ID);
+        // Named as it is counted: the response topic is the requester's choice, one per
+        // request on MQTT — as span names it would be unbounded.
+        let destination = crate::metrics::REPLY_DESTINATION;
         let span = self
             .spans
-            .send(&reply.topic, reply.payload.len(), conversation);
+            .send(destination, reply.payload.len(), conversation);
         let outgoing = span.in_scope(|| Outgoing::reply(reply, request))?;
         span.run(self.send_counted(outgoing, Some(crate::metrics::REPLY_DESTINATION)))
             .await
