@@ -177,3 +177,75 @@ async fn a_publish_the_acl_refuses_is_acknowledged_and_dropped_at_mqtt_3_1_1() {
     alice.socket.close().await.expect("close");
     watcher.socket.close().await.expect("close");
 }
+
+/// `config` on MQTT 5.
+fn v5(mut config: MqttConfig) -> MqttConfig {
+    config.version = spa_dat::socket::mqtt::MqttVersion::V5;
+    config
+}
+
+/// MQTT 5 can refuse a PUBLISH: the caller gets "not authorised", at QoS 1 (PUBACK 0x87) and
+/// QoS 2 (PUBREC 0x87), and the connection goes on. More refusals than the in-flight window
+/// holds: rumqttc 0.25.1 kept a refused QoS 2 publish's slot, and sent nothing more once they
+/// filled the window (vendor/rumqttc/PATCHES.md, 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_acl_refuses_fails_as_not_authorised_at_mqtt_5() {
+    let broker = Mosquitto::start_secure();
+    for qos in [1, 2] {
+        let mut config = v5(tls_url(&broker, "alice", "alice-secret", &certs::ca()));
+        config.qos = qos;
+        config.inflight = 2;
+        config.publish_timeout_ms = 5_000;
+        let alice = provider(config)
+            .connect(SocketOptions::new(unique("alice")))
+            .await
+            .expect("alice connects");
+        for attempt in 0..4 {
+            let error = alice
+                .socket
+                .publish(&SpaMessage::new("elsewhere/forbidden", "refused"))
+                .await
+                .expect_err("the ACL refuses it");
+            let text = error.to_string();
+            assert!(
+                text.contains("not authorised") && text.contains("0x87"),
+                "QoS {qos}, attempt {attempt}: {text}"
+            );
+            assert!(error.is_permanent(), "a refusal is not retried: {text}");
+        }
+        alice
+            .socket
+            .publish(&SpaMessage::new("secure/allowed", "kept"))
+            .await
+            .unwrap_or_else(|e| panic!("QoS {qos}: an allowed publish after the refusals: {e}"));
+        alice.socket.close().await.expect("close");
+    }
+    assert!(broker.log().contains("(p5,"), "the clients spoke MQTT 5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_the_acl_refuses_names_the_topic_and_the_reason_at_mqtt_5() {
+    let broker = Mosquitto::start_secure();
+    let config = v5(tls_url(&broker, "bob", "bob-secret", &certs::ca()));
+    let (text, _) = failed_connect(config, &["secure/allowed-for-writing-only"]).await;
+    assert!(
+        text.contains("`secure/allowed-for-writing-only`") && text.contains("not authorised"),
+        "names the topic and why: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_fails_at_once_at_mqtt_5() {
+    let broker = Mosquitto::start_secure();
+    let config = v5(tls_url(&broker, "alice", "wrong", &certs::ca()));
+    let (text, took) = failed_connect(config, &[]).await;
+    assert!(
+        text.contains("user name or password") || text.contains("not authorised"),
+        "{text}"
+    );
+    assert!(
+        text.contains("version=5"),
+        "names the broker as configured: {text}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

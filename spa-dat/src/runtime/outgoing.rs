@@ -81,7 +81,8 @@ pub(super) fn request_on(
 ) -> Result<(Outgoing, String)> {
     message.response_topic = Some(pending.response_topic().to_owned());
     let destination = message.topic.clone();
-    let request =
-        Outgoing::message(message)?.with_header(headers::CORRELATION_ID, pending.id().to_string());
+    let request = Outgoing::message(message)?
+        .with_header(headers::CORRELATION_ID, pending.id().to_string())
+        .with_header(headers::RESPONSE_TOPIC, pending.response_topic());
     Ok((request, destination))
 }

@@ -1,5 +1,7 @@
 //! Metadata carried beside a payload, transport-neutral: Kafka carries it as record headers,
-//! the in-process bus as it is; MQTT 3.1.1 has no place for it ([`super::Capabilities::headers`]).
+//! MQTT 5 as properties (the correlation id, response topic, content type and message expiry
+//! as MQTT 5's own, the others as user properties), the in-process bus as it is; MQTT 3.1.1 has
+//! no place for it ([`super::Capabilities::headers`]).
 //!
 //! The runtime decides what goes in: the names below are the ones spa-dat writes and reads.
 
@@ -7,6 +9,14 @@ use std::fmt;
 
 /// The correlation id of a request, echoed on its reply.
 pub const CORRELATION_ID: &str = "spa-correlation-id";
+/// Where the reply to a request goes: MQTT 5 carries it as the response topic property.
+pub const RESPONSE_TOPIC: &str = "spa-response-topic";
+/// The payload's media type (`application/json`, `text/plain`, …): MQTT 5 carries it as the
+/// content type property.
+pub const CONTENT_TYPE: &str = "spa-content-type";
+/// How many seconds the broker may keep the message for subscribers that have not received it
+/// yet (decimal): MQTT 5 carries it as the message expiry interval; elsewhere it is a header.
+pub const MESSAGE_EXPIRY_SECS: &str = "spa-message-expiry-secs";
 /// Why a dead letter could not be handled.
 pub const DEAD_LETTER_REASON: &str = "spa-dead-letter-reason";
 /// How many times the handler was called for a dead letter (0: it could not be decoded).

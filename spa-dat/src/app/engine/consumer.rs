@@ -164,14 +164,18 @@ impl Consumer {
                 });
             }
         };
+        // The envelope's ResponseTopic, else the transport's (MQTT 5's response topic
+        // property): a requester that is not spa-dat may set only the latter.
+        let response_topic = message.response_topic.clone().or_else(|| {
+            delivery
+                .headers
+                .get(crate::socket::headers::RESPONSE_TOPIC)
+                .map(str::to_owned)
+        });
         // Validated at the edge: the reply would go to a topic chosen by whoever published
         // the request, and an MQTT broker drops the connection of a client publishing to an
         // empty topic, a wildcard or U+0000 (MQTT 3.1.1 §4.7.3).
-        if let Some(Err(problem)) = message
-            .response_topic
-            .as_deref()
-            .map(crate::topic::validate_topic)
-        {
+        if let Some(Err(problem)) = response_topic.as_deref().map(crate::topic::validate_topic) {
             about!(warn, self, delivery, %problem, "skipping a request whose response topic cannot be published to");
             return Some(Unfinished {
                 delivery,
@@ -181,7 +185,6 @@ impl Consumer {
                 },
             });
         }
-        let response_topic = message.response_topic.clone();
         let traced = self
             .runtime
             .socket

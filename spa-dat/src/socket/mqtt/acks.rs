@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use rumqttc::{AsyncClient, Packet, PubAck, PubRec, Publish, QoS};
+use rumqttc::QoS;
+
+use super::wire::Wire;
 
 /// Acknowledgements of received messages on their way to the broker, which must get them in the
 /// order the messages arrived (MQTT 3.1.1 §4.6; the consumer handles them in that order).
@@ -17,8 +19,8 @@ use rumqttc::{AsyncClient, Packet, PubAck, PubRec, Publish, QoS};
 /// acknowledgements behind a fast stream. Only an acknowledgement made while the task waits in
 /// a poll travels through rumqttc's request channel, to wake it; the others wait until rumqttc
 /// wrote that one — none may overtake it.
-pub(super) struct AckPath {
-    client: AsyncClient,
+pub(super) struct AckPath<W: Wire> {
+    client: W::Client,
     queue: Mutex<AckQueue>,
     /// Counts connection losses: an acknowledgement belongs to the connection its message
     /// came on.
@@ -37,30 +39,14 @@ struct AckQueue {
 /// The acknowledgement a received QoS 1 (PUBACK) or QoS 2 (PUBREC) message needs.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ack {
-    pkid: u16,
-    qos: QoS,
+    pub(super) pkid: u16,
+    pub(super) qos: QoS,
     /// The connection the message came on (see [`AckPath::ack_for`]).
     connection: u64,
 }
 
-impl Ack {
-    pub(super) fn packet(self) -> Packet {
-        match self.qos {
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(self.pkid)),
-            _ => Packet::PubAck(PubAck::new(self.pkid)),
-        }
-    }
-
-    /// What rumqttc's `try_ack` takes: a publish carrying the packet id and QoS.
-    fn as_publish(self) -> Publish {
-        let mut publish = Publish::new("", self.qos, Vec::new());
-        publish.pkid = self.pkid;
-        publish
-    }
-}
-
-impl AckPath {
-    pub(super) fn new(client: AsyncClient) -> Self {
+impl<W: Wire> AckPath<W> {
+    pub(super) fn new(client: W::Client) -> Self {
         AckPath {
             client,
             queue: Mutex::new(AckQueue::default()),
@@ -103,7 +89,7 @@ impl AckPath {
         let Some(oldest) = queue.waiting.pop_front() else {
             return;
         };
-        if self.client.try_ack(&oldest.as_publish()).is_ok() {
+        if W::try_ack(&self.client, oldest.pkid, oldest.qos) {
             queue.in_channel = Some(oldest.pkid);
         } else {
             // The channel is full: the connection task wakes for what fills it and writes this
@@ -153,7 +139,8 @@ impl AckPath {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rumqttc::MqttOptions;
+    use crate::socket::mqtt::wire311::V311;
+    use rumqttc::{AsyncClient, MqttOptions};
 
     fn ack(pkid: u16) -> Ack {
         Ack {
@@ -163,7 +150,7 @@ mod tests {
         }
     }
 
-    fn before_poll(path: &AckPath) -> Vec<u16> {
+    fn before_poll(path: &AckPath<V311>) -> Vec<u16> {
         let mut batch = Vec::new();
         path.before_poll(&mut batch);
         batch.iter().map(|ack| ack.pkid).collect()
@@ -172,7 +159,7 @@ mod tests {
     #[test]
     fn the_connection_task_writes_what_was_acknowledged_while_it_was_busy() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
-        let path = AckPath::new(client);
+        let path = AckPath::<V311>::new(client);
         for pkid in 1..=3 {
             path.acknowledge(ack(pkid));
         }
@@ -182,13 +169,13 @@ mod tests {
         path.after_poll();
         path.acknowledge(path.ack_for(4, QoS::ExactlyOnce));
         path.before_poll(&mut qos2);
-        assert!(matches!(qos2[..], [a] if matches!(a.packet(), Packet::PubRec(_))));
+        assert!(matches!(qos2[..], [a] if a.qos == QoS::ExactlyOnce));
     }
 
     #[test]
     fn acknowledgements_never_overtake_the_one_in_the_request_channel() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
-        let path = AckPath::new(client);
+        let path = AckPath::<V311>::new(client);
         assert_eq!(before_poll(&path), [] as [u16; 0]);
         // The task waits in a poll: 1 goes through the channel to wake it, 2 and 3 wait.
         for pkid in 1..=3 {
@@ -209,7 +196,7 @@ mod tests {
     #[test]
     fn a_lost_connection_drops_the_waiting_acknowledgements() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
-        let path = AckPath::new(client);
+        let path = AckPath::<V311>::new(client);
         assert_eq!(before_poll(&path), [] as [u16; 0]);
         path.acknowledge(ack(1)); // into the channel
         path.acknowledge(ack(2));
@@ -238,7 +225,7 @@ mod tests {
             client
                 .try_publish("t", QoS::AtLeastOnce, false, "x")
                 .expect("room for one");
-            let path = AckPath::new(client);
+            let path = AckPath::<V311>::new(client);
             assert_eq!(before_poll(&path), [] as [u16; 0]);
             // The task waits in a poll; a handler finishes a QoS 2 message of this connection.
             path.acknowledge(path.ack_for(5, QoS::ExactlyOnce));
@@ -268,7 +255,7 @@ mod tests {
     #[test]
     fn an_acknowledgement_made_for_an_earlier_connection_is_not_written_on_the_next() {
         let (client, _eventloop) = AsyncClient::new(MqttOptions::new("acks", "localhost", 1883), 8);
-        let path = AckPath::new(client);
+        let path = AckPath::<V311>::new(client);
         let captured = path.ack_for(5, QoS::AtLeastOnce); // a message of the first connection
         path.connection_lost();
         // Its handler finishes after the reconnect: packet id 5 may now be another message.

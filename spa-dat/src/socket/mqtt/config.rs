@@ -41,6 +41,10 @@ use crate::url::{
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
+    /// The protocol version: MQTT 3.1.1 (the default, as the Python package speaks) or MQTT 5
+    /// (headers as user properties, request/reply on response topic and correlation data,
+    /// refusals with reason codes). `version = 5` in TOML, `?version=5` in a URL.
+    pub version: MqttVersion,
     /// Broker host name or address.
     pub host: String,
     /// Broker port.
@@ -61,8 +65,12 @@ pub struct MqttConfig {
     pub retain: bool,
     /// `true`: a new session on every connect. `false`: a persistent session, so messages
     /// published while the consumer was away are delivered when it returns (needs a stable
-    /// `client_id`).
+    /// `client_id`). MQTT 5: a clean start, and the session kept `session_expiry_secs`.
     pub clean_session: bool,
+    /// MQTT 5: how long the broker keeps a persistent session (`clean_session = false`) after
+    /// the connection ends, in seconds. Unset: as long as it can (as MQTT 3.1.1 does).
+    /// Ignored with a clean session (it ends with the connection) and on MQTT 3.1.1.
+    pub session_expiry_secs: Option<u32>,
     /// TLS (rustls); absent = plain TCP.
     pub tls: Option<MqttTls>,
     /// Unacknowledged outgoing publishes at once.
@@ -86,6 +94,7 @@ pub struct MqttConfig {
 impl std::fmt::Debug for MqttConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttConfig")
+            .field("version", &self.version)
             .field("host", &self.host)
             .field("port", &self.port)
             .field("client_id", &self.client_id)
@@ -95,6 +104,7 @@ impl std::fmt::Debug for MqttConfig {
             .field("qos", &self.qos)
             .field("retain", &self.retain)
             .field("clean_session", &self.clean_session)
+            .field("session_expiry_secs", &self.session_expiry_secs)
             .field("tls", &self.tls)
             .field("inflight", &self.inflight)
             .field("max_packet_size", &self.max_packet_size)
@@ -109,6 +119,78 @@ impl std::fmt::Debug for MqttConfig {
     }
 }
 
+/// An MQTT protocol version. In TOML and URLs: `3.1.1` (or `3`, `4`: its protocol level) and
+/// `5` (or `5.0`).
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::mqtt::{MqttConfig, MqttVersion};
+///
+/// let config = MqttConfig::from_url("mqtt://broker.local?version=5")?;
+/// assert_eq!(config.version, MqttVersion::V5);
+/// assert_eq!(MqttConfig::new("broker.local", 1883).version, MqttVersion::V311);
+/// assert!(MqttConfig::from_url("mqtt://broker.local?version=6").is_err());
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MqttVersion {
+    /// MQTT 3.1.1: what the Python package speaks; no headers.
+    #[default]
+    V311,
+    /// MQTT 5.
+    V5,
+}
+
+impl MqttVersion {
+    fn parse(value: &str) -> std::result::Result<Self, String> {
+        match value.trim() {
+            "3.1.1" | "3" | "4" | "311" => Ok(MqttVersion::V311),
+            "5" | "5.0" => Ok(MqttVersion::V5),
+            other => Err(format!("MQTT version must be 3.1.1 or 5, got `{other}`")),
+        }
+    }
+}
+
+impl std::fmt::Display for MqttVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MqttVersion::V311 => "3.1.1",
+            MqttVersion::V5 => "5",
+        })
+    }
+}
+
+impl Serialize for MqttVersion {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            MqttVersion::V311 => serializer.serialize_str("3.1.1"),
+            MqttVersion::V5 => serializer.serialize_u8(5),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MqttVersion {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(f64),
+            Text(String),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Number(number) => number.to_string(),
+            Written::Text(text) => text,
+        };
+        MqttVersion::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The largest packet MQTT 3.1.1 can carry (a 4-byte remaining length, plus its header).
 pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 
@@ -118,6 +200,7 @@ pub const MQTT_MAX_PACKET_SIZE: usize = 268_435_455 + 5;
 impl Default for MqttConfig {
     fn default() -> Self {
         MqttConfig {
+            version: MqttVersion::V311,
             host: "localhost".to_owned(),
             port: 1883,
             client_id: None,
@@ -127,6 +210,7 @@ impl Default for MqttConfig {
             qos: 1,
             retain: false,
             clean_session: true,
+            session_expiry_secs: None,
             tls: None,
             inflight: 100,
             max_packet_size: MQTT_MAX_PACKET_SIZE,
@@ -212,6 +296,12 @@ impl MqttConfig {
                 }
                 "retain" => config.retain = parse_bool(url, &key, &value)?,
                 "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
+                "version" => {
+                    config.version = MqttVersion::parse(&value).map_err(|e| bad_url(url, e))?
+                }
+                "session_expiry_secs" => {
+                    config.session_expiry_secs = Some(url_number(url, &key, &value)?)
+                }
                 "inflight" => config.inflight = url_number(url, &key, &value)?,
                 "max_packet_size" => config.max_packet_size = url_number(url, &key, &value)?,
                 "topics" => config.default_subscription_topics = split_list(&value),
@@ -240,6 +330,8 @@ impl MqttConfig {
                             "keepalive",
                             "retain",
                             "clean_session",
+                            "version",
+                            "session_expiry_secs",
                             "inflight",
                             "max_packet_size",
                             "topics",
@@ -295,10 +387,13 @@ impl MqttConfig {
         check_duration_ms("reconnect_max_ms", self.reconnect_max_ms, 1)
     }
 
-    /// `mqtt://host:port` (`mqtts://` with TLS), for logs and errors.
+    /// `mqtt://host:port` (`mqtts://` with TLS), for logs and errors; `?version=5` on MQTT 5.
     pub fn broker(&self) -> String {
         let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-        format!("{scheme}://{}:{}", self.host, self.port)
+        match self.version {
+            MqttVersion::V311 => format!("{scheme}://{}:{}", self.host, self.port),
+            MqttVersion::V5 => format!("{scheme}://{}:{}?version=5", self.host, self.port),
+        }
     }
 
     /// The rumqttc options for a client with this id (the Python package's

@@ -1,26 +1,24 @@
 //! The connection task: polls rumqttc's event loop, delivers messages, settles the ledger,
 //! writes acknowledgements, reconnects.
 //!
-//! **The only place that reads rumqttc's internals** — `EventLoop::network` (acknowledgements,
-//! and pings while the connection reads nothing, written straight into the connection; waiting
-//! for the broker to close it after DISCONNECT), `EventLoop::state.handle_outgoing_packet`
-//! with `network` (what handlers publish while reading is paused far behind),
-//! `EventLoop::state.events` and `EventLoop::pending` (requests rumqttc would drop on a
-//! reconnect without session). They are public fields but not a stable API, so the workspace
-//! pins rumqttc to an exact version while this file reads them; check them on every upgrade.
+//! Written once for both MQTT versions, over [`Wire`]; what it needs of rumqttc's internals —
+//! the connection (acknowledgements, and pings while the connection reads nothing, written
+//! straight into it; waiting for the broker to close it after DISCONNECT), its state's
+//! outgoing packets (what handlers publish while reading is paused far behind), its buffered
+//! events and pending requests (requests rumqttc would drop on a reconnect without session) —
+//! is read in `wire311` and `wire5` only. They are public fields but not a stable API, so the
+//! workspace pins rumqttc to an exact version; check them on every upgrade.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    Event, EventLoop, Incoming, Outgoing, Packet, Publish, QoS, Request, SubAck, Subscribe,
-    SubscribeFilter, SubscribeReasonCode,
-};
+use rumqttc::QoS;
 
 use super::acks::Ack;
-use super::ledger::{renumbered, Kind, Pending};
-use super::shared::{describe, Shared, REQUEST_CHANNEL_CAPACITY};
+use super::ledger::{Kind, Pending};
+use super::shared::{Shared, REQUEST_CHANNEL_CAPACITY};
+use super::wire::{Received, RequestView, Wire, WireEvent};
 use crate::error::{Error, Result};
 use crate::socket::{ArrivalSender, Delivery, TopicNames};
 
@@ -36,32 +34,20 @@ impl AckWriter {
     /// Writes what [`AckPath::before_poll`] took into the connection, in order, and flushes
     /// once the next poll would wait on the network. On a broken connection they are dropped:
     /// the next poll reports the loss, and the broker sends the messages again.
-    pub(super) async fn write(&mut self, eventloop: &mut EventLoop) {
-        let Some(network) = eventloop.network.as_mut() else {
+    pub(super) async fn write<W: Wire>(&mut self, eventloop: &mut W::EventLoop) {
+        if !W::connected(eventloop) {
             self.batch.clear();
             return;
-        };
+        }
         for ack in self.batch.drain(..) {
-            if network.write(ack.packet()).await.is_err() {
+            if !W::write_ack(eventloop, ack.pkid, ack.qos).await {
                 return; // dropping the drain drops the rest
             }
             self.unflushed = true;
         }
-        if self.unflushed && eventloop.state.events.is_empty() {
+        if self.unflushed && !W::has_buffered(eventloop) {
             self.unflushed = false;
-            let _ = network.flush().await;
-        }
-    }
-}
-
-/// Writes a PINGREQ straight into the connection. A driver that reads nothing (the inbox is
-/// full) and sends nothing would otherwise be dropped by the broker after 1.5 × keepalive —
-/// and with it, on a clean session, what the broker still held for it. The PINGRESP is read
-/// (rumqttc ignores one it did not ask for) once reading resumes.
-async fn ping(eventloop: &mut EventLoop) {
-    if let Some(network) = eventloop.network.as_mut() {
-        if network.write(Packet::PingReq).await.is_ok() {
-            let _ = network.flush().await;
+            let _ = W::flush(eventloop).await;
         }
     }
 }
@@ -95,11 +81,11 @@ impl Backoff {
 }
 
 /// Polls the event loop, delivers messages, settles the ledger, reconnects.
-pub(super) struct Driver {
-    pub(super) shared: Arc<Shared>,
+pub(super) struct Driver<W: Wire> {
+    pub(super) shared: Arc<Shared<W>>,
     pub(super) inbox: ArrivalSender,
     /// Requests taken out of rumqttc after a connection loss, put back after the reconnect.
-    pub(super) held: Vec<Request>,
+    pub(super) held: Vec<W::Request>,
     pub(super) backoff: Backoff,
     pub(super) topic_names: TopicNames,
     /// Re-subscriptions sent after a reconnect and not yet acknowledged: the socket is ready
@@ -122,12 +108,12 @@ pub(super) struct Driver {
 /// dropped, failing its caller as refused, instead of being sent again forever.
 const POISON_AFTER: u8 = 3;
 
-impl Driver {
-    pub(super) async fn run(mut self, mut eventloop: EventLoop) {
+impl<W: Wire> Driver<W> {
+    pub(super) async fn run(mut self, mut eventloop: W::EventLoop) {
         let mut acks = AckWriter::default();
         'driving: loop {
             self.shared.acks.before_poll(&mut acks.batch);
-            acks.write(&mut eventloop).await;
+            acks.write::<W>(&mut eventloop).await;
             // A consumer that fell `inbox_capacity` messages behind: read nothing more until it
             // catches up (QoS 0 has no broker-side flow control to bound it). Acknowledgements
             // made meanwhile are written on the next turn. What the handlers publish is still
@@ -154,14 +140,18 @@ impl Driver {
                 } else if !self.inbox.is_far_behind() && self.shared.ledger().awaits_broker() {
                     break;
                 }
-                let ping_every = eventloop.mqtt_options.keep_alive() / 2;
+                let ping_every = W::keep_alive(&eventloop) / 2;
                 tokio::select! {
                     biased;
                     _ = self.shared.close_requested.notified() => break 'driving,
                     _ = self.inbox.room() => {}
                     _ = self.shared.handed_over.notified() => {}
+                    // A driver that reads nothing (the inbox is full) and sends nothing would
+                    // otherwise be dropped by the broker after 1.5 × keepalive — and with it, on
+                    // a clean session, what the broker still held for it. The PINGRESP is read
+                    // (rumqttc ignores one it did not ask for) once reading resumes.
                     () = tokio::time::sleep(ping_every), if !ping_every.is_zero() => {
-                        ping(&mut eventloop).await;
+                        W::ping(&mut eventloop).await;
                     }
                 }
             }
@@ -169,29 +159,27 @@ impl Driver {
             if !(self.inbox.is_full() && self.inbox.is_far_behind()) {
                 self.end_direct(&mut eventloop).await;
             }
-            let polled = eventloop.poll().await;
+            let polled = W::poll(&mut eventloop).await;
             self.shared.acks.after_poll();
             match polled {
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                Ok(WireEvent::SentDisconnect) => {
                     // The broker closes the connection once it has processed the DISCONNECT:
                     // wait for that (briefly), so when close() returns the broker has let this
                     // client go — its shared-subscription membership too, which otherwise still
                     // took messages meant for the group's other members.
                     // Read from the connection itself: polling rumqttc again would reconnect.
-                    if let Some(network) = eventloop.network.as_mut() {
-                        let closed = async { while network.read().await.is_ok() {} };
-                        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
-                    }
+                    let closed = W::read_until_closed(&mut eventloop);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
                     break;
                 }
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                    tracing::info!(broker = %self.shared.broker, session_present = ack.session_present, "MQTT reconnected");
+                Ok(WireEvent::ConnAck { session_present }) => {
+                    tracing::info!(broker = %self.shared.broker, session_present, "MQTT reconnected");
                     if crate::metrics::enabled() {
                         crate::metrics::reconnected("mqtt", &self.shared.broker);
                     }
                     self.connected_at = Some(std::time::Instant::now());
                     self.written.clear();
-                    self.resubscribing = self.restore(&mut eventloop, ack.session_present);
+                    self.resubscribing = self.restore(&mut eventloop, session_present);
                     if self.resubscribing == 0 {
                         self.shared.ready.set(true);
                     }
@@ -203,11 +191,10 @@ impl Driver {
                     }
                     // rumqttc moved its unacknowledged and unsent requests into `pending` and
                     // would drop them on a reconnect without session: keep them ourselves.
-                    let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
-                    for event in buffered {
+                    for event in W::buffered(&mut eventloop) {
                         self.handle(event);
                     }
-                    self.held.extend(eventloop.pending.drain(..));
+                    self.held.extend(W::pending(&mut eventloop).drain(..));
                     self.shared.ready.set(false);
                     self.resubscribing = 0;
                     self.shared.acks.connection_lost();
@@ -217,8 +204,8 @@ impl Driver {
                         // would be written on the next connection (`restore` drops
                         // acknowledgements). Only after a connection, not a failed attempt:
                         // during an outage the full channel is what refuses new requests.
-                        eventloop.clean();
-                        self.held.extend(eventloop.pending.drain(..));
+                        W::clean(&mut eventloop);
+                        self.held.extend(W::pending(&mut eventloop).drain(..));
                         self.strike_oldest_unacknowledged();
                         // The backoff restarts only after a connection that lasted: a broker
                         // that accepts and then drops it at once is not hammered.
@@ -227,7 +214,7 @@ impl Driver {
                         }
                     }
                     let pause = self.backoff.pause();
-                    tracing::warn!(broker = %self.shared.broker, error = %describe(&error), retry_in = ?pause, "MQTT connection lost");
+                    tracing::warn!(broker = %self.shared.broker, error = %W::describe(&error), retry_in = ?pause, "MQTT connection lost");
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => {}
                         _ = self.shared.close_requested.notified() => break,
@@ -246,25 +233,25 @@ impl Driver {
         }
     }
 
-    pub(super) fn handle(&mut self, event: Event) {
+    pub(super) fn handle(&mut self, event: WireEvent) {
         match event {
-            Event::Incoming(Incoming::Publish(publish)) => self.deliver(publish),
-            Event::Incoming(Incoming::PubAck(ack)) => {
-                self.passed(ack.pkid);
-                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
+            WireEvent::Publish(publish) => self.deliver(publish),
+            WireEvent::Acknowledged { pkid, refused } => {
+                self.passed(pkid);
+                let result = match refused {
+                    None => Ok(()),
+                    Some(reason) => Err(Error::refused(
+                        "publish",
+                        self.shared.broker.clone(),
+                        format!("the broker refused the message: {reason}"),
+                    )),
+                };
+                self.acknowledged(Kind::Publish, pkid, result)
             }
-            Event::Incoming(Incoming::PubRec(ack)) => {
-                self.passed(ack.pkid);
-                self.acknowledged(Kind::Publish, ack.pkid, Ok(()))
-            }
-            Event::Incoming(Incoming::SubAck(ack)) => self.subscribed(&ack),
-            Event::Incoming(Incoming::UnsubAck(ack)) => {
-                self.acknowledged(Kind::Unsubscribe, ack.pkid, Ok(()))
-            }
-            Event::Outgoing(Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid)) => {
-                self.shared.acks.written(pkid)
-            }
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
+            WireEvent::SubAck { pkid, refusals } => self.subscribed(pkid, &refusals),
+            WireEvent::UnsubAck { pkid } => self.acknowledged(Kind::Unsubscribe, pkid, Ok(())),
+            WireEvent::SentAck(pkid) => self.shared.acks.written(pkid),
+            WireEvent::SentPublish(pkid) => {
                 // rumqttc never writes one packet id twice on one connection (it retransmits
                 // only after a reconnect, when `written` starts empty).
                 if pkid != 0 {
@@ -272,9 +259,9 @@ impl Driver {
                 }
                 self.sent(Kind::Publish, pkid)
             }
-            Event::Outgoing(Outgoing::Subscribe(pkid)) => self.sent(Kind::Subscribe, pkid),
-            Event::Outgoing(Outgoing::Unsubscribe(pkid)) => self.sent(Kind::Unsubscribe, pkid),
-            _ => {}
+            WireEvent::SentSubscribe(pkid) => self.sent(Kind::Subscribe, pkid),
+            WireEvent::SentUnsubscribe(pkid) => self.sent(Kind::Unsubscribe, pkid),
+            WireEvent::ConnAck { .. } | WireEvent::SentDisconnect | WireEvent::Other => {}
         }
     }
 
@@ -302,17 +289,17 @@ impl Driver {
     /// requests, the driver's held ones): the ledger matches what is written to it in order.
     /// False when a poll must come first: the connection is gone or a write failed (the poll
     /// reconnects), or rumqttc has earlier requests to write.
-    async fn write_direct(&mut self, eventloop: &mut EventLoop) -> bool {
-        let timeout = Duration::from_secs(eventloop.network_options.connection_timeout());
+    async fn write_direct(&mut self, eventloop: &mut W::EventLoop) -> bool {
+        let timeout = W::connection_timeout(eventloop);
         // At most a channel's worth per call: the driver goes on to read and to see a close.
         for _ in 0..REQUEST_CHANNEL_CAPACITY {
             let pending = {
                 let mut ledger = self.shared.ledger();
                 let ledger = &mut *ledger;
                 // Whatever is kept, what rumqttc has comes first: a poll writes it.
-                if eventloop.network.is_none()
+                if !W::connected(eventloop)
                     || !ledger.unsent.is_empty()
-                    || !eventloop.pending.is_empty()
+                    || !W::pending(eventloop).is_empty()
                     || !self.held.is_empty()
                 {
                     return ledger.direct.is_none();
@@ -328,16 +315,8 @@ impl Driver {
                 ledger.unsent.push_back(pending);
                 request
             };
-            let written = match eventloop.state.handle_outgoing_packet(pending) {
-                Ok(Some(packet)) => match eventloop.network.as_mut() {
-                    Some(network) => tokio::time::timeout(timeout, async {
-                        network.write(packet).await.is_ok() && network.flush().await.is_ok()
-                    })
-                    .await
-                    .unwrap_or(false),
-                    None => false,
-                },
-                Ok(None) => true,
+            let written = match W::write_request(eventloop, pending, timeout).await {
+                Ok(written) => written,
                 Err(error) => {
                     // Not written and no event will settle it: out of the ledger, failed.
                     if let Some(pending) = self.shared.ledger().unsent.pop_back() {
@@ -348,8 +327,7 @@ impl Driver {
                     true
                 }
             };
-            let events: Vec<Event> = eventloop.state.events.drain(..).collect();
-            for event in events {
+            for event in W::buffered(eventloop) {
                 self.handle(event);
             }
             if !written {
@@ -362,7 +340,7 @@ impl Driver {
     /// Ends the direct writing of [`Driver::write_direct`] once the inbox is no longer far
     /// behind: what is still kept is written first (after what rumqttc has, and after a
     /// reconnect if the connection is gone), then requests go to rumqttc again.
-    async fn end_direct(&mut self, eventloop: &mut EventLoop) {
+    async fn end_direct(&mut self, eventloop: &mut W::EventLoop) {
         // A request kept after the last write and before the end (a handler publishing right
         // then) is written on the next round: the end is decided under the ledger's lock.
         // A few rounds: publishes arriving faster than they are written do not hold the
@@ -406,9 +384,9 @@ impl Driver {
         }
     }
 
-    /// A SUBACK: a filter the broker refused (0x80: its ACL, or no shared subscriptions) fails
-    /// the subscription, naming the filter.
-    pub(super) fn subscribed(&mut self, ack: &SubAck) {
+    /// A SUBACK: a filter the broker refused (its ACL, no shared subscriptions, …) fails the
+    /// subscription, naming the filter and why.
+    pub(super) fn subscribed(&mut self, pkid: u16, refusals: &[Option<String>]) {
         if self.resubscribing > 0 {
             self.resubscribing -= 1;
             if self.resubscribing == 0 {
@@ -419,37 +397,38 @@ impl Driver {
             .shared
             .ledger()
             .unacked
-            .remove(&(Kind::Subscribe, ack.pkid))
+            .remove(&(Kind::Subscribe, pkid))
         else {
             return;
         };
-        let filters: &[SubscribeFilter] = match &pending.request {
-            Request::Subscribe(subscribe) => &subscribe.filters,
-            _ => &[],
+        let filters = match W::view(&pending.request) {
+            RequestView::Subscribe { filters } => filters,
+            _ => Vec::new(),
         };
-        let refused: Vec<String> = ack
-            .return_codes
+        let refused: Vec<(&str, &str)> = refusals
             .iter()
             .zip(filters)
-            .filter(|(code, _)| matches!(code, SubscribeReasonCode::Failure))
-            .map(|(_, filter)| format!("`{}`", filter.path))
+            .filter_map(|(refusal, filter)| refusal.as_deref().map(|why| (filter, why)))
             .collect();
         if refused.is_empty() {
             pending.resolve(Ok(()));
             return;
         }
+        let described = refused
+            .iter()
+            .map(|(filter, why)| format!("`{filter}` ({why})"))
+            .collect::<Vec<_>>()
+            .join(", ");
         // Not renewed after a reconnect: the broker would refuse it again.
         self.shared
             .subscriptions()
-            .retain(|current| !refused.iter().any(|r| r.trim_matches('`') == current));
-        tracing::error!(broker = %self.shared.broker, filters = %refused.join(", "), "MQTT subscription refused");
-        pending.resolve(Err(self.shared.transport_error(
+            .retain(|current| !refused.iter().any(|(filter, _)| filter == current));
+        tracing::error!(broker = %self.shared.broker, filters = %described, "MQTT subscription refused");
+        let error = self.shared.transport_error(
             "subscribe",
-            format!(
-                "the broker refused the subscription to {} (SUBACK 0x80: its ACL does not let this user read it, or it does not support shared subscriptions)",
-                refused.join(", ")
-            ),
-        )));
+            format!("the broker refused the subscription to {described}"),
+        );
+        pending.resolve(Err(error));
     }
 
     pub(super) fn acknowledged(&mut self, kind: Kind, pkid: u16, result: Result<()>) {
@@ -459,7 +438,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn deliver(&mut self, publish: Publish) {
+    pub(super) fn deliver(&mut self, publish: Received) {
         let ack = (publish.qos != QoS::AtMostOnce)
             .then(|| self.shared.acks.ack_for(publish.pkid, publish.qos));
         if publish.topic.starts_with(&self.shared.reply_prefix) {
@@ -470,7 +449,7 @@ impl Driver {
             return;
         }
         let topic = self.topic_names.get(&publish.topic);
-        let mut delivery = Delivery::new(topic, publish.payload);
+        let mut delivery = Delivery::new(topic, publish.payload).with_headers(publish.headers);
         if let Some(ack) = ack {
             let shared = Arc::clone(&self.shared);
             delivery = delivery.with_ack(move || shared.acks.acknowledge(ack));
@@ -484,19 +463,19 @@ impl Driver {
     /// every subscription and resend every unacknowledged publish as new.
     /// Returns how many subscriptions it sends again: the socket is ready once the broker
     /// acknowledged them.
-    pub(super) fn restore(&mut self, eventloop: &mut EventLoop, session_present: bool) -> usize {
+    pub(super) fn restore(&mut self, eventloop: &mut W::EventLoop, session_present: bool) -> usize {
         let held = std::mem::take(&mut self.held);
         let mut ledger = self.shared.ledger();
-        let mut requests: Vec<Request> = Vec::new();
-        let mut front: Vec<Pending> = Vec::new();
+        let mut requests: Vec<W::Request> = Vec::new();
+        let mut front: Vec<Pending<W>> = Vec::new();
         if !session_present {
             for filter in self.shared.subscriptions().iter() {
-                let subscribe = Subscribe::new(filter.clone(), self.shared.qos);
-                requests.push(Request::Subscribe(subscribe.clone()));
+                let subscribe = W::subscribe(vec![filter.clone()], self.shared.qos);
+                requests.push(subscribe.clone());
                 front.push(Pending {
                     kind: Kind::Subscribe,
                     waiter: None,
-                    request: Request::Subscribe(subscribe),
+                    request: subscribe,
                     strikes: 0,
                 });
             }
@@ -508,62 +487,61 @@ impl Driver {
             .filter(|(kind, _)| *kind != Kind::Publish)
             .copied()
             .collect();
-        let mut unacked_subscriptions: Vec<((Kind, u16), Pending)> = keys
+        let mut unacked_subscriptions: Vec<((Kind, u16), Pending<W>)> = keys
             .into_iter()
             .filter_map(|key| ledger.unacked.remove(&key).map(|pending| (key, pending)))
             .collect();
         unacked_subscriptions.sort_by_key(|((_, pkid), _)| *pkid);
         for (_, pending) in unacked_subscriptions {
-            requests.push(renumbered(pending.request.clone()));
+            requests.push(W::renumbered(pending.request.clone()));
             front.push(pending);
         }
         for request in held {
-            match request {
-                Request::Publish(publish)
-                    if publish.pkid != 0
-                        && ledger
-                            .unacked
-                            .get(&(Kind::Publish, publish.pkid))
-                            .is_some_and(|pending| pending.strikes >= POISON_AFTER) =>
-                {
-                    let pending = ledger.unacked.remove(&(Kind::Publish, publish.pkid));
-                    tracing::error!(broker = %self.shared.broker, topic = %crate::socket::shortened(&publish.topic), size = publish.payload.len(), "the broker dropped the connection {POISON_AFTER} times with this publish unacknowledged and oldest; it is dropped, not sent again");
-                    if let Some(pending) = pending {
-                        pending.resolve(Err(Error::refused(
-                            "publish",
-                            self.shared.broker.clone(),
-                            format!(
-                                "the broker dropped the connection {POISON_AFTER} times while this was the oldest publish it had not acknowledged; not sent again"
-                            ),
-                        )));
-                    }
-                }
-                Request::Publish(publish) if publish.pkid != 0 => {
-                    if session_present {
-                        requests.push(Request::Publish(publish));
-                        continue;
-                    }
-                    // Lost with the session: send it again as a new publish.
-                    let pending = ledger
-                        .unacked
-                        .remove(&(Kind::Publish, publish.pkid))
-                        .unwrap_or(Pending {
-                            kind: Kind::Publish,
-                            waiter: None,
-                            request: Request::Publish(publish.clone()),
-                            strikes: 0,
-                        });
-                    requests.push(renumbered(Request::Publish(publish)));
-                    front.push(pending);
-                }
-                // Unsent requests keep their place at the front of the ledger's unsent queue.
-                request @ (Request::Publish(_)
-                | Request::Subscribe(_)
-                | Request::Unsubscribe(_)) => requests.push(request),
+            let publish_pkid = match W::view(&request) {
+                RequestView::Publish { pkid, .. } => Some(pkid),
                 // Acknowledgements of messages the broker sends again (rumqttc drops them too).
-                Request::PubAck(_) | Request::PubRec(_) => {}
-                other if session_present => requests.push(other),
-                _ => {}
+                RequestView::Ack => continue,
+                // Unsent requests keep their place at the front of the ledger's unsent queue.
+                RequestView::Subscribe { .. } | RequestView::Unsubscribe => None,
+                RequestView::Other if session_present => None,
+                RequestView::Other => continue,
+            };
+            let Some(pkid) = publish_pkid.filter(|pkid| *pkid != 0) else {
+                requests.push(request);
+                continue;
+            };
+            let poisoned = ledger
+                .unacked
+                .get(&(Kind::Publish, pkid))
+                .is_some_and(|pending| pending.strikes >= POISON_AFTER);
+            if poisoned {
+                if let RequestView::Publish { topic, size, .. } = W::view(&request) {
+                    tracing::error!(broker = %self.shared.broker, topic = %crate::socket::shortened(topic), size, "the broker dropped the connection {POISON_AFTER} times with this publish unacknowledged and oldest; it is dropped, not sent again");
+                }
+                if let Some(pending) = ledger.unacked.remove(&(Kind::Publish, pkid)) {
+                    pending.resolve(Err(Error::refused(
+                        "publish",
+                        self.shared.broker.clone(),
+                        format!(
+                            "the broker dropped the connection {POISON_AFTER} times while this was the oldest publish it had not acknowledged; not sent again"
+                        ),
+                    )));
+                }
+            } else if session_present {
+                requests.push(request);
+            } else {
+                // Lost with the session: send it again as a new publish.
+                let pending = ledger
+                    .unacked
+                    .remove(&(Kind::Publish, pkid))
+                    .unwrap_or_else(|| Pending {
+                        kind: Kind::Publish,
+                        waiter: None,
+                        request: request.clone(),
+                        strikes: 0,
+                    });
+                requests.push(W::renumbered(request));
+                front.push(pending);
             }
         }
         for pending in front.into_iter().rev() {
@@ -572,9 +550,9 @@ impl Driver {
         drop(ledger);
         let subscriptions = requests
             .iter()
-            .filter(|request| matches!(request, Request::Subscribe(_)))
+            .filter(|request| matches!(W::view(request), RequestView::Subscribe { .. }))
             .count();
-        eventloop.pending.extend(requests);
+        W::pending(eventloop).extend(requests);
         subscriptions
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use rumqttc::Request;
 use tokio::sync::oneshot;
 
+use super::wire::Wire;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,18 +17,18 @@ pub(super) enum Kind {
 }
 
 /// A request handed to rumqttc, waiting for its packet to be sent and then acknowledged.
-pub(super) struct Pending {
+pub(super) struct Pending<W: Wire> {
     pub(super) kind: Kind,
     /// `None` for the transport's own requests (re-subscriptions after a reconnect).
     pub(super) waiter: Option<oneshot::Sender<Result<()>>>,
     /// What to send again if the broker lost it.
-    pub(super) request: Request,
+    pub(super) request: W::Request,
     /// How often the broker dropped the connection while this was the oldest publish it had
     /// not acknowledged (see the driver's `POISON_AFTER`).
     pub(super) strikes: u8,
 }
 
-impl Pending {
+impl<W: Wire> Pending<W> {
     pub(super) fn resolve(self, result: Result<()>) {
         if let Some(waiter) = self.waiter {
             let _ = waiter.send(result);
@@ -40,15 +40,25 @@ impl Pending {
 /// and waiting for the broker's acknowledgement (`unacked`, by packet id) — or, while the
 /// driver reads nothing because the inbox is far behind, kept for the driver to write itself
 /// (`direct`: rumqttc writes a request only in a poll, and a poll reads too).
-#[derive(Default)]
-pub(super) struct Ledger {
-    pub(super) unsent: VecDeque<Pending>,
-    pub(super) unacked: HashMap<(Kind, u16), Pending>,
+pub(super) struct Ledger<W: Wire> {
+    pub(super) unsent: VecDeque<Pending<W>>,
+    pub(super) unacked: HashMap<(Kind, u16), Pending<W>>,
     /// `Some` while requests go to the driver instead of rumqttc's channel.
-    pub(super) direct: Option<VecDeque<Pending>>,
+    pub(super) direct: Option<VecDeque<Pending<W>>>,
 }
 
-impl Ledger {
+// Not derived: that would ask `W: Default`.
+impl<W: Wire> Default for Ledger<W> {
+    fn default() -> Self {
+        Ledger {
+            unsent: VecDeque::new(),
+            unacked: HashMap::new(),
+            direct: None,
+        }
+    }
+}
+
+impl<W: Wire> Ledger<W> {
     /// Whether someone waits for the broker: a request not yet sent, or one sent whose caller
     /// still waits for its acknowledgement. The connection must then be read, whatever else.
     pub(super) fn awaits_broker(&self) -> bool {
@@ -63,25 +73,5 @@ impl Ledger {
                     .as_ref()
                     .is_some_and(|waiter| !waiter.is_closed())
             })
-    }
-}
-
-/// A request as new: packet id 0 (rumqttc assigns one), not a duplicate.
-pub(super) fn renumbered(request: Request) -> Request {
-    match request {
-        Request::Publish(mut publish) => {
-            publish.pkid = 0;
-            publish.dup = false;
-            Request::Publish(publish)
-        }
-        Request::Subscribe(mut subscribe) => {
-            subscribe.pkid = 0;
-            Request::Subscribe(subscribe)
-        }
-        Request::Unsubscribe(mut unsubscribe) => {
-            unsubscribe.pkid = 0;
-            Request::Unsubscribe(unsubscribe)
-        }
-        other => other,
     }
 }

@@ -26,7 +26,10 @@ mod ledger;
 mod shared;
 mod socket;
 mod tls;
+mod wire;
+mod wire311;
+mod wire5;
 
-pub use config::{MqttConfig, MQTT_MAX_PACKET_SIZE};
+pub use config::{MqttConfig, MqttVersion, MQTT_MAX_PACKET_SIZE};
 pub use socket::MqttSocketProvider;
 pub use tls::MqttTls;

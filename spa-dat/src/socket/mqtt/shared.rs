@@ -6,14 +6,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Publish, QoS, Request, Subscribe,
-    SubscribeFilter,
-};
+use rumqttc::QoS;
 use tokio::sync::{oneshot, Notify};
 
 use super::acks::AckPath;
 use super::ledger::{Kind, Ledger, Pending};
+use super::wire::{HandOver, RequestView, Wire};
 use crate::error::{Error, Result};
 use crate::socket::RequestMultiplexer;
 
@@ -21,10 +19,10 @@ use crate::socket::RequestMultiplexer;
 pub(super) const REQUEST_CHANNEL_CAPACITY: usize = 64;
 
 /// One per connection: the socket's half and the driver's half hold it.
-pub(super) struct Shared {
+pub(super) struct Shared<W: Wire> {
     /// Set false when the connection is lost, true when it is back.
     pub(super) ready: crate::socket::ReadySignal,
-    pub(super) client: AsyncClient,
+    pub(super) client: W::Client,
     pub(super) broker: String,
     pub(super) qos: QoS,
     pub(super) retain: bool,
@@ -34,8 +32,8 @@ pub(super) struct Shared {
     /// Makes "record in the ledger, hand to rumqttc" one step: the ledger's order is the
     /// order rumqttc sends in.
     pub(super) order: tokio::sync::Mutex<()>,
-    pub(super) ledger: Mutex<Ledger>,
-    pub(super) acks: AckPath,
+    pub(super) ledger: Mutex<Ledger<W>>,
+    pub(super) acks: AckPath<W>,
     /// Current subscriptions as sent (with `$share/...`), renewed after a clean reconnect.
     pub(super) subscriptions: Mutex<Vec<String>>,
     pub(super) group: Option<String>,
@@ -51,8 +49,8 @@ pub(super) struct Shared {
     pub(super) driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl Shared {
-    pub(super) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+impl<W: Wire> Shared<W> {
+    pub(super) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger<W>> {
         // Each ledger operation is a single push/pop/insert: consistent even after a panic.
         self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -89,12 +87,12 @@ impl Shared {
     pub(super) async fn submit(
         &self,
         kind: Kind,
-        request: Request,
+        request: W::Request,
         operation: &'static str,
     ) -> Result<()> {
         self.ensure_open()?;
-        if let Request::Publish(publish) = &request {
-            self.check_publish(publish, operation)?;
+        if let RequestView::Publish { topic, size, .. } = W::view(&request) {
+            self.check_publish(topic, size, operation)?;
         }
         let deadline = Instant::now() + self.publish_timeout;
         let not_sent = || {
@@ -132,14 +130,14 @@ impl Shared {
                             break;
                         }
                     } else {
-                        match self.try_hand_over(&entry.request) {
-                            Ok(()) => {
+                        match W::try_hand_over(&self.client, &entry.request) {
+                            HandOver::Done => {
                                 ledger.unsent.push_back(entry);
                                 self.handed_over.notify_one();
                                 break;
                             }
-                            Err(rumqttc::ClientError::TryRequest(_)) => {}
-                            Err(_) => return Err(not_sent()),
+                            HandOver::Full => {}
+                            HandOver::Closed => return Err(not_sent()),
                         }
                     }
                     if Instant::now() >= deadline {
@@ -168,49 +166,22 @@ impl Shared {
     /// the broker drops the connection for (MQTT 3.1.1 §4.7.3; rumqttc's own check would be
     /// read as a full queue), or a packet larger than `max_packet_size` (rumqttc would drop
     /// the connection over it, and reconnect, and drop it again).
-    fn check_publish(&self, publish: &Publish, operation: &'static str) -> Result<()> {
-        if let Err(reason) = crate::socket::validate_topic(&publish.topic) {
+    fn check_publish(&self, topic: &str, size: usize, operation: &'static str) -> Result<()> {
+        if let Err(reason) = crate::socket::validate_topic(topic) {
             return Err(Error::refused(operation, self.broker.clone(), reason));
         }
-        if publish.size() > self.max_packet_size {
+        if size > self.max_packet_size {
             return Err(Error::refused(
                 operation,
                 self.broker.clone(),
                 format!(
-                    "message too large: {} bytes as a packet, max_packet_size is {} (topic {})",
-                    publish.size(),
+                    "message too large: {size} bytes as a packet, max_packet_size is {} (topic {})",
                     self.max_packet_size,
-                    crate::socket::shortened(&publish.topic)
+                    crate::socket::shortened(topic)
                 ),
             ));
         }
         Ok(())
-    }
-
-    /// Hands `request` to rumqttc's request channel if it has room. rumqttc's `try_*` take
-    /// owned values, so the topic and payload are copied (the ledger keeps the request for a
-    /// resend); `publish_bytes`, which takes `Bytes`, is only an await, and a caller cancelled
-    /// in it leaves no trace of whether the request was sent.
-    pub(super) fn try_hand_over(
-        &self,
-        request: &Request,
-    ) -> std::result::Result<(), rumqttc::ClientError> {
-        match request {
-            Request::Publish(publish) => self.client.try_publish(
-                publish.topic.as_str(),
-                publish.qos,
-                publish.retain,
-                publish.payload.to_vec(),
-            ),
-            Request::Subscribe(subscribe) => self
-                .client
-                .try_subscribe_many(subscribe.filters.iter().cloned()),
-            Request::Unsubscribe(unsubscribe) => match unsubscribe.topics.last() {
-                Some(topic) => self.client.try_unsubscribe(topic.as_str()),
-                None => Ok(()),
-            },
-            _ => Ok(()),
-        }
     }
 
     pub(super) fn shared_filter(&self, filter: &str) -> String {
@@ -235,13 +206,12 @@ impl Shared {
                 }
             }
         }
-        let subscribe = Subscribe::new_many(
-            filters
-                .into_iter()
-                .map(|path| SubscribeFilter::new(path, self.qos)),
-        );
-        self.submit(Kind::Subscribe, Request::Subscribe(subscribe), "subscribe")
-            .await
+        self.submit(
+            Kind::Subscribe,
+            W::subscribe(filters, self.qos),
+            "subscribe",
+        )
+        .await
     }
 
     pub(super) async fn ensure_reply_subscription(&self) -> Result<()> {
@@ -249,26 +219,5 @@ impl Shared {
             .get_or_try_init(|| self.subscribe_filters(vec![format!("{}/+", self.reply_prefix)]))
             .await
             .map(|_| ())
-    }
-}
-
-/// A lost or refused connection in words, with what to check.
-pub(super) fn describe(error: &ConnectionError) -> String {
-    match error {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            "authentication failed: wrong user name or password (CONNACK: bad user name or password)".to_owned()
-        }
-        // Mosquitto answers a wrong password at MQTT 3.1.1 with "not authorized".
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "not authorized: wrong user name or password, or this user or client id is not allowed (CONNACK: not authorized)".to_owned()
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!(
-                "the broker refused the connection ({code:?}); check the credentials and client id"
-            )
-        }
-        ConnectionError::Io(io) => format!("{io}"),
-        ConnectionError::NetworkTimeout => "connection timed out".to_owned(),
-        other => other.to_string(),
     }
 }

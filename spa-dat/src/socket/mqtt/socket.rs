@@ -5,33 +5,33 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rumqttc::{AsyncClient, ConnectionError, Event, Incoming, Publish, Request, Unsubscribe};
 use tokio::sync::Notify;
 
 use super::acks::AckPath;
-use super::config::{qos_of, MqttConfig};
+use super::config::{qos_of, MqttConfig, MqttVersion};
 use super::driver::{Backoff, Driver};
 use super::ledger::{Kind, Ledger};
-use super::shared::{describe, Shared, REQUEST_CHANNEL_CAPACITY};
+use super::shared::{Shared, REQUEST_CHANNEL_CAPACITY};
+use super::wire::{Wire, WireEvent};
+use super::wire311::V311;
+use super::wire5::V5;
 use crate::error::{Error, Result};
 use crate::socket::{
     Capabilities, Connection, Inbox, Outgoing, PendingReply, RequestMultiplexer, SocketOptions,
     SocketProvider, SpaSocket, TopicNames, TransportConfig,
 };
 
-struct MqttSocket {
-    pub(super) shared: Arc<Shared>,
+struct MqttSocket<W: Wire> {
+    pub(super) shared: Arc<Shared<W>>,
 }
 
 #[async_trait]
-impl SpaSocket for MqttSocket {
-    /// MQTT 3.1.1 has no headers and no key: the payload goes alone ([`Capabilities::headers`]).
+impl<W: Wire> SpaSocket for MqttSocket<W> {
+    /// MQTT 3.1.1 has no headers: the payload goes alone; MQTT 5 carries them as properties
+    /// ([`Capabilities::headers`]). Neither has a key.
     async fn send(&self, message: Outgoing) -> Result<()> {
-        let mut publish = Publish::from_bytes(message.topic, self.shared.qos, message.payload);
-        publish.retain = self.shared.retain;
-        self.shared
-            .submit(Kind::Publish, Request::Publish(publish), "publish")
-            .await
+        let publish = W::publish(message, self.shared.qos, self.shared.retain);
+        self.shared.submit(Kind::Publish, publish, "publish").await
     }
 
     async fn subscribe(&self, topics: &[String]) -> Result<()> {
@@ -47,11 +47,7 @@ impl SpaSocket for MqttSocket {
             let filter = self.shared.shared_filter(topic);
             self.shared.subscriptions().retain(|f| *f != filter);
             self.shared
-                .submit(
-                    Kind::Unsubscribe,
-                    Request::Unsubscribe(Unsubscribe::new(filter)),
-                    "unsubscribe",
-                )
+                .submit(Kind::Unsubscribe, W::unsubscribe(filter), "unsubscribe")
                 .await?;
         }
         Ok(())
@@ -70,7 +66,7 @@ impl SpaSocket for MqttSocket {
             return Ok(());
         }
         // A clean DISCONNECT if the connection is up; the driver stops either way.
-        let _ = self.shared.client.try_disconnect();
+        W::try_disconnect(&self.shared.client);
         self.shared.close_requested.notify_one();
         let driver = self
             .shared
@@ -130,92 +126,10 @@ fn sanitize(id: &str) -> String {
 #[async_trait]
 impl SocketProvider for MqttSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
-        let config = &self.config;
-        let broker = config.broker();
-        let client_id = options.client_id_with(config.client_id.as_deref());
-        let mqtt_options = config.build_client_config(&client_id)?;
-        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CHANNEL_CAPACITY);
-        let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
-        eventloop
-            .network_options
-            .set_connection_timeout(connect_timeout.as_secs().max(1));
-        // Small packets (acks, requests, replies) must not wait for Nagle and delayed ACK:
-        // without this a request/reply round trip on loopback takes ~88 ms instead of < 1 ms.
-        eventloop.network_options.set_tcp_nodelay(true);
-        let connected = tokio::time::timeout(connect_timeout, eventloop.poll()).await;
-        match connected {
-            Ok(Ok(Event::Incoming(Incoming::ConnAck(ack)))) => {
-                tracing::info!(broker = %broker, client_id = %client_id, session_present = ack.session_present, "MQTT connected");
-            }
-            Ok(Ok(other)) => {
-                return Err(Error::Connect {
-                    broker,
-                    reason: format!("expected CONNACK, got {other:?}"),
-                    source: None,
-                })
-            }
-            Ok(Err(error)) => {
-                return Err(Error::Connect {
-                    broker,
-                    reason: describe_first_connect(&error, config.tls.is_some()),
-                    source: None,
-                }
-                .caused_by(error))
-            }
-            Err(_) => {
-                return Err(Error::Connect {
-                    broker,
-                    reason: format!("no CONNACK within {connect_timeout:?}"),
-                    source: None,
-                })
-            }
+        match self.config.version {
+            MqttVersion::V311 => connect::<V311>(&self.config, options).await,
+            MqttVersion::V5 => connect::<V5>(&self.config, options).await,
         }
-        let (inbox_tx, inbox) = Inbox::handled_on_arrival(options.inbox_capacity);
-        let shared = Arc::new(Shared {
-            acks: AckPath::new(client.clone()),
-            client,
-            broker,
-            qos: qos_of(config.qos)?,
-            retain: config.retain,
-            publish_timeout: Duration::from_millis(config.publish_timeout_ms),
-            max_packet_size: config.max_packet_size,
-            order: tokio::sync::Mutex::new(()),
-            ledger: Mutex::new(Ledger::default()),
-            subscriptions: Mutex::new(Vec::new()),
-            group: options.group.clone(),
-            replies: RequestMultiplexer::new(),
-            reply_prefix: format!("_spa/reply/{}", sanitize(&client_id)),
-            reply_subscription: tokio::sync::OnceCell::new(),
-            closed: AtomicBool::new(false),
-            close_requested: Notify::new(),
-            handed_over: Notify::new(),
-            driver: Mutex::new(None),
-            ready: options.ready.clone(),
-        });
-        let driver = Driver {
-            shared: Arc::clone(&shared),
-            inbox: inbox_tx,
-            held: Vec::new(),
-            topic_names: TopicNames::default(),
-            resubscribing: 0,
-            connected_at: Some(std::time::Instant::now()),
-            written: std::collections::VecDeque::new(),
-            writing_direct: false,
-            backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
-        };
-        let handle = tokio::spawn(driver.run(eventloop));
-        *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
-        let socket = MqttSocket { shared };
-        let connection = crate::socket::subscribe_initial(
-            socket,
-            inbox,
-            &options,
-            &config.default_subscription_topics,
-        )
-        .await?;
-        // Connected and subscribed; the driver follows the connection from here.
-        options.ready.set(true);
-        Ok(connection)
     }
 
     fn rebuild(&self, topics: Vec<String>) -> Arc<dyn SocketProvider> {
@@ -235,7 +149,7 @@ impl SocketProvider for MqttSocketProvider {
             ordered_per_publisher: true,
             ordered_per_partition: true,
             subscribe_is_synchronous: true,
-            headers: false,
+            headers: self.config.version == MqttVersion::V5,
             keys: false,
             acks_in_any_order: false,
         }
@@ -246,9 +160,98 @@ impl SocketProvider for MqttSocketProvider {
     }
 }
 
+/// Connects a socket speaking `W` to the broker `config` names.
+async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result<Connection> {
+    let broker = config.broker();
+    let client_id = options.client_id_with(config.client_id.as_deref());
+    // Never more unacknowledged deliveries than the inbox holds (MQTT 5's Receive Maximum).
+    let receive_maximum = u16::try_from(options.inbox_capacity.max(1)).unwrap_or(u16::MAX);
+    let (client, mut eventloop) = W::client(
+        config,
+        &client_id,
+        receive_maximum,
+        REQUEST_CHANNEL_CAPACITY,
+    )?;
+    let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
+    let connected = tokio::time::timeout(connect_timeout, W::poll(&mut eventloop)).await;
+    match connected {
+        Ok(Ok(WireEvent::ConnAck { session_present })) => {
+            tracing::info!(broker = %broker, client_id = %client_id, session_present, version = W::VERSION, "MQTT connected");
+        }
+        Ok(Ok(other)) => {
+            return Err(Error::Connect {
+                broker,
+                reason: format!("expected CONNACK, got {other:?}"),
+                source: None,
+            })
+        }
+        Ok(Err(error)) => {
+            return Err(Error::Connect {
+                broker,
+                reason: describe_first_connect::<W>(&error, config.tls.is_some()),
+                source: None,
+            }
+            .caused_by(error))
+        }
+        Err(_) => {
+            return Err(Error::Connect {
+                broker,
+                reason: format!("no CONNACK within {connect_timeout:?}"),
+                source: None,
+            })
+        }
+    }
+    let (inbox_tx, inbox) = Inbox::handled_on_arrival(options.inbox_capacity);
+    let shared = Arc::new(Shared::<W> {
+        acks: AckPath::new(client.clone()),
+        client,
+        broker,
+        qos: qos_of(config.qos)?,
+        retain: config.retain,
+        publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+        max_packet_size: config.max_packet_size,
+        order: tokio::sync::Mutex::new(()),
+        ledger: Mutex::new(Ledger::default()),
+        subscriptions: Mutex::new(Vec::new()),
+        group: options.group.clone(),
+        replies: RequestMultiplexer::new(),
+        reply_prefix: format!("_spa/reply/{}", sanitize(&client_id)),
+        reply_subscription: tokio::sync::OnceCell::new(),
+        closed: AtomicBool::new(false),
+        close_requested: Notify::new(),
+        handed_over: Notify::new(),
+        driver: Mutex::new(None),
+        ready: options.ready.clone(),
+    });
+    let driver = Driver {
+        shared: Arc::clone(&shared),
+        inbox: inbox_tx,
+        held: Vec::new(),
+        topic_names: TopicNames::default(),
+        resubscribing: 0,
+        connected_at: Some(std::time::Instant::now()),
+        written: std::collections::VecDeque::new(),
+        writing_direct: false,
+        backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
+    };
+    let handle = tokio::spawn(driver.run(eventloop));
+    *shared.driver.lock().unwrap_or_else(PoisonError::into_inner) = Some(handle);
+    let socket = MqttSocket { shared };
+    let connection = crate::socket::subscribe_initial(
+        socket,
+        inbox,
+        &options,
+        &config.default_subscription_topics,
+    )
+    .await?;
+    // Connected and subscribed; the driver follows the connection from here.
+    options.ready.set(true);
+    Ok(connection)
+}
+
 /// Why the first connection failed, with what to check: the errors of a wrong URL, wrong
 /// credentials or certificates all surface here.
-fn describe_first_connect(error: &ConnectionError, tls: bool) -> String {
+fn describe_first_connect<W: Wire>(error: &W::ConnectionError, tls: bool) -> String {
     let io_kind = io_error_kind(error);
     let hung_up = matches!(
         io_kind,
@@ -259,26 +262,24 @@ fn describe_first_connect(error: &ConnectionError, tls: bool) -> String {
         )
     );
     // rustls reports certificate and protocol failures as `InvalidData` I/O errors.
-    let tls_failed = tls
-        && (matches!(error, ConnectionError::Tls(_))
-            || io_kind == Some(std::io::ErrorKind::InvalidData));
+    let tls_failed = tls && (W::is_tls(error) || io_kind == Some(std::io::ErrorKind::InvalidData));
     if hung_up && !tls {
         format!(
             "the broker hung up before answering CONNECT: if this port expects TLS, use mqtts:// (or [bus.tls]) ({})",
-            describe(error)
+            W::describe(error)
         )
     } else if tls_failed {
         format!(
             "TLS handshake failed (check tls.ca_file against the broker's certificate and host name, and that the port is a TLS listener): {}",
-            describe(error)
+            W::describe(error)
         )
     } else {
-        describe(error)
+        W::describe(error)
     }
 }
 
 /// The kind of the I/O error at the root of `error`, however deep rumqttc wrapped it.
-fn io_error_kind(error: &ConnectionError) -> Option<std::io::ErrorKind> {
+fn io_error_kind(error: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
         if let Some(io) = current.downcast_ref::<std::io::Error>() {

@@ -1,0 +1,495 @@
+//! MQTT 5 on rumqttc's `v5` client (patched: vendor/rumqttc/PATCHES.md): headers as
+//! properties, refusals with their reason codes, the inbox's capacity as Receive Maximum,
+//! session expiry for persistent sessions.
+//!
+//! Headers map to MQTT 5's own properties where it has one — [`headers::CORRELATION_ID`] to
+//! correlation data, [`headers::RESPONSE_TOPIC`] to the response topic,
+//! [`headers::CONTENT_TYPE`] to the content type, [`headers::MESSAGE_EXPIRY_SECS`] to the
+//! message expiry interval — and to user properties otherwise; received properties map back
+//! the same way. A received property of MQTT 5's own wins over a user property of the same
+//! header name (another client chose the user property).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Filter, Packet, PubAck, PubAckReason, PubRec, PubRecReason, Publish,
+    PublishProperties, Subscribe, SubscribeReasonCode, Unsubscribe,
+};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions, Request};
+use rumqttc::{Outgoing, QoS};
+
+use super::config::MqttConfig;
+use super::wire::{HandOver, Received, RequestView, Wire, WireEvent};
+use crate::error::Result;
+use crate::socket::headers::{self, Headers};
+
+/// MQTT 5.
+pub(super) struct V5;
+
+fn qos5(qos: QoS) -> QoS5 {
+    match qos {
+        QoS::AtMostOnce => QoS5::AtMostOnce,
+        QoS::AtLeastOnce => QoS5::AtLeastOnce,
+        QoS::ExactlyOnce => QoS5::ExactlyOnce,
+    }
+}
+
+fn qos311(qos: QoS5) -> QoS {
+    match qos {
+        QoS5::AtMostOnce => QoS::AtMostOnce,
+        QoS5::AtLeastOnce => QoS::AtLeastOnce,
+        QoS5::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+/// `headers` as publish properties (`None` when there are none: no bytes for them).
+fn properties(headers: &Headers) -> Option<PublishProperties> {
+    if headers.is_empty() {
+        return None;
+    }
+    let mut properties = PublishProperties::default();
+    for (name, value) in headers.iter() {
+        match name {
+            headers::CORRELATION_ID if properties.correlation_data.is_none() => {
+                properties.correlation_data = Some(Bytes::copy_from_slice(value.as_bytes()));
+            }
+            headers::RESPONSE_TOPIC if properties.response_topic.is_none() => {
+                properties.response_topic = Some(value.to_owned());
+            }
+            headers::CONTENT_TYPE if properties.content_type.is_none() => {
+                properties.content_type = Some(value.to_owned());
+            }
+            headers::MESSAGE_EXPIRY_SECS if properties.message_expiry_interval.is_none() => {
+                match value.trim().parse::<u32>() {
+                    Ok(secs) => properties.message_expiry_interval = Some(secs),
+                    // Kept as it is: a user property, visible to the consumer.
+                    Err(_) => properties
+                        .user_properties
+                        .push((name.to_owned(), value.to_owned())),
+                }
+            }
+            _ => properties
+                .user_properties
+                .push((name.to_owned(), value.to_owned())),
+        }
+    }
+    Some(properties)
+}
+
+/// Received `properties` as headers.
+fn received_headers(properties: Option<PublishProperties>) -> Headers {
+    let Some(properties) = properties else {
+        return Headers::new();
+    };
+    let mut received: Headers = properties.user_properties.into_iter().collect();
+    if let Some(data) = properties.correlation_data {
+        // Correlation data is binary in MQTT 5; spa-dat's correlation ids are text (FastStream
+        // sends a UUID as text). Other bytes cannot be echoed as a header: the reply goes
+        // without it, and the requester matches it by its response topic or not at all.
+        match std::str::from_utf8(&data) {
+            Ok(id) => received.insert(headers::CORRELATION_ID, id),
+            Err(_) => {
+                tracing::debug!(
+                    size = data.len(),
+                    "MQTT 5 correlation data that is not UTF-8 is not kept"
+                );
+            }
+        }
+    }
+    if let Some(topic) = properties.response_topic {
+        received.insert(headers::RESPONSE_TOPIC, topic);
+    }
+    if let Some(content_type) = properties.content_type {
+        received.insert(headers::CONTENT_TYPE, content_type);
+    }
+    received
+}
+
+/// A PUBACK's or PUBREC's reason code in words (`None`: accepted).
+fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<String> {
+    let words = match name {
+        "Success" | "NoMatchingSubscribers" => return None,
+        "NotAuthorized" => "not authorised: the broker's ACL does not let this user publish there",
+        "TopicNameInvalid" => "the topic name is not valid for the broker",
+        "QuotaExceeded" => "a quota of the broker was exceeded",
+        "PayloadFormatInvalid" => "the payload does not match its format indicator",
+        "PacketIdentifierInUse" => "the packet identifier is in use",
+        "ImplementationSpecificError" => "the broker refused it (implementation-specific)",
+        _ => "the broker refused it (unspecified error)",
+    };
+    let mut text = format!("{words} (reason code 0x{code:02X} {name})");
+    if let Some(reason) = reason_string.filter(|r| !r.is_empty()) {
+        text.push_str(": ");
+        text.push_str(&crate::topic::shortened_to(&reason, 256));
+    }
+    Some(text)
+}
+
+fn puback_refusal(ack: PubAck) -> Option<String> {
+    let code = match ack.reason {
+        PubAckReason::Success => 0x00,
+        PubAckReason::NoMatchingSubscribers => 0x10,
+        PubAckReason::UnspecifiedError => 0x80,
+        PubAckReason::ImplementationSpecificError => 0x83,
+        PubAckReason::NotAuthorized => 0x87,
+        PubAckReason::TopicNameInvalid => 0x90,
+        PubAckReason::PacketIdentifierInUse => 0x91,
+        PubAckReason::QuotaExceeded => 0x97,
+        PubAckReason::PayloadFormatInvalid => 0x99,
+    };
+    let name = format!("{:?}", ack.reason);
+    refusal(code, &name, ack.properties.and_then(|p| p.reason_string))
+}
+
+fn pubrec_refusal(ack: PubRec) -> Option<String> {
+    let code = match ack.reason {
+        PubRecReason::Success => 0x00,
+        PubRecReason::NoMatchingSubscribers => 0x10,
+        PubRecReason::UnspecifiedError => 0x80,
+        PubRecReason::ImplementationSpecificError => 0x83,
+        PubRecReason::NotAuthorized => 0x87,
+        PubRecReason::TopicNameInvalid => 0x90,
+        PubRecReason::PacketIdentifierInUse => 0x91,
+        PubRecReason::QuotaExceeded => 0x97,
+        PubRecReason::PayloadFormatInvalid => 0x99,
+    };
+    let name = format!("{:?}", ack.reason);
+    refusal(code, &name, ack.properties.and_then(|p| p.reason_string))
+}
+
+fn subscribe_refusal(code: &SubscribeReasonCode) -> Option<String> {
+    let (byte, words) = match code {
+        SubscribeReasonCode::Success(_) => return None,
+        SubscribeReasonCode::NotAuthorized => (
+            0x87,
+            "not authorised: the broker's ACL does not let this user read it",
+        ),
+        SubscribeReasonCode::TopicFilterInvalid => (0x8F, "the broker finds the filter invalid"),
+        SubscribeReasonCode::SharedSubscriptionsNotSupported => {
+            (0x9E, "the broker does not support shared subscriptions")
+        }
+        SubscribeReasonCode::WildcardSubscriptionsNotSupported => {
+            (0xA2, "the broker does not support wildcard subscriptions")
+        }
+        SubscribeReasonCode::QuotaExceeded => (0x97, "a quota of the broker was exceeded"),
+        SubscribeReasonCode::PkidInUse => (0x91, "the packet identifier is in use"),
+        SubscribeReasonCode::SubscriptionIdNotSupported => {
+            (0xA1, "the broker does not support subscription identifiers")
+        }
+        SubscribeReasonCode::ImplementationSpecific => {
+            (0x83, "the broker refused it (implementation-specific)")
+        }
+        SubscribeReasonCode::Unspecified | SubscribeReasonCode::Failure => {
+            (0x80, "the broker refused it (unspecified error)")
+        }
+    };
+    Some(format!("{words}; SUBACK reason code 0x{byte:02X} {code:?}"))
+}
+
+impl Wire for V5 {
+    type Client = AsyncClient;
+    type EventLoop = EventLoop;
+    type Request = Request;
+    type ConnectionError = ConnectionError;
+
+    const VERSION: &'static str = "5";
+
+    fn client(
+        config: &MqttConfig,
+        client_id: &str,
+        receive_maximum: u16,
+        capacity: usize,
+    ) -> Result<(AsyncClient, EventLoop)> {
+        config.validate()?;
+        let mut options = MqttOptions::new(client_id, config.host.clone(), config.port);
+        let session_expiry =
+            (!config.clean_session).then(|| config.session_expiry_secs.unwrap_or(u32::MAX));
+        // Incoming: the largest packet MQTT allows (rumqttc's default is 10 KiB); the broker
+        // is told, and its own limit bounds it.
+        let max_incoming = u32::try_from(super::MQTT_MAX_PACKET_SIZE).unwrap_or(u32::MAX);
+        options
+            .set_keep_alive(Duration::from_secs(config.keepalive_secs))
+            .set_clean_start(config.clean_session)
+            .set_session_expiry_interval(session_expiry)
+            .set_receive_maximum(Some(receive_maximum.max(1)))
+            .set_max_packet_size(Some(max_incoming))
+            .set_outgoing_inflight_upper_limit(config.inflight)
+            .set_connection_timeout((config.connect_timeout_ms / 1000).max(1))
+            .set_manual_acks(true);
+        let mut network = options.network_options();
+        // Small packets (acks, requests, replies) must not wait for Nagle and delayed ACK.
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
+        if let Some(username) = &config.username {
+            options.set_credentials(
+                username.clone(),
+                config.password.clone().unwrap_or_default(),
+            );
+        }
+        if let Some(tls) = &config.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls.client_config()?)),
+            ));
+        }
+        Ok(AsyncClient::new(options, capacity))
+    }
+
+    fn publish(message: crate::socket::Outgoing, qos: QoS, retain: bool) -> Request {
+        let properties = properties(&message.headers);
+        let mut publish = Publish::new(message.topic, qos5(qos), message.payload, properties);
+        publish.retain = retain;
+        Request::Publish(publish)
+    }
+
+    fn subscribe(filters: Vec<String>, qos: QoS) -> Request {
+        let qos = qos5(qos);
+        Request::Subscribe(Subscribe::new_many(
+            filters.into_iter().map(|path| Filter::new(path, qos)),
+            None,
+        ))
+    }
+
+    fn unsubscribe(filter: String) -> Request {
+        Request::Unsubscribe(Unsubscribe::new(filter, None))
+    }
+
+    fn view(request: &Request) -> RequestView<'_> {
+        match request {
+            Request::Publish(publish) => RequestView::Publish {
+                pkid: publish.pkid,
+                // Built from a `String` (`publish` above): always UTF-8.
+                topic: std::str::from_utf8(&publish.topic).unwrap_or(""),
+                size: publish.size(),
+            },
+            Request::Subscribe(subscribe) => RequestView::Subscribe {
+                filters: subscribe.filters.iter().map(|f| f.path.as_str()).collect(),
+            },
+            Request::Unsubscribe(_) => RequestView::Unsubscribe,
+            Request::PubAck(_) | Request::PubRec(_) => RequestView::Ack,
+            _ => RequestView::Other,
+        }
+    }
+
+    fn renumbered(request: Request) -> Request {
+        match request {
+            Request::Publish(mut publish) => {
+                publish.pkid = 0;
+                publish.dup = false;
+                Request::Publish(publish)
+            }
+            Request::Subscribe(mut subscribe) => {
+                subscribe.pkid = 0;
+                Request::Subscribe(subscribe)
+            }
+            Request::Unsubscribe(mut unsubscribe) => {
+                unsubscribe.pkid = 0;
+                Request::Unsubscribe(unsubscribe)
+            }
+            other => other,
+        }
+    }
+
+    fn try_hand_over(client: &AsyncClient, request: &Request) -> HandOver {
+        let handed = match request {
+            Request::Publish(publish) => {
+                let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+                match &publish.properties {
+                    Some(properties) => client.try_publish_with_properties(
+                        topic,
+                        publish.qos,
+                        publish.retain,
+                        publish.payload.clone(),
+                        properties.clone(),
+                    ),
+                    None => client.try_publish(
+                        topic,
+                        publish.qos,
+                        publish.retain,
+                        publish.payload.clone(),
+                    ),
+                }
+            }
+            Request::Subscribe(subscribe) => {
+                client.try_subscribe_many(subscribe.filters.iter().cloned())
+            }
+            Request::Unsubscribe(unsubscribe) => match unsubscribe.filters.last() {
+                Some(filter) => client.try_unsubscribe(filter.as_str()),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        match handed {
+            Ok(()) => HandOver::Done,
+            Err(rumqttc::v5::ClientError::TryRequest(_)) => HandOver::Full,
+            Err(_) => HandOver::Closed,
+        }
+    }
+
+    fn try_ack(client: &AsyncClient, pkid: u16, qos: QoS) -> bool {
+        let mut publish = Publish::new("", qos5(qos), Bytes::new(), None);
+        publish.pkid = pkid;
+        client.try_ack(&publish).is_ok()
+    }
+
+    fn try_disconnect(client: &AsyncClient) {
+        let _ = client.try_disconnect();
+    }
+
+    async fn poll(eventloop: &mut EventLoop) -> std::result::Result<WireEvent, ConnectionError> {
+        eventloop.poll().await.map(event)
+    }
+
+    fn buffered(eventloop: &mut EventLoop) -> Vec<WireEvent> {
+        eventloop.state.events.drain(..).map(event).collect()
+    }
+
+    fn has_buffered(eventloop: &EventLoop) -> bool {
+        !eventloop.state.events.is_empty()
+    }
+
+    fn pending(eventloop: &mut EventLoop) -> &mut std::collections::VecDeque<Request> {
+        &mut eventloop.pending
+    }
+
+    fn clean(eventloop: &mut EventLoop) {
+        eventloop.clean();
+    }
+
+    fn connected(eventloop: &EventLoop) -> bool {
+        eventloop.network.is_some()
+    }
+
+    async fn write_ack(eventloop: &mut EventLoop, pkid: u16, qos: QoS) -> bool {
+        // rumqttc's state records an incoming QoS 2 message until its PUBREL; the PUBREC
+        // itself carries no state.
+        let packet = match qos {
+            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid, None)),
+            _ => Packet::PubAck(PubAck::new(pkid, None)),
+        };
+        match eventloop.network.as_mut() {
+            Some(network) => network.write(packet).await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn flush(eventloop: &mut EventLoop) -> bool {
+        match eventloop.network.as_mut() {
+            Some(network) => network.flush().await.is_ok(),
+            None => false,
+        }
+    }
+
+    async fn ping(eventloop: &mut EventLoop) {
+        if let Some(network) = eventloop.network.as_mut() {
+            let ping = Packet::PingReq(rumqttc::v5::mqttbytes::v5::PingReq);
+            if network.write(ping).await.is_ok() {
+                let _ = network.flush().await;
+            }
+        }
+    }
+
+    async fn read_until_closed(eventloop: &mut EventLoop) {
+        if let Some(network) = eventloop.network.as_mut() {
+            while network.read().await.is_ok() {}
+        }
+    }
+
+    async fn write_request(
+        eventloop: &mut EventLoop,
+        request: Request,
+        timeout: Duration,
+    ) -> std::result::Result<bool, String> {
+        match eventloop.state.handle_outgoing_packet(request) {
+            Ok(Some(packet)) => match eventloop.network.as_mut() {
+                Some(network) => Ok(tokio::time::timeout(timeout, async {
+                    network.write(packet).await.is_ok() && network.flush().await.is_ok()
+                })
+                .await
+                .unwrap_or(false)),
+                None => Ok(false),
+            },
+            Ok(None) => Ok(true),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    fn keep_alive(eventloop: &EventLoop) -> Duration {
+        eventloop.options.keep_alive()
+    }
+
+    fn connection_timeout(eventloop: &EventLoop) -> Duration {
+        Duration::from_secs(eventloop.options.connection_timeout())
+    }
+
+    fn describe(error: &ConnectionError) -> String {
+        match error {
+            ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+                "authentication failed: wrong user name or password (CONNACK reason code 0x86 BadUserNamePassword)".to_owned()
+            }
+            ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+                "not authorised: this user or client id is not allowed (CONNACK reason code 0x87 NotAuthorized)".to_owned()
+            }
+            ConnectionError::ConnectionRefused(code) => format!(
+                "the broker refused the connection (CONNACK {code:?}); check the credentials, client id and MQTT version"
+            ),
+            ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+                reason_code,
+                reason_string,
+            }) => match reason_string {
+                Some(reason) => format!(
+                    "the broker closed the connection: {reason_code:?} ({})",
+                    crate::topic::shortened_to(reason, 256)
+                ),
+                None => format!("the broker closed the connection: {reason_code:?}"),
+            },
+            ConnectionError::Io(io) => format!("{io}"),
+            ConnectionError::Timeout(_) => "connection timed out".to_owned(),
+            other => other.to_string(),
+        }
+    }
+
+    fn is_tls(error: &ConnectionError) -> bool {
+        matches!(error, ConnectionError::Tls(_))
+    }
+}
+
+fn event(event: Event) -> WireEvent {
+    match event {
+        Event::Incoming(Incoming::ConnAck(ack)) => WireEvent::ConnAck {
+            session_present: ack.session_present,
+        },
+        Event::Incoming(Incoming::Publish(publish)) => WireEvent::Publish(Received {
+            // The broker checked the topic is UTF-8 (MQTT 5 §4.7.3); a broker that did not
+            // gets its bytes replaced, not a panic.
+            topic: String::from_utf8(publish.topic.to_vec())
+                .unwrap_or_else(|bytes| String::from_utf8_lossy(bytes.as_bytes()).into_owned()),
+            payload: publish.payload,
+            qos: qos311(publish.qos),
+            pkid: publish.pkid,
+            headers: received_headers(publish.properties),
+        }),
+        Event::Incoming(Incoming::PubAck(ack)) => WireEvent::Acknowledged {
+            pkid: ack.pkid,
+            refused: puback_refusal(ack),
+        },
+        Event::Incoming(Incoming::PubRec(ack)) => WireEvent::Acknowledged {
+            pkid: ack.pkid,
+            refused: pubrec_refusal(ack),
+        },
+        Event::Incoming(Incoming::SubAck(ack)) => WireEvent::SubAck {
+            pkid: ack.pkid,
+            refusals: ack.return_codes.iter().map(subscribe_refusal).collect(),
+        },
+        Event::Incoming(Incoming::UnsubAck(ack)) => WireEvent::UnsubAck { pkid: ack.pkid },
+        Event::Outgoing(Outgoing::PubAck(pkid) | Outgoing::PubRec(pkid)) => {
+            WireEvent::SentAck(pkid)
+        }
+        Event::Outgoing(Outgoing::Publish(pkid)) => WireEvent::SentPublish(pkid),
+        Event::Outgoing(Outgoing::Subscribe(pkid)) => WireEvent::SentSubscribe(pkid),
+        Event::Outgoing(Outgoing::Unsubscribe(pkid)) => WireEvent::SentUnsubscribe(pkid),
+        Event::Outgoing(Outgoing::Disconnect) => WireEvent::SentDisconnect,
+        _ => WireEvent::Other,
+    }
+}
