@@ -429,7 +429,7 @@ impl Wire for V5 {
                 "authentication failed: wrong user name or password (CONNACK reason code 0x86 BadUserNamePassword)".to_owned()
             }
             ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-                "not authorised: this user or client id is not allowed (CONNACK reason code 0x87 NotAuthorized)".to_owned()
+                "not authorised: wrong user name or password, or this user or client id is not allowed (CONNACK reason code 0x87 NotAuthorized)".to_owned()
             }
             ConnectionError::ConnectionRefused(code) => format!(
                 "the broker refused the connection (CONNACK {code:?}); check the credentials, client id and MQTT version"
