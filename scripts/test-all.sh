@@ -42,6 +42,10 @@ if ! "$VENV/bin/python" -c 'import spa_dat.socket.kafka, spa_dat.socket.mqtt' >/
 fi
 export SPA_DAT_PYTHON=$VENV/bin/python
 
+# --- FastStream 0.7.8 (MQTT 5 + Kafka) for the FastStream interop tests, in a venv of its own ---
+"$ROOT/scripts/faststream-venv.sh" "$ROOT/target/faststream-venv"
+export SPA_DAT_FASTSTREAM_PYTHON=$ROOT/target/faststream-venv/bin/python
+
 # --- Apache Kafka 4.1.1 (KRaft, single node) from Maven Central jars, Java from the machine ---
 "$ROOT/scripts/kafka.sh" stop "$KAFKA_DIR" || true
 rm -rf "$KAFKA_DIR"
