@@ -537,6 +537,10 @@ impl spa_dat::socket::spi::SpaSocket for PanickingSocket {
         record(&self.log, "socket closed");
         self.inner.close().await
     }
+
+    fn wire_format(&self) -> spa_dat::socket::WireFormat {
+        self.inner.wire_format()
+    }
 }
 
 #[async_trait]

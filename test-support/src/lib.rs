@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod conformance;
 pub mod example;
+pub mod faststream;
 pub mod kafka;
 pub mod mosquitto;
 pub mod ordering;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::error::Result;
 use crate::message::SpaMessage;
 use crate::socket::headers;
-use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket};
+use crate::socket::{Delivery, Outgoing, PendingReply, SpaSocket, WireFormat};
 use crate::telemetry;
 
 impl Outgoing {
@@ -18,24 +18,50 @@ impl Outgoing {
     /// `opentelemetry`) its trace context is the current span's, in the envelope and in the
     /// headers; elsewhere it keeps the context it has (a forwarded message stays in its trace).
     pub fn message(message: SpaMessage) -> Result<Self> {
-        Outgoing::traced(&message)
+        Outgoing::traced(&message, WireFormat::Envelope)
     }
 
-    /// [`Outgoing::message`], borrowing the message.
-    pub(crate) fn traced(message: &SpaMessage) -> Result<Self> {
+    /// `message` written as `format` says: in the envelope, or its payload alone with its
+    /// content type and response topic as headers ([`WireFormat::Raw`]). Otherwise as
+    /// [`Outgoing::message`].
+    pub fn message_as(message: SpaMessage, format: WireFormat) -> Result<Self> {
+        Outgoing::traced(&message, format)
+    }
+
+    /// [`Outgoing::message_as`], borrowing the message.
+    pub(crate) fn traced(message: &SpaMessage, format: WireFormat) -> Result<Self> {
         let current = telemetry::current();
         let trace = current.as_ref().or(message.trace_context.as_ref());
-        let mut outgoing = Outgoing::new(message.topic.clone(), message.to_wire(trace)?);
+        let mut outgoing = match format {
+            WireFormat::Envelope => Outgoing::new(message.topic.clone(), message.to_wire(trace)?),
+            WireFormat::Raw => {
+                let mut bare = Outgoing::new(message.topic.clone(), message.payload.clone());
+                if let Some(content_type) = &message.content_type {
+                    bare.headers
+                        .insert(headers::CONTENT_TYPE, content_type.as_str());
+                }
+                if let Some(response_topic) = &message.response_topic {
+                    bare.headers
+                        .insert(headers::RESPONSE_TOPIC, response_topic.as_str());
+                }
+                bare
+            }
+        };
         if let Some(trace) = trace {
             telemetry::write_headers(trace, &mut outgoing.headers);
         }
         Ok(outgoing)
     }
 
-    /// `reply` to a request that arrived as `request`: the request's correlation id, if it
-    /// carried one, goes back with it.
+    /// `reply` to a request that arrived as `request`, in the envelope: the request's
+    /// correlation id, if it carried one, goes back with it.
     pub fn reply(reply: &SpaMessage, request: &Delivery) -> Result<Self> {
-        let mut outgoing = Outgoing::traced(reply)?;
+        Outgoing::reply_as(reply, request, WireFormat::Envelope)
+    }
+
+    /// [`Outgoing::reply`], written as `format` says.
+    pub fn reply_as(reply: &SpaMessage, request: &Delivery, format: WireFormat) -> Result<Self> {
+        let mut outgoing = Outgoing::traced(reply, format)?;
         if let Some(id) = request.headers.get(headers::CORRELATION_ID) {
             outgoing.headers.insert(headers::CORRELATION_ID, id);
         }
@@ -45,9 +71,10 @@ impl Outgoing {
 
 /// What every socket does on top of its transport's methods, written once.
 impl dyn SpaSocket {
-    /// Publishes `message` to its topic, in the wire format.
+    /// Publishes `message` to its topic, in the socket's wire format.
     pub async fn publish(&self, message: &SpaMessage) -> Result<()> {
-        self.send(Outgoing::traced(message)?).await
+        self.send(Outgoing::traced(message, self.wire_format())?)
+            .await
     }
 
     /// Publishes bytes as they are to `topic`.
@@ -58,14 +85,15 @@ impl dyn SpaSocket {
     /// Publishes `reply` to a request that arrived as `request`; its correlation id, if it
     /// carried one, goes back with it.
     pub async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
-        self.send(Outgoing::reply(reply, request)?).await
+        self.send(Outgoing::reply_as(reply, request, self.wire_format())?)
+            .await
     }
 
     /// Publishes `message` with a response topic of this socket's and waits for the reply,
     /// at most `timeout`. Concurrent requests each get their own reply.
     pub async fn request(&self, message: SpaMessage, timeout: Duration) -> Result<SpaMessage> {
         let pending = self.reply_route(&message.topic).await?;
-        let (request, destination) = request_on(message, &pending)?;
+        let (request, destination) = request_on(message, &pending, self.wire_format())?;
         self.send(request).await?;
         pending.wait(&destination, timeout).await
     }
@@ -78,10 +106,11 @@ impl dyn SpaSocket {
 pub(super) fn request_on(
     mut message: SpaMessage,
     pending: &PendingReply,
+    format: WireFormat,
 ) -> Result<(Outgoing, String)> {
     message.response_topic = Some(pending.response_topic().to_owned());
     let destination = message.topic.clone();
-    let request = Outgoing::message(message)?
+    let request = Outgoing::traced(&message, format)?
         .with_header(headers::CORRELATION_ID, pending.id().to_string())
         .with_header(headers::RESPONSE_TOPIC, pending.response_topic());
     Ok((request, destination))

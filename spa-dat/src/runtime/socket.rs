@@ -138,7 +138,7 @@ impl Socket {
         let span = self.spans.send(&message.topic, message.payload.len(), None);
         let outgoing = Outgoing {
             key,
-            ..span.in_scope(|| Outgoing::traced(&message))?
+            ..span.in_scope(|| Outgoing::traced(&message, self.inner.wire_format()))?
         };
         span.run(self.send_counted(outgoing, None)).await
     }
@@ -154,7 +154,8 @@ impl Socket {
         let span = self
             .spans
             .send(destination, reply.payload.len(), conversation);
-        let outgoing = span.in_scope(|| Outgoing::reply(reply, request))?;
+        let outgoing =
+            span.in_scope(|| Outgoing::reply_as(reply, request, self.inner.wire_format()))?;
         span.run(self.send_counted(outgoing, Some(crate::metrics::REPLY_DESTINATION)))
             .await
     }
@@ -349,7 +350,7 @@ impl Socket {
         let span = self.spans.send(&message.topic, message.payload.len(), None);
         let round_trip = async {
             let pending = self.inner.reply_route(&message.topic).await?;
-            let (request, destination) = request_on(message, &pending)?;
+            let (request, destination) = request_on(message, &pending, self.inner.wire_format())?;
             self.send_counted(request, None).await?;
             pending.wait(&destination, timeout).await
         };
@@ -438,6 +439,11 @@ impl Socket {
     /// The transport socket underneath.
     pub fn transport(&self) -> &Arc<dyn SpaSocket> {
         &self.inner
+    }
+
+    /// How messages are written and read on this socket's bus ([`crate::socket::WireFormat`]).
+    pub fn wire_format(&self) -> crate::socket::WireFormat {
+        self.inner.wire_format()
     }
 }
 

@@ -231,6 +231,10 @@ impl SpaSocket for FaultySocket {
     async fn close(&self) -> Result<()> {
         self.inner.close().await
     }
+
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.inner.wire_format()
+    }
 }
 
 /// A delivery as it can be sent again: everything but the acknowledgement.

@@ -397,7 +397,9 @@ impl MemoryBus {
                     }
                     inbox.send(delivery);
                 }
-                Target::Replies(replies) => super::deliver_reply(replies, &topic, &payload),
+                Target::Replies(replies) => {
+                    super::deliver_reply(replies, &topic, &payload, &headers)
+                }
             }
         }
     }
@@ -525,6 +527,12 @@ impl SpaSocket for MemorySocket {
         let pending = self.replies.register();
         let topic = format!("{}/{}", self.reply_prefix, pending.id());
         Ok(pending.with_response_topic(topic))
+    }
+
+    /// The in-process bus carries headers as they are: either format works; the envelope
+    /// keeps every field of a message.
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        crate::socket::WireFormat::Envelope
     }
 
     async fn close(&self) -> Result<()> {

@@ -17,11 +17,11 @@ mod ready;
 mod record;
 mod request;
 pub mod spi;
+mod wire_format;
 
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::message::SpaMessage;
 
 #[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) use crate::topic::shortened;
@@ -29,6 +29,7 @@ pub use crate::topic::{
     topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
 };
 pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
+pub use wire_format::WireFormat;
 // The transport interface, by its short paths inside the crate; its public path is `spi`.
 pub(crate) use spi::{
     ArrivalSender, Capabilities, Connection, Delivery, Inbox, Outgoing, PendingReply, Position,
@@ -36,13 +37,23 @@ pub(crate) use spi::{
     DEFAULT_REQUEST_TIMEOUT,
 };
 
-/// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request.
-pub(crate) fn deliver_reply(replies: &RequestMultiplexer, topic: &str, payload: &[u8]) {
+/// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request. A reply is
+/// read in either wire format (a responder that is not spa-dat, e.g. FastStream, answers with
+/// a bare payload): it can only have come to this socket's own reply topic.
+pub(crate) fn deliver_reply(
+    replies: &RequestMultiplexer,
+    topic: &str,
+    payload: &bytes::Bytes,
+    headers: &headers::Headers,
+) {
     let id = topic
         .rsplit('/')
         .next()
         .and_then(|id| id.parse::<u64>().ok());
-    match (id, SpaMessage::from_json(payload)) {
+    let reply = Delivery::new(Arc::from(topic), payload.clone())
+        .with_headers(headers.clone())
+        .message(WireFormat::Raw);
+    match (id, reply) {
         (Some(id), Ok(reply)) => {
             if !replies.resolve(id, reply) {
                 tracing::debug!(topic, "reply arrived after its request ended");

@@ -15,7 +15,7 @@
 //!    [`ReadySignal`] to set), subscribes it, and returns it with its [`Inbox`]: a
 //!    [`Connection`]. Declare what the transport can do in [`Capabilities`]; the conformance
 //!    suite (the workspace's `test-support` crate) tests each claim.
-//! 3. **Socket** — five methods and nothing hidden. `send` publishes an [`Outgoing`] (bytes,
+//! 3. **Socket** — six methods and nothing hidden. `send` publishes an [`Outgoing`] (bytes,
 //!    neutral headers, a key) and returns once the transport's guarantee is met.
 //!    `subscribe`/`unsubscribe` take topic filters. `reply_route` registers a request with a
 //!    [`RequestMultiplexer`] and says where its reply must be published; the transport hands a
@@ -62,10 +62,11 @@ pub use super::record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use super::request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
+pub use super::wire_format::WireFormat;
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
 ///
-/// A transport is these five methods and nothing hidden: everything else a socket does —
+/// A transport is these six methods and nothing hidden: everything else a socket does —
 /// encoding, requests, replies, dead letters — is written once over them (the methods on
 /// `dyn SpaSocket` below), so a wrapper that forwards them (metrics, tracing, fault injection)
 /// sees every message and drops no metadata.
@@ -95,6 +96,10 @@ pub trait SpaSocket: Send + Sync + 'static {
 
     /// Closes the connection: pending requests fail, the inbox ends. Idempotent.
     async fn close(&self) -> Result<()>;
+
+    /// How the runtime writes and reads messages on this socket's bus (a setting of the
+    /// bus; a wrapper forwards its inner socket's).
+    fn wire_format(&self) -> WireFormat;
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.

@@ -514,6 +514,10 @@ impl SpaSocket for CountingSocket {
     async fn close(&self) -> spa_dat::Result<()> {
         self.inner.close().await
     }
+
+    fn wire_format(&self) -> spa_dat::socket::WireFormat {
+        self.inner.wire_format()
+    }
 }
 
 fn counting(connection: Connection) -> (Arc<CountingSocket>, Inbox) {

@@ -151,10 +151,10 @@ impl Consumer {
         }
         self.taken.fetch_add(1, Ordering::Relaxed);
         let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
-        let message = match SpaMessage::from_json(&delivery.payload) {
+        let message = match delivery.message(self.runtime.socket.wire_format()) {
             Ok(message) => message,
             Err(error) => {
-                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded");
+                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
                 return Some(Unfinished {
                     delivery,
                     measure,

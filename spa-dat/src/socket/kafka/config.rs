@@ -36,6 +36,10 @@ use crate::url::{
 pub struct KafkaConfig {
     /// `host:port[,host:port...]`.
     pub bootstrap_servers: String,
+    /// How messages are written and read: in the spa-dat envelope (`envelope`, the default:
+    /// what Python spa-dat 0.4.0 speaks) or as bare payloads with their metadata in headers
+    /// (`raw`: what FastStream and plain clients speak). See [`crate::socket::WireFormat`].
+    pub wire: crate::socket::WireFormat,
     /// Consumer group of every socket; default: `spa-dat-{application name}`.
     pub group_id: Option<String>,
     /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}`.
@@ -72,6 +76,7 @@ impl std::fmt::Debug for KafkaConfig {
             .collect();
         f.debug_struct("KafkaConfig")
             .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("wire", &self.wire)
             .field("group_id", &self.group_id)
             .field("client_id", &self.client_id)
             .field(
@@ -94,6 +99,7 @@ impl Default for KafkaConfig {
     fn default() -> Self {
         KafkaConfig {
             bootstrap_servers: "localhost:9092".to_owned(),
+            wire: crate::socket::WireFormat::Envelope,
             group_id: None,
             client_id: None,
             default_subscription_topics: Vec::new(),
@@ -160,6 +166,10 @@ impl KafkaConfig {
             match key.as_str() {
                 "group" | "group_id" => config.group_id = Some(value),
                 "client_id" => config.client_id = Some(value),
+                "wire" => {
+                    config.wire =
+                        crate::socket::WireFormat::parse(&value).map_err(|e| bad_url(url, e))?
+                }
                 "topics" => config.default_subscription_topics = split_list(&value),
                 "partitions" => config.topic_partitions = url_number(url, &key, &value)?,
                 "replication" => config.topic_replication = url_number(url, &key, &value)?,
@@ -176,6 +186,7 @@ impl KafkaConfig {
                         &[
                             "group",
                             "client_id",
+                            "wire",
                             "topics",
                             "partitions",
                             "replication",

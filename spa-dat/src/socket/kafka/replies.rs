@@ -20,7 +20,6 @@ use super::properties::Client;
 use super::reply_routes::{Replies, ReplyRoute};
 use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
-use crate::message::SpaMessage;
 use crate::socket::PendingReply;
 
 /// Registers a request to `destination` and opens its reply route: the reply consumer, and
@@ -176,7 +175,14 @@ async fn collect_replies(consumer: Arc<StreamConsumer<SocketContext>>, replies: 
                 continue;
             }
         };
-        let reply = match SpaMessage::from_json(message.payload().unwrap_or_default()) {
+        // Either wire format: a responder that is not spa-dat (FastStream) answers with a bare
+        // payload and its metadata in headers.
+        let delivery = crate::socket::Delivery::new(
+            Arc::from(message.topic()),
+            bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        )
+        .with_headers(headers::of_record(&message));
+        let reply = match delivery.message(crate::socket::WireFormat::Raw) {
             Ok(reply) => reply,
             Err(error) => {
                 tracing::warn!(topic = message.topic(), %error, "undecodable reply dropped");

@@ -226,6 +226,10 @@ impl SpaSocket for KafkaSocket {
         replies::open_route(&self.shared, destination).await
     }
 
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.shared.config.wire
+    }
+
     async fn close(&self) -> Result<()> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());

@@ -47,6 +47,10 @@ pub struct MqttConfig {
     pub version: MqttVersion,
     /// Broker host name or address.
     pub host: String,
+    /// How messages are written and read: in the spa-dat envelope (`envelope`, the default:
+    /// what Python spa-dat 0.4.0 speaks) or as bare payloads with their metadata in headers
+    /// (`raw`: what FastStream and plain clients speak). See [`crate::socket::WireFormat`].
+    pub wire: crate::socket::WireFormat,
     /// Broker port.
     pub port: u16,
     /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}` (the
@@ -96,6 +100,7 @@ impl std::fmt::Debug for MqttConfig {
         f.debug_struct("MqttConfig")
             .field("version", &self.version)
             .field("host", &self.host)
+            .field("wire", &self.wire)
             .field("port", &self.port)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
@@ -202,6 +207,7 @@ impl Default for MqttConfig {
         MqttConfig {
             version: MqttVersion::V311,
             host: "localhost".to_owned(),
+            wire: crate::socket::WireFormat::Envelope,
             port: 1883,
             client_id: None,
             username: None,
@@ -296,6 +302,10 @@ impl MqttConfig {
                 }
                 "retain" => config.retain = parse_bool(url, &key, &value)?,
                 "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
+                "wire" => {
+                    config.wire =
+                        crate::socket::WireFormat::parse(&value).map_err(|e| bad_url(url, e))?
+                }
                 "version" => {
                     config.version = MqttVersion::parse(&value).map_err(|e| bad_url(url, e))?
                 }
@@ -331,6 +341,7 @@ impl MqttConfig {
                             "retain",
                             "clean_session",
                             "version",
+                            "wire",
                             "session_expiry_secs",
                             "inflight",
                             "max_packet_size",

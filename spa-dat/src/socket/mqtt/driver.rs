@@ -442,7 +442,12 @@ impl<W: Wire> Driver<W> {
         let ack = (publish.qos != QoS::AtMostOnce)
             .then(|| self.shared.acks.ack_for(publish.pkid, publish.qos));
         if publish.topic.starts_with(&self.shared.reply_prefix) {
-            crate::socket::deliver_reply(&self.shared.replies, &publish.topic, &publish.payload);
+            crate::socket::deliver_reply(
+                &self.shared.replies,
+                &publish.topic,
+                &publish.payload,
+                &publish.headers,
+            );
             if let Some(ack) = ack {
                 self.shared.acks.acknowledge(ack);
             }

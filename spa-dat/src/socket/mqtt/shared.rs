@@ -26,6 +26,7 @@ pub(super) struct Shared<W: Wire> {
     pub(super) broker: String,
     pub(super) qos: QoS,
     pub(super) retain: bool,
+    pub(super) wire: crate::socket::WireFormat,
     pub(super) publish_timeout: Duration,
     /// Largest packet the broker is sent (rumqttc drops the connection for a larger one).
     pub(super) max_packet_size: usize,

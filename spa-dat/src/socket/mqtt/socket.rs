@@ -61,6 +61,10 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
         Ok(pending.with_response_topic(topic))
     }
 
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.shared.wire
+    }
+
     async fn close(&self) -> Result<()> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -208,6 +212,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         broker,
         qos: qos_of(config.qos)?,
         retain: config.retain,
+        wire: config.wire,
         publish_timeout: Duration::from_millis(config.publish_timeout_ms),
         max_packet_size: config.max_packet_size,
         order: tokio::sync::Mutex::new(()),

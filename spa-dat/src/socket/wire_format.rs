@@ -1,0 +1,99 @@
+//! How a message travels on a bus: in the spa-dat envelope (what the Python package writes) or
+//! as its payload alone with its metadata in the transport's headers (what FastStream and plain
+//! MQTT or Kafka clients write). A bus's setting ([`WireFormat`]); the runtime encodes with it,
+//! and [`Delivery::message`] decodes with it.
+
+use serde::{Deserialize, Serialize};
+
+use super::headers;
+use super::record::Delivery;
+use crate::error::Result;
+use crate::message::envelope::SpaMessage;
+use crate::message::qos::QualityOfService;
+
+/// How messages are written on a bus, and read.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// use spa_dat::socket::headers::{CONTENT_TYPE, RESPONSE_TOPIC};
+/// use spa_dat::socket::spi::Delivery;
+/// use spa_dat::socket::WireFormat;
+/// use spa_dat::SpaMessage;
+///
+/// // A bare payload, as FastStream publishes it: its metadata in headers.
+/// let bare = Delivery::new(Arc::from("orders"), "{\"id\": 7}".into())
+///     .with_headers([(CONTENT_TYPE, "application/json"), (RESPONSE_TOPIC, "replies/1")].into_iter().collect());
+/// let message = bare.message(WireFormat::Raw)?;
+/// assert_eq!(message.topic, "orders");
+/// assert_eq!(message.payload_str()?, "{\"id\": 7}");
+/// assert_eq!(message.content_type.as_deref(), Some("application/json"));
+/// assert_eq!(message.response_topic.as_deref(), Some("replies/1"));
+/// // The envelope format refuses it: it is not a spa-dat message.
+/// assert!(bare.message(WireFormat::Envelope).is_err());
+///
+/// // An envelope (Python spa-dat) is read as one in either format.
+/// let envelope = SpaMessage::new("orders", "hi").to_json()?;
+/// let delivery = Delivery::new(Arc::from("orders"), envelope.into());
+/// assert_eq!(delivery.message(WireFormat::Raw)?.payload_str()?, "hi");
+/// # Ok::<(), spa_dat::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// The spa-dat envelope (`../WIRE.md`: JSON with `Payload`, `Topic`, `ResponseTopic`, …):
+    /// what the Python package 0.4.0 writes and reads. A message that is not one is bad input
+    /// (dead-lettered). The default.
+    #[default]
+    Envelope,
+    /// The payload alone; the content type, response topic, correlation id and trace context
+    /// in the transport's headers (MQTT 5 properties, Kafka headers): what FastStream and plain
+    /// clients write. Reading, an envelope is still read as one (a Python spa-dat publisher on
+    /// the same bus) unless its headers give a content type; anything else is a bare payload. Needs a transport that carries headers
+    /// for requests and replies (MQTT 5, Kafka, the in-process bus).
+    Raw,
+}
+
+impl WireFormat {
+    /// `envelope` or `raw`, as in configuration.
+    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+        match value.trim() {
+            "envelope" => Ok(WireFormat::Envelope),
+            "raw" => Ok(WireFormat::Raw),
+            other => Err(format!("wire must be `envelope` or `raw`, got `{other}`")),
+        }
+    }
+}
+
+impl Delivery {
+    /// The message this delivery carries, read as `format` says (see [`WireFormat`]).
+    ///
+    /// # Errors
+    /// [`crate::Error::Decode`] when `format` is [`WireFormat::Envelope`] and the payload is
+    /// not a spa-dat envelope.
+    pub fn message(&self, format: WireFormat) -> Result<SpaMessage> {
+        match format {
+            WireFormat::Envelope => SpaMessage::from_json(&self.payload),
+            // A content type in the headers says what the payload is: not an envelope (which
+            // never travels with one).
+            WireFormat::Raw if self.headers.get(headers::CONTENT_TYPE).is_some() => {
+                Ok(self.bare_message())
+            }
+            WireFormat::Raw => {
+                Ok(SpaMessage::from_json(&self.payload).unwrap_or_else(|_| self.bare_message()))
+            }
+        }
+    }
+
+    /// The payload as it is, with the metadata its headers carry.
+    fn bare_message(&self) -> SpaMessage {
+        let mut message = SpaMessage::new(self.topic.to_string(), self.payload.clone());
+        message.content_type = self.headers.get(headers::CONTENT_TYPE).map(str::to_owned);
+        message.response_topic = self.headers.get(headers::RESPONSE_TOPIC).map(str::to_owned);
+        // The transport's guarantee is what it is; the envelope's field has no source here.
+        message.quality_of_service = QualityOfService::AtLeastOnce;
+        message
+    }
+}
