@@ -129,3 +129,46 @@ fn the_default_memory_config_is_the_bus_memory_urls_name() {
         SocketConfig::Memory(MemoryConfig::default())
     );
 }
+
+#[test]
+fn mqtt_5_and_bare_payloads_are_chosen_by_configuration_alone() {
+    use spa_dat::socket::mqtt::MqttVersion;
+    use spa_dat::socket::WireFormat;
+    for text in [
+        "[bus]\ntransport = \"mqtt\"\nhost = \"h\"\nversion = 5\nwire = \"raw\"",
+        "[bus]\ntransport = \"mqtt\"\nhost = \"h\"\nversion = \"5.0\"\nwire = \"raw\"",
+    ] {
+        let config = Config::from_toml(text).expect("valid");
+        assert!(
+            matches!(config.bus, SocketConfig::Mqtt(ref mqtt) if mqtt.version == MqttVersion::V5 && mqtt.wire == WireFormat::Raw),
+            "{text}: {:?}",
+            config.bus
+        );
+    }
+    let config =
+        Config::from_toml("[bus]\ntransport = \"mqtt\"\nhost = \"h\"\nversion = \"3.1.1\"")
+            .expect("valid");
+    assert!(
+        matches!(config.bus, SocketConfig::Mqtt(ref mqtt) if mqtt.version == MqttVersion::V311 && mqtt.wire == WireFormat::Envelope)
+    );
+    let config = Config::from_toml(
+        "[bus]\ntransport = \"kafka\"\nbootstrap_servers = \"h:9092\"\nwire = \"raw\"",
+    )
+    .expect("valid");
+    assert!(matches!(config.bus, SocketConfig::Kafka(ref kafka) if kafka.wire == WireFormat::Raw));
+    for (text, says) in [
+        (
+            "[bus]\ntransport = \"mqtt\"\nhost = \"h\"\nversion = 6",
+            "3.1.1 or 5",
+        ),
+        (
+            "[bus]\ntransport = \"mqtt\"\nhost = \"h\"\nwire = \"json\"",
+            "`envelope` or `raw`",
+        ),
+    ] {
+        let error = toml_error(text);
+        assert!(error.contains(says), "{text}: {error}");
+    }
+    assert!(url_error("mqtt://h?version=4.5").contains("3.1.1 or 5"));
+    assert!(url_error("kafka://h:9092?wire=bare").contains("`envelope` or `raw`"));
+}

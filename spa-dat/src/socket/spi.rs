@@ -62,7 +62,7 @@ pub use super::record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use super::request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-pub use super::wire_format::WireFormat;
+use super::wire_format::WireFormat;
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
 ///

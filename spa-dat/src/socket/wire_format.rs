@@ -56,9 +56,12 @@ pub enum WireFormat {
     Raw,
 }
 
-impl WireFormat {
-    /// `envelope` or `raw`, as in configuration.
-    pub fn parse(value: &str) -> std::result::Result<Self, String> {
+/// `envelope` or `raw`, as in configuration.
+impl std::str::FromStr for WireFormat {
+    /// What is wrong, in words.
+    type Err = String;
+
+    fn from_str(value: &str) -> std::result::Result<Self, String> {
         match value.trim() {
             "envelope" => Ok(WireFormat::Envelope),
             "raw" => Ok(WireFormat::Raw),

@@ -166,10 +166,7 @@ impl KafkaConfig {
             match key.as_str() {
                 "group" | "group_id" => config.group_id = Some(value),
                 "client_id" => config.client_id = Some(value),
-                "wire" => {
-                    config.wire =
-                        crate::socket::WireFormat::parse(&value).map_err(|e| bad_url(url, e))?
-                }
+                "wire" => config.wire = value.parse().map_err(|e: String| bad_url(url, e))?,
                 "topics" => config.default_subscription_topics = split_list(&value),
                 "partitions" => config.topic_partitions = url_number(url, &key, &value)?,
                 "replication" => config.topic_replication = url_number(url, &key, &value)?,

@@ -47,12 +47,12 @@ pub struct MqttConfig {
     pub version: MqttVersion,
     /// Broker host name or address.
     pub host: String,
+    /// Broker port.
+    pub port: u16,
     /// How messages are written and read: in the spa-dat envelope (`envelope`, the default:
     /// what Python spa-dat 0.4.0 speaks) or as bare payloads with their metadata in headers
     /// (`raw`: what FastStream and plain clients speak). See [`crate::socket::WireFormat`].
     pub wire: crate::socket::WireFormat,
-    /// Broker port.
-    pub port: u16,
     /// A bus-wide client id, used as a prefix: each socket is `{client_id}-{application}` (the
     /// application's explicit client id, else its name), the same in every run, so persistent
     /// sessions resume. Unset: the application's client id (its name plus a random suffix).
@@ -100,8 +100,8 @@ impl std::fmt::Debug for MqttConfig {
         f.debug_struct("MqttConfig")
             .field("version", &self.version)
             .field("host", &self.host)
-            .field("wire", &self.wire)
             .field("port", &self.port)
+            .field("wire", &self.wire)
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &redacted_option(&self.password))
@@ -147,8 +147,12 @@ pub enum MqttVersion {
     V5,
 }
 
-impl MqttVersion {
-    fn parse(value: &str) -> std::result::Result<Self, String> {
+/// `3.1.1` (or `3`, `4`, `311`) or `5` (or `5.0`).
+impl std::str::FromStr for MqttVersion {
+    /// What is wrong, in words.
+    type Err = String;
+
+    fn from_str(value: &str) -> std::result::Result<Self, String> {
         match value.trim() {
             "3.1.1" | "3" | "4" | "311" => Ok(MqttVersion::V311),
             "5" | "5.0" => Ok(MqttVersion::V5),
@@ -192,7 +196,7 @@ impl<'de> Deserialize<'de> for MqttVersion {
             Written::Number(number) => number.to_string(),
             Written::Text(text) => text,
         };
-        MqttVersion::parse(&text).map_err(serde::de::Error::custom)
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -207,8 +211,8 @@ impl Default for MqttConfig {
         MqttConfig {
             version: MqttVersion::V311,
             host: "localhost".to_owned(),
-            wire: crate::socket::WireFormat::Envelope,
             port: 1883,
+            wire: crate::socket::WireFormat::Envelope,
             client_id: None,
             username: None,
             password: None,
@@ -302,13 +306,8 @@ impl MqttConfig {
                 }
                 "retain" => config.retain = parse_bool(url, &key, &value)?,
                 "clean_session" => config.clean_session = parse_bool(url, &key, &value)?,
-                "wire" => {
-                    config.wire =
-                        crate::socket::WireFormat::parse(&value).map_err(|e| bad_url(url, e))?
-                }
-                "version" => {
-                    config.version = MqttVersion::parse(&value).map_err(|e| bad_url(url, e))?
-                }
+                "wire" => config.wire = value.parse().map_err(|e: String| bad_url(url, e))?,
+                "version" => config.version = value.parse().map_err(|e: String| bad_url(url, e))?,
                 "session_expiry_secs" => {
                     config.session_expiry_secs = Some(url_number(url, &key, &value)?)
                 }
