@@ -58,6 +58,11 @@ pub struct SpaMessage {
     /// OpenTelemetry span; on the wire as the extra keys `traceparent` and `tracestate`, which
     /// Python spa-dat ignores. See [`crate::telemetry`].
     pub trace_context: Option<TraceContext>,
+    /// How long the broker may keep the message for subscribers that have not received it
+    /// (MQTT 5's message expiry interval; whole seconds, at least one). Not in the envelope:
+    /// it travels beside it, where the transport can carry it (see
+    /// [`crate::socket::headers::MESSAGE_EXPIRY_SECS`]); ignored by MQTT 3.1.1.
+    pub expiry: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for SpaMessage {
@@ -73,6 +78,7 @@ impl fmt::Debug for SpaMessage {
             .field("response_topic", &self.response_topic)
             .field("timestamp", &self.timestamp)
             .field("trace_context", &self.trace_context)
+            .field("expiry", &self.expiry)
             .finish()
     }
 }
@@ -110,6 +116,7 @@ impl SpaMessage {
             response_topic: None,
             timestamp: unix_now(),
             trace_context: None,
+            expiry: None,
         }
     }
 
@@ -153,6 +160,24 @@ impl SpaMessage {
     /// ```
     pub fn with_content_type(mut self, content_type: impl Into<String>) -> Self {
         self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Sets how long the broker may keep the message for subscribers that have not received
+    /// it (see [`SpaMessage::expiry`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::SpaMessage;
+    ///
+    /// let reading = SpaMessage::new("readings", "21.5").with_expiry(Duration::from_secs(60));
+    /// assert_eq!(reading.expiry, Some(Duration::from_secs(60)));
+    /// ```
+    pub fn with_expiry(mut self, expiry: std::time::Duration) -> Self {
+        self.expiry = Some(expiry);
         self
     }
 
@@ -371,6 +396,7 @@ impl SpaMessage {
                 traceparent: traceparent.into_owned(),
                 tracestate: wire.tracestate.map(Cow::into_owned),
             }),
+            expiry: None,
         })
     }
 }

@@ -77,6 +77,17 @@ impl Delivery {
     /// [`crate::Error::Decode`] when `format` is [`WireFormat::Envelope`] and the payload is
     /// not a spa-dat envelope.
     pub fn message(&self, format: WireFormat) -> Result<SpaMessage> {
+        let mut message = self.decode(format)?;
+        // What is left of its expiry (MQTT 5): forwarded, it keeps no more than that.
+        message.expiry = self
+            .headers
+            .get(headers::MESSAGE_EXPIRY_SECS)
+            .and_then(|secs| secs.parse().ok())
+            .map(std::time::Duration::from_secs);
+        Ok(message)
+    }
+
+    fn decode(&self, format: WireFormat) -> Result<SpaMessage> {
         match format {
             WireFormat::Envelope => SpaMessage::from_json(&self.payload),
             // A content type in the headers says what the payload is: not an envelope (which

@@ -62,8 +62,11 @@ fn properties(headers: &Headers) -> Option<PublishProperties> {
                 properties.content_type = Some(value.to_owned());
             }
             headers::MESSAGE_EXPIRY_SECS if properties.message_expiry_interval.is_none() => {
-                match value.trim().parse::<u32>() {
-                    Ok(secs) => properties.message_expiry_interval = Some(secs),
+                match value.trim().parse::<u64>() {
+                    Ok(secs) => {
+                        properties.message_expiry_interval =
+                            Some(u32::try_from(secs).unwrap_or(u32::MAX))
+                    }
                     // Kept as it is: a user property, visible to the consumer.
                     Err(_) => properties
                         .user_properties
@@ -103,6 +106,10 @@ fn received_headers(properties: Option<PublishProperties>) -> Headers {
     }
     if let Some(content_type) = properties.content_type {
         received.insert(headers::CONTENT_TYPE, content_type);
+    }
+    // What is left of it: a message forwarded keeps no more than its sender gave it.
+    if let Some(secs) = properties.message_expiry_interval {
+        received.insert(headers::MESSAGE_EXPIRY_SECS, secs.to_string());
     }
     received
 }
