@@ -58,11 +58,7 @@ async fn plain_client(
                         let _ = tx.send(());
                     }
                 }
-                Event::Incoming(Packet::Publish(publish)) => {
-                    if tx.send(publish).is_err() {
-                        return;
-                    }
-                }
+                Event::Incoming(Packet::Publish(publish)) if tx.send(publish).is_err() => return,
                 _ => {}
             }
         }
