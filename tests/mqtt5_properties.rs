@@ -58,7 +58,10 @@ async fn plain_client(
                         let _ = tx.send(());
                     }
                 }
-                Event::Incoming(Packet::Publish(publish)) if tx.send(publish).is_err() => return,
+                // The test ended when nobody receives: the runtime stops this task with it.
+                Event::Incoming(Packet::Publish(publish)) => {
+                    let _ = tx.send(publish);
+                }
                 _ => {}
             }
         }
