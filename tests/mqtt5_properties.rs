@@ -208,3 +208,106 @@ async fn an_expired_message_is_not_delivered_to_a_returning_persistent_consumer(
     back.socket.close().await.expect("close");
     writer.socket.close().await.expect("close");
 }
+
+/// Lines logged while the returned guard lives (this thread only: a current-thread runtime
+/// runs the connection task here too).
+fn capture_logs() -> (
+    Arc<std::sync::Mutex<Vec<u8>>>,
+    tracing::subscriber::DefaultGuard,
+) {
+    use tracing_subscriber::util::SubscriberInitExt;
+    struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Sink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&logs);
+    let guard = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || Sink(Arc::clone(&sink)))
+        .finish()
+        .set_default();
+    (logs, guard)
+}
+
+/// The broker's DISCONNECT reason is logged. Mosquitto 2.0.11 sends a reason code without
+/// properties (`e0 01 95` to a client whose packet exceeded its `max_packet_size`), which
+/// rumqttc 0.25.1 could not decode (vendor/rumqttc/PATCHES.md, 3). A peer of the test's own
+/// sends exactly those bytes after its CONNACK: Mosquitto never sends them to a well-behaved
+/// client (it takes sessions over without a DISCONNECT).
+#[tokio::test]
+async fn the_brokers_disconnect_reason_is_logged() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (logs, _guard) = capture_logs();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let peer = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut connect = [0u8; 256];
+        let _ = stream.read(&mut connect).await;
+        // CONNACK: no session, success, no properties; then DISCONNECT 0x95 PacketTooLarge.
+        stream
+            .write_all(&[0x20, 0x03, 0x00, 0x00, 0x00, 0xE0, 0x01, 0x95])
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    });
+    let config = MqttConfig {
+        version: MqttVersion::V5,
+        ..MqttConfig::new("127.0.0.1", port)
+    };
+    let spa = provider(config)
+        .connect(SocketOptions::new("dropped"))
+        .await
+        .expect("connects");
+    let logged = || String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !logged().contains("the broker closed the connection: PacketTooLarge") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reason logged: {}",
+            logged()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    spa.socket.close().await.expect("close");
+    peer.abort();
+}
+
+/// An MQTT 5 broker says in its CONNACK the largest packet it takes: a larger publish fails
+/// at once, naming that limit, and the connection stays (rumqttc would otherwise fail the
+/// connection over it, and again after each reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_larger_than_the_broker_takes_fails_at_once_at_mqtt_5() {
+    let broker = Mosquitto::start_with("allow_anonymous true\nmax_packet_size 1000\n");
+    let writer = support::connect_publisher(
+        &provider(mqtt5(&broker, WireFormat::Envelope)),
+        "big-writer",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let error = writer
+        .socket
+        .publish(&SpaMessage::new("big/t", vec![b'x'; 2_000]))
+        .await
+        .expect_err("too large for the broker");
+    let text = error.to_string();
+    assert!(text.contains("the broker takes at most 1000"), "{text}");
+    assert!(error.is_permanent(), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(1), "at once");
+    writer
+        .socket
+        .publish(&SpaMessage::new("big/t", "small"))
+        .await
+        .expect("the connection stays");
+    writer.socket.close().await.expect("close");
+}

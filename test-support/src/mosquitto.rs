@@ -162,7 +162,9 @@ impl Mosquitto {
         dir
     }
 
-    fn start_with(extra: &str) -> Self {
+    /// A broker with `extra` lines in its configuration, e.g.
+    /// `"allow_anonymous true\nmax_packet_size 1000\n"`.
+    pub fn start_with(extra: &str) -> Self {
         Self::start_in(Self::new_dir(), extra)
     }
 

@@ -172,7 +172,11 @@ impl<W: Wire> Driver<W> {
                     let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
                     break;
                 }
-                Ok(WireEvent::ConnAck { session_present }) => {
+                Ok(WireEvent::ConnAck {
+                    session_present,
+                    max_packet_size,
+                }) => {
+                    self.shared.learn_max_packet_size(max_packet_size);
                     tracing::info!(broker = %self.shared.broker, session_present, "MQTT reconnected");
                     if crate::metrics::enabled() {
                         crate::metrics::reconnected("mqtt", &self.shared.broker);

@@ -30,6 +30,9 @@ pub(super) struct Shared<W: Wire> {
     pub(super) publish_timeout: Duration,
     /// Largest packet the broker is sent (rumqttc drops the connection for a larger one).
     pub(super) max_packet_size: usize,
+    /// The largest packet the broker said it takes (MQTT 5's CONNACK), `usize::MAX` if it did
+    /// not say; updated on every connection.
+    pub(super) broker_max_packet_size: std::sync::atomic::AtomicUsize,
     /// Makes "record in the ledger, hand to rumqttc" one step: the ledger's order is the
     /// order rumqttc sends in.
     pub(super) order: tokio::sync::Mutex<()>,
@@ -60,6 +63,13 @@ impl<W: Wire> Shared<W> {
         self.subscriptions
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the largest packet the broker said it takes (or that it said none).
+    pub(super) fn learn_max_packet_size(&self, max_packet_size: Option<u32>) {
+        let max = max_packet_size.map_or(usize::MAX, |max| max as usize);
+        self.broker_max_packet_size
+            .store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(super) fn ensure_open(&self) -> Result<()> {
@@ -178,6 +188,19 @@ impl<W: Wire> Shared<W> {
                 format!(
                     "message too large: {size} bytes as a packet, max_packet_size is {} (topic {})",
                     self.max_packet_size,
+                    crate::socket::shortened(topic)
+                ),
+            ));
+        }
+        let broker_max = self
+            .broker_max_packet_size
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if size > broker_max {
+            return Err(Error::refused(
+                operation,
+                self.broker.clone(),
+                format!(
+                    "message too large: {size} bytes as a packet, the broker takes at most {broker_max} (its CONNACK; topic {})",
                     crate::socket::shortened(topic)
                 ),
             ));

@@ -178,9 +178,13 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
     )?;
     let connect_timeout = Duration::from_millis(config.connect_timeout_ms);
     let connected = tokio::time::timeout(connect_timeout, W::poll(&mut eventloop)).await;
-    match connected {
-        Ok(Ok(WireEvent::ConnAck { session_present })) => {
+    let broker_max_packet_size = match connected {
+        Ok(Ok(WireEvent::ConnAck {
+            session_present,
+            max_packet_size,
+        })) => {
             tracing::info!(broker = %broker, client_id = %client_id, session_present, version = W::VERSION, "MQTT connected");
+            max_packet_size.map_or(usize::MAX, |max| max as usize)
         }
         Ok(Ok(other)) => {
             return Err(Error::Connect {
@@ -204,7 +208,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
                 source: None,
             })
         }
-    }
+    };
     let (inbox_tx, inbox) = Inbox::handled_on_arrival(options.inbox_capacity);
     let shared = Arc::new(Shared::<W> {
         acks: AckPath::new(client.clone()),
@@ -215,6 +219,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         wire: config.wire,
         publish_timeout: Duration::from_millis(config.publish_timeout_ms),
         max_packet_size: config.max_packet_size,
+        broker_max_packet_size: std::sync::atomic::AtomicUsize::new(broker_max_packet_size),
         order: tokio::sync::Mutex::new(()),
         ledger: Mutex::new(Ledger::default()),
         subscriptions: Mutex::new(Vec::new()),

@@ -132,8 +132,12 @@ pub(super) enum RequestView<'a> {
 /// An event of the connection, in either version's terms.
 #[derive(Debug)]
 pub(super) enum WireEvent {
-    /// The broker accepted the connection.
-    ConnAck { session_present: bool },
+    /// The broker accepted the connection; MQTT 5 brokers may say the largest packet they
+    /// take.
+    ConnAck {
+        session_present: bool,
+        max_packet_size: Option<u32>,
+    },
     /// A message arrived.
     Publish(Received),
     /// The broker acknowledged the publish `pkid` (PUBACK, or PUBREC at QoS 2); `refused`

@@ -243,6 +243,7 @@ fn event(event: Event) -> WireEvent {
     match event {
         Event::Incoming(Incoming::ConnAck(ack)) => WireEvent::ConnAck {
             session_present: ack.session_present,
+            max_packet_size: None,
         },
         Event::Incoming(Incoming::Publish(publish)) => WireEvent::Publish(Received {
             topic: publish.topic,

@@ -466,6 +466,7 @@ fn event(event: Event) -> WireEvent {
     match event {
         Event::Incoming(Incoming::ConnAck(ack)) => WireEvent::ConnAck {
             session_present: ack.session_present,
+            max_packet_size: ack.properties.and_then(|p| p.max_packet_size),
         },
         Event::Incoming(Incoming::Publish(publish)) => WireEvent::Publish(Received {
             // The broker checked the topic is UTF-8 (MQTT 5 §4.7.3); a broker that did not
