@@ -247,7 +247,7 @@ impl<W: Wire> Driver<W> {
                     Some(reason) => Err(Error::refused(
                         "publish",
                         self.shared.broker.clone(),
-                        format!("the broker refused the message: {reason}"),
+                        reason,
                     )),
                 };
                 self.acknowledged(Kind::Publish, pkid, result)
