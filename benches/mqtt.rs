@@ -6,7 +6,10 @@
 //! The parent process starts a broker and publishes; each consumer runs in a child process of
 //! this binary (so its CPU time and peak memory are its own, from getrusage). Printed:
 //! consumer messages/s at QoS 0 and 1 (first → last message), consumer CPU µs/message
-//! (user+sys), peak RSS, and request/reply latency p50/p99 — each with the framework/raw ratio.
+//! (user+sys), peak RSS, and request/reply latency p50/p99 — each with the framework/raw ratio;
+//! then the same on MQTT 5 against raw rumqttc v5 (request/reply on `response_topic` and
+//! `correlation_data`), and spa-dat on MQTT 5 against spa-dat on 3.1.1 (what the properties
+//! cost). `cargo bench --bench mqtt -- v5` runs the MQTT 5 sections alone.
 
 use spa_dat_test_support::mosquitto;
 mod support;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider, MqttVersion};
 use spa_dat::socket::spi::{SocketOptions, SocketProvider};
 use spa_dat::{Application, ApplicationLifeCycle, Config, DistributedApplication, SpaMessage};
 use tokio::sync::Notify;
@@ -142,8 +145,54 @@ fn consumer_child(kind: &str, port: u16, qos: u8, count: usize) {
                 }
                 report(&first, start_cpu, count);
             }
+            "raw5" => {
+                // rumqttc v5 with its own acknowledgements, as "raw" above.
+                let mut options = rumqttc::v5::MqttOptions::new("raw5-consumer", "127.0.0.1", port);
+                options.set_max_packet_size(Some(1 << 20));
+                let mut network = options.network_options();
+                network.set_tcp_nodelay(true);
+                options.set_network_options(network);
+                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+                let qos5 = [
+                    rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                ][qos as usize];
+                client
+                    .subscribe("bench/stream", qos5)
+                    .await
+                    .expect("subscribe");
+                loop {
+                    if let rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::SubAck(_)) =
+                        eventloop.poll().await.expect("poll")
+                    {
+                        break;
+                    }
+                }
+                println!("ready");
+                let start_cpu = support::cpu_seconds();
+                loop {
+                    match eventloop.poll().await {
+                        Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::Publish(
+                            publish,
+                        ))) => {
+                            first.get_or_init(Instant::now);
+                            let message = SpaMessage::from_json(&publish.payload).expect("decodes");
+                            std::hint::black_box(&message);
+                            if received.fetch_add(1, Ordering::Relaxed) + 1 == count {
+                                break;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(error) => panic!("raw v5 consumer: {error}"),
+                    }
+                }
+                report(&first, start_cpu, count);
+            }
             _ => {
                 let mut config = MqttConfig::new("127.0.0.1", port);
+                if kind == "framework5" {
+                    config.version = MqttVersion::V5;
+                }
                 config.qos = qos;
                 config.client_id = Some("framework-consumer".into());
                 // One shared handle: a handler's future must own what it uses (one clone per
@@ -313,9 +362,107 @@ async fn raw_round_trips(port: u16) -> Vec<Duration> {
     samples
 }
 
+/// Round trips on raw rumqttc v5: the request carries `response_topic` and
+/// `correlation_data` properties, the responder answers there echoing the correlation data,
+/// the requester matches it. Bare payloads (no envelope), as spa-dat's `wire = "raw"`.
+async fn raw5_round_trips(port: u16) -> Vec<Duration> {
+    use rumqttc::v5::mqttbytes::v5::PublishProperties;
+    use rumqttc::v5::mqttbytes::QoS as QoS5;
+    use rumqttc::v5::{AsyncClient, Event, Incoming, MqttOptions};
+    let connect = |id: &str| {
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        let mut network = options.network_options();
+        network.set_tcp_nodelay(true);
+        options.set_network_options(network);
+        AsyncClient::new(options, 64)
+    };
+    let (responder, mut responder_loop) = connect("raw5-responder");
+    responder
+        .subscribe("bench/raw5-rpc", QoS5::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let responder_client = responder.clone();
+    let responder_task = tokio::spawn(async move {
+        while let Ok(event) = responder_loop.poll().await {
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                let Some(properties) = publish.properties else {
+                    continue;
+                };
+                let Some(reply_to) = properties.response_topic else {
+                    continue;
+                };
+                let reply = PublishProperties {
+                    correlation_data: properties.correlation_data,
+                    ..Default::default()
+                };
+                let client = responder_client.clone();
+                tokio::spawn(async move {
+                    client
+                        .publish_with_properties(
+                            reply_to,
+                            QoS5::AtLeastOnce,
+                            false,
+                            publish.payload,
+                            reply,
+                        )
+                        .await
+                });
+            }
+        }
+    });
+    let (requester, mut requester_loop) = connect("raw5-requester");
+    requester
+        .subscribe("bench/raw5-reply", QoS5::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let requester_task = tokio::spawn(async move {
+        while let Ok(event) = requester_loop.poll().await {
+            if let Event::Incoming(Incoming::Publish(publish)) = event {
+                let _ = tx.send(publish);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut samples = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        let started = Instant::now();
+        let correlation = Bytes::from(i.to_string());
+        let properties = PublishProperties {
+            response_topic: Some("bench/raw5-reply".into()),
+            correlation_data: Some(correlation.clone()),
+            ..Default::default()
+        };
+        requester
+            .publish_with_properties(
+                "bench/raw5-rpc",
+                QoS5::AtLeastOnce,
+                false,
+                format!("ping {i}"),
+                properties,
+            )
+            .await
+            .expect("publish");
+        loop {
+            let reply = rx.recv().await.expect("reply");
+            if reply.properties.and_then(|p| p.correlation_data) == Some(correlation.clone()) {
+                break;
+            }
+        }
+        samples.push(started.elapsed());
+    }
+    responder_task.abort();
+    requester_task.abort();
+    samples
+}
+
 async fn framework_round_trips(port: u16) -> Vec<Duration> {
+    framework_round_trips_with(MqttConfig::new("127.0.0.1", port)).await
+}
+
+async fn framework_round_trips_with(config: MqttConfig) -> Vec<Duration> {
     let provider: Arc<dyn SocketProvider> =
-        Arc::new(MqttSocketProvider::new(MqttConfig::new("127.0.0.1", port)).expect("config"));
+        Arc::new(MqttSocketProvider::new(config).expect("config"));
     let app = DistributedApplication::new()
         .without_registered_handlers()
         .watch_signals(false)
@@ -362,8 +509,10 @@ fn main() {
         .expect("rt");
     runtime.block_on(async {
         println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
-        support::header("raw rumqttc");
-        // `cargo bench --bench mqtt -- qos1` runs one section (qos0, qos1, request).
+        if ["qos0", "qos1", "request"].iter().any(|s| support::selected(s)) {
+            support::header("raw rumqttc");
+        }
+        // `cargo bench --bench mqtt -- qos1` runs one section (qos0, qos1, request, v5).
         for qos in [0u8, 1] {
             if !support::selected(&format!("qos{qos}")) {
                 continue;
@@ -395,12 +544,61 @@ fn main() {
             row(&format!("CPU µs/message vs {other}"), &comparison, |r| r.cpu_us);
             row(&format!("peak RSS MB vs {other}"), &comparison, |r| r.peak_mb);
         }
-        if !support::selected("request") {
+        if support::selected("request") {
+            let mut raw = raw_round_trips(broker.port).await;
+            let mut fw = framework_round_trips(broker.port).await;
+            support::row("request/reply p50 µs", support::percentile(&mut fw, 0.5), support::percentile(&mut raw, 0.5));
+            support::row("request/reply p99 µs", support::percentile(&mut fw, 0.99), support::percentile(&mut raw, 0.99));
+        }
+        if !support::selected("v5") {
             return;
         }
-        let mut raw = raw_round_trips(broker.port).await;
-        let mut fw = framework_round_trips(broker.port).await;
-        support::row("request/reply p50 µs", support::percentile(&mut fw, 0.5), support::percentile(&mut raw, 0.5));
-        support::row("request/reply p99 µs", support::percentile(&mut fw, 0.99), support::percentile(&mut raw, 0.99));
+        support::header("raw rumqttc v5");
+        for qos in [0u8, 1] {
+            let (mut raw5, mut fw5) = (Vec::new(), Vec::new());
+            for _ in 0..CONSUMER_ROUNDS {
+                raw5.push(run_consumer("raw5", broker.port, qos).await);
+                fw5.push(run_consumer("framework5", broker.port, qos).await);
+            }
+            let median = |runs: &[ConsumerResult], field: fn(&ConsumerResult) -> f64| {
+                support::median(&mut runs.iter().map(field).collect::<Vec<_>>())
+            };
+            let row = |measure: &str, field: fn(&ConsumerResult) -> f64| {
+                support::row(&format!("MQTT 5 QoS {qos} {measure}"), median(&fw5, field), median(&raw5, field));
+            };
+            row("consumer messages/s", |r| r.rate);
+            row("consumer CPU µs/message", |r| r.cpu_us);
+            row("consumer peak RSS MB", |r| r.peak_mb);
+        }
+        let raw_wire = MqttConfig {
+            version: MqttVersion::V5,
+            wire: spa_dat::socket::WireFormat::Raw,
+            ..MqttConfig::new("127.0.0.1", broker.port)
+        };
+        let mut raw5 = raw5_round_trips(broker.port).await;
+        let mut fw5 = framework_round_trips_with(raw_wire).await;
+        support::row("MQTT 5 request/reply p50 µs", support::percentile(&mut fw5, 0.5), support::percentile(&mut raw5, 0.5));
+        support::row("MQTT 5 request/reply p99 µs", support::percentile(&mut fw5, 0.99), support::percentile(&mut raw5, 0.99));
+
+        // What MQTT 5's properties cost spa-dat: MQTT 5 against 3.1.1, the envelope on both.
+        support::header("spa-dat on MQTT 3.1.1");
+        for qos in [0u8, 1] {
+            let (mut v311, mut v5) = (Vec::new(), Vec::new());
+            for _ in 0..CONSUMER_ROUNDS {
+                v311.push(run_consumer("framework", broker.port, qos).await);
+                v5.push(run_consumer("framework5", broker.port, qos).await);
+            }
+            let median = |runs: &[ConsumerResult]| {
+                support::median(&mut runs.iter().map(|r| r.cpu_us).collect::<Vec<_>>())
+            };
+            support::row(&format!("spa-dat MQTT 5 / 3.1.1 QoS {qos} CPU µs/message"), median(&v5), median(&v311));
+        }
+        let envelope5 = MqttConfig {
+            version: MqttVersion::V5,
+            ..MqttConfig::new("127.0.0.1", broker.port)
+        };
+        let mut v311 = framework_round_trips(broker.port).await;
+        let mut v5 = framework_round_trips_with(envelope5).await;
+        support::row("spa-dat MQTT 5 / 3.1.1 request/reply p50 µs", support::percentile(&mut v5, 0.5), support::percentile(&mut v311, 0.5));
     });
 }
