@@ -146,7 +146,12 @@ impl Socket {
     /// Publishes a handler's `reply` (stamped, addressed to the response topic) to `request`,
     /// in a `send` span of the request's conversation; counted as sent to
     /// [`crate::metrics::REPLY_DESTINATION`].
-    pub(crate) async fn publish_reply(&self, reply: &SpaMessage, request: &Delivery) -> Result<()> {
+    pub(crate) async fn publish_reply(
+        &self,
+        reply: &SpaMessage,
+        request: &Delivery,
+        format: crate::socket::WireFormat,
+    ) -> Result<()> {
         let conversation = request.headers.get(headers::CORRELATION_ID);
         // Named as it is counted: the response topic is the requester's choice, one per
         // request on MQTT — as span names it would be unbounded.
@@ -154,8 +159,7 @@ impl Socket {
         let span = self
             .spans
             .send(destination, reply.payload.len(), conversation);
-        let outgoing =
-            span.in_scope(|| Outgoing::reply_as(reply, request, self.inner.wire_format()))?;
+        let outgoing = span.in_scope(|| Outgoing::reply_as(reply, request, format))?;
         span.run(self.send_counted(outgoing, Some(crate::metrics::REPLY_DESTINATION)))
             .await
     }

@@ -132,12 +132,12 @@ fn dead_letter_headers(
 ) -> Headers {
     headers.insert(
         headers::DEAD_LETTER_REASON,
-        shortened_to(reason, DEAD_LETTER_REASON_BYTES),
+        shortened_to(&printable(reason), DEAD_LETTER_REASON_BYTES),
     );
     headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
     headers.insert(
         headers::DEAD_LETTER_TOPIC,
-        shortened_to(&delivery.topic, DEAD_LETTER_REASON_BYTES),
+        shortened_to(&printable(&delivery.topic), DEAD_LETTER_REASON_BYTES),
     );
     if let Some(position) = delivery.position {
         headers.insert(
@@ -147,6 +147,26 @@ fn dead_letter_headers(
         headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
     }
     headers
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{1b}`): a reason may quote hostile
+/// input, and a header carrying it must be one every transport takes (MQTT 5 refuses control
+/// characters in its strings).
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_debug().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        text.into()
+    }
 }
 
 /// Where a transport keeps a delivered message: a partition and an offset in it (Kafka).

@@ -10,6 +10,7 @@ use super::record::Delivery;
 use crate::error::Result;
 use crate::message::envelope::SpaMessage;
 use crate::message::qos::QualityOfService;
+use crate::message::{TraceContext, TRACEPARENT, TRACESTATE};
 
 /// How messages are written on a bus, and read.
 ///
@@ -77,27 +78,34 @@ impl Delivery {
     /// [`crate::Error::Decode`] when `format` is [`WireFormat::Envelope`] and the payload is
     /// not a spa-dat envelope.
     pub fn message(&self, format: WireFormat) -> Result<SpaMessage> {
-        let mut message = self.decode(format)?;
+        self.read(format).map(|(message, _)| message)
+    }
+
+    /// [`Delivery::message`], with the form it was read in: an envelope on a raw bus is
+    /// answered in the envelope (a Python spa-dat requester reads nothing else).
+    pub(crate) fn read(&self, format: WireFormat) -> Result<(SpaMessage, WireFormat)> {
+        let (mut message, read_as) = self.decode(format)?;
         // What is left of its expiry (MQTT 5): forwarded, it keeps no more than that.
         message.expiry = self
             .headers
             .get(headers::MESSAGE_EXPIRY_SECS)
             .and_then(|secs| secs.parse().ok())
             .map(std::time::Duration::from_secs);
-        Ok(message)
+        Ok((message, read_as))
     }
 
-    fn decode(&self, format: WireFormat) -> Result<SpaMessage> {
+    fn decode(&self, format: WireFormat) -> Result<(SpaMessage, WireFormat)> {
+        let bare = || (self.bare_message(), WireFormat::Raw);
         match format {
-            WireFormat::Envelope => SpaMessage::from_json(&self.payload),
+            WireFormat::Envelope => {
+                SpaMessage::from_json(&self.payload).map(|m| (m, WireFormat::Envelope))
+            }
             // A content type in the headers says what the payload is: not an envelope (which
             // never travels with one).
-            WireFormat::Raw if self.headers.get(headers::CONTENT_TYPE).is_some() => {
-                Ok(self.bare_message())
-            }
-            WireFormat::Raw => {
-                Ok(SpaMessage::from_json(&self.payload).unwrap_or_else(|_| self.bare_message()))
-            }
+            WireFormat::Raw if self.headers.get(headers::CONTENT_TYPE).is_some() => Ok(bare()),
+            WireFormat::Raw => Ok(SpaMessage::from_json(&self.payload)
+                .map(|m| (m, WireFormat::Envelope))
+                .unwrap_or_else(|_| bare())),
         }
     }
 
@@ -108,6 +116,14 @@ impl Delivery {
         message.response_topic = self.headers.get(headers::RESPONSE_TOPIC).map(str::to_owned);
         // The transport's guarantee is what it is; the envelope's field has no source here.
         message.quality_of_service = QualityOfService::AtLeastOnce;
+        // Its trace context came in the headers (there is no envelope to carry it).
+        message.trace_context = self
+            .headers
+            .get(TRACEPARENT)
+            .map(|traceparent| TraceContext {
+                traceparent: traceparent.to_owned(),
+                tracestate: self.headers.get(TRACESTATE).map(str::to_owned),
+            });
         message
     }
 }

@@ -269,8 +269,15 @@ impl MqttState {
 
     fn handle_incoming_pubrel(&mut self, pubrel: &PubRel) -> Result<Option<Packet>, StateError> {
         if !self.incoming_pub.contains(pubrel.pkid as usize) {
-            error!("Unsolicited pubrel packet: {:?}", pubrel.pkid);
-            return Err(StateError::Unsolicited(pubrel.pkid));
+            // spa-dat patch: a PUBREL for a packet id this state does not know is the broker
+            // resending it on a resumed session after the connection broke between PUBREC and
+            // PUBREL (`clean` forgets incoming QoS 2 ids). It is answered with PUBCOMP
+            // (MQTT 3.1.1 §4.3.3), not taken for a protocol error: that failed every connection
+            // for as long as the session lived.
+            warn!("PUBREL for unknown packet id {:?}: completing it", pubrel.pkid);
+            self.events
+                .push_back(Event::Outgoing(Outgoing::PubComp(pubrel.pkid)));
+            return Ok(Some(Packet::PubComp(PubComp { pkid: pubrel.pkid })));
         }
 
         self.incoming_pub.set(pubrel.pkid as usize, false);

@@ -16,7 +16,7 @@ use crate::handler::extract::HandlerContext;
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
 use crate::runtime::{AfterFailure, AppRuntime, RetryPolicy};
-use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing};
+use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, WireFormat};
 use crate::telemetry::Traced;
 use tracing::Instrument;
 
@@ -56,10 +56,17 @@ enum Stage {
     },
 }
 
+/// Where a request's reply goes, and in which form: the request's own (an envelope request on a
+/// raw bus is answered in the envelope).
+struct ReplyTo {
+    topic: String,
+    format: WireFormat,
+}
+
 /// What a message the handler was called for carries to its settlement.
 struct CallSpans {
     /// Where its reply goes.
-    response_topic: Option<String>,
+    reply_to: Option<ReplyTo>,
     /// Its log span (app, topic, position).
     span: tracing::Span,
     /// Its `process` span.
@@ -151,8 +158,8 @@ impl Consumer {
         }
         self.taken.fetch_add(1, Ordering::Relaxed);
         let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
-        let message = match delivery.message(self.runtime.socket.wire_format()) {
-            Ok(message) => message,
+        let (message, read_as) = match delivery.read(self.runtime.socket.wire_format()) {
+            Ok(read) => read,
             Err(error) => {
                 about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
                 return Some(Unfinished {
@@ -185,6 +192,10 @@ impl Consumer {
                 },
             });
         }
+        let reply_to = response_topic.map(|topic| ReplyTo {
+            topic,
+            format: read_as,
+        });
         let traced = self
             .runtime
             .socket
@@ -211,7 +222,7 @@ impl Consumer {
                 measure,
                 stage: Stage::Finished {
                     call: CallSpans {
-                        response_topic,
+                        reply_to,
                         span,
                         traced,
                     },
@@ -223,7 +234,7 @@ impl Consumer {
                 measure,
                 stage: Stage::Running {
                     call: CallSpans {
-                        response_topic,
+                        reply_to,
                         span,
                         traced,
                     },
@@ -277,11 +288,11 @@ impl Consumer {
             }
         };
         let CallSpans {
-            response_topic,
+            reply_to,
             span,
             traced,
         } = call;
-        let settled = self.settle(delivery, response_topic, outcome, span, &traced, measure);
+        let settled = self.settle(delivery, reply_to, outcome, span, &traced, measure);
         traced.scoped(settled).await;
         traced.end();
     }
@@ -294,7 +305,7 @@ impl Consumer {
     async fn settle(
         &self,
         delivery: Delivery,
-        response_topic: Option<String>,
+        reply_to: Option<ReplyTo>,
         outcome: Outcome,
         span: tracing::Span,
         traced: &Traced,
@@ -314,7 +325,7 @@ impl Consumer {
                     if !self
                         .reply(
                             &delivery,
-                            response_topic,
+                            reply_to,
                             reply.into_message(),
                             attempt,
                             measure.as_ref(),
@@ -423,7 +434,7 @@ impl Consumer {
 
     /// Calls the handler again for `delivery` (a retry), in its `span`.
     async fn call_again(&self, delivery: &Delivery, span: &tracing::Span) -> Outcome {
-        let message = match SpaMessage::from_json(&delivery.payload) {
+        let message = match delivery.message(self.runtime.socket.wire_format()) {
             Ok(message) => message,
             // Decoded before; cannot fail now, but a failure is still a failure.
             Err(error) => return Outcome::Done(Err(Box::new(error))),
@@ -460,12 +471,12 @@ impl Consumer {
     async fn reply(
         &self,
         delivery: &Delivery,
-        response_topic: Option<String>,
+        reply_to: Option<ReplyTo>,
         reply: SpaMessage,
         attempts: u32,
         measure: Option<&Measure>,
     ) -> bool {
-        let Some(response_topic) = response_topic else {
+        let Some(ReplyTo { topic, format }) = reply_to else {
             // Once per application at WARN: a handler that answers messages nobody asked is
             // usually a mistake (or a requester that forgot its response topic).
             if !self.warned_unrequested_reply.swap(true, Ordering::Relaxed) {
@@ -481,11 +492,16 @@ impl Consumer {
             return true;
         };
         let mut reply = self.runtime.socket.builder().stamp(reply);
-        reply.topic = response_topic;
+        reply.topic = topic;
         let policy = &self.retry;
         let mut tries: u32 = 1;
         loop {
-            let error = match self.runtime.socket.publish_reply(&reply, delivery).await {
+            let error = match self
+                .runtime
+                .socket
+                .publish_reply(&reply, delivery, format)
+                .await
+            {
                 Ok(()) => return true,
                 Err(error) => error,
             };

@@ -227,14 +227,7 @@ impl<W: Wire> Driver<W> {
             }
         }
         tracing::debug!(broker = %self.shared.broker, "MQTT connection closed");
-        let ledger = std::mem::take(&mut *self.shared.ledger());
-        for pending in ledger
-            .unsent
-            .into_iter()
-            .chain(ledger.unacked.into_values())
-        {
-            pending.resolve(Err(Error::Closed));
-        }
+        self.shared.fail_pending(|| Error::Closed);
     }
 
     pub(super) fn handle(&mut self, event: WireEvent) {

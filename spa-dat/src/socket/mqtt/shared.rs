@@ -65,6 +65,20 @@ impl<W: Wire> Shared<W> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Fails every request the ledger holds with `error()`.
+    pub(super) fn fail_pending(&self, error: impl Fn() -> Error) {
+        let ledger = std::mem::take(&mut *self.ledger());
+        let direct = ledger.direct.into_iter().flatten();
+        for pending in ledger
+            .unsent
+            .into_iter()
+            .chain(ledger.unacked.into_values())
+            .chain(direct)
+        {
+            pending.resolve(Err(error()));
+        }
+    }
+
     /// Takes the largest packet the broker said it takes (or that it said none).
     pub(super) fn learn_max_packet_size(&self, max_packet_size: Option<u32>) {
         let max = max_packet_size.map_or(usize::MAX, |max| max as usize);

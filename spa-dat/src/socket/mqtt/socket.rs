@@ -30,7 +30,9 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
     /// MQTT 3.1.1 has no headers: the payload goes alone; MQTT 5 carries them as properties
     /// ([`Capabilities::headers`]). Neither has a key.
     async fn send(&self, message: Outgoing) -> Result<()> {
-        let publish = W::publish(message, self.shared.qos, self.shared.retain);
+        self.shared.ensure_open()?;
+        let publish = W::publish(message, self.shared.qos, self.shared.retain)
+            .map_err(|reason| Error::refused("publish", self.shared.broker.clone(), reason))?;
         self.shared.submit(Kind::Publish, publish, "publish").await
     }
 
@@ -55,6 +57,13 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
 
     async fn reply_route(&self, _destination: &str) -> Result<PendingReply> {
         self.shared.ensure_open()?;
+        if self.shared.wire == crate::socket::WireFormat::Raw && !W::HEADERS {
+            // A bare request's response topic travels as a header: 3.1.1 would send it
+            // without one, and the responder could not answer.
+            return Err(Error::config(
+                "a request on an MQTT 3.1.1 bus with wire = \"raw\" cannot say where its reply goes (3.1.1 carries no headers): use version = 5, or the envelope",
+            ));
+        }
         self.shared.ensure_reply_subscription().await?;
         let pending = self.shared.replies.register();
         let topic = format!("{}/{}", self.shared.reply_prefix, pending.id());
@@ -69,8 +78,10 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        // A clean DISCONNECT if the connection is up; the driver stops either way.
-        W::try_disconnect(&self.shared.client);
+        // A clean DISCONNECT if the connection is up; the driver stops either way. A full
+        // request channel (a broker that stopped answering) leaves no room for one: the driver
+        // then gets a second, not five, before it is stopped.
+        let queued = W::try_disconnect(&self.shared.client);
         self.shared.close_requested.notify_one();
         let driver = self
             .shared
@@ -79,13 +90,13 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(mut driver) = driver {
-            if tokio::time::timeout(Duration::from_secs(5), &mut driver)
-                .await
-                .is_err()
-            {
+            let grace = Duration::from_secs(if queued { 5 } else { 1 });
+            if tokio::time::timeout(grace, &mut driver).await.is_err() {
                 driver.abort();
             }
         }
+        // What the driver did not settle (it was stopped) fails now, not at its own timeout.
+        self.shared.fail_pending(|| Error::Closed);
         self.shared.replies.close();
         Ok(())
     }

@@ -27,6 +27,8 @@ pub(super) trait Wire: Send + Sync + Sized + 'static {
 
     /// "3.1.1" or "5", for logs and errors.
     const VERSION: &'static str;
+    /// Whether a publish carries headers (MQTT 5's properties).
+    const HEADERS: bool;
 
     /// A client and its event loop for `config`, as `client_id`, receiving at most
     /// `receive_maximum` unacknowledged messages where the version can say so.
@@ -37,8 +39,13 @@ pub(super) trait Wire: Send + Sync + Sized + 'static {
         capacity: usize,
     ) -> Result<(Self::Client, Self::EventLoop)>;
 
-    /// A publish of `message` at `qos`. The 3.1.1 one carries the payload alone.
-    fn publish(message: Outgoing, qos: QoS, retain: bool) -> Self::Request;
+    /// A publish of `message` at `qos`. The 3.1.1 one carries the payload alone. `Err` says
+    /// why the message cannot travel as it is (a header MQTT 5 cannot carry).
+    fn publish(
+        message: Outgoing,
+        qos: QoS,
+        retain: bool,
+    ) -> std::result::Result<Self::Request, String>;
     /// A subscription to `filters` at `qos`.
     fn subscribe(filters: Vec<String>, qos: QoS) -> Self::Request;
     /// An unsubscription from `filter`.
@@ -52,8 +59,8 @@ pub(super) trait Wire: Send + Sync + Sized + 'static {
     /// Hands the acknowledgement of the message `pkid` received at `qos` to rumqttc's request
     /// channel if it has room.
     fn try_ack(client: &Self::Client, pkid: u16, qos: QoS) -> bool;
-    /// Asks rumqttc for a clean DISCONNECT.
-    fn try_disconnect(client: &Self::Client);
+    /// Asks rumqttc for a clean DISCONNECT; false when its request channel has no room.
+    fn try_disconnect(client: &Self::Client) -> bool;
 
     /// The next event of the connection (connecting first if there is none).
     fn poll(

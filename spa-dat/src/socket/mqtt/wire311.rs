@@ -24,6 +24,7 @@ impl Wire for V311 {
     type ConnectionError = ConnectionError;
 
     const VERSION: &'static str = "3.1.1";
+    const HEADERS: bool = false;
 
     fn client(
         config: &MqttConfig,
@@ -42,10 +43,14 @@ impl Wire for V311 {
         Ok((client, eventloop))
     }
 
-    fn publish(message: crate::socket::Outgoing, qos: QoS, retain: bool) -> Request {
+    fn publish(
+        message: crate::socket::Outgoing,
+        qos: QoS,
+        retain: bool,
+    ) -> std::result::Result<Request, String> {
         let mut publish = Publish::from_bytes(message.topic, qos, message.payload);
         publish.retain = retain;
-        Request::Publish(publish)
+        Ok(Request::Publish(publish))
     }
 
     fn subscribe(filters: Vec<String>, qos: QoS) -> Request {
@@ -129,8 +134,8 @@ impl Wire for V311 {
         client.try_ack(&publish).is_ok()
     }
 
-    fn try_disconnect(client: &AsyncClient) {
-        let _ = client.try_disconnect();
+    fn try_disconnect(client: &AsyncClient) -> bool {
+        client.try_disconnect().is_ok()
     }
 
     async fn poll(eventloop: &mut EventLoop) -> std::result::Result<WireEvent, ConnectionError> {

@@ -44,18 +44,55 @@ fn qos311(qos: QoS5) -> QoS {
     }
 }
 
-/// `headers` as publish properties (`None` when there are none: no bytes for them).
-fn properties(headers: &Headers) -> Option<PublishProperties> {
+/// The longest string MQTT 5 carries (a 16-bit length).
+const MQTT_STRING_MAX: usize = u16::MAX as usize;
+
+/// Why `value` cannot travel as an MQTT 5 UTF-8 string (§1.5.4), if it cannot: brokers drop
+/// the connection over control characters (Mosquitto: "malformed UTF-8"), and a longer one
+/// would go out with its length wrapped, its tail read as further properties.
+fn not_mqtt_string(value: &str) -> Option<String> {
+    if value.len() > MQTT_STRING_MAX {
+        return Some(format!(
+            "{} bytes, MQTT 5 carries at most {MQTT_STRING_MAX}",
+            value.len()
+        ));
+    }
+    value
+        .chars()
+        .find(|c| {
+            matches!(*c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{fdd0}'..='\u{fdef}')
+                || (u32::from(*c) & 0xfffe) == 0xfffe
+        })
+        .map(|c| {
+            format!(
+                "it contains U+{:04X}, which MQTT 5 does not allow",
+                u32::from(c)
+            )
+        })
+}
+
+/// `headers` as publish properties (`None` when there are none: no bytes for them); `Err` names
+/// a header that cannot travel as one.
+fn properties(headers: &Headers) -> std::result::Result<Option<PublishProperties>, String> {
     if headers.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut properties = PublishProperties::default();
     for (name, value) in headers.iter() {
+        if let Some(problem) = not_mqtt_string(name).or_else(|| not_mqtt_string(value)) {
+            return Err(format!(
+                "the header `{}` cannot travel as an MQTT 5 property: {problem}",
+                crate::topic::shortened_to(&name.escape_debug().to_string(), 64)
+            ));
+        }
         match name {
             headers::CORRELATION_ID if properties.correlation_data.is_none() => {
                 properties.correlation_data = Some(Bytes::copy_from_slice(value.as_bytes()));
             }
             headers::RESPONSE_TOPIC if properties.response_topic.is_none() => {
+                // A broker drops the connection over a response topic it may not publish to.
+                crate::topic::validate_topic(value)
+                    .map_err(|problem| format!("bad response topic: {problem}"))?;
                 properties.response_topic = Some(value.to_owned());
             }
             headers::CONTENT_TYPE if properties.content_type.is_none() => {
@@ -78,15 +115,28 @@ fn properties(headers: &Headers) -> Option<PublishProperties> {
                 .push((name.to_owned(), value.to_owned())),
         }
     }
-    Some(properties)
+    Ok(Some(properties))
 }
+
+/// The headers MQTT 5 carries as its own properties: a user property of one of these names
+/// is another client's forgery (it would redirect a reply, or expire a dead letter).
+const NATIVE: [&str; 4] = [
+    headers::CORRELATION_ID,
+    headers::RESPONSE_TOPIC,
+    headers::CONTENT_TYPE,
+    headers::MESSAGE_EXPIRY_SECS,
+];
 
 /// Received `properties` as headers.
 fn received_headers(properties: Option<PublishProperties>) -> Headers {
     let Some(properties) = properties else {
         return Headers::new();
     };
-    let mut received: Headers = properties.user_properties.into_iter().collect();
+    let mut received: Headers = properties
+        .user_properties
+        .into_iter()
+        .filter(|(name, _)| !NATIVE.contains(&name.as_str()))
+        .collect();
     if let Some(data) = properties.correlation_data {
         // Correlation data is binary in MQTT 5; spa-dat's correlation ids are text (FastStream
         // sends a UUID as text). Other bytes cannot be echoed as a header: the reply goes
@@ -202,6 +252,7 @@ impl Wire for V5 {
     type ConnectionError = ConnectionError;
 
     const VERSION: &'static str = "5";
+    const HEADERS: bool = true;
 
     fn client(
         config: &MqttConfig,
@@ -243,11 +294,15 @@ impl Wire for V5 {
         Ok(AsyncClient::new(options, capacity))
     }
 
-    fn publish(message: crate::socket::Outgoing, qos: QoS, retain: bool) -> Request {
-        let properties = properties(&message.headers);
+    fn publish(
+        message: crate::socket::Outgoing,
+        qos: QoS,
+        retain: bool,
+    ) -> std::result::Result<Request, String> {
+        let properties = properties(&message.headers)?;
         let mut publish = Publish::new(message.topic, qos5(qos), message.payload, properties);
         publish.retain = retain;
-        Request::Publish(publish)
+        Ok(Request::Publish(publish))
     }
 
     fn subscribe(filters: Vec<String>, qos: QoS) -> Request {
@@ -340,8 +395,8 @@ impl Wire for V5 {
         client.try_ack(&publish).is_ok()
     }
 
-    fn try_disconnect(client: &AsyncClient) {
-        let _ = client.try_disconnect();
+    fn try_disconnect(client: &AsyncClient) -> bool {
+        client.try_disconnect().is_ok()
     }
 
     async fn poll(eventloop: &mut EventLoop) -> std::result::Result<WireEvent, ConnectionError> {

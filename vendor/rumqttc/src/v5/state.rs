@@ -420,8 +420,17 @@ impl MqttState {
 
     fn handle_incoming_pubrel(&mut self, pubrel: &PubRel) -> Result<Option<Packet>, StateError> {
         if !self.incoming_pub.contains(pubrel.pkid as usize) {
-            error!("Unsolicited pubrel packet: {:?}", pubrel.pkid);
-            return Err(StateError::Unsolicited(pubrel.pkid));
+            // spa-dat patch: a PUBREL for a packet id this state does not know is the broker
+            // resending it on a resumed session after the connection broke between PUBREC and
+            // PUBREL (`clean` forgets incoming QoS 2 ids). It is answered with PUBCOMP, reason
+            // 0x92 (MQTT 5 §4.3.3, §3.7.2.1), not taken for a protocol error: that failed
+            // every connection for as long as the session lived.
+            warn!("PUBREL for unknown packet id {:?}: completing it", pubrel.pkid);
+            self.events
+                .push_back(Event::Outgoing(Outgoing::PubComp(pubrel.pkid)));
+            let mut pubcomp = PubComp::new(pubrel.pkid, None);
+            pubcomp.reason = PubCompReason::PacketIdentifierNotFound;
+            return Ok(Some(Packet::PubComp(pubcomp)));
         }
         self.incoming_pub.set(pubrel.pkid as usize, false);
 
@@ -454,16 +463,17 @@ impl MqttState {
             return Err(StateError::Unsolicited(pubcomp.pkid));
         }
         self.outgoing_rel.set(pubcomp.pkid as usize, false);
+        // spa-dat patch: the exchange ends whatever the reason code: its slot is free again
+        // (as patch 2 for PUBREC), and a publish that waited for it goes out.
+        self.inflight -= 1;
 
         if pubcomp.reason != PubCompReason::Success {
             warn!(
                 "PubComp Pkid = {:?}, reason: {:?}",
                 pubcomp.pkid, pubcomp.reason
             );
-            return Ok(None);
         }
 
-        self.inflight -= 1;
         Ok(outgoing)
     }
 
