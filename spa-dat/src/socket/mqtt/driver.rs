@@ -438,10 +438,13 @@ impl<W: Wire> Driver<W> {
     pub(super) fn deliver(&mut self, publish: Received) {
         let ack = (publish.qos != QoS::AtMostOnce)
             .then(|| self.shared.acks.ack_for(publish.pkid, publish.qos));
-        if publish.topic.starts_with(&self.shared.reply_prefix) {
+        // The broker checked the topic is UTF-8; one that did not gets its bytes replaced, not
+        // a panic.
+        let topic = String::from_utf8_lossy(&publish.topic);
+        if topic.starts_with(&self.shared.reply_prefix) {
             crate::socket::deliver_reply(
                 &self.shared.replies,
-                &publish.topic,
+                &topic,
                 &publish.payload,
                 &publish.headers,
             );
@@ -450,7 +453,7 @@ impl<W: Wire> Driver<W> {
             }
             return;
         }
-        let topic = self.topic_names.get(&publish.topic);
+        let topic = self.topic_names.get(&topic);
         let mut delivery = Delivery::new(topic, publish.payload).with_headers(publish.headers);
         if let Some(ack) = ack {
             let shared = Arc::clone(&self.shared);

@@ -174,7 +174,10 @@ pub(super) enum WireEvent {
 /// A message that arrived.
 #[derive(Debug)]
 pub(super) struct Received {
-    pub(super) topic: String,
+    /// UTF-8 as the broker checked it (MQTT 3.1.1 and 5 §4.7.3); bytes, not a `String`: MQTT
+    /// 5's decoder keeps them without a copy, and the name is shared per topic
+    /// ([`crate::socket::TopicNames`]).
+    pub(super) topic: Bytes,
     pub(super) payload: Bytes,
     pub(super) qos: QoS,
     pub(super) pkid: u16,

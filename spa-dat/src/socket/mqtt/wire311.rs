@@ -251,7 +251,7 @@ fn event(event: Event) -> WireEvent {
             max_packet_size: None,
         },
         Event::Incoming(Incoming::Publish(publish)) => WireEvent::Publish(Received {
-            topic: publish.topic,
+            topic: publish.topic.into(),
             payload: publish.payload,
             qos: publish.qos,
             pkid: publish.pkid,

@@ -524,10 +524,7 @@ fn event(event: Event) -> WireEvent {
             max_packet_size: ack.properties.and_then(|p| p.max_packet_size),
         },
         Event::Incoming(Incoming::Publish(publish)) => WireEvent::Publish(Received {
-            // The broker checked the topic is UTF-8 (MQTT 5 §4.7.3); a broker that did not
-            // gets its bytes replaced, not a panic.
-            topic: String::from_utf8(publish.topic.to_vec())
-                .unwrap_or_else(|bytes| String::from_utf8_lossy(bytes.as_bytes()).into_owned()),
+            topic: publish.topic,
             payload: publish.payload,
             qos: qos311(publish.qos),
             pkid: publish.pkid,
