@@ -37,6 +37,9 @@ pub(crate) use settings::Config;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "transport", rename_all = "lowercase")]
 #[non_exhaustive]
+// A configuration, read once per application: its size costs nothing, a Box would cost every
+// user who builds or matches one.
+#[allow(clippy::large_enum_variant)]
 pub enum SocketConfig {
     /// The in-process bus.
     Memory(MemoryConfig),
