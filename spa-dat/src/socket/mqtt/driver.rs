@@ -237,11 +237,12 @@ impl<W: Wire> Driver<W> {
                 self.passed(pkid);
                 let result = match refused {
                     None => Ok(()),
-                    Some(reason) => Err(Error::refused(
+                    Some(refusal) if refusal.for_good => Err(Error::refused(
                         "publish",
                         self.shared.broker.clone(),
-                        reason,
+                        refusal.reason,
                     )),
+                    Some(refusal) => Err(self.shared.transport_error("publish", refusal.reason)),
                 };
                 self.acknowledged(Kind::Publish, pkid, result)
             }

@@ -149,7 +149,7 @@ pub(super) enum WireEvent {
     Publish(Received),
     /// The broker acknowledged the publish `pkid` (PUBACK, or PUBREC at QoS 2); `refused`
     /// says why not, when it refused it (MQTT 5 reason codes).
-    Acknowledged { pkid: u16, refused: Option<String> },
+    Acknowledged { pkid: u16, refused: Option<Refusal> },
     /// The broker answered the subscription `pkid`: per filter, `None` if granted, else why not.
     SubAck {
         pkid: u16,
@@ -169,6 +169,14 @@ pub(super) enum WireEvent {
     SentDisconnect,
     /// Nothing the connection task acts on.
     Other,
+}
+
+/// Why the broker refused a publish, and whether sending it again may pass.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub(super) reason: String,
+    /// False for a quota exceeded: the same message may pass later.
+    pub(super) for_good: bool,
 }
 
 /// A message that arrived.

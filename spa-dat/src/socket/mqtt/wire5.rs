@@ -21,7 +21,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Mqtt
 use rumqttc::{Outgoing, QoS};
 
 use super::config::MqttConfig;
-use super::wire::{HandOver, Received, RequestView, Wire, WireEvent};
+use super::wire::{HandOver, Received, Refusal, RequestView, Wire, WireEvent};
 use crate::error::Result;
 use crate::socket::headers::{self, Headers};
 
@@ -165,7 +165,7 @@ fn received_headers(properties: Option<PublishProperties>) -> Headers {
 }
 
 /// A PUBACK's or PUBREC's reason code in words (`None`: accepted).
-fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<String> {
+fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<Refusal> {
     let words = match name {
         "Success" | "NoMatchingSubscribers" => return None,
         "NotAuthorized" => "not authorised: the broker's ACL does not let this user publish there",
@@ -181,10 +181,14 @@ fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<String
         text.push_str(": ");
         text.push_str(&crate::topic::shortened_to(&reason, 256));
     }
-    Some(text)
+    Some(Refusal {
+        reason: text,
+        // A quota (a rate, a queue) may have room later; the other refusals stay.
+        for_good: name != "QuotaExceeded",
+    })
 }
 
-fn puback_refusal(ack: PubAck) -> Option<String> {
+fn puback_refusal(ack: PubAck) -> Option<Refusal> {
     let code = match ack.reason {
         PubAckReason::Success => 0x00,
         PubAckReason::NoMatchingSubscribers => 0x10,
@@ -200,7 +204,7 @@ fn puback_refusal(ack: PubAck) -> Option<String> {
     refusal(code, &name, ack.properties.and_then(|p| p.reason_string))
 }
 
-fn pubrec_refusal(ack: PubRec) -> Option<String> {
+fn pubrec_refusal(ack: PubRec) -> Option<Refusal> {
     let code = match ack.reason {
         PubRecReason::Success => 0x00,
         PubRecReason::NoMatchingSubscribers => 0x10,
@@ -551,5 +555,57 @@ fn event(event: Event) -> WireEvent {
         Event::Outgoing(Outgoing::Unsubscribe(pkid)) => WireEvent::SentUnsubscribe(pkid),
         Event::Outgoing(Outgoing::Disconnect) => WireEvent::SentDisconnect,
         _ => WireEvent::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_publish_passes_later_only_when_a_quota_was_exceeded() {
+        let refused = |reason| {
+            puback_refusal(PubAck {
+                pkid: 1,
+                reason,
+                properties: None,
+            })
+        };
+        let quota = refused(PubAckReason::QuotaExceeded).expect("a refusal");
+        assert!(!quota.for_good, "{}", quota.reason);
+        let acl = refused(PubAckReason::NotAuthorized).expect("a refusal");
+        assert!(acl.for_good);
+        assert!(
+            acl.reason.contains("not authorised") && acl.reason.contains("0x87"),
+            "{}",
+            acl.reason
+        );
+        assert!(refused(PubAckReason::Success).is_none());
+        assert!(refused(PubAckReason::NoMatchingSubscribers).is_none());
+    }
+
+    #[test]
+    fn headers_mqtt_5_cannot_carry_are_refused_naming_them() {
+        let bad: Headers = [("note", "line\nbreak")].into_iter().collect();
+        let error = properties(&bad).expect_err("a control character");
+        assert!(
+            error.contains("`note`") && error.contains("U+000A"),
+            "{error}"
+        );
+        let long: Headers = [("big", "x".repeat(65_536))].into_iter().collect();
+        assert!(properties(&long).expect_err("too long").contains("65535"));
+        let wildcard: Headers = [(headers::RESPONSE_TOPIC, "replies/#")]
+            .into_iter()
+            .collect();
+        assert!(properties(&wildcard).is_err());
+        let fine: Headers = [("note", "grüße"), (headers::CONTENT_TYPE, "text/plain")]
+            .into_iter()
+            .collect();
+        let properties = properties(&fine).expect("valid").expect("some");
+        assert_eq!(properties.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            properties.user_properties,
+            [("note".to_owned(), "grüße".to_owned())]
+        );
     }
 }
