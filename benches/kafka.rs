@@ -216,6 +216,20 @@ async fn framework_produce(
     count as f64 / started.elapsed().as_secs_f64()
 }
 
+/// `Socket::publish_batch` in batches of 10,000 (as `framework_produce` pipelines).
+async fn framework_produce_batches(socket: &spa_dat::Socket, topic: &str, count: usize) -> f64 {
+    let started = Instant::now();
+    for chunk in (0..count).collect::<Vec<_>>().chunks(10_000) {
+        let batch = chunk
+            .iter()
+            .map(|seq| SpaMessage::new(topic, format!("{seq}")));
+        for result in socket.publish_batch(batch).await {
+            result.expect("sent");
+        }
+    }
+    count as f64 / started.elapsed().as_secs_f64()
+}
+
 async fn raw_round_trips(bootstrap: &str) -> Vec<Duration> {
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     let (request_topic, reply_topic) = (format!("raw-rpc-{suffix}"), format!("raw-reply-{suffix}"));
@@ -428,12 +442,19 @@ async fn producer_section(bootstrap: &str, producer: &FutureProducer) {
     // (the broker's JIT and log segment rolls make single runs swing by ±20 %).
     let (mut raw_awaited, mut fw_awaited, mut raw_pipelined, mut fw_pipelined) =
         (vec![], vec![], vec![], vec![]);
+    let mut fw_batches = vec![];
+    let batcher = spa_dat::Socket::new(
+        Arc::clone(&publisher.socket),
+        spa_dat::MessageBuilder::new(Some("bench-publisher"), None),
+        Duration::from_secs(30),
+    );
     for _ in 0..PRODUCER_ROUNDS {
         raw_awaited.push(raw_produce(producer, &produce_topic, AWAITED, false).await);
         fw_awaited.push(framework_produce(&publisher.socket, &produce_topic, AWAITED, false).await);
         raw_pipelined.push(raw_produce(producer, &produce_topic, PIPELINED, true).await);
         fw_pipelined
             .push(framework_produce(&publisher.socket, &produce_topic, PIPELINED, true).await);
+        fw_batches.push(framework_produce_batches(&batcher, &produce_topic, PIPELINED).await);
     }
     support::row(
         "producer records/s, awaited one by one",
@@ -443,6 +464,11 @@ async fn producer_section(bootstrap: &str, producer: &FutureProducer) {
     support::row(
         "producer records/s, pipelined",
         support::median(&mut fw_pipelined),
+        support::median(&mut raw_pipelined),
+    );
+    support::row(
+        "producer records/s, publish_batch vs raw pipelined",
+        support::median(&mut fw_batches),
         support::median(&mut raw_pipelined),
     );
     publisher.socket.close().await.expect("close");

@@ -1355,3 +1355,52 @@ async fn a_kafka_consumer_is_ready_once_its_partitions_are_assigned() {
     publisher.socket.close().await.expect("close");
     assert!(!readiness.is_ready());
 }
+
+/// A pipelined batch keeps its order while it waits for room in librdkafka's queue: a
+/// publish that found the queue full keeps its place (the socket enqueues first come, first
+/// served), so a later one of the batch cannot slip in when room frees up. A queue of five
+/// records makes every batch wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_keeps_its_order_while_it_waits_for_room_in_librdkafkas_queue() {
+    const MESSAGES: usize = 400;
+    let topic = unique("batch-order");
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config
+        .properties
+        .insert("queue.buffering.max.messages".into(), "5".into());
+    let writer = provider(config.clone())
+        .connect(SocketOptions::new(unique("writer")))
+        .await
+        .expect("connect");
+    let reader_config = KafkaConfig::new(support::kafka::bootstrap());
+    let mut reader = provider(reader_config)
+        .connect(SocketOptions::new(unique("reader")).topics([topic.as_str()]))
+        .await
+        .expect("subscribe");
+    let socket = spa_dat::Socket::new(
+        Arc::clone(&writer.socket),
+        spa_dat::MessageBuilder::new(Some("batcher"), None),
+        Duration::from_secs(30),
+    );
+    let batch = (0..MESSAGES).map(|seq| SpaMessage::new(topic.as_str(), seq.to_string()));
+    let results = socket.publish_batch(batch).await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().find(|r| r.is_err())
+    );
+    let mut seen = Vec::with_capacity(MESSAGES);
+    while seen.len() < MESSAGES {
+        let delivery = tokio::time::timeout(Duration::from_secs(60), reader.inbox.recv())
+            .await
+            .expect("every record arrives")
+            .expect("inbox open");
+        let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
+        delivery.ack();
+        seen.push(support::seq_of(&message));
+    }
+    let expected: Vec<usize> = (0..MESSAGES).collect();
+    assert_eq!(seen, expected, "in the order of the batch");
+    reader.socket.close().await.expect("close");
+    writer.socket.close().await.expect("close");
+}

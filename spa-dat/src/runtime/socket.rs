@@ -223,6 +223,52 @@ impl Socket {
         self.send_message(message, None).await
     }
 
+    /// Publishes `messages` pipelined: each is handed to the transport without waiting for the
+    /// broker to acknowledge the one before, in the order given (which the transport keeps per
+    /// topic, or per partition on Kafka), and the call returns once every one is acknowledged or
+    /// failed — one result per message, in the same order. A message that fails (a topic the
+    /// transport refuses, a timeout) fails alone: the others still go.
+    ///
+    /// Each message is stamped, traced and counted as [`Socket::publish`] does it. The
+    /// transport bounds what is in flight (MQTT's in-flight window and request queue, Kafka's
+    /// producer queue): a large batch waits for room, it is not refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("batch-doc"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["rows"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), None), Duration::from_secs(5));
+    /// let rows = (0..3).map(|i| SpaMessage::new("rows", format!("row {i}")));
+    /// let results = socket.publish_batch(rows.chain([SpaMessage::new("rows/#", "a wildcard")])).await;
+    /// assert!(results[..3].iter().all(Result::is_ok));
+    /// assert!(results[3].is_err(), "a topic no transport publishes to fails alone");
+    /// for i in 0..3 {
+    ///     let delivery = reader.inbox.recv().await.expect("delivered in order");
+    ///     assert_eq!(SpaMessage::from_json(&delivery.payload)?.payload_str()?, format!("row {i}"));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn publish_batch(
+        &self,
+        messages: impl IntoIterator<Item = SpaMessage>,
+    ) -> Vec<Result<()>> {
+        let sends = messages
+            .into_iter()
+            .map(|message| self.send_message(message, None));
+        // Polled in order on their first turn: each is handed to the transport (its ordering
+        // lock, its queue) in the order given.
+        futures_util::future::join_all(sends).await
+    }
+
     /// Publishes a message with a key: consumers ordering by key handle one key's messages in
     /// order (see [`Outgoing::key`]; MQTT has no key and ignores it).
     ///

@@ -416,6 +416,64 @@ pub async fn order_per_publisher(t: &Transport) {
     close(&publishers.iter().collect::<Vec<_>>()).await;
 }
 
+/// `Socket::publish_batch`: 1,000 messages pipelined with one the transport refuses in the
+/// middle — one result per message in order, the refused one alone failing, the others
+/// delivered in the order given (per partition where the transport orders by partition).
+pub async fn publish_batch_in_order(t: &Transport) {
+    const MESSAGES: usize = 1_000;
+    const REFUSED_AT: usize = 500;
+    let capabilities = t.provider.capabilities();
+    let topic = t.topic("batch");
+    let mut subscriber = t.connect(&[&topic], None).await;
+    let publisher = t.connect(&[], None).await;
+    let socket = spa_dat::Socket::new(
+        Arc::clone(&publisher.socket),
+        spa_dat::MessageBuilder::new(Some("batcher"), None),
+        t.patience,
+    );
+    let mut batch: Vec<SpaMessage> = (0..MESSAGES)
+        .map(|seq| seq_message(&topic, 0, seq))
+        .collect();
+    // A topic no transport publishes to (a wildcard; '/' and '#' are not Kafka topic names).
+    batch.insert(REFUSED_AT, SpaMessage::new("batch/#", "refused"));
+    let results = socket.publish_batch(batch).await;
+    assert_eq!(results.len(), MESSAGES + 1, "one result per message");
+    for (index, result) in results.iter().enumerate() {
+        match result {
+            Err(error) if index == REFUSED_AT => {
+                assert!(error.is_permanent(), "refused for good: {error}")
+            }
+            Err(error) => panic!("message {index} failed: {error}"),
+            Ok(()) if index == REFUSED_AT => panic!("a wildcard topic was published to"),
+            Ok(()) => {}
+        }
+    }
+    let mut last: HashMap<i32, usize> = HashMap::new();
+    for _ in 0..MESSAGES {
+        let delivery = tokio::time::timeout(t.patience, subscriber.inbox.recv())
+            .await
+            .expect("every message arrives")
+            .expect("inbox open");
+        let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
+        let partition = delivery.position.map_or(0, |position| position.partition);
+        delivery.ack();
+        let (_, seq) = parse_seq(&message);
+        match last.insert(partition, seq) {
+            Some(previous) if capabilities.ordered_per_publisher => {
+                assert_eq!(seq, previous + 1, "the batch out of order")
+            }
+            Some(previous) => assert!(
+                seq > previous,
+                "the batch out of order on partition {partition}: {seq} after {previous}"
+            ),
+            None if capabilities.ordered_per_publisher => assert_eq!(seq, 0, "the first first"),
+            None => {}
+        }
+    }
+    assert_quiet(&mut subscriber.inbox, Duration::from_millis(200)).await;
+    close(&[&subscriber, &publisher]).await;
+}
+
 /// A responder on `topic` that answers each request with its payload reversed.
 pub async fn spawn_responder(
     t: &Transport,
@@ -738,7 +796,8 @@ macro_rules! conformance_tests {
             publish_then_close, resubscribe_between_batches, consumer_groups,
             order_per_publisher, request_reply_concurrent, request_times_out,
             unsubscribe_stops_delivery, closed_socket_errors, wildcard_filters,
-            wrapped_sockets_request_reply, hostile_peers, poison_under_load);
+            wrapped_sockets_request_reply, hostile_peers, poison_under_load,
+            publish_batch_in_order);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(

@@ -137,6 +137,7 @@ impl SocketProvider for KafkaSocketProvider {
             admin,
             failures,
             publish_timeout: Duration::from_millis(config.publish_timeout_ms),
+            enqueue: tokio::sync::Mutex::new(()),
             inbox: Mutex::new(Some(sender)),
             consumer: Mutex::new(None),
             topics: Mutex::new(BTreeSet::new()),

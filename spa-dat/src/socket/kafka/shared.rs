@@ -35,6 +35,9 @@ pub(super) struct Shared {
     /// Errors of this socket's clients that no retry can fix.
     pub(super) failures: Arc<Failures>,
     pub(super) publish_timeout: Duration,
+    /// Makes enqueueing with librdkafka first come, first served: a publish waiting for room in
+    /// its queue keeps its place, so concurrent publishes (a pipelined batch) keep their order.
+    pub(super) enqueue: tokio::sync::Mutex<()>,
     pub(super) inbox: Mutex<Option<mpsc::Sender<Delivery>>>,
     pub(super) consumer: Mutex<Option<Arc<GroupConsumer>>>,
     pub(super) topics: Mutex<BTreeSet<String>>,

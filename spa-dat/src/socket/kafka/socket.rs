@@ -50,14 +50,29 @@ impl Shared {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
-        let mut queue_full_since: Option<Instant> = None;
+        let started = Instant::now();
+        // Uncontended (nobody waits for room): no timer.
+        let in_turn = match self.enqueue.try_lock() {
+            Ok(in_turn) => Ok(in_turn),
+            Err(_) => tokio::time::timeout(self.publish_timeout, self.enqueue.lock()).await,
+        };
+        let Ok(in_turn) = in_turn else {
+            return Err(Error::Transport {
+                operation: "publish",
+                broker: self.broker.clone(),
+                reason: format!(
+                    "not sent: no room in librdkafka's queue within {:?}",
+                    self.publish_timeout
+                ),
+                source: None,
+            });
+        };
         let mut backoff = Duration::from_millis(1);
         let delivery = loop {
             match self.producer.send_result(record) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if queue_full_since.get_or_insert_with(Instant::now).elapsed()
-                        < self.publish_timeout =>
+                    if started.elapsed() < self.publish_timeout =>
                 {
                     record = returned;
                     tokio::time::sleep(backoff).await;
@@ -66,6 +81,7 @@ impl Shared {
                 Err((error, _)) => return Err(kafka_failure(&self.broker, "publish", error)),
             }
         };
+        drop(in_turn);
         match delivery.await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(kafka_failure(&self.broker, "publish", error)),
