@@ -188,7 +188,9 @@ impl MqttState {
             }
             Request::PubAck(puback) => self.outgoing_puback(puback)?,
             Request::PubRec(pubrec) => self.outgoing_pubrec(pubrec)?,
-            _ => unimplemented!(),
+            // spa-dat patch: a request this state cannot send is an error of the connection,
+            // not a panic of the task that polls it (upstream panics here).
+            _ => return Err(StateError::InvalidState),
         };
 
         self.last_outgoing = Instant::now();
