@@ -79,6 +79,26 @@ async fn next(
 // 1. A retried handler on a `wire = "raw"` bus never gets its message again.
 // ---------------------------------------------------------------------------------------------
 
+/// A consumer of `topic` whose handler records each payload in `calls` and fails its first call
+/// only; retried quickly, dead letters to `dead_letters`.
+fn failing_once(topic: &str, dead_letters: &str, calls: &Arc<Mutex<Vec<String>>>) -> Application {
+    let c = Arc::clone(calls);
+    Application::consumer("retrier", [topic], move |m: SpaMessage| {
+        let c = Arc::clone(&c);
+        async move {
+            let mut calls = c.lock().expect("calls");
+            calls.push(m.payload_str().unwrap_or("<not utf-8>").to_owned());
+            if calls.len() == 1 {
+                Err::<(), _>(spa_dat::BoxError::from("a passing failure"))
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .retry(RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(20)))
+    .dead_letter_topic(dead_letters)
+}
+
 /// `Consumer::call_again` (app/engine/consumer.rs) decodes the delivery with
 /// `SpaMessage::from_json`, not with the bus's wire format: on a raw bus the first call gets the
 /// bare payload, every retry fails to decode it and the handler is never called again — a
@@ -89,27 +109,9 @@ async fn a_raw_message_whose_handler_fails_once_is_handled_on_the_retry() {
     let broker = Mosquitto::start();
     let raw5 = provider(config(broker.port, MqttVersion::V5, WireFormat::Raw));
     let calls = Arc::new(Mutex::new(Vec::<String>::new()));
-    let c = Arc::clone(&calls);
     let app = test_app(Config::default())
         .socket_provider(Arc::clone(&raw5))
-        .add_application(
-            Application::consumer("retrier", ["raw/retry"], move |m: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move {
-                    let mut calls = c.lock().expect("calls");
-                    calls.push(m.payload_str().unwrap_or("<not utf-8>").to_owned());
-                    if calls.len() == 1 {
-                        Err::<(), _>(spa_dat::BoxError::from("a passing failure"))
-                    } else {
-                        Ok(())
-                    }
-                }
-            })
-            .retry(
-                RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(20)),
-            )
-            .dead_letter_topic("raw/retry-dlq"),
-        );
+        .add_application(failing_once("raw/retry", "raw/retry-dlq", &calls));
     let (shutdown, run) = start_ready(app).await;
     let mut dlq = connect(&raw5, "dlq-watcher", &["raw/retry-dlq"]).await;
     let publisher = connect(&raw5, "raw-publisher", &[]).await;
@@ -154,27 +156,9 @@ async fn a_raw_kafka_message_whose_handler_fails_once_is_handled_on_the_retry() 
     let topic = unique("raw-retry");
     let dlq_topic = format!("{topic}-dlq");
     let calls = Arc::new(Mutex::new(Vec::<String>::new()));
-    let c = Arc::clone(&calls);
     let app = test_app(Config::default())
         .socket_provider(Arc::clone(&raw))
-        .add_application(
-            Application::consumer("retrier", [topic.as_str()], move |m: SpaMessage| {
-                let c = Arc::clone(&c);
-                async move {
-                    let mut calls = c.lock().expect("calls");
-                    calls.push(m.payload_str().unwrap_or("<not utf-8>").to_owned());
-                    if calls.len() == 1 {
-                        Err::<(), _>(spa_dat::BoxError::from("a passing failure"))
-                    } else {
-                        Ok(())
-                    }
-                }
-            })
-            .retry(
-                RetryPolicy::default().delays(Duration::from_millis(10), Duration::from_millis(20)),
-            )
-            .dead_letter_topic(dlq_topic.as_str()),
-        );
+        .add_application(failing_once(&topic, &dlq_topic, &calls));
     let (shutdown, run) = start_ready(app).await;
     let publisher = connect(&raw, "raw-publisher", &[]).await;
     let message = SpaMessage::new(topic.as_str(), "job-1").with_content_type("text/plain");

@@ -111,22 +111,8 @@ impl Script {
     }
 }
 
-/// Runs a script to completion (at most 90 s) and returns what it printed, trimmed — or fails
-/// the test with its standard error.
+/// Runs a script to completion (at most 120 s, as [`crate::python::run`]) and returns what it
+/// printed, trimmed — or fails the test with its standard error.
 pub async fn run(name: &str, args: &[&str]) -> String {
-    let mut command = Command::new(python());
-    command
-        .arg(crate::python::script(name))
-        .args(args)
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(LIMIT, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{name} still running after {LIMIT:?}: killed"))
-        .expect("python runs");
-    assert!(
-        output.status.success(),
-        "{name} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    crate::python::run_with(python(), name, args).await
 }

@@ -36,7 +36,16 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Runs a script to completion (at most `LIMIT`, 120 s) and returns what it printed, trimmed; fails
 /// the test with the script's stderr if it fails.
 pub async fn run(name: &str, args: Vec<String>) -> String {
-    let mut command = tokio::process::Command::new(python());
+    run_with(python(), name, args).await
+}
+
+/// [`run`] with another interpreter (FastStream's virtual environment).
+pub(crate) async fn run_with(
+    python: PathBuf,
+    name: &str,
+    args: impl IntoIterator<Item = impl AsRef<std::ffi::OsStr>>,
+) -> String {
+    let mut command = tokio::process::Command::new(python);
     command.arg(script(name)).args(args).kill_on_drop(true);
     let output = tokio::time::timeout(LIMIT, command.output())
         .await

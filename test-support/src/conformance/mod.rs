@@ -372,9 +372,30 @@ pub async fn order_per_publisher(t: &Transport) {
     let topic = t.topic("order");
     let mut subscriber = t.connect(&[&topic], None).await;
     let publishers = publish_concurrently(t, &topic, PUBLISHERS, PER_PUBLISHER).await;
+    let partitions =
+        receive_in_order_per_publisher(t, &mut subscriber, PUBLISHERS * PER_PUBLISHER).await;
+    if !capabilities.ordered_per_publisher {
+        eprintln!(
+            "order checked per publisher on each of {} partitions",
+            partitions.len()
+        );
+    }
+    subscriber.socket.close().await.expect("close");
+    close(&publishers.iter().collect::<Vec<_>>()).await;
+}
+
+/// Receives `count` messages of [`seq_message`] (acknowledging each) and checks each
+/// publisher's are in order: consecutive from 0 where the transport orders per publisher, else
+/// increasing on each partition. Returns the partitions seen.
+async fn receive_in_order_per_publisher(
+    t: &Transport,
+    subscriber: &mut Connection,
+    count: usize,
+) -> HashSet<i32> {
+    let capabilities = t.provider.capabilities();
     let mut last: HashMap<(usize, i32), usize> = HashMap::new();
-    let mut partitions = std::collections::HashSet::new();
-    for _ in 0..PUBLISHERS * PER_PUBLISHER {
+    let mut partitions = HashSet::new();
+    for _ in 0..count {
         let delivery = tokio::time::timeout(t.patience, subscriber.inbox.recv())
             .await
             .expect("every message arrives")
@@ -406,14 +427,7 @@ pub async fn order_per_publisher(t: &Transport) {
             None => {}
         }
     }
-    if !capabilities.ordered_per_publisher {
-        eprintln!(
-            "order checked per publisher on each of {} partitions",
-            partitions.len()
-        );
-    }
-    subscriber.socket.close().await.expect("close");
-    close(&publishers.iter().collect::<Vec<_>>()).await;
+    partitions
 }
 
 /// `Socket::publish_batch`: 1,000 messages pipelined with one the transport refuses in the
@@ -422,7 +436,6 @@ pub async fn order_per_publisher(t: &Transport) {
 pub async fn publish_batch_in_order(t: &Transport) {
     const MESSAGES: usize = 1_000;
     const REFUSED_AT: usize = 500;
-    let capabilities = t.provider.capabilities();
     let topic = t.topic("batch");
     let mut subscriber = t.connect(&[&topic], None).await;
     let publisher = t.connect(&[], None).await;
@@ -448,28 +461,7 @@ pub async fn publish_batch_in_order(t: &Transport) {
             Ok(()) => {}
         }
     }
-    let mut last: HashMap<i32, usize> = HashMap::new();
-    for _ in 0..MESSAGES {
-        let delivery = tokio::time::timeout(t.patience, subscriber.inbox.recv())
-            .await
-            .expect("every message arrives")
-            .expect("inbox open");
-        let message = SpaMessage::from_json(&delivery.payload).expect("decodes");
-        let partition = delivery.position.map_or(0, |position| position.partition);
-        delivery.ack();
-        let (_, seq) = parse_seq(&message);
-        match last.insert(partition, seq) {
-            Some(previous) if capabilities.ordered_per_publisher => {
-                assert_eq!(seq, previous + 1, "the batch out of order")
-            }
-            Some(previous) => assert!(
-                seq > previous,
-                "the batch out of order on partition {partition}: {seq} after {previous}"
-            ),
-            None if capabilities.ordered_per_publisher => assert_eq!(seq, 0, "the first first"),
-            None => {}
-        }
-    }
+    receive_in_order_per_publisher(t, &mut subscriber, MESSAGES).await;
     assert_quiet(&mut subscriber.inbox, Duration::from_millis(200)).await;
     close(&[&subscriber, &publisher]).await;
 }

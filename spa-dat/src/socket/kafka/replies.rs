@@ -189,7 +189,7 @@ async fn collect_replies(consumer: Arc<StreamConsumer<SocketContext>>, replies: 
                 continue;
             }
         };
-        let correlation = headers::correlation_of(&message);
+        let correlation = headers::correlation_of(&delivery.headers);
         if !replies.deliver(message.topic(), correlation, reply) {
             tracing::debug!(
                 topic = message.topic(),

@@ -107,6 +107,116 @@ pub(super) trait Wire: Send + Sync + Sized + 'static {
     fn is_tls(error: &Self::ConnectionError) -> bool;
 }
 
+/// The methods of [`Wire`] that read the same in both of rumqttc's clients (their event loops
+/// and requests have the same fields and variants under different types), written once. The
+/// implementing module provides `event` (an event as a [`WireEvent`]), `ack_packet` and
+/// `ping_packet`, and imports its version's `AsyncClient`, `EventLoop`, `Request`,
+/// `ConnectionError` and `QoS`.
+macro_rules! same_in_both_clients {
+    () => {
+        fn renumbered(request: Request) -> Request {
+            match request {
+                Request::Publish(mut publish) => {
+                    publish.pkid = 0;
+                    publish.dup = false;
+                    Request::Publish(publish)
+                }
+                Request::Subscribe(mut subscribe) => {
+                    subscribe.pkid = 0;
+                    Request::Subscribe(subscribe)
+                }
+                Request::Unsubscribe(mut unsubscribe) => {
+                    unsubscribe.pkid = 0;
+                    Request::Unsubscribe(unsubscribe)
+                }
+                other => other,
+            }
+        }
+
+        fn try_disconnect(client: &AsyncClient) -> bool {
+            client.try_disconnect().is_ok()
+        }
+
+        async fn poll(
+            eventloop: &mut EventLoop,
+        ) -> std::result::Result<WireEvent, ConnectionError> {
+            eventloop.poll().await.map(event)
+        }
+
+        fn buffered(eventloop: &mut EventLoop) -> Vec<WireEvent> {
+            eventloop.state.events.drain(..).map(event).collect()
+        }
+
+        fn has_buffered(eventloop: &EventLoop) -> bool {
+            !eventloop.state.events.is_empty()
+        }
+
+        fn pending(eventloop: &mut EventLoop) -> &mut std::collections::VecDeque<Request> {
+            &mut eventloop.pending
+        }
+
+        fn clean(eventloop: &mut EventLoop) {
+            eventloop.clean();
+        }
+
+        fn connected(eventloop: &EventLoop) -> bool {
+            eventloop.network.is_some()
+        }
+
+        async fn write_ack(eventloop: &mut EventLoop, pkid: u16, qos: QoS) -> bool {
+            match eventloop.network.as_mut() {
+                Some(network) => network.write(ack_packet(pkid, qos)).await.is_ok(),
+                None => false,
+            }
+        }
+
+        async fn flush(eventloop: &mut EventLoop) -> bool {
+            match eventloop.network.as_mut() {
+                Some(network) => network.flush().await.is_ok(),
+                None => false,
+            }
+        }
+
+        async fn ping(eventloop: &mut EventLoop) {
+            if let Some(network) = eventloop.network.as_mut() {
+                if network.write(ping_packet()).await.is_ok() {
+                    let _ = network.flush().await;
+                }
+            }
+        }
+
+        async fn read_until_closed(eventloop: &mut EventLoop) {
+            if let Some(network) = eventloop.network.as_mut() {
+                while network.read().await.is_ok() {}
+            }
+        }
+
+        async fn write_request(
+            eventloop: &mut EventLoop,
+            request: Request,
+            timeout: Duration,
+        ) -> std::result::Result<bool, String> {
+            match eventloop.state.handle_outgoing_packet(request) {
+                Ok(Some(packet)) => match eventloop.network.as_mut() {
+                    Some(network) => Ok(tokio::time::timeout(timeout, async {
+                        network.write(packet).await.is_ok() && network.flush().await.is_ok()
+                    })
+                    .await
+                    .unwrap_or(false)),
+                    None => Ok(false),
+                },
+                Ok(None) => Ok(true),
+                Err(error) => Err(error.to_string()),
+            }
+        }
+
+        fn is_tls(error: &ConnectionError) -> bool {
+            matches!(error, ConnectionError::Tls(_))
+        }
+    };
+}
+pub(super) use same_in_both_clients;
+
 /// Whether a request found room in rumqttc's request channel.
 pub(super) enum HandOver {
     /// Handed over.

@@ -11,7 +11,7 @@ use rumqttc::{
 };
 
 use super::config::MqttConfig;
-use super::wire::{HandOver, Received, RequestView, Wire, WireEvent};
+use super::wire::{same_in_both_clients, HandOver, Received, RequestView, Wire, WireEvent};
 use crate::error::Result;
 
 /// MQTT 3.1.1.
@@ -25,6 +25,8 @@ impl Wire for V311 {
 
     const VERSION: &'static str = "3.1.1";
     const HEADERS: bool = false;
+
+    same_in_both_clients!();
 
     fn client(
         config: &MqttConfig,
@@ -81,25 +83,6 @@ impl Wire for V311 {
         }
     }
 
-    fn renumbered(request: Request) -> Request {
-        match request {
-            Request::Publish(mut publish) => {
-                publish.pkid = 0;
-                publish.dup = false;
-                Request::Publish(publish)
-            }
-            Request::Subscribe(mut subscribe) => {
-                subscribe.pkid = 0;
-                Request::Subscribe(subscribe)
-            }
-            Request::Unsubscribe(mut unsubscribe) => {
-                unsubscribe.pkid = 0;
-                Request::Unsubscribe(unsubscribe)
-            }
-            other => other,
-        }
-    }
-
     /// rumqttc's `try_*` take owned values, so the topic and payload are copied (the ledger
     /// keeps the request for a resend); `publish_bytes`, which takes `Bytes`, is only an
     /// await, and a caller cancelled in it leaves no trace of whether the request was sent.
@@ -134,85 +117,6 @@ impl Wire for V311 {
         client.try_ack(&publish).is_ok()
     }
 
-    fn try_disconnect(client: &AsyncClient) -> bool {
-        client.try_disconnect().is_ok()
-    }
-
-    async fn poll(eventloop: &mut EventLoop) -> std::result::Result<WireEvent, ConnectionError> {
-        eventloop.poll().await.map(event)
-    }
-
-    fn buffered(eventloop: &mut EventLoop) -> Vec<WireEvent> {
-        eventloop.state.events.drain(..).map(event).collect()
-    }
-
-    fn has_buffered(eventloop: &EventLoop) -> bool {
-        !eventloop.state.events.is_empty()
-    }
-
-    fn pending(eventloop: &mut EventLoop) -> &mut std::collections::VecDeque<Request> {
-        &mut eventloop.pending
-    }
-
-    fn clean(eventloop: &mut EventLoop) {
-        eventloop.clean();
-    }
-
-    fn connected(eventloop: &EventLoop) -> bool {
-        eventloop.network.is_some()
-    }
-
-    async fn write_ack(eventloop: &mut EventLoop, pkid: u16, qos: QoS) -> bool {
-        let packet = match qos {
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid)),
-            _ => Packet::PubAck(PubAck::new(pkid)),
-        };
-        match eventloop.network.as_mut() {
-            Some(network) => network.write(packet).await.is_ok(),
-            None => false,
-        }
-    }
-
-    async fn flush(eventloop: &mut EventLoop) -> bool {
-        match eventloop.network.as_mut() {
-            Some(network) => network.flush().await.is_ok(),
-            None => false,
-        }
-    }
-
-    async fn ping(eventloop: &mut EventLoop) {
-        if let Some(network) = eventloop.network.as_mut() {
-            if network.write(Packet::PingReq).await.is_ok() {
-                let _ = network.flush().await;
-            }
-        }
-    }
-
-    async fn read_until_closed(eventloop: &mut EventLoop) {
-        if let Some(network) = eventloop.network.as_mut() {
-            while network.read().await.is_ok() {}
-        }
-    }
-
-    async fn write_request(
-        eventloop: &mut EventLoop,
-        request: Request,
-        timeout: Duration,
-    ) -> std::result::Result<bool, String> {
-        match eventloop.state.handle_outgoing_packet(request) {
-            Ok(Some(packet)) => match eventloop.network.as_mut() {
-                Some(network) => Ok(tokio::time::timeout(timeout, async {
-                    network.write(packet).await.is_ok() && network.flush().await.is_ok()
-                })
-                .await
-                .unwrap_or(false)),
-                None => Ok(false),
-            },
-            Ok(None) => Ok(true),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
     fn keep_alive(eventloop: &EventLoop) -> Duration {
         eventloop.mqtt_options.keep_alive()
     }
@@ -238,10 +142,18 @@ impl Wire for V311 {
             other => other.to_string(),
         }
     }
+}
 
-    fn is_tls(error: &ConnectionError) -> bool {
-        matches!(error, ConnectionError::Tls(_))
+/// The acknowledgement of a message received with `pkid` at `qos`.
+fn ack_packet(pkid: u16, qos: QoS) -> Packet {
+    match qos {
+        QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid)),
+        _ => Packet::PubAck(PubAck::new(pkid)),
     }
+}
+
+fn ping_packet() -> Packet {
+    Packet::PingReq
 }
 
 fn event(event: Event) -> WireEvent {

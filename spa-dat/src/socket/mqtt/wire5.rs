@@ -21,7 +21,9 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, Mqtt
 use rumqttc::{Outgoing, QoS};
 
 use super::config::MqttConfig;
-use super::wire::{HandOver, Received, Refusal, RequestView, Wire, WireEvent};
+use super::wire::{
+    same_in_both_clients, HandOver, Received, Refusal, RequestView, Wire, WireEvent,
+};
 use crate::error::Result;
 use crate::socket::headers::{self, Headers};
 
@@ -164,10 +166,30 @@ fn received_headers(properties: Option<PublishProperties>) -> Headers {
     received
 }
 
-/// A PUBACK's or PUBREC's reason code in words (`None`: accepted).
+/// A PUBACK's or PUBREC's reason code (the two have the same), its number and name, without
+/// an allocation: every acknowledgement of a publish passes here.
+macro_rules! publish_reason {
+    ($kind:ident, $reason:expr) => {
+        match $reason {
+            $kind::Success => (0x00, "Success"),
+            $kind::NoMatchingSubscribers => (0x10, "NoMatchingSubscribers"),
+            $kind::UnspecifiedError => (0x80, "UnspecifiedError"),
+            $kind::ImplementationSpecificError => (0x83, "ImplementationSpecificError"),
+            $kind::NotAuthorized => (0x87, "NotAuthorized"),
+            $kind::TopicNameInvalid => (0x90, "TopicNameInvalid"),
+            $kind::PacketIdentifierInUse => (0x91, "PacketIdentifierInUse"),
+            $kind::QuotaExceeded => (0x97, "QuotaExceeded"),
+            $kind::PayloadFormatInvalid => (0x99, "PayloadFormatInvalid"),
+        }
+    };
+}
+
+/// A PUBACK's or PUBREC's reason code in words (`None`: accepted, codes below 0x80).
 fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<Refusal> {
+    if code < 0x80 {
+        return None;
+    }
     let words = match name {
-        "Success" | "NoMatchingSubscribers" => return None,
         "NotAuthorized" => "not authorised: the broker's ACL does not let this user publish there",
         "TopicNameInvalid" => "the topic name is not valid for the broker",
         "QuotaExceeded" => "a quota of the broker was exceeded",
@@ -189,35 +211,13 @@ fn refusal(code: u8, name: &str, reason_string: Option<String>) -> Option<Refusa
 }
 
 fn puback_refusal(ack: PubAck) -> Option<Refusal> {
-    let code = match ack.reason {
-        PubAckReason::Success => 0x00,
-        PubAckReason::NoMatchingSubscribers => 0x10,
-        PubAckReason::UnspecifiedError => 0x80,
-        PubAckReason::ImplementationSpecificError => 0x83,
-        PubAckReason::NotAuthorized => 0x87,
-        PubAckReason::TopicNameInvalid => 0x90,
-        PubAckReason::PacketIdentifierInUse => 0x91,
-        PubAckReason::QuotaExceeded => 0x97,
-        PubAckReason::PayloadFormatInvalid => 0x99,
-    };
-    let name = format!("{:?}", ack.reason);
-    refusal(code, &name, ack.properties.and_then(|p| p.reason_string))
+    let (code, name) = publish_reason!(PubAckReason, ack.reason);
+    refusal(code, name, ack.properties.and_then(|p| p.reason_string))
 }
 
 fn pubrec_refusal(ack: PubRec) -> Option<Refusal> {
-    let code = match ack.reason {
-        PubRecReason::Success => 0x00,
-        PubRecReason::NoMatchingSubscribers => 0x10,
-        PubRecReason::UnspecifiedError => 0x80,
-        PubRecReason::ImplementationSpecificError => 0x83,
-        PubRecReason::NotAuthorized => 0x87,
-        PubRecReason::TopicNameInvalid => 0x90,
-        PubRecReason::PacketIdentifierInUse => 0x91,
-        PubRecReason::QuotaExceeded => 0x97,
-        PubRecReason::PayloadFormatInvalid => 0x99,
-    };
-    let name = format!("{:?}", ack.reason);
-    refusal(code, &name, ack.properties.and_then(|p| p.reason_string))
+    let (code, name) = publish_reason!(PubRecReason, ack.reason);
+    refusal(code, name, ack.properties.and_then(|p| p.reason_string))
 }
 
 fn subscribe_refusal(code: &SubscribeReasonCode) -> Option<String> {
@@ -257,6 +257,8 @@ impl Wire for V5 {
 
     const VERSION: &'static str = "5";
     const HEADERS: bool = true;
+
+    same_in_both_clients!();
 
     fn client(
         config: &MqttConfig,
@@ -338,25 +340,6 @@ impl Wire for V5 {
         }
     }
 
-    fn renumbered(request: Request) -> Request {
-        match request {
-            Request::Publish(mut publish) => {
-                publish.pkid = 0;
-                publish.dup = false;
-                Request::Publish(publish)
-            }
-            Request::Subscribe(mut subscribe) => {
-                subscribe.pkid = 0;
-                Request::Subscribe(subscribe)
-            }
-            Request::Unsubscribe(mut unsubscribe) => {
-                unsubscribe.pkid = 0;
-                Request::Unsubscribe(unsubscribe)
-            }
-            other => other,
-        }
-    }
-
     fn try_hand_over(client: &AsyncClient, request: &Request) -> HandOver {
         let handed = match request {
             Request::Publish(publish) => {
@@ -399,88 +382,6 @@ impl Wire for V5 {
         client.try_ack(&publish).is_ok()
     }
 
-    fn try_disconnect(client: &AsyncClient) -> bool {
-        client.try_disconnect().is_ok()
-    }
-
-    async fn poll(eventloop: &mut EventLoop) -> std::result::Result<WireEvent, ConnectionError> {
-        eventloop.poll().await.map(event)
-    }
-
-    fn buffered(eventloop: &mut EventLoop) -> Vec<WireEvent> {
-        eventloop.state.events.drain(..).map(event).collect()
-    }
-
-    fn has_buffered(eventloop: &EventLoop) -> bool {
-        !eventloop.state.events.is_empty()
-    }
-
-    fn pending(eventloop: &mut EventLoop) -> &mut std::collections::VecDeque<Request> {
-        &mut eventloop.pending
-    }
-
-    fn clean(eventloop: &mut EventLoop) {
-        eventloop.clean();
-    }
-
-    fn connected(eventloop: &EventLoop) -> bool {
-        eventloop.network.is_some()
-    }
-
-    async fn write_ack(eventloop: &mut EventLoop, pkid: u16, qos: QoS) -> bool {
-        // rumqttc's state records an incoming QoS 2 message until its PUBREL; the PUBREC
-        // itself carries no state.
-        let packet = match qos {
-            QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid, None)),
-            _ => Packet::PubAck(PubAck::new(pkid, None)),
-        };
-        match eventloop.network.as_mut() {
-            Some(network) => network.write(packet).await.is_ok(),
-            None => false,
-        }
-    }
-
-    async fn flush(eventloop: &mut EventLoop) -> bool {
-        match eventloop.network.as_mut() {
-            Some(network) => network.flush().await.is_ok(),
-            None => false,
-        }
-    }
-
-    async fn ping(eventloop: &mut EventLoop) {
-        if let Some(network) = eventloop.network.as_mut() {
-            let ping = Packet::PingReq(rumqttc::v5::mqttbytes::v5::PingReq);
-            if network.write(ping).await.is_ok() {
-                let _ = network.flush().await;
-            }
-        }
-    }
-
-    async fn read_until_closed(eventloop: &mut EventLoop) {
-        if let Some(network) = eventloop.network.as_mut() {
-            while network.read().await.is_ok() {}
-        }
-    }
-
-    async fn write_request(
-        eventloop: &mut EventLoop,
-        request: Request,
-        timeout: Duration,
-    ) -> std::result::Result<bool, String> {
-        match eventloop.state.handle_outgoing_packet(request) {
-            Ok(Some(packet)) => match eventloop.network.as_mut() {
-                Some(network) => Ok(tokio::time::timeout(timeout, async {
-                    network.write(packet).await.is_ok() && network.flush().await.is_ok()
-                })
-                .await
-                .unwrap_or(false)),
-                None => Ok(false),
-            },
-            Ok(None) => Ok(true),
-            Err(error) => Err(error.to_string()),
-        }
-    }
-
     fn keep_alive(eventloop: &EventLoop) -> Duration {
         eventloop.options.keep_alive()
     }
@@ -515,10 +416,19 @@ impl Wire for V5 {
             other => other.to_string(),
         }
     }
+}
 
-    fn is_tls(error: &ConnectionError) -> bool {
-        matches!(error, ConnectionError::Tls(_))
+/// The acknowledgement of a message received with `pkid` at `qos`. rumqttc's state records an
+/// incoming QoS 2 message until its PUBREL; the PUBREC itself carries no state.
+fn ack_packet(pkid: u16, qos: QoS) -> Packet {
+    match qos {
+        QoS::ExactlyOnce => Packet::PubRec(PubRec::new(pkid, None)),
+        _ => Packet::PubAck(PubAck::new(pkid, None)),
     }
+}
+
+fn ping_packet() -> Packet {
+    Packet::PingReq(rumqttc::v5::mqttbytes::v5::PingReq)
 }
 
 fn event(event: Event) -> WireEvent {
