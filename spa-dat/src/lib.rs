@@ -52,7 +52,9 @@ pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
 pub use handler::reply::IntoReply;
 pub use message::envelope::{MessageBuilder, SpaMessage};
 pub use message::qos::QualityOfService;
-pub use runtime::{Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped};
+pub use runtime::{
+    Extensions, MessageOrder, RetryPolicy, Shutdown, Socket, Stopped, PUBLISH_BATCH_WINDOW,
+};
 
 /// Registers an async fn as a consumer: called for every message on its topics.
 ///

@@ -252,35 +252,17 @@ pub(crate) fn current() -> Option<TraceContext> {
 /// and a header of any size or character would travel (MQTT 5 refuses control characters and
 /// values over 64 KiB).
 pub(crate) fn write_headers(context: &TraceContext, headers: &mut Headers) {
-    if !is_traceparent(&context.traceparent) {
+    if !crate::message::is_traceparent(&context.traceparent) {
         return;
     }
     headers.insert(TRACEPARENT, context.traceparent.as_str());
-    if let Some(state) = context.tracestate.as_deref().filter(|s| is_tracestate(s)) {
+    if let Some(state) = context
+        .tracestate
+        .as_deref()
+        .filter(|s| crate::message::is_tracestate(s))
+    {
         headers.insert(TRACESTATE, state);
     }
-}
-
-/// `version-traceid-parentid-flags` in lowercase hex (W3C Trace Context §3.2), 55 characters
-/// for version 00 (later versions may append fields).
-fn is_traceparent(value: &str) -> bool {
-    let fields: Vec<&str> = value.split('-').collect();
-    value.len() >= 55
-        && value.len() <= 256
-        && fields.len() >= 4
-        && [2, 32, 16, 2]
-            .iter()
-            .zip(&fields)
-            .all(|(len, field)| field.len() == *len)
-        && value
-            .bytes()
-            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// At most 512 printable ASCII characters (W3C Trace Context §3.3: a list of at most 32
-/// members, which vendors may cut at 512 characters).
-fn is_tracestate(value: &str) -> bool {
-    value.len() <= 512 && value.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 #[cfg(feature = "opentelemetry")]

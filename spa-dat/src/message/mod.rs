@@ -9,6 +9,7 @@ pub(crate) mod qos;
 mod trace;
 
 pub(crate) use envelope::{MessageBuilder, SpaMessage};
+pub(crate) use trace::{is_traceparent, is_tracestate};
 pub use trace::{TraceContext, TRACEPARENT, TRACESTATE};
 
 /// The content type spa-dat sets for JSON payloads.

@@ -30,3 +30,25 @@ pub struct TraceContext {
     /// Vendor-specific trace state, if any.
     pub tracestate: Option<String>,
 }
+
+/// `version-traceid-parentid-flags` in lowercase hex (W3C Trace Context §3.2), 55 characters
+/// for version 00 (later versions may append fields).
+pub(crate) fn is_traceparent(value: &str) -> bool {
+    let fields: Vec<&str> = value.split('-').collect();
+    value.len() >= 55
+        && value.len() <= 256
+        && fields.len() >= 4
+        && [2, 32, 16, 2]
+            .iter()
+            .zip(&fields)
+            .all(|(len, field)| field.len() == *len)
+        && value
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// At most 512 printable ASCII characters (W3C Trace Context §3.3: a list of at most 32
+/// members, which vendors may cut at 512 characters).
+pub(crate) fn is_tracestate(value: &str) -> bool {
+    value.len() <= 512 && value.bytes().all(|b| (0x20..0x7f).contains(&b))
+}

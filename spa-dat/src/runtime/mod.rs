@@ -24,4 +24,4 @@ pub(crate) use policy::AfterFailure;
 pub use policy::{MessageOrder, RetryPolicy};
 pub(crate) use shutdown::on_signal;
 pub use shutdown::{Shutdown, Stopped};
-pub use socket::Socket;
+pub use socket::{Socket, PUBLISH_BATCH_WINDOW};

@@ -52,7 +52,9 @@ impl Outgoing {
         }
         if let Some(expiry) = message.expiry {
             // Whole seconds, rounded up: an expiry below one second is not none.
-            let secs = expiry.as_secs() + u64::from(expiry.subsec_nanos() > 0);
+            let secs = expiry
+                .as_secs()
+                .saturating_add(u64::from(expiry.subsec_nanos() > 0));
             outgoing
                 .headers
                 .insert(headers::MESSAGE_EXPIRY_SECS, secs.max(1).to_string());

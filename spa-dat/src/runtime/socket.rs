@@ -76,6 +76,11 @@ impl fmt::Debug for Socket {
     }
 }
 
+/// How many messages of a [`Socket::publish_batch`] are in flight at once: enough to keep a
+/// broker's pipeline full (the Kafka bench pipelines 10,000; MQTT's window is 100 by default),
+/// few enough that each gets through within its publish timeout.
+pub const PUBLISH_BATCH_WINDOW: usize = 4_096;
+
 impl Socket {
     /// Wraps a transport socket.
     ///
@@ -229,9 +234,10 @@ impl Socket {
     /// failed — one result per message, in the same order. A message that fails (a topic the
     /// transport refuses, a timeout) fails alone: the others still go.
     ///
-    /// Each message is stamped, traced and counted as [`Socket::publish`] does it. The
-    /// transport bounds what is in flight (MQTT's in-flight window and request queue, Kafka's
-    /// producer queue): a large batch waits for room, it is not refused.
+    /// Each message is stamped, traced and counted as [`Socket::publish`] does it. At most
+    /// [`PUBLISH_BATCH_WINDOW`] are in flight at once, and each one's publish timeout starts
+    /// when it enters that window: a batch of any size waits for room, it is not refused for
+    /// its size.
     ///
     /// # Examples
     ///
@@ -261,12 +267,18 @@ impl Socket {
         &self,
         messages: impl IntoIterator<Item = SpaMessage>,
     ) -> Vec<Result<()>> {
+        use futures_util::StreamExt;
         let sends = messages
             .into_iter()
             .map(|message| self.send_message(message, None));
-        // Polled in order on their first turn: each is handed to the transport (its ordering
-        // lock, its queue) in the order given.
-        futures_util::future::join_all(sends).await
+        // Started in order, each first polled when it starts: handed to the transport (its
+        // ordering lock, its queue) in the order given. A window, not the whole batch at once:
+        // a message's publish timeout runs from its start, and a message behind 100,000 others
+        // would spend it waiting for room.
+        futures_util::stream::iter(sends)
+            .buffered(PUBLISH_BATCH_WINDOW)
+            .collect()
+            .await
     }
 
     /// Publishes a message with a key: consumers ordering by key handle one key's messages in

@@ -10,7 +10,7 @@ use super::record::Delivery;
 use crate::error::Result;
 use crate::message::envelope::SpaMessage;
 use crate::message::qos::QualityOfService;
-use crate::message::{TraceContext, TRACEPARENT, TRACESTATE};
+use crate::message::{is_traceparent, is_tracestate, TraceContext, TRACEPARENT, TRACESTATE};
 
 /// How messages are written on a bus, and read.
 ///
@@ -89,7 +89,7 @@ impl Delivery {
         message.expiry = self
             .headers
             .get(headers::MESSAGE_EXPIRY_SECS)
-            .and_then(|secs| secs.parse().ok())
+            .and_then(|secs| secs.trim().parse().ok())
             .map(std::time::Duration::from_secs);
         Ok((message, read_as))
     }
@@ -116,13 +116,19 @@ impl Delivery {
         message.response_topic = self.headers.get(headers::RESPONSE_TOPIC).map(str::to_owned);
         // The transport's guarantee is what it is; the envelope's field has no source here.
         message.quality_of_service = QualityOfService::AtLeastOnce;
-        // Its trace context came in the headers (there is no envelope to carry it).
+        // Its trace context came in the headers (there is no envelope to carry it), if it has
+        // the W3C form: a publisher's header is any text.
         message.trace_context = self
             .headers
             .get(TRACEPARENT)
+            .filter(|traceparent| is_traceparent(traceparent))
             .map(|traceparent| TraceContext {
                 traceparent: traceparent.to_owned(),
-                tracestate: self.headers.get(TRACESTATE).map(str::to_owned),
+                tracestate: self
+                    .headers
+                    .get(TRACESTATE)
+                    .filter(|state| is_tracestate(state))
+                    .map(str::to_owned),
             });
         message
     }

@@ -67,6 +67,8 @@ impl Shared {
                 source: None,
             });
         };
+        // Closed while it waited for its turn: not sent.
+        self.ensure_open()?;
         let mut backoff = Duration::from_millis(1);
         let delivery = loop {
             match self.producer.send_result(record) {

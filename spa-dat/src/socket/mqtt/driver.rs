@@ -168,7 +168,23 @@ impl<W: Wire> Driver<W> {
                     // client go — its shared-subscription membership too, which otherwise still
                     // took messages meant for the group's other members.
                     // Read from the connection itself: polling rumqttc again would reconnect.
-                    let closed = W::read_until_closed(&mut eventloop);
+                    // The acknowledgements of what was written before the DISCONNECT settle
+                    // their publishes; a message arriving now is left to the broker (its
+                    // acknowledgement could not be written any more).
+                    for event in W::buffered(&mut eventloop) {
+                        self.handle(event);
+                    }
+                    let mut settle = |event: WireEvent| {
+                        if matches!(
+                            event,
+                            WireEvent::Acknowledged { .. }
+                                | WireEvent::SubAck { .. }
+                                | WireEvent::UnsubAck { .. }
+                        ) {
+                            self.handle(event);
+                        }
+                    };
+                    let closed = W::read_until_closed(&mut eventloop, &mut settle);
                     let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
                     break;
                 }
@@ -227,7 +243,7 @@ impl<W: Wire> Driver<W> {
             }
         }
         tracing::debug!(broker = %self.shared.broker, "MQTT connection closed");
-        self.shared.fail_pending(|| Error::Closed);
+        self.shared.fail_pending();
     }
 
     pub(super) fn handle(&mut self, event: WireEvent) {

@@ -65,17 +65,30 @@ impl<W: Wire> Shared<W> {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Fails every request the ledger holds with `error()`.
-    pub(super) fn fail_pending(&self, error: impl Fn() -> Error) {
+    /// The connection is closing: fails every request the ledger holds. One never sent fails
+    /// as [`Error::Closed`]; one sent and not acknowledged says it may have been delivered (its
+    /// acknowledgement may have been on the way when the connection closed), so that a caller
+    /// does not take it for lost.
+    pub(super) fn fail_pending(&self) {
         let ledger = std::mem::take(&mut *self.ledger());
-        let direct = ledger.direct.into_iter().flatten();
-        for pending in ledger
+        let unsent = ledger
             .unsent
             .into_iter()
-            .chain(ledger.unacked.into_values())
-            .chain(direct)
-        {
-            pending.resolve(Err(error()));
+            .chain(ledger.direct.into_iter().flatten());
+        for pending in unsent {
+            pending.resolve(Err(Error::Closed));
+        }
+        for pending in ledger.unacked.into_values() {
+            let operation = match pending.kind {
+                Kind::Publish => "publish",
+                Kind::Subscribe => "subscribe",
+                Kind::Unsubscribe => "unsubscribe",
+            };
+            let error = self.transport_error(
+                operation,
+                "the socket closed before the broker acknowledged it; it may have been delivered",
+            );
+            pending.resolve(Err(error));
         }
     }
 

@@ -96,7 +96,7 @@ impl<W: Wire> SpaSocket for MqttSocket<W> {
             }
         }
         // What the driver did not settle (it was stopped) fails now, not at its own timeout.
-        self.shared.fail_pending(|| Error::Closed);
+        self.shared.fail_pending();
         self.shared.replies.close();
         Ok(())
     }

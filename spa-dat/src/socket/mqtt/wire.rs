@@ -87,8 +87,12 @@ pub(super) trait Wire: Send + Sync + Sized + 'static {
     fn flush(eventloop: &mut Self::EventLoop) -> impl Future<Output = bool> + Send;
     /// Writes and flushes a PINGREQ.
     fn ping(eventloop: &mut Self::EventLoop) -> impl Future<Output = ()> + Send;
-    /// Reads the connection until the broker closes it.
-    fn read_until_closed(eventloop: &mut Self::EventLoop) -> impl Future<Output = ()> + Send;
+    /// Reads the connection until the broker closes it, handing each packet read to `handle`
+    /// (the acknowledgements of publishes written before the DISCONNECT come this way).
+    fn read_until_closed(
+        eventloop: &mut Self::EventLoop,
+        handle: &mut (dyn FnMut(WireEvent) + Send),
+    ) -> impl Future<Output = ()> + Send;
     /// Writes `request` as rumqttc's poll would (its state assigns the packet id and records
     /// it), at most `timeout`: `Ok(true)` written, `Ok(false)` the write failed, `Err` rumqttc's
     /// state refused it.
@@ -185,9 +189,14 @@ macro_rules! same_in_both_clients {
             }
         }
 
-        async fn read_until_closed(eventloop: &mut EventLoop) {
+        async fn read_until_closed(
+            eventloop: &mut EventLoop,
+            handle: &mut (dyn FnMut(WireEvent) + Send),
+        ) {
             if let Some(network) = eventloop.network.as_mut() {
-                while network.read().await.is_ok() {}
+                while let Ok(packet) = network.read().await {
+                    handle(event(Event::Incoming(packet)));
+                }
             }
         }
 

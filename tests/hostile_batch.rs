@@ -1,0 +1,392 @@
+//! Hostile input and badly timed events against publish_batch, MQTT's close, the broker's
+//! maximum packet size and message expiry, found by a second outside review (of 3a5a3a1): each
+//! test failed there. Every wait is bounded.
+
+use spa_dat_test_support as support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider, MqttVersion};
+use spa_dat::socket::spi::{Connection, SocketOptions, SocketProvider};
+use spa_dat::socket::WireFormat;
+use spa_dat::{Error, MessageBuilder, Socket, SpaMessage};
+use support::mosquitto::Mosquitto;
+
+fn config(port: u16, version: MqttVersion) -> MqttConfig {
+    MqttConfig {
+        version,
+        wire: WireFormat::Envelope,
+        reconnect_max_ms: 300,
+        ..MqttConfig::new("127.0.0.1", port)
+    }
+}
+
+fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
+    Arc::new(MqttSocketProvider::new(config).expect("valid config"))
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn connect_as(provider: &Arc<dyn SocketProvider>, id: &str, topics: &[&str]) -> Connection {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        provider.connect(SocketOptions::new(id).topics(topics.iter().copied())),
+    )
+    .await
+    .expect("connects in time")
+    .expect("connects")
+}
+
+fn runtime_socket(connection: &Connection, publish_timeout: Duration) -> Socket {
+    Socket::new(
+        Arc::clone(&connection.socket),
+        MessageBuilder::new(Some("rev2"), None),
+        publish_timeout,
+    )
+}
+
+// -------------------------------------------------------------------------------------------
+// Message expiry: Duration::MAX ("never") overflows the rounding in Outgoing::traced.
+// -------------------------------------------------------------------------------------------
+
+/// `Outgoing::traced` rounds up with `expiry.as_secs() + u64::from(subsec_nanos > 0)`:
+/// `Duration::MAX` (as_secs = u64::MAX, 999_999_999 ns) overflows — a panic in a debug build,
+/// and in release it wraps to 0 and `.max(1)` makes "keep it forever" expire after ONE second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_of_duration_max_is_sent_as_a_long_expiry_not_a_panic_or_one_second() {
+    let provider = MemorySocketProvider::new(MemoryBus::new(unique("expiry-max")));
+    let mut reader = provider
+        .connect(SocketOptions::new("reader").topics(["exp"]))
+        .await
+        .expect("reader");
+    let writer = provider
+        .connect(SocketOptions::new("writer"))
+        .await
+        .expect("writer");
+    let socket = runtime_socket(&writer, Duration::from_secs(5));
+    let publishing = tokio::spawn(async move {
+        socket
+            .publish(SpaMessage::new("exp", "forever").with_expiry(Duration::MAX))
+            .await
+    });
+    let published = tokio::time::timeout(Duration::from_secs(10), publishing)
+        .await
+        .expect("publish ends");
+    let published = match published {
+        Ok(result) => result,
+        Err(join) => panic!("publishing with expiry Duration::MAX panicked: {join}"),
+    };
+    published.expect("published");
+    let delivery = tokio::time::timeout(Duration::from_secs(5), reader.inbox.recv())
+        .await
+        .expect("delivered in time")
+        .expect("delivered");
+    let secs: u64 = delivery
+        .headers
+        .get(spa_dat::socket::headers::MESSAGE_EXPIRY_SECS)
+        .expect("expiry header")
+        .parse()
+        .expect("numeric");
+    assert!(
+        secs >= u64::from(u32::MAX),
+        "Duration::MAX sent as an expiry of {secs} s"
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// publish_batch on MQTT: a large batch is refused (timed out), a batch during close.
+// -------------------------------------------------------------------------------------------
+
+fn describe(results: &[spa_dat::Result<()>]) -> BTreeMap<String, usize> {
+    let mut kinds = BTreeMap::new();
+    for result in results {
+        let key = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        *kinds.entry(key).or_insert(0) += 1;
+    }
+    kinds
+}
+
+/// The doc of `Socket::publish_batch` says: "a large batch waits for room, it is not
+/// refused". But every message's `publish_timeout` (waiting for the order lock and for room in
+/// rumqttc's channel included) starts when join_all first polls it — all at once — so the
+/// tail of a batch larger than the broker takes in `publish_timeout` fails "not sent: no room".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_mqtt_batch_waits_for_room_and_is_not_refused() {
+    const N: usize = 100_000;
+    let broker = Mosquitto::start();
+    let mqtt = provider(MqttConfig {
+        publish_timeout_ms: 1_000,
+        ..config(broker.port, MqttVersion::V311)
+    });
+    let writer = connect_as(&mqtt, &unique("batcher"), &[]).await;
+    let socket = runtime_socket(&writer, Duration::from_secs(5));
+    let batch = (0..N).map(|i| SpaMessage::new("batch/large", i.to_string()));
+    let started = Instant::now();
+    let results = tokio::time::timeout(Duration::from_secs(120), socket.publish_batch(batch))
+        .await
+        .expect("the batch ends");
+    let took = started.elapsed();
+    let kinds = describe(&results);
+    let first_failed = results.iter().position(Result::is_err);
+    let _ = writer.socket.close().await;
+    assert!(
+        results.iter().all(Result::is_ok),
+        "a batch of {N} (publish_timeout 1 s) took {took:?}; first failure at index \
+         {first_failed:?}; outcomes: {kinds:?}"
+    );
+}
+
+/// Publishes a batch of `n` QoS 1 messages on `version`, closes the socket once a subscriber
+/// has seen `seen_before_close` of them, and returns the batch's results and which messages
+/// the subscriber received.
+async fn batch_closed_midway(
+    version: MqttVersion,
+    n: usize,
+    seen_before_close: usize,
+) -> (Vec<spa_dat::Result<()>>, HashSet<usize>, Duration) {
+    let broker = Mosquitto::start();
+    let mqtt = provider(config(broker.port, version));
+    let mut reader = connect_as(&mqtt, &unique("reader"), &["batch/close"]).await;
+    let writer = connect_as(&mqtt, &unique("closer"), &[]).await;
+    let closing = Arc::clone(&writer.socket);
+    let socket = runtime_socket(&writer, Duration::from_secs(5));
+    let batch = tokio::spawn(async move {
+        socket
+            .publish_batch((0..n).map(|i| SpaMessage::new("batch/close", i.to_string())))
+            .await
+    });
+    let mut received = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.len() < seen_before_close && Instant::now() < deadline {
+        if let Ok(Some(delivery)) =
+            tokio::time::timeout(Duration::from_millis(200), reader.inbox.recv()).await
+        {
+            let message = SpaMessage::from_json(&delivery.payload).expect("envelope");
+            received.insert(
+                message
+                    .payload_str()
+                    .expect("utf-8")
+                    .parse::<usize>()
+                    .expect("n"),
+            );
+            delivery.ack();
+        }
+    }
+    assert!(
+        received.len() >= seen_before_close,
+        "the batch got under way"
+    );
+    let close_started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(15), closing.close())
+        .await
+        .expect("close ends")
+        .expect("closed");
+    let results = tokio::time::timeout(Duration::from_secs(30), batch)
+        .await
+        .expect("the batch ends after close")
+        .expect("no panic");
+    let batch_done = close_started.elapsed();
+    // Whatever the broker still delivers.
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_secs(2), reader.inbox.recv()).await
+    {
+        let message = SpaMessage::from_json(&delivery.payload).expect("envelope");
+        received.insert(
+            message
+                .payload_str()
+                .expect("utf-8")
+                .parse::<usize>()
+                .expect("n"),
+        );
+        delivery.ack();
+    }
+    let _ = reader.socket.close().await;
+    (results, received, batch_done)
+}
+
+/// close() during a batch: every message not acknowledged should fail with `Error::Closed`
+/// ("the socket was closed"). Messages still waiting for the order lock when close() ran get
+/// the lock after it, are handed to a channel whose receiver is gone, and fail as
+/// "not sent: no room in the connection's queue within 10s" — a transport error that blames a
+/// full queue (and that a retry policy treats as transient) on a socket closed on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cut_by_close_fails_its_unsent_messages_as_closed() {
+    let (results, received, took) = batch_closed_midway(MqttVersion::V5, 20_000, 50).await;
+    let wrong: BTreeMap<String, usize> = describe(&results)
+        .into_iter()
+        // A publish written and not acknowledged when the connection closed says so: it may
+        // have been delivered.
+        .filter(|(kind, _)| {
+            kind != "ok"
+                && kind != &Error::Closed.to_string()
+                && !kind.ends_with("the socket closed before the broker acknowledged it; it may have been delivered")
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after close() (the batch ended {took:?} after it began; subscriber got {}): \
+         results other than Ok / Closed: {wrong:?}; all outcomes: {:?}",
+        received.len(),
+        describe(&results)
+    );
+}
+
+/// The reverse at close: a message the broker took (the subscriber got it) reported to the
+/// publisher as `Closed`, an error that says nothing about delivery (unlike the timeout's
+/// "it may still be delivered") — a caller that publishes again duplicates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_message_delivered_at_close_is_not_reported_as_closed() {
+    let (results, received, _) = batch_closed_midway(MqttVersion::V311, 20_000, 50).await;
+    let delivered_but_failed: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.is_err() && received.contains(i))
+        .map(|(i, _)| i)
+        .collect();
+    let mut errors_of: BTreeMap<String, usize> = BTreeMap::new();
+    for &i in &delivered_but_failed {
+        if let Err(error) = &results[i] {
+            *errors_of.entry(error.to_string()).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        delivered_but_failed.is_empty(),
+        "{} messages the subscriber received were reported failed ({errors_of:?}); first \
+         few: {:?}",
+        delivered_but_failed.len(),
+        &delivered_but_failed[..delivered_but_failed.len().min(10)]
+    );
+}
+
+// -------------------------------------------------------------------------------------------
+// MQTT 5: the broker's maximum packet size shrinks on a reconnect.
+// -------------------------------------------------------------------------------------------
+
+/// A TCP proxy whose target can be switched; `gate` false refuses (drops) new connections,
+/// `cut` drops the current ones.
+struct Proxy {
+    port: u16,
+    target: Arc<AtomicU16>,
+    open: Arc<AtomicBool>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let target = Arc::new(AtomicU16::new(target));
+        let open = Arc::new(AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let generation = Arc::new(generation);
+        let (t, o, g) = (
+            Arc::clone(&target),
+            Arc::clone(&open),
+            Arc::clone(&generation),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let port = t.load(Ordering::SeqCst);
+                let mut cut = g.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", port)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            target,
+            open,
+            generation,
+            task,
+        }
+    }
+
+    fn cut(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// The broker's limit is checked when a publish is submitted, against the limit of the
+/// connection then. A publish submitted during an outage (held for the next connection) that
+/// is larger than what the broker announces on reconnect is handed to rumqttc, whose encoder
+/// fails it with OutgoingPacketTooLarge — dropping the new connection, reconnecting, sending
+/// it again... Expected: refused at once, the new connection kept (as
+/// hostile_wire's a_publish_over_the_brokers_maximum_packet_size_fails_at_once_and_loses_nothing).
+#[ignore = "known defect, not fixed yet: a publish held over an outage is checked only against the limit of the connection it was submitted on (issue 21 closing note)"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_held_over_a_reconnect_to_a_smaller_limit_does_not_drop_the_connection() {
+    let roomy = Mosquitto::start();
+    let strict = Mosquitto::start_with("allow_anonymous true\nmax_packet_size 2048\n");
+    let proxy = Proxy::start(roomy.port).await;
+    let mqtt = provider(config(proxy.port, MqttVersion::V5));
+    let id = unique("shrunk");
+    let writer = connect_as(&mqtt, &id, &[]).await;
+    // An outage: the connection cut, reconnects refused while the publish is submitted.
+    proxy.open.store(false, Ordering::SeqCst);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the driver notice the cut
+    let socket = Arc::clone(&writer.socket);
+    let big = tokio::spawn(async move {
+        socket
+            .publish(&SpaMessage::new("big/held", "x".repeat(10_000)))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    proxy.target.store(strict.port, Ordering::SeqCst);
+    proxy.open.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(40), big)
+        .await
+        .expect("the big publish ends")
+        .expect("no panic");
+    let took = started.elapsed();
+    // A small publish afterwards.
+    let small = tokio::time::timeout(
+        Duration::from_secs(15),
+        writer.socket.publish(&SpaMessage::new("small/after", "ok")),
+    )
+    .await;
+    let connections = strict.log().matches(&format!("as {id}")).count();
+    let _ = writer.socket.close().await;
+    assert!(
+        connections == 1 && result.is_err(),
+        "the held 10 kB publish ended after {took:?} with {result:?}; the socket connected \
+         {connections} times to the broker that takes 2048 bytes; a small publish after: \
+         {small:?}"
+    );
+}
