@@ -390,3 +390,51 @@ async fn a_publish_held_over_a_reconnect_to_a_smaller_limit_does_not_drop_the_co
          {small:?}"
     );
 }
+
+/// Found while testing batch handlers: on the in-process bus, a publish waiting for room in a
+/// full inbox was overtaken by a later one of the same batch (failed before the bus gave each
+/// socket's publishes a first-come-first-served turn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_batch_keeps_its_order_while_the_consumers_inbox_is_full() {
+    let provider: Arc<dyn SocketProvider> = Arc::new(MemorySocketProvider::new(MemoryBus::new(
+        uuid::Uuid::new_v4().to_string(),
+    )));
+    let mut options = SocketOptions::new("reader").topics(["rows"]);
+    options.inbox_capacity = 1;
+    let mut reader = provider.connect(options).await.expect("connect");
+    let publisher = support::connect_publisher(&provider, "publisher").await;
+    let socket = Socket::new(
+        Arc::clone(&publisher.socket),
+        MessageBuilder::new(Some("p"), None),
+        Duration::from_secs(30),
+    );
+    const ROWS: usize = 2_000;
+    let rows = (0..ROWS).map(|i| SpaMessage::new("rows", i.to_string()));
+    let publishing = tokio::spawn(async move { socket.publish_batch(rows).await });
+    let mut received = Vec::with_capacity(ROWS);
+    while received.len() < ROWS {
+        let delivery = tokio::time::timeout(Duration::from_secs(10), reader.inbox.recv())
+            .await
+            .expect("delivered in time")
+            .expect("open");
+        let message = SpaMessage::from_json(&delivery.payload).expect("a spa-dat message");
+        received.push(
+            message
+                .payload_str()
+                .expect("utf-8")
+                .parse::<usize>()
+                .expect("a number"),
+        );
+        // A reader slower than the publisher now and then: sends wait for room.
+        if received.len() % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let results = tokio::time::timeout(Duration::from_secs(30), publishing)
+        .await
+        .expect("publish_batch finishes")
+        .expect("no panic");
+    assert!(results.iter().all(Result::is_ok));
+    let first_out_of_order = received.iter().enumerate().position(|(i, &n)| i != n);
+    assert_eq!(first_out_of_order, None, "delivered in the batch's order");
+}

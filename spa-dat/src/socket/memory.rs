@@ -466,6 +466,10 @@ struct MemorySocket {
     replies: Arc<RequestMultiplexer>,
     reply_prefix: String,
     closed: AtomicBool,
+    /// Taken by each publish, first come first served: publishes started in order are
+    /// delivered in that order, also when an earlier one waits for room in a full inbox and
+    /// a later one would find room first.
+    publishing: tokio::sync::Mutex<()>,
 }
 
 impl MemorySocket {
@@ -494,6 +498,7 @@ impl SpaSocket for MemorySocket {
                 reason,
             ));
         }
+        let _turn = self.publishing.lock().await;
         self.bus.publish(message, self.id).await;
         Ok(())
     }
@@ -626,6 +631,7 @@ impl SocketProvider for MemorySocketProvider {
             replies,
             reply_prefix,
             closed: AtomicBool::new(false),
+            publishing: tokio::sync::Mutex::new(()),
         };
         let connection =
             super::subscribe_initial(socket, inbox, &options, &self.default_topics).await?;
