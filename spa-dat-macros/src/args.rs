@@ -25,6 +25,10 @@ pub(crate) struct Options {
     pub(crate) attempts: Option<syn::LitInt>,
     /// Handler timeout in milliseconds.
     pub(crate) timeout_ms: Option<syn::LitInt>,
+    /// Most messages per call of a batch handler.
+    pub(crate) batch: Option<syn::LitInt>,
+    /// Longest a batch waits for more messages, in milliseconds (0: no wait).
+    pub(crate) batch_wait_ms: Option<syn::LitInt>,
 }
 
 /// The orderings `ordering = "..."` takes.
@@ -52,6 +56,8 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "ordering",
     "attempts",
     "timeout_ms",
+    "batch",
+    "batch_wait_ms",
     "crate",
 ];
 const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "crate"];
@@ -150,16 +156,29 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
         let result = if key == "topics" {
             let expr: Expr = meta.value()?.parse()?;
             topics_of(expr).and_then(|topics| set(&mut options.topics, topics, &meta.path))
-        } else if matches!(key.as_str(), "concurrency" | "attempts" | "timeout_ms") {
+        } else if matches!(
+            key.as_str(),
+            "concurrency" | "attempts" | "timeout_ms" | "batch"
+        ) {
             let value: syn::LitInt = meta.value()?.parse()?;
             positive(value, &key).and_then(|value| {
                 let slot = match key.as_str() {
                     "concurrency" => &mut options.concurrency,
                     "attempts" => &mut options.attempts,
+                    "batch" => &mut options.batch,
                     _ => &mut options.timeout_ms,
                 };
                 set(slot, value, &meta.path)
             })
+        } else if key == "batch_wait_ms" {
+            let value: syn::LitInt = meta.value()?.parse()?;
+            match value.base10_parse::<u64>() {
+                Ok(_) => set(&mut options.batch_wait_ms, value, &meta.path),
+                Err(_) => Err(syn::Error::new_spanned(
+                    &value,
+                    "`batch_wait_ms` takes a whole number of milliseconds",
+                )),
+            }
         } else if key == "ordering" {
             let value: LitStr = meta.value()?.parse()?;
             if ORDERINGS.contains(&value.value().as_str()) {
@@ -211,6 +230,12 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
         errors.push(syn::Error::new(
             Span::call_site(),
             "#[consumer] needs the topics it handles: `#[consumer(topics = [\"sensors/+\"])]`",
+        ));
+    }
+    if let (Some(wait), None) = (&options.batch_wait_ms, &options.batch) {
+        errors.push(syn::Error::new_spanned(
+            wait,
+            "`batch_wait_ms` needs `batch = n`: the most messages per call",
         ));
     }
     let mut errors = errors.into_iter();

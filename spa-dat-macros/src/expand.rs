@@ -131,6 +131,8 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     let concurrency = number(&options.concurrency);
     let attempts = number(&options.attempts);
     let timeout_ms = number(&options.timeout_ms);
+    let batch = number(&options.batch);
+    let batch_wait_ms = number(&options.batch_wait_ms);
     let ordering = match options.ordering.as_ref().map(LitStr::value).as_deref() {
         Some("key") => {
             quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Key) }
@@ -198,6 +200,8 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     ordering: #ordering,
                     attempts: #attempts,
                     timeout_ms: #timeout_ms,
+                    batch: #batch,
+                    batch_wait_ms: #batch_wait_ms,
                     make_handler: {
                         fn __spa_make_handler() -> #krate::__private::BoxedHandler {
                             #krate::__private::BoxedHandler::new(#ident)
@@ -233,7 +237,7 @@ mod tests {
                 topics = ["sensors/+/temp", "sensors/${SITE}/humidity"], name = "averager",
                 group = "averagers", client_id = "avg-1", client_name = "Averager",
                 dead_letter = "dead-letters", concurrency = 64, ordering = "key",
-                attempts = 5, timeout_ms = 2000
+                attempts = 5, timeout_ms = 2000, batch = 500, batch_wait_ms = 20
             },
             quote! {
                 async fn average(message: SpaMessage, state: State<Readings>) -> Option<SpaMessage> {
@@ -269,7 +273,7 @@ mod tests {
     fn errors_keep_the_function_and_name_each_problem() {
         insta::assert_snapshot!(expand(
             Kind::Consumer,
-            quote! { topics = [], colour = "blue", concurrency = 0, ordering = "random" },
+            quote! { topics = [], colour = "blue", concurrency = 0, ordering = "random", batch_wait_ms = 5 },
             quote! { fn not_async(self) {} },
         ));
     }

@@ -47,6 +47,7 @@ pub mod __private;
 pub use app::{Application, ApplicationLifeCycle, DistributedApplication, Readiness, Resource};
 pub use config::settings::Config;
 pub use error::{BoxError, Error, Result};
+pub use handler::batch::{Batch, BatchResult};
 pub use handler::call::Handler;
 pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
 pub use handler::reply::IntoReply;

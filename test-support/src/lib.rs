@@ -2,6 +2,7 @@
 //! the Python spa-dat for interop, the transport conformance suite, and the set-ups many tests
 //! repeat. Tests name it `support` (`use spa_dat_test_support as support;`).
 
+pub mod batches;
 pub mod certs;
 pub mod conformance;
 pub mod example;

@@ -1,4 +1,4 @@
-use spa_dat::{consumer, producer, Json, MessageBuilder, Res, Shutdown, Socket, SpaMessage, State};
+use spa_dat::{consumer, producer, Batch, BatchResult, Json, MessageBuilder, Res, Shutdown, Socket, SpaMessage, State};
 
 struct Db;
 struct Counter;
@@ -24,6 +24,16 @@ async fn everything(
 
 #[consumer(topics = "single")]
 async fn single_topic() {}
+
+#[consumer(topics = ["t"], batch = 100, batch_wait_ms = 20)]
+async fn h(b: Batch<SpaMessage>) {
+    let _ = b;
+}
+
+#[consumer(topics = ["readings"], batch = 500, concurrency = 4, ordering = "key")]
+async fn bulk(readings: Batch<Json<Reading>>, _db: Res<Db>) -> BatchResult {
+    BatchResult::new().failed(readings.len().saturating_sub(1), "last one failed")
+}
 
 #[producer]
 async fn plain() -> spa_dat::Result<()> {

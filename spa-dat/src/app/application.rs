@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::engine::batch::BatchShape;
 use super::engine::concurrent::{KeyFn, Ordering};
 use super::engine::consumer::Consumer;
 use super::engine::guarded::{run_guarded, Limits, Outcome};
@@ -204,6 +205,8 @@ struct AppSpec {
     client_name: Option<String>,
     dead_letter_topic: Option<String>,
     concurrency: usize,
+    /// A batch consumer's batches (`None`: one message per call).
+    batch: Option<BatchShape>,
     order: MessageOrder,
     order_key: Option<Arc<KeyFn>>,
     retry: RetryPolicy,
@@ -264,6 +267,7 @@ impl Application {
                 client_name: None,
                 dead_letter_topic: None,
                 concurrency: 1,
+                batch: None,
                 order: MessageOrder::default(),
                 order_key: None,
                 retry: RetryPolicy::default(),
@@ -432,6 +436,37 @@ impl Application {
     /// ```
     pub fn concurrency(mut self, limit: usize) -> Self {
         self.spec.concurrency = limit.max(1);
+        self
+    }
+
+    /// Makes this a batch consumer: its handler takes up to `size` messages per call as a
+    /// [`crate::Batch`], a batch cut when it is full or `wait` after its first message,
+    /// whichever comes first. With [`Application::concurrency`], that many batches run at
+    /// once; with [`MessageOrder::Key`] a key's messages are in order within a batch and never
+    /// in two batches at once. Each message is acknowledged on its own once handled or
+    /// dead-lettered (see [`crate::BatchResult`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use spa_dat::{Application, Batch, SpaMessage};
+    ///
+    /// // One bulk insert per 500 events, or per 20 ms when traffic is thin.
+    /// async fn insert(events: Batch<SpaMessage>) {
+    ///     println!("inserting {} events", events.len());
+    /// }
+    ///
+    /// let app = Application::consumer("insert", ["events"], insert)
+    ///     .batch(500, Duration::from_millis(20));
+    /// # let _ = app;
+    /// ```
+    pub fn batch(mut self, size: usize, wait: Duration) -> Self {
+        self.spec.batch = Some(BatchShape {
+            size: size.max(1),
+            wait,
+        });
         self
     }
 
@@ -739,6 +774,7 @@ impl AppSpec {
             kind: self.kind,
             state: &state,
             resources: &resources,
+            batch: self.batch.map(|shape| shape.size),
         };
         let mut problems = Vec::new();
         if self.kind == HandlerKind::Consumer
@@ -878,16 +914,17 @@ impl AppSpec {
             self.stall_after,
             inbox.depth(),
         ));
-        if self.concurrency > 1 {
+        let ordering = Ordering {
+            order: self.order,
+            key: self.order_key.clone(),
+        };
+        if let Some(shape) = self.batch {
             consumer
-                .run_concurrently(
-                    inbox,
-                    self.concurrency,
-                    Ordering {
-                        order: self.order,
-                        key: self.order_key.clone(),
-                    },
-                )
+                .run_batches(inbox, self.concurrency, shape, ordering)
+                .await;
+        } else if self.concurrency > 1 {
+            consumer
+                .run_concurrently(inbox, self.concurrency, ordering)
                 .await;
         } else {
             consumer.run(inbox).await;
@@ -900,6 +937,7 @@ impl AppSpec {
             app: Arc::clone(&running.runtime),
             message: None,
             readers_left: 0,
+            batch: None,
         };
         let span = tracing::info_span!("producer", app = %self.name);
         let limits = Limits {

@@ -670,6 +670,10 @@ async fn log_teardown(app: &mut Application) {
     }
 }
 
+/// How long a batch of `#[consumer(batch = n)]` waits for more messages, without
+/// `batch_wait_ms`.
+const DEFAULT_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+
 fn from_registration(registration: &'static Registration) -> Application {
     let mut app = Application::from_boxed(
         registration.name,
@@ -701,6 +705,12 @@ fn from_registration(registration: &'static Registration) -> Application {
     }
     if let Some(attempts) = registration.attempts {
         app = app.retry(RetryPolicy::default().attempts(attempts));
+    }
+    if let Some(size) = registration.batch {
+        let wait = registration
+            .batch_wait_ms
+            .map_or(DEFAULT_BATCH_WAIT, std::time::Duration::from_millis);
+        app = app.batch(size, wait);
     }
     if let Some(ms) = registration.timeout_ms {
         app = app.handler_timeout(std::time::Duration::from_millis(ms));

@@ -2,7 +2,7 @@
 
 use std::any::type_name;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
@@ -23,6 +23,9 @@ pub struct HandlerScope<'a> {
     pub state: &'a Extensions,
     /// Resources available to the handler.
     pub resources: &'a Extensions,
+    /// A batch consumer's most messages per call (`None`: one message per call). A batch
+    /// handler takes its messages as one [`crate::Batch`] argument.
+    pub batch: Option<usize>,
 }
 
 /// Everything a handler call can draw its arguments from.
@@ -54,10 +57,13 @@ pub struct HandlerContext {
     pub(crate) message: Option<SpaMessage>,
     /// Arguments still to be extracted that read the message: the last one may take it.
     pub(crate) readers_left: usize,
+    /// A batch call's messages, taken by its [`crate::Batch`] argument.
+    pub(crate) batch: Option<BatchInput>,
 }
 
 impl HandlerContext {
-    /// The message being handled (`None` in a producer).
+    /// The message being handled (`None` in a producer, and in a batch call: its messages are
+    /// the [`crate::Batch`] argument's).
     pub fn message(&self) -> Option<&SpaMessage> {
         self.message.as_ref()
     }
@@ -81,6 +87,17 @@ impl HandlerContext {
     pub fn resource<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
         self.app.resources.get::<T>()
     }
+}
+
+/// The messages of one batch call, as the engine hands them to [`crate::Batch`]'s `from_context`.
+#[derive(Debug)]
+pub(crate) struct BatchInput {
+    /// The batch, in the order the handler sees it.
+    pub(crate) messages: Vec<SpaMessage>,
+    /// The messages whose argument could not be taken (a payload that is not the `Json<T>`
+    /// asked for, say), by their index in `messages`: left out of the handler's [`crate::Batch`], and
+    /// read by the engine after the call.
+    pub(crate) rejected: Arc<Mutex<Vec<(usize, BoxError)>>>,
 }
 
 /// A type a handler can take as an argument.
@@ -148,7 +165,7 @@ impl HandlerContext {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a spa-dat handler argument",
     label = "not something spa-dat can pass to a handler",
-    note = "handler arguments can be: SpaMessage, Json<T>, Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
+    note = "handler arguments can be: SpaMessage, Json<T>, Batch<T> (in a batch consumer), Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
 )]
 pub trait FromContext: Sized + Send + 'static {
     /// Whether `from_context` reads the message. The last argument that reads it may take it
@@ -168,6 +185,10 @@ pub trait FromContext: Sized + Send + 'static {
 
 fn needs_message(what: &str, scope: &HandlerScope<'_>) -> Result<(), String> {
     match scope.kind {
+        HandlerKind::Consumer if scope.batch.is_some() => Err(format!(
+            "`{}` is a batch consumer: take its messages as `Batch<{what}>`",
+            scope.app
+        )),
         HandlerKind::Consumer => Ok(()),
         HandlerKind::Producer => Err(format!(
             "a producer has no incoming message: remove the `{what}` argument, or make `{}` a #[consumer]",

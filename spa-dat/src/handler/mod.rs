@@ -4,6 +4,7 @@
 //! ([`Layer`], [`layer_fn`]), the result of a call as layers see it ([`CallResult`],
 //! [`Reply`]), and what an argument type checks at start-up ([`HandlerScope`]).
 
+pub(crate) mod batch;
 pub(crate) mod call;
 pub(crate) mod extract;
 mod layer;

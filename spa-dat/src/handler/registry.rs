@@ -31,6 +31,10 @@ pub struct Registration {
     pub attempts: Option<u32>,
     /// Handler timeout in milliseconds (`timeout_ms = n`).
     pub timeout_ms: Option<u64>,
+    /// Most messages per call of a batch handler (`batch = n`).
+    pub batch: Option<usize>,
+    /// Longest a batch waits for more messages, in milliseconds (`batch_wait_ms = n`).
+    pub batch_wait_ms: Option<u64>,
     /// Builds the handler.
     pub make_handler: fn() -> BoxedHandler,
 }

@@ -88,7 +88,7 @@ impl DerefMut for Reply {
 /// ```
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a spa-dat handler",
-    note = "return (), a reply (String, Vec<u8>, Bytes, Json<T>, SpaMessage), an Option of one, or a Result of these"
+    note = "return (), a reply (String, Vec<u8>, Bytes, Json<T>, SpaMessage), an Option of one, or a Result of these; a batch handler returns (), or a BatchResult"
 )]
 pub trait IntoReply {
     /// The reply (its topic is set by the runtime) or the error.

@@ -30,7 +30,7 @@ const BATCH: usize = 64;
 
 /// What orders a message with others: messages with equal keys run one after the other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum OrderKey {
+pub(super) enum OrderKey {
     Key(Bytes),
     Partition(Arc<str>, i32),
     Topic(Arc<str>),
@@ -39,7 +39,7 @@ enum OrderKey {
 }
 
 impl OrderKey {
-    fn of(delivery: &Delivery, ordering: &Ordering, sequence: u64) -> Self {
+    pub(super) fn of(delivery: &Delivery, ordering: &Ordering, sequence: u64) -> Self {
         let partition = || match delivery.position {
             Some(position) => OrderKey::Partition(Arc::clone(&delivery.topic), position.partition),
             None => OrderKey::Topic(Arc::clone(&delivery.topic)),
@@ -134,7 +134,7 @@ type TransportAck = Box<dyn FnOnce() + Send + Sync>;
 /// takes acknowledgements in any order (Kafka keeps its own per-partition gap tracking), they
 /// go through at once and the window only counts what is unfinished.
 #[derive(Default)]
-struct AckWindow {
+pub(super) struct AckWindow {
     state: Mutex<WindowState>,
     /// Held from taking a finished prefix out of the window until its acknowledgements ran:
     /// two finishers on two threads release their prefixes one after the other, in order.
@@ -153,9 +153,17 @@ struct WindowState {
 }
 
 impl AckWindow {
+    /// An empty window; `any_order` for a transport that takes acknowledgements in any order.
+    pub(super) fn new(any_order: bool) -> Self {
+        AckWindow {
+            any_order,
+            ..AckWindow::default()
+        }
+    }
+
     /// Takes `delivery`'s acknowledgement into the window, after every one in it, and gives
     /// it one that marks it finished here.
-    fn track(self: &Arc<Self>, mut delivery: Delivery) -> Delivery {
+    pub(super) fn track(self: &Arc<Self>, mut delivery: Delivery) -> Delivery {
         self.adopt(&mut delivery);
         delivery
     }
@@ -210,7 +218,7 @@ impl AckWindow {
     }
 
     /// Messages taken and not yet acknowledged (with `any_order`: not yet finished).
-    fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         let state = self.lock();
         if self.any_order {
             state.unfinished
@@ -240,10 +248,7 @@ impl Consumer {
         limit: usize,
         ordering: Ordering,
     ) {
-        let window = Arc::new(AckWindow {
-            any_order: self.acks_in_any_order,
-            ..AckWindow::default()
-        });
+        let window = Arc::new(AckWindow::new(self.acks_in_any_order));
         let most_unacknowledged = limit * BUFFER_FACTOR;
         let mut keys = KeyQueues::default();
         let mut running: JoinSet<OrderKey> = JoinSet::new();

@@ -20,21 +20,6 @@ use crate::socket::{Arrival, ArrivalHandler, Delivery, Inbox, Outgoing, WireForm
 use crate::telemetry::Traced;
 use tracing::Instrument;
 
-/// Logs at `level` about the message `delivery` being handled by `consumer`: every line
-/// names the application, the topic and the position the same way. (Fields, not a span: the
-/// per-message span is DEBUG, as an INFO span per message halves throughput, and a WARN line
-/// must name its message under an `info` filter.)
-macro_rules! about {
-    ($level:ident, $consumer:expr, $delivery:expr, $($rest:tt)+) => {
-        tracing::$level!(
-            app = %$consumer.runtime.name,
-            topic = %$delivery.topic,
-            position = ?$delivery.position,
-            $($rest)+
-        )
-    };
-}
-
 /// A message [`Consumer::handle_now`] could not finish without awaiting.
 pub(crate) struct Unfinished {
     delivery: Delivery,
@@ -74,6 +59,15 @@ struct CallSpans {
 }
 
 impl Unfinished {
+    /// A message the handler is not called for: dead-lettered for `reason`, then acknowledged.
+    pub(super) fn bad_input(delivery: Delivery, measure: Option<Measure>, reason: String) -> Self {
+        Unfinished {
+            delivery,
+            measure,
+            stage: Stage::BadInput { reason },
+        }
+    }
+
     /// The delivery being handled.
     pub(crate) fn delivery_mut(&mut self) -> &mut Delivery {
         &mut self.delivery
@@ -337,35 +331,22 @@ impl Consumer {
                     }
                     break;
                 }
-                Outcome::Done(Err(error))
-                    if matches!(
-                        error.downcast_ref::<Error>(),
-                        Some(Error::Payload { .. } | Error::Rejected { .. })
-                    ) =>
-                {
-                    // A payload that is not the type a `Json<T>` argument asks for, or a
-                    // message a layer refused, is bad input, not a handler bug: no retry can
-                    // fix it. WARN, as an undecodable message is.
-                    about!(warn, self, delivery, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
-                    count(|m| &m.skipped);
-                    let reason = format!("bad payload: {error}");
-                    traced.failed(&reason);
-                    if !self
-                        .dead_letter(&delivery, &reason, attempt, measure.as_ref())
-                        .await
-                    {
-                        return;
+                Outcome::Done(Err(error)) => match Failure::of(&error) {
+                    Failure::BadInput(reason) => {
+                        // No retry can fix it. WARN, as an undecodable message is.
+                        about!(warn, self, delivery, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
+                        count(|m| &m.skipped);
+                        traced.failed(&reason);
+                        if !self
+                            .dead_letter(&delivery, &reason, attempt, measure.as_ref())
+                            .await
+                        {
+                            return;
+                        }
+                        break;
                     }
-                    break;
-                }
-                // An error no retry can fix (a publish the broker refused as too large, say)
-                // goes to the dead-letter topic at once.
-                Outcome::Done(Err(error)) => (
-                    format!("handler failed: {error}"),
-                    error
-                        .downcast_ref::<Error>()
-                        .is_some_and(Error::is_permanent),
-                ),
+                    Failure::Failed { reason, permanent } => (reason, permanent),
+                },
                 Outcome::Panicked(reason) => (format!("handler panicked: {reason}"), false),
                 Outcome::TimedOut(after) => (format!("handler timed out after {after:?}"), false),
                 Outcome::Cancelled => {
@@ -444,7 +425,7 @@ impl Consumer {
     }
 
     /// The `tracing` span a message is handled in: log lines get its app and topic.
-    fn log_span(&self, delivery: &Delivery) -> tracing::Span {
+    pub(super) fn log_span(&self, delivery: &Delivery) -> tracing::Span {
         // DEBUG, as tower-http's request spans: an INFO span per message halves a consumer's
         // throughput under a typical `info` filter (measured on Kafka: 0.62× raw).
         tracing::debug_span!("message", app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position)
@@ -456,6 +437,7 @@ impl Consumer {
             app: Arc::clone(&self.runtime),
             message: Some(message),
             readers_left: 0,
+            batch: None,
         };
         self.handler.call(context)
     }
@@ -542,7 +524,7 @@ impl Consumer {
     }
 
     /// Sleeps `pause`; false when shutdown came first.
-    async fn pause_unless_shutdown(&self, pause: Duration) -> bool {
+    pub(super) async fn pause_unless_shutdown(&self, pause: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(pause) => true,
             _ = self.runtime.shutdown.triggered() => false,
@@ -553,7 +535,7 @@ impl Consumer {
     /// has it: the message may be acknowledged only then. False when shutdown came first: the
     /// message stays unacknowledged, and an at-least-once transport delivers it again. Later
     /// messages wait meanwhile, as acknowledgements go in order.
-    async fn dead_letter(
+    pub(super) async fn dead_letter(
         &self,
         delivery: &Delivery,
         reason: &str,
@@ -590,6 +572,33 @@ impl Consumer {
                 return false;
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
+        }
+    }
+}
+
+/// How a failed handler call (or a failed element of a batch) is settled.
+#[derive(Debug, Clone)]
+pub(super) enum Failure {
+    /// A payload that is not the type a `Json<T>` argument asks for, or a message a layer
+    /// refused: bad input, not a handler bug, and no retry can fix it — dead-lettered at once.
+    BadInput(String),
+    /// The handler failed: retried as the policy says; an error no retry can fix (a publish
+    /// the broker refused as too large, say) is `permanent` and goes to the dead-letter topic
+    /// at once.
+    Failed { reason: String, permanent: bool },
+}
+
+impl Failure {
+    /// How the handler's `error` is settled.
+    pub(super) fn of(error: &crate::error::BoxError) -> Self {
+        match error.downcast_ref::<Error>() {
+            Some(Error::Payload { .. } | Error::Rejected { .. }) => {
+                Failure::BadInput(format!("bad payload: {error}"))
+            }
+            known => Failure::Failed {
+                reason: format!("handler failed: {error}"),
+                permanent: known.is_some_and(Error::is_permanent),
+            },
         }
     }
 }

@@ -124,8 +124,13 @@ impl<W: Wire> Driver<W> {
             // 1,024 more) anyway — and what handlers publish meanwhile the driver writes
             // itself, without a poll (`Ledger::direct`), or a handler waiting for its publish
             // would hold the inbox far behind until its publish timed out.
-            // Only at QoS 0: at QoS 1 and 2 the broker's window keeps the inbox from falling far
-            // behind, and a direct write would bypass rumqttc's own in-flight window.
+            // Only at QoS 0: at QoS 1 and 2 a direct write would bypass rumqttc's own in-flight
+            // window. There, while a publish awaits the broker's acknowledgement, reading goes
+            // on even far behind: the acknowledgement comes after what the broker sent before
+            // it, and a broker need not keep to its in-flight window (Mosquitto 2.0.11 sent a
+            // slow consumer three times its Receive Maximum) — stopping would leave the
+            // publish, and the consumer waiting on it, stuck for good. What that adds is
+            // bounded by the publish timeout.
             while self.inbox.is_full() {
                 if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
                     if !self.writing_direct {
@@ -137,7 +142,7 @@ impl<W: Wire> Driver<W> {
                     if !self.write_direct(&mut eventloop).await {
                         break;
                     }
-                } else if !self.inbox.is_far_behind() && self.shared.ledger().awaits_broker() {
+                } else if self.shared.ledger().awaits_broker() {
                     break;
                 }
                 let ping_every = W::keep_alive(&eventloop) / 2;

@@ -1,0 +1,634 @@
+//! A batch consumer: its handler takes up to `size` messages at once ([`crate::Batch`]), a
+//! batch cut when it is full or `wait` after it began, whichever comes first; up to `limit`
+//! batches run at once.
+//!
+//! Order: a key's messages (or partition's, or topic's: [`crate::MessageOrder`]) are in
+//! arrival order within a batch and never in two batches at once — a key is *claimed* by the
+//! batch its messages are in, and its later messages wait until that batch is settled.
+//! Acknowledgement stays per message and gap-safe: each element is acknowledged when it is
+//! handled, or dead-lettered, through the same [`AckWindow`] as a concurrent consumer's
+//! (arrival order for MQTT; Kafka's own offset map).
+//!
+//! Failures are per element: the handler's [`crate::BatchResult`] names the failed ones
+//! (an error or a panic fails them all); each goes through the retry policy and the
+//! dead-letter topic on its own, and the ones to retry are called again as a smaller batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering as Atomic;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::concurrent::{AckWindow, OrderKey, Ordering};
+use super::consumer::{Consumer, Failure, Unfinished};
+use super::guarded::{run_guarded, Outcome};
+use crate::handler::batch::BatchResult;
+use crate::handler::extract::{BatchInput, HandlerContext};
+use crate::message::SpaMessage;
+use crate::metrics::{Measure, TopicMetrics};
+use crate::runtime::AfterFailure;
+use crate::socket::{Arrival, Delivery, Inbox};
+use crate::telemetry::Traced;
+
+/// How a batch consumer cuts its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchShape {
+    /// Most messages in one call.
+    pub(crate) size: usize,
+    /// Longest a batch waits for more messages after its first.
+    pub(crate) wait: Duration,
+}
+
+/// Messages taken from the inbox at once.
+const TAKE: usize = 64;
+
+/// One message of a batch, from its arrival to its acknowledgement.
+struct Element {
+    delivery: Delivery,
+    /// Decoded on arrival; taken by the first call (a retry decodes it again).
+    message: Option<SpaMessage>,
+    measure: Option<Measure>,
+    /// Its handler calls so far.
+    attempt: u32,
+}
+
+/// The batch being filled: its id claims the keys of its messages.
+struct Forming {
+    id: u64,
+    elements: Vec<(OrderKey, Element)>,
+    /// When its first message came.
+    since: Option<Instant>,
+}
+
+impl Forming {
+    fn new(id: u64) -> Self {
+        Forming {
+            id,
+            elements: Vec::new(),
+            since: None,
+        }
+    }
+
+    fn push(&mut self, key: OrderKey, element: Element) {
+        if self.elements.is_empty() {
+            self.since = Some(Instant::now());
+        }
+        self.elements.push((key, element));
+    }
+
+    /// When it is cut if it does not fill up first.
+    fn deadline(&self, wait: Duration) -> Option<Instant> {
+        self.since.map(|since| since + wait)
+    }
+
+    fn due(&self, shape: BatchShape, now: Instant) -> bool {
+        self.elements.len() >= shape.size || self.deadline(shape.wait).is_some_and(|d| d <= now)
+    }
+}
+
+/// Messages waiting for their key to be free, and which batch claims each key.
+#[derive(Default)]
+struct Claims {
+    keys: HashMap<OrderKey, Claim>,
+    /// Keys with messages waiting and no claim, in the order they became so.
+    ready: VecDeque<OrderKey>,
+    /// Unordered messages that found the forming batch full.
+    loose: VecDeque<Element>,
+}
+
+#[derive(Default)]
+struct Claim {
+    /// The batch (forming or running) holding this key's messages.
+    by: Option<u64>,
+    waiting: VecDeque<Element>,
+}
+
+impl Claims {
+    /// Puts a message that arrived into the forming batch if its key allows, else in its
+    /// key's queue.
+    fn arrived(&mut self, key: OrderKey, element: Element, forming: &mut Forming, size: usize) {
+        let room = forming.elements.len() < size;
+        if let OrderKey::Alone(_) = key {
+            if room && self.loose.is_empty() {
+                forming.push(key, element);
+            } else {
+                self.loose.push_back(element);
+            }
+            return;
+        }
+        let claim = self.keys.entry(key.clone()).or_default();
+        let free = claim.by.is_none() || claim.by == Some(forming.id);
+        if room && free && claim.waiting.is_empty() {
+            claim.by = Some(forming.id);
+            forming.push(key, element);
+        } else {
+            claim.waiting.push_back(element);
+            if claim.by.is_none() && claim.waiting.len() == 1 {
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// Fills the forming batch from keys whose messages may go now, then from unordered ones.
+    fn fill(&mut self, forming: &mut Forming, size: usize, sequence: &mut u64) {
+        while forming.elements.len() < size {
+            let Some(key) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(claim) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            claim.by = Some(forming.id);
+            while forming.elements.len() < size {
+                let Some(element) = claim.waiting.pop_front() else {
+                    break;
+                };
+                forming.push(key.clone(), element);
+            }
+            // What did not fit waits for this batch to be settled, its key claimed.
+        }
+        while forming.elements.len() < size {
+            let Some(element) = self.loose.pop_front() else {
+                break;
+            };
+            forming.push(OrderKey::Alone(*sequence), element);
+            *sequence += 1;
+        }
+    }
+
+    /// Batch `id` was settled: its keys' waiting messages may go.
+    fn released(&mut self, id: u64, keys: &[OrderKey]) {
+        for key in keys {
+            let Some(claim) = self.keys.get_mut(key) else {
+                continue;
+            };
+            if claim.by != Some(id) {
+                continue;
+            }
+            claim.by = None;
+            if claim.waiting.is_empty() {
+                self.keys.remove(key);
+            } else {
+                self.ready.push_back(key.clone());
+            }
+        }
+    }
+}
+
+/// What a task of the batch consumer finished.
+enum Done {
+    /// Batch `id`, with the keys it claimed.
+    Batch { id: u64, keys: Vec<OrderKey> },
+    /// A message that was not handled (bad input).
+    Single,
+}
+
+impl Consumer {
+    /// Handles what arrives in `inbox` in batches of `shape`, up to `limit` at once, in
+    /// `ordering`, until shutdown or until the socket closes; then waits for the batches still
+    /// running (each call gets the shutdown grace period). Messages not yet in a running batch
+    /// are left unacknowledged: an at-least-once transport delivers them again.
+    pub(crate) async fn run_batches(
+        self: Arc<Self>,
+        mut inbox: Inbox,
+        limit: usize,
+        shape: BatchShape,
+        ordering: Ordering,
+    ) {
+        let window = Arc::new(AckWindow::new(self.acks_in_any_order));
+        // Room for every running batch, the one forming, and as much again waiting.
+        let most_unacknowledged = shape.size.saturating_mul(limit + 1).saturating_mul(2);
+        let mut claims = Claims::default();
+        let mut forming = Forming::new(0);
+        let mut running: JoinSet<Done> = JoinSet::new();
+        let mut batches_running = 0;
+        let mut sequence: u64 = 0;
+        let mut taken = Vec::with_capacity(TAKE);
+        let shutdown = self.runtime.shutdown.triggered();
+        tokio::pin!(shutdown);
+        loop {
+            while batches_running < limit && forming.due(shape, Instant::now()) {
+                let next = Forming::new(forming.id + 1);
+                let full = std::mem::replace(&mut forming, next);
+                claims.fill(&mut forming, shape.size, &mut sequence);
+                self.start_batch(&mut running, full);
+                batches_running += 1;
+            }
+            let room = window.len() < most_unacknowledged;
+            let deadline = forming
+                .deadline(shape.wait)
+                .filter(|_| batches_running < limit);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(joined) = running.join_next(), if !running.is_empty() => match joined {
+                    Ok(Done::Batch { id, keys }) => {
+                        batches_running -= 1;
+                        claims.released(id, &keys);
+                        claims.fill(&mut forming, shape.size, &mut sequence);
+                    }
+                    Ok(Done::Single) => {}
+                    // The task body catches handlers' panics; this is a bug in the engine, and
+                    // the batch's keys stay claimed (their messages are not acknowledged).
+                    Err(error) => {
+                        batches_running -= 1;
+                        tracing::error!(app = %self.runtime.name, %error, "batch task failed");
+                    }
+                },
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
+                received = inbox.recv_arrivals(&mut taken, TAKE), if room => {
+                    if received == 0 {
+                        tracing::info!(app = %self.runtime.name, "socket closed; consumer stops");
+                        break;
+                    }
+                    for arrival in taken.drain(..) {
+                        match arrival {
+                            Arrival::Delivery(delivery) => {
+                                let key = OrderKey::of(&delivery, &ordering, sequence);
+                                sequence += 1;
+                                let delivery = window.track(delivery);
+                                if let Some(element) = self.element(delivery, &mut running) {
+                                    claims.arrived(key, element, &mut forming, shape.size);
+                                }
+                            }
+                            // Only with handling on arrival, which this consumer does not ask for.
+                            Arrival::Started(rest) => rest.await,
+                        }
+                        inbox.finished();
+                    }
+                }
+            }
+        }
+        // Nothing new starts; what runs gets its grace period (enforced in each handler call).
+        inbox.close();
+        drop((forming, claims));
+        while running.join_next().await.is_some() {}
+    }
+
+    /// `delivery` decoded as an element of a batch; a message that cannot be decoded is
+    /// dead-lettered on a task of its own in `running`.
+    fn element(
+        self: &Arc<Self>,
+        delivery: Delivery,
+        running: &mut JoinSet<Done>,
+    ) -> Option<Element> {
+        let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
+        match delivery.message(self.runtime.socket.wire_format()) {
+            Ok(message) => Some(Element {
+                delivery,
+                message: Some(message),
+                measure,
+                attempt: 1,
+            }),
+            Err(error) => {
+                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
+                self.taken.fetch_add(1, Atomic::Relaxed);
+                let unfinished = Unfinished::bad_input(
+                    delivery,
+                    measure,
+                    format!("not a spa-dat message: {error}"),
+                );
+                let consumer = Arc::clone(self);
+                running.spawn(async move {
+                    consumer.finish(unfinished).await;
+                    Done::Single
+                });
+                None
+            }
+        }
+    }
+
+    fn start_batch(self: &Arc<Self>, running: &mut JoinSet<Done>, batch: Forming) {
+        let Forming { id, elements, .. } = batch;
+        let mut keys = Vec::new();
+        let elements: Vec<Element> = elements
+            .into_iter()
+            .map(|(key, element)| {
+                if !matches!(key, OrderKey::Alone(_)) && keys.last() != Some(&key) {
+                    keys.push(key);
+                }
+                element
+            })
+            .collect();
+        self.taken.fetch_add(elements.len() as u64, Atomic::Relaxed);
+        let consumer = Arc::clone(self);
+        running.spawn(async move {
+            consumer.run_batch(elements).await;
+            Done::Batch { id, keys }
+        });
+    }
+
+    /// Calls the handler with `elements` until each is handled, dead-lettered or skipped —
+    /// the failed ones again as the retry policy says — or until shutdown, which leaves the
+    /// rest unacknowledged.
+    async fn run_batch(&self, elements: Vec<Element>) {
+        let span = tracing::debug_span!("batch", app = %self.runtime.name, size = elements.len());
+        let spans = self.runtime.socket.spans();
+        let mut pending: Vec<(Element, Traced)> = elements
+            .into_iter()
+            .map(|element| {
+                let carried = element
+                    .message
+                    .as_ref()
+                    .and_then(|m| m.trace_context.as_ref());
+                let traced = spans.process(&element.delivery, carried);
+                (element, traced)
+            })
+            .collect();
+        loop {
+            let verdicts = self.call_batch(&mut pending, &span).await;
+            let Some(verdicts) = verdicts else {
+                tracing::warn!(app = %self.runtime.name, size = pending.len(), "batch handler did not finish within the shutdown grace period; cancelled, its messages not acknowledged");
+                return;
+            };
+            let mut retry = Vec::new();
+            let mut pause = Duration::ZERO;
+            for ((element, traced), verdict) in pending.into_iter().zip(verdicts) {
+                let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
+                    if let Some(measure) = &element.measure {
+                        pick(&measure.topic).increment(1);
+                    }
+                };
+                let delivery = &element.delivery;
+                let settled = match verdict {
+                    None => true,
+                    Some(Failure::BadInput(reason)) => {
+                        about!(warn, self, delivery, %reason, "skipping a batch element the handler cannot take (bad payload, or rejected)");
+                        count(|m| &m.skipped);
+                        traced.failed(&reason);
+                        if !self
+                            .dead_letter(
+                                delivery,
+                                &reason,
+                                element.attempt,
+                                element.measure.as_ref(),
+                            )
+                            .await
+                        {
+                            return;
+                        }
+                        true
+                    }
+                    Some(Failure::Failed { reason, permanent }) => {
+                        count(|m| &m.failed);
+                        traced.failed(&reason);
+                        let attempt = element.attempt;
+                        let has_dead_letter = self.dead_letter_topic.is_some();
+                        match self
+                            .retry
+                            .after_failure(attempt, permanent, has_dead_letter)
+                        {
+                            AfterFailure::Retry(wait) => {
+                                about!(warn, self, delivery, attempt, attempts = self.retry.attempts, retry_in = ?wait, "{reason}; retrying in a batch of the failed");
+                                pause = pause.max(wait);
+                                false
+                            }
+                            AfterFailure::Hold(wait) => {
+                                about!(error, self, delivery, attempts = attempt, retry_in = ?wait, "{reason}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
+                                pause = pause.max(wait);
+                                false
+                            }
+                            AfterFailure::DeadLetter => {
+                                about!(
+                                    error,
+                                    self,
+                                    delivery,
+                                    attempts = attempt,
+                                    "{reason}; dead-lettering"
+                                );
+                                if !self
+                                    .dead_letter(
+                                        delivery,
+                                        &reason,
+                                        attempt,
+                                        element.measure.as_ref(),
+                                    )
+                                    .await
+                                {
+                                    return;
+                                }
+                                true
+                            }
+                            AfterFailure::Skip => {
+                                about!(
+                                    error,
+                                    self,
+                                    delivery,
+                                    attempts = attempt,
+                                    "{reason}; skipped (no dead-letter topic)"
+                                );
+                                true
+                            }
+                        }
+                    }
+                };
+                if settled {
+                    let Element {
+                        delivery, measure, ..
+                    } = element;
+                    delivery.ack();
+                    traced.end();
+                    self.done.fetch_add(1, Atomic::Relaxed);
+                    if let Some(measure) = measure {
+                        measure.finished();
+                    }
+                } else {
+                    retry.push((element, traced));
+                }
+            }
+            if retry.is_empty() {
+                return;
+            }
+            if !self.pause_unless_shutdown(pause).await {
+                tracing::warn!(app = %self.runtime.name, failed = retry.len(), "shutting down with failed batch elements; not acknowledged, they come again");
+                return;
+            }
+            for (element, _) in &mut retry {
+                element.attempt = element.attempt.saturating_add(1);
+                if let Some(measure) = &element.measure {
+                    measure.topic.retried.increment(1);
+                }
+            }
+            pending = retry;
+        }
+    }
+
+    /// Calls the handler once with `pending`'s messages: per element, `None` when it was
+    /// handled, else how it failed. `None` for the whole when the call was cancelled (shutdown).
+    async fn call_batch(
+        &self,
+        pending: &mut [(Element, Traced)],
+        span: &tracing::Span,
+    ) -> Option<Vec<Option<Failure>>> {
+        let mut verdicts: Vec<Option<Failure>> = vec![None; pending.len()];
+        let format = self.runtime.socket.wire_format();
+        let mut messages = Vec::with_capacity(pending.len());
+        // The handler's index of each element it sees: the batch leaves out what cannot be read.
+        let mut seen = Vec::with_capacity(pending.len());
+        for (index, (element, _)) in pending.iter_mut().enumerate() {
+            // Decoded before: reading it again cannot fail, but a failure is still bad input.
+            match element
+                .message
+                .take()
+                .map_or_else(|| element.delivery.message(format), Ok)
+            {
+                Ok(message) => {
+                    messages.push(message);
+                    seen.push(index);
+                }
+                Err(error) => {
+                    verdicts[index] =
+                        Some(Failure::BadInput(format!("not a spa-dat message: {error}")))
+                }
+            }
+        }
+        let rejected = Arc::new(Mutex::new(Vec::new()));
+        let context = HandlerContext {
+            app: Arc::clone(&self.runtime),
+            message: None,
+            readers_left: 0,
+            batch: Some(BatchInput {
+                messages,
+                rejected: Arc::clone(&rejected),
+            }),
+        };
+        let call = self.handler.call(context);
+        let outcome = run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits).await;
+        // Elements whose argument could not be taken: left out of the handler's batch.
+        let rejected =
+            std::mem::take(&mut *rejected.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut in_batch = vec![true; seen.len()];
+        for (position, error) in rejected {
+            if let Some(&index) = seen.get(position) {
+                verdicts[index] = Some(Failure::of(&error));
+                in_batch[position] = false;
+            }
+        }
+        // The handler's index `i` is the `i`-th element it was given.
+        let given: Vec<usize> = seen
+            .iter()
+            .zip(&in_batch)
+            .filter_map(|(&index, &kept)| kept.then_some(index))
+            .collect();
+        let fail_all = |verdicts: &mut Vec<Option<Failure>>, failure: Failure| {
+            for &index in &given {
+                verdicts[index] = Some(failure.clone());
+            }
+        };
+        match outcome {
+            Outcome::Done(Ok(None)) => {}
+            Outcome::Done(Ok(Some(_))) => {
+                if !self.warned_unrequested_reply.swap(true, Atomic::Relaxed) {
+                    tracing::warn!(app = %self.runtime.name, "a batch handler returned a reply; batch handlers do not reply, and it is dropped (logged once)");
+                }
+            }
+            Outcome::Done(Err(error)) => match error.downcast::<BatchResult>() {
+                Ok(result) => {
+                    for (position, error) in result.into_failures() {
+                        match given.get(position) {
+                            Some(&index) => verdicts[index] = Some(Failure::of(&error)),
+                            None => {
+                                tracing::error!(app = %self.runtime.name, position, size = given.len(), %error, "the batch handler named a failed element past the end of its batch; ignored")
+                            }
+                        }
+                    }
+                }
+                Err(error) => fail_all(&mut verdicts, Failure::of(&error)),
+            },
+            Outcome::Panicked(reason) => fail_all(
+                &mut verdicts,
+                Failure::Failed {
+                    reason: format!("handler panicked: {reason}"),
+                    permanent: false,
+                },
+            ),
+            Outcome::TimedOut(after) => fail_all(
+                &mut verdicts,
+                Failure::Failed {
+                    reason: format!("handler timed out after {after:?}"),
+                    permanent: false,
+                },
+            ),
+            Outcome::Cancelled => return None,
+        }
+        Some(verdicts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn element(payload: &str) -> Element {
+        Element {
+            delivery: Delivery::new(Arc::from("t"), Bytes::from(payload.to_owned())),
+            message: None,
+            measure: None,
+            attempt: 1,
+        }
+    }
+
+    fn key(name: &str) -> OrderKey {
+        OrderKey::Key(Bytes::from(name.to_owned()))
+    }
+
+    fn payloads(forming: &Forming) -> Vec<String> {
+        forming
+            .elements
+            .iter()
+            .map(|(_, e)| String::from_utf8_lossy(&e.delivery.payload).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn a_keys_messages_never_go_to_two_batches_at_once_and_keep_their_order() {
+        let mut claims = Claims::default();
+        let mut sequence = 0;
+        let mut first = Forming::new(0);
+        claims.arrived(key("a"), element("a0"), &mut first, 2);
+        claims.arrived(key("b"), element("b0"), &mut first, 2);
+        // Full: a1 waits, claimed by the forming batch.
+        claims.arrived(key("a"), element("a1"), &mut first, 2);
+        let mut second = Forming::new(1);
+        claims.fill(&mut second, 2, &mut sequence);
+        claims.arrived(key("c"), element("c0"), &mut second, 2);
+        // `a` and `b` are claimed by the first batch (running now): they wait for it.
+        claims.arrived(key("a"), element("a2"), &mut second, 2);
+        claims.arrived(key("b"), element("b1"), &mut second, 2);
+        assert_eq!(payloads(&first), ["a0", "b0"]);
+        assert_eq!(payloads(&second), ["c0"]);
+        let mut third = Forming::new(2);
+        claims.fill(&mut third, 2, &mut sequence);
+        assert!(third.elements.is_empty(), "a and b are still running");
+        claims.released(0, &[key("a"), key("b")]);
+        claims.fill(&mut third, 2, &mut sequence);
+        assert_eq!(payloads(&third), ["a1", "a2"]);
+        let mut fourth = Forming::new(3);
+        claims.fill(&mut fourth, 2, &mut sequence);
+        // `b` is the fourth's now: its next message joins it directly.
+        claims.arrived(key("b"), element("b2"), &mut fourth, 2);
+        assert_eq!(payloads(&fourth), ["b1", "b2"]);
+        // Released by a batch that no longer claims it: nothing changes.
+        claims.released(0, &[key("b")]);
+        claims.arrived(key("b"), element("b3"), &mut Forming::new(4), 2);
+        assert_eq!(claims.keys.get(&key("b")).map(|c| c.waiting.len()), Some(1));
+    }
+
+    #[test]
+    fn unordered_messages_fill_any_batch_in_arrival_order() {
+        let mut claims = Claims::default();
+        let mut sequence = 10;
+        let mut first = Forming::new(0);
+        for (i, name) in ["u0", "u1", "u2"].into_iter().enumerate() {
+            claims.arrived(OrderKey::Alone(i as u64), element(name), &mut first, 2);
+        }
+        assert_eq!(payloads(&first), ["u0", "u1"]);
+        let mut second = Forming::new(1);
+        claims.fill(&mut second, 2, &mut sequence);
+        claims.arrived(OrderKey::Alone(3), element("u3"), &mut second, 2);
+        assert_eq!(payloads(&second), ["u2", "u3"]);
+    }
+}
