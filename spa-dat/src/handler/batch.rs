@@ -81,6 +81,8 @@ impl<'a, T> IntoIterator for &'a Batch<T> {
 }
 
 impl<T: FromContext> FromContext for Batch<T> {
+    const TAKES_BATCH: bool = true;
+
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         if scope.batch.is_none() {
             return Err(format!(
@@ -113,12 +115,17 @@ impl<T: FromContext> FromContext for Batch<T> {
                 Err(error) => rejected.push((index, error)),
             }
         }
+        let none_left = items.is_empty() && !rejected.is_empty();
         if !rejected.is_empty() {
             input
                 .rejected
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .extend(rejected);
+        }
+        if none_left {
+            // Each is settled as rejected; the handler is not called with nothing.
+            return Err("every message of the batch was rejected".into());
         }
         Ok(Batch { items })
     }

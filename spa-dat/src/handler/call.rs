@@ -64,7 +64,10 @@ macro_rules! impl_handler {
                         problems.push(problem);
                     }
                 )*
-                let _ = scope;
+                let batches = 0 $(+ <$arg as FromContext>::TAKES_BATCH as usize)*;
+                if let Some(problem) = batch_arguments(scope, batches) {
+                    problems.push(problem);
+                }
                 if problems.is_empty() { Ok(()) } else { Err(problems) }
             }
 
@@ -85,6 +88,21 @@ macro_rules! impl_handler {
             }
         }
     };
+}
+
+/// What is wrong with a handler taking `batches` [`crate::Batch`] arguments in `scope`.
+fn batch_arguments(scope: &HandlerScope<'_>, batches: usize) -> Option<String> {
+    match (scope.batch, batches) {
+        (Some(_), 0) => Some(format!(
+            "`{}` is a batch consumer: it takes its messages as one `Batch<...>` argument",
+            scope.app
+        )),
+        (_, 2..) => Some(format!(
+            "`{}` takes {batches} Batch arguments: a batch handler takes its messages as one",
+            scope.app
+        )),
+        _ => None,
+    }
 }
 
 impl_handler!();

@@ -172,6 +172,10 @@ pub trait FromContext: Sized + Send + 'static {
     /// instead of cloning; leave `true` unless the type never looks at the message.
     const READS_MESSAGE: bool = true;
 
+    /// Whether this is a batch consumer's [`crate::Batch`]: a batch handler takes exactly one,
+    /// any other handler none (checked at start-up). Leave `false`.
+    const TAKES_BATCH: bool = false;
+
     /// Whether an application described by `scope` can provide this argument; the error text
     /// says what is missing and how to add it.
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {

@@ -130,6 +130,15 @@ impl ArrivalSender {
             >= capacity.saturating_add(capacity.max(1024))
     }
 
+    /// Whether the inbox holds its capacity and sixteen times as much again (at least 16,384
+    /// more): the most a transport reads on for a publish of its own awaiting the broker's
+    /// acknowledgement (see the MQTT driver), so memory stays bounded even then.
+    pub fn is_past_reading_limit(&self) -> bool {
+        let capacity = self.state.capacity;
+        self.state.outstanding.load(Ordering::Acquire)
+            >= capacity.saturating_add(capacity.max(1024).saturating_mul(16))
+    }
+
     /// Waits until the inbox is no longer full (see [`ArrivalSender::is_full`]); returns at
     /// once when the inbox is closed.
     pub async fn room(&self) {

@@ -44,6 +44,9 @@ pub(crate) struct BatchShape {
 /// Messages taken from the inbox at once.
 const TAKE: usize = 64;
 
+/// Most messages a batch consumer holds taken and unacknowledged, whatever its batch size.
+const MOST_TAKEN: usize = 1 << 20;
+
 /// One message of a batch, from its arrival to its acknowledgement.
 struct Element {
     delivery: Delivery,
@@ -78,9 +81,10 @@ impl Forming {
         self.elements.push((key, element));
     }
 
-    /// When it is cut if it does not fill up first.
+    /// When it is cut if it does not fill up first; `None` also for a wait past any instant
+    /// (`Duration::MAX`: cut by size only).
     fn deadline(&self, wait: Duration) -> Option<Instant> {
-        self.since.map(|since| since + wait)
+        self.since.and_then(|since| since.checked_add(wait))
     }
 
     fn due(&self, shape: BatchShape, now: Instant) -> bool {
@@ -199,7 +203,12 @@ impl Consumer {
     ) {
         let window = Arc::new(AckWindow::new(self.acks_in_any_order));
         // Room for every running batch, the one forming, and as much again waiting.
-        let most_unacknowledged = shape.size.saturating_mul(limit + 1).saturating_mul(2);
+        // (At most MOST_TAKEN: a huge `size` is cut by wait, not a licence to buffer without end.)
+        let most_unacknowledged = shape
+            .size
+            .saturating_mul(limit + 1)
+            .saturating_mul(2)
+            .min(MOST_TAKEN);
         let mut claims = Claims::default();
         let mut forming = Forming::new(0);
         let mut running: JoinSet<Done> = JoinSet::new();
@@ -209,6 +218,11 @@ impl Consumer {
         let shutdown = self.runtime.shutdown.triggered();
         tokio::pin!(shutdown);
         loop {
+            // Nothing new starts once shutdown is asked for (the select below may not have
+            // seen it yet).
+            if self.runtime.shutdown.is_triggered() {
+                break;
+            }
             while batches_running < limit && forming.due(shape, Instant::now()) {
                 let next = Forming::new(forming.id + 1);
                 let full = std::mem::replace(&mut forming, next);
@@ -230,12 +244,9 @@ impl Consumer {
                         claims.fill(&mut forming, shape.size, &mut sequence);
                     }
                     Ok(Done::Single) => {}
-                    // The task body catches handlers' panics; this is a bug in the engine, and
-                    // the batch's keys stay claimed (their messages are not acknowledged).
-                    Err(error) => {
-                        batches_running -= 1;
-                        tracing::error!(app = %self.runtime.name, %error, "batch task failed");
-                    }
+                    // A batch task catches its own panics (see `start_batch`); a dead-letter
+                    // task's panic is the engine's bug, its message left unacknowledged.
+                    Err(error) => tracing::error!(app = %self.runtime.name, %error, "consumer task failed"),
                 },
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 received = inbox.recv_arrivals(&mut taken, TAKE), if room => {
@@ -315,7 +326,14 @@ impl Consumer {
         self.taken.fetch_add(elements.len() as u64, Atomic::Relaxed);
         let consumer = Arc::clone(self);
         running.spawn(async move {
-            consumer.run_batch(elements).await;
+            // Handlers' panics are caught in each call; one here is the engine's own. Its
+            // messages stay unacknowledged (an at-least-once transport delivers them again
+            // after a restart), and its keys are released so that the rest goes on.
+            let run = std::panic::AssertUnwindSafe(consumer.run_batch(elements));
+            if let Err(panic) = futures_util::FutureExt::catch_unwind(run).await {
+                let reason = super::guarded::panic_message(&*panic);
+                tracing::error!(app = %consumer.runtime.name, %reason, "batch task failed; its messages are not acknowledged");
+            }
             Done::Batch { id, keys }
         });
     }

@@ -129,8 +129,9 @@ impl<W: Wire> Driver<W> {
             // on even far behind: the acknowledgement comes after what the broker sent before
             // it, and a broker need not keep to its in-flight window (Mosquitto 2.0.11 sent a
             // slow consumer three times its Receive Maximum) — stopping would leave the
-            // publish, and the consumer waiting on it, stuck for good. What that adds is
-            // bounded by the publish timeout.
+            // publish, and the consumer waiting on it, stuck. Up to a limit
+            // (`is_past_reading_limit`: 16 × more than far behind), so that memory stays
+            // bounded with a broker that floods (or messages that came at QoS 0).
             while self.inbox.is_full() {
                 if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
                     if !self.writing_direct {
@@ -142,7 +143,9 @@ impl<W: Wire> Driver<W> {
                     if !self.write_direct(&mut eventloop).await {
                         break;
                     }
-                } else if self.shared.ledger().awaits_broker() {
+                } else if !self.inbox.is_past_reading_limit()
+                    && self.shared.ledger().awaits_broker()
+                {
                     break;
                 }
                 let ping_every = W::keep_alive(&eventloop) / 2;
