@@ -22,13 +22,12 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::concurrent::{AckWindow, OrderKey, Ordering};
-use super::consumer::{Consumer, Failure, Unfinished};
+use super::consumer::{AfterFailed, Consumer, Failure};
 use super::guarded::{run_guarded, Outcome};
 use crate::handler::batch::BatchResult;
 use crate::handler::extract::{BatchInput, HandlerContext};
 use crate::message::SpaMessage;
-use crate::metrics::{Measure, TopicMetrics};
-use crate::runtime::AfterFailure;
+use crate::metrics::Measure;
 use crate::socket::{Arrival, Delivery, Inbox};
 use crate::telemetry::Traced;
 
@@ -181,14 +180,6 @@ impl Claims {
     }
 }
 
-/// What a task of the batch consumer finished.
-enum Done {
-    /// Batch `id`, with the keys it claimed.
-    Batch { id: u64, keys: Vec<OrderKey> },
-    /// A message that was not handled (bad input).
-    Single,
-}
-
 impl Consumer {
     /// Handles what arrives in `inbox` in batches of `shape`, up to `limit` at once, in
     /// `ordering`, until shutdown or until the socket closes; then waits for the batches still
@@ -211,8 +202,10 @@ impl Consumer {
             .min(MOST_TAKEN);
         let mut claims = Claims::default();
         let mut forming = Forming::new(0);
-        let mut running: JoinSet<Done> = JoinSet::new();
-        let mut batches_running = 0;
+        // Each running batch gives back its id and the keys it claimed.
+        let mut batches: JoinSet<(u64, Vec<OrderKey>)> = JoinSet::new();
+        // Messages that cannot be decoded, being dead-lettered.
+        let mut undecodable: JoinSet<()> = JoinSet::new();
         let mut sequence: u64 = 0;
         let mut taken = Vec::with_capacity(TAKE);
         let shutdown = self.runtime.shutdown.triggered();
@@ -223,31 +216,33 @@ impl Consumer {
             if self.runtime.shutdown.is_triggered() {
                 break;
             }
-            while batches_running < limit && forming.due(shape, Instant::now()) {
+            while batches.len() < limit && forming.due(shape, Instant::now()) {
                 let next = Forming::new(forming.id + 1);
                 let full = std::mem::replace(&mut forming, next);
                 claims.fill(&mut forming, shape.size, &mut sequence);
-                self.start_batch(&mut running, full);
-                batches_running += 1;
+                self.start_batch(&mut batches, full);
             }
             let room = window.len() < most_unacknowledged;
             let deadline = forming
                 .deadline(shape.wait)
-                .filter(|_| batches_running < limit);
+                .filter(|_| batches.len() < limit);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                Some(joined) = running.join_next(), if !running.is_empty() => match joined {
-                    Ok(Done::Batch { id, keys }) => {
-                        batches_running -= 1;
+                Some(joined) = batches.join_next(), if !batches.is_empty() => match joined {
+                    Ok((id, keys)) => {
                         claims.released(id, &keys);
                         claims.fill(&mut forming, shape.size, &mut sequence);
                     }
-                    Ok(Done::Single) => {}
-                    // A batch task catches its own panics (see `start_batch`); a dead-letter
-                    // task's panic is the engine's bug, its message left unacknowledged.
-                    Err(error) => tracing::error!(app = %self.runtime.name, %error, "consumer task failed"),
+                    // A batch task catches its own panics (see `start_batch`).
+                    Err(error) => tracing::error!(app = %self.runtime.name, %error, "batch task failed"),
                 },
+                Some(joined) = undecodable.join_next(), if !undecodable.is_empty() => {
+                    // The engine's bug: its message is left unacknowledged.
+                    if let Err(error) = joined {
+                        tracing::error!(app = %self.runtime.name, %error, "dead-letter task failed");
+                    }
+                }
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {}
                 received = inbox.recv_arrivals(&mut taken, TAKE), if room => {
                     if received == 0 {
@@ -260,7 +255,7 @@ impl Consumer {
                                 let key = OrderKey::of(&delivery, &ordering, sequence);
                                 sequence += 1;
                                 let delivery = window.track(delivery);
-                                if let Some(element) = self.element(delivery, &mut running) {
+                                if let Some(element) = self.element(delivery, &mut undecodable) {
                                     claims.arrived(key, element, &mut forming, shape.size);
                                 }
                             }
@@ -275,15 +270,16 @@ impl Consumer {
         // Nothing new starts; what runs gets its grace period (enforced in each handler call).
         inbox.close();
         drop((forming, claims));
-        while running.join_next().await.is_some() {}
+        while batches.join_next().await.is_some() {}
+        while undecodable.join_next().await.is_some() {}
     }
 
     /// `delivery` decoded as an element of a batch; a message that cannot be decoded is
-    /// dead-lettered on a task of its own in `running`.
+    /// dead-lettered on a task of its own in `undecodable`.
     fn element(
         self: &Arc<Self>,
         delivery: Delivery,
-        running: &mut JoinSet<Done>,
+        undecodable: &mut JoinSet<()>,
     ) -> Option<Element> {
         let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
         match delivery.message(self.runtime.socket.wire_format()) {
@@ -294,24 +290,16 @@ impl Consumer {
                 attempt: 1,
             }),
             Err(error) => {
-                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
                 self.taken.fetch_add(1, Atomic::Relaxed);
-                let unfinished = Unfinished::bad_input(
-                    delivery,
-                    measure,
-                    format!("not a spa-dat message: {error}"),
-                );
+                let unfinished = self.undecodable(delivery, measure, &error);
                 let consumer = Arc::clone(self);
-                running.spawn(async move {
-                    consumer.finish(unfinished).await;
-                    Done::Single
-                });
+                undecodable.spawn(async move { consumer.finish(unfinished).await });
                 None
             }
         }
     }
 
-    fn start_batch(self: &Arc<Self>, running: &mut JoinSet<Done>, batch: Forming) {
+    fn start_batch(self: &Arc<Self>, batches: &mut JoinSet<(u64, Vec<OrderKey>)>, batch: Forming) {
         let Forming { id, elements, .. } = batch;
         let mut keys = Vec::new();
         let elements: Vec<Element> = elements
@@ -325,7 +313,7 @@ impl Consumer {
             .collect();
         self.taken.fetch_add(elements.len() as u64, Atomic::Relaxed);
         let consumer = Arc::clone(self);
-        running.spawn(async move {
+        batches.spawn(async move {
             // Handlers' panics are caught in each call; one here is the engine's own. Its
             // messages stay unacknowledged (an at-least-once transport delivers them again
             // after a restart), and its keys are released so that the rest goes on.
@@ -334,7 +322,7 @@ impl Consumer {
                 let reason = super::guarded::panic_message(&*panic);
                 tracing::error!(app = %consumer.runtime.name, %reason, "batch task failed; its messages are not acknowledged");
             }
-            Done::Batch { id, keys }
+            (id, keys)
         });
     }
 
@@ -356,104 +344,42 @@ impl Consumer {
             })
             .collect();
         loop {
-            let verdicts = self.call_batch(&mut pending, &span).await;
-            let Some(verdicts) = verdicts else {
+            let Some(verdicts) = self.call_batch(&mut pending, &span).await else {
                 tracing::warn!(app = %self.runtime.name, size = pending.len(), "batch handler did not finish within the shutdown grace period; cancelled, its messages not acknowledged");
                 return;
             };
             let mut retry = Vec::new();
             let mut pause = Duration::ZERO;
             for ((element, traced), verdict) in pending.into_iter().zip(verdicts) {
-                let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
-                    if let Some(measure) = &element.measure {
-                        pick(&measure.topic).increment(1);
-                    }
-                };
-                let delivery = &element.delivery;
-                let settled = match verdict {
-                    None => true,
-                    Some(Failure::BadInput(reason)) => {
-                        about!(warn, self, delivery, %reason, "skipping a batch element the handler cannot take (bad payload, or rejected)");
-                        count(|m| &m.skipped);
-                        traced.failed(&reason);
-                        if !self
-                            .dead_letter(
-                                delivery,
-                                &reason,
-                                element.attempt,
-                                element.measure.as_ref(),
-                            )
-                            .await
-                        {
-                            return;
-                        }
-                        true
-                    }
-                    Some(Failure::Failed { reason, permanent }) => {
-                        count(|m| &m.failed);
-                        traced.failed(&reason);
-                        let attempt = element.attempt;
-                        let has_dead_letter = self.dead_letter_topic.is_some();
-                        match self
-                            .retry
-                            .after_failure(attempt, permanent, has_dead_letter)
-                        {
-                            AfterFailure::Retry(wait) => {
-                                about!(warn, self, delivery, attempt, attempts = self.retry.attempts, retry_in = ?wait, "{reason}; retrying in a batch of the failed");
-                                pause = pause.max(wait);
-                                false
-                            }
-                            AfterFailure::Hold(wait) => {
-                                about!(error, self, delivery, attempts = attempt, retry_in = ?wait, "{reason}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
-                                pause = pause.max(wait);
-                                false
-                            }
-                            AfterFailure::DeadLetter => {
-                                about!(
-                                    error,
-                                    self,
-                                    delivery,
-                                    attempts = attempt,
-                                    "{reason}; dead-lettering"
-                                );
-                                if !self
-                                    .dead_letter(
-                                        delivery,
-                                        &reason,
-                                        attempt,
-                                        element.measure.as_ref(),
-                                    )
-                                    .await
-                                {
-                                    return;
-                                }
-                                true
-                            }
-                            AfterFailure::Skip => {
-                                about!(
-                                    error,
-                                    self,
-                                    delivery,
-                                    attempts = attempt,
-                                    "{reason}; skipped (no dead-letter topic)"
-                                );
-                                true
-                            }
+                if let Some(failure) = verdict {
+                    let measure = element.measure.as_ref();
+                    match self
+                        .failed(
+                            &element.delivery,
+                            failure,
+                            element.attempt,
+                            measure,
+                            &traced,
+                        )
+                        .await
+                    {
+                        AfterFailed::Settled => {}
+                        AfterFailed::Left => return,
+                        AfterFailed::RetryAfter(wait) => {
+                            pause = pause.max(wait);
+                            retry.push((element, traced));
+                            continue;
                         }
                     }
-                };
-                if settled {
-                    let Element {
-                        delivery, measure, ..
-                    } = element;
-                    delivery.ack();
-                    traced.end();
-                    self.done.fetch_add(1, Atomic::Relaxed);
-                    if let Some(measure) = measure {
-                        measure.finished();
-                    }
-                } else {
-                    retry.push((element, traced));
+                }
+                let Element {
+                    delivery, measure, ..
+                } = element;
+                delivery.ack();
+                traced.end();
+                self.done.fetch_add(1, Atomic::Relaxed);
+                if let Some(measure) = measure {
+                    measure.finished();
                 }
             }
             if retry.is_empty() {
@@ -483,8 +409,8 @@ impl Consumer {
         let mut verdicts: Vec<Option<Failure>> = vec![None; pending.len()];
         let format = self.runtime.socket.wire_format();
         let mut messages = Vec::with_capacity(pending.len());
-        // The handler's index of each element it sees: the batch leaves out what cannot be read.
-        let mut seen = Vec::with_capacity(pending.len());
+        // Which element each message given to the batch is.
+        let mut given = Vec::with_capacity(pending.len());
         for (index, (element, _)) in pending.iter_mut().enumerate() {
             // Decoded before: reading it again cannot fail, but a failure is still bad input.
             match element
@@ -494,11 +420,11 @@ impl Consumer {
             {
                 Ok(message) => {
                     messages.push(message);
-                    seen.push(index);
+                    given.push(index);
                 }
                 Err(error) => {
                     verdicts[index] =
-                        Some(Failure::BadInput(format!("not a spa-dat message: {error}")))
+                        Some(Failure::BadInput(format!("not a spa-dat message: {error}")));
                 }
             }
         }
@@ -514,22 +440,16 @@ impl Consumer {
         };
         let call = self.handler.call(context);
         let outcome = run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits).await;
-        // Elements whose argument could not be taken: left out of the handler's batch.
+        // Messages whose argument could not be taken were left out of the handler's batch:
+        // its index `i` is the `i`-th of the others.
         let rejected =
             std::mem::take(&mut *rejected.lock().unwrap_or_else(PoisonError::into_inner));
-        let mut in_batch = vec![true; seen.len()];
         for (position, error) in rejected {
-            if let Some(&index) = seen.get(position) {
+            if let Some(&index) = given.get(position) {
                 verdicts[index] = Some(Failure::of(&error));
-                in_batch[position] = false;
             }
         }
-        // The handler's index `i` is the `i`-th element it was given.
-        let given: Vec<usize> = seen
-            .iter()
-            .zip(&in_batch)
-            .filter_map(|(&index, &kept)| kept.then_some(index))
-            .collect();
+        given.retain(|&index| verdicts[index].is_none());
         let fail_all = |verdicts: &mut Vec<Option<Failure>>, failure: Failure| {
             for &index in &given {
                 verdicts[index] = Some(failure.clone());
@@ -555,20 +475,8 @@ impl Consumer {
                 }
                 Err(error) => fail_all(&mut verdicts, Failure::of(&error)),
             },
-            Outcome::Panicked(reason) => fail_all(
-                &mut verdicts,
-                Failure::Failed {
-                    reason: format!("handler panicked: {reason}"),
-                    permanent: false,
-                },
-            ),
-            Outcome::TimedOut(after) => fail_all(
-                &mut verdicts,
-                Failure::Failed {
-                    reason: format!("handler timed out after {after:?}"),
-                    permanent: false,
-                },
-            ),
+            Outcome::Panicked(reason) => fail_all(&mut verdicts, Failure::panicked(&reason)),
+            Outcome::TimedOut(after) => fail_all(&mut verdicts, Failure::timed_out(after)),
             Outcome::Cancelled => return None,
         }
         Some(verdicts)

@@ -59,15 +59,6 @@ struct CallSpans {
 }
 
 impl Unfinished {
-    /// A message the handler is not called for: dead-lettered for `reason`, then acknowledged.
-    pub(super) fn bad_input(delivery: Delivery, measure: Option<Measure>, reason: String) -> Self {
-        Unfinished {
-            delivery,
-            measure,
-            stage: Stage::BadInput { reason },
-        }
-    }
-
     /// The delivery being handled.
     pub(crate) fn delivery_mut(&mut self) -> &mut Delivery {
         &mut self.delivery
@@ -142,6 +133,23 @@ impl Consumer {
         }
     }
 
+    /// `delivery`, which is not a message of the bus's wire format: logged, to be dead-lettered.
+    pub(super) fn undecodable(
+        &self,
+        delivery: Delivery,
+        measure: Option<Measure>,
+        error: &Error,
+    ) -> Unfinished {
+        about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
+        Unfinished {
+            delivery,
+            measure,
+            stage: Stage::BadInput {
+                reason: format!("not a spa-dat message: {error}"),
+            },
+        }
+    }
+
     /// Handles `delivery` as far as it goes without awaiting: decoding, the handler's first
     /// poll, the acknowledgement. Returns what is left to await, if anything. Once shutdown is
     /// requested nothing new starts: unacknowledged, an at-least-once transport delivers the
@@ -154,16 +162,7 @@ impl Consumer {
         let measure = Measure::start(&self.runtime.metrics, &delivery.topic);
         let (message, read_as) = match delivery.read(self.runtime.socket.wire_format()) {
             Ok(read) => read,
-            Err(error) => {
-                about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
-                return Some(Unfinished {
-                    delivery,
-                    measure,
-                    stage: Stage::BadInput {
-                        reason: format!("not a spa-dat message: {error}"),
-                    },
-                });
-            }
+            Err(error) => return Some(self.undecodable(delivery, measure, &error)),
         };
         // The envelope's ResponseTopic, else the transport's (MQTT 5's response topic
         // property): a requester that is not spa-dat may set only the latter.
@@ -305,15 +304,10 @@ impl Consumer {
         traced: &Traced,
         measure: Option<Measure>,
     ) {
-        let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
-            if let Some(measure) = &measure {
-                pick(&measure.topic).increment(1);
-            }
-        };
         let mut outcome = outcome;
         let mut attempt: u32 = 1;
         loop {
-            let (failure, permanent) = match outcome {
+            let failure = match outcome {
                 Outcome::Done(Ok(None)) => break,
                 Outcome::Done(Ok(Some(reply))) => {
                     if !self
@@ -331,68 +325,21 @@ impl Consumer {
                     }
                     break;
                 }
-                Outcome::Done(Err(error)) => match Failure::of(&error) {
-                    Failure::BadInput(reason) => {
-                        // No retry can fix it. WARN, as an undecodable message is.
-                        about!(warn, self, delivery, %error, "skipping a message the handler cannot take (bad payload, or rejected)");
-                        count(|m| &m.skipped);
-                        traced.failed(&reason);
-                        if !self
-                            .dead_letter(&delivery, &reason, attempt, measure.as_ref())
-                            .await
-                        {
-                            return;
-                        }
-                        break;
-                    }
-                    Failure::Failed { reason, permanent } => (reason, permanent),
-                },
-                Outcome::Panicked(reason) => (format!("handler panicked: {reason}"), false),
-                Outcome::TimedOut(after) => (format!("handler timed out after {after:?}"), false),
                 Outcome::Cancelled => {
                     about!(warn, self, delivery, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
                     return;
                 }
+                Outcome::Done(Err(error)) => Failure::of(&error),
+                Outcome::Panicked(reason) => Failure::panicked(&reason),
+                Outcome::TimedOut(after) => Failure::timed_out(after),
             };
-            count(|m| &m.failed);
-            traced.failed(&failure);
-            let policy = &self.retry;
-            let has_dead_letter = self.dead_letter_topic.is_some();
-            let pause = match policy.after_failure(attempt, permanent, has_dead_letter) {
-                AfterFailure::Retry(pause) => {
-                    about!(warn, self, delivery, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
-                    pause
-                }
-                AfterFailure::DeadLetter => {
-                    about!(
-                        error,
-                        self,
-                        delivery,
-                        attempts = attempt,
-                        "{failure}; dead-lettering"
-                    );
-                    if !self
-                        .dead_letter(&delivery, &failure, attempt, measure.as_ref())
-                        .await
-                    {
-                        return;
-                    }
-                    break;
-                }
-                AfterFailure::Skip => {
-                    about!(
-                        error,
-                        self,
-                        delivery,
-                        attempts = attempt,
-                        "{failure}; skipped (no dead-letter topic)"
-                    );
-                    break;
-                }
-                AfterFailure::Hold(pause) => {
-                    about!(error, self, delivery, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
-                    pause
-                }
+            let pause = match self
+                .failed(&delivery, failure, attempt, measure.as_ref(), traced)
+                .await
+            {
+                AfterFailed::Settled => break,
+                AfterFailed::Left => return,
+                AfterFailed::RetryAfter(pause) => pause,
             };
             if !self.pause_unless_shutdown(pause).await {
                 about!(
@@ -404,12 +351,95 @@ impl Consumer {
                 return;
             }
             attempt = attempt.saturating_add(1);
-            count(|m| &m.retried);
+            if let Some(measure) = &measure {
+                measure.topic.retried.increment(1);
+            }
             outcome = self.call_again(&delivery, &span).await;
         }
         delivery.ack();
         if let Some(measure) = measure {
             measure.finished();
+        }
+    }
+
+    /// Settles attempt `attempt` of `delivery` that failed with `failure`, as the retry policy
+    /// says: counted and traced, then dead-lettered or skipped (settled: acknowledge it), or to
+    /// be retried after a pause. Bad input is never retried. `Left` when shutdown came while
+    /// dead-lettering: not acknowledged, it comes again.
+    pub(super) async fn failed(
+        &self,
+        delivery: &Delivery,
+        failure: Failure,
+        attempt: u32,
+        measure: Option<&Measure>,
+        traced: &Traced,
+    ) -> AfterFailed {
+        let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
+            if let Some(measure) = measure {
+                pick(&measure.topic).increment(1);
+            }
+        };
+        let (failure, permanent) = match failure {
+            Failure::BadInput(reason) => {
+                // No retry can fix it. WARN, as an undecodable message is.
+                about!(warn, self, delivery, %reason, "skipping a message the handler cannot take (bad payload, or rejected)");
+                count(|m| &m.skipped);
+                traced.failed(&reason);
+                return self
+                    .dead_lettered(delivery, &reason, attempt, measure)
+                    .await;
+            }
+            Failure::Failed { reason, permanent } => (reason, permanent),
+        };
+        count(|m| &m.failed);
+        traced.failed(&failure);
+        let policy = &self.retry;
+        let has_dead_letter = self.dead_letter_topic.is_some();
+        match policy.after_failure(attempt, permanent, has_dead_letter) {
+            AfterFailure::Retry(pause) => {
+                about!(warn, self, delivery, attempt, attempts = policy.attempts, retry_in = ?pause, "{failure}; retrying");
+                AfterFailed::RetryAfter(pause)
+            }
+            AfterFailure::DeadLetter => {
+                about!(
+                    error,
+                    self,
+                    delivery,
+                    attempts = attempt,
+                    "{failure}; dead-lettering"
+                );
+                self.dead_lettered(delivery, &failure, attempt, measure)
+                    .await
+            }
+            AfterFailure::Skip => {
+                about!(
+                    error,
+                    self,
+                    delivery,
+                    attempts = attempt,
+                    "{failure}; skipped (no dead-letter topic)"
+                );
+                AfterFailed::Settled
+            }
+            AfterFailure::Hold(pause) => {
+                about!(error, self, delivery, attempts = attempt, retry_in = ?pause, "{failure}; not acknowledged: with no dead-letter topic it is retried until it succeeds");
+                AfterFailed::RetryAfter(pause)
+            }
+        }
+    }
+
+    /// [`Consumer::dead_letter`] as an [`AfterFailed`].
+    async fn dead_lettered(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        attempts: u32,
+        measure: Option<&Measure>,
+    ) -> AfterFailed {
+        if self.dead_letter(delivery, reason, attempts, measure).await {
+            AfterFailed::Settled
+        } else {
+            AfterFailed::Left
         }
     }
 
@@ -588,7 +618,33 @@ pub(super) enum Failure {
     Failed { reason: String, permanent: bool },
 }
 
+/// What became of a failed attempt ([`Consumer::failed`]).
+pub(super) enum AfterFailed {
+    /// Dead-lettered or skipped: acknowledge it.
+    Settled,
+    /// Call the handler again after this pause.
+    RetryAfter(Duration),
+    /// Shutdown came first: leave it unacknowledged.
+    Left,
+}
+
 impl Failure {
+    /// A handler call that panicked with `reason`: retried.
+    pub(super) fn panicked(reason: &str) -> Self {
+        Failure::Failed {
+            reason: format!("handler panicked: {reason}"),
+            permanent: false,
+        }
+    }
+
+    /// A handler call cancelled at its timeout, `after` it started: retried.
+    pub(super) fn timed_out(after: Duration) -> Self {
+        Failure::Failed {
+            reason: format!("handler timed out after {after:?}"),
+            permanent: false,
+        }
+    }
+
     /// How the handler's `error` is settled.
     pub(super) fn of(error: &crate::error::BoxError) -> Self {
         match error.downcast_ref::<Error>() {
