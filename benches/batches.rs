@@ -143,11 +143,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let runtime = support::runtime();
     println!(
         "{MESSAGES} messages waiting, a handler costing {CALL_COST:?} per call; batch {BATCH} (cut at 20 ms) against one message per call"
     );
@@ -158,14 +154,7 @@ fn main() {
             compare("memory", Arc::new(MemorySocketProvider::new(bus)), "/").await;
         }
         if support::selected("kafka") {
-            let own;
-            let bootstrap = match std::env::var("SPA_DAT_KAFKA_BOOTSTRAP") {
-                Ok(bootstrap) => bootstrap,
-                Err(_) => {
-                    own = kafka_support::OwnKafka::start();
-                    own.bootstrap.clone()
-                }
-            };
+            let (bootstrap, _own) = kafka_support::bootstrap_or_start();
             let provider = KafkaSocketProvider::new(KafkaConfig::new(bootstrap)).expect("config");
             compare("kafka", Arc::new(provider), ".").await;
         }

@@ -216,11 +216,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let runtime = support::runtime();
     println!(
         "{MESSAGES} messages, {KEYS} keys, 0-{} ms of async work each (seeded), one publisher, one partition",
         MAX_WORK_US / 1000
@@ -237,14 +233,7 @@ fn main() {
             compare("mqtt", Arc::new(provider), Transport::Mqtt).await;
         }
         if support::selected("kafka") {
-            let own;
-            let bootstrap = match std::env::var("SPA_DAT_KAFKA_BOOTSTRAP") {
-                Ok(bootstrap) => bootstrap,
-                Err(_) => {
-                    own = kafka_support::OwnKafka::start();
-                    own.bootstrap.clone()
-                }
-            };
+            let (bootstrap, _own) = kafka_support::bootstrap_or_start();
             let provider = KafkaSocketProvider::new(KafkaConfig::new(bootstrap)).expect("config");
             compare("kafka", Arc::new(provider), Transport::Kafka).await;
         }

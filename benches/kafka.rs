@@ -371,19 +371,8 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let own;
-    let bootstrap = match std::env::var("SPA_DAT_KAFKA_BOOTSTRAP") {
-        Ok(bootstrap) => bootstrap,
-        Err(_) => {
-            own = kafka_support::OwnKafka::start();
-            own.bootstrap.clone()
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let (bootstrap, _own) = kafka_support::bootstrap_or_start();
+    let runtime = support::runtime();
     runtime.block_on(async {
         let producer = raw_producer(&bootstrap);
         println!(

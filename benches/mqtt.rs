@@ -502,11 +502,7 @@ fn main() {
         return;
     }
     let broker = mosquitto::Mosquitto::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("rt");
+    let runtime = support::runtime();
     runtime.block_on(async {
         println!("MQTT against Mosquitto on loopback; {MESSAGES} messages per consumer run, {REQUESTS} sequential requests");
         if ["qos0", "qos1", "request"].iter().any(|s| support::selected(s)) {

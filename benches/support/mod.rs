@@ -91,3 +91,13 @@ pub async fn request_latencies(
     }
     samples
 }
+
+/// The multi-threaded runtime every benchmark runs on (2 workers: the machines measured have 2
+/// cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("rt")
+}

@@ -52,6 +52,18 @@ pub async fn create_topic(
     setup.socket.close().await.expect("close");
 }
 
+/// The broker a benchmark run by hand uses: `SPA_DAT_KAFKA_BOOTSTRAP` when set, else one of
+/// its own, started here and kept (stopped) by the returned guard.
+pub fn bootstrap_or_start() -> (String, Option<OwnKafka>) {
+    match std::env::var("SPA_DAT_KAFKA_BOOTSTRAP") {
+        Ok(bootstrap) => (bootstrap, None),
+        Err(_) => {
+            let own = OwnKafka::start();
+            (own.bootstrap.clone(), Some(own))
+        }
+    }
+}
+
 /// A broker of the test's own, stopped when dropped.
 pub struct OwnKafka {
     dir: PathBuf,
