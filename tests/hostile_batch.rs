@@ -171,13 +171,7 @@ async fn batch_closed_midway(
             tokio::time::timeout(Duration::from_millis(200), reader.inbox.recv()).await
         {
             let message = SpaMessage::from_json(&delivery.payload).expect("envelope");
-            received.insert(
-                message
-                    .payload_str()
-                    .expect("utf-8")
-                    .parse::<usize>()
-                    .expect("n"),
-            );
+            received.insert(support::seq_of(&message));
             delivery.ack();
         }
     }
@@ -200,13 +194,7 @@ async fn batch_closed_midway(
         tokio::time::timeout(Duration::from_secs(2), reader.inbox.recv()).await
     {
         let message = SpaMessage::from_json(&delivery.payload).expect("envelope");
-        received.insert(
-            message
-                .payload_str()
-                .expect("utf-8")
-                .parse::<usize>()
-                .expect("n"),
-        );
+        received.insert(support::seq_of(&message));
         delivery.ack();
     }
     let _ = reader.socket.close().await;
@@ -418,13 +406,7 @@ async fn publish_batch_keeps_its_order_while_the_consumers_inbox_is_full() {
             .expect("delivered in time")
             .expect("open");
         let message = SpaMessage::from_json(&delivery.payload).expect("a spa-dat message");
-        received.push(
-            message
-                .payload_str()
-                .expect("utf-8")
-                .parse::<usize>()
-                .expect("a number"),
-        );
+        received.push(support::seq_of(&message));
         // A reader slower than the publisher now and then: sends wait for room.
         if received.len() % 100 == 0 {
             tokio::task::yield_now().await;

@@ -30,6 +30,28 @@ fn provider(config: MqttConfig) -> Arc<dyn SocketProvider> {
     Arc::new(MqttSocketProvider::new(config).expect("valid config"))
 }
 
+/// Runs a consumer `name` of `topic` on `config` until its handler has the message `job` (it
+/// then shuts down; `what` names the wait, at most 20 s): how many times the handler saw it.
+async fn run_until_job(config: MqttConfig, name: &str, topic: &str, what: &str) -> usize {
+    let done = Arc::new(AtomicUsize::new(0));
+    let d = Arc::clone(&done);
+    let run = test_app(Config::default())
+        .socket_provider(provider(config))
+        .add_consumer(name, [topic], move |m: SpaMessage, shutdown: Shutdown| {
+            let d = Arc::clone(&d);
+            async move {
+                assert_eq!(m.payload_str().ok(), Some("job"));
+                d.fetch_add(1, Ordering::SeqCst);
+                shutdown.trigger();
+            }
+        });
+    tokio::time::timeout(Duration::from_secs(20), run.start_async())
+        .await
+        .expect(what)
+        .expect("clean");
+    done.load(Ordering::SeqCst)
+}
+
 /// A socket on `broker` for the test to publish with.
 async fn publisher(broker: &Mosquitto, client_id: &str) -> spa_dat::socket::spi::Connection {
     support::connect_publisher(&provider(mqtt_config("127.0.0.1", broker.port)), client_id).await
@@ -213,31 +235,8 @@ async fn a_message_whose_handler_did_not_finish_is_delivered_again() {
         .expect("first run ends after the grace period");
     assert_eq!(attempts.load(Ordering::SeqCst), 1);
 
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = Arc::clone(&done);
-    let second = test_app(Config::default())
-        .socket_provider(provider(config))
-        .add_consumer(
-            "slow",
-            ["work/once"],
-            move |m: SpaMessage, shutdown: Shutdown| {
-                let d = Arc::clone(&d);
-                async move {
-                    assert_eq!(m.payload_str().ok(), Some("job"));
-                    d.fetch_add(1, Ordering::SeqCst);
-                    shutdown.trigger();
-                }
-            },
-        );
-    tokio::time::timeout(Duration::from_secs(20), second.start_async())
-        .await
-        .expect("redelivered")
-        .expect("clean");
-    assert_eq!(
-        done.load(Ordering::SeqCst),
-        1,
-        "the unacknowledged message came back"
-    );
+    let done = run_until_job(config, "slow", "work/once", "redelivered").await;
+    assert_eq!(done, 1, "the unacknowledged message came back");
     publisher.socket.close().await.expect("close");
 }
 
@@ -286,27 +285,8 @@ async fn without_a_dead_letter_topic_an_exhausted_message_is_not_acknowledged_an
         .await
         .expect("clean");
 
-    let done = Arc::new(AtomicUsize::new(0));
-    let d = Arc::clone(&done);
-    let second = test_app(Config::default())
-        .socket_provider(provider(config))
-        .add_consumer(
-            "failing",
-            ["work/exhausted"],
-            move |m: SpaMessage, shutdown: Shutdown| {
-                let d = Arc::clone(&d);
-                async move {
-                    assert_eq!(m.payload_str().ok(), Some("job"));
-                    d.fetch_add(1, Ordering::SeqCst);
-                    shutdown.trigger();
-                }
-            },
-        );
-    tokio::time::timeout(Duration::from_secs(20), second.start_async())
-        .await
-        .expect("delivered again")
-        .expect("clean");
-    assert_eq!(done.load(Ordering::SeqCst), 1, "the broker still held it");
+    let done = run_until_job(config, "failing", "work/exhausted", "delivered again").await;
+    assert_eq!(done, 1, "the broker still held it");
     publisher.socket.close().await.expect("close");
 }
 
