@@ -84,12 +84,7 @@ impl<T: FromContext> FromContext for Batch<T> {
     const TAKES_BATCH: bool = true;
 
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
-        if scope.batch.is_none() {
-            return Err(format!(
-                "`{}` takes a Batch but is not a batch consumer: add `batch = n` (and `batch_wait_ms`) to #[consumer], or `.batch(n, wait)` to the Application",
-                scope.app
-            ));
-        }
+        // How many Batch arguments, and where, is the handler's check (`call::batch_arguments`).
         // Each element is taken as a single message's argument.
         T::check(&HandlerScope {
             batch: None,
@@ -103,13 +98,15 @@ impl<T: FromContext> FromContext for Batch<T> {
         )?;
         let mut items = Vec::with_capacity(input.messages.len());
         let mut rejected = Vec::new();
+        // One context for every element, its message replaced each time.
+        let mut element = HandlerContext {
+            app: Arc::clone(&context.app),
+            message: None,
+            readers_left: 1,
+            batch: None,
+        };
         for (index, message) in input.messages.into_iter().enumerate() {
-            let mut element = HandlerContext {
-                app: Arc::clone(&context.app),
-                message: Some(message),
-                readers_left: 1,
-                batch: None,
-            };
+            element.message = Some(message);
             match T::from_context(&mut element) {
                 Ok(item) => items.push(item),
                 Err(error) => rejected.push((index, error)),
