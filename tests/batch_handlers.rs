@@ -371,3 +371,67 @@ async fn a_handler_with_two_batch_arguments_is_refused_at_start() {
         "a handler taking two Batch arguments started (each call would fail)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_to_a_batch_consumer_is_dead_lettered_alone_and_the_rest_handled() {
+    let provider = bus();
+    let mut watcher = provider
+        .connect(SocketOptions::new("watcher").topics(["dead"]))
+        .await
+        .expect("connect");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let app = test_app(Config::default()).add_application(
+        Application::consumer("hostile", ["work"], move |batch: Batch<SpaMessage>| {
+            s.lock().expect("seen").extend(
+                batch
+                    .iter()
+                    .map(|m| m.payload_str().unwrap_or("?").to_owned()),
+            );
+            std::future::ready(())
+        })
+        .batch(10, Duration::from_millis(20))
+        .dead_letter_topic("dead")
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let (shutdown, run) = start_ready(app).await;
+    let publisher = support::connect_publisher(&provider, "publisher").await;
+    // Not envelopes at all: bare text, invalid UTF-8, nothing, 1 MiB of noise.
+    let bare: [&[u8]; 4] = [b"bare text", &[0xff, 0xfe, 0x00], b"", &[b'{'; 1 << 20]];
+    for payload in bare {
+        let outgoing = Outgoing::new("work", bytes::Bytes::copy_from_slice(payload));
+        publisher.socket.send(outgoing).await.expect("publish");
+    }
+    // Envelopes whose fields are hostile: the handler gets them (a batch handler never replies,
+    // so a response topic nobody may publish to harms nothing).
+    let mut wildcard = SpaMessage::new("work", "wildcard reply");
+    wildcard.response_topic = Some("#".to_owned());
+    let mut nul = SpaMessage::new("work", "nul reply");
+    nul.response_topic = Some("a\u{0}b".to_owned());
+    for message in [wildcard, nul, SpaMessage::new("work", "plain")] {
+        let outgoing = Outgoing::message(message).expect("encodes");
+        publisher.socket.send(outgoing).await.expect("publish");
+    }
+    let dead = support::next_payloads(&mut watcher.inbox, 4, Duration::from_secs(10)).await;
+    let s = Arc::clone(&seen);
+    wait_until("the envelopes", Duration::from_secs(5), || {
+        s.lock().expect("seen").len() == 3
+    })
+    .await;
+    shutdown.trigger();
+    joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("runs");
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        ["wildcard reply", "nul reply", "plain"]
+    );
+    assert_eq!(dead.len(), 4, "each bare payload dead-lettered once");
+    assert!(
+        dead.iter().any(|payload| payload.len() == 1 << 20),
+        "the original bytes, whole"
+    );
+    // The run has stopped: all it dead-lettered is in the watcher's inbox already.
+    let more = tokio::time::timeout(Duration::ZERO, watcher.inbox.recv()).await;
+    assert!(more.is_err(), "nothing else dead-lettered: {more:?}");
+}
