@@ -420,3 +420,156 @@ async fn publish_batch_keeps_its_order_while_the_consumers_inbox_is_full() {
     let first_out_of_order = received.iter().enumerate().position(|(i, &n)| i != n);
     assert_eq!(first_out_of_order, None, "delivered in the batch's order");
 }
+
+// -------------------------------------------------------------------------------------------
+// Found by an outside attack on batch handlers (2f5bf4b): a QoS 0 flood ahead of a dead
+// letter's PUBACK stalled the consumer for good.
+// -------------------------------------------------------------------------------------------
+
+/// A plain rumqttc 3.1.1 client (an outside publisher), polled on its own task; the count of
+/// PUBACKs it received.
+fn plain_publisher(port: u16) -> (rumqttc::AsyncClient, Arc<std::sync::atomic::AtomicUsize>) {
+    let mut options = rumqttc::MqttOptions::new(unique("attacker"), "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_inflight(1000);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 4096);
+    let acked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = Arc::clone(&acked);
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) = event {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (client, acked)
+}
+
+fn envelope(topic: &str, payload: &str) -> Vec<u8> {
+    SpaMessage::new(topic, payload.to_owned())
+        .to_json()
+        .expect("encodes")
+}
+
+/// An outside client floods a batch consumer's topic at QoS 0 (no broker window bounds it)
+/// while the consumer is busy; then one element fails and is dead-lettered, its PUBACK behind
+/// the whole flood. The socket read on for that PUBACK only up to its reading limit, then
+/// waited for room only the consumer could make — and the consumer waited for the dead
+/// letter: every retry timed out, for good (failed here: the sentinel never came). Past the
+/// limit a QoS 0 delivery is now dropped (at most once is what it was sent with) and reading
+/// goes on: the dead letter settles and the consumer moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos0_flood_ahead_of_a_dead_letters_acknowledgement_does_not_stall_the_consumer() {
+    const FLOOD: usize = 40_000;
+    let broker = Mosquitto::start_with("allow_anonymous true\n");
+    let topic = unique("flood");
+    let dead = format!("{topic}-dead");
+    let provider = provider(MqttConfig {
+        publish_timeout_ms: 2_000,
+        ..config(broker.port, MqttVersion::V311)
+    });
+    let mut watcher = connect_as(&provider, &unique("dead-watcher"), &[dead.as_str()]).await;
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::<String>::new()));
+    let entered = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (s, e, g) = (Arc::clone(&seen), Arc::clone(&entered), Arc::clone(&gate));
+    let app = support::test_app(spa_dat::Config::default()).add_application(
+        spa_dat::Application::consumer(
+            "flooded",
+            [topic.clone()],
+            move |batch: spa_dat::Batch<SpaMessage>| {
+                let (s, e, g) = (Arc::clone(&s), Arc::clone(&e), Arc::clone(&g));
+                async move {
+                    let mut result = spa_dat::BatchResult::new();
+                    for (index, message) in batch.iter().enumerate() {
+                        let payload = message.payload_str().unwrap_or("?").to_owned();
+                        if payload == "poison" {
+                            e.store(true, Ordering::SeqCst);
+                            // Busy until the flood is queued for us.
+                            g.acquire().await.expect("gate").forget();
+                            result.fail(index, "poison");
+                        }
+                        s.lock().expect("seen").insert(payload);
+                    }
+                    result
+                }
+            },
+        )
+        .batch(10, Duration::from_millis(10))
+        .dead_letter_topic(dead.clone())
+        .retry(spa_dat::RetryPolicy::default().attempts(1))
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let (shutdown, run) = support::start_ready(app).await;
+    let (attacker, acked) = plain_publisher(broker.port);
+    attacker
+        .publish(
+            &topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            envelope(&topic, "poison"),
+        )
+        .await
+        .expect("queued");
+    support::wait_until(
+        "the handler holds the poison",
+        Duration::from_secs(10),
+        || entered.load(Ordering::SeqCst),
+    )
+    .await;
+    let one = envelope(&topic, "n");
+    for _ in 0..FLOOD {
+        attacker
+            .publish(&topic, rumqttc::QoS::AtMostOnce, false, one.clone())
+            .await
+            .expect("queued");
+    }
+    // The broker routes in order: once it acknowledged this marker, the flood is queued for
+    // the consumer ahead of anything it is sent later.
+    attacker
+        .publish(
+            format!("{topic}-marker"),
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            "m",
+        )
+        .await
+        .expect("queued");
+    support::wait_until("the broker took the flood", Duration::from_secs(30), || {
+        acked.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    // The poison fails now: its dead letter's PUBACK is behind the flood.
+    gate.add_permits(1);
+    let dead_letter = tokio::time::timeout(Duration::from_secs(10), watcher.inbox.recv())
+        .await
+        .expect("the dead letter arrives")
+        .expect("open");
+    // A message after the flood is handled: the consumer moved on.
+    attacker
+        .publish(
+            &topic,
+            rumqttc::QoS::AtLeastOnce,
+            false,
+            envelope(&topic, "sentinel"),
+        )
+        .await
+        .expect("queued");
+    let s = Arc::clone(&seen);
+    support::wait_until(
+        "the sentinel after the flood",
+        Duration::from_secs(30),
+        || s.lock().expect("seen").contains("sentinel"),
+    )
+    .await;
+    shutdown.trigger();
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("runs");
+    let dead_message = SpaMessage::from_json(&dead_letter.payload).expect("envelope");
+    assert_eq!(dead_message.payload_str().ok(), Some("poison"));
+    assert!(
+        seen.lock().expect("seen").contains("n"),
+        "flood messages before the limit are handled"
+    );
+}

@@ -131,8 +131,9 @@ impl ArrivalSender {
     }
 
     /// Whether the inbox holds its capacity and sixteen times as much again (at least 16,384
-    /// more): the most a transport reads on for a publish of its own awaiting the broker's
-    /// acknowledgement (see the MQTT driver), so memory stays bounded even then.
+    /// more): past this a transport that reads on for a publish of its own awaiting the
+    /// broker's acknowledgement drops what it may drop (the MQTT driver: QoS 0 messages), so
+    /// memory stays bounded even then.
     pub fn is_past_reading_limit(&self) -> bool {
         let capacity = self.state.capacity;
         self.state.outstanding.load(Ordering::Acquire)

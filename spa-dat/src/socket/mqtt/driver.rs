@@ -100,7 +100,12 @@ pub(super) struct Driver<W: Wire> {
     /// `Ledger::direct` is `Some`: only the driver switches it, so every turn can know without
     /// taking the ledger's lock.
     pub(super) writing_direct: bool,
+    /// QoS 0 messages dropped past the inbox's reading limit, since the socket opened.
+    pub(super) dropped_qos0: u64,
 }
+
+/// A dropped QoS 0 message is logged once per this many.
+const DROPPED_QOS0_LOGGED_EVERY: u64 = 10_000;
 
 /// A publish that was the oldest one unacknowledged each time the broker dropped the
 /// connection, this many times, is taken to be why (a broker drops the connection over a
@@ -129,9 +134,9 @@ impl<W: Wire> Driver<W> {
             // on even far behind: the acknowledgement comes after what the broker sent before
             // it, and a broker need not keep to its in-flight window (Mosquitto 2.0.11 sent a
             // slow consumer three times its Receive Maximum) — stopping would leave the
-            // publish, and the consumer waiting on it, stuck. Up to a limit
-            // (`is_past_reading_limit`: 16 × more than far behind), so that memory stays
-            // bounded with a broker that floods (or messages that came at QoS 0).
+            // publish, and the consumer waiting on it, stuck. Memory stays bounded: past the
+            // inbox's reading limit a message that came at QoS 0 is dropped (`deliver`), and
+            // QoS 1 and 2 deliveries are what the broker's window lets out.
             while self.inbox.is_full() {
                 if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
                     if !self.writing_direct {
@@ -143,9 +148,7 @@ impl<W: Wire> Driver<W> {
                     if !self.write_direct(&mut eventloop).await {
                         break;
                     }
-                } else if !self.inbox.is_past_reading_limit()
-                    && self.shared.ledger().awaits_broker()
-                {
+                } else if self.shared.ledger().awaits_broker() {
                     break;
                 }
                 let ping_every = W::keep_alive(&eventloop) / 2;
@@ -475,6 +478,16 @@ impl<W: Wire> Driver<W> {
             );
             if let Some(ack) = ack {
                 self.shared.acks.acknowledge(ack);
+            }
+            return;
+        }
+        if publish.qos == QoS::AtMostOnce && self.inbox.is_past_reading_limit() {
+            // Read only to reach the acknowledgement of a publish of ours behind it (see `run`;
+            // replies, above, go to their requesters, not the inbox): at most once is what it
+            // was sent with, and keeping it would let a flood fill memory.
+            self.dropped_qos0 += 1;
+            if self.dropped_qos0 % DROPPED_QOS0_LOGGED_EVERY == 1 {
+                tracing::warn!(broker = %self.shared.broker, dropped = self.dropped_qos0, "the consumer is far behind and a publish of ours awaits the broker's acknowledgement behind what it sent: QoS 0 messages read on the way are dropped");
             }
             return;
         }

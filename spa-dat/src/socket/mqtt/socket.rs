@@ -253,6 +253,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         connected_at: Some(std::time::Instant::now()),
         written: std::collections::VecDeque::new(),
         writing_direct: false,
+        dropped_qos0: 0,
         backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
     };
     let handle = tokio::spawn(driver.run(eventloop));
