@@ -82,3 +82,227 @@ async fn mqtt_batches_keep_each_topics_order_and_acknowledge_in_order() {
         .await;
     }
 }
+
+/// The batch consumer of [`kafka_a_batch_consumer_killed_mid_handler_and_mid_retry_loses_nothing`],
+/// in a process of its own so that it can be killed (SIGKILL: no close, no commit on the way
+/// out). It reads `SPA_DAT_CRASH_TOPIC` in group `SPA_DAT_CRASH_GROUP` in batches; the batch
+/// holding `stuck` never finishes, the one holding `retry` fails it and waits a minute to retry;
+/// every message of a batch that finished is appended to `SPA_DAT_CRASH_LOG`, and so are
+/// `entered:stuck` and `failed:retry` when those happen. Run otherwise, it
+/// does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of kafka_a_batch_consumer_killed_mid_handler_and_mid_retry_loses_nothing"]
+async fn crash_child_batch_consumer() {
+    use std::io::Write;
+    use std::sync::Mutex;
+    let (Ok(topic), Ok(group), Ok(log)) = (
+        std::env::var("SPA_DAT_CRASH_TOPIC"),
+        std::env::var("SPA_DAT_CRASH_GROUP"),
+        std::env::var("SPA_DAT_CRASH_LOG"),
+    ) else {
+        return;
+    };
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config
+        .properties
+        .insert("auto.commit.interval.ms".to_owned(), "200".to_owned());
+    let log = Arc::new(Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log"),
+    ));
+    let app = support::test_app(spa_dat::Config::default()).add_application(
+        spa_dat::Application::consumer(
+            "crash",
+            [topic.clone()],
+            move |batch: spa_dat::Batch<spa_dat::SpaMessage>| {
+                let log = Arc::clone(&log);
+                async move {
+                    let payloads: Vec<String> = batch
+                        .iter()
+                        .map(|m| m.payload_str().unwrap_or("?").to_owned())
+                        .collect();
+                    if payloads.iter().any(|p| p == "stuck") {
+                        {
+                            let mut file = log.lock().expect("log");
+                            writeln!(file, "entered:stuck").expect("log written");
+                            file.flush().expect("log flushed");
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                    let mut result = spa_dat::BatchResult::new();
+                    let mut file = log.lock().expect("log");
+                    for (index, payload) in payloads.iter().enumerate() {
+                        if payload == "retry" {
+                            writeln!(file, "failed:retry").expect("log written");
+                            result.fail(index, "fails, to be retried in a minute");
+                        } else {
+                            writeln!(file, "{payload}").expect("log written");
+                        }
+                    }
+                    file.flush().expect("log flushed");
+                    result
+                }
+            },
+        )
+        .group(group)
+        .batch(50, Duration::from_millis(20))
+        .concurrency(2)
+        .ordering(spa_dat::MessageOrder::Key)
+        .dead_letter_topic(format!("{topic}.dead"))
+        .retry(
+            spa_dat::RetryPolicy::default()
+                .delays(Duration::from_secs(60), Duration::from_secs(60)),
+        )
+        .socket_provider(Arc::new(KafkaSocketProvider::new(config).expect("config"))),
+    );
+    // Killed long before; bounded in case its parent died first.
+    let _ = tokio::time::timeout(Duration::from_secs(180), app.start_async()).await;
+}
+
+/// Killed mid-handler (a batch that never finishes) and mid-retry (a batch waiting to call its
+/// failed element again), a batch consumer acknowledged nothing it had not handled: after the
+/// restart every message is handled, the two batches' messages included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_a_batch_consumer_killed_mid_handler_and_mid_retry_loses_nothing() {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    const RECORDS: usize = 1_000;
+    let provider: Arc<dyn SocketProvider> = Arc::new(
+        KafkaSocketProvider::new(KafkaConfig::new(support::kafka::bootstrap())).expect("config"),
+    );
+    let topic = unique("batch-crash", ".");
+    let group = unique("batch-crash-group", ".");
+    support::kafka::create_topic(&provider, &topic).await;
+    let publisher =
+        support::connect_publisher(&provider, unique("batch-crash-publisher", "-")).await;
+    let publish = |payloads: Vec<(String, String)>| {
+        let socket = Arc::clone(&publisher.socket);
+        let topic = topic.clone();
+        async move {
+            for (key, payload) in payloads {
+                let message = spa_dat::SpaMessage::new(topic.as_str(), payload);
+                let outgoing = spa_dat::socket::spi::Outgoing::message(message)
+                    .expect("encodes")
+                    .with_key(key);
+                socket.send(outgoing).await.expect("publish");
+            }
+        }
+    };
+    let records: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 20), format!("r{i}")))
+        .collect();
+    publish(records.clone()).await;
+    let log = std::env::temp_dir().join(format!("spa-dat-{topic}.log"));
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "crash_child_batch_consumer",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SPA_DAT_CRASH_TOPIC", &topic)
+        .env("SPA_DAT_CRASH_GROUP", &group)
+        .env("SPA_DAT_CRASH_LOG", &log)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the child consumer starts");
+    let handled_before = {
+        let log = log.clone();
+        move || -> HashSet<String> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect()
+        }
+    };
+    let h = handled_before.clone();
+    support::wait_until(
+        "the records, before the crash",
+        Duration::from_secs(60),
+        move || h().len() >= RECORDS,
+    )
+    .await;
+    // Behind everything, one batch at a time: the batch holding `stuck` never ends, then the
+    // one holding `retry` waits a minute; a message behind each, on its key.
+    let logged = |line: &'static str| {
+        let h = handled_before.clone();
+        move || h().contains(line)
+    };
+    publish(vec![("s".to_owned(), "stuck".to_owned())]).await;
+    support::wait_until(
+        "a batch stuck in its handler",
+        Duration::from_secs(30),
+        logged("entered:stuck"),
+    )
+    .await;
+    publish(vec![("r".to_owned(), "retry".to_owned())]).await;
+    support::wait_until(
+        "a batch waiting to retry",
+        Duration::from_secs(30),
+        logged("failed:retry"),
+    )
+    .await;
+    publish(vec![
+        ("r".to_owned(), "behind-retry".to_owned()),
+        ("s".to_owned(), "behind-stuck".to_owned()),
+    ])
+    .await;
+    // The crash, with one batch in its handler and one waiting to retry.
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let before = handled_before();
+    let _ = std::fs::remove_file(&log);
+    assert!(!before.contains("stuck") && !before.contains("retry"));
+
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let s = Arc::clone(&seen);
+    let second_run = support::test_app(spa_dat::Config::default()).add_application(
+        spa_dat::Application::consumer(
+            "crash",
+            [topic.clone()],
+            move |batch: spa_dat::Batch<spa_dat::SpaMessage>| {
+                s.lock().expect("seen").extend(
+                    batch
+                        .iter()
+                        .map(|m| m.payload_str().unwrap_or("?").to_owned()),
+                );
+                std::future::ready(())
+            },
+        )
+        .group(group.clone())
+        .batch(50, Duration::from_millis(20))
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let shutdown = second_run.shutdown_handle();
+    let run = tokio::spawn(second_run.start_async());
+    let everything: HashSet<String> = records
+        .iter()
+        .map(|(_, payload)| payload.clone())
+        .chain(["stuck", "retry", "behind-retry", "behind-stuck"].map(str::to_owned))
+        .collect();
+    let s = Arc::clone(&seen);
+    let handled = before.clone();
+    support::wait_until(
+        "every message, after the crash",
+        Duration::from_secs(60),
+        move || {
+            let seen = s.lock().expect("seen");
+            everything
+                .iter()
+                .all(|p| handled.contains(p) || seen.contains(p))
+        },
+    )
+    .await;
+    shutdown.trigger();
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("runs");
+    let seen = seen.lock().expect("seen");
+    for unfinished in ["stuck", "retry", "behind-retry", "behind-stuck"] {
+        assert!(seen.contains(unfinished), "{unfinished} came again");
+    }
+}
