@@ -306,3 +306,120 @@ async fn kafka_a_batch_consumer_killed_mid_handler_and_mid_retry_loses_nothing()
         assert!(seen.contains(unfinished), "{unfinished} came again");
     }
 }
+
+/// The broker restarts while a batch is in its handler: that batch's acknowledgements belong to
+/// the lost connection and are dropped; with a persistent session the broker delivers what was
+/// not acknowledged again — the batch's messages among them, so none was acknowledged before it
+/// was handled — and every message is handled, on MQTT 3.1.1 and 5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_a_broker_restart_mid_batch_loses_nothing() {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    const MESSAGES: usize = 200;
+    for version in [MqttVersion::V311, MqttVersion::V5] {
+        let mut broker = Mosquitto::start_with("allow_anonymous true\n");
+        let config = MqttConfig {
+            version,
+            clean_session: false,
+            session_expiry_secs: Some(300),
+            reconnect_max_ms: 300,
+            publish_timeout_ms: 20_000,
+            ..MqttConfig::new("127.0.0.1", broker.port)
+        };
+        let topic = unique("restart", "/");
+        let client_id = unique("durable-batches", "-");
+        // Deliveries per message; the first batch's messages.
+        let seen = Arc::new(Mutex::new(HashMap::<usize, usize>::new()));
+        let first = Arc::new(Mutex::new(Vec::<usize>::new()));
+        let entered = Arc::new(AtomicBool::new(false));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (s, f, e, g) = (
+            Arc::clone(&seen),
+            Arc::clone(&first),
+            Arc::clone(&entered),
+            Arc::clone(&gate),
+        );
+        let app = support::test_app(spa_dat::Config::default()).add_application(
+            spa_dat::Application::consumer(
+                "durable-batches",
+                [topic.clone()],
+                move |batch: spa_dat::Batch<spa_dat::SpaMessage>| {
+                    let (s, f, e, g) = (
+                        Arc::clone(&s),
+                        Arc::clone(&f),
+                        Arc::clone(&e),
+                        Arc::clone(&g),
+                    );
+                    async move {
+                        let seqs: Vec<usize> = batch.iter().map(support::seq_of).collect();
+                        if !e.swap(true, Ordering::SeqCst) {
+                            // The first batch is in its handler while the broker restarts.
+                            f.lock().expect("first").clone_from(&seqs);
+                            g.acquire().await.expect("gate").forget();
+                        }
+                        let mut seen = s.lock().expect("seen");
+                        for seq in seqs {
+                            *seen.entry(seq).or_default() += 1;
+                        }
+                    }
+                },
+            )
+            .client_id(client_id.clone())
+            .batch(50, Duration::from_millis(20))
+            .concurrency(2)
+            .socket_provider(Arc::new(
+                MqttSocketProvider::new(config.clone()).expect("valid config"),
+            )),
+        );
+        let (shutdown, run) = support::start_ready(app).await;
+        let publisher = support::connect_publisher(
+            &(Arc::new(MqttSocketProvider::new(config).expect("valid config"))
+                as Arc<dyn SocketProvider>),
+            unique("restart-publisher", "-"),
+        )
+        .await;
+        for seq in 0..MESSAGES {
+            publisher
+                .socket
+                .publish(&spa_dat::SpaMessage::new(topic.as_str(), seq.to_string()))
+                .await
+                .expect("publish");
+        }
+        let e = Arc::clone(&entered);
+        support::wait_until(
+            "a batch in its handler",
+            Duration::from_secs(10),
+            move || e.load(Ordering::SeqCst),
+        )
+        .await;
+        broker.restart();
+        // The batch finishes once its consumer is connected again: its acknowledgements are
+        // the lost connection's.
+        let connected = format!(" as {client_id} ");
+        support::wait_until("the consumer reconnected", Duration::from_secs(20), || {
+            broker.log().matches(connected.as_str()).count() >= 2
+        })
+        .await;
+        gate.add_permits(1);
+        let (s, f) = (Arc::clone(&seen), Arc::clone(&first));
+        support::wait_until(
+            "every message, and the first batch's again",
+            Duration::from_secs(60),
+            move || {
+                let seen = s.lock().expect("seen");
+                seen.len() == MESSAGES
+                    && f.lock()
+                        .expect("first")
+                        .iter()
+                        .all(|seq| seen.get(seq).copied().unwrap_or(0) >= 2)
+            },
+        )
+        .await;
+        shutdown.trigger();
+        support::joined("the run", Duration::from_secs(30), run)
+            .await
+            .expect("runs");
+        let _ = publisher.socket.close().await;
+    }
+}
