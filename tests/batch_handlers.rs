@@ -260,6 +260,20 @@ async fn batch_arguments_and_batch_consumers_must_go_together() {
             .is_some_and(|e| e.contains("not a batch consumer")),
         "{error:?}"
     );
+    // A Batch inside a Batch: each element would find no batch to take, every call fail.
+    async fn nested(batch: Batch<Batch<SpaMessage>>) {
+        let _ = batch;
+    }
+    let error = start_error(
+        Application::consumer("nested", ["t"], nested).batch(10, Duration::from_millis(5)),
+    )
+    .await;
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("not a batch consumer")),
+        "{error:?}"
+    );
 }
 
 // -------------------------------------------------------------------------------------------

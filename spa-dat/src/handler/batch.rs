@@ -84,7 +84,14 @@ impl<T: FromContext> FromContext for Batch<T> {
     const TAKES_BATCH: bool = true;
 
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
-        // How many Batch arguments, and where, is the handler's check (`call::batch_arguments`).
+        // Here, not only in the handler's count (`call::batch_arguments`): a Batch nested in
+        // another argument (a `Batch<Batch<_>>`, a wrapper of the user's) is refused too.
+        if scope.batch.is_none() {
+            return Err(format!(
+                "`{}` takes a Batch but is not a batch consumer: add `batch = n` (and `batch_wait_ms`) to #[consumer], or `.batch(n, wait)` to the Application",
+                scope.app
+            ));
+        }
         // Each element is taken as a single message's argument.
         T::check(&HandlerScope {
             batch: None,

@@ -90,13 +90,10 @@ macro_rules! impl_handler {
     };
 }
 
-/// What is wrong with a handler taking `batches` [`crate::Batch`] arguments in `scope`.
+/// What is wrong with a handler taking `batches` [`crate::Batch`] arguments in `scope` (a
+/// Batch outside a batch consumer is refused by its own check).
 fn batch_arguments(scope: &HandlerScope<'_>, batches: usize) -> Option<String> {
     match (scope.batch, batches) {
-        (None, 1..) => Some(format!(
-            "`{}` takes a Batch but is not a batch consumer: add `batch = n` (and `batch_wait_ms`) to #[consumer], or `.batch(n, wait)` to the Application",
-            scope.app
-        )),
         (Some(_), 0) => Some(format!(
             "`{}` is a batch consumer: it takes its messages as one `Batch<...>` argument",
             scope.app
