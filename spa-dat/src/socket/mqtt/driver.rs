@@ -102,9 +102,11 @@ pub(super) struct Driver<W: Wire> {
     pub(super) writing_direct: bool,
     /// QoS 0 messages dropped past the inbox's reading limit, since the socket opened.
     pub(super) dropped_qos0: u64,
+    /// The last message received was such a drop.
+    pub(super) dropping_qos0: bool,
 }
 
-/// A dropped QoS 0 message is logged once per this many.
+/// While QoS 0 messages are being dropped, one in this many is logged.
 const DROPPED_QOS0_LOGGED_EVERY: u64 = 10_000;
 
 /// A publish that was the oldest one unacknowledged each time the broker dropped the
@@ -134,9 +136,9 @@ impl<W: Wire> Driver<W> {
             // on even far behind: the acknowledgement comes after what the broker sent before
             // it, and a broker need not keep to its in-flight window (Mosquitto 2.0.11 sent a
             // slow consumer three times its Receive Maximum) — stopping would leave the
-            // publish, and the consumer waiting on it, stuck. Memory stays bounded: past the
-            // inbox's reading limit a message that came at QoS 0 is dropped (`deliver`), and
-            // QoS 1 and 2 deliveries are what the broker's window lets out.
+            // publish, and the consumer waiting on it, stuck. Past the inbox's reading limit a
+            // message that came at QoS 0 is dropped (`deliver`); QoS 1 and 2 deliveries are
+            // bounded by the broker's window only — which it may overshoot.
             while self.inbox.is_full() {
                 if self.inbox.is_far_behind() && self.shared.qos == QoS::AtMostOnce {
                     if !self.writing_direct {
@@ -486,10 +488,16 @@ impl<W: Wire> Driver<W> {
             // replies, above, go to their requesters, not the inbox): at most once is what it
             // was sent with, and keeping it would let a flood fill memory.
             self.dropped_qos0 += 1;
-            if self.dropped_qos0 % DROPPED_QOS0_LOGGED_EVERY == 1 {
-                tracing::warn!(broker = %self.shared.broker, dropped = self.dropped_qos0, "the consumer is far behind and a publish of ours awaits the broker's acknowledgement behind what it sent: QoS 0 messages read on the way are dropped");
+            // Each time dropping starts, and every so many while it goes on.
+            if !self.dropping_qos0 || self.dropped_qos0 % DROPPED_QOS0_LOGGED_EVERY == 0 {
+                tracing::warn!(broker = %self.shared.broker, dropped_since_open = self.dropped_qos0, "the consumer is far behind and a publish of ours awaits the broker's acknowledgement behind what it sent: QoS 0 messages read on the way are dropped");
             }
+            self.dropping_qos0 = true;
             return;
+        }
+        if self.dropping_qos0 {
+            self.dropping_qos0 = false;
+            tracing::warn!(broker = %self.shared.broker, dropped_since_open = self.dropped_qos0, "QoS 0 messages are no longer dropped");
         }
         let topic = self.topic_names.get(&topic);
         let mut delivery = Delivery::new(topic, publish.payload).with_headers(publish.headers);

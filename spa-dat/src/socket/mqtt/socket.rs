@@ -254,6 +254,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         written: std::collections::VecDeque::new(),
         writing_direct: false,
         dropped_qos0: 0,
+        dropping_qos0: false,
         backoff: Backoff::new(Duration::from_millis(config.reconnect_max_ms.max(100))),
     };
     let handle = tokio::spawn(driver.run(eventloop));
