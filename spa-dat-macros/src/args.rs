@@ -29,6 +29,8 @@ pub(crate) struct Options {
     pub(crate) batch: Option<syn::LitInt>,
     /// Longest a batch waits for more messages, in milliseconds (0: no wait).
     pub(crate) batch_wait_ms: Option<syn::LitInt>,
+    /// Kafka transactions.
+    pub(crate) transactional: Option<syn::LitBool>,
 }
 
 /// The orderings `ordering = "..."` takes.
@@ -58,9 +60,10 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "timeout_ms",
     "batch",
     "batch_wait_ms",
+    "transactional",
     "crate",
 ];
-const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "crate"];
+const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "transactional", "crate"];
 
 fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
     if slot.is_some() {
@@ -177,6 +180,17 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
                 Err(_) => Err(syn::Error::new_spanned(
                     &value,
                     "`batch_wait_ms` takes a whole number of milliseconds",
+                )),
+            }
+        } else if key == "transactional" {
+            match meta.value()?.parse::<Expr>()? {
+                Expr::Lit(syn::ExprLit {
+                    lit: Lit::Bool(value),
+                    ..
+                }) => set(&mut options.transactional, value, &meta.path),
+                other => Err(syn::Error::new_spanned(
+                    other,
+                    "`transactional` takes `true` or `false`",
                 )),
             }
         } else if key == "ordering" {

@@ -133,6 +133,10 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     let timeout_ms = number(&options.timeout_ms);
     let batch = number(&options.batch);
     let batch_wait_ms = number(&options.batch_wait_ms);
+    let transactional = options
+        .transactional
+        .as_ref()
+        .is_some_and(syn::LitBool::value);
     let ordering = match options.ordering.as_ref().map(LitStr::value).as_deref() {
         Some("key") => {
             quote! { ::core::option::Option::Some(#krate::__private::MessageOrder::Key) }
@@ -202,6 +206,7 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     timeout_ms: #timeout_ms,
                     batch: #batch,
                     batch_wait_ms: #batch_wait_ms,
+                    transactional: #transactional,
                     make_handler: {
                         fn __spa_make_handler() -> #krate::__private::BoxedHandler {
                             #krate::__private::BoxedHandler::new(#ident)

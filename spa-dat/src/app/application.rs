@@ -207,6 +207,8 @@ struct AppSpec {
     concurrency: usize,
     /// A batch consumer's batches (`None`: one message per call).
     batch: Option<BatchShape>,
+    /// Publishes and consumed offsets in Kafka transactions ([`Application::transactional`]).
+    transactional: bool,
     order: MessageOrder,
     order_key: Option<Arc<KeyFn>>,
     retry: RetryPolicy,
@@ -268,6 +270,7 @@ impl Application {
                 dead_letter_topic: None,
                 concurrency: 1,
                 batch: None,
+                transactional: false,
                 order: MessageOrder::default(),
                 order_key: None,
                 retry: RetryPolicy::default(),
@@ -467,6 +470,35 @@ impl Application {
             size: size.max(1),
             wait,
         });
+        self
+    }
+
+    /// Makes the application exactly-once on Kafka: what a consumer's handler publishes — its
+    /// messages, its reply, a dead letter — goes to the broker with the consumed message's
+    /// offset in one Kafka transaction, so a `read_committed` reader sees each consumed
+    /// message's output once, however often the consumer crashes. Publishes are held until
+    /// the message is settled and committed at most every `transaction_interval_ms` (Kafka
+    /// setting, default 100 ms), with every other message settled meanwhile; a producer
+    /// groups related publishes with [`crate::Socket::transaction`]. Needs a Kafka bus (other
+    /// buses refuse to connect) and a consumer that is not a batch consumer. Side effects
+    /// outside Kafka stay at-least-once: see the README's "Exactly once".
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, Json, Socket};
+    /// // Every order in, one invoice out: never two, whatever crashes.
+    /// async fn invoice(Json(order): Json<serde_json::Value>, socket: Socket) -> spa_dat::Result<()> {
+    ///     socket.publish_json("invoices", &order).await
+    /// }
+    ///
+    /// let app = Application::consumer("invoicing", ["orders"], invoice)
+    ///     .concurrency(16)
+    ///     .transactional(true);
+    /// # let _ = app;
+    /// ```
+    pub fn transactional(mut self, transactional: bool) -> Self {
+        self.spec.transactional = transactional;
         self
     }
 
@@ -786,6 +818,9 @@ impl AppSpec {
         if let Err(found) = self.handler.check(&scope) {
             problems.extend(found);
         }
+        if self.transactional && self.batch.is_some() {
+            problems.push("a batch consumer cannot be transactional: its elements are settled one by one, and a transaction would have to take the whole batch's output and offsets at once (not built yet); drop `batch` or `transactional`".to_owned());
+        }
         let mut errors: Vec<Error> = problems
             .into_iter()
             .map(|reason| Error::Handler {
@@ -847,6 +882,7 @@ impl AppSpec {
         let mut options = SocketOptions::new(client_id.clone()).stable_id(stable_id);
         options.client_name = Some(client_name.clone());
         options.ready = self.ready.clone();
+        options.transactional = self.transactional;
         let names = self.bus_names()?;
         options.group = names.group.clone();
         let mut subscriptions = Vec::new();

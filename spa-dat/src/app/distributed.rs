@@ -715,6 +715,9 @@ fn from_registration(registration: &'static Registration) -> Application {
     if let Some(ms) = registration.timeout_ms {
         app = app.handler_timeout(std::time::Duration::from_millis(ms));
     }
+    if registration.transactional {
+        app = app.transactional(true);
+    }
     app
 }
 

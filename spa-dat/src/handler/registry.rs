@@ -35,6 +35,9 @@ pub struct Registration {
     pub batch: Option<usize>,
     /// Longest a batch waits for more messages, in milliseconds (`batch_wait_ms = n`).
     pub batch_wait_ms: Option<u64>,
+    /// Kafka transactions (`transactional = true`; see
+    /// [`crate::Application::transactional`]).
+    pub transactional: bool,
     /// Builds the handler.
     pub make_handler: fn() -> BoxedHandler,
 }

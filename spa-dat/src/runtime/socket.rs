@@ -342,6 +342,52 @@ impl Socket {
             .await
     }
 
+    /// Publishes everything `work` publishes on this socket as one Kafka transaction: all of
+    /// it, once `work` returns `Ok` and the transaction is committed, or — when `work` fails,
+    /// or the commit does — none of it. Returns `work`'s value once committed. A
+    /// `read_committed` reader sees the messages together; a `read_uncommitted` one sees them
+    /// as they are written.
+    ///
+    /// Needs a transactional socket ([`crate::Application::transactional`] on a Kafka bus);
+    /// elsewhere it fails with [`crate::Error::Config`] before running `work`. Only `work`'s
+    /// own task is inside: what a task it spawns publishes is committed on its own. Inside a
+    /// transactional consumer's handler the handler's publishes are already one transaction
+    /// with its message; a `transaction` there commits its part at once, apart from it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use spa_dat::{Socket, SpaMessage};
+    ///
+    /// // A producer's order and its lines: a reader sees all of them or none.
+    /// async fn place(socket: Socket) -> spa_dat::Result<()> {
+    ///     socket
+    ///         .transaction(async {
+    ///             socket.publish(SpaMessage::new("orders", "order 7")).await?;
+    ///             for line in ["line 1", "line 2"] {
+    ///                 socket.publish(SpaMessage::new("order-lines", line)).await?;
+    ///             }
+    ///             Ok(())
+    ///         })
+    ///         .await
+    /// }
+    /// ```
+    pub async fn transaction<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(transactions) = self.inner.transactions() else {
+            return Err(crate::error::Error::Config(
+                "`Socket::transaction` needs a transactional socket: `transactional` on a Kafka bus"
+                    .to_owned(),
+            ));
+        };
+        let staged = transactions.stage();
+        let value = staged.clone().scope(work).await?;
+        transactions.commit(staged).await?;
+        Ok(value)
+    }
+
     /// Sends a request and waits for its reply, at most the configured request timeout.
     ///
     /// # Examples

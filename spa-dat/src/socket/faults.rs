@@ -235,6 +235,10 @@ impl SpaSocket for FaultySocket {
     fn wire_format(&self) -> crate::socket::WireFormat {
         self.inner.wire_format()
     }
+
+    fn transactions(&self) -> Option<&dyn super::spi::Transactions> {
+        self.inner.transactions()
+    }
 }
 
 /// A delivery as it can be sent again: everything but the acknowledgement.

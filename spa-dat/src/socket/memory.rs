@@ -613,6 +613,7 @@ impl MemorySocketProvider {
 #[async_trait]
 impl SocketProvider for MemorySocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
+        options.refuse_transactions(&self.describe())?;
         let id = self.bus.inner.next_socket.fetch_add(1, Ordering::Relaxed);
         let (sender, inbox) = Inbox::queued(options.inbox_capacity);
         let replies = RequestMultiplexer::new();

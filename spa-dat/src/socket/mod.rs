@@ -17,6 +17,7 @@ mod ready;
 mod record;
 mod request;
 pub mod spi;
+mod staging;
 mod wire_format;
 
 use std::sync::Arc;
@@ -33,8 +34,8 @@ pub use wire_format::WireFormat;
 // The transport interface, by its short paths inside the crate; its public path is `spi`.
 pub(crate) use spi::{
     ArrivalSender, Capabilities, Connection, Delivery, Inbox, Outgoing, PendingReply, Position,
-    ReadySignal, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket, TransportConfig,
-    DEFAULT_REQUEST_TIMEOUT,
+    ReadySignal, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket, Staged,
+    TransportConfig, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// Hands a reply that arrived on `{reply prefix}/{correlation id}` to its request. A reply is

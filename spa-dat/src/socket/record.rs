@@ -197,6 +197,7 @@ pub struct Delivery {
     /// The key it was published with (see [`Outgoing::key`]), where the transport keeps one.
     pub key: Option<Bytes>,
     ack: Option<Box<dyn FnOnce() + Send + Sync>>,
+    staged: Option<super::staging::Staged>,
 }
 
 impl fmt::Debug for Delivery {
@@ -208,6 +209,7 @@ impl fmt::Debug for Delivery {
             .field("position", &self.position)
             .field("key", &self.key)
             .field("needs_ack", &self.ack.is_some())
+            .field("staged", &self.staged)
             .finish()
     }
 }
@@ -222,6 +224,7 @@ impl Delivery {
             position: None,
             key: None,
             ack: None,
+            staged: None,
         }
     }
 
@@ -247,6 +250,18 @@ impl Delivery {
     pub fn with_ack(mut self, ack: impl FnOnce() + Send + Sync + 'static) -> Self {
         self.ack = Some(Box::new(ack));
         self
+    }
+
+    /// Attaches the staging area its handler's publishes are held in until it is acknowledged
+    /// (a transactional transport's: see [`super::staging`]).
+    pub fn with_staging(mut self, staged: super::staging::Staged) -> Self {
+        self.staged = Some(staged);
+        self
+    }
+
+    /// The staging area its handler's publishes are held in, if its transport stages them.
+    pub fn staged(&self) -> Option<&super::staging::Staged> {
+        self.staged.as_ref()
     }
 
     /// Replaces the acknowledgement (the runtime's own, which runs the transport's in order).

@@ -62,6 +62,7 @@ pub use super::record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use super::request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
+pub use super::staging::{new_owner, Staged, Transactions};
 use super::wire_format::WireFormat;
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
@@ -100,6 +101,12 @@ pub trait SpaSocket: Send + Sync + 'static {
     /// How the runtime writes and reads messages on this socket's bus (a setting of the
     /// bus; a wrapper forwards its inner socket's).
     fn wire_format(&self) -> WireFormat;
+
+    /// The socket's transactions, where it has them (a Kafka socket connected with
+    /// [`SocketOptions::transactional`]); a wrapper forwards its inner socket's.
+    fn transactions(&self) -> Option<&dyn Transactions> {
+        None
+    }
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.
@@ -151,6 +158,10 @@ pub struct SocketOptions {
     /// Set by the transport as the socket becomes ready (subscribed, connected, assigned) or
     /// stops being so.
     pub ready: ReadySignal,
+    /// Publish in transactions: what a handler publishes goes to the broker with the consumed
+    /// offsets in one transaction (Kafka's exactly-once); a transport without transactions
+    /// refuses to connect.
+    pub transactional: bool,
 }
 
 impl SocketOptions {
@@ -165,6 +176,7 @@ impl SocketOptions {
             group: None,
             inbox_capacity: 1024,
             ready: ReadySignal::default(),
+            transactional: false,
         }
     }
 
@@ -192,6 +204,23 @@ impl SocketOptions {
             Some(prefix) => format!("{prefix}-{}", self.stable_id),
             None => self.client_id.clone(),
         }
+    }
+
+    /// Asks for a transactional socket (see [`SocketOptions::transactional`]).
+    pub fn transactional(mut self, transactional: bool) -> Self {
+        self.transactional = transactional;
+        self
+    }
+
+    /// Fails, naming the bus, when these options ask for transactions of a transport that has
+    /// none.
+    pub fn refuse_transactions(&self, bus: &str) -> Result<()> {
+        if self.transactional {
+            return Err(crate::error::Error::Config(format!(
+                "`transactional` needs a Kafka bus; {bus} has no transactions"
+            )));
+        }
+        Ok(())
     }
 
     /// Sets the consumer group.

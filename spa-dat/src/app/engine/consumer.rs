@@ -197,7 +197,12 @@ impl Consumer {
         let call = self.call(message);
         let (span, polled) = traced.in_scope(|| {
             let span = self.log_span(&delivery);
-            let polled = first_poll(call, &span);
+            // A transactional transport's publishes are held with the message (see
+            // `socket::staging`): the handler runs inside its staging area.
+            let polled = match delivery.staged() {
+                Some(staged) => staged.clone().sync_scope(|| first_poll(call, &span)),
+                None => first_poll(call, &span),
+            };
             (span, polled)
         });
         match polled {
@@ -240,7 +245,12 @@ impl Consumer {
     /// Finishes what [`Consumer::handle_now`] left: the rest of the handler, then
     /// [`Consumer::settle`].
     pub(crate) async fn finish(&self, unfinished: Unfinished) {
-        self.finish_counted(unfinished).await;
+        // The rest of the handler, its retries, its reply and its dead letter: all inside the
+        // message's staging area, where it has one.
+        match unfinished.delivery.staged().cloned() {
+            Some(staged) => staged.scope(self.finish_counted(unfinished)).await,
+            None => self.finish_counted(unfinished).await,
+        }
         self.done.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -374,6 +384,11 @@ impl Consumer {
         measure: Option<&Measure>,
         traced: &Traced,
     ) -> AfterFailed {
+        // Only the attempt that settles the message publishes: a failed one's publishes, held
+        // in a transactional transport's staging area, are dropped.
+        if let Some(staged) = delivery.staged() {
+            staged.discard();
+        }
         let count = |pick: fn(&TopicMetrics) -> &metrics::Counter| {
             if let Some(measure) = measure {
                 pick(&measure.topic).increment(1);

@@ -57,6 +57,15 @@ pub struct KafkaConfig {
     pub connect_timeout_ms: u64,
     /// How long `publish` waits for the broker's acknowledgement.
     pub publish_timeout_ms: u64,
+    /// What consumers read of transactional producers' records: everything written
+    /// (`read_uncommitted`, the default: the Python package's behaviour) or only committed
+    /// transactions (`read_committed`: what a reader of an exactly-once pipeline needs). A
+    /// transactional consumer always reads `read_committed`.
+    pub isolation: Isolation,
+    /// How often a transactional socket commits its transaction: the output and offsets of
+    /// every message settled since the last commit go in one (see
+    /// [`crate::Application::transactional`]). Shorter: lower latency, more commits.
+    pub transaction_interval_ms: u64,
     /// librdkafka properties passed through as they are (SASL, SSL, tuning), e.g.
     /// `"security.protocol" = "SASL_SSL"`. They override spa-dat's own settings, except the
     /// few its code relies on (a group consumer commits offsets itself: its
@@ -88,6 +97,8 @@ impl std::fmt::Debug for KafkaConfig {
             .field("topic_replication", &self.topic_replication)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("publish_timeout_ms", &self.publish_timeout_ms)
+            .field("isolation", &self.isolation)
+            .field("transaction_interval_ms", &self.transaction_interval_ms)
             .field("properties", &properties)
             .finish()
     }
@@ -108,6 +119,8 @@ impl Default for KafkaConfig {
             topic_replication: 1,
             connect_timeout_ms: 10_000,
             publish_timeout_ms: 30_000,
+            isolation: Isolation::ReadUncommitted,
+            transaction_interval_ms: 100,
             properties: BTreeMap::new(),
         }
     }
@@ -173,6 +186,12 @@ impl KafkaConfig {
                 "create_topics" => config.create_topics = parse_bool(url, &key, &value)?,
                 "connect_timeout_ms" => config.connect_timeout_ms = url_number(url, &key, &value)?,
                 "publish_timeout_ms" => config.publish_timeout_ms = url_number(url, &key, &value)?,
+                "isolation" => {
+                    config.isolation = value.parse().map_err(|e: String| bad_url(url, e))?
+                }
+                "transaction_interval_ms" => {
+                    config.transaction_interval_ms = url_number(url, &key, &value)?
+                }
                 property if property.contains('.') => {
                     config.properties.insert(key.clone(), value);
                 }
@@ -190,6 +209,8 @@ impl KafkaConfig {
                             "create_topics",
                             "connect_timeout_ms",
                             "publish_timeout_ms",
+                            "isolation",
+                            "transaction_interval_ms",
                             "<librdkafka.property>",
                         ],
                     ))
@@ -229,6 +250,7 @@ impl KafkaConfig {
             }
         }
         check_duration_ms("connect_timeout_ms", self.connect_timeout_ms, 1)?;
+        check_duration_ms("transaction_interval_ms", self.transaction_interval_ms, 1)?;
         check_duration_ms("publish_timeout_ms", self.publish_timeout_ms, 1)
     }
 
@@ -242,6 +264,42 @@ impl KafkaConfig {
         KafkaConfig {
             default_subscription_topics: topics,
             ..self.clone()
+        }
+    }
+}
+
+/// What a Kafka consumer reads of transactional producers' records (librdkafka's
+/// `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// Every record written, also of transactions still open or aborted.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and records written outside transactions).
+    ReadCommitted,
+}
+
+impl Isolation {
+    /// librdkafka's name of it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::ReadUncommitted => "read_uncommitted",
+            Isolation::ReadCommitted => "read_committed",
+        }
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text {
+            "read_uncommitted" => Ok(Isolation::ReadUncommitted),
+            "read_committed" => Ok(Isolation::ReadCommitted),
+            other => Err(format!(
+                "isolation is `read_uncommitted` or `read_committed`, not `{other}`"
+            )),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, CommitMode, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -109,7 +109,14 @@ pub(super) struct SocketContext {
     pub(super) group: Option<String>,
     /// The group consumer's readiness: assigned, brokers reachable.
     pub(super) health: Option<Arc<GroupHealth>>,
+    /// A transactional socket's commit (see `transaction`), given the consumer's group
+    /// metadata: its group consumer's offsets go into transactions, not into commits.
+    pub(super) commit_transaction: Option<CommitTransaction>,
 }
+
+/// Commits a transactional socket's transaction (see `transaction`).
+pub(super) type CommitTransaction =
+    Arc<dyn Fn(Option<rdkafka::consumer::ConsumerGroupMetadata>) + Send + Sync>;
 
 /// What makes a group consumer ready: its partitions assigned (rebalances say) and a broker
 /// connection up (librdkafka's statistics say, every `properties::STATISTICS_INTERVAL_MS`: a lost
@@ -190,6 +197,7 @@ impl SocketContext {
             broker: broker.to_owned(),
             group: None,
             health: None,
+            commit_transaction: None,
         }
     }
 }
@@ -282,7 +290,10 @@ impl ConsumerContext for SocketContext {
     // outstanding commits are done (`wait_commit_cnt` in rdkafka_assignment.c).
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let (Some(progress), Rebalance::Revoke(revoked)) = (&self.handled, rebalance) {
-            if let Err(error) =
+            if let Some(commit_transaction) = &self.commit_transaction {
+                // Synchronously: the next owner reads the offsets once this transaction ends.
+                commit_transaction(consumer.group_metadata());
+            } else if let Err(error) =
                 progress.commit(consumer, CommitMode::Async, Scope::Revoked(revoked))
             {
                 // Partitions lost rather than revoked: their next owner handles those again.

@@ -41,6 +41,7 @@ use self::properties::{client_config, Client};
 use self::reply_routes::Replies;
 use self::shared::{lock, Shared};
 use self::socket::KafkaSocket;
+use self::transaction::KafkaTransactions;
 use super::{
     Capabilities, Connection, Inbox, RequestMultiplexer, SocketOptions, SocketProvider, SpaSocket,
     TransportConfig,
@@ -60,8 +61,9 @@ mod replies;
 mod reply_routes;
 mod shared;
 mod socket;
+mod transaction;
 
-pub use config::KafkaConfig;
+pub use config::{Isolation, KafkaConfig};
 
 /// Builds Kafka sockets: a producer each, a group consumer once the socket subscribes, a reply
 /// consumer once it sends a request.
@@ -119,10 +121,83 @@ impl SocketProvider for KafkaSocketProvider {
             }
             .caused_by(e)
         };
-        let producer: FutureProducer<SocketContext> =
-            client_config(config, &client_id, Client::Producer)
-                .create_with_context(SocketContext::new(&failures, &broker))
-                .map_err(cannot_create)?;
+        // A transactional socket's id is its client id's: the same in every run of an
+        // application with an explicit client id, so a restart fences the killed run's
+        // producer and aborts its open transaction at once (KIP-447 fences zombies by group
+        // generation whatever the id).
+        let transactional_id = options.transactional.then(|| {
+            config
+                .properties
+                .get("transactional.id")
+                .cloned()
+                .unwrap_or_else(|| format!("spa-txn-{group_id}-{client_id}"))
+        });
+        let producer_client = match &transactional_id {
+            Some(transactional_id) => Client::TransactionalProducer { transactional_id },
+            None => Client::Producer,
+        };
+        let producer_config = client_config(config, &client_id, producer_client);
+        let max_record_bytes = producer_config
+            .get("message.max.bytes")
+            .and_then(|bytes| bytes.parse::<usize>().ok())
+            .unwrap_or(1_000_000);
+        let producer: FutureProducer<SocketContext> = producer_config
+            .create_with_context(SocketContext::new(&failures, &broker))
+            .map_err(cannot_create)?;
+        let transactions = match transactional_id {
+            None => None,
+            Some(transactional_id) => {
+                let (producer, on_broker) = (producer.clone(), broker.clone());
+                let timeout = Duration::from_millis(config.publish_timeout_ms);
+                let interval = Duration::from_millis(config.transaction_interval_ms);
+                let started = on_blocking_thread(move || {
+                    KafkaTransactions::start(
+                        producer,
+                        &on_broker,
+                        interval,
+                        timeout,
+                        max_record_bytes,
+                    )
+                })
+                .await;
+                match started {
+                    Ok(Ok(transactions)) => Some(Arc::new(transactions)),
+                    Ok(Err(error)) => {
+                        return Err(Error::Connect {
+                            broker: broker.clone(),
+                            reason: format!(
+                                "transactions of `{transactional_id}` not started: {}",
+                                context::describe(&error)
+                            ),
+                            source: None,
+                        }
+                        .caused_by(error))
+                    }
+                    Err(reason) => {
+                        return Err(Error::Connect {
+                            broker: broker.clone(),
+                            reason,
+                            source: None,
+                        })
+                    }
+                }
+            }
+        };
+        let committer = transactions.as_ref().map(|transactions| {
+            let transactions = Arc::clone(transactions);
+            std::thread::Builder::new()
+                .name("spa-kafka-txn".to_owned())
+                .spawn(move || transactions.run_committer())
+        });
+        let committer = match committer {
+            Some(Ok(thread)) => Some(thread),
+            Some(Err(error)) => {
+                return Err(Error::runtime(format!(
+                    "the transaction committer's thread not started: {error}"
+                )))
+            }
+            None => None,
+        };
         let admin: AdminClient<SocketContext> = client_config(config, &client_id, Client::Admin)
             .create_with_context(SocketContext::new(&failures, &broker))
             .map_err(cannot_create)?;
@@ -146,6 +221,8 @@ impl SocketProvider for KafkaSocketProvider {
             reply_consumer: tokio::sync::OnceCell::new(),
             closed: AtomicBool::new(false),
             ready: options.ready.clone(),
+            transactions,
+            committer: Mutex::new(committer),
         });
         // A consumer app's group consumer starts now and the reachability check below runs on
         // it, so it opens that consumer's connection; opened cold after it, the first record

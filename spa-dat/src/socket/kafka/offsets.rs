@@ -16,7 +16,8 @@ use super::blocking::on_blocking_thread;
 use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
 use super::progress::{Arrival, Progress, Scope};
-use crate::socket::{Delivery, Position, TopicNames};
+use super::transaction::{Finished, KafkaTransactions, Settle};
+use crate::socket::{Delivery, Position, Staged, TopicNames};
 
 /// The socket's group consumer.
 pub(super) type GroupConsumer = StreamConsumer<SocketContext>;
@@ -41,6 +42,7 @@ const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn consume(
     consumer: Arc<GroupConsumer>,
     progress: Arc<Progress>,
+    transactions: Option<Arc<KafkaTransactions>>,
     inbox: mpsc::Sender<Delivery>,
     broker: String,
     pause_after: Duration,
@@ -58,6 +60,18 @@ pub(super) async fn consume(
     // When the inbox was first found full, while not paused.
     let mut full_since: Option<tokio::time::Instant> = None;
     loop {
+        if let Some(transactions) = &transactions {
+            if transactions.fatal().is_some() {
+                // Logged where it happened; the inbox closes and the consumer stops.
+                return;
+            }
+            if transactions.must_rewind() {
+                // Read before the abort: handled again once read again from the commit.
+                held.clear();
+                rewind(&consumer, &broker).await;
+                transactions.rewound();
+            }
+        }
         while let Some(delivery) = held.pop_front() {
             match inbox.try_send(delivery) {
                 Ok(()) => {}
@@ -81,7 +95,7 @@ pub(super) async fn consume(
             .then(|| *full_since.get_or_insert_with(tokio::time::Instant::now) + pause_after);
         let received = tokio::select! {
             biased;
-            _ = commit_tick.tick() => {
+            _ = commit_tick.tick(), if transactions.is_none() => {
                 if let Err(error) = progress.commit(&*consumer, CommitMode::Async, Scope::Changed) {
                     // Not in a group right now (a rebalance): committed once it is.
                     tracing::debug!(%broker, error = %describe(&error), "offsets not committed");
@@ -151,13 +165,40 @@ pub(super) async fn consume(
             tracing::debug!(%topic, partition, offset, "finished in an earlier run; skipped");
             continue;
         };
-        let finished = Arc::clone(&progress);
-        let finished_topic = Arc::clone(&topic);
-        let delivery = Delivery::new(topic, payload)
+        let delivery = Delivery::new(Arc::clone(&topic), payload)
             .with_headers(headers)
             .with_key(key)
-            .at(Position { partition, offset })
-            .with_ack(move || finished.finished(&finished_topic, partition, offset, ticket));
+            .at(Position { partition, offset });
+        let delivery = match &transactions {
+            None => {
+                let finished = Arc::clone(&progress);
+                delivery.with_ack(move || {
+                    finished.finished(&topic, partition, offset, ticket);
+                })
+            }
+            Some(transactions) => {
+                if transactions.must_rewind() {
+                    continue;
+                }
+                // Its handler's publishes are held with it and go into the transaction that
+                // marks it finished.
+                let staged = Staged::new(transactions.owner);
+                let settled = (Arc::clone(transactions), staged.clone());
+                delivery.with_staging(staged).with_ack(move || {
+                    let (transactions, staged) = settled;
+                    transactions.settled(Settle {
+                        output: staged.take(),
+                        finished: Some(Finished {
+                            topic,
+                            partition,
+                            offset,
+                            ticket,
+                        }),
+                        done: None,
+                    });
+                })
+            }
+        };
         if paused {
             // From a partition assigned while paused: pause it too.
             set_paused(&consumer, true, &broker);
@@ -227,4 +268,34 @@ async fn committed(
     })
     .await
     .unwrap_or((None, i64::MIN))
+}
+
+/// Seeks every assigned partition back to its committed offset (the beginning where none is
+/// committed), after an aborted transaction: what was read since is read again. librdkafka
+/// drops what it had fetched from before the seek.
+async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) {
+    let (consumer, broker) = (Arc::clone(consumer), broker.to_owned());
+    let rewound = on_blocking_thread(move || {
+        let assignment = consumer.assignment()?;
+        let committed = consumer.committed_offsets(assignment, Timeout::After(COMMITTED_TIMEOUT))?;
+        let mut to = TopicPartitionList::new();
+        for element in committed.elements() {
+            let offset = match element.offset() {
+                Offset::Offset(offset) => Offset::Offset(offset),
+                _ => Offset::Beginning,
+            };
+            to.add_partition_offset(element.topic(), element.partition(), offset)?;
+        }
+        consumer.seek_partitions(to, Timeout::After(COMMITTED_TIMEOUT))?;
+        tracing::info!(%broker, "Kafka consumer rewound to its committed offsets after an aborted transaction");
+        Ok::<(), rdkafka::error::KafkaError>(())
+    })
+    .await;
+    match rewound {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::error!(error = %describe(&error), "rewinding after an aborted transaction failed: records read since the last commit may be skipped")
+        }
+        Err(panic) => tracing::error!(%panic, "rewinding after an aborted transaction failed"),
+    }
 }

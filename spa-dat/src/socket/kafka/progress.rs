@@ -191,19 +191,33 @@ impl Progress {
     }
 
     /// A delivered record was handled (or dead-lettered). Dropped when its partition was
-    /// revoked since: the next owner handles it again.
-    pub(super) fn finished(&self, topic: &Arc<str>, partition: i32, offset: i64, ticket: Ticket) {
+    /// revoked since: the next owner handles it again. True when it counted.
+    pub(super) fn finished(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        ticket: Ticket,
+    ) -> bool {
         let mut partitions = self.lock();
         let Some(entry) = partitions
             .iter_mut()
             .find(|p| p.epoch == ticket.epoch && p.is(topic, partition))
         else {
             tracing::debug!(%topic, partition, offset, "finished after its partition was revoked; not counted");
-            return;
+            return false;
         };
-        if !entry.finish(offset) {
+        let counted = entry.finish(offset);
+        if !counted {
             tracing::debug!(%topic, partition, offset, "finished but not in flight; ignored");
         }
+        counted
+    }
+
+    /// Forgets every partition, as if all were revoked: after an aborted transaction, what
+    /// was finished since the last commit is read and handled again.
+    pub(super) fn forget_all(&self) {
+        self.lock().clear();
     }
 
     /// Partitions revoked: their progress ends here (committed first by the caller).
@@ -241,7 +255,7 @@ impl Progress {
     }
 
     /// The commits `scope` asks for; marks them sent.
-    fn commits(&self, scope: &Scope<'_>) -> TopicPartitionList {
+    pub(super) fn commits(&self, scope: &Scope<'_>) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         let mut partitions = self.lock();
         for entry in partitions.iter_mut() {

@@ -15,10 +15,13 @@ pub(super) const STATISTICS_INTERVAL_MS: &str = "500";
 pub(super) enum Client<'a> {
     /// Publishes; idempotent, `acks=all`.
     Producer,
+    /// Publishes in transactions as `transactional_id` (see `transaction`).
+    TransactionalProducer { transactional_id: &'a str },
     /// Lists, creates and deletes topics; its client id is `{client_id}-admin`.
     Admin,
-    /// The member of `group` whose records feed the inbox (see `offsets`).
-    GroupConsumer { group: &'a str },
+    /// The member of `group` whose records feed the inbox (see `offsets`); a transactional
+    /// socket's reads only committed records.
+    GroupConsumer { group: &'a str, transactional: bool },
     /// Reads replies in `group`, assigned its topics directly (see `replies`).
     ReplyConsumer { group: &'a str },
     /// The throw-away consumer that checks read access in `group` (see `access`).
@@ -38,19 +41,28 @@ pub(super) fn client_config(
         _ => settings.set("client.id", client_id),
     };
     match client {
-        Client::Producer => {
+        Client::Producer | Client::TransactionalProducer { .. } => {
             settings
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "1")
                 .set("message.timeout.ms", config.publish_timeout_ms.to_string());
+            if let Client::TransactionalProducer { .. } = client {
+                // At least as long as a record may wait for its acknowledgement (librdkafka
+                // refuses a message timeout above it); an open transaction of a process killed
+                // without a successor of its id holds `read_committed` readers this long.
+                settings.set(
+                    "transaction.timeout.ms",
+                    config.publish_timeout_ms.max(10_000).to_string(),
+                );
+            }
         }
         Client::Admin => {}
-        Client::GroupConsumer { group } | Client::AccessProbe { group } => {
-            consumer_settings(&mut settings, group);
+        Client::GroupConsumer { group, .. } | Client::AccessProbe { group } => {
+            consumer_settings(&mut settings, group, config);
         }
         Client::ReplyConsumer { group } => {
-            consumer_settings(&mut settings, group);
+            consumer_settings(&mut settings, group, config);
             settings.set("enable.auto.commit", "true");
         }
     }
@@ -71,7 +83,7 @@ pub(super) fn client_config(
 }
 
 /// What every consumer starts from; the user's properties may change any of it.
-fn consumer_settings(settings: &mut ClientConfig, group: &str) {
+fn consumer_settings(settings: &mut ClientConfig, group: &str, config: &KafkaConfig) {
     settings
         .set("group.id", group)
         .set("enable.auto.offset.store", "false")
@@ -80,7 +92,7 @@ fn consumer_settings(settings: &mut ClientConfig, group: &str) {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("isolation.level", "read_uncommitted")
+        .set("isolation.level", config.isolation.as_str())
         // librdkafka pauses fetching for a second once its queue passes queued.min.messages;
         // a consumer that drains fast would then sit idle (measured: 0.8 s of 1.25 s).
         .set("fetch.queue.backoff.ms", "10");
@@ -91,7 +103,15 @@ fn consumer_settings(settings: &mut ClientConfig, group: &str) {
 fn fixed_settings(settings: &mut ClientConfig, client: Client<'_>) {
     match client {
         Client::Producer | Client::Admin => {}
-        Client::GroupConsumer { .. } => {
+        Client::TransactionalProducer { transactional_id } => {
+            settings.set("transactional.id", transactional_id);
+        }
+        Client::GroupConsumer { transactional, .. } => {
+            if transactional {
+                // Never the input of an aborted transaction, and the committed offsets read at
+                // assignment wait for a previous owner's transaction to end (KIP-447).
+                settings.set("isolation.level", "read_committed");
+            }
             settings
                 // Readiness and the lag metrics come from the statistics (see
                 // `context::GroupHealth`).
@@ -143,7 +163,14 @@ mod tests {
         let producer = client_config(&config, "app", Client::Producer);
         assert_eq!(producer.get("acks"), Some("1"));
         assert_eq!(producer.get("linger.ms"), Some("1"));
-        let group = client_config(&config, "app", Client::GroupConsumer { group: "g" });
+        let group = client_config(
+            &config,
+            "app",
+            Client::GroupConsumer {
+                group: "g",
+                transactional: false,
+            },
+        );
         assert_eq!(group.get("group.id"), Some("theirs"));
         assert_eq!(group.get("auto.commit.interval.ms"), Some("1000"));
         let admin = client_config(&config, "app", Client::Admin);
@@ -154,7 +181,14 @@ mod tests {
     #[test]
     fn what_the_sockets_code_relies_on_is_not_overridden() {
         let config = config();
-        let group = client_config(&config, "app", Client::GroupConsumer { group: "g" });
+        let group = client_config(
+            &config,
+            "app",
+            Client::GroupConsumer {
+                group: "g",
+                transactional: false,
+            },
+        );
         assert_eq!(group.get("enable.auto.commit"), Some("false"));
         assert_eq!(
             group.get("statistics.interval.ms"),

@@ -19,6 +19,7 @@ use super::context::{Failures, SocketContext};
 use super::offsets::GroupConsumer;
 use super::properties::{self, Client};
 use super::reply_routes::Replies;
+use super::transaction::KafkaTransactions;
 use crate::error::Result;
 use crate::socket::Delivery;
 
@@ -48,6 +49,10 @@ pub(super) struct Shared {
     pub(super) replies: Arc<Replies>,
     pub(super) reply_consumer: tokio::sync::OnceCell<Arc<StreamConsumer<SocketContext>>>,
     pub(super) closed: AtomicBool,
+    /// A transactional socket's transactions (see `transaction`).
+    pub(super) transactions: Option<Arc<KafkaTransactions>>,
+    /// Their committer's thread.
+    pub(super) committer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Locks `mutex`, also one a panic poisoned.

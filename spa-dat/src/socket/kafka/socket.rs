@@ -14,7 +14,9 @@ use rdkafka::util::Timeout;
 
 use super::admin::{create_topics_for, topic_name_problem, validate_topic};
 use super::blocking::on_blocking_thread;
-use super::context::{describe, kafka_error, kafka_failure, GroupHealth, SocketContext};
+use super::context::{
+    describe, kafka_error, kafka_failure, CommitTransaction, GroupHealth, SocketContext,
+};
 use super::headers;
 use super::offsets::{consume, GroupConsumer};
 use super::progress::{Progress, Scope};
@@ -22,7 +24,7 @@ use super::properties::Client;
 use super::replies;
 use super::shared::{lock, Shared};
 use crate::error::{Error, Result};
-use crate::socket::{Outgoing, PendingReply, SpaSocket};
+use crate::socket::{Outgoing, PendingReply, SpaSocket, Staged};
 
 impl Shared {
     /// Enqueues the record with librdkafka and waits for the broker's acknowledgement.
@@ -104,6 +106,7 @@ impl Shared {
         // auto.commit.interval.ms (see `properties`).
         let config = self.client_config(Client::GroupConsumer {
             group: &self.group_id,
+            transactional: self.transactions.is_some(),
         });
         let commit_interval = config
             .get("auto.commit.interval.ms")
@@ -115,6 +118,9 @@ impl Shared {
                 handled: Some(Arc::clone(&handled)),
                 group: Some(self.group_id.clone()),
                 health: Some(Arc::new(GroupHealth::new(self.ready.clone(), &self.broker))),
+                commit_transaction: self.transactions.clone().map(|transactions| {
+                    Arc::new(move |group| transactions.commit(group)) as CommitTransaction
+                }),
                 ..self.context()
             })
             .map_err(|e| kafka_failure(&self.broker, "create consumer", e))?;
@@ -127,9 +133,13 @@ impl Shared {
             .and_then(|ms| ms.parse::<u64>().ok())
             .unwrap_or(300_000);
         let consumer = Arc::new(consumer);
+        if let Some(transactions) = &self.transactions {
+            transactions.attach(&consumer, &handled);
+        }
         let task = tokio::spawn(consume(
             Arc::clone(&consumer),
             handled,
+            self.transactions.clone(),
             inbox,
             self.broker.clone(),
             Duration::from_millis(max_poll_interval / 2),
@@ -150,6 +160,25 @@ impl SpaSocket for KafkaSocket {
     // librdkafka copies the payload and headers; one boxed future per record (measured:
     // pipelined publishing ran at 0.75× raw rdkafka with a second one, 0.9× without).
     async fn send(&self, message: Outgoing) -> Result<()> {
+        if let Some(transactions) = &self.shared.transactions {
+            self.shared.ensure_open()?;
+            if let Some(reason) = topic_name_problem(&message.topic) {
+                return Err(Error::refused(
+                    "publish",
+                    self.shared.broker.clone(),
+                    reason,
+                ));
+            }
+            // A request is never held: its reply is awaited.
+            let request = message
+                .headers
+                .get(crate::socket::headers::RESPONSE_TOPIC)
+                .is_some();
+            return match Staged::current(transactions.owner).filter(|_| !request) {
+                Some(staged) => transactions.stage(&staged, message),
+                None => transactions.publish_alone(message).await,
+            };
+        }
         let headers = headers::to_record(&message.headers);
         self.shared
             .send(
@@ -248,9 +277,21 @@ impl SpaSocket for KafkaSocket {
         self.shared.config.wire
     }
 
+    fn transactions(&self) -> Option<&dyn crate::socket::spi::Transactions> {
+        self.shared
+            .transactions
+            .as_deref()
+            .map(|t| t as &dyn crate::socket::spi::Transactions)
+    }
+
     async fn close(&self) -> Result<()> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
+        }
+        let committer = lock(&self.shared.committer).take();
+        if let (Some(transactions), Some(committer)) = (&self.shared.transactions, committer) {
+            transactions.stop();
+            let _ = on_blocking_thread(move || committer.join()).await;
         }
         let tasks: Vec<_> = lock(&self.shared.tasks).drain(..).collect();
         for task in tasks {
@@ -259,14 +300,22 @@ impl SpaSocket for KafkaSocket {
             let _ = task.await;
         }
         lock(&self.shared.inbox).take();
+        if let Some(transactions) = self.shared.transactions.clone() {
+            // The last transaction: what was settled since the one before.
+            let _ = on_blocking_thread(move || transactions.commit(None)).await;
+        }
         let consumer = lock(&self.shared.consumer).take();
         let mut commit_failure = None;
         if let Some(consumer) = consumer {
             // Offsets of everything handled so far: committed now, not at the next interval.
+            let transactional = self.shared.transactions.is_some();
             let commit = on_blocking_thread(move || {
-                let result = match &consumer.context().handled {
-                    Some(handled) => handled.commit(&*consumer, CommitMode::Sync, Scope::All),
-                    None => Ok(()),
+                let result = match (transactional, &consumer.context().handled) {
+                    // Committed in the last transaction, above.
+                    (true, _) | (false, None) => Ok(()),
+                    (false, Some(handled)) => {
+                        handled.commit(&*consumer, CommitMode::Sync, Scope::All)
+                    }
                 };
                 let committed = match result {
                     Ok(()) => {

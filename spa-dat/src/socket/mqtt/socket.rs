@@ -141,6 +141,7 @@ fn sanitize(id: &str) -> String {
 #[async_trait]
 impl SocketProvider for MqttSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
+        options.refuse_transactions(&self.describe())?;
         match self.config.version {
             MqttVersion::V311 => connect::<V311>(&self.config, options).await,
             MqttVersion::V5 => connect::<V5>(&self.config, options).await,

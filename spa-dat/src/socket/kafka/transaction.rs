@@ -1,0 +1,487 @@
+//! Exactly-once: a transactional socket's publishes and its group consumer's offsets — with
+//! the finished-offset map of `progress` as their metadata — committed in one Kafka
+//! transaction.
+//!
+//! A handler's publishes are held with its message (`socket::staging`) and handed over only
+//! when the message is settled (its acknowledgement): as one [`Settle`] in a queue. Every
+//! `transaction_interval_ms` the committer, on a thread of its own, drains the queue: it
+//! produces each settled message's records, marks its offset finished, sends the offsets to
+//! the transaction with the consumer's group metadata (KIP-447: a member that lost its
+//! partitions is fenced) and commits. So a transaction holds whole messages only — never the
+//! half of a handler's output that was published before a commit — and no lock is taken on
+//! the per-message path but the queue's.
+//!
+//! A failed commit is aborted: the records and offsets of every message in it are dropped,
+//! what the consumer finished since the last commit is forgotten, and the consumer reads
+//! again from the committed offsets (the consume task rewinds before it delivers anything
+//! more). Messages in flight meanwhile belong to the forgotten assignment: their output is
+//! dropped when they settle, and they are handled again when read again. An error no abort can
+//! fix (this producer fenced by another with its `transactional.id`) stops the socket's
+//! consumer: it is logged, the socket is no longer ready, and nothing more is committed.
+//!
+//! Revoked partitions are committed in the rebalance callback, synchronously, before they go;
+//! close commits the rest.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::oneshot;
+
+use super::context::{describe, SocketContext};
+use super::headers;
+use super::offsets::GroupConsumer;
+use super::progress::{Progress, Scope, Ticket};
+use super::shared::lock;
+use crate::error::{Error, Result};
+use crate::socket::{Outgoing, Staged};
+
+/// A settled message's part of the next transaction: its records, and its offset to mark
+/// finished (none for a producer's [`crate::Socket::transaction`] or a publish outside any
+/// handler); `done` hears how the commit went.
+pub(super) struct Settle {
+    pub(super) output: Vec<Outgoing>,
+    pub(super) finished: Option<Finished>,
+    pub(super) done: Option<oneshot::Sender<Result<()>>>,
+}
+
+/// A consumed record that was settled.
+pub(super) struct Finished {
+    pub(super) topic: Arc<str>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) ticket: Ticket,
+}
+
+/// A transactional socket's transactions.
+pub(super) struct KafkaTransactions {
+    /// Its staging areas' owner id.
+    pub(super) owner: u64,
+    broker: String,
+    producer: FutureProducer<SocketContext>,
+    queue: Mutex<Vec<Settle>>,
+    /// Held while a transaction is committed (by the committer, a rebalance, close).
+    committing: Mutex<Group>,
+    /// After an abort: the consume task must seek back to the committed offsets before it
+    /// delivers more; nothing is committed until it has.
+    rewind: AtomicBool,
+    /// A failure no abort can fix: nothing more is committed.
+    fatal: Mutex<Option<String>>,
+    interval: Duration,
+    timeout: Duration,
+    /// The largest record librdkafka takes (`message.max.bytes`): a larger one is refused when
+    /// it is published, not when its transaction is committed (which would abort every other
+    /// message's output with it, again and again).
+    max_record_bytes: usize,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+}
+
+/// The group consumer whose offsets go into the transactions, once it exists.
+#[derive(Default)]
+struct Group {
+    consumer: Option<(Weak<GroupConsumer>, Arc<Progress>)>,
+}
+
+impl KafkaTransactions {
+    /// Starts transactions on `producer` (created with a `transactional.id`): waits for the
+    /// broker to fence an earlier producer of the same id and abort its open transaction.
+    /// Blocking.
+    pub(super) fn start(
+        producer: FutureProducer<SocketContext>,
+        broker: &str,
+        interval: Duration,
+        timeout: Duration,
+        max_record_bytes: usize,
+    ) -> std::result::Result<Self, KafkaError> {
+        producer.init_transactions(timeout)?;
+        producer.begin_transaction()?;
+        Ok(KafkaTransactions {
+            owner: crate::socket::spi::new_owner(),
+            broker: broker.to_owned(),
+            producer,
+            queue: Mutex::new(Vec::new()),
+            committing: Mutex::new(Group::default()),
+            rewind: AtomicBool::new(false),
+            fatal: Mutex::new(None),
+            interval,
+            timeout,
+            max_record_bytes,
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    /// The group consumer whose offsets go into the transactions from now on.
+    pub(super) fn attach(&self, consumer: &Arc<GroupConsumer>, progress: &Arc<Progress>) {
+        lock(&self.committing).consumer = Some((Arc::downgrade(consumer), Arc::clone(progress)));
+    }
+
+    /// The failure that stopped the transactions, if one did.
+    pub(super) fn fatal(&self) -> Option<String> {
+        lock(&self.fatal).clone()
+    }
+
+    /// The consume task must rewind before it delivers more.
+    pub(super) fn must_rewind(&self) -> bool {
+        self.rewind.load(Ordering::Acquire)
+    }
+
+    /// The consume task rewound: commits go on.
+    pub(super) fn rewound(&self) {
+        self.rewind.store(false, Ordering::Release);
+    }
+
+    /// `message` held in `staged` for its message's transaction; refused at once when no
+    /// transaction could take it.
+    pub(super) fn stage(&self, staged: &Staged, message: Outgoing) -> Result<()> {
+        self.check(&message)?;
+        staged.push(message);
+        Ok(())
+    }
+
+    /// Refuses what could never be committed: a closed socket's, a record librdkafka refuses
+    /// for its size, anything once the transactions stopped.
+    fn check(&self, message: &Outgoing) -> Result<()> {
+        if let Some(reason) = self.fatal() {
+            return Err(Error::Transport {
+                operation: "publish",
+                broker: self.broker.clone(),
+                reason: format!("transactions stopped: {reason}"),
+                source: None,
+            });
+        }
+        let size = message.payload.len()
+            + message.key.as_ref().map_or(0, |k| k.len())
+            + message
+                .headers
+                .iter()
+                .map(|(name, value)| name.len() + value.len())
+                .sum::<usize>();
+        if size > self.max_record_bytes {
+            return Err(Error::refused(
+                "publish",
+                self.broker.clone(),
+                format!(
+                    "a record of {size} bytes is larger than message.max.bytes ({})",
+                    self.max_record_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A settled message's part of the next transaction.
+    pub(super) fn settled(&self, settle: Settle) {
+        let waited_for = settle.done.is_some();
+        lock(&self.queue).push(settle);
+        if waited_for {
+            self.wake_committer();
+        }
+    }
+
+    /// Publishes `message` in a transaction of its own (with whatever else is settled
+    /// meanwhile); returns once it is committed.
+    pub(super) async fn publish_alone(&self, message: Outgoing) -> Result<()> {
+        self.check(&message)?;
+        self.commit_output(vec![message]).await
+    }
+
+    /// Commits `output` in the next transaction and waits for it.
+    async fn commit_output(&self, output: Vec<Outgoing>) -> Result<()> {
+        let (done, committed) = oneshot::channel();
+        self.settled(Settle {
+            output,
+            finished: None,
+            done: Some(done),
+        });
+        match tokio::time::timeout(self.timeout + self.interval, committed).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_dropped)) => Err(Error::Closed),
+            Err(_) => Err(Error::Transport {
+                operation: "commit transaction",
+                broker: self.broker.clone(),
+                reason: format!(
+                    "not committed within {:?}; it may still be",
+                    self.timeout + self.interval
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    fn wake_committer(&self) {
+        let (woken, signal) = &self.wake;
+        *lock(woken) = true;
+        signal.notify_one();
+    }
+
+    /// The committer's loop, on a thread of its own, until [`KafkaTransactions::stop`].
+    pub(super) fn run_committer(self: Arc<Self>) {
+        loop {
+            {
+                let (woken, signal) = &self.wake;
+                let guard = lock(woken);
+                let (mut guard, _) = signal
+                    .wait_timeout_while(guard, self.interval, |woken| {
+                        !*woken && !self.stop.load(Ordering::Acquire)
+                    })
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *guard = false;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            self.commit(None);
+        }
+    }
+
+    /// Ends the committer's loop (close commits the rest).
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake_committer();
+    }
+
+    /// Commits what was settled since the last commit: the queued records, and the offsets
+    /// of every partition whose progress changed. `group` is the consumer's group metadata
+    /// where the caller has it (a rebalance callback); else it is read from the consumer.
+    /// Blocking. On failure the transaction is aborted (see the module's docs).
+    pub(super) fn commit(&self, group: Option<ConsumerGroupMetadata>) {
+        let state = lock(&self.committing);
+        if self.fatal().is_some() {
+            self.fail_waiters(
+                lock(&self.queue).drain(..).collect(),
+                "transactions stopped",
+            );
+            return;
+        }
+        if self.must_rewind() {
+            // What was settled before the consumer rewound belongs to the forgotten
+            // assignment: it counts for nothing (its ticket is stale) and is read again.
+            return;
+        }
+        let settles: Vec<Settle> = std::mem::take(&mut *lock(&self.queue));
+        let (consumer, progress) = match &state.consumer {
+            Some((consumer, progress)) => (consumer.upgrade(), Some(progress)),
+            None => (None, None),
+        };
+        let mut waiters = Vec::new();
+        let mut produced = 0usize;
+        let mut failure = None;
+        for settle in settles {
+            waiters.extend(settle.done);
+            if failure.is_some() {
+                continue;
+            }
+            if let (Some(finished), Some(progress)) = (&settle.finished, progress) {
+                // Its partition was revoked or forgotten since: its output is dropped, and
+                // whoever owns the partition now handles it again.
+                if !progress.finished(
+                    &finished.topic,
+                    finished.partition,
+                    finished.offset,
+                    finished.ticket,
+                ) {
+                    continue;
+                }
+            }
+            for record in settle.output {
+                match self.produce(record) {
+                    Ok(()) => produced += 1,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+        }
+        let offsets = progress.map(|progress| progress.commits(&Scope::Changed));
+        let has_offsets = offsets.as_ref().is_some_and(|o| o.count() > 0);
+        if failure.is_none() && produced == 0 && !has_offsets {
+            // Nothing to commit: the open transaction stays empty.
+            self.notify(waiters, Ok(()));
+            return;
+        }
+        let result = match failure {
+            Some(error) => Err(error),
+            None => self.send_and_commit(
+                offsets.as_ref().filter(|_| has_offsets),
+                group,
+                consumer.as_deref(),
+            ),
+        };
+        match result {
+            Ok(()) => {
+                tracing::trace!(broker = %self.broker, produced, "transaction committed");
+                self.notify(waiters, Ok(()));
+                if let Err(error) = self.producer.begin_transaction() {
+                    self.stopped_for(&error);
+                }
+            }
+            Err(error) => {
+                if let (Some(progress), Some(offsets)) = (progress, &offsets) {
+                    progress.commit_failed(offsets);
+                }
+                let reason = describe(&error);
+                self.abort(&error, progress.map(Arc::as_ref));
+                self.notify(
+                    waiters,
+                    Err(&format!("aborted, nothing of it was published: {reason}")),
+                );
+            }
+        }
+    }
+
+    /// Hands one record to librdkafka, waiting for room in its queue.
+    fn produce(&self, record: Outgoing) -> std::result::Result<(), KafkaError> {
+        let headers: Option<OwnedHeaders> = headers::to_record(&record.headers);
+        let mut future: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&record.topic).payload(&record.payload[..]);
+        if let Some(key) = record.key.as_deref() {
+            future = future.key(key);
+        }
+        if let Some(headers) = headers {
+            future = future.headers(headers);
+        }
+        let started = Instant::now();
+        loop {
+            match self.producer.send_result(future) {
+                // Its delivery is the transaction's: a record that fails fails the commit.
+                Ok(_delivery) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                    if started.elapsed() < self.timeout =>
+                {
+                    future = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Sends `offsets` to the transaction (when there are any) and commits it; retried while
+    /// librdkafka says a retry may pass, within the timeout.
+    fn send_and_commit(
+        &self,
+        offsets: Option<&rdkafka::TopicPartitionList>,
+        group: Option<ConsumerGroupMetadata>,
+        consumer: Option<&GroupConsumer>,
+    ) -> std::result::Result<(), KafkaError> {
+        if let Some(offsets) = offsets {
+            // Without the group's metadata (the consumer closed) the offsets cannot go: the
+            // transaction is aborted and its messages come again.
+            let group = group
+                .or_else(|| consumer.and_then(Consumer::group_metadata))
+                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+            self.retried(|timeout| {
+                self.producer
+                    .send_offsets_to_transaction(offsets, &group, timeout)
+            })?;
+        }
+        self.retried(|timeout| self.producer.commit_transaction(timeout))
+    }
+
+    fn retried(
+        &self,
+        call: impl Fn(Duration) -> std::result::Result<(), KafkaError>,
+    ) -> std::result::Result<(), KafkaError> {
+        let started = Instant::now();
+        loop {
+            let left = self.timeout.saturating_sub(started.elapsed());
+            match call(left) {
+                Err(KafkaError::Transaction(error)) if error.is_retriable() && !left.is_zero() => {
+                    tracing::debug!(broker = %self.broker, %error, "transaction call retried");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Aborts the open transaction after `error`, forgets what the consumer finished since the
+    /// last commit and asks the consume task to rewind; stops for good when no abort can fix
+    /// it.
+    fn abort(&self, error: &KafkaError, progress: Option<&Progress>) {
+        if is_fatal(error) {
+            self.stopped_for(error);
+            return;
+        }
+        tracing::warn!(broker = %self.broker, error = %describe(error), "transaction aborted: its messages are read and handled again");
+        if let Some(progress) = progress {
+            progress.forget_all();
+            self.rewind.store(true, Ordering::Release);
+        }
+        if let Err(error) = self.producer.abort_transaction(self.timeout) {
+            self.stopped_for(&error);
+            return;
+        }
+        if let Err(error) = self.producer.begin_transaction() {
+            self.stopped_for(&error);
+        }
+    }
+
+    fn stopped_for(&self, error: &KafkaError) {
+        let reason = describe(error);
+        tracing::error!(broker = %self.broker, error = %reason, "Kafka transactions stopped (another producer with this transactional.id fenced this one, or the producer failed for good): this socket's consumer stops; restart the process");
+        lock(&self.fatal).get_or_insert(reason);
+    }
+
+    fn fail_waiters(&self, settles: Vec<Settle>, why: &str) {
+        self.notify(
+            settles.into_iter().filter_map(|s| s.done).collect(),
+            Err(why),
+        );
+    }
+
+    /// Tells those waiting for a commit how it went.
+    fn notify(
+        &self,
+        waiters: Vec<oneshot::Sender<Result<()>>>,
+        outcome: std::result::Result<(), &str>,
+    ) {
+        for waiter in waiters {
+            let _ = waiter.send(outcome.map_err(|reason| Error::Transport {
+                operation: "commit transaction",
+                broker: self.broker.clone(),
+                reason: reason.to_owned(),
+                source: None,
+            }));
+        }
+    }
+}
+
+/// No abort can fix it: the producer was fenced, or failed for good.
+fn is_fatal(error: &KafkaError) -> bool {
+    match error {
+        KafkaError::Transaction(error) => error.is_fatal(),
+        _ => matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Fatal
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+            )
+        ),
+    }
+}
+
+/// The socket's side of [`crate::Socket::transaction`].
+#[async_trait]
+impl crate::socket::spi::Transactions for KafkaTransactions {
+    fn stage(&self) -> Staged {
+        Staged::new(self.owner)
+    }
+
+    async fn commit(&self, staged: Staged) -> Result<()> {
+        let output = staged.take();
+        if output.is_empty() {
+            return Ok(());
+        }
+        self.commit_output(output).await
+    }
+}

