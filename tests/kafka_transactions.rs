@@ -291,3 +291,312 @@ async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_o
         .expect("read");
     assert_exactly_once_in_order(&inputs, &read);
 }
+
+/// Runs `apps` until `done` holds (checked every 20 ms, at most `limit`), then stops them.
+async fn run_until(
+    app: spa_dat::DistributedApplication,
+    limit: Duration,
+    what: &str,
+    done: impl FnMut() -> bool,
+) {
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    support::wait_until(what, limit, done).await;
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stops in time")
+        .expect("not panicked")
+        .expect("stops cleanly");
+}
+
+async fn read_committed_async(topic: &str) -> BTreeMap<String, Vec<String>> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_committed(&topic))
+        .await
+        .expect("read")
+}
+
+/// A failed attempt's publishes are dropped, a panicked one's too; a message that never
+/// succeeds is dead-lettered — in the transaction, once — and its attempts publish nothing;
+/// a publish larger than librdkafka takes is refused at once (the handler sees it), not at
+/// commit, where it would abort everyone else's output with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_attempt_that_settles_a_message_publishes() {
+    let provider = provider();
+    let (input, output, dead) = (unique("eos-in"), unique("eos-out"), unique("eos-dead"));
+    for topic in [&input, &output, &dead] {
+        support::kafka::create_topic(&provider, topic).await;
+    }
+    let inputs: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("k{}", i % 8), format!("k{}/r{i}", i % 8)))
+        .collect();
+    let mut all = inputs.clone();
+    all.push(("p".to_owned(), "p/poison".to_owned()));
+    all.push(("o".to_owned(), "o/oversize".to_owned()));
+    publish(&provider, &input, &all).await;
+    let attempts = Arc::new(std::sync::Mutex::new(HashMap::<String, u32>::new()));
+    let settled = Arc::new(AtomicUsize::new(0));
+    let (out, seen, counted) = (output.clone(), Arc::clone(&attempts), Arc::clone(&settled));
+    let app = support::test_app(spa_dat::Config::default()).add_application(
+        Application::consumer(
+            "eos-retries",
+            [input.clone()],
+            move |message: SpaMessage, socket: Socket| {
+                let (out, seen, counted) = (out.clone(), Arc::clone(&seen), Arc::clone(&counted));
+                async move {
+                    let payload = message.payload_str()?.to_owned();
+                    let key = payload.split('/').next().unwrap_or_default().to_owned();
+                    let attempt = {
+                        let mut seen = seen.lock().expect("attempts");
+                        let attempt = seen.entry(payload.clone()).or_default();
+                        *attempt += 1;
+                        *attempt
+                    };
+                    let body = if payload.ends_with("oversize") {
+                        "x".repeat(2_000_000)
+                    } else {
+                        payload.clone()
+                    };
+                    let published = socket
+                        .publish_keyed(key, SpaMessage::new(out.as_str(), body))
+                        .await;
+                    if payload.ends_with("oversize") {
+                        let error = published.expect_err("refused at once");
+                        assert!(error.is_permanent(), "{error}");
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                    published?;
+                    if payload.ends_with("poison") {
+                        counted.fetch_add(usize::from(attempt == 3), Ordering::Relaxed);
+                        return Err(spa_dat::Error::RequestTimeout {
+                            topic: "poison".to_owned(),
+                            timeout: Duration::ZERO,
+                        });
+                    }
+                    match attempt {
+                        1 if payload.ends_with('0') => panic!("the first attempt panics"),
+                        1 => Err(spa_dat::Error::RequestTimeout {
+                            topic: "the first attempt fails".to_owned(),
+                            timeout: Duration::ZERO,
+                        }),
+                        _ => {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        }
+                    }
+                }
+            },
+        )
+        .concurrency(16)
+        .transactional(true)
+        .retry(
+            spa_dat::RetryPolicy::default()
+                .attempts(3)
+                .delays(Duration::from_millis(5), Duration::from_millis(5)),
+        )
+        .dead_letter_topic(dead.clone())
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let (done, expected) = (Arc::clone(&settled), inputs.len() + 2);
+    run_until(
+        app,
+        Duration::from_secs(60),
+        "every message settled",
+        move || done.load(Ordering::Relaxed) >= expected,
+    )
+    .await;
+    assert_exactly_once_in_order(&inputs, &read_committed_async(&output).await);
+    let dead_letters = read_committed_async(&dead).await;
+    let dead: Vec<&String> = dead_letters.values().flatten().collect();
+    assert_eq!(dead.len(), 2, "poison and oversize, once each: {dead:?}");
+}
+
+/// `Socket::transaction` in a producer: all of it or none of it, seen by a `read_committed`
+/// reader; a publish outside any transaction is committed on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_transaction_is_seen_whole_or_not_at_all() {
+    let provider = provider();
+    let topic = unique("eos-producer");
+    support::kafka::create_topic(&provider, &topic).await;
+    let finished = Arc::new(AtomicUsize::new(0));
+    let (t, done) = (topic.clone(), Arc::clone(&finished));
+    let app = support::test_app(spa_dat::Config::default()).add_application(
+        Application::producer("eos-producer", move |socket: Socket| {
+            let (t, done) = (t.clone(), Arc::clone(&done));
+            async move {
+                let message = |text: &str| SpaMessage::new(t.as_str(), format!("k/{text}"));
+                let committed = socket
+                    .transaction(async {
+                        for n in 0..3 {
+                            socket
+                                .publish_keyed("k", message(&format!("whole {n}")))
+                                .await?;
+                        }
+                        Ok(7)
+                    })
+                    .await?;
+                assert_eq!(committed, 7, "the work's value once committed");
+                let aborted: spa_dat::Result<()> = socket
+                    .transaction(async {
+                        socket.publish_keyed("k", message("never 1")).await?;
+                        socket.publish_keyed("k", message("never 2")).await?;
+                        Err(spa_dat::Error::Config("changed its mind".to_owned()))
+                    })
+                    .await;
+                assert!(aborted.is_err());
+                socket.publish_keyed("k", message("alone")).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+                spa_dat::Result::<()>::Ok(())
+            }
+        })
+        .transactional(true)
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let done = Arc::clone(&finished);
+    run_until(
+        app,
+        Duration::from_secs(60),
+        "the producer done",
+        move || done.load(Ordering::Relaxed) == 1,
+    )
+    .await;
+    let read = read_committed_async(&topic).await;
+    let expected: Vec<String> = ["whole 0", "whole 1", "whole 2", "alone"]
+        .iter()
+        .map(|text| format!("k/{text}"))
+        .collect();
+    assert_eq!(read.get("k"), Some(&expected));
+}
+
+/// A second instance with the same identity (client id and group: its `transactional.id`)
+/// fences the first: the first commits nothing more and leaves its group, the second finishes
+/// the stream, and the output holds each input once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_of_the_same_identity_fences_the_first() {
+    const RECORDS: usize = 1_500;
+    let provider = provider();
+    let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    support::kafka::create_topic(&provider, &input).await;
+    support::kafka::create_topic(&provider, &output).await;
+    let inputs: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 30), format!("k{}/r{i}", i % 30)))
+        .collect();
+    publish(&provider, &input, &inputs).await;
+    let first_handled = Arc::new(AtomicUsize::new(0));
+    let first = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+        &input,
+        &output,
+        &group,
+        "eos-twin",
+        None,
+        Arc::clone(&first_handled),
+    ));
+    let first_shutdown = first.shutdown_handle();
+    let first_run = tokio::spawn(first.start_async());
+    let handled = Arc::clone(&first_handled);
+    support::wait_until(
+        "the first instance handling",
+        Duration::from_secs(60),
+        move || handled.load(Ordering::Relaxed) >= 200,
+    )
+    .await;
+    let second = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+        &input,
+        &output,
+        &group,
+        "eos-twin",
+        None,
+        Arc::default(),
+    ));
+    let out = output.clone();
+    let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let complete = Arc::clone(&complete);
+        tokio::spawn(async move {
+            loop {
+                let read = read_committed_async(&out).await;
+                if read.values().map(Vec::len).sum::<usize>() >= RECORDS {
+                    complete.store(true, Ordering::Release);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let done = Arc::clone(&complete);
+    run_until(
+        second,
+        Duration::from_secs(120),
+        "the output complete",
+        move || done.load(Ordering::Acquire),
+    )
+    .await;
+    checker.abort();
+    first_shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(60), first_run).await;
+    assert_exactly_once_in_order(&inputs, &read_committed_async(&output).await);
+}
+
+/// What cannot be transactional says so at start-up: a bus without transactions, a batch
+/// consumer; `Socket::transaction` on a socket that is not transactional fails before its
+/// work runs.
+#[tokio::test]
+async fn transactions_where_there_are_none_are_refused_with_the_reason() {
+    use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    let memory: Arc<dyn SocketProvider> =
+        Arc::new(MemorySocketProvider::new(MemoryBus::new("eos-refusals")));
+    let refused = support::test_app(spa_dat::Config::default())
+        .add_application(
+            Application::consumer("eos-memory", ["t"], |_: SpaMessage| async {})
+                .transactional(true)
+                .socket_provider(Arc::clone(&memory)),
+        )
+        .start_async()
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{refused}").contains("needs a Kafka bus"),
+        "{refused}"
+    );
+
+    let refused = support::test_app(spa_dat::Config::default())
+        .add_application(
+            Application::consumer("eos-batch", ["t"], |_: spa_dat::Batch<SpaMessage>| async {})
+                .batch(10, Duration::from_millis(5))
+                .transactional(true)
+                .socket_provider(Arc::clone(&memory)),
+        )
+        .start_async()
+        .await
+        .expect_err("refused");
+    assert!(
+        format!("{refused}").contains("batch consumer cannot be transactional"),
+        "{refused}"
+    );
+
+    let connection = memory
+        .connect(spa_dat::socket::spi::SocketOptions::new("eos-plain"))
+        .await
+        .expect("connects");
+    let socket = Socket::new(
+        connection.socket,
+        spa_dat::MessageBuilder::new(None, None),
+        Duration::from_secs(5),
+    );
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let result = socket
+        .transaction(async move {
+            r.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(result, Err(spa_dat::Error::Config(_))),
+        "{result:?}"
+    );
+    assert_eq!(ran.load(Ordering::Relaxed), 0, "the work never ran");
+}

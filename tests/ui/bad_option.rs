@@ -9,4 +9,7 @@ async fn producer_with_topics() {}
 #[consumer(topics = ["a", 1])]
 async fn not_a_string() {}
 
+#[consumer(topics = ["a"], transactional = "yes")]
+async fn transactional_takes_a_bool() {}
+
 fn main() {}

@@ -40,4 +40,19 @@ async fn plain() -> spa_dat::Result<()> {
     Ok(())
 }
 
+#[consumer(topics = ["orders"], concurrency = 16, transactional = true)]
+async fn invoice(order: SpaMessage, socket: spa_dat::Socket) -> spa_dat::Result<()> {
+    socket.publish(SpaMessage::new("invoices", order.payload)).await
+}
+
+#[producer(transactional = true)]
+async fn related(socket: spa_dat::Socket) -> spa_dat::Result<()> {
+    socket
+        .transaction(async {
+            socket.publish(SpaMessage::new("orders", "order 7")).await?;
+            socket.publish(SpaMessage::new("order-lines", "line 1")).await
+        })
+        .await
+}
+
 fn main() {}

@@ -17,7 +17,6 @@ mod ready;
 mod record;
 mod request;
 pub mod spi;
-mod staging;
 mod wire_format;
 
 use std::sync::Arc;

@@ -58,11 +58,11 @@ use crate::error::Result;
 
 pub use super::inbox::{ArrivalSender, Inbox};
 pub use super::ready::ReadySignal;
+pub use super::record::{new_owner, Staged};
 pub use super::record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };
 pub use super::request::{PendingReply, RequestMultiplexer, DEFAULT_REQUEST_TIMEOUT};
-pub use super::staging::{new_owner, Staged, Transactions};
 use super::wire_format::WireFormat;
 
 /// One connection to a bus: the Python package's `SpaSocket`, async.
@@ -107,6 +107,18 @@ pub trait SpaSocket: Send + Sync + 'static {
     fn transactions(&self) -> Option<&dyn Transactions> {
         None
     }
+}
+
+/// A transport's transactions (see [`SpaSocket::transactions`]): what
+/// [`crate::Socket::transaction`] publishes as one.
+#[async_trait]
+pub trait Transactions: Send + Sync {
+    /// A new, empty staging area of this transport's.
+    fn stage(&self) -> Staged;
+
+    /// Sends what `staged` holds in one transaction; returns once it is committed, or fails
+    /// having sent none of it.
+    async fn commit(&self, staged: Staged) -> Result<()>;
 }
 
 /// What a transport can do, declared so that tests and applications need not guess.

@@ -198,7 +198,7 @@ impl Consumer {
         let (span, polled) = traced.in_scope(|| {
             let span = self.log_span(&delivery);
             // A transactional transport's publishes are held with the message (see
-            // `socket::staging`): the handler runs inside its staging area.
+            // `socket::spi::Staged`): the handler runs inside its staging area.
             let polled = match delivery.staged() {
                 Some(staged) => staged.clone().sync_scope(|| first_poll(call, &span)),
                 None => first_poll(call, &span),

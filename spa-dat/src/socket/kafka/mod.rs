@@ -17,7 +17,7 @@
 //!   (which topic a request's reply uses, which request a reply answers);
 //! - `properties` (every client's librdkafka properties: the user's applied once, last),
 //!   `context` (librdkafka's logs and errors), `blocking` (librdkafka's blocking calls, off the
-//!   async workers);
+//!   async workers), `transaction` (exactly-once: publishes and offsets in one transaction);
 //! - `access` (the read-access check at subscribe), `admin` (topics: listing, creating,
 //!   deleting, naming), `offsets` (the group consumer's task and the offsets it stores);
 //! - `shared` (what a socket's parts share), `replies` (the reply consumer and reply topics),

@@ -62,7 +62,9 @@ pub(super) async fn consume(
     loop {
         if let Some(transactions) = &transactions {
             if transactions.fatal().is_some() {
-                // Logged where it happened; the inbox closes and the consumer stops.
+                // Logged where it happened. Out of the group at once, so that its partitions
+                // go to a member that can commit them; the inbox closes, the consumer stops.
+                consumer.unsubscribe();
                 return;
             }
             if transactions.must_rewind() {

@@ -2,7 +2,7 @@
 //! the finished-offset map of `progress` as their metadata — committed in one Kafka
 //! transaction.
 //!
-//! A handler's publishes are held with its message (`socket::staging`) and handed over only
+//! A handler's publishes are held with its message (`socket::spi::Staged`) and handed over only
 //! when the message is settled (its acknowledgement): as one [`Settle`] in a queue. Every
 //! `transaction_interval_ms` the committer, on a thread of its own, drains the queue: it
 //! produces each settled message's records, marks its offset finished, sends the offsets to
@@ -23,11 +23,11 @@
 //! close commits the rest.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -35,11 +35,17 @@ use tokio::sync::oneshot;
 
 use super::context::{describe, SocketContext};
 use super::headers;
-use super::offsets::GroupConsumer;
 use super::progress::{Progress, Scope, Ticket};
-use super::shared::lock;
 use crate::error::{Error, Result};
 use crate::socket::{Outgoing, Staged};
+
+/// The socket's group consumer (`offsets::GroupConsumer`, which imports this file).
+type GroupConsumer = StreamConsumer<SocketContext>;
+
+/// Locks `mutex`, also one a panic poisoned: every value here is replaced or drained whole.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A settled message's part of the next transaction: its records, and its offset to mark
 /// finished (none for a producer's [`crate::Socket::transaction`] or a publish outside any
@@ -231,7 +237,7 @@ impl KafkaTransactions {
                     .wait_timeout_while(guard, self.interval, |woken| {
                         !*woken && !self.stop.load(Ordering::Acquire)
                     })
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    .unwrap_or_else(PoisonError::into_inner);
                 *guard = false;
             }
             if self.stop.load(Ordering::Acquire) {
