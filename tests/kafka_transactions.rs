@@ -37,6 +37,16 @@ fn provider() -> Arc<dyn SocketProvider> {
     Arc::new(KafkaSocketProvider::new(config()).expect("valid config"))
 }
 
+/// A provider whose transactional sockets are `transactional.id` (one per process by
+/// default): stable across restarts, as a pod's name would be.
+fn provider_as(transactional_id: &str) -> Arc<dyn SocketProvider> {
+    let mut config = config();
+    config
+        .properties
+        .insert("transactional.id".to_owned(), transactional_id.to_owned());
+    Arc::new(KafkaSocketProvider::new(config).expect("valid config"))
+}
+
 /// Publishes `records` (key, payload) to `topic`, each as a spa-dat message.
 async fn publish(provider: &Arc<dyn SocketProvider>, topic: &str, records: &[(String, String)]) {
     let publisher = support::connect_publisher(provider, unique("eos-publisher")).await;
@@ -62,8 +72,15 @@ fn read_committed(topic: &str) -> BTreeMap<String, Vec<String>> {
         .set("enable.auto.commit", "false")
         .create()
         .expect("reader");
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .first()
+        .map_or(0, |t| t.partitions().len());
+    assert!(partitions > 0, "{topic} exists");
     let mut assignment = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
+    for partition in 0..partitions as i32 {
         assignment
             .add_partition_offset(topic, partition, Offset::Beginning)
             .expect("partition");
@@ -72,7 +89,7 @@ fn read_committed(topic: &str) -> BTreeMap<String, Vec<String>> {
     let mut at_end = std::collections::HashSet::new();
     let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while at_end.len() < PARTITIONS as usize {
+    while at_end.len() < partitions {
         assert!(
             std::time::Instant::now() < deadline,
             "{topic} read to its end within a minute"
@@ -171,7 +188,7 @@ fn pipeline(
     .concurrency(16)
     .ordering(spa_dat::MessageOrder::Key)
     .transactional(true)
-    .socket_provider(provider())
+    .socket_provider(provider_as(client_id))
 }
 
 /// The pipeline of [`sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order`]
@@ -181,10 +198,11 @@ fn pipeline(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order"]
 async fn eos_child_pipeline() {
-    let (Ok(input), Ok(output), Ok(group), Ok(log)) = (
+    let (Ok(input), Ok(output), Ok(group), Ok(worker), Ok(log)) = (
         std::env::var("SPA_DAT_EOS_INPUT"),
         std::env::var("SPA_DAT_EOS_OUTPUT"),
         std::env::var("SPA_DAT_EOS_GROUP"),
+        std::env::var("SPA_DAT_EOS_WORKER"),
         std::env::var("SPA_DAT_EOS_LOG"),
     ) else {
         return;
@@ -193,7 +211,7 @@ async fn eos_child_pipeline() {
         &input,
         &output,
         &group,
-        "eos-worker",
+        &worker,
         Some(log.into()),
         Arc::default(),
     ));
@@ -207,6 +225,7 @@ async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_o
     const KILLS: usize = 3;
     let provider = provider();
     let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    let worker = unique("eos-worker");
     support::kafka::create_topic(&provider, &input).await;
     support::kafka::create_topic(&provider, &output).await;
     let inputs: Vec<(String, String)> = (0..RECORDS)
@@ -226,6 +245,7 @@ async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_o
             .env("SPA_DAT_EOS_INPUT", &input)
             .env("SPA_DAT_EOS_OUTPUT", &output)
             .env("SPA_DAT_EOS_GROUP", &group)
+            .env("SPA_DAT_EOS_WORKER", &worker)
             .env("SPA_DAT_EOS_LOG", &log)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -257,7 +277,7 @@ async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_o
         &input,
         &output,
         &group,
-        "eos-worker",
+        &worker,
         None,
         Arc::clone(&handled),
     ));
@@ -479,6 +499,7 @@ async fn a_second_instance_of_the_same_identity_fences_the_first() {
     const RECORDS: usize = 1_500;
     let provider = provider();
     let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    let twin = unique("eos-twin");
     support::kafka::create_topic(&provider, &input).await;
     support::kafka::create_topic(&provider, &output).await;
     let inputs: Vec<(String, String)> = (0..RECORDS)
@@ -490,7 +511,7 @@ async fn a_second_instance_of_the_same_identity_fences_the_first() {
         &input,
         &output,
         &group,
-        "eos-twin",
+        &twin,
         None,
         Arc::clone(&first_handled),
     ));
@@ -507,7 +528,7 @@ async fn a_second_instance_of_the_same_identity_fences_the_first() {
         &input,
         &output,
         &group,
-        "eos-twin",
+        &twin,
         None,
         Arc::default(),
     ));
@@ -599,4 +620,105 @@ async fn transactions_where_there_are_none_are_refused_with_the_reason() {
         "{result:?}"
     );
     assert_eq!(ran.load(Ordering::Relaxed), 0, "the work never ran");
+}
+
+/// A publish the broker refuses for good at commit — larger than its topic's
+/// `max.message.bytes`, which librdkafka cannot know when it is published — aborts the
+/// transaction it is in once: the consumer rewinds, handles everything in it again, drops that
+/// one publish (logged) and goes on. Every other output is there exactly once, in key order,
+/// although an abort came mid-stream with 16 handlers in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_at_commit_aborts_once_and_the_stream_goes_on_exactly_once() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    const RECORDS: usize = 2_000;
+    const POISON: usize = 700;
+    let provider = provider();
+    let (input, output, small) = (unique("eos-a"), unique("eos-b"), unique("eos-small"));
+    support::kafka::create_topic(&provider, &input).await;
+    support::kafka::create_topic(&provider, &output).await;
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", support::kafka::bootstrap())
+        .create()
+        .expect("admin");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&small, 1, TopicReplication::Fixed(1))
+                .set("max.message.bytes", "2048")],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("created");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let inputs: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 40), format!("k{}/r{i}", i % 40)))
+        .collect();
+    publish(&provider, &input, &inputs).await;
+    let poison = inputs[POISON].1.clone();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (out, too_small, counted) = (output.clone(), small.clone(), Arc::clone(&handled));
+    let app = support::test_app(spa_dat::Config::default()).add_application(
+        Application::consumer(
+            "eos-poison",
+            [input.clone()],
+            move |message: SpaMessage, socket: Socket| {
+                let (out, too_small, counted, poison) = (
+                    out.clone(),
+                    too_small.clone(),
+                    Arc::clone(&counted),
+                    poison.clone(),
+                );
+                async move {
+                    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..1_000))).await;
+                    let payload = message.payload_str()?.to_owned();
+                    let key = payload.split('/').next().unwrap_or_default().to_owned();
+                    if payload == poison {
+                        socket
+                            .publish(SpaMessage::new(too_small.as_str(), "x".repeat(4_096)))
+                            .await?;
+                    }
+                    socket
+                        .publish_keyed(key, SpaMessage::new(out.as_str(), payload.clone()))
+                        .await?;
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    spa_dat::Result::<()>::Ok(())
+                }
+            },
+        )
+        .concurrency(16)
+        .transactional(true)
+        .socket_provider(Arc::clone(&provider)),
+    );
+    let out = output.clone();
+    let complete = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let checker = {
+        let complete = Arc::clone(&complete);
+        tokio::spawn(async move {
+            loop {
+                let read = read_committed_async(&out).await;
+                if read.values().map(Vec::len).sum::<usize>() >= RECORDS {
+                    complete.store(true, Ordering::Release);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let done = Arc::clone(&complete);
+    run_until(
+        app,
+        Duration::from_secs(120),
+        "the output complete",
+        move || done.load(Ordering::Acquire),
+    )
+    .await;
+    checker.abort();
+    assert!(
+        handled.load(Ordering::Relaxed) > RECORDS,
+        "the aborted transaction's messages were handled again"
+    );
+    assert_exactly_once_in_order(&inputs, &read_committed_async(&output).await);
+    assert!(
+        read_committed_async(&small).await.is_empty(),
+        "the refused publish dropped"
+    );
 }

@@ -110,13 +110,15 @@ pub(super) struct SocketContext {
     /// The group consumer's readiness: assigned, brokers reachable.
     pub(super) health: Option<Arc<GroupHealth>>,
     /// A transactional socket's commit (see `transaction`), given the consumer's group
-    /// metadata: its group consumer's offsets go into transactions, not into commits.
+    /// metadata and the partitions being revoked (their progress ends with it): its group
+    /// consumer's offsets go into transactions, not into commits.
     pub(super) commit_transaction: Option<CommitTransaction>,
 }
 
 /// Commits a transactional socket's transaction (see `transaction`).
-pub(super) type CommitTransaction =
-    Arc<dyn Fn(Option<rdkafka::consumer::ConsumerGroupMetadata>) + Send + Sync>;
+pub(super) type CommitTransaction = Arc<
+    dyn Fn(Option<rdkafka::consumer::ConsumerGroupMetadata>, &TopicPartitionList) + Send + Sync,
+>;
 
 /// What makes a group consumer ready: its partitions assigned (rebalances say) and a broker
 /// connection up (librdkafka's statistics say, every `properties::STATISTICS_INTERVAL_MS`: a lost
@@ -291,15 +293,18 @@ impl ConsumerContext for SocketContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let (Some(progress), Rebalance::Revoke(revoked)) = (&self.handled, rebalance) {
             if let Some(commit_transaction) = &self.commit_transaction {
-                // Synchronously: the next owner reads the offsets once this transaction ends.
-                commit_transaction(consumer.group_metadata());
-            } else if let Err(error) =
-                progress.commit(consumer, CommitMode::Async, Scope::Revoked(revoked))
-            {
-                // Partitions lost rather than revoked: their next owner handles those again.
-                tracing::debug!(broker = %self.broker, error = %describe(&error), "offsets of revoked partitions not committed");
+                // Synchronously, revoking under the same lock: the next owner reads the
+                // offsets once this transaction ends.
+                commit_transaction(consumer.group_metadata(), revoked);
+            } else {
+                if let Err(error) =
+                    progress.commit(consumer, CommitMode::Async, Scope::Revoked(revoked))
+                {
+                    // Partitions lost rather than revoked: their next owner handles those again.
+                    tracing::debug!(broker = %self.broker, error = %describe(&error), "offsets of revoked partitions not committed");
+                }
+                progress.revoke(revoked);
             }
-            progress.revoke(revoked);
         }
         if let (Some(health), Rebalance::Revoke(_)) = (&self.health, rebalance) {
             health.assigned(false);

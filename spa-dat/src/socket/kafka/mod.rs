@@ -121,16 +121,21 @@ impl SocketProvider for KafkaSocketProvider {
             }
             .caused_by(e)
         };
-        // A transactional socket's id is its client id's: the same in every run of an
-        // application with an explicit client id, so a restart fences the killed run's
-        // producer and aborts its open transaction at once (KIP-447 fences zombies by group
-        // generation whatever the id).
+        // One per process unless the user names it: replicas of one application share their
+        // client id, and a shared `transactional.id` fences all but the last started (KIP-447
+        // fences a zombie by its group generation whatever the id). An id stable across
+        // restarts and unique among replicas (a pod's name) lets a restarted process abort its
+        // killed predecessor's open transaction at once instead of after
+        // `transaction.timeout.ms`: set `transactional.id` for that.
         let transactional_id = options.transactional.then(|| {
             config
                 .properties
                 .get("transactional.id")
                 .cloned()
-                .unwrap_or_else(|| format!("spa-txn-{group_id}-{client_id}"))
+                .unwrap_or_else(|| {
+                    let run = uuid::Uuid::new_v4().simple().to_string();
+                    format!("spa-txn-{group_id}-{client_id}-{}", &run[..8])
+                })
         });
         let producer_client = match &transactional_id {
             Some(transactional_id) => Client::TransactionalProducer { transactional_id },

@@ -62,16 +62,22 @@ pub(super) async fn consume(
     loop {
         if let Some(transactions) = &transactions {
             if transactions.fatal().is_some() {
-                // Logged where it happened. Out of the group at once, so that its partitions
-                // go to a member that can commit them; the inbox closes, the consumer stops.
-                consumer.unsubscribe();
+                leave_group(&consumer).await;
                 return;
             }
             if transactions.must_rewind() {
                 // Read before the abort: handled again once read again from the commit.
                 held.clear();
-                rewind(&consumer, &broker).await;
-                transactions.rewound();
+                if rewind(&consumer, &broker).await {
+                    // Whatever arrived while the abort was under way counts for nothing:
+                    // everything from here on is read after the seek.
+                    progress.forget_all();
+                    transactions.rewound();
+                } else {
+                    // Nothing is delivered, nor committed, until it succeeds.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
         }
         while let Some(delivery) = held.pop_front() {
@@ -141,6 +147,10 @@ pub(super) async fn consume(
                 continue;
             }
         };
+        if transactions.as_ref().is_some_and(|t| t.must_rewind()) {
+            // Read before the seek back: read again after it.
+            continue;
+        }
         let topic = topic_names.get(message.topic());
         let (partition, offset) = (message.partition(), message.offset());
         let payload = Bytes::copy_from_slice(message.payload().unwrap_or_default());
@@ -153,7 +163,16 @@ pub(super) async fn consume(
                 Arrival::Skip => break None,
                 // First record of this assignment: read what an earlier run finished.
                 Arrival::Unloaded => {
-                    let (committed, log_end) = committed(&consumer, &topic, partition).await;
+                    let (committed, log_end) = loop {
+                        match committed(&consumer, &topic, partition).await {
+                            Ok(read) => break read,
+                            // At least once: handled again is the worst that can happen.
+                            Err(()) if transactions.is_none() => break (None, i64::MIN),
+                            // Exactly once: what an earlier run finished and committed must
+                            // not be handled again, its output committed twice.
+                            Err(()) => tokio::time::sleep(Duration::from_millis(500)).await,
+                        }
+                    };
                     progress.load(
                         &topic,
                         partition,
@@ -236,12 +255,12 @@ fn set_paused(consumer: &GroupConsumer, pause: bool, broker: &str) -> bool {
 
 /// The committed offset and metadata of one partition for the consumer's group (`None` when
 /// there is none), and the partition's end read after it: what the metadata may claim lies
-/// below that end. If either cannot be read, no metadata is trusted (at least once holds).
+/// below that end. `Err` when either cannot be read (logged): then no metadata is trusted.
 async fn committed(
     consumer: &Arc<GroupConsumer>,
     topic: &str,
     partition: i32,
-) -> (Option<(i64, String)>, i64) {
+) -> Result<(Option<(i64, String)>, i64), ()> {
     let (consumer, topic) = (Arc::clone(consumer), topic.to_owned());
     on_blocking_thread(move || {
         let mut wanted = TopicPartitionList::new();
@@ -249,8 +268,8 @@ async fn committed(
         let committed = match consumer.committed_offsets(wanted, Timeout::After(COMMITTED_TIMEOUT)) {
             Ok(committed) => committed,
             Err(error) => {
-                tracing::warn!(%topic, partition, error = %describe(&error), "committed offsets not read; records finished above the commit are handled again");
-                return (None, i64::MIN);
+                tracing::warn!(%topic, partition, error = %describe(&error), "committed offsets not read");
+                return Err(());
             }
         };
         let committed = committed
@@ -262,24 +281,45 @@ async fn committed(
         let log_end = match consumer.fetch_watermarks(&topic, partition, Timeout::After(COMMITTED_TIMEOUT)) {
             Ok((_, high)) => high,
             Err(error) => {
-                tracing::warn!(%topic, partition, error = %describe(&error), "the partition's end not read; records finished above the commit are handled again");
-                i64::MIN
+                tracing::warn!(%topic, partition, error = %describe(&error), "the partition's end not read");
+                return Err(());
             }
         };
-        (committed, log_end)
+        Ok((committed, log_end))
     })
     .await
-    .unwrap_or((None, i64::MIN))
+    .unwrap_or(Err(()))
+}
+
+/// After a failure no abort can fix: out of the group, so that its partitions go to a member
+/// that can commit them, polling until the revocation is done (it runs in a poll) and the
+/// assignment is empty; the socket is no longer ready then. Whatever is read meanwhile is
+/// dropped: the next owner reads it.
+async fn leave_group(consumer: &Arc<GroupConsumer>) {
+    consumer.unsubscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        if consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+    }
 }
 
 /// Seeks every assigned partition back to its committed offset (the beginning where none is
 /// committed), after an aborted transaction: what was read since is read again. librdkafka
-/// drops what it had fetched from before the seek.
-async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) {
+/// drops what it had fetched from before the seek. False when it failed (logged): the caller
+/// tries again, delivering nothing meanwhile.
+async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) -> bool {
     let (consumer, broker) = (Arc::clone(consumer), broker.to_owned());
     let rewound = on_blocking_thread(move || {
         let assignment = consumer.assignment()?;
-        let committed = consumer.committed_offsets(assignment, Timeout::After(COMMITTED_TIMEOUT))?;
+        let committed =
+            consumer.committed_offsets(assignment, Timeout::After(COMMITTED_TIMEOUT))?;
         let mut to = TopicPartitionList::new();
         for element in committed.elements() {
             let offset = match element.offset() {
@@ -288,16 +328,24 @@ async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) {
             };
             to.add_partition_offset(element.topic(), element.partition(), offset)?;
         }
-        consumer.seek_partitions(to, Timeout::After(COMMITTED_TIMEOUT))?;
+        let sought = consumer.seek_partitions(to, Timeout::After(COMMITTED_TIMEOUT))?;
+        // Each partition's own result: one that failed is not where it must be.
+        for element in sought.elements() {
+            element.error()?;
+        }
         tracing::info!(%broker, "Kafka consumer rewound to its committed offsets after an aborted transaction");
         Ok::<(), rdkafka::error::KafkaError>(())
     })
     .await;
     match rewound {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => true,
         Ok(Err(error)) => {
-            tracing::error!(error = %describe(&error), "rewinding after an aborted transaction failed: records read since the last commit may be skipped")
+            tracing::warn!(error = %describe(&error), "rewinding after an aborted transaction failed; tried again in a second");
+            false
         }
-        Err(panic) => tracing::error!(%panic, "rewinding after an aborted transaction failed"),
+        Err(panic) => {
+            tracing::warn!(%panic, "rewinding after an aborted transaction failed; tried again in a second");
+            false
+        }
     }
 }

@@ -101,6 +101,16 @@ pub(super) enum Arrival {
     Unloaded,
 }
 
+/// What [`Progress::finish_in_transaction`] made of a settled record.
+pub(super) enum Settling {
+    /// It counts: commit its output with the offsets.
+    Finished,
+    /// Its partition was revoked or forgotten since, or it is not in flight: drop its output.
+    Stale,
+    /// The commit metadata cannot say it is finished yet: try again at a later commit.
+    Deferred,
+}
+
 /// Which partitions [`Progress::commit`] commits.
 pub(super) enum Scope<'a> {
     /// Those whose offset or metadata changed since the last commit (the periodic commit).
@@ -212,6 +222,57 @@ impl Progress {
             tracing::debug!(%topic, partition, offset, "finished but not in flight; ignored");
         }
         counted
+    }
+
+    /// [`Progress::finished`] for a transaction, which commits the record's output with the
+    /// offsets: the record counts only if the commit metadata can say so. Above the part of
+    /// the finished-offset map that fits Kafka's metadata a finished record would be handled
+    /// again after a restart, its output committed twice; it waits (`Deferred`) until the map
+    /// shrinks — its partition's commit offset moves up.
+    pub(super) fn finish_in_transaction(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        offset: i64,
+        ticket: Ticket,
+    ) -> Settling {
+        let mut partitions = self.lock();
+        let Some(entry) = partitions
+            .iter_mut()
+            .find(|p| p.epoch == ticket.epoch && p.is(topic, partition))
+        else {
+            return Settling::Stale;
+        };
+        // Each range of the map is one of these at most, and takes at most 2 × 19 digits and
+        // 2 separators: this many always fit.
+        const ALWAYS_FIT: usize = (MAX_METADATA - MAGIC.len()) / 40;
+        if entry.pending.len() + entry.skip.len() < ALWAYS_FIT {
+            return if entry.finish(offset) {
+                Settling::Finished
+            } else {
+                Settling::Stale
+            };
+        }
+        // The first offset the map leaves out (`i64::MAX`: none).
+        let left_out = |entry: &PartitionProgress| {
+            entry.commit_offset().map_or(i64::MAX, |commit| {
+                encode(commit, &entry.finished_ranges(commit))
+                    .1
+                    .unwrap_or(i64::MAX)
+            })
+        };
+        let before = left_out(entry);
+        if !entry.finish(offset) {
+            return Settling::Stale;
+        }
+        let after = left_out(entry);
+        // Named, and nothing named before left out by it (its range may push later ones out).
+        if offset < after && after >= before {
+            Settling::Finished
+        } else {
+            entry.insert_pending(offset);
+            Settling::Deferred
+        }
     }
 
     /// Forgets every partition, as if all were revoked: after an aborted transaction, what
@@ -451,32 +512,33 @@ impl PartitionProgress {
     /// What to commit: offset, metadata, and whether the metadata was cut short.
     fn to_commit(&self) -> Option<(i64, String, bool)> {
         let commit = self.commit_offset()?;
-        let (metadata, truncated) = encode(commit, &self.finished_ranges(commit));
-        Some((commit, metadata, truncated))
+        let (metadata, left_out) = encode(commit, &self.finished_ranges(commit));
+        Some((commit, metadata, left_out.is_some()))
     }
 }
 
-/// The metadata for `ranges` (ascending, disjoint, all above `commit`), and whether it had to
-/// be cut short: then it keeps the lowest ranges.
-fn encode(commit: i64, ranges: &[Range]) -> (String, bool) {
+/// The metadata for `ranges` (ascending, disjoint, all above `commit`), and the first offset
+/// of the ranges left out when it had to be cut short: then it keeps the lowest ranges.
+fn encode(commit: i64, ranges: &[Range]) -> (String, Option<i64>) {
     let mut text = String::from(MAGIC);
     let mut piece = String::new();
     for (start, end) in ranges {
-        let (start, end) = (start.saturating_sub(commit), end.saturating_sub(commit));
+        let (relative_start, relative_end) =
+            (start.saturating_sub(commit), end.saturating_sub(commit));
         piece.clear();
         let sep = if text.len() > MAGIC.len() { "," } else { "" };
         // Writing to a String cannot fail.
-        let _ = if start == end {
-            write!(piece, "{sep}{start}")
+        let _ = if relative_start == relative_end {
+            write!(piece, "{sep}{relative_start}")
         } else {
-            write!(piece, "{sep}{start}-{end}")
+            write!(piece, "{sep}{relative_start}-{relative_end}")
         };
         if text.len() + piece.len() > MAX_METADATA {
-            return (text, true);
+            return (text, Some(*start));
         }
         text.push_str(&piece);
     }
-    (text, false)
+    (text, None)
 }
 
 /// The finished ranges (absolute offsets) in a partition's committed metadata; empty for none,
@@ -589,7 +651,8 @@ mod tests {
     }
 
     fn encode_ranges(commit: i64, ranges: &[Range]) -> (String, bool) {
-        encode(commit, ranges)
+        let (metadata, left_out) = encode(commit, ranges);
+        (metadata, left_out.is_some())
     }
 
     fn deliver(progress: &Progress, topic: &Arc<str>, offset: i64) -> Ticket {
@@ -637,6 +700,55 @@ mod tests {
         let (metadata, truncated) = encode_ranges(0, &ranges);
         assert!(truncated && metadata.len() <= MAX_METADATA);
         assert!(metadata.starts_with("spa1:10,12,14"));
+    }
+
+    #[test]
+    fn in_a_transaction_a_record_the_map_could_not_name_waits_until_it_can() {
+        // Every other record of 4,000 is stuck behind 0: 2,000 gaps, more than the map names.
+        let progress = Progress::default();
+        let topic: Arc<str> = Arc::from("t");
+        progress.load(&topic, 0, None, i64::MAX);
+        let tickets: Vec<Ticket> = (0..4_000)
+            .map(|offset| deliver(&progress, &topic, offset))
+            .collect();
+        let settle = |offset: i64| {
+            progress.finish_in_transaction(&topic, 0, offset, tickets[offset as usize])
+        };
+        let mut deferred = Vec::new();
+        for offset in (1..4_000).step_by(2) {
+            match settle(offset) {
+                Settling::Finished => {}
+                Settling::Deferred => deferred.push(offset),
+                Settling::Stale => panic!("{offset} is in flight"),
+            }
+        }
+        assert!(!deferred.is_empty(), "the map outgrew Kafka's metadata");
+        let (_, metadata, truncated) = commit_now(&progress, &topic).expect("a commit");
+        assert!(
+            !truncated,
+            "nothing finished beyond what the map names: {}",
+            metadata.len()
+        );
+        // The stuck ones finish too, settled again each round as a transaction's committer
+        // does: the commit moves up, the waiting ones fit, and nothing named is ever left out.
+        let mut waiting: Vec<i64> = (0..4_000).step_by(2).chain(deferred).collect();
+        for _round in 0..100 {
+            waiting.retain(|offset| !matches!(settle(*offset), Settling::Finished));
+            let (_, metadata, truncated) = commit_now(&progress, &topic).expect("a commit");
+            assert!(!truncated, "{}", metadata.len());
+            if waiting.is_empty() {
+                break;
+            }
+        }
+        assert!(waiting.is_empty(), "{} still waiting", waiting.len());
+        assert_eq!(
+            commit_now(&progress, &topic),
+            Some((4_000, "spa1:".to_owned(), false))
+        );
+        assert!(matches!(
+            progress.finish_in_transaction(&topic, 0, 5, tickets[5]),
+            Settling::Stale
+        ));
     }
 
     #[test]

@@ -22,8 +22,9 @@ pub(super) enum Client<'a> {
     /// The member of `group` whose records feed the inbox (see `offsets`); a transactional
     /// socket's reads only committed records.
     GroupConsumer { group: &'a str, transactional: bool },
-    /// Reads replies in `group`, assigned its topics directly (see `replies`).
-    ReplyConsumer { group: &'a str },
+    /// Reads replies in `group`, assigned its topics directly (see `replies`); a
+    /// transactional socket's reads only committed replies.
+    ReplyConsumer { group: &'a str, transactional: bool },
     /// The throw-away consumer that checks read access in `group` (see `access`).
     AccessProbe { group: &'a str },
 }
@@ -61,7 +62,7 @@ pub(super) fn client_config(
         Client::GroupConsumer { group, .. } | Client::AccessProbe { group } => {
             consumer_settings(&mut settings, group, config);
         }
-        Client::ReplyConsumer { group } => {
+        Client::ReplyConsumer { group, .. } => {
             consumer_settings(&mut settings, group, config);
             settings.set("enable.auto.commit", "true");
         }
@@ -121,9 +122,14 @@ fn fixed_settings(settings: &mut ClientConfig, client: Client<'_>) {
                 // metadata of what finished behind a stuck record would never reach the broker.
                 .set("enable.auto.commit", "false");
         }
-        Client::ReplyConsumer { .. } => {
+        Client::ReplyConsumer { transactional, .. } => {
             // No handler finishes a reply: each is stored as read.
             settings.set("enable.auto.offset.store", "true");
+            if transactional {
+                // Never the reply of an aborted transaction (a responder's that is handled
+                // again answers again).
+                settings.set("isolation.level", "read_committed");
+            }
         }
         Client::AccessProbe { group } => {
             settings
@@ -194,7 +200,14 @@ mod tests {
             group.get("statistics.interval.ms"),
             Some(STATISTICS_INTERVAL_MS)
         );
-        let replies = client_config(&config, "app", Client::ReplyConsumer { group: "g-r" });
+        let replies = client_config(
+            &config,
+            "app",
+            Client::ReplyConsumer {
+                group: "g-r",
+                transactional: false,
+            },
+        );
         assert_eq!(replies.get("enable.auto.offset.store"), Some("true"));
         assert_eq!(replies.get("enable.auto.commit"), Some("true"));
         let probe = client_config(&config, "app", Client::AccessProbe { group: "g" });

@@ -73,7 +73,10 @@ impl Shared {
                 self.verify_read_access(&group, std::slice::from_ref(&shared_topic))
                     .await?;
                 let consumer: StreamConsumer<SocketContext> = self
-                    .client_config(Client::ReplyConsumer { group: &group })
+                    .client_config(Client::ReplyConsumer {
+                        group: &group,
+                        transactional: self.transactions.is_some(),
+                    })
                     .create_with_context(SocketContext {
                         group: Some(group.clone()),
                         ..self.context()

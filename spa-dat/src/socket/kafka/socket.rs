@@ -119,7 +119,10 @@ impl Shared {
                 group: Some(self.group_id.clone()),
                 health: Some(Arc::new(GroupHealth::new(self.ready.clone(), &self.broker))),
                 commit_transaction: self.transactions.clone().map(|transactions| {
-                    Arc::new(move |group| transactions.commit(group)) as CommitTransaction
+                    Arc::new(move |group, revoked: &rdkafka::TopicPartitionList| {
+                        // A failure is logged and acted on where it happened.
+                        let _ = transactions.commit(group, Some(revoked));
+                    }) as CommitTransaction
                 }),
                 ..self.context()
             })
@@ -169,11 +172,14 @@ impl SpaSocket for KafkaSocket {
                     reason,
                 ));
             }
-            // A request is never held: its reply is awaited.
-            let request = message
-                .headers
-                .get(crate::socket::headers::RESPONSE_TOPIC)
-                .is_some();
+            // A request is never held: its reply is awaited. (What the runtime's `request`
+            // sends carries both; a forwarded message or a reply at most one of them.)
+            let request = [
+                crate::socket::headers::RESPONSE_TOPIC,
+                crate::socket::headers::CORRELATION_ID,
+            ]
+            .iter()
+            .all(|name| message.headers.get(name).is_some());
             return match Staged::current(transactions.owner).filter(|_| !request) {
                 Some(staged) => transactions.stage(&staged, message),
                 None => transactions.publish_alone(message).await,
@@ -300,9 +306,12 @@ impl SpaSocket for KafkaSocket {
             let _ = task.await;
         }
         lock(&self.shared.inbox).take();
+        let mut last_transaction = Ok(());
         if let Some(transactions) = self.shared.transactions.clone() {
             // The last transaction: what was settled since the one before.
-            let _ = on_blocking_thread(move || transactions.commit(None)).await;
+            last_transaction = on_blocking_thread(move || transactions.commit(None, None))
+                .await
+                .and_then(std::convert::identity);
         }
         let consumer = lock(&self.shared.consumer).take();
         let mut commit_failure = None;
@@ -346,6 +355,13 @@ impl SpaSocket for KafkaSocket {
         self.shared.replies.requests().close();
         // Reported after everything else is closed: the records handled since the last commit
         // are delivered again to the group's next member.
+        if let Err(reason) = last_transaction {
+            return Err(kafka_error(
+                &self.shared.broker,
+                "commit the last transaction on close",
+                format!("{reason}; what was handled since the last commit is handled again"),
+            ));
+        }
         match commit_failure {
             Some(reason) => Err(kafka_error(
                 &self.shared.broker,

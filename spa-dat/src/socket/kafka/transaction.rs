@@ -22,20 +22,23 @@
 //! Revoked partitions are committed in the rebalance callback, synchronously, before they go;
 //! close commits the rest.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use rdkafka::consumer::{Consumer, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::TopicPartitionList;
 use tokio::sync::oneshot;
 
 use super::context::{describe, SocketContext};
 use super::headers;
-use super::progress::{Progress, Scope, Ticket};
+use super::progress::{Progress, Scope, Settling, Ticket};
 use crate::error::{Error, Result};
 use crate::socket::{Outgoing, Staged};
 
@@ -86,7 +89,37 @@ pub(super) struct KafkaTransactions {
     max_record_bytes: usize,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
+    /// Records the broker refused for good, by the message that published them (see
+    /// [`KafkaTransactions::remember_refused`]).
+    refused: Mutex<HashMap<SettledAt, Vec<String>>>,
 }
+
+/// The most refused publishes remembered (a message settles again soon after its refusal,
+/// unless its partition moved to another member).
+const MOST_REMEMBERED_REFUSALS: usize = 10_000;
+
+/// Where a settled message was read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SettledAt {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+}
+
+impl SettledAt {
+    fn of(finished: &Finished) -> Self {
+        SettledAt {
+            topic: Arc::clone(&finished.topic),
+            partition: finished.partition,
+            offset: finished.offset,
+        }
+    }
+}
+
+/// librdkafka's `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`: a record's framing at its largest.
+const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+/// The longest varint of a header's length.
+const VARINT_MAX: usize = 5;
 
 /// The group consumer whose offsets go into the transactions, once it exists.
 #[derive(Default)]
@@ -120,6 +153,7 @@ impl KafkaTransactions {
             max_record_bytes,
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
+            refused: Mutex::new(HashMap::new()),
         })
     }
 
@@ -162,12 +196,15 @@ impl KafkaTransactions {
                 source: None,
             });
         }
-        let size = message.payload.len()
+        // librdkafka's own bound (`rd_kafka_msg_max_wire_size`): the record's largest framing,
+        // and each header's name and value with their varint lengths.
+        let size = RECORD_OVERHEAD
+            + message.payload.len()
             + message.key.as_ref().map_or(0, |k| k.len())
             + message
                 .headers
                 .iter()
-                .map(|(name, value)| name.len() + value.len())
+                .map(|(name, value)| name.len() + value.len() + 2 * VARINT_MAX)
                 .sum::<usize>();
         if size > self.max_record_bytes {
             return Err(Error::refused(
@@ -200,6 +237,9 @@ impl KafkaTransactions {
 
     /// Commits `output` in the next transaction and waits for it.
     async fn commit_output(&self, output: Vec<Outgoing>) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
         let (done, committed) = oneshot::channel();
         self.settled(Settle {
             output,
@@ -243,7 +283,8 @@ impl KafkaTransactions {
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
-            self.commit(None);
+            // A failure is logged and acted on where it happened.
+            let _ = self.commit(None, None);
         }
     }
 
@@ -254,51 +295,88 @@ impl KafkaTransactions {
     }
 
     /// Commits what was settled since the last commit: the queued records, and the offsets
-    /// of every partition whose progress changed. `group` is the consumer's group metadata
-    /// where the caller has it (a rebalance callback); else it is read from the consumer.
-    /// Blocking. On failure the transaction is aborted (see the module's docs).
-    pub(super) fn commit(&self, group: Option<ConsumerGroupMetadata>) {
+    /// of every partition whose progress changed; then ends the progress of the `revoked`
+    /// partitions, if any (a rebalance). `group` is the consumer's group metadata where the
+    /// caller has it (a rebalance callback); else it is read from the consumer. Blocking. On
+    /// failure the transaction is aborted (see the module's docs); the error says why.
+    pub(super) fn commit(
+        &self,
+        group: Option<ConsumerGroupMetadata>,
+        revoked: Option<&TopicPartitionList>,
+    ) -> std::result::Result<(), String> {
         let state = lock(&self.committing);
-        if self.fatal().is_some() {
-            self.fail_waiters(
-                lock(&self.queue).drain(..).collect(),
-                "transactions stopped",
-            );
-            return;
+        let committed = self.commit_locked(&state, group);
+        if let (Some(revoked), Some((_, progress))) = (revoked, &state.consumer) {
+            // Under the lock: no commit of the next generation sees these partitions.
+            progress.revoke(revoked);
+        }
+        committed
+    }
+
+    fn commit_locked(
+        &self,
+        state: &Group,
+        group: Option<ConsumerGroupMetadata>,
+    ) -> std::result::Result<(), String> {
+        if let Some(reason) = self.fatal() {
+            let queued = std::mem::take(&mut *lock(&self.queue));
+            self.fail_waiters(queued, "transactions stopped");
+            return Err(reason);
         }
         if self.must_rewind() {
             // What was settled before the consumer rewound belongs to the forgotten
             // assignment: it counts for nothing (its ticket is stale) and is read again.
-            return;
+            return Ok(());
         }
-        let settles: Vec<Settle> = std::mem::take(&mut *lock(&self.queue));
+        // Read before the queue is drained: the offsets sent are those of this member's
+        // generation.
         let (consumer, progress) = match &state.consumer {
             Some((consumer, progress)) => (consumer.upgrade(), Some(progress)),
             None => (None, None),
         };
+        let group = group.or_else(|| consumer.as_deref().and_then(Consumer::group_metadata));
+        let settles: Vec<Settle> = std::mem::take(&mut *lock(&self.queue));
         let mut waiters = Vec::new();
-        let mut produced = 0usize;
+        let mut deferred = Vec::new();
+        let mut deliveries: Vec<(Option<SettledAt>, String, DeliveryFuture)> = Vec::new();
         let mut failure = None;
-        for settle in settles {
-            waiters.extend(settle.done);
+        for mut settle in settles {
             if failure.is_some() {
+                waiters.extend(settle.done.take());
                 continue;
             }
             if let (Some(finished), Some(progress)) = (&settle.finished, progress) {
-                // Its partition was revoked or forgotten since: its output is dropped, and
-                // whoever owns the partition now handles it again.
-                if !progress.finished(
+                match progress.finish_in_transaction(
                     &finished.topic,
                     finished.partition,
                     finished.offset,
                     finished.ticket,
                 ) {
-                    continue;
+                    // Its partition was revoked or forgotten since: its output is dropped,
+                    // and whoever owns the partition now handles it again.
+                    Settling::Stale => continue,
+                    // The offset map cannot say it is finished yet: committed later.
+                    Settling::Deferred => {
+                        deferred.push(settle);
+                        continue;
+                    }
+                    Settling::Finished => {}
                 }
             }
+            waiters.extend(settle.done.take());
+            let at = settle.finished.as_ref().map(SettledAt::of);
+            let refused = at
+                .as_ref()
+                .and_then(|at| lock(&self.refused).remove(at))
+                .unwrap_or_default();
             for record in settle.output {
+                if refused.contains(&record.topic) {
+                    tracing::error!(broker = %self.broker, topic = %crate::socket::shortened(&record.topic), input = ?at, "a publish the broker refused for good in an earlier transaction is dropped, so that the rest of the message's output and its offset can be committed");
+                    continue;
+                }
+                let topic = record.topic.clone();
                 match self.produce(record) {
-                    Ok(()) => produced += 1,
+                    Ok(delivery) => deliveries.push((at.clone(), topic, delivery)),
                     Err(error) => {
                         failure = Some(error);
                         break;
@@ -306,45 +384,73 @@ impl KafkaTransactions {
                 }
             }
         }
+        if !deferred.is_empty() {
+            let mut queue = lock(&self.queue);
+            deferred.append(&mut queue);
+            *queue = deferred;
+        }
         let offsets = progress.map(|progress| progress.commits(&Scope::Changed));
         let has_offsets = offsets.as_ref().is_some_and(|o| o.count() > 0);
-        if failure.is_none() && produced == 0 && !has_offsets {
+        if failure.is_none() && deliveries.is_empty() && !has_offsets {
             // Nothing to commit: the open transaction stays empty.
             self.notify(waiters, Ok(()));
-            return;
+            return Ok(());
         }
         let result = match failure {
             Some(error) => Err(error),
-            None => self.send_and_commit(
-                offsets.as_ref().filter(|_| has_offsets),
-                group,
-                consumer.as_deref(),
-            ),
+            None => self.send_and_commit(offsets.as_ref().filter(|_| has_offsets), group),
         };
         match result {
             Ok(()) => {
-                tracing::trace!(broker = %self.broker, produced, "transaction committed");
+                tracing::trace!(broker = %self.broker, records = deliveries.len(), "transaction committed");
                 self.notify(waiters, Ok(()));
-                if let Err(error) = self.producer.begin_transaction() {
+                if let Err(error) = self.retried(|_| self.producer.begin_transaction()) {
                     self.stopped_for(&error);
                 }
+                Ok(())
             }
             Err(error) => {
                 if let (Some(progress), Some(offsets)) = (progress, &offsets) {
                     progress.commit_failed(offsets);
                 }
+                self.remember_refused(deliveries);
                 let reason = describe(&error);
                 self.abort(&error, progress.map(Arc::as_ref));
-                self.notify(
-                    waiters,
-                    Err(&format!("aborted, nothing of it was published: {reason}")),
-                );
+                let reason = format!("aborted, nothing of it was published: {reason}");
+                self.notify(waiters, Err(&reason));
+                Err(reason)
+            }
+        }
+    }
+
+    /// After a failed commit: which settled messages' records the broker refused for good (a
+    /// topic that does not exist or may not be written, a record too large for it). When such
+    /// a message settles again — it is read and handled again — those records are dropped
+    /// (logged), or it would abort every transaction it is in, for ever.
+    fn remember_refused(&self, deliveries: Vec<(Option<SettledAt>, String, DeliveryFuture)>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        // The delivery reports of a failed transaction's records, each final by now or soon.
+        let _ = self.producer.flush(Duration::from_secs(5));
+        let mut refused = lock(&self.refused);
+        for (at, topic, delivery) in deliveries {
+            let Some(at) = at else { continue };
+            let Some(Ok(Err((error, _)))) = delivery.now_or_never() else {
+                continue;
+            };
+            if is_refused_for_good(&error) {
+                tracing::warn!(broker = %self.broker, topic = %crate::socket::shortened(&topic), input = ?at, error = %describe(&error), "a publish of a transaction was refused for good; dropped when its message settles again");
+                if refused.len() >= MOST_REMEMBERED_REFUSALS {
+                    refused.clear();
+                }
+                refused.entry(at).or_default().push(topic);
             }
         }
     }
 
     /// Hands one record to librdkafka, waiting for room in its queue.
-    fn produce(&self, record: Outgoing) -> std::result::Result<(), KafkaError> {
+    fn produce(&self, record: Outgoing) -> std::result::Result<DeliveryFuture, KafkaError> {
         let headers: Option<OwnedHeaders> = headers::to_record(&record.headers);
         let mut future: FutureRecord<'_, [u8], [u8]> =
             FutureRecord::to(&record.topic).payload(&record.payload[..]);
@@ -357,8 +463,8 @@ impl KafkaTransactions {
         let started = Instant::now();
         loop {
             match self.producer.send_result(future) {
-                // Its delivery is the transaction's: a record that fails fails the commit.
-                Ok(_delivery) => return Ok(()),
+                // A record that fails fails the commit.
+                Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
                     if started.elapsed() < self.timeout =>
                 {
@@ -370,20 +476,17 @@ impl KafkaTransactions {
         }
     }
 
-    /// Sends `offsets` to the transaction (when there are any) and commits it; retried while
-    /// librdkafka says a retry may pass, within the timeout.
+    /// Sends `offsets` to the transaction (when there are any) and commits it; each call
+    /// repeated while librdkafka says a repeat may pass (a timeout, a coordinator moving).
     fn send_and_commit(
         &self,
-        offsets: Option<&rdkafka::TopicPartitionList>,
+        offsets: Option<&TopicPartitionList>,
         group: Option<ConsumerGroupMetadata>,
-        consumer: Option<&GroupConsumer>,
     ) -> std::result::Result<(), KafkaError> {
         if let Some(offsets) = offsets {
             // Without the group's metadata (the consumer closed) the offsets cannot go: the
             // transaction is aborted and its messages come again.
-            let group = group
-                .or_else(|| consumer.and_then(Consumer::group_metadata))
-                .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+            let group = group.ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
             self.retried(|timeout| {
                 self.producer
                     .send_offsets_to_transaction(offsets, &group, timeout)
@@ -392,16 +495,21 @@ impl KafkaTransactions {
         self.retried(|timeout| self.producer.commit_transaction(timeout))
     }
 
+    /// Calls `call` until it succeeds or fails in a way a repeat cannot fix: librdkafka keeps
+    /// a timed-out transaction call current, and only the same call may follow it.
     fn retried(
         &self,
         call: impl Fn(Duration) -> std::result::Result<(), KafkaError>,
     ) -> std::result::Result<(), KafkaError> {
-        let started = Instant::now();
+        let mut repeats: u32 = 0;
         loop {
-            let left = self.timeout.saturating_sub(started.elapsed());
-            match call(left) {
-                Err(KafkaError::Transaction(error)) if error.is_retriable() && !left.is_zero() => {
-                    tracing::debug!(broker = %self.broker, %error, "transaction call retried");
+            match call(self.timeout) {
+                Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                    repeats = repeats.saturating_add(1);
+                    if repeats % 10 == 1 {
+                        tracing::warn!(broker = %self.broker, %error, repeats, "a transaction call is repeated until the brokers answer");
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 other => return other,
             }
@@ -418,14 +526,14 @@ impl KafkaTransactions {
         }
         tracing::warn!(broker = %self.broker, error = %describe(error), "transaction aborted: its messages are read and handled again");
         if let Some(progress) = progress {
-            progress.forget_all();
+            // First: from now on the consume task delivers nothing until it has rewound.
             self.rewind.store(true, Ordering::Release);
+            progress.forget_all();
         }
-        if let Err(error) = self.producer.abort_transaction(self.timeout) {
-            self.stopped_for(&error);
-            return;
-        }
-        if let Err(error) = self.producer.begin_transaction() {
+        let aborted = self
+            .retried(|timeout| self.producer.abort_transaction(timeout))
+            .and_then(|()| self.retried(|_| self.producer.begin_transaction()));
+        if let Err(error) = aborted {
             self.stopped_for(&error);
         }
     }
@@ -458,6 +566,23 @@ impl KafkaTransactions {
             }));
         }
     }
+}
+
+/// The broker will never take this record: retrying its transaction cannot pass.
+fn is_refused_for_good(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::PolicyViolation
+        )
+    )
 }
 
 /// No abort can fix it: the producer was fenced, or failed for good.
