@@ -64,8 +64,13 @@ async fn publish(provider: &Arc<dyn SocketProvider>, topic: &str, records: &[(St
 /// `read_committed` consumer from the beginning to the end of each partition — the last
 /// stable offset: no transaction may still be open.
 fn read_committed(topic: &str) -> BTreeMap<String, Vec<String>> {
+    read_committed_from(&support::kafka::bootstrap(), topic)
+}
+
+/// [`read_committed`] on the cluster at `bootstrap`.
+fn read_committed_from(bootstrap: &str, topic: &str) -> BTreeMap<String, Vec<String>> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", support::kafka::bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("eos-reader"))
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
@@ -138,9 +143,34 @@ fn assert_exactly_once_in_order(inputs: &[(String, String)], read: &BTreeMap<Str
     assert_eq!(&expected, read, "each key's outputs in its inputs' order");
 }
 
+/// The tests that start processes of their own (a cluster, children to kill) take turns: on 2
+/// cores their timing would suffer from each other.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The pipeline's transactional consumer of `input`: each record's payload published to
 /// `output` with the record's key; `log` (when given) gets each payload as it is handled.
 fn pipeline(
+    input: &str,
+    output: &str,
+    group: &str,
+    client_id: &str,
+    log: Option<std::path::PathBuf>,
+    handled: Arc<AtomicUsize>,
+) -> Application {
+    pipeline_on(
+        provider_as(client_id),
+        input,
+        output,
+        group,
+        client_id,
+        log,
+        handled,
+    )
+}
+
+/// [`pipeline`] on `provider`.
+fn pipeline_on(
+    provider: Arc<dyn SocketProvider>,
     input: &str,
     output: &str,
     group: &str,
@@ -188,7 +218,7 @@ fn pipeline(
     .concurrency(16)
     .ordering(spa_dat::MessageOrder::Key)
     .transactional(true)
-    .socket_provider(provider_as(client_id))
+    .socket_provider(provider)
 }
 
 /// The pipeline of [`sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order`]
@@ -223,6 +253,7 @@ async fn eos_child_pipeline() {
 async fn sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order() {
     const RECORDS: usize = 3_000;
     const KILLS: usize = 3;
+    let _turn = HEAVY.lock().await;
     let provider = provider();
     let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
     let worker = unique("eos-worker");
@@ -721,4 +752,91 @@ async fn a_publish_refused_at_commit_aborts_once_and_the_stream_goes_on_exactly_
         read_committed_async(&small).await.is_empty(),
         "the refused publish dropped"
     );
+}
+
+/// A 3-broker cluster (3 replicas, min.insync.replicas 2) loses a broker (`kill -9`) while the
+/// pipeline commits its transactions, and gets it back: the output holds each input once, in
+/// key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_mid_transaction_loses_and_duplicates_nothing() {
+    const RECORDS: usize = 3_000;
+    let _turn = HEAVY.lock().await;
+    let cluster = support::kafka::OwnCluster::start();
+    let mut config = KafkaConfig::new(cluster.bootstrap.clone());
+    config.topic_partitions = PARTITIONS;
+    config.topic_replication = 3;
+    let worker = unique("eos-cluster-worker");
+    config
+        .properties
+        .insert("transactional.id".to_owned(), worker.clone());
+    let provider: Arc<dyn SocketProvider> =
+        Arc::new(KafkaSocketProvider::new(config).expect("valid config"));
+    let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    support::kafka::create_topic(&provider, &input).await;
+    support::kafka::create_topic(&provider, &output).await;
+    let inputs: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 40), format!("k{}/r{i}", i % 40)))
+        .collect();
+    publish(&provider, &input, &inputs).await;
+    let handled = Arc::new(AtomicUsize::new(0));
+    let app = support::test_app(spa_dat::Config::default()).add_application(pipeline_on(
+        Arc::clone(&provider),
+        &input,
+        &output,
+        &group,
+        &worker,
+        None,
+        Arc::clone(&handled),
+    ));
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let h = Arc::clone(&handled);
+    support::wait_until(
+        "the pipeline handling",
+        Duration::from_secs(120),
+        move || h.load(Ordering::Relaxed) >= 500,
+    )
+    .await;
+    cluster.kill(2);
+    // Back once the pipeline made progress without it, or after a while if it could not.
+    let h = Arc::clone(&handled);
+    let resumed = tokio::time::timeout(
+        Duration::from_secs(20),
+        support::wait_until(
+            "progress without a broker",
+            Duration::from_secs(60),
+            move || h.load(Ordering::Relaxed) >= 1_500,
+        ),
+    )
+    .await;
+    cluster.restart(2);
+    let (bootstrap, out) = (cluster.bootstrap.clone(), output.clone());
+    let complete = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(150);
+        loop {
+            let read = read_committed_from(&bootstrap, &out);
+            if read.values().map(Vec::len).sum::<usize>() >= RECORDS
+                || std::time::Instant::now() > deadline
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(180), complete)
+        .await
+        .expect("the output completes in time")
+        .expect("read");
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stops in time")
+        .expect("not panicked")
+        .expect("stops cleanly");
+    let (bootstrap, out) = (cluster.bootstrap.clone(), output.clone());
+    let read = tokio::task::spawn_blocking(move || read_committed_from(&bootstrap, &out))
+        .await
+        .expect("read");
+    assert_exactly_once_in_order(&inputs, &read);
+    eprintln!("progress while a broker was down: {}", resumed.is_ok());
 }

@@ -103,10 +103,17 @@ fn consumer_settings(settings: &mut ClientConfig, group: &str, config: &KafkaCon
 /// socket's own code relies on them.
 fn fixed_settings(settings: &mut ClientConfig, client: Client<'_>) {
     match client {
-        Client::Producer | Client::Admin => {}
         Client::TransactionalProducer { transactional_id } => {
             settings.set("transactional.id", transactional_id);
         }
+        // A `transactional.id` of the bus names its transactional sockets' producers only:
+        // another client with it would refuse every publish outside a transaction.
+        _ => {
+            settings.remove("transactional.id");
+        }
+    }
+    match client {
+        Client::Producer | Client::Admin | Client::TransactionalProducer { .. } => {}
         Client::GroupConsumer { transactional, .. } => {
             if transactional {
                 // Never the input of an aborted transaction, and the committed offsets read at
@@ -214,5 +221,33 @@ mod tests {
         assert_eq!(probe.get("group.id"), Some("g"));
         assert_eq!(probe.get("enable.auto.commit"), Some("false"));
         assert_eq!(probe.get("enable.partition.eof"), Some("true"));
+    }
+
+    #[test]
+    fn only_a_transactional_socket_s_producer_gets_the_transactional_id() {
+        let mut config = config();
+        config
+            .properties
+            .insert("transactional.id".into(), "pod-7".into());
+        let producer = client_config(&config, "app", Client::Producer);
+        assert_eq!(producer.get("transactional.id"), None);
+        let group = client_config(
+            &config,
+            "app",
+            Client::GroupConsumer {
+                group: "g",
+                transactional: true,
+            },
+        );
+        assert_eq!(group.get("transactional.id"), None);
+        assert_eq!(group.get("isolation.level"), Some("read_committed"));
+        let transactional = client_config(
+            &config,
+            "app",
+            Client::TransactionalProducer {
+                transactional_id: "pod-7",
+            },
+        );
+        assert_eq!(transactional.get("transactional.id"), Some("pod-7"));
     }
 }
