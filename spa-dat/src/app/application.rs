@@ -479,9 +479,10 @@ impl Application {
     /// message's output once, however often the consumer crashes. Publishes are held until
     /// the message is settled and committed at most every `transaction_interval_ms` (Kafka
     /// setting, default 100 ms), with every other message settled meanwhile; a producer
-    /// groups related publishes with [`crate::Socket::transaction`]. Needs a Kafka bus (other
-    /// buses refuse to connect) and a consumer that is not a batch consumer. Side effects
-    /// outside Kafka stay at-least-once: see the README's "Exactly once".
+    /// groups related publishes with [`crate::Socket::transaction`]. A batch consumer's call
+    /// publishes in the transaction that takes every message the call settled. Needs a Kafka
+    /// bus (other buses refuse to connect). Side effects outside Kafka stay at-least-once: see
+    /// the README's "Exactly once".
     ///
     /// # Examples
     ///
@@ -817,9 +818,6 @@ impl AppSpec {
         }
         if let Err(found) = self.handler.check(&scope) {
             problems.extend(found);
-        }
-        if self.transactional && self.batch.is_some() {
-            problems.push("a batch consumer cannot be transactional: its elements are settled one by one, and a transaction would have to take the whole batch's output and offsets at once (not built yet); drop `batch` or `transactional`".to_owned());
         }
         let mut errors: Vec<Error> = problems
             .into_iter()

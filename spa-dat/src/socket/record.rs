@@ -290,18 +290,19 @@ tokio::task_local! {
     static CURRENT: Staged;
 }
 
-/// A staging area: messages published inside it ([`Staged::scope`]) on a socket of its
-/// owner are held back until the owner sends them in a transaction. Cheap to clone (shared).
-///
-/// Publishes held back for a transaction ([`Staged`]): what a handler of a transactional
-/// consumer publishes while it handles a message is kept beside the message and goes to the
-/// broker with the message's acknowledgement — all of it in one transaction, or none of it.
+/// Publishes held back for a transaction: what a handler of a transactional consumer publishes
+/// while it handles a message is kept beside the message ([`Delivery::staged`]) and goes to
+/// the broker with the message's acknowledgement — all of it in one transaction, or none of it.
+/// Cheap to clone (shared).
 ///
 /// The runtime runs each handler call (its retries, its reply, its dead letter) inside the
-/// message's staging area; a transport that stages (Kafka with `transactional`) asks
-/// [`Staged::current`] in its `send` whether the message being sent belongs to one of its
-/// own, and if so keeps it there instead of sending it. A failed attempt's publishes are
-/// discarded ([`Staged::discard`]), so only the attempt that settled the message counts.
+/// message's staging area ([`Staged::scope`]); a transport that stages (Kafka with
+/// `transactional`) asks [`Staged::current`] in its `send` whether the message being sent
+/// belongs to one of its own, and if so keeps it there instead of sending it. A failed
+/// attempt's publishes are discarded ([`Staged::discard`]), so only the attempt that settled
+/// the message counts. A batch handler's call has an area of its own ([`Staged::sibling`]),
+/// handed to one of the messages it settled, and the batch's acknowledgements reach the
+/// transport together ([`Staged::settle_together`]).
 ///
 /// Only the task that handles the message is inside the area: a task the handler spawns
 /// publishes outside it.
@@ -313,6 +314,21 @@ pub struct Staged {
 struct Inner {
     owner: u64,
     held: Mutex<Vec<Outgoing>>,
+    gate: SettleGate,
+}
+
+/// What makes acknowledgements reach a transport's next transaction together: acknowledging
+/// under [`Staged::settle_together`] holds it shared, and the transport takes what was
+/// acknowledged under [`SettleGate::draining`] — never half of a group.
+#[derive(Debug, Clone, Default)]
+pub struct SettleGate(Arc<std::sync::RwLock<()>>);
+
+impl SettleGate {
+    /// Held while the transport takes what was acknowledged: no group is half in.
+    pub fn draining(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        // Guards nothing but the moment: poisoning carries no meaning.
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl std::fmt::Debug for Staged {
@@ -331,14 +347,33 @@ pub fn new_owner() -> u64 {
 }
 
 impl Staged {
-    /// An empty area whose messages the sockets of `owner` (from [`new_owner`]) hold back.
-    pub fn new(owner: u64) -> Self {
+    /// An empty area whose messages the sockets of `owner` (from [`new_owner`]) hold back,
+    /// its acknowledgements grouped by `gate` (the transport's).
+    pub fn new(owner: u64, gate: &SettleGate) -> Self {
         Staged {
             inner: Arc::new(Inner {
                 owner,
                 held: Mutex::new(Vec::new()),
+                gate: gate.clone(),
             }),
         }
+    }
+
+    /// A new, empty area of the same owner and gate (a batch call's).
+    pub fn sibling(&self) -> Self {
+        Staged::new(self.inner.owner, &self.inner.gate)
+    }
+
+    /// Runs `acknowledge` (acknowledgements of messages of this owner) so that the transport
+    /// takes all of them into one transaction, or none of them into it.
+    pub fn settle_together<R>(&self, acknowledge: impl FnOnce() -> R) -> R {
+        let _together = self
+            .inner
+            .gate
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        acknowledge()
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Vec<Outgoing>> {
@@ -429,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn only_the_owners_sockets_see_the_area_and_only_inside_it() {
         let (owner, other) = (new_owner(), new_owner());
-        let staged = Staged::new(owner);
+        let staged = Staged::new(owner, &SettleGate::default());
         assert!(Staged::current(owner).is_none(), "outside: none");
         staged
             .clone()
@@ -453,5 +488,40 @@ mod tests {
         let held = staged.take();
         assert_eq!(held.len(), 1);
         assert_eq!(&held[0].payload[..], b"b");
+    }
+
+    #[test]
+    fn a_drain_takes_a_group_of_acknowledgements_whole_or_not_at_all() {
+        let gate = SettleGate::default();
+        let staged = Staged::new(new_owner(), &gate);
+        let queue: Arc<Mutex<Vec<usize>>> = Arc::default();
+        for _round in 0..20 {
+            let (group, acknowledging) = (Arc::clone(&queue), staged.clone());
+            let (started, first_in) = std::sync::mpsc::channel();
+            let acknowledger = std::thread::spawn(move || {
+                acknowledging.settle_together(|| {
+                    for n in 0..10 {
+                        group.lock().expect("queue").push(n);
+                        if n == 0 {
+                            let _ = started.send(());
+                        }
+                        // The rest of the group comes while the drain tries to take it.
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                })
+            });
+            first_in.recv().expect("the group began");
+            let drained = {
+                let _whole = gate.draining();
+                std::mem::take(&mut *queue.lock().expect("queue"))
+            };
+            acknowledger.join().expect("acknowledged");
+            let rest = std::mem::take(&mut *queue.lock().expect("queue"));
+            assert_eq!(
+                (drained.len(), rest.len()),
+                (10, 0),
+                "the drain waited for the whole group"
+            );
+        }
     }
 }

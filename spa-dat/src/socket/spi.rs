@@ -58,7 +58,7 @@ use crate::error::Result;
 
 pub use super::inbox::{ArrivalSender, Inbox};
 pub use super::ready::ReadySignal;
-pub use super::record::{new_owner, Staged};
+pub use super::record::{new_owner, SettleGate, Staged};
 pub use super::record::{
     Delivery, Outgoing, Position, DEAD_LETTER_EXCERPT_BYTES, DEAD_LETTER_REASON_BYTES,
 };

@@ -28,7 +28,7 @@ use crate::handler::batch::BatchResult;
 use crate::handler::extract::{BatchInput, HandlerContext};
 use crate::message::SpaMessage;
 use crate::metrics::Measure;
-use crate::socket::{Arrival, Delivery, Inbox};
+use crate::socket::{Arrival, Delivery, Inbox, Staged};
 use crate::telemetry::Traced;
 
 /// How a batch consumer cuts its batches.
@@ -343,6 +343,9 @@ impl Consumer {
                 (element, traced)
             })
             .collect();
+        let together = pending
+            .iter()
+            .find_map(|(element, _)| element.delivery.staged().map(Staged::sibling));
         loop {
             let Some(verdicts) = self.call_batch(&mut pending, &span).await else {
                 tracing::warn!(app = %self.runtime.name, size = pending.len(), "batch handler did not finish within the shutdown grace period; cancelled, its messages not acknowledged");
@@ -350,19 +353,23 @@ impl Consumer {
             };
             let mut retry = Vec::new();
             let mut pause = Duration::ZERO;
+            let mut settled = Vec::with_capacity(pending.len());
             for ((element, traced), verdict) in pending.into_iter().zip(verdicts) {
                 if let Some(failure) = verdict {
                     let measure = element.measure.as_ref();
-                    match self
-                        .failed(
-                            &element.delivery,
-                            failure,
-                            element.attempt,
-                            measure,
-                            &traced,
-                        )
-                        .await
-                    {
+                    let failed = self.failed(
+                        &element.delivery,
+                        failure,
+                        element.attempt,
+                        measure,
+                        &traced,
+                    );
+                    // Its dead letter, held with it where the transport stages.
+                    let after = match element.delivery.staged() {
+                        Some(staged) => staged.clone().scope(failed).await,
+                        None => failed.await,
+                    };
+                    match after {
                         AfterFailed::Settled => {}
                         AfterFailed::Left => return,
                         AfterFailed::RetryAfter(wait) => {
@@ -372,15 +379,26 @@ impl Consumer {
                         }
                     }
                 }
-                let Element {
-                    delivery, measure, ..
-                } = element;
-                delivery.ack();
-                traced.end();
-                self.done.fetch_add(1, Atomic::Relaxed);
-                if let Some(measure) = measure {
-                    measure.finished();
+                settled.push((element, traced));
+            }
+            // Acknowledged together: a transaction takes the call's publishes with every
+            // message it settled, or none of them.
+            let acknowledge = || {
+                for (element, traced) in settled {
+                    let Element {
+                        delivery, measure, ..
+                    } = element;
+                    delivery.ack();
+                    traced.end();
+                    self.done.fetch_add(1, Atomic::Relaxed);
+                    if let Some(measure) = measure {
+                        measure.finished();
+                    }
                 }
+            };
+            match &together {
+                Some(staged) => staged.settle_together(acknowledge),
+                None => acknowledge(),
             }
             if retry.is_empty() {
                 return;
@@ -439,7 +457,17 @@ impl Consumer {
             }),
         };
         let call = self.handler.call(context);
-        let outcome = run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits).await;
+        // A transactional transport's: the call's publishes are held in an area of its own,
+        // handed below to a message it settles (see `socket::spi::Staged`).
+        let staged = pending
+            .iter()
+            .find_map(|(element, _)| element.delivery.staged())
+            .map(Staged::sibling);
+        let guarded = run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits);
+        let outcome = match &staged {
+            Some(staged) => staged.clone().scope(guarded).await,
+            None => guarded.await,
+        };
         // Messages whose argument could not be taken were left out of the handler's batch:
         // its index `i` is the `i`-th of the others.
         let rejected =
@@ -478,6 +506,17 @@ impl Consumer {
             Outcome::Panicked(reason) => fail_all(&mut verdicts, Failure::panicked(&reason)),
             Outcome::TimedOut(after) => fail_all(&mut verdicts, Failure::timed_out(after)),
             Outcome::Cancelled => return None,
+        }
+        // The call's publishes go with the first message it handled (all the batch's
+        // acknowledgements reach the transaction together); with none handled, nowhere.
+        let handled = verdicts
+            .iter()
+            .position(Option::is_none)
+            .and_then(|index| pending[index].0.delivery.staged());
+        if let (Some(staged), Some(handled)) = (staged, handled) {
+            for message in staged.take() {
+                handled.push(message);
+            }
         }
         Some(verdicts)
     }

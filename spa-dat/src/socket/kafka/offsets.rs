@@ -17,7 +17,7 @@ use super::context::{describe, is_authorization, SocketContext};
 use super::headers;
 use super::progress::{Arrival, Progress, Scope};
 use super::transaction::{Finished, KafkaTransactions, Settle};
-use crate::socket::{Delivery, Position, Staged, TopicNames};
+use crate::socket::{Delivery, Position, TopicNames};
 
 /// The socket's group consumer.
 pub(super) type GroupConsumer = StreamConsumer<SocketContext>;
@@ -203,7 +203,7 @@ pub(super) async fn consume(
                 }
                 // Its handler's publishes are held with it and go into the transaction that
                 // marks it finished.
-                let staged = Staged::new(transactions.owner);
+                let staged = transactions.staging_area();
                 let settled = (Arc::clone(transactions), staged.clone());
                 delivery.with_staging(staged).with_ack(move || {
                     let (transactions, staged) = settled;

@@ -40,6 +40,7 @@ use super::context::{describe, SocketContext};
 use super::headers;
 use super::progress::{Progress, Scope, Settling, Ticket};
 use crate::error::{Error, Result};
+use crate::socket::spi::SettleGate;
 use crate::socket::{Outgoing, Staged};
 
 /// The socket's group consumer (`offsets::GroupConsumer`, which imports this file).
@@ -71,6 +72,8 @@ pub(super) struct Finished {
 pub(super) struct KafkaTransactions {
     /// Its staging areas' owner id.
     pub(super) owner: u64,
+    /// Its staging areas' gate: a batch's acknowledgements come into one transaction.
+    pub(super) gate: SettleGate,
     broker: String,
     producer: FutureProducer<SocketContext>,
     queue: Mutex<Vec<Settle>>,
@@ -142,6 +145,7 @@ impl KafkaTransactions {
         producer.begin_transaction()?;
         Ok(KafkaTransactions {
             owner: crate::socket::spi::new_owner(),
+            gate: SettleGate::default(),
             broker: broker.to_owned(),
             producer,
             queue: Mutex::new(Vec::new()),
@@ -155,6 +159,11 @@ impl KafkaTransactions {
             stop: AtomicBool::new(false),
             refused: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A new staging area of this socket's.
+    pub(super) fn staging_area(&self) -> Staged {
+        Staged::new(self.owner, &self.gate)
     }
 
     /// The group consumer whose offsets go into the transactions from now on.
@@ -335,7 +344,10 @@ impl KafkaTransactions {
             None => (None, None),
         };
         let group = group.or_else(|| consumer.as_deref().and_then(Consumer::group_metadata));
-        let settles: Vec<Settle> = std::mem::take(&mut *lock(&self.queue));
+        let settles: Vec<Settle> = {
+            let _whole_groups = self.gate.draining();
+            std::mem::take(&mut *lock(&self.queue))
+        };
         let mut waiters = Vec::new();
         let mut deferred = Vec::new();
         let mut deliveries: Vec<(Option<SettledAt>, String, DeliveryFuture)> = Vec::new();
@@ -613,7 +625,7 @@ fn is_fatal(error: &KafkaError) -> bool {
 #[async_trait]
 impl crate::socket::spi::Transactions for KafkaTransactions {
     fn stage(&self) -> Staged {
-        Staged::new(self.owner)
+        self.staging_area()
     }
 
     async fn commit(&self, staged: Staged) -> Result<()> {
