@@ -314,6 +314,132 @@ fn pipeline_on(
     .socket_provider(provider)
 }
 
+/// Starts [`eos_child_pipeline`] in a process of its own, logging what it handles to `log`.
+fn spawn_pipeline(
+    input: &str,
+    output: &str,
+    group: &str,
+    worker: &str,
+    batched: bool,
+    log: &std::path::Path,
+) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "eos_child_pipeline",
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("SPA_DAT_EOS_INPUT", input)
+        .env("SPA_DAT_EOS_OUTPUT", output)
+        .env("SPA_DAT_EOS_GROUP", group)
+        .env("SPA_DAT_EOS_WORKER", worker)
+        .env(
+            if batched {
+                "SPA_DAT_EOS_BATCH"
+            } else {
+                "SPA_DAT_EOS_SINGLE"
+            },
+            "1",
+        )
+        .env("SPA_DAT_EOS_LOG", log)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the pipeline starts")
+}
+
+/// The number of lines in `log`.
+fn lines_in(log: &std::path::Path) -> usize {
+    std::fs::read_to_string(log)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// A zombie: the pipeline's process is stopped (SIGSTOP) with transactions open, its group
+/// gives its partitions to a second instance (another `transactional.id`: only the group
+/// generation can fence the first, KIP-447), and the first wakes up (SIGCONT) and tries to
+/// commit what it had. The output holds each input once, in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_instance_that_wakes_after_losing_its_partitions_commits_nothing_twice() {
+    const RECORDS: usize = 3_000;
+    let _turn = HEAVY.lock().await;
+    let provider = provider();
+    let (input, output, group) = (unique("eos-a"), unique("eos-b"), unique("eos-group"));
+    support::kafka::create_topic(&provider, &input).await;
+    support::kafka::create_topic(&provider, &output).await;
+    let inputs: Vec<(String, String)> = (0..RECORDS)
+        .map(|i| (format!("k{}", i % 40), format!("k{}/r{i}", i % 40)))
+        .collect();
+    publish(&provider, &input, &inputs).await;
+    let log = std::env::temp_dir().join(format!("spa-dat-{output}-zombie.log"));
+    let mut zombie = spawn_pipeline(&input, &output, &group, &unique("eos-zombie"), false, &log);
+    let zombie_log = log.clone();
+    support::wait_until(
+        "the first instance handling",
+        Duration::from_secs(90),
+        move || lines_in(&zombie_log) >= 300,
+    )
+    .await;
+    let pid = zombie.id().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let handled = Arc::new(AtomicUsize::new(0));
+    let second = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+        &input,
+        &output,
+        &group,
+        &unique("eos-successor"),
+        None,
+        Arc::clone(&handled),
+        false,
+    ));
+    let shutdown = second.shutdown_handle();
+    let run = tokio::spawn(second.start_async());
+    // The successor gets the partitions once the group gave up on the stopped one (its
+    // session times out) and handles some; then the zombie wakes.
+    let h = Arc::clone(&handled);
+    support::wait_until(
+        "the successor handling",
+        Duration::from_secs(90),
+        move || h.load(Ordering::Relaxed) >= 300,
+    )
+    .await;
+    signal("-CONT");
+    let out = output.clone();
+    let complete = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let read = read_committed(&out);
+            if read.values().map(Vec::len).sum::<usize>() >= RECORDS
+                || std::time::Instant::now() > deadline
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(150), complete)
+        .await
+        .expect("the output completes in time")
+        .expect("read");
+    zombie.kill().expect("SIGKILL");
+    let _ = zombie.wait();
+    let _ = std::fs::remove_file(&log);
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("stops in time")
+        .expect("not panicked")
+        .expect("stops cleanly");
+    assert_exactly_once_in_order(&inputs, &read_committed_async(&output).await);
+}
+
 /// The pipeline of [`sigkilled_again_and_again_the_pipeline_outputs_each_input_once_in_key_order`]
 /// in a process of its own, so that it can be killed: reads `SPA_DAT_EOS_INPUT`, writes
 /// `SPA_DAT_EOS_OUTPUT`, logs what it handled to `SPA_DAT_EOS_LOG`. Run otherwise, it does
@@ -372,42 +498,13 @@ async fn sigkilled_again_and_again(batched: bool, records: usize, kills: usize) 
 
     for run in 0..kills {
         let log = std::env::temp_dir().join(format!("spa-dat-{output}-{run}.log"));
-        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "eos_child_pipeline",
-                "--exact",
-                "--ignored",
-                "--test-threads=1",
-            ])
-            .env("SPA_DAT_EOS_INPUT", &input)
-            .env("SPA_DAT_EOS_OUTPUT", &output)
-            .env("SPA_DAT_EOS_GROUP", &group)
-            .env("SPA_DAT_EOS_WORKER", &worker)
-            .env(
-                if batched {
-                    "SPA_DAT_EOS_BATCH"
-                } else {
-                    "SPA_DAT_EOS_SINGLE"
-                },
-                "1",
-            )
-            .env("SPA_DAT_EOS_LOG", &log)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("the pipeline starts");
-        let lines = {
-            let log = log.clone();
-            move || {
-                std::fs::read_to_string(&log)
-                    .map(|text| text.lines().count())
-                    .unwrap_or(0)
-            }
-        };
+        let mut child = spawn_pipeline(&input, &output, &group, &worker, batched, &log);
         // Mid-stream: a few hundred handled, transactions open and committed.
+        let handling = log.clone();
         support::wait_until(
             "the pipeline handling",
             Duration::from_secs(90),
-            move || lines() >= 400,
+            move || lines_in(&handling) >= 400,
         )
         .await;
         child.kill().expect("SIGKILL");
