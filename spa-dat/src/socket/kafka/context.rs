@@ -153,6 +153,12 @@ impl GroupHealth {
     }
 
     fn assigned(&self, assigned: bool) {
+        if assigned {
+            // Assigned by its group's coordinator: a broker was up, whether or not statistics
+            // said so yet (the first come after `STATISTICS_INTERVAL_MS`; a broker lost before
+            // them was not counted as lost, nor its return as a reconnect).
+            self.was_up.store(true, Ordering::Release);
+        }
         self.assigned.store(assigned, Ordering::Release);
         self.publish();
     }
@@ -399,6 +405,15 @@ mod tests {
         assert_eq!(health.connected(true), None);
         assert_eq!(health.connected(false), Some(ConnectionChange::Lost));
         assert_eq!(health.connected(false), None);
+        assert_eq!(health.connected(true), Some(ConnectionChange::Reconnected));
+    }
+
+    #[test]
+    fn an_assigned_consumer_was_connected_before_statistics_said_so() {
+        let health = GroupHealth::new(ReadySignal::default(), "kafka://test:9092");
+        health.assigned(true);
+        // The broker lost before the first statistics: a loss, and its return a reconnect.
+        assert_eq!(health.connected(false), Some(ConnectionChange::Lost));
         assert_eq!(health.connected(true), Some(ConnectionChange::Reconnected));
     }
 
