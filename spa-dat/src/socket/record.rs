@@ -319,16 +319,43 @@ struct Inner {
 
 /// What makes acknowledgements reach a transport's next transaction together: acknowledging
 /// under [`Staged::settle_together`] holds it shared, and the transport takes what was
-/// acknowledged under [`SettleGate::draining`] — never half of a group.
-#[derive(Debug, Clone, Default)]
-pub struct SettleGate(Arc<std::sync::RwLock<()>>);
+/// acknowledged under [`SettleGate::draining`] — never half of a group. A transport that
+/// settles a group as one (Kafka: one decision for all of a batch call's messages) sees
+/// [`Staged::grouping`] while the group's acknowledgements run, and its `group_end` after.
+#[derive(Clone, Default)]
+pub struct SettleGate {
+    lock: Arc<std::sync::RwLock<()>>,
+    group_end: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for SettleGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettleGate")
+            .field("group_end", &self.group_end.is_some())
+            .finish()
+    }
+}
 
 impl SettleGate {
+    /// A gate that calls `group_end` on the acknowledging thread after each group's
+    /// acknowledgements, still inside the group.
+    pub fn with_group_end(group_end: impl Fn() + Send + Sync + 'static) -> Self {
+        SettleGate {
+            lock: Arc::default(),
+            group_end: Some(Arc::new(group_end)),
+        }
+    }
+
     /// Held while the transport takes what was acknowledged: no group is half in.
     pub fn draining(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         // Guards nothing but the moment: poisoning carries no meaning.
-        self.0.write().unwrap_or_else(PoisonError::into_inner)
+        self.lock.write().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+std::thread_local! {
+    /// The owner whose group of acknowledgements this thread is running (0: none).
+    static GROUPING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 impl std::fmt::Debug for Staged {
@@ -367,13 +394,29 @@ impl Staged {
     /// Runs `acknowledge` (acknowledgements of messages of this owner) so that the transport
     /// takes all of them into one transaction, or none of them into it.
     pub fn settle_together<R>(&self, acknowledge: impl FnOnce() -> R) -> R {
-        let _together = self
-            .inner
-            .gate
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        acknowledge()
+        /// Ends the group also when an acknowledgement panics.
+        struct Grouping(u64);
+        impl Drop for Grouping {
+            fn drop(&mut self) {
+                GROUPING.with(|grouping| grouping.set(self.0));
+            }
+        }
+        let gate = &self.inner.gate;
+        let _together = gate.lock.read().unwrap_or_else(PoisonError::into_inner);
+        let result = {
+            let _grouping = Grouping(GROUPING.with(|grouping| grouping.replace(self.inner.owner)));
+            acknowledge()
+        };
+        if let Some(group_end) = &gate.group_end {
+            group_end();
+        }
+        result
+    }
+
+    /// Whether this thread runs a group of acknowledgements of `owner`'s messages now (see
+    /// [`SettleGate`]).
+    pub fn grouping(owner: u64) -> bool {
+        GROUPING.with(|grouping| grouping.get() == owner)
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, Vec<Outgoing>> {

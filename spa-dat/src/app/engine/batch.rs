@@ -371,7 +371,11 @@ impl Consumer {
                     };
                     match after {
                         AfterFailed::Settled => {}
-                        AfterFailed::Left => return,
+                        // Shutdown: what was settled is acknowledged, the rest comes again.
+                        AfterFailed::Left => {
+                            retry.clear();
+                            break;
+                        }
                         AfterFailed::RetryAfter(wait) => {
                             pause = pause.max(wait);
                             retry.push((element, traced));

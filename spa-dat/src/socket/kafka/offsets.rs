@@ -209,12 +209,12 @@ pub(super) async fn consume(
                     let (transactions, staged) = settled;
                     transactions.settled(Settle {
                         output: staged.take(),
-                        finished: Some(Finished {
+                        finished: vec![Finished {
                             topic,
                             partition,
                             offset,
                             ticket,
-                        }),
+                        }],
                         done: None,
                     });
                 })

@@ -101,14 +101,36 @@ pub(super) enum Arrival {
     Unloaded,
 }
 
-/// What [`Progress::finish_in_transaction`] made of a settled record.
+/// What [`Progress::finish_in_transaction`] made of a group of settled records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Settling {
-    /// It counts: commit its output with the offsets.
+    /// They count: commit their output with the offsets.
     Finished,
-    /// Its partition was revoked or forgotten since, or it is not in flight: drop its output.
-    Stale,
-    /// The commit metadata cannot say it is finished yet: try again at a later commit.
+    /// One is no longer in flight in its partition's assignment: drop the output. `partly`:
+    /// others are, and stay in flight (only a rewind reads them again).
+    Stale { partly: bool },
+    /// The commit metadata cannot say one of them is finished yet: try again at a later
+    /// commit.
     Deferred,
+}
+
+/// A settled record: where it was read, and its claim on that partition's assignment.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Member<'a> {
+    pub(super) topic: &'a Arc<str>,
+    pub(super) partition: i32,
+    pub(super) offset: i64,
+    pub(super) ticket: Ticket,
+}
+
+/// The progress of `member`'s partition in the assignment its ticket is of.
+fn find<'a>(
+    partitions: &'a mut [PartitionProgress],
+    member: &Member<'_>,
+) -> Option<&'a mut PartitionProgress> {
+    partitions
+        .iter_mut()
+        .find(|p| p.epoch == member.ticket.epoch && p.is(member.topic, member.partition))
 }
 
 /// Which partitions [`Progress::commit`] commits.
@@ -224,55 +246,38 @@ impl Progress {
         counted
     }
 
-    /// [`Progress::finished`] for a transaction, which commits the record's output with the
-    /// offsets: the record counts only if the commit metadata can say so. Above the part of
-    /// the finished-offset map that fits Kafka's metadata a finished record would be handled
-    /// again after a restart, its output committed twice; it waits (`Deferred`) until the map
-    /// shrinks — its partition's commit offset moves up.
-    pub(super) fn finish_in_transaction(
-        &self,
-        topic: &Arc<str>,
-        partition: i32,
-        offset: i64,
-        ticket: Ticket,
-    ) -> Settling {
+    /// [`Progress::finished`] for a transaction, which commits the output of `members` (settled
+    /// records: one message's, or a batch call's) with the offsets — all of them, or none:
+    /// - `Stale` when any is no longer in flight in its partition's current assignment (revoked
+    ///   or forgotten since); `partly` when others are (a batch that crossed a rebalance);
+    /// - `Deferred` when the commit metadata could not name one of them as finished: above the
+    ///   part of the finished-offset map that fits Kafka's 4 KiB it would be handled again after
+    ///   a restart, its output committed twice. It waits until the map shrinks (its partition's
+    ///   commit offset moves up);
+    /// - `Finished`: all counted.
+    pub(super) fn finish_in_transaction(&self, members: &[Member<'_>]) -> Settling {
         let mut partitions = self.lock();
-        let Some(entry) = partitions
-            .iter_mut()
-            .find(|p| p.epoch == ticket.epoch && p.is(topic, partition))
-        else {
-            return Settling::Stale;
-        };
-        // Each range of the map is one of these at most, and takes at most 2 × 19 digits and
-        // 2 separators: this many always fit.
-        const ALWAYS_FIT: usize = (MAX_METADATA - MAGIC.len()) / 40;
-        if entry.pending.len() + entry.skip.len() < ALWAYS_FIT {
-            return if entry.finish(offset) {
-                Settling::Finished
-            } else {
-                Settling::Stale
-            };
+        let live = members
+            .iter()
+            .filter(|m| find(&mut partitions, m).is_some_and(|entry| entry.is_pending(m.offset)))
+            .count();
+        if live < members.len() {
+            return Settling::Stale { partly: live > 0 };
         }
-        // The first offset the map leaves out (`i64::MAX`: none).
-        let left_out = |entry: &PartitionProgress| {
-            entry.commit_offset().map_or(i64::MAX, |commit| {
-                encode(commit, &entry.finished_ranges(commit))
-                    .1
-                    .unwrap_or(i64::MAX)
-            })
-        };
-        let before = left_out(entry);
-        if !entry.finish(offset) {
-            return Settling::Stale;
+        for (done, member) in members.iter().enumerate() {
+            let named = find(&mut partitions, member)
+                .is_some_and(|entry| entry.finish_named(member.offset));
+            if !named {
+                // In flight again, as they were: the group waits whole.
+                for earlier in &members[..done] {
+                    if let Some(entry) = find(&mut partitions, earlier) {
+                        entry.insert_pending(earlier.offset);
+                    }
+                }
+                return Settling::Deferred;
+            }
         }
-        let after = left_out(entry);
-        // Named, and nothing named before left out by it (its range may push later ones out).
-        if offset < after && after >= before {
-            Settling::Finished
-        } else {
-            entry.insert_pending(offset);
-            Settling::Deferred
-        }
+        Settling::Finished
     }
 
     /// Forgets every partition, as if all were revoked: after an aborted transaction, what
@@ -439,6 +444,43 @@ impl PartitionProgress {
         } else {
             let at = self.pending.partition_point(|p| *p <= offset);
             self.pending.insert(at, offset);
+        }
+    }
+
+    /// `offset` is delivered and not finished.
+    fn is_pending(&self, offset: i64) -> bool {
+        let at = self.pending.partition_point(|p| *p < offset);
+        self.pending.get(at) == Some(&offset)
+    }
+
+    /// Finishes `offset` (in flight) if the commit metadata can then name it without leaving
+    /// out anything it named before; else leaves it in flight and says false.
+    fn finish_named(&mut self, offset: i64) -> bool {
+        // Each range of the map is one of these at most, and takes at most 2 × 19 digits and
+        // 2 separators: this many always fit.
+        const ALWAYS_FIT: usize = (MAX_METADATA - MAGIC.len()) / 40;
+        if self.pending.len() + self.skip.len() < ALWAYS_FIT {
+            return self.finish(offset);
+        }
+        // The first offset the map leaves out (`i64::MAX`: none).
+        let left_out = |entry: &PartitionProgress| {
+            entry.commit_offset().map_or(i64::MAX, |commit| {
+                encode(commit, &entry.finished_ranges(commit))
+                    .1
+                    .unwrap_or(i64::MAX)
+            })
+        };
+        let before = left_out(self);
+        if !self.finish(offset) {
+            return false;
+        }
+        let after = left_out(self);
+        // Named, and nothing named before left out by it (its range may push later ones out).
+        if offset < after && after >= before {
+            true
+        } else {
+            self.insert_pending(offset);
+            false
         }
     }
 
@@ -712,14 +754,19 @@ mod tests {
             .map(|offset| deliver(&progress, &topic, offset))
             .collect();
         let settle = |offset: i64| {
-            progress.finish_in_transaction(&topic, 0, offset, tickets[offset as usize])
+            progress.finish_in_transaction(&[Member {
+                topic: &topic,
+                partition: 0,
+                offset,
+                ticket: tickets[offset as usize],
+            }])
         };
         let mut deferred = Vec::new();
         for offset in (1..4_000).step_by(2) {
             match settle(offset) {
                 Settling::Finished => {}
                 Settling::Deferred => deferred.push(offset),
-                Settling::Stale => panic!("{offset} is in flight"),
+                Settling::Stale { .. } => panic!("{offset} is in flight"),
             }
         }
         assert!(!deferred.is_empty(), "the map outgrew Kafka's metadata");
@@ -745,10 +792,50 @@ mod tests {
             commit_now(&progress, &topic),
             Some((4_000, "spa1:".to_owned(), false))
         );
-        assert!(matches!(
-            progress.finish_in_transaction(&topic, 0, 5, tickets[5]),
-            Settling::Stale
-        ));
+        assert_eq!(settle(5), Settling::Stale { partly: false });
+    }
+
+    #[test]
+    fn a_group_of_settled_records_counts_whole_or_not_at_all() {
+        let progress = Progress::default();
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("b"));
+        progress.load(&a, 0, None, i64::MAX);
+        progress.load(&b, 0, None, i64::MAX);
+        fn member(topic: &Arc<str>, offset: i64, ticket: Ticket) -> Member<'_> {
+            Member {
+                topic,
+                partition: 0,
+                offset,
+                ticket,
+            }
+        }
+        let (a, b) = (&a, &b);
+        let (a0, b0) = (deliver(&progress, a, 0), deliver(&progress, b, 0));
+        // `b` revoked and assigned again: a group holding its old record is stale, partly.
+        let mut revoked = TopicPartitionList::new();
+        revoked.add_partition("b", 0);
+        progress.revoke(&revoked);
+        progress.load(b, 0, None, i64::MAX);
+        let b0_again = deliver(&progress, b, 0);
+        assert_eq!(
+            progress.finish_in_transaction(&[member(a, 0, a0), member(b, 0, b0)]),
+            Settling::Stale { partly: true }
+        );
+        assert_eq!(
+            commit_now(&progress, a).map(|c| c.0),
+            Some(0),
+            "a/0 still in flight"
+        );
+        assert_eq!(
+            progress.finish_in_transaction(&[member(a, 0, a0), member(b, 0, b0_again)]),
+            Settling::Finished
+        );
+        assert_eq!(commit_now(&progress, a).map(|c| c.0), Some(1));
+        assert_eq!(
+            progress.finish_in_transaction(&[member(a, 0, a0)]),
+            Settling::Stale { partly: false },
+            "not in flight any more"
+        );
     }
 
     #[test]

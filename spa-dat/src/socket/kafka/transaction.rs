@@ -22,7 +22,7 @@
 //! Revoked partitions are committed in the rebalance callback, synchronously, before they go;
 //! close commits the rest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use super::context::{describe, SocketContext};
 use super::headers;
-use super::progress::{Progress, Scope, Settling, Ticket};
+use super::progress::{Member, Progress, Scope, Settling, Ticket};
 use crate::error::{Error, Result};
 use crate::socket::spi::SettleGate;
 use crate::socket::{Outgoing, Staged};
@@ -51,13 +51,37 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A settled message's part of the next transaction: its records, and its offset to mark
-/// finished (none for a producer's [`crate::Socket::transaction`] or a publish outside any
-/// handler); `done` hears how the commit went.
+/// A settled message's part of the next transaction — or a batch call's: its records, and
+/// the offsets to mark finished, all or none (none for a producer's
+/// [`crate::Socket::transaction`] or a publish outside any handler); `done` hears how the
+/// commit went.
 pub(super) struct Settle {
     pub(super) output: Vec<Outgoing>,
-    pub(super) finished: Option<Finished>,
+    pub(super) finished: Vec<Finished>,
     pub(super) done: Option<oneshot::Sender<Result<()>>>,
+}
+
+std::thread_local! {
+    /// The settles of the group of acknowledgements this thread runs (see `SettleGate`).
+    static GROUP: std::cell::RefCell<Vec<Settle>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The settles of the group just acknowledged on this thread, as one.
+fn merged_group() -> Option<Settle> {
+    let members = GROUP.with(|group| std::mem::take(&mut *group.borrow_mut()));
+    if members.is_empty() {
+        return None;
+    }
+    let mut merged = Settle {
+        output: Vec::new(),
+        finished: Vec::new(),
+        done: None,
+    };
+    for member in members {
+        merged.output.extend(member.output);
+        merged.finished.extend(member.finished);
+    }
+    Some(merged)
 }
 
 /// A consumed record that was settled.
@@ -76,7 +100,8 @@ pub(super) struct KafkaTransactions {
     pub(super) gate: SettleGate,
     broker: String,
     producer: FutureProducer<SocketContext>,
-    queue: Mutex<Vec<Settle>>,
+    /// Settled since the last commit; shared with the gate's group end.
+    queue: Arc<Mutex<Vec<Settle>>>,
     /// Held while a transaction is committed (by the committer, a rebalance, close).
     committing: Mutex<Group>,
     /// After an abort: the consume task must seek back to the committed offsets before it
@@ -94,7 +119,7 @@ pub(super) struct KafkaTransactions {
     stop: AtomicBool,
     /// Records the broker refused for good, by the message that published them (see
     /// [`KafkaTransactions::remember_refused`]).
-    refused: Mutex<HashMap<SettledAt, Vec<String>>>,
+    refused: Mutex<HashMap<SettledAt, Vec<Fingerprint>>>,
 }
 
 /// The most refused publishes remembered (a message settles again soon after its refusal,
@@ -119,10 +144,52 @@ impl SettledAt {
     }
 }
 
+/// What a refusal remembers of a record: its topic, and — when it was refused for its size —
+/// the size from which records to that topic are refused. A missing or forbidden topic refuses
+/// every record; a size limit only those as large (a message's envelope differs each time it is
+/// handled, its timestamp and id, so the record itself cannot be recognised).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Fingerprint {
+    topic: String,
+    /// `None`: every record to the topic.
+    from_size: Option<usize>,
+}
+
+impl Fingerprint {
+    /// `record` as it would be remembered if refused for its size.
+    fn of(record: &Outgoing) -> Self {
+        Fingerprint {
+            topic: record.topic.clone(),
+            from_size: Some(record_size(record)),
+        }
+    }
+
+    /// Whether a refusal remembered as `self` refuses `record` too.
+    fn refuses(&self, record: &Outgoing) -> bool {
+        self.topic == record.topic
+            && self
+                .from_size
+                .is_none_or(|from| record_size(record) >= from)
+    }
+}
+
 /// librdkafka's `RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`: a record's framing at its largest.
 const RECORD_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
 /// The longest varint of a header's length.
 const VARINT_MAX: usize = 5;
+
+/// A record's size as librdkafka bounds it (`rd_kafka_msg_max_wire_size`): its largest
+/// framing, key, payload, and each header's name and value with their varint lengths.
+fn record_size(record: &Outgoing) -> usize {
+    RECORD_OVERHEAD
+        + record.payload.len()
+        + record.key.as_ref().map_or(0, |k| k.len())
+        + record
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 2 * VARINT_MAX)
+            .sum::<usize>()
+}
 
 /// The group consumer whose offsets go into the transactions, once it exists.
 #[derive(Default)]
@@ -143,12 +210,19 @@ impl KafkaTransactions {
     ) -> std::result::Result<Self, KafkaError> {
         producer.init_transactions(timeout)?;
         producer.begin_transaction()?;
+        let queue: Arc<Mutex<Vec<Settle>>> = Arc::default();
+        let group_queue = Arc::clone(&queue);
         Ok(KafkaTransactions {
             owner: crate::socket::spi::new_owner(),
-            gate: SettleGate::default(),
+            // A batch call's messages settle as one: their offsets and the call's output.
+            gate: SettleGate::with_group_end(move || {
+                if let Some(merged) = merged_group() {
+                    lock(&group_queue).push(merged);
+                }
+            }),
             broker: broker.to_owned(),
             producer,
-            queue: Mutex::new(Vec::new()),
+            queue,
             committing: Mutex::new(Group::default()),
             rewind: AtomicBool::new(false),
             fatal: Mutex::new(None),
@@ -205,16 +279,7 @@ impl KafkaTransactions {
                 source: None,
             });
         }
-        // librdkafka's own bound (`rd_kafka_msg_max_wire_size`): the record's largest framing,
-        // and each header's name and value with their varint lengths.
-        let size = RECORD_OVERHEAD
-            + message.payload.len()
-            + message.key.as_ref().map_or(0, |k| k.len())
-            + message
-                .headers
-                .iter()
-                .map(|(name, value)| name.len() + value.len() + 2 * VARINT_MAX)
-                .sum::<usize>();
+        let size = record_size(message);
         if size > self.max_record_bytes {
             return Err(Error::refused(
                 "publish",
@@ -230,6 +295,11 @@ impl KafkaTransactions {
 
     /// A settled message's part of the next transaction.
     pub(super) fn settled(&self, settle: Settle) {
+        if Staged::grouping(self.owner) {
+            // Queued with the rest of its group, at the group's end.
+            GROUP.with(|group| group.borrow_mut().push(settle));
+            return;
+        }
         let waited_for = settle.done.is_some();
         lock(&self.queue).push(settle);
         if waited_for {
@@ -252,7 +322,7 @@ impl KafkaTransactions {
         let (done, committed) = oneshot::channel();
         self.settled(Settle {
             output,
-            finished: None,
+            finished: Vec::new(),
             done: Some(done),
         });
         match tokio::time::timeout(self.timeout + self.interval, committed).await {
@@ -350,25 +420,54 @@ impl KafkaTransactions {
         };
         let mut waiters = Vec::new();
         let mut deferred = Vec::new();
-        let mut deliveries: Vec<(Option<SettledAt>, String, DeliveryFuture)> = Vec::new();
+        // Partitions with a deferred settle in this drain: their later settles wait too, so
+        // that a key's outputs keep their order.
+        let mut waiting: HashSet<(Arc<str>, i32)> = HashSet::new();
+        let mut deliveries: Vec<(Vec<SettledAt>, Fingerprint, DeliveryFuture)> = Vec::new();
         let mut failure = None;
         for mut settle in settles {
             if failure.is_some() {
                 waiters.extend(settle.done.take());
                 continue;
             }
-            if let (Some(finished), Some(progress)) = (&settle.finished, progress) {
-                match progress.finish_in_transaction(
-                    &finished.topic,
-                    finished.partition,
-                    finished.offset,
-                    finished.ticket,
-                ) {
-                    // Its partition was revoked or forgotten since: its output is dropped,
-                    // and whoever owns the partition now handles it again.
-                    Settling::Stale => continue,
-                    // The offset map cannot say it is finished yet: committed later.
+            if let (false, Some(progress)) = (settle.finished.is_empty(), progress) {
+                if settle
+                    .finished
+                    .iter()
+                    .any(|f| waiting.contains(&(Arc::clone(&f.topic), f.partition)))
+                {
+                    deferred.push(settle);
+                    continue;
+                }
+                let members: Vec<Member<'_>> = settle
+                    .finished
+                    .iter()
+                    .map(|f| Member {
+                        topic: &f.topic,
+                        partition: f.partition,
+                        offset: f.offset,
+                        ticket: f.ticket,
+                    })
+                    .collect();
+                match progress.finish_in_transaction(&members) {
+                    // Revoked or forgotten since: the output is dropped, and whoever owns the
+                    // partitions now handles the messages again.
+                    Settling::Stale { partly: false } => continue,
+                    // A batch that crossed a rebalance: the rest of it is in flight, and only
+                    // a rewind reads it again — the abort's.
+                    Settling::Stale { partly: true } => {
+                        tracing::warn!(broker = %self.broker, "a batch's messages were settled across a rebalance: the transaction is aborted and they are read again");
+                        failure = Some(KafkaError::ConsumerCommit(RDKafkaErrorCode::State));
+                        continue;
+                    }
+                    // The offset map cannot say they are finished yet: committed later.
                     Settling::Deferred => {
+                        waiting.extend(
+                            settle
+                                .finished
+                                .iter()
+                                .map(|f| (Arc::clone(&f.topic), f.partition)),
+                        );
                         deferred.push(settle);
                         continue;
                     }
@@ -376,19 +475,28 @@ impl KafkaTransactions {
                 }
             }
             waiters.extend(settle.done.take());
-            let at = settle.finished.as_ref().map(SettledAt::of);
-            let refused = at
-                .as_ref()
-                .and_then(|at| lock(&self.refused).remove(at))
-                .unwrap_or_default();
+            let at: Vec<SettledAt> = settle.finished.iter().map(SettledAt::of).collect();
+            let refused: Vec<Fingerprint> = {
+                let mut remembered = lock(&self.refused);
+                at.iter()
+                    .filter_map(|at| remembered.remove(at))
+                    .flatten()
+                    .collect()
+            };
             for record in settle.output {
-                if refused.contains(&record.topic) {
+                let fingerprint = Fingerprint::of(&record);
+                if refused.iter().any(|refusal| refusal.refuses(&record)) {
                     tracing::error!(broker = %self.broker, topic = %crate::socket::shortened(&record.topic), input = ?at, "a publish the broker refused for good in an earlier transaction is dropped, so that the rest of the message's output and its offset can be committed");
                     continue;
                 }
-                let topic = record.topic.clone();
                 match self.produce(record) {
-                    Ok(delivery) => deliveries.push((at.clone(), topic, delivery)),
+                    Ok(delivery) => deliveries.push((at.clone(), fingerprint, delivery)),
+                    // Refused before it was sent (librdkafka knows the topic is not there or
+                    // not ours): nothing of it is in the transaction. A message's output goes
+                    // on without it; a producer's transaction fails whole.
+                    Err(error) if is_refused_for_good(&error) && !at.is_empty() => {
+                        tracing::error!(broker = %self.broker, topic = %crate::socket::shortened(&fingerprint.topic), input = ?at, error = %describe(&error), "a publish refused for good is dropped, so that the rest of the message's output and its offset can be committed");
+                    }
                     Err(error) => {
                         failure = Some(error);
                         break;
@@ -439,24 +547,37 @@ impl KafkaTransactions {
     /// topic that does not exist or may not be written, a record too large for it). When such
     /// a message settles again — it is read and handled again — those records are dropped
     /// (logged), or it would abort every transaction it is in, for ever.
-    fn remember_refused(&self, deliveries: Vec<(Option<SettledAt>, String, DeliveryFuture)>) {
+    fn remember_refused(&self, deliveries: Vec<(Vec<SettledAt>, Fingerprint, DeliveryFuture)>) {
         if deliveries.is_empty() {
             return;
         }
         // The delivery reports of a failed transaction's records, each final by now or soon.
         let _ = self.producer.flush(Duration::from_secs(5));
         let mut refused = lock(&self.refused);
-        for (at, topic, delivery) in deliveries {
-            let Some(at) = at else { continue };
+        for (at, fingerprint, delivery) in deliveries {
+            if at.is_empty() {
+                continue;
+            }
             let Some(Ok(Err((error, _)))) = delivery.now_or_never() else {
                 continue;
             };
             if is_refused_for_good(&error) {
-                tracing::warn!(broker = %self.broker, topic = %crate::socket::shortened(&topic), input = ?at, error = %describe(&error), "a publish of a transaction was refused for good; dropped when its message settles again");
+                tracing::warn!(broker = %self.broker, topic = %crate::socket::shortened(&fingerprint.topic), input = ?at, error = %describe(&error), "a publish of a transaction was refused for good; dropped when its message settles again");
+                let fingerprint = if is_refused_for_size(&error) {
+                    fingerprint
+                } else {
+                    Fingerprint {
+                        from_size: None,
+                        ..fingerprint
+                    }
+                };
                 if refused.len() >= MOST_REMEMBERED_REFUSALS {
                     refused.clear();
                 }
-                refused.entry(at).or_default().push(topic);
+                // Under each message of the group: a batch may form otherwise next time.
+                for at in at {
+                    refused.entry(at).or_default().push(fingerprint.clone());
+                }
             }
         }
     }
@@ -524,7 +645,10 @@ impl KafkaTransactions {
         let mut repeats: u32 = 0;
         loop {
             match call(self.timeout) {
-                Err(KafkaError::Transaction(error)) if error.is_retriable() => {
+                // Closing: give up; nothing is committed, the broker ends the transaction.
+                Err(KafkaError::Transaction(error))
+                    if error.is_retriable() && !self.stop.load(Ordering::Acquire) =>
+                {
                     repeats = repeats.saturating_add(1);
                     if repeats % 10 == 1 {
                         tracing::warn!(broker = %self.broker, %error, repeats, "a transaction call is repeated until the brokers answer");
@@ -602,6 +726,14 @@ fn is_refused_for_good(error: &KafkaError) -> bool {
                 | RDKafkaErrorCode::InvalidRecord
                 | RDKafkaErrorCode::PolicyViolation
         )
+    )
+}
+
+/// Refused for its size: a smaller record to the same topic may pass.
+fn is_refused_for_size(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
     )
 }
 
