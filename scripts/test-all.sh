@@ -60,6 +60,10 @@ log "Kafka answers on $SPA_DAT_KAFKA_BOOTSTRAP (SASL_SSL: $SPA_DAT_KAFKA_SECURE_
 log "cargo test (all features)"
 cargo test --workspace --all-features -- --test-threads="${SPA_DAT_TEST_THREADS:-2}"
 
+# --- Instruction counts of the per-message paths against the checked-in ones (2 % at most) ---
+log "instruction counts against benches/instructions-baseline"
+"$ROOT/scripts/instructions.sh"
+
 # --- The public API: any change of spa-dat's public surface is a visible diff of public-api.txt ---
 log "public API against spa-dat/public-api.txt"
 python3 "$ROOT/scripts/public-api.py" check
