@@ -642,12 +642,21 @@ impl KafkaTransactions {
         &self,
         call: impl Fn(Duration) -> std::result::Result<(), KafkaError>,
     ) -> std::result::Result<(), KafkaError> {
+        let started = Instant::now();
         let mut repeats: u32 = 0;
         loop {
-            match call(self.timeout) {
-                // Closing: give up; nothing is committed, the broker ends the transaction.
+            let left = self
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
+            match call(left) {
+                // Within the publish timeout, and not closing: once it is spent the transaction
+                // is aborted (or, when even that cannot be done, the socket stops consuming and
+                // leaves its group) — never repeated for ever while holding its partitions.
                 Err(KafkaError::Transaction(error))
-                    if error.is_retriable() && !self.stop.load(Ordering::Acquire) =>
+                    if error.is_retriable()
+                        && !self.stop.load(Ordering::Acquire)
+                        && started.elapsed() < self.timeout =>
                 {
                     repeats = repeats.saturating_add(1);
                     if repeats % 10 == 1 {
