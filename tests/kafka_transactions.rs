@@ -371,16 +371,24 @@ async fn a_stopped_instance_that_wakes_after_losing_its_partitions_commits_nothi
         .map(|i| (format!("k{}", i % 40), format!("k{}/r{i}", i % 40)))
         .collect();
     publish(&provider, &input, &inputs).await;
-    let log = std::env::temp_dir().join(format!("spa-dat-{output}-zombie.log"));
-    let mut zombie = spawn_pipeline(&input, &output, &group, &unique("eos-zombie"), false, &log);
-    let zombie_log = log.clone();
+    let mut children = Children::default();
+    let zombie_log = std::env::temp_dir().join(format!("spa-dat-{output}-zombie.log"));
+    let zombie = spawn_pipeline(
+        &input,
+        &output,
+        &group,
+        &unique("eos-zombie"),
+        false,
+        &zombie_log,
+    );
+    let pid = zombie.id().to_string();
+    children.0.push((zombie, zombie_log.clone()));
     support::wait_until(
         "the first instance handling",
         Duration::from_secs(90),
         move || lines_in(&zombie_log) >= 300,
     )
     .await;
-    let pid = zombie.id().to_string();
     let signal = |name: &str| {
         let status = std::process::Command::new("kill")
             .args([name, &pid])
@@ -389,25 +397,22 @@ async fn a_stopped_instance_that_wakes_after_losing_its_partitions_commits_nothi
         assert!(status.success(), "kill {name}");
     };
     signal("-STOP");
-    let handled = Arc::new(AtomicUsize::new(0));
-    let second = support::test_app(spa_dat::Config::default()).add_application(pipeline(
+    let successor_log = std::env::temp_dir().join(format!("spa-dat-{output}-successor.log"));
+    let successor = spawn_pipeline(
         &input,
         &output,
         &group,
         &unique("eos-successor"),
-        None,
-        Arc::clone(&handled),
         false,
-    ));
-    let shutdown = second.shutdown_handle();
-    let run = tokio::spawn(second.start_async());
+        &successor_log,
+    );
+    children.0.push((successor, successor_log.clone()));
     // The successor gets the partitions once the group gave up on the stopped one (its
     // session times out) and handles some; then the zombie wakes.
-    let h = Arc::clone(&handled);
     support::wait_until(
         "the successor handling",
         Duration::from_secs(90),
-        move || h.load(Ordering::Relaxed) >= 300,
+        move || lines_in(&successor_log) >= 300,
     )
     .await;
     signal("-CONT");
@@ -415,21 +420,53 @@ async fn a_stopped_instance_that_wakes_after_losing_its_partitions_commits_nothi
         &inputs,
         &wait_for_output(&output, RECORDS, Duration::from_secs(150)).await,
     );
-    zombie.kill().expect("SIGKILL");
-    let _ = zombie.wait();
-    let _ = std::fs::remove_file(&log);
-    shutdown.trigger();
-    tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("stops in time")
-        .expect("not panicked")
-        .expect("stops cleanly");
-    // Nothing more once both are gone (a transaction the killed zombie left open ends at its
+    children.kill_all();
+    // Nothing more once both are gone (a transaction a killed process left open ends at its
     // timeout; until then a `read_committed` reader stops before it).
     assert_exactly_once_in_order(
         &inputs,
         &wait_for_output(&output, RECORDS, Duration::from_secs(60)).await,
     );
+}
+
+/// Pipelines in processes of their own ([`spawn_pipeline`]) and their logs: killed when the
+/// test ends, also when it fails — and then their traces (`{log}.trace`) kept, their last
+/// warnings printed.
+#[derive(Default)]
+struct Children(Vec<(std::process::Child, std::path::PathBuf)>);
+
+impl Children {
+    /// Each process, killed (SIGKILL) and reaped.
+    fn kill_all(&mut self) {
+        for (child, _) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        self.kill_all();
+        for (_, log) in &self.0 {
+            let trace = std::path::PathBuf::from(format!("{}.trace", log.display()));
+            let _ = std::fs::remove_file(log);
+            if std::thread::panicking() {
+                // Kept for a closer look; the warnings and errors shown.
+                let text = std::fs::read_to_string(&trace).unwrap_or_default();
+                let lines: Vec<&str> = text
+                    .lines()
+                    .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+                    .collect();
+                eprintln!("--- warnings and errors of {} ---", trace.display());
+                for line in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{line}");
+                }
+            } else {
+                let _ = std::fs::remove_file(&trace);
+            }
+        }
+    }
 }
 
 /// `topic` as a `read_committed` reader sees it once it holds `count` records, read again every
@@ -439,9 +476,23 @@ async fn wait_for_output(
     count: usize,
     limit: Duration,
 ) -> BTreeMap<String, Vec<String>> {
+    wait_for_output_on(&support::kafka::bootstrap(), topic, count, limit).await
+}
+
+/// [`wait_for_output`] on the cluster at `bootstrap`.
+async fn wait_for_output_on(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+    limit: Duration,
+) -> BTreeMap<String, Vec<String>> {
     let deadline = std::time::Instant::now() + limit;
     loop {
-        let read = read_committed_async(topic).await;
+        let (bootstrap, read_topic) = (bootstrap.to_owned(), topic.to_owned());
+        let read =
+            tokio::task::spawn_blocking(move || read_committed_from(&bootstrap, &read_topic))
+                .await
+                .expect("read");
         let seen: usize = read.values().map(Vec::len).sum();
         if seen >= count {
             return read;
@@ -470,6 +521,13 @@ async fn eos_child_pipeline() {
     ) else {
         return;
     };
+    // What the socket did, for a failing parent to show: `{log}.trace`.
+    let trace = std::fs::File::create(format!("{log}.trace")).expect("trace file");
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn,spa_dat=debug"))
+        .with_writer(std::sync::Mutex::new(trace))
+        .with_ansi(false)
+        .try_init();
     let app = support::test_app(spa_dat::Config::default()).add_application(pipeline(
         &input,
         &output,
@@ -1032,23 +1090,13 @@ async fn a_broker_killed_mid_transaction_loses_and_duplicates_nothing() {
     )
     .await;
     cluster.restart(2);
-    let (bootstrap, out) = (cluster.bootstrap.clone(), output.clone());
-    let complete = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(150);
-        loop {
-            let read = read_committed_from(&bootstrap, &out);
-            if read.values().map(Vec::len).sum::<usize>() >= RECORDS
-                || std::time::Instant::now() > deadline
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(180), complete)
-        .await
-        .expect("the output completes in time")
-        .expect("read");
+    wait_for_output_on(
+        &cluster.bootstrap,
+        &output,
+        RECORDS,
+        Duration::from_secs(150),
+    )
+    .await;
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(60), run)
         .await

@@ -74,8 +74,15 @@ pub(super) async fn consume(
                     progress.forget_all();
                     transactions.rewound();
                 } else {
-                    // Nothing is delivered, nor committed, until it succeeds.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    // Nothing is delivered, nor committed, until it succeeds; the consumer is
+                    // polled meanwhile (what it reads is dropped), or a rebalance waiting for
+                    // the poll would never be served and the group's next assignment would
+                    // stay here unread.
+                    let again = tokio::time::Instant::now() + Duration::from_secs(1);
+                    while tokio::time::timeout_at(again, consumer.recv())
+                        .await
+                        .is_ok()
+                    {}
                     continue;
                 }
             }
@@ -318,6 +325,10 @@ async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) -> bool {
     let (consumer, broker) = (Arc::clone(consumer), broker.to_owned());
     let rewound = on_blocking_thread(move || {
         let assignment = consumer.assignment()?;
+        if assignment.count() == 0 {
+            // Nothing read that could be read again (librdkafka refuses to seek no partition).
+            return Ok(());
+        }
         let committed =
             consumer.committed_offsets(assignment, Timeout::After(COMMITTED_TIMEOUT))?;
         let mut to = TopicPartitionList::new();
@@ -347,5 +358,44 @@ async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) -> bool {
             tracing::warn!(%panic, "rewinding after an aborted transaction failed; tried again in a second");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::socket::kafka::context::Failures;
+    use rdkafka::ClientConfig;
+
+    /// A group consumer that never reaches a broker (nothing listens on port 9).
+    fn unassigned_consumer() -> Arc<GroupConsumer> {
+        let context = SocketContext {
+            failures: Arc::new(Failures::default()),
+            handled: None,
+            broker: "kafka://127.0.0.1:9".to_owned(),
+            group: Some("rewind-test".to_owned()),
+            health: None,
+            commit_transaction: None,
+        };
+        let consumer: GroupConsumer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("group.id", "rewind-test")
+            .create_with_context(context)
+            .expect("consumer");
+        Arc::new(consumer)
+    }
+
+    /// An abort that comes while the consumer holds no partition (they were lost — a member
+    /// stopped longer than its session — and the next assignment has not come): nothing to
+    /// read again, so the rewind is done. It failed for ever (librdkafka refuses to seek an
+    /// empty list), and the consume task, retrying it, never polled the consumer again: it
+    /// kept the partitions the group gave it next and handled none of them.
+    #[tokio::test]
+    async fn a_consumer_without_partitions_is_rewound_at_once() {
+        let consumer = unassigned_consumer();
+        let rewound = tokio::time::timeout(Duration::from_secs(5), rewind(&consumer, "test"))
+            .await
+            .expect("at once");
+        assert!(rewound, "nothing to seek: rewound");
     }
 }
