@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The instruction-count gate: runs benches/instructions.rs under callgrind (gungraun) and fails
-# when a path executes more than 2 % more instructions than the counts checked in under
-# benches/instructions-baseline/. Instruction counts do not move with a noisy machine as
-# wall-clock times do (the same run varies by 5-10 % on a shared 2-core machine).
+# The instruction-count gate: runs benches/instructions.rs under callgrind and DHAT (gungraun)
+# and fails when a path executes more than 2 % more instructions, or makes more allocations,
+# than the counts checked in under benches/instructions-baseline/. Instruction counts do not
+# move with a noisy machine as wall-clock times do (the same run varies by 5-10 % on a shared
+# 2-core machine).
 #
 #   scripts/instructions.sh          # compare with the checked-in counts (the test command runs it)
 #   scripts/instructions.sh save     # after an intended change: write new counts, commit them
 #                                    # with the reason
+#   scripts/instructions.sh table    # each path's cost per message, from the last run
 #
 # Needs valgrind (scripts/debian-packages.txt); installs the gungraun runner of the version
 # Cargo.lock pins into target/gungraun-runner.
@@ -17,8 +19,15 @@ BASELINE=$ROOT/benches/instructions-baseline
 WORK=$ROOT/target/instructions
 NAME=checked_in
 LIMIT=2%
+# Allocation counts are exact on a current-thread runtime: any more is a regression.
+ALLOCATIONS_LIMIT=0%
+FEATURES=opentelemetry
 
 log() { printf '\033[1m[instructions]\033[0m %s\n' "$*" >&2; }
+
+if [ "${1:-}" = table ]; then
+  exec python3 "$ROOT/scripts/instructions-table.py" "$WORK"
+fi
 
 command -v valgrind >/dev/null || { log "valgrind is missing: scripts/install-packages.sh installs it"; exit 1; }
 
@@ -37,9 +46,11 @@ export RUSTFLAGS=
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 if [ "${1:-}" = save ]; then
-  GUNGRAUN_HOME=$WORK cargo bench --locked --bench instructions -- --save-baseline="$NAME"
+  GUNGRAUN_HOME=$WORK cargo bench --locked --features "$FEATURES" --bench instructions -- \
+    --save-baseline="$NAME" 2>&1 | tee "$WORK/run.log"
   rm -rf "$BASELINE" && mkdir -p "$BASELINE"
-  (cd "$WORK" && find . -name "*.out.base@$NAME" -exec cp --parents {} "$BASELINE/" \;)
+  (cd "$WORK" && find . -name "*.base@$NAME" -exec cp --parents {} "$BASELINE/" \;)
+  python3 "$ROOT/scripts/instructions-table.py" "$WORK"
   log "counts written to ${BASELINE#"$ROOT"/}: commit them with the reason"
   exit 0
 fi
@@ -47,22 +58,24 @@ fi
 [ -d "$BASELINE" ] || { log "no checked-in counts in ${BASELINE#"$ROOT"/}: run scripts/instructions.sh save"; exit 1; }
 cp -a "$BASELINE/." "$WORK/"
 set +e
-GUNGRAUN_HOME=$WORK cargo bench --locked --bench instructions -- \
-  --baseline="$NAME" --callgrind-limits="ir=$LIMIT" 2>&1 | tee "$WORK/run.log"
+GUNGRAUN_HOME=$WORK cargo bench --locked --features "$FEATURES" --bench instructions -- \
+  --baseline="$NAME" --callgrind-limits="ir=$LIMIT" \
+  --dhat-limits="totalblocks=$ALLOCATIONS_LIMIT" 2>&1 | tee "$WORK/run.log"
 status=${PIPESTATUS[0]}
 set -e
 # A path without checked-in counts is compared with nothing and would pass: refuse it.
-missing=$(cd "$WORK" && find . -name 'callgrind.*.out' | while read -r out; do [ -e "$out.base@$NAME" ] || echo "$out"; done)
+missing=$(cd "$WORK" && find . -name 'callgrind.*.out' -o -name 'dhat.*.out' | while read -r out; do [ -e "$out.base@$NAME" ] || echo "$out"; done)
 if [ -n "$missing" ]; then
   log "paths without checked-in counts (run scripts/instructions.sh save): $missing"
   exit 1
 fi
 if [ "$status" -ne 0 ]; then
   if grep -q "Regressed" "$WORK/run.log"; then
-    log "a path executes more than $LIMIT more instructions than its checked-in count (above)"
+    log "a path executes more than $LIMIT more instructions, or makes more allocations, than its checked-in counts (above)"
   else
     log "the instruction benches failed to run (exit $status)"
   fi
   exit 1
 fi
-log "every path within $LIMIT of its checked-in count"
+python3 "$ROOT/scripts/instructions-table.py" "$WORK" || true
+log "every path within $LIMIT of its checked-in instructions, and no more allocations"
