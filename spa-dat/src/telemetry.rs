@@ -255,13 +255,13 @@ pub(crate) fn write_headers(context: &TraceContext, headers: &mut Headers) {
     if !crate::message::is_traceparent(&context.traceparent) {
         return;
     }
-    headers.insert(TRACEPARENT, context.traceparent.as_str());
+    headers.insert_static(TRACEPARENT, context.traceparent.as_str());
     if let Some(state) = context
         .tracestate
         .as_deref()
         .filter(|s| crate::message::is_tracestate(s))
     {
-        headers.insert(TRACESTATE, state);
+        headers.insert_static(TRACESTATE, state);
     }
 }
 

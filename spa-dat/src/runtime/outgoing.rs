@@ -38,11 +38,11 @@ impl Outgoing {
                 let mut bare = Outgoing::new(message.topic.clone(), message.payload.clone());
                 if let Some(content_type) = &message.content_type {
                     bare.headers
-                        .insert(headers::CONTENT_TYPE, content_type.as_str());
+                        .insert_static(headers::CONTENT_TYPE, content_type.as_str());
                 }
                 if let Some(response_topic) = &message.response_topic {
                     bare.headers
-                        .insert(headers::RESPONSE_TOPIC, response_topic.as_str());
+                        .insert_static(headers::RESPONSE_TOPIC, response_topic.as_str());
                 }
                 bare
             }
@@ -57,7 +57,7 @@ impl Outgoing {
                 .saturating_add(u64::from(expiry.subsec_nanos() > 0));
             outgoing
                 .headers
-                .insert(headers::MESSAGE_EXPIRY_SECS, secs.max(1).to_string());
+                .insert_static(headers::MESSAGE_EXPIRY_SECS, secs.max(1).to_string());
         }
         Ok(outgoing)
     }
@@ -72,7 +72,7 @@ impl Outgoing {
     pub fn reply_as(reply: &SpaMessage, request: &Delivery, format: WireFormat) -> Result<Self> {
         let mut outgoing = Outgoing::traced(reply, format)?;
         if let Some(id) = request.headers.get(headers::CORRELATION_ID) {
-            outgoing.headers.insert(headers::CORRELATION_ID, id);
+            outgoing.headers.insert_static(headers::CORRELATION_ID, id);
         }
         Ok(outgoing)
     }
@@ -119,8 +119,12 @@ pub(super) fn request_on(
 ) -> Result<(Outgoing, String)> {
     message.response_topic = Some(pending.response_topic().to_owned());
     let destination = message.topic.clone();
-    let request = Outgoing::traced(&message, format)?
-        .with_header(headers::CORRELATION_ID, pending.id().to_string())
-        .with_header(headers::RESPONSE_TOPIC, pending.response_topic());
+    let mut request = Outgoing::traced(&message, format)?;
+    request
+        .headers
+        .insert_static(headers::CORRELATION_ID, pending.id().to_string());
+    request
+        .headers
+        .insert_static(headers::RESPONSE_TOPIC, pending.response_topic());
     Ok((request, destination))
 }

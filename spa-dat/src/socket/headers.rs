@@ -5,6 +5,7 @@
 //!
 //! The runtime decides what goes in: the names below are the ones spa-dat writes and reads.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The correlation id of a request, echoed on its reply.
@@ -57,8 +58,12 @@ pub struct Headers {
     // Boxed on purpose: one word instead of a Vec's three in every delivery (measured: the
     // in-process consumer lost ~5 % of its throughput to a larger `Delivery`).
     #[allow(clippy::box_collection)]
-    entries: Option<Box<Vec<(String, String)>>>,
+    // A name spa-dat sets is one of its constants: borrowed, not copied per message.
+    entries: Option<Box<Vec<Pair>>>,
 }
+
+/// A header: its name (spa-dat's own names borrowed) and its value.
+type Pair = (Cow<'static, str>, String);
 
 impl Headers {
     /// No headers.
@@ -68,17 +73,34 @@ impl Headers {
 
     /// Sets `name` to `value`, replacing any values it had.
     pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
-        let entries = self.entries.get_or_insert_with(Box::default);
-        entries.retain(|(existing, _)| *existing != name);
-        entries.push((name, value.into()));
+        self.set(Cow::Owned(name.into()), value.into());
     }
 
     /// Adds `name` = `value`, keeping the values `name` already has.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.add(Cow::Owned(name.into()), value.into());
+    }
+
+    /// [`Headers::insert`] of a name spa-dat defines (no copy of it).
+    pub(crate) fn insert_static(&mut self, name: &'static str, value: impl Into<String>) {
+        self.set(Cow::Borrowed(name), value.into());
+    }
+
+    /// [`Headers::append`] of a name spa-dat defines (no copy of it).
+    pub(crate) fn append_static(&mut self, name: &'static str, value: impl Into<String>) {
+        self.add(Cow::Borrowed(name), value.into());
+    }
+
+    fn set(&mut self, name: Cow<'static, str>, value: String) {
+        let entries = self.entries.get_or_insert_with(Box::default);
+        entries.retain(|(existing, _)| *existing != name);
+        entries.push((name, value));
+    }
+
+    fn add(&mut self, name: Cow<'static, str>, value: String) {
         self.entries
             .get_or_insert_with(Box::default)
-            .push((name.into(), value.into()));
+            .push((name, value));
     }
 
     /// The first value of `name`.
@@ -91,7 +113,7 @@ impl Headers {
 
     /// Every name–value pair, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
-        self.pairs().iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        self.pairs().iter().map(|(n, v)| (n.as_ref(), v.as_str()))
     }
 
     /// How many pairs there are.
@@ -104,7 +126,7 @@ impl Headers {
         self.pairs().is_empty()
     }
 
-    fn pairs(&self) -> &[(String, String)] {
+    fn pairs(&self) -> &[Pair] {
         self.entries.as_deref().map_or(&[], Vec::as_slice)
     }
 }
@@ -117,9 +139,9 @@ impl fmt::Debug for Headers {
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for Headers {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(pairs: I) -> Self {
-        let entries: Vec<(String, String)> = pairs
+        let entries: Vec<Pair> = pairs
             .into_iter()
-            .map(|(n, v)| (n.into(), v.into()))
+            .map(|(n, v)| (Cow::Owned(n.into()), v.into()))
             .collect();
         Headers {
             entries: (!entries.is_empty()).then(|| Box::new(entries)),

@@ -372,7 +372,7 @@ impl MemoryBus {
         let Outgoing {
             topic,
             payload,
-            headers,
+            mut headers,
             key,
         } = message;
         let topic = topic.as_str();
@@ -383,12 +383,19 @@ impl MemoryBus {
             return;
         }
         let topic: Arc<str> = shared_topic.unwrap_or_else(|| Arc::from(topic));
-        for index in targets {
+        let last = targets.len() - 1;
+        for (n, index) in targets.into_iter().enumerate() {
+            // The last target takes the headers; the others get copies.
+            let headers = if n == last {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
             match &routes[index].target {
                 Target::Inbox(inbox) => {
                     // A closed inbox is a socket going away: its routes are being removed.
                     let delivery = Delivery::new(Arc::clone(&topic), payload.clone())
-                        .with_headers(headers.clone())
+                        .with_headers(headers)
                         .with_key(key.clone());
                     if inbox.is_full() {
                         if let Some(_waiting) = self.wait_for(publisher, routes[index].socket) {
@@ -398,7 +405,7 @@ impl MemoryBus {
                     inbox.send(delivery);
                 }
                 Target::Replies(replies) => {
-                    super::deliver_reply(replies, &topic, &payload, &headers)
+                    super::deliver_reply(replies, &topic, &payload, headers)
                 }
             }
         }
@@ -530,7 +537,10 @@ impl SpaSocket for MemorySocket {
     async fn reply_route(&self, _destination: &str) -> Result<PendingReply> {
         self.ensure_open()?;
         let pending = self.replies.register();
-        let topic = format!("{}/{}", self.reply_prefix, pending.id());
+        // Sized once: `format!` grew it twice (three allocations per request).
+        let mut topic = String::with_capacity(self.reply_prefix.len() + 21);
+        topic.push_str(&self.reply_prefix);
+        let _ = std::fmt::Write::write_fmt(&mut topic, format_args!("/{}", pending.id()));
         Ok(pending.with_response_topic(topic))
     }
 

@@ -44,14 +44,14 @@ pub(crate) fn deliver_reply(
     replies: &RequestMultiplexer,
     topic: &str,
     payload: &bytes::Bytes,
-    headers: &headers::Headers,
+    headers: headers::Headers,
 ) {
     let id = topic
         .rsplit('/')
         .next()
         .and_then(|id| id.parse::<u64>().ok());
     let reply = Delivery::new(Arc::from(topic), payload.clone())
-        .with_headers(headers.clone())
+        .with_headers(headers)
         .message(WireFormat::Raw);
     match (id, reply) {
         (Some(id), Ok(reply)) => {

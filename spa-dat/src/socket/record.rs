@@ -88,7 +88,7 @@ impl Outgoing {
         let mut message = SpaMessage::new(topic, summary.to_string());
         message.content_type = Some("application/json".to_owned());
         let mut headers = dead_letter_headers(Headers::new(), delivery, reason, attempts);
-        headers.insert(
+        headers.insert_static(
             headers::DEAD_LETTER_ORIGINAL_SIZE,
             delivery.payload.len().to_string(),
         );
@@ -132,21 +132,21 @@ fn dead_letter_headers(
     reason: &str,
     attempts: u32,
 ) -> Headers {
-    headers.insert(
+    headers.insert_static(
         headers::DEAD_LETTER_REASON,
         shortened_to(&printable(reason), DEAD_LETTER_REASON_BYTES),
     );
-    headers.insert(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
-    headers.insert(
+    headers.insert_static(headers::DEAD_LETTER_ATTEMPTS, attempts.to_string());
+    headers.insert_static(
         headers::DEAD_LETTER_TOPIC,
         shortened_to(&printable(&delivery.topic), DEAD_LETTER_REASON_BYTES),
     );
     if let Some(position) = delivery.position {
-        headers.insert(
+        headers.insert_static(
             headers::DEAD_LETTER_PARTITION,
             position.partition.to_string(),
         );
-        headers.insert(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
+        headers.insert_static(headers::DEAD_LETTER_OFFSET, position.offset.to_string());
     }
     headers
 }
@@ -482,7 +482,7 @@ mod tests {
                 partition: 2,
                 offset: 41,
             });
-        request.headers.insert(headers::CORRELATION_ID, "7");
+        request.headers.insert_static(headers::CORRELATION_ID, "7");
         request.headers.insert("traceparent", "00-abc");
         let reply = Outgoing::reply(&SpaMessage::new("reply/7", "ok"), &request).expect("encodes");
         assert_eq!(reply.topic, "reply/7");

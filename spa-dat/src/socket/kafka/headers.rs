@@ -70,8 +70,8 @@ pub(super) fn of_record<M: Message>(message: &M) -> Headers {
             }
         };
         match header.key {
-            REPLY_TO => headers.append(headers::RESPONSE_TOPIC, value),
-            CONTENT_TYPE => headers.append(headers::CONTENT_TYPE, value),
+            REPLY_TO => headers.append_static(headers::RESPONSE_TOPIC, value),
+            CONTENT_TYPE => headers.append_static(headers::CONTENT_TYPE, value),
             CORRELATION_ID => {
                 foreign_correlation.get_or_insert(value);
             }
@@ -80,7 +80,7 @@ pub(super) fn of_record<M: Message>(message: &M) -> Headers {
     }
     if let Some(id) = foreign_correlation {
         if headers.get(headers::CORRELATION_ID).is_none() {
-            headers.append(headers::CORRELATION_ID, id);
+            headers.append_static(headers::CORRELATION_ID, id);
         }
     }
     headers

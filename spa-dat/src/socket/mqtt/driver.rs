@@ -476,7 +476,7 @@ impl<W: Wire> Driver<W> {
                 &self.shared.replies,
                 &topic,
                 &publish.payload,
-                &publish.headers,
+                publish.headers,
             );
             if let Some(ack) = ack {
                 self.shared.acks.acknowledge(ack);

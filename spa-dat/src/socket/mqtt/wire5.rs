@@ -144,7 +144,7 @@ fn received_headers(properties: Option<PublishProperties>) -> Headers {
         // sends a UUID as text). Other bytes cannot be echoed as a header: the reply goes
         // without it, and the requester matches it by its response topic or not at all.
         match std::str::from_utf8(&data) {
-            Ok(id) => received.insert(headers::CORRELATION_ID, id),
+            Ok(id) => received.insert_static(headers::CORRELATION_ID, id),
             Err(_) => {
                 tracing::debug!(
                     size = data.len(),
@@ -154,14 +154,14 @@ fn received_headers(properties: Option<PublishProperties>) -> Headers {
         }
     }
     if let Some(topic) = properties.response_topic {
-        received.insert(headers::RESPONSE_TOPIC, topic);
+        received.insert_static(headers::RESPONSE_TOPIC, topic);
     }
     if let Some(content_type) = properties.content_type {
-        received.insert(headers::CONTENT_TYPE, content_type);
+        received.insert_static(headers::CONTENT_TYPE, content_type);
     }
     // What is left of it: a message forwarded keeps no more than its sender gave it.
     if let Some(secs) = properties.message_expiry_interval {
-        received.insert(headers::MESSAGE_EXPIRY_SECS, secs.to_string());
+        received.insert_static(headers::MESSAGE_EXPIRY_SECS, secs.to_string());
     }
     received
 }
