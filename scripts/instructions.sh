@@ -70,7 +70,7 @@ if [ -n "$missing" ]; then
   exit 1
 fi
 if [ "$status" -ne 0 ]; then
-  if grep -q "Regressed" "$WORK/run.log"; then
+  if grep -qi "regressed" "$WORK/run.log"; then
     log "a path executes more than $LIMIT more instructions, or makes more allocations, than its checked-in counts (above)"
   else
     log "the instruction benches failed to run (exit $status)"
