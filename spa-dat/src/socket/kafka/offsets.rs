@@ -79,10 +79,12 @@ pub(super) async fn consume(
                     // the poll would never be served and the group's next assignment would
                     // stay here unread.
                     let again = tokio::time::Instant::now() + Duration::from_secs(1);
-                    while tokio::time::timeout_at(again, consumer.recv())
-                        .await
-                        .is_ok()
-                    {}
+                    while let Ok(read) = tokio::time::timeout_at(again, consumer.recv()).await {
+                        if let Err(error) = read {
+                            tracing::debug!(%broker, error = %describe(&error), "Kafka consumer error while rewinding");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
                     continue;
                 }
             }
