@@ -220,6 +220,9 @@ fn main() {
     }
     let (bootstrap, _own_broker) = kafka_support::bootstrap_or_start();
     let topic = format!("peer-{}", uuid::Uuid::new_v4().simple());
+    // `--produce`: only fill a topic and name it, to profile one child on it
+    // (`valgrind --tool=callgrind … --child spa-dat BOOTSTRAP TOPIC`).
+    let produce_only = args.iter().any(|a| a == "--produce");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let producer: FutureProducer = ClientConfig::new()
@@ -246,6 +249,10 @@ fn main() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     });
+    if produce_only {
+        println!("{topic}");
+        return;
+    }
     println!(
         "Kafka on loopback ({bootstrap}), {RECORDS} records of {} bytes, {ROUNDS} interleaved rounds",
         BODY.len()

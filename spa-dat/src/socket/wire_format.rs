@@ -3,6 +3,9 @@
 //! MQTT or Kafka clients write). A bus's setting ([`WireFormat`]); the runtime encodes with it,
 //! and [`Delivery::message`] decodes with it.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 use serde::{Deserialize, Serialize};
 
 use super::headers;
@@ -103,6 +106,7 @@ impl Delivery {
             // A content type in the headers says what the payload is: not an envelope (which
             // never travels with one).
             WireFormat::Raw if self.headers.get(headers::CONTENT_TYPE).is_some() => Ok(bare()),
+            WireFormat::Raw if !may_be_envelope(&self.payload) => Ok(bare()),
             WireFormat::Raw => Ok(SpaMessage::from_json(&self.payload)
                 .map(|m| (m, WireFormat::Envelope))
                 .unwrap_or_else(|_| bare())),
@@ -131,5 +135,49 @@ impl Delivery {
                     .map(str::to_owned),
             });
         message
+    }
+}
+
+/// Whether `payload` could be an envelope at all: an envelope has the key `Payload`, written
+/// out or with `\u` escapes (no other JSON escape makes a letter). A raw body with neither is
+/// not tried as one: the attempt cost a whole JSON parse per message, then failed.
+fn may_be_envelope(payload: &[u8]) -> bool {
+    // Built once: a finder's set-up costs more than searching a short body.
+    static PAYLOAD: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"Payload"));
+    static UNICODE_ESCAPE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\\u"));
+    PAYLOAD.find(payload).is_some() || UNICODE_ESCAPE.find(payload).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn read_raw(payload: &'static [u8]) -> (SpaMessage, WireFormat) {
+        Delivery::new(Arc::from("t"), Bytes::from_static(payload))
+            .read(WireFormat::Raw)
+            .expect("reads")
+    }
+
+    #[test]
+    fn a_raw_body_is_the_payload_and_an_envelope_is_still_read_as_one() {
+        let (message, read_as) = read_raw(br#"{"sensor":"kitchen","celsius":21.5}"#);
+        assert_eq!(read_as, WireFormat::Raw);
+        assert_eq!(
+            &message.payload[..],
+            br#"{"sensor":"kitchen","celsius":21.5}"#
+        );
+        let (message, read_as) = read_raw(br#"{"Payload":"21.5","Topic":"readings"}"#);
+        assert_eq!(
+            (read_as, &message.payload[..]),
+            (WireFormat::Envelope, &b"21.5"[..])
+        );
+        // The key spelled with escapes is the same key to a JSON reader (and to Python).
+        let (message, read_as) = read_raw(br#"{"\u0050ayload":"21.5","Topic":"readings"}"#);
+        assert_eq!(
+            (read_as, &message.payload[..]),
+            (WireFormat::Envelope, &b"21.5"[..])
+        );
     }
 }
