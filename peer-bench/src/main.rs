@@ -1,17 +1,22 @@
-//! spa-dat, its Rust peer RustStream 0.7 (ruststream-rdkafka 0.7.1) and raw rdkafka consuming
-//! the same records from the same Kafka, in one run (issue 23).
+//! spa-dat, its Rust peer RustStream 0.7 and the raw client consuming the same messages from the
+//! same broker, in one run (issue 23): Kafka (raw rdkafka, ruststream-rdkafka 0.7.1) and MQTT 5
+//! at QoS 0 and 1 (raw rumqttc v5, ruststream-rumqttc 0.7.1, see `mqtt.rs`).
 //!
 //! ```text
-//! cargo run --release --manifest-path peer-bench/Cargo.toml
+//! cargo run --release --manifest-path peer-bench/Cargo.toml            # both sections
+//! cargo run --release --manifest-path peer-bench/Cargo.toml -- mqtt    # one (kafka, mqtt)
 //! ```
-//! Uses `SPA_DAT_KAFKA_BOOTSTRAP`, or starts a broker with `scripts/kafka.sh`. RustStream's
-//! method (its docs, "Methodology"): the same records byte for byte, decoded by every loop into
-//! the same struct with serde_json, acknowledged after the handler; each consumer attached in a
-//! fresh group and reading from the earliest offset; the loops interleaved (raw, spa-dat,
-//! RustStream, raw, …) for three rounds after an untimed warm-up; each loop reported as its best
-//! round with the median in parentheses, and the worst, so the spread is visible. Each consumer
-//! runs in a child process of this binary on a current-thread runtime, so the CPU time
-//! (user + system) is its own; the window runs from the first record to the last.
+//! Kafka: `SPA_DAT_KAFKA_BOOTSTRAP`, or a broker started with `scripts/kafka.sh`; MQTT: a
+//! Mosquitto of its own. RustStream's method (its docs, "Methodology"): the same messages byte
+//! for byte, decoded by every loop into the same struct with serde_json, acknowledged after the
+//! handler; each consumer attached in a fresh group (Kafka, from the earliest offset) or
+//! subscribed before the first publish (MQTT); the loops interleaved (raw, spa-dat,
+//! RustStream, raw, …) for three rounds after an untimed warm-up; each loop reported as its
+//! best round with the median in parentheses and the worst in brackets. Each consumer runs in a
+//! child process of this binary on a current-thread runtime; the window runs from the first
+//! message to the last, and the CPU time (user + system, from /proc) and the Rust heap
+//! allocations (a counting global allocator; librdkafka's C allocations are not counted) are
+//! read at both ends.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +31,11 @@ use serde::Deserialize;
 use spa_dat_test_support::kafka as kafka_support;
 use tokio::sync::Notify;
 
+mod mqtt;
+
 /// Records per round: a round lasts a few seconds.
 const RECORDS: usize = 200_000;
-const ROUNDS: usize = 3;
+pub(crate) const ROUNDS: usize = 3;
 
 /// What every loop decodes each record into.
 #[derive(Debug, Deserialize)]
@@ -39,21 +46,135 @@ pub struct Reading {
 }
 
 /// Every record's value, the same bytes for every record and every loop.
-const BODY: &[u8] = br#"{"sensor":"kitchen","celsius":21.5,"seq":123456}"#;
+pub(crate) const BODY: &[u8] = br#"{"sensor":"kitchen","celsius":21.5,"seq":123456}"#;
+
+/// The Rust heap allocations of this process (librdkafka's own, made in C, are not counted).
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract, passed on.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Allocations counted when the first record was handled, and when the last was.
+static ALLOCATIONS_AT_FIRST: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATIONS_AT_LAST: AtomicUsize = AtomicUsize::new(0);
 
 static HANDLED: AtomicUsize = AtomicUsize::new(0);
-static ALL_HANDLED: Notify = Notify::const_new();
-static FIRST: OnceLock<Instant> = OnceLock::new();
+/// How many messages this child takes.
+static EXPECTED: AtomicUsize = AtomicUsize::new(RECORDS);
+pub(crate) static ALL_HANDLED: Notify = Notify::const_new();
+pub(crate) static FIRST: OnceLock<Instant> = OnceLock::new();
+/// When the last message was handled, and the CPU seconds then and at the first.
+static LAST: OnceLock<Instant> = OnceLock::new();
+static CPU_AT_FIRST: OnceLock<f64> = OnceLock::new();
+static CPU_AT_LAST: OnceLock<f64> = OnceLock::new();
 /// The topic and group of this child's RustStream subscriber (its attribute reads them).
 static TOPIC: OnceLock<String> = OnceLock::new();
 static GROUP: OnceLock<String> = OnceLock::new();
 
 /// What every loop's handler does with a decoded record.
+/// The window is the first message to the last: CPU time and allocations read at both ends.
 pub fn handled(reading: &Reading) {
-    FIRST.get_or_init(Instant::now);
+    FIRST.get_or_init(|| {
+        CPU_AT_FIRST.get_or_init(cpu_seconds);
+        ALLOCATIONS_AT_FIRST.store(ALLOCATIONS.load(Ordering::Relaxed), Ordering::Relaxed);
+        Instant::now()
+    });
     black_box((reading.sensor.len(), reading.celsius, reading.seq));
-    if HANDLED.fetch_add(1, Ordering::Relaxed) + 1 == RECORDS {
+    if HANDLED.fetch_add(1, Ordering::Relaxed) + 1 == EXPECTED.load(Ordering::Relaxed) {
+        ALLOCATIONS_AT_LAST.store(ALLOCATIONS.load(Ordering::Relaxed), Ordering::Relaxed);
+        CPU_AT_LAST.get_or_init(cpu_seconds);
+        LAST.get_or_init(Instant::now);
         ALL_HANDLED.notify_one();
+    }
+}
+
+/// A child's result line: `seconds_first_to_last cpu_seconds allocations`.
+pub(crate) fn report() {
+    let (Some(first), Some(last)) = (FIRST.get(), LAST.get()) else {
+        panic!("not every message arrived");
+    };
+    let cpu = CPU_AT_LAST.get().copied().unwrap_or_default()
+        - CPU_AT_FIRST.get().copied().unwrap_or_default();
+    let allocations =
+        ALLOCATIONS_AT_LAST.load(Ordering::Relaxed) - ALLOCATIONS_AT_FIRST.load(Ordering::Relaxed);
+    println!("{} {cpu} {allocations}", (*last - *first).as_secs_f64());
+}
+
+/// A child's result line as (messages/s, CPU µs per message, Rust allocations per message).
+pub(crate) fn parse(line: &str, count: usize) -> (f64, f64, f64) {
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .map(|n| n.parse().expect("number"))
+        .collect();
+    // The window holds count - 1 messages after the first.
+    let after_first = (count - 1) as f64;
+    (
+        after_first / numbers[0],
+        numbers[1] * 1e6 / after_first,
+        numbers[2] / after_first,
+    )
+}
+
+/// The loops of a run, in order.
+pub(crate) const KINDS: [&str; 3] = ["raw", "spa-dat", "ruststream"];
+
+/// ROUNDS rounds of every loop, interleaved: raw, spa-dat, RustStream, raw, …
+pub(crate) fn interleaved(
+    mut round: impl FnMut(&str) -> (f64, f64, f64),
+) -> Vec<Vec<(f64, f64, f64)>> {
+    let mut results = vec![Vec::new(); KINDS.len()];
+    for _ in 0..ROUNDS {
+        for (kind, runs) in KINDS.iter().zip(&mut results) {
+            runs.push(round(kind));
+        }
+    }
+    results
+}
+
+/// Each measure's best (median) [worst] per loop, and the ratios of the best rounds.
+pub(crate) fn print_tables(results: &[Vec<(f64, f64, f64)>], unit: &str) {
+    type Field = fn(&(f64, f64, f64)) -> f64;
+    let fields: [(String, Field, bool); 3] = [
+        (format!("consume {unit}s/s"), |r| r.0, true),
+        (format!("consume CPU µs per {unit}"), |r| r.1, false),
+        (format!("Rust allocations per {unit}"), |r| r.2, false),
+    ];
+    for (name, field, higher) in fields {
+        println!("{name}: best (median) [worst]");
+        let mut bests = Vec::new();
+        for (kind, runs) in KINDS.iter().zip(results) {
+            let (best, median, worst) = spread(&runs.iter().map(field).collect::<Vec<_>>(), higher);
+            bests.push(best);
+            println!("  {kind:<11} {best:>12.2} ({median:.2}) [{worst:.2}]");
+        }
+        println!(
+            "  spa-dat / raw {:.2}x, RustStream / raw {:.2}x, spa-dat / RustStream {:.2}x (best rounds)",
+            bests[1] / bests[0],
+            bests[2] / bests[0],
+            bests[1] / bests[2]
+        );
     }
 }
 
@@ -108,7 +229,6 @@ fn child(kind: &str, bootstrap: &str, topic: &str) {
         .build()
         .expect("runtime");
     let group = format!("peer-{kind}-{}", uuid::Uuid::new_v4().simple());
-    let cpu = cpu_seconds();
     runtime.block_on(async {
         match kind {
             "raw" => {
@@ -156,14 +276,11 @@ fn child(kind: &str, bootstrap: &str, topic: &str) {
             other => panic!("no loop {other}"),
         }
     });
-    let first = FIRST.get().expect("a record");
-    // The last record was handled before ALL_HANDLED woke the loop: its end is now-ish; the
-    // shutdown after it is outside the window (measured before it for the raw loop).
-    println!("{} {}", first.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+    report();
 }
 
 /// User + system CPU seconds of this process, from /proc.
-fn cpu_seconds() -> f64 {
+pub(crate) fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
     let fields: Vec<&str> = stat
         .rsplit(')')
@@ -176,8 +293,8 @@ fn cpu_seconds() -> f64 {
     (user + system) / 100.0
 }
 
-/// One child's round: (records/s, CPU µs per record).
-fn round(kind: &str, bootstrap: &str, topic: &str) -> (f64, f64) {
+/// One child's round: (records/s, CPU µs per record, Rust allocations per record).
+fn round(kind: &str, bootstrap: &str, topic: &str) -> (f64, f64, f64) {
     let output = std::process::Command::new(std::env::current_exe().expect("exe"))
         .args(["--child", kind, bootstrap, topic])
         .output()
@@ -187,15 +304,7 @@ fn round(kind: &str, bootstrap: &str, topic: &str) -> (f64, f64) {
         "{kind}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let line = String::from_utf8_lossy(&output.stdout);
-    let numbers: Vec<f64> = line
-        .split_whitespace()
-        .map(|n| n.parse().expect("number"))
-        .collect();
-    (
-        RECORDS as f64 / numbers[0],
-        numbers[1] * 1e6 / RECORDS as f64,
-    )
+    parse(&String::from_utf8_lossy(&output.stdout), RECORDS)
 }
 
 /// Best, median and worst of `values`, `higher_is_better` saying which end is best.
@@ -218,6 +327,27 @@ fn main() {
         child(&args[2], &args[3], &args[4]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("--mqtt-child") {
+        EXPECTED.store(mqtt::MESSAGES, Ordering::Relaxed);
+        mqtt::child(
+            &args[2],
+            args[3].parse().expect("port"),
+            args[4].parse().expect("qos"),
+        );
+        return;
+    }
+    // `kafka` or `mqtt` runs that section alone (`kafka --produce`: see kafka_section).
+    let named = |section: &str| args.iter().any(|a| a == section);
+    let only = |section: &str| named(section) || !(named("kafka") || named("mqtt"));
+    if only("kafka") {
+        kafka_section(&args);
+    }
+    if only("mqtt") {
+        mqtt::section();
+    }
+}
+
+fn kafka_section(args: &[String]) {
     let (bootstrap, _own_broker) = kafka_support::bootstrap_or_start();
     let topic = format!("peer-{}", uuid::Uuid::new_v4().simple());
     // `--produce`: only fill a topic and name it, to profile one child on it
@@ -259,36 +389,8 @@ fn main() {
     );
     // Untimed: a fresh broker still compiles its hot paths.
     round("raw", &bootstrap, &topic);
-    let kinds = ["raw", "spa-dat", "ruststream"];
-    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); kinds.len()];
-    for _ in 0..ROUNDS {
-        for (kind, runs) in kinds.iter().zip(&mut results) {
-            runs.push(round(kind, &bootstrap, &topic));
-        }
-    }
-    let column = |runs: &[(f64, f64)], field: fn(&(f64, f64)) -> f64, higher: bool| {
-        spread(&runs.iter().map(field).collect::<Vec<_>>(), higher)
-    };
-    for (name, field, higher) in [
-        (
-            "consume records/s",
-            (|r: &(f64, f64)| r.0) as fn(&(f64, f64)) -> f64,
-            true,
-        ),
-        ("consume CPU µs/record", |r: &(f64, f64)| r.1, false),
-    ] {
-        println!("\n{name}: best (median) [worst]");
-        let mut bests = Vec::new();
-        for (kind, runs) in kinds.iter().zip(&results) {
-            let (best, median, worst) = column(runs, field, higher);
-            bests.push(best);
-            println!("  {kind:<11} {best:>12.1} ({median:.1}) [{worst:.1}]");
-        }
-        println!(
-            "  spa-dat / raw {:.2}x, RustStream / raw {:.2}x, spa-dat / RustStream {:.2}x (best rounds)",
-            bests[1] / bests[0],
-            bests[2] / bests[0],
-            bests[1] / bests[2]
-        );
-    }
+    print_tables(
+        &interleaved(|kind| round(kind, &bootstrap, &topic)),
+        "record",
+    );
 }
