@@ -64,9 +64,17 @@ pub fn child(kind: &str, port: u16, qos: u8) {
     runtime.block_on(async {
         match kind {
             "raw" => {
+                // As spa-dat and RustStream: a receive window of ~1000, acknowledgements sent
+                // after the handler, no Nagle delay.
                 let mut options = rumqttc::v5::MqttOptions::new("peer-raw", "127.0.0.1", port);
-                options.set_max_packet_size(Some(1 << 20));
-                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+                options
+                    .set_max_packet_size(Some(1 << 20))
+                    .set_receive_maximum(Some(1000))
+                    .set_manual_acks(true);
+                let mut network = options.network_options();
+                network.set_tcp_nodelay(true);
+                options.set_network_options(network);
+                let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 1000);
                 client.subscribe(TOPIC, qos5).await.expect("subscribe");
                 loop {
                     if let rumqttc::v5::Event::Incoming(rumqttc::v5::Incoming::SubAck(_)) =
@@ -84,6 +92,7 @@ pub fn child(kind: &str, port: u16, qos: u8) {
                         let reading: Reading =
                             serde_json::from_slice(&publish.payload).expect("decodes");
                         handled(&reading);
+                        client.try_ack(&publish).expect("acknowledged");
                         count += 1;
                     }
                 }
