@@ -140,26 +140,33 @@ fn observe(observed: Observed) {
     }
 }
 
+/// The application `app` makes, set up and running on a new in-process bus, and a socket of
+/// another client on that bus.
+async fn running_with_a_client(
+    app: impl FnOnce(Arc<dyn SocketProvider>) -> Application,
+) -> Arc<dyn SpaSocket> {
+    let provider: Arc<dyn SocketProvider> =
+        Arc::new(MemorySocketProvider::new(MemoryBus::new("instructions")));
+    let mut app = app(Arc::clone(&provider));
+    app.setup().await.expect("set up");
+    tokio::spawn(async move {
+        let _ = app.run_async().await;
+    });
+    provider
+        .connect(SocketOptions::new("client"))
+        .await
+        .expect("connects")
+        .socket
+}
+
 /// Set up outside the count: a consumer application running on the in-process bus, a
 /// publisher socket, the switches.
 fn consumer(count: usize, observed: Observed) -> Path {
     observe(observed);
     let runtime = runtime();
-    let publisher = runtime.block_on(async {
-        let provider: Arc<dyn SocketProvider> =
-            Arc::new(MemorySocketProvider::new(MemoryBus::new("instructions")));
-        let mut app = Application::consumer("sink", ["bench/stream"], sink)
-            .socket_provider(Arc::clone(&provider));
-        app.setup().await.expect("set up");
-        tokio::spawn(async move {
-            let _ = app.run_async().await;
-        });
-        let publisher = provider
-            .connect(SocketOptions::new("publisher"))
-            .await
-            .expect("connects");
-        publisher.socket
-    });
+    let publisher = runtime.block_on(running_with_a_client(|provider| {
+        Application::consumer("sink", ["bench/stream"], sink).socket_provider(provider)
+    }));
     Path {
         runtime,
         count,
@@ -277,21 +284,9 @@ async fn echo(message: SpaMessage) -> Bytes {
 
 fn memory_round_trips(count: usize) -> RoundTrips {
     let runtime = runtime();
-    let requester = runtime.block_on(async {
-        let provider: Arc<dyn SocketProvider> =
-            Arc::new(MemorySocketProvider::new(MemoryBus::new("instructions")));
-        let mut app = Application::consumer("echo", ["bench/echo"], echo)
-            .socket_provider(Arc::clone(&provider));
-        app.setup().await.expect("set up");
-        tokio::spawn(async move {
-            let _ = app.run_async().await;
-        });
-        let requester = provider
-            .connect(SocketOptions::new("requester"))
-            .await
-            .expect("connects");
-        requester.socket
-    });
+    let requester = runtime.block_on(running_with_a_client(|provider| {
+        Application::consumer("echo", ["bench/echo"], echo).socket_provider(provider)
+    }));
     RoundTrips {
         runtime,
         count,

@@ -32,6 +32,11 @@ use spa_dat_test_support::kafka as kafka_support;
 use tokio::sync::Notify;
 
 mod mqtt;
+// The broker benchmarks' CPU clock and helpers, shared rather than copied.
+#[path = "../../benches/support/mod.rs"]
+mod support;
+
+use support::cpu_seconds;
 
 /// spa-dat's consumers' `fetch.queue.backoff.ms`, given to the other two loops as well.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
@@ -230,7 +235,7 @@ fn raw_consumer(bootstrap: &str, group: &str) -> StreamConsumer {
         .expect("consumer")
 }
 
-/// A child: consumes RECORDS with `kind`; prints `seconds_first_to_last cpu_seconds`.
+/// A child: consumes RECORDS with `kind`; prints its [`report`].
 fn child(kind: &str, bootstrap: &str, topic: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -285,20 +290,6 @@ fn child(kind: &str, bootstrap: &str, topic: &str) {
         }
     });
     report();
-}
-
-/// User + system CPU seconds of this process, from /proc.
-pub(crate) fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").expect("proc stat");
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .expect("stat")
-        .split_whitespace()
-        .collect();
-    let user: f64 = fields[11].parse().expect("utime");
-    let system: f64 = fields[12].parse().expect("stime");
-    (user + system) / 100.0
 }
 
 /// One child's round: (records/s, CPU µs per record, Rust allocations per record).

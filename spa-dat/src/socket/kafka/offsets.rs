@@ -62,7 +62,7 @@ pub(super) async fn consume(
     loop {
         if let Some(transactions) = &transactions {
             if transactions.fatal().is_some() {
-                leave_group(&consumer).await;
+                leave_group(&consumer, &broker).await;
                 return;
             }
             if transactions.must_rewind() {
@@ -78,13 +78,7 @@ pub(super) async fn consume(
                     // polled meanwhile (what it reads is dropped), or a rebalance waiting for
                     // the poll would never be served and the group's next assignment would
                     // stay here unread.
-                    let again = tokio::time::Instant::now() + Duration::from_secs(1);
-                    while let Ok(read) = tokio::time::timeout_at(again, consumer.recv()).await {
-                        if let Err(error) = read {
-                            tracing::debug!(%broker, error = %describe(&error), "Kafka consumer error while rewinding");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                    }
+                    poll_dropping(&consumer, &broker, Duration::from_secs(1)).await;
                     continue;
                 }
             }
@@ -304,7 +298,7 @@ async fn committed(
 /// that can commit them, polling until the revocation is done (it runs in a poll) and the
 /// assignment is empty; the socket is no longer ready then. Whatever is read meanwhile is
 /// dropped: the next owner reads it.
-async fn leave_group(consumer: &Arc<GroupConsumer>) {
+async fn leave_group(consumer: &Arc<GroupConsumer>, broker: &str) {
     consumer.unsubscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while tokio::time::Instant::now() < deadline {
@@ -315,7 +309,19 @@ async fn leave_group(consumer: &Arc<GroupConsumer>) {
         {
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(100), consumer.recv()).await;
+        poll_dropping(consumer, broker, Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `consumer` for `period`, dropping what it reads: it serves the rebalances that wait
+/// for a poll while nothing may be delivered. An error is logged and polled past after a pause.
+async fn poll_dropping(consumer: &GroupConsumer, broker: &str, period: Duration) {
+    let until = tokio::time::Instant::now() + period;
+    while let Ok(read) = tokio::time::timeout_at(until, consumer.recv()).await {
+        if let Err(error) = read {
+            tracing::debug!(%broker, error = %describe(&error), "Kafka consumer error while not delivering");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -366,19 +372,11 @@ async fn rewind(consumer: &Arc<GroupConsumer>, broker: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::socket::kafka::context::Failures;
     use rdkafka::ClientConfig;
 
     /// A group consumer that never reaches a broker (nothing listens on port 9).
     fn unassigned_consumer() -> Arc<GroupConsumer> {
-        let context = SocketContext {
-            failures: Arc::new(Failures::default()),
-            handled: None,
-            broker: "kafka://127.0.0.1:9".to_owned(),
-            group: Some("rewind-test".to_owned()),
-            health: None,
-            commit_transaction: None,
-        };
+        let context = SocketContext::new(&Arc::default(), "kafka://127.0.0.1:9");
         let consumer: GroupConsumer = ClientConfig::new()
             .set("bootstrap.servers", "127.0.0.1:9")
             .set("group.id", "rewind-test")
