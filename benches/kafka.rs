@@ -61,6 +61,9 @@ fn raw_consumer(bootstrap: &str, group: &str) -> StreamConsumer {
         // The group settings spa-dat uses, so both join the same way.
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
+        // And its fetch back-off: librdkafka's default pauses fetching for 1 s once its queue
+        // is full, which can leave a fast consumer idle inside the measured window.
+        .set("fetch.queue.backoff.ms", "10")
         .create()
         .expect("consumer")
 }
