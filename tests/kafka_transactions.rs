@@ -420,6 +420,14 @@ async fn a_stopped_instance_that_wakes_after_losing_its_partitions_commits_nothi
         &inputs,
         &wait_for_output(&output, RECORDS, Duration::from_secs(150)).await,
     );
+    // The zombie woke and met the fence: its transaction was aborted, or it stopped for good.
+    let zombie_trace =
+        std::fs::read_to_string(format!("{}.trace", children.0[0].1.display())).unwrap_or_default();
+    assert!(
+        zombie_trace.contains("transaction aborted")
+            || zombie_trace.contains("Kafka transactions stopped"),
+        "the woken zombie should have found its transaction fenced; its warnings and errors are printed below"
+    );
     children.kill_all();
     // Nothing more once both are gone (a transaction a killed process left open ends at its
     // timeout; until then a `read_committed` reader stops before it).
@@ -537,8 +545,19 @@ async fn eos_child_pipeline() {
         Arc::default(),
         std::env::var("SPA_DAT_EOS_BATCH").is_ok(),
     ));
-    // Killed long before; bounded in case its parent died first.
-    let _ = tokio::time::timeout(Duration::from_secs(180), app.start_async()).await;
+    // Killed by its parent; ends by itself only when the parent died first. Not a deadline:
+    // the clock runs on while the process is stopped (SIGSTOP), and a woken zombie that had
+    // outlived one would end instead of testing anything.
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async move {
+        while std::os::unix::process::parent_id() == parent {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    };
+    tokio::select! {
+        _ = app.start_async() => {}
+        () = orphaned => {}
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,11 +56,16 @@ pub(crate) fn deliver_reply(
     match (id, reply) {
         (Some(id), Ok(reply)) => {
             if !replies.resolve(id, reply) {
-                tracing::debug!(topic, "reply arrived after its request ended");
+                tracing::debug!(topic = %shortened(topic), "reply arrived after its request ended");
             }
         }
-        (None, _) => tracing::warn!(topic, "reply topic carries no correlation id"),
-        (_, Err(error)) => tracing::warn!(topic, %error, "undecodable reply dropped"),
+        // The topic is the sender's: cut short, or one message could fill a log line with 64 KiB.
+        (None, _) => {
+            tracing::warn!(topic = %shortened(topic), "reply topic carries no correlation id")
+        }
+        (_, Err(error)) => {
+            tracing::warn!(topic = %shortened(topic), %error, "undecodable reply dropped")
+        }
     }
 }
 
