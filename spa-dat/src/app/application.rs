@@ -942,6 +942,9 @@ impl AppSpec {
             acks_in_any_order: running.acks_in_any_order,
             taken: AtomicU64::new(0),
             done: AtomicU64::new(0),
+            drains: inbox.drain_into(running.runtime.shutdown.pending()),
+            stopped: AtomicBool::new(false),
+            left: AtomicU64::new(0),
         });
         let watchdog = tokio::spawn(Arc::clone(&consumer).watch(
             self.progressing.clone(),

@@ -3,11 +3,19 @@
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::socket::Pending;
 
 use tokio_util::sync::CancellationToken;
 
 /// Asks running applications to stop: consumers take no new messages, in-flight handlers get
-/// the grace period, resources are torn down, `run()` returns. Cheap to clone; injectable into
+/// the grace period, resources are torn down, `run()` returns. On the in-process bus, which
+/// never delivers a message again, consumers first finish what was published before (the
+/// drain: until every inbox is empty and every handler done, within the grace period); what
+/// the grace period cuts off is counted and logged at WARN. Cheap to clone; injectable into
 /// handlers (a producer can end the run when its work is done).
 ///
 /// # Examples
@@ -45,6 +53,10 @@ pub struct Shutdown {
     triggered: Arc<AtomicBool>,
     /// What asked first.
     reason: Arc<OnceLock<Stopped>>,
+    /// When it was first asked: the grace period runs from here, once for the whole run.
+    at: Arc<OnceLock<Instant>>,
+    /// The run's in-process deliveries not yet finished with: what shutdown drains.
+    pending: Arc<Pending>,
 }
 
 /// How a run ended: what [`crate::DistributedApplication::start`] returns when it stops
@@ -115,8 +127,22 @@ impl Shutdown {
     /// Requests shutdown for `reason`; the first reason given is the one kept.
     pub(crate) fn trigger_because(&self, reason: Stopped) {
         let _ = self.reason.set(reason);
+        let _ = self.at.set(Instant::now());
         self.triggered.store(true, Ordering::Release);
         self.token.cancel();
+    }
+
+    /// When a grace period of `grace` ends: `grace` after shutdown was first requested (from
+    /// now if it was not).
+    pub(crate) fn deadline(&self, grace: Duration) -> Instant {
+        let at = self.at.get().copied().unwrap_or_else(Instant::now);
+        at.checked_add(grace)
+            .unwrap_or(at + Duration::from_secs(86_400 * 365))
+    }
+
+    /// The run's in-process deliveries not yet finished with (see [`Pending`]).
+    pub(crate) fn pending(&self) -> &Arc<Pending> {
+        &self.pending
     }
 
     /// Why shutdown was requested, once it was.

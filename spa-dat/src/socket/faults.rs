@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use super::{
-    Capabilities, Connection, Delivery, Inbox, Outgoing, PendingReply, SocketOptions,
+    Capabilities, Connection, Delivery, DrainSlot, Inbox, Outgoing, PendingReply, SocketOptions,
     SocketProvider, SpaSocket,
 };
 use crate::error::{Error, Result};
@@ -280,6 +280,17 @@ struct Pump {
     /// Delivered and not acknowledged, by delivery number: what a crash would redeliver.
     unacked: Arc<Mutex<HashMap<u64, Copy>>>,
     delivered: u64,
+    /// Where the inner transport never delivers a message again: the count the copies this
+    /// pump makes (duplicates, redeliveries) join too, so that shutdown drains them as well.
+    drain: Option<DrainSlot>,
+}
+
+/// `delivery`, counted as the inner transport's own deliveries are (see [`DrainSlot`]).
+fn counted(drain: Option<&DrainSlot>, delivery: Delivery) -> Delivery {
+    match drain.and_then(|slot| slot.get()) {
+        Some(pending) => delivery.counted_in(pending),
+        None => delivery,
+    }
 }
 
 impl Pump {
@@ -294,7 +305,8 @@ impl Pump {
             }
             if duplicate {
                 self.log.duplicated.fetch_add(1, Ordering::Relaxed);
-                if !self.forward(copy.delivery(), copy).await {
+                let duplicate = counted(self.drain.as_ref(), copy.delivery());
+                if !self.forward(duplicate, copy).await {
                     return;
                 }
             }
@@ -310,7 +322,8 @@ impl Pump {
                 pending.sort_by_key(|(n, _)| *n);
                 for (_, copy) in pending {
                     self.log.redelivered.fetch_add(1, Ordering::Relaxed);
-                    if !self.forward(copy.delivery(), copy).await {
+                    let again = counted(self.drain.as_ref(), copy.delivery());
+                    if !self.forward(again, copy).await {
                         return;
                     }
                 }
@@ -334,10 +347,11 @@ impl Pump {
         let delay = self
             .dice
             .roll(3, &copy.topic, &copy.payload, self.faults.delay_ack);
-        let (unacked, log, outbox) = (
+        let (unacked, log, outbox, drain) = (
             Arc::clone(&self.unacked),
             Arc::clone(&self.log),
             self.outbox.clone(),
+            self.drain.clone(),
         );
         let ack_delay = self.faults.ack_delay;
         delivery.set_ack(move || {
@@ -349,7 +363,7 @@ impl Pump {
                 // Lost on the way: the transport delivers it again, and the redelivery's
                 // acknowledgement carries the original one.
                 log.lost_acks.fetch_add(1, Ordering::Relaxed);
-                let mut again = copy.delivery();
+                let mut again = counted(drain.as_ref(), copy.delivery());
                 if let Some(ack) = inner_ack {
                     again.set_ack(ack);
                 }
@@ -379,7 +393,8 @@ impl SocketProvider for FaultyProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
         let capacity = options.inbox_capacity;
         let connection = self.inner.connect(options).await?;
-        let (outbox, inbox) = Inbox::channel(capacity);
+        let (outbox, mut inbox) = Inbox::channel(capacity);
+        let drain = inbox.drains_as(&connection.inbox);
         let pump = Pump {
             faults: self.faults,
             dice: Arc::clone(&self.dice),
@@ -387,6 +402,7 @@ impl SocketProvider for FaultyProvider {
             outbox,
             unacked: Arc::default(),
             delivered: 0,
+            drain,
         };
         tokio::spawn(pump.run(connection.inbox));
         Ok(Connection {

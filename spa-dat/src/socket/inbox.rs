@@ -12,7 +12,13 @@ use std::sync::{Arc, OnceLock};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
+use super::record::Pending;
 use super::Delivery;
+
+/// Where a transport that never delivers a message again (the in-process bus) finds the
+/// [`Pending`] count its deliveries join: set by the consumer that owns the inbox
+/// ([`Inbox::drain_into`]); unset, nothing is counted.
+pub(crate) type DrainSlot = Arc<OnceLock<Arc<Pending>>>;
 
 /// Handles deliveries on the transport's task as far as that goes without awaiting.
 pub(crate) trait ArrivalHandler: Send + Sync + 'static {
@@ -38,6 +44,8 @@ pub struct Inbox {
     /// A bounded inbox's sender, for [`Inbox::depth`]; weak, so the inbox still ends when the
     /// transport drops its sender.
     sender: Option<mpsc::WeakSender<Delivery>>,
+    /// Only where the transport never delivers a message again: see [`DrainSlot`].
+    drain: Option<DrainSlot>,
 }
 
 #[derive(Debug)]
@@ -63,6 +71,8 @@ pub(crate) struct ArrivalState {
     /// Deliveries may be handled on the sender's task ([`Inbox::handled_on_arrival`]); false
     /// for [`Inbox::queued`].
     on_arrival: bool,
+    /// Deliveries dropped because the inbox had closed.
+    refused: AtomicUsize,
 }
 
 impl std::fmt::Debug for ArrivalState {
@@ -90,6 +100,7 @@ impl ArrivalState {
 pub struct ArrivalSender {
     arrivals: mpsc::UnboundedSender<Arrival>,
     state: Arc<ArrivalState>,
+    drain: Option<DrainSlot>,
 }
 
 impl ArrivalSender {
@@ -100,6 +111,10 @@ impl ArrivalSender {
     /// Call it only from the transport's own task: the consumer's handler runs in it until its
     /// first `await`, so it must not be a task the handler may wait for while it holds a lock.
     pub fn send(&self, delivery: Delivery) {
+        let delivery = match self.drain.as_ref().and_then(|slot| slot.get()) {
+            Some(pending) => delivery.counted_in(pending),
+            None => delivery,
+        };
         let arrival = match self.handle_now(delivery) {
             Ok(None) => return,
             Ok(Some(rest)) => Arrival::Started(rest),
@@ -109,7 +124,13 @@ impl ArrivalSender {
         if self.arrivals.send(arrival).is_err() {
             // The inbox is gone: nothing will finish this one.
             self.state.outstanding.fetch_sub(1, Ordering::Relaxed);
+            self.state.refused.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// How many deliveries were dropped because the inbox had closed.
+    pub(crate) fn refused(&self) -> usize {
+        self.state.refused.load(Ordering::Relaxed)
     }
 
     /// Whether the inbox holds as many arrivals as its capacity: a transport then waits for
@@ -214,18 +235,24 @@ impl Inbox {
     /// the application; it holds `capacity` arrivals before [`ArrivalSender::room`] makes the
     /// transport stop reading.
     pub fn handled_on_arrival(capacity: usize) -> (ArrivalSender, Inbox) {
-        Inbox::arrivals(capacity, true)
+        Inbox::arrivals(capacity, true, None)
     }
 
     /// An inbox whose sender never waits and never runs the consumer's handler: it queues,
     /// and [`ArrivalSender::room`] tells a sender that should wait while the inbox holds
     /// `capacity` deliveries. For a transport whose senders are other tasks — some of which
     /// must not wait (the in-process bus: a handler publishing into its own subscription).
+    /// Such a transport never delivers a message again, so shutdown drains the inbox: its
+    /// consumer finishes what it holds, within the grace period.
     pub fn queued(capacity: usize) -> (ArrivalSender, Inbox) {
-        Inbox::arrivals(capacity, false)
+        Inbox::arrivals(capacity, false, Some(DrainSlot::default()))
     }
 
-    fn arrivals(capacity: usize, on_arrival: bool) -> (ArrivalSender, Inbox) {
+    fn arrivals(
+        capacity: usize,
+        on_arrival: bool,
+        drain: Option<DrainSlot>,
+    ) -> (ArrivalSender, Inbox) {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ArrivalState {
             outstanding: AtomicUsize::new(0),
@@ -233,16 +260,20 @@ impl Inbox {
             capacity: capacity.max(1),
             room: tokio::sync::Notify::new(),
             on_arrival,
+            refused: AtomicUsize::new(0),
         });
         let sender = ArrivalSender {
             arrivals: tx,
             state: Arc::clone(&state),
+            drain: drain.clone(),
         };
         let receiver = Receiver::OnArrival {
             arrivals: rx,
             state,
         };
-        (sender, Inbox::new(receiver))
+        let mut inbox = Inbox::new(receiver);
+        inbox.drain = drain;
+        (sender, inbox)
     }
 
     fn new(receiver: Receiver) -> Self {
@@ -250,7 +281,29 @@ impl Inbox {
             receiver,
             scratch: Vec::new(),
             sender: None,
+            drain: None,
         }
+    }
+
+    /// Counts what its transport delivers from now on in `pending`, until each delivery is
+    /// finished with — where the transport never delivers a message again (see
+    /// [`Inbox::queued`]). Returns whether it does: then shutdown drains the inbox.
+    pub(crate) fn drain_into(&self, pending: &Arc<Pending>) -> bool {
+        match &self.drain {
+            Some(slot) => {
+                let _ = slot.set(Arc::clone(pending));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drains as `inner` does (see [`Inbox::drain_into`]): for an inbox fed from `inner` by a
+    /// wrapper (the fault-injecting bus). Returns the slot, for what the wrapper delivers of
+    /// its own.
+    pub(crate) fn drains_as(&mut self, inner: &Inbox) -> Option<DrainSlot> {
+        self.drain.clone_from(&inner.drain);
+        self.drain.clone()
     }
 
     /// The next delivery; `None` once the socket is closed.
@@ -314,6 +367,18 @@ impl Inbox {
             Receiver::Bounded(rx) => rx.try_recv().ok().map(Arrival::Delivery),
             Receiver::OnArrival { arrivals, .. } => arrivals.try_recv().ok(),
         }
+    }
+
+    /// Closes the inbox and drops what is still in it; returns how many messages that was.
+    pub(crate) fn discard(&mut self) -> usize {
+        self.close();
+        let mut discarded = 0;
+        while let Some(arrival) = self.try_recv_arrival() {
+            drop(arrival);
+            self.finished();
+            discarded += 1;
+        }
+        discarded
     }
 
     /// The owner finished an arrival taken with [`Inbox::recv_arrivals`] or

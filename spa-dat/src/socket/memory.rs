@@ -554,10 +554,16 @@ impl SpaSocket for MemorySocket {
     async fn close(&self) -> Result<()> {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.bus.remove_routes(self.id, None);
-            self.inbox
+            let inbox = self
+                .inbox
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
+            // Published after the consumer stopped (after the shutdown drain): lost, as the
+            // bus never delivers a message again.
+            if let Some(refused) = inbox.map(|inbox| inbox.refused()).filter(|n| *n > 0) {
+                tracing::warn!(bus = %self.bus.inner.name, socket = self.id, discarded = refused, "messages published after their consumer had stopped were discarded");
+            }
             self.replies.close();
         }
         Ok(())

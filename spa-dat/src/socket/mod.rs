@@ -28,7 +28,8 @@ pub(crate) use crate::topic::shortened;
 pub use crate::topic::{
     topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
 };
-pub(crate) use inbox::{Arrival, ArrivalHandler, InboxDepth};
+pub(crate) use inbox::{Arrival, ArrivalHandler, DrainSlot, InboxDepth};
+pub(crate) use record::Pending;
 pub use wire_format::WireFormat;
 // The transport interface, by its short paths inside the crate; its public path is `spi`.
 pub(crate) use spi::{

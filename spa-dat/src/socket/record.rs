@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -200,6 +200,8 @@ pub struct Delivery {
     pub key: Option<Bytes>,
     ack: Option<Box<dyn FnOnce() + Send + Sync>>,
     staged: Option<Staged>,
+    /// Counts it as unfinished on a transport that never delivers it again (see [`Pending`]).
+    pending: Option<PendingToken>,
 }
 
 impl fmt::Debug for Delivery {
@@ -227,7 +229,15 @@ impl Delivery {
             key: None,
             ack: None,
             staged: None,
+            pending: None,
         }
+    }
+
+    /// Counts it in `pending` until it is dropped: handled, dead-lettered or discarded.
+    pub(crate) fn counted_in(mut self, pending: &Arc<Pending>) -> Self {
+        pending.count.fetch_add(1, Ordering::AcqRel);
+        self.pending = Some(PendingToken(Arc::clone(pending)));
+        self
     }
 
     /// Attaches the metadata that came with it.
@@ -282,6 +292,44 @@ impl Delivery {
     pub fn ack(mut self) {
         if let Some(ack) = self.ack.take() {
             ack();
+        }
+    }
+}
+
+/// The messages a transport that never delivers a message again (the in-process bus) has
+/// delivered and nobody has finished with yet — queued in an inbox, being handled, waiting for
+/// a retry. Shutdown lets consumers take messages until it is empty (within the grace period),
+/// so that what was published before shutdown is not lost with the inboxes.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    count: AtomicUsize,
+    empty: tokio::sync::Notify,
+}
+
+impl Pending {
+    /// Completes once no message is unfinished.
+    pub(crate) async fn emptied(&self) {
+        loop {
+            // Registered before the check, so that the last drop between the two is not missed.
+            let emptied = self.empty.notified();
+            tokio::pin!(emptied);
+            emptied.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            emptied.await;
+        }
+    }
+}
+
+/// One unfinished message of a [`Pending`]; dropping it finishes it.
+#[derive(Debug)]
+struct PendingToken(Arc<Pending>);
+
+impl Drop for PendingToken {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.empty.notify_waiters();
         }
     }
 }

@@ -86,8 +86,12 @@ impl Forming {
         self.since.and_then(|since| since.checked_add(wait))
     }
 
-    fn due(&self, shape: BatchShape, now: Instant) -> bool {
-        self.elements.len() >= shape.size || self.deadline(shape.wait).is_some_and(|d| d <= now)
+    /// Whether to cut it now: full, or waited long enough — or, `draining` at shutdown, as
+    /// soon as it holds anything (waiting longer would spend the grace period for nothing).
+    fn due(&self, shape: BatchShape, now: Instant, draining: bool) -> bool {
+        self.elements.len() >= shape.size
+            || self.deadline(shape.wait).is_some_and(|d| d <= now)
+            || (draining && !self.elements.is_empty())
     }
 }
 
@@ -208,15 +212,19 @@ impl Consumer {
         let mut undecodable: JoinSet<()> = JoinSet::new();
         let mut sequence: u64 = 0;
         let mut taken = Vec::with_capacity(TAKE);
-        let shutdown = self.runtime.shutdown.triggered();
-        tokio::pin!(shutdown);
+        let stop = self.stop_taking();
+        tokio::pin!(stop);
+        // Wakes the loop once at shutdown, to cut the forming batch while draining.
+        let triggered = self.runtime.shutdown.triggered();
+        tokio::pin!(triggered);
+        let mut draining = false;
         loop {
-            // Nothing new starts once shutdown is asked for (the select below may not have
-            // seen it yet).
-            if self.runtime.shutdown.is_triggered() {
+            // Nothing new starts once the consumer stopped taking messages (the select below
+            // may not have seen it yet).
+            if self.takes_nothing_more() {
                 break;
             }
-            while batches.len() < limit && forming.due(shape, Instant::now()) {
+            while batches.len() < limit && forming.due(shape, Instant::now(), draining) {
                 let next = Forming::new(forming.id + 1);
                 let full = std::mem::replace(&mut forming, next);
                 claims.fill(&mut forming, shape.size, &mut sequence);
@@ -228,7 +236,8 @@ impl Consumer {
                 .filter(|_| batches.len() < limit);
             tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut stop => break,
+                () = &mut triggered, if !draining => draining = true,
                 Some(joined) = batches.join_next(), if !batches.is_empty() => match joined {
                     Ok((id, keys)) => {
                         claims.released(id, &keys);
@@ -268,10 +277,12 @@ impl Consumer {
             }
         }
         // Nothing new starts; what runs gets its grace period (enforced in each handler call).
-        inbox.close();
+        let discarded = inbox.discard();
         drop((forming, claims));
         while batches.join_next().await.is_some() {}
         while undecodable.join_next().await.is_some() {}
+        // Every message left unhandled is one the window never saw finish.
+        self.report_left(window.unfinished() + discarded);
     }
 
     /// `delivery` decoded as an element of a batch; a message that cannot be decoded is
@@ -348,7 +359,7 @@ impl Consumer {
             .find_map(|(element, _)| element.delivery.staged().map(Staged::sibling));
         loop {
             let Some(verdicts) = self.call_batch(&mut pending, &span).await else {
-                tracing::warn!(app = %self.runtime.name, size = pending.len(), "batch handler did not finish within the shutdown grace period; cancelled, its messages not acknowledged");
+                tracing::warn!(app = %self.runtime.name, size = pending.len(), left = self.left_behind(), "batch handler did not finish within the shutdown grace period; cancelled");
                 return;
             };
             let mut retry = Vec::new();
@@ -408,7 +419,7 @@ impl Consumer {
                 return;
             }
             if !self.pause_unless_shutdown(pause).await {
-                tracing::warn!(app = %self.runtime.name, failed = retry.len(), "shutting down with failed batch elements; not acknowledged, they come again");
+                tracing::warn!(app = %self.runtime.name, failed = retry.len(), left = self.left_behind(), "shutting down with failed batch elements");
                 return;
             }
             for (element, _) in &mut retry {

@@ -227,6 +227,16 @@ impl AckWindow {
         }
     }
 
+    /// Messages taken and not finished.
+    pub(super) fn unfinished(&self) -> usize {
+        let state = self.lock();
+        if self.any_order {
+            state.unfinished
+        } else {
+            state.slots.iter().filter(|(_, done)| !done).count()
+        }
+    }
+
     /// No acknowledgement is held back: one made now is in order.
     fn is_empty(&self) -> bool {
         self.any_order || self.lock().slots.is_empty()
@@ -254,13 +264,13 @@ impl Consumer {
         let mut running: JoinSet<OrderKey> = JoinSet::new();
         let mut sequence: u64 = 0;
         let mut batch = Vec::with_capacity(BATCH);
-        let shutdown = self.runtime.shutdown.triggered();
-        tokio::pin!(shutdown);
+        let stop = self.stop_taking();
+        tokio::pin!(stop);
         loop {
             let room = window.len() < most_unacknowledged;
             tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut stop => break,
                 Some(joined) = running.join_next(), if !running.is_empty() => {
                     match joined {
                         Ok(key) => keys.finished(key),
@@ -303,8 +313,11 @@ impl Consumer {
             }
         }
         // Nothing new starts; what runs gets its grace period (enforced in each handler call).
-        inbox.close();
+        let discarded = inbox.discard();
+        drop(keys);
         while running.join_next().await.is_some() {}
+        // Every message left unhandled is one the window never saw finish.
+        self.report_left(window.unfinished() + discarded);
     }
 
     /// Handles `delivery` as far as its handler's first poll on the consumer's own task. With

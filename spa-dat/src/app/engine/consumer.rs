@@ -81,6 +81,13 @@ pub(crate) struct Consumer {
     /// them ([`Consumer::watch`]).
     pub(crate) taken: AtomicU64,
     pub(crate) done: AtomicU64,
+    /// The transport never delivers a message again (the in-process bus): shutdown drains it
+    /// ([`Consumer::stop_taking`]).
+    pub(crate) drains: bool,
+    /// Set when the consumer stopped taking messages.
+    pub(crate) stopped: AtomicBool,
+    /// Messages [`Consumer::handle_now`] refused because the consumer had stopped.
+    pub(crate) left: AtomicU64,
 }
 
 /// A consumer handling messages on its transport's task, as they arrive.
@@ -100,12 +107,12 @@ impl Consumer {
         inbox.handle_on_arrival(Arc::new(OnArrival(Arc::clone(&self))));
         let mut batch = Vec::with_capacity(64);
         // One shutdown watch for the whole loop: registering a new one per batch costs a lock.
-        let shutdown = self.runtime.shutdown.triggered();
-        tokio::pin!(shutdown);
+        let stop = self.stop_taking();
+        tokio::pin!(stop);
         loop {
             let received = tokio::select! {
                 biased;
-                _ = &mut shutdown => break,
+                _ = &mut stop => break,
                 n = inbox.recv_arrivals(&mut batch, 64) => n,
             };
             if received == 0 {
@@ -128,8 +135,72 @@ impl Consumer {
         // Nothing more starts on arrival; what did start there gets its grace period. It can
         // only be first in the inbox: handling starts on arrival only when the inbox is empty.
         inbox.close();
-        if let Some(Arrival::Started(rest)) = inbox.try_recv_arrival() {
-            rest.await;
+        let mut discarded = 0;
+        if let Some(arrival) = inbox.try_recv_arrival() {
+            match arrival {
+                Arrival::Started(rest) => rest.await,
+                Arrival::Delivery(_) => discarded += 1,
+            }
+            inbox.finished();
+        }
+        discarded += inbox.discard();
+        self.report_left(self.left.load(Ordering::Relaxed) as usize + discarded);
+    }
+
+    /// Completes when the consumer stops taking messages: when shutdown is asked for — or, on
+    /// a transport that never delivers a message again (the in-process bus), once every
+    /// message it delivered is finished with (handlers may publish more meanwhile: those are
+    /// handled too), or when the grace period is over, whichever comes first.
+    pub(super) async fn stop_taking(&self) {
+        let shutdown = &self.runtime.shutdown;
+        shutdown.triggered().await;
+        if self.drains {
+            tokio::select! {
+                () = shutdown.pending().emptied() => {}
+                () = tokio::time::sleep_until(shutdown.deadline(self.limits.grace)) => {}
+            }
+        }
+        self.stopped.store(true, Ordering::Release);
+    }
+
+    /// Whether nothing new may start: shutdown was asked for and no drain goes on (none, or
+    /// it ended, or its grace period is over — before the loop that ends it notices).
+    pub(super) fn takes_nothing_more(&self) -> bool {
+        let shutdown = &self.runtime.shutdown;
+        shutdown.is_triggered()
+            && (!self.drains
+                || self.stopped.load(Ordering::Acquire)
+                || tokio::time::Instant::now() >= shutdown.deadline(self.limits.grace))
+    }
+
+    /// What a message becomes when shutdown cuts its handling short, for the logs.
+    pub(super) fn left_behind(&self) -> &'static str {
+        if self.drains {
+            "discarded: the in-process bus does not deliver it again"
+        } else {
+            "not acknowledged, it comes again"
+        }
+    }
+
+    /// Says, once the consumer stopped, that it left `left` messages unhandled: at WARN where
+    /// they are lost (the in-process bus), at DEBUG where the broker delivers them again.
+    pub(super) fn report_left(&self, left: usize) {
+        if left == 0 {
+            return;
+        }
+        if self.drains {
+            tracing::warn!(
+                app = %self.runtime.name,
+                discarded = left,
+                grace_ms = self.limits.grace.as_millis() as u64,
+                "shutdown discarded in-process messages not handled within the grace period"
+            );
+        } else {
+            tracing::debug!(
+                app = %self.runtime.name,
+                left,
+                "messages left unacknowledged at shutdown; the broker delivers them again"
+            );
         }
     }
 
@@ -155,7 +226,8 @@ impl Consumer {
     /// requested nothing new starts: unacknowledged, an at-least-once transport delivers the
     /// message again.
     pub(crate) fn handle_now(&self, delivery: Delivery) -> Option<Unfinished> {
-        if self.runtime.shutdown.is_triggered() {
+        if self.takes_nothing_more() {
+            self.left.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         self.taken.fetch_add(1, Ordering::Relaxed);
@@ -336,7 +408,14 @@ impl Consumer {
                     break;
                 }
                 Outcome::Cancelled => {
-                    about!(warn, self, delivery, "handler did not finish within the shutdown grace period; cancelled, not acknowledged");
+                    about!(
+                        warn,
+                        self,
+                        delivery,
+                        left = self.left_behind(),
+                        "handler did not finish within the shutdown grace period; cancelled"
+                    );
+                    self.left.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Outcome::Done(Err(error)) => Failure::of(&error),
@@ -356,8 +435,10 @@ impl Consumer {
                     warn,
                     self,
                     delivery,
-                    "shutting down with a failed message; not acknowledged, it comes again"
+                    left = self.left_behind(),
+                    "shutting down with a failed message"
                 );
+                self.left.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             attempt = attempt.saturating_add(1);
@@ -560,19 +641,22 @@ impl Consumer {
                     warn,
                     self,
                     delivery,
-                    "shutting down with a reply not published; the request is not acknowledged"
+                    left = self.left_behind(),
+                    "shutting down with a reply not published"
                 );
+                self.left.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             tries = tries.saturating_add(1);
         }
     }
 
-    /// Sleeps `pause`; false when shutdown came first.
+    /// Sleeps `pause`; false when the consumer stopped taking messages first (see
+    /// [`Consumer::stop_taking`]).
     pub(super) async fn pause_unless_shutdown(&self, pause: Duration) -> bool {
         tokio::select! {
             _ = tokio::time::sleep(pause) => true,
-            _ = self.runtime.shutdown.triggered() => false,
+            _ = self.stop_taking() => false,
         }
     }
 
@@ -613,7 +697,15 @@ impl Consumer {
             }
             about!(error, self, delivery, dead_letter_topic = topic, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
             if !self.pause_unless_shutdown(pause).await {
-                about!(warn, self, delivery, dead_letter_topic = topic, "shutting down with a message neither handled nor dead-lettered; not acknowledged");
+                about!(
+                    warn,
+                    self,
+                    delivery,
+                    dead_letter_topic = topic,
+                    left = self.left_behind(),
+                    "shutting down with a message neither handled nor dead-lettered"
+                );
+                self.left.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             pause = (pause * 2).min(LONGEST_PAUSE);

@@ -62,9 +62,11 @@ pub(crate) async fn run_to_end(
     shutdown: &Shutdown,
     limits: Limits,
 ) -> Outcome {
+    // One grace period for the whole run, from the moment shutdown was asked for: a call
+    // that starts while the in-process bus drains gets what is left of it, not a new one.
     let deadline = async {
         shutdown.triggered().await;
-        tokio::time::sleep(limits.grace).await;
+        tokio::time::sleep_until(shutdown.deadline(limits.grace)).await;
     };
     let timeout = async {
         match limits.timeout {
