@@ -83,10 +83,25 @@ where
 impl OrderChecker {
     /// Waits until `count` messages were handled; fails the test after `limit`.
     pub async fn wait_handled(&self, count: usize, limit: Duration) {
-        crate::wait_until("every message handled", limit, || {
-            self.handled.load(Ordering::SeqCst) >= count
-        })
-        .await;
+        let deadline = std::time::Instant::now() + limit;
+        while self.handled.load(Ordering::SeqCst) < count {
+            if std::time::Instant::now() >= deadline {
+                let state = self.state.lock().expect("state");
+                let mut busy: Vec<_> = state.busy.iter().copied().collect();
+                busy.sort_unstable();
+                busy.truncate(20);
+                panic!(
+                    "timed out waiting for every message handled: {} of {count} after {limit:?}, \
+                     {} running now (keys {busy:?}), {} keys seen, {} violations, {} duplicates",
+                    self.handled.load(Ordering::SeqCst),
+                    self.in_flight.load(Ordering::SeqCst),
+                    state.last.len(),
+                    state.violations.len(),
+                    state.duplicates,
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Asserts that exactly `count` messages were handled, each once and in its key's order
