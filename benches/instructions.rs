@@ -1,10 +1,11 @@
 //! Instruction and allocation counts of spa-dat's per-message paths, under callgrind and DHAT
 //! (gungraun): unlike wall-clock benches they do not move with a noisy 2-core machine, so a
 //! 2 % regression is visible. `scripts/instructions.sh` compares them with the counts checked
-//! in under `benches/instructions-baseline/` and fails above 2 % more instructions, or any
-//! more allocations; `scripts/instructions.sh save` writes new ones (commit them with the
-//! reason); `scripts/instructions.sh table` prints the cost per message of each path and its
-//! ratio to the raw channel.
+//! in under `benches/instructions-baseline/` and fails above 2 % more instructions or 1 % more
+//! allocations (one more per message is more than that on every path);
+//! `scripts/instructions.sh save` writes new ones (commit them with the reason);
+//! `scripts/instructions.sh table` prints the cost per message of each path and its ratio to
+//! the raw client: a Tokio channel for the in-process bus, rumqttc for MQTT.
 //!
 //! A path that runs on Tokio runs on a current-thread runtime (one thread: one order of
 //! execution, the same count on every run) built with the application outside the count, and
@@ -24,13 +25,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use gungraun::{
     library_benchmark, library_benchmark_group, main, Callgrind, Dhat, LibraryBenchmarkConfig,
 };
+use rumqttc::v5::mqttbytes::v5::{
+    ConnAck, ConnectReturnCode, Packet, PingResp, Publish, SubAck, SubscribeReasonCode,
+};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider, MqttVersion};
 use spa_dat::socket::spi::{SocketOptions, SocketProvider, SpaSocket};
 use spa_dat::{Application, ApplicationLifeCycle, SpaMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 /// A message with a `size`-byte text payload, as a publisher sends it.
@@ -362,10 +370,252 @@ library_benchmark_group!(
     benchmarks = memory_request_reply, raw_channel_request_reply
 );
 
+/// The MQTT 5 delivery path, per message, against a replayed stream: a listener on loopback
+/// answers the client's CONNECT and SUBSCRIBE as a broker would, then writes the count's
+/// PUBLISH packets, encoded before the count, [`REPLAYED_AT_ONCE`] at a time, each time once
+/// the handler took the ones before. Everything runs on the count's one thread and each read
+/// finds exactly one write's bytes (loopback delivers a write before it returns), so the count
+/// does not move with the machine as a real broker's would (one write of everything did: the
+/// kernel's window decides how much each read finds). The raw rumqttc client reads the same
+/// bytes.
+struct MqttPath {
+    runtime: tokio::runtime::Runtime,
+    count: usize,
+    replay: mpsc::Sender<Vec<Bytes>>,
+    stream: Vec<Bytes>,
+}
+
+/// Messages per write of the replayed stream: ~10 KiB, well inside a socket's buffers.
+const REPLAYED_AT_ONCE: usize = 50;
+
+const MQTT_TOPIC: &str = "bench/stream";
+
+/// `count` PUBLISH packets of `reading()` on `MQTT_TOPIC` at `qos` (packet ids 1, 2, ...), in
+/// writes of [`REPLAYED_AT_ONCE`].
+fn publishes(count: usize, qos: QoS) -> Vec<Bytes> {
+    (0..count)
+        .step_by(REPLAYED_AT_ONCE)
+        .map(|first| encoded(first..count.min(first + REPLAYED_AT_ONCE), qos))
+        .collect()
+}
+
+fn encoded(ids: std::ops::Range<usize>, qos: QoS) -> Bytes {
+    let mut stream = BytesMut::new();
+    for id in ids {
+        let mut publish = Publish::new(MQTT_TOPIC, qos, reading(), None);
+        if qos != QoS::AtMostOnce {
+            publish.pkid = u16::try_from(id % usize::from(u16::MAX) + 1).expect("fits");
+        }
+        Packet::Publish(publish)
+            .write(&mut stream, None)
+            .expect("encodes");
+    }
+    stream.freeze()
+}
+
+/// A loopback listener that acts as the broker of one client: CONNACK for its CONNECT, SUBACK
+/// for each SUBSCRIBE (telling `subscribed`), then writes every stream it is handed.
+async fn replayer(subscribed: oneshot::Sender<()>) -> (u16, mpsc::Sender<Vec<Bytes>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let port = listener.local_addr().expect("address").port();
+    let (replay, mut streams) = mpsc::channel::<Vec<Bytes>>(1);
+    tokio::spawn(async move {
+        let (mut connection, _) = listener.accept().await.expect("accepts");
+        connection.set_nodelay(true).expect("nodelay");
+        let mut subscribed = Some(subscribed);
+        let mut read = BytesMut::with_capacity(64 * 1024);
+        loop {
+            tokio::select! {
+                stream = streams.recv() => {
+                    let Some(stream) = stream else { return };
+                    let mut written = 0;
+                    for write in stream {
+                        connection.write_all(&write).await.expect("replays");
+                        written += REPLAYED_AT_ONCE;
+                        let expected = written.min(EXPECTED.load(Ordering::Relaxed));
+                        while HANDLED.load(Ordering::Relaxed) < expected {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                }
+                bytes = connection.read_buf(&mut read) => {
+                    if bytes.expect("reads") == 0 {
+                        return;
+                    }
+                    while let Ok(packet) = Packet::read(&mut read, None) {
+                        let answer = match packet {
+                            Packet::Connect(..) => Packet::ConnAck(ConnAck {
+                                session_present: false,
+                                code: ConnectReturnCode::Success,
+                                properties: None,
+                            }),
+                            Packet::Subscribe(subscribe) => {
+                                let codes = subscribe
+                                    .filters
+                                    .iter()
+                                    .map(|filter| SubscribeReasonCode::Success(filter.qos))
+                                    .collect();
+                                if let Some(subscribed) = subscribed.take() {
+                                    let _ = subscribed.send(());
+                                }
+                                Packet::SubAck(SubAck {
+                                    pkid: subscribe.pkid,
+                                    return_codes: codes,
+                                    properties: None,
+                                })
+                            }
+                            Packet::PingReq(_) => Packet::PingResp(PingResp),
+                            _ => continue,
+                        };
+                        let mut out = BytesMut::new();
+                        answer.write(&mut out, None).expect("encodes");
+                        connection.write_all(&out).await.expect("answers");
+                    }
+                }
+            }
+        }
+    });
+    (port, replay)
+}
+
+/// Set up outside the count: the replayer, spa-dat's MQTT 5 consumer at `qos` connected and
+/// subscribed to it, the count's stream encoded.
+fn mqtt_consumer(count: usize, qos: u8) -> MqttPath {
+    let runtime = runtime_with_io();
+    let replay = runtime.block_on(async {
+        let (subscribed, is_subscribed) = oneshot::channel();
+        let (port, replay) = replayer(subscribed).await;
+        let mut config = MqttConfig::new("127.0.0.1", port);
+        config.version = MqttVersion::V5;
+        config.qos = qos;
+        config.client_id = Some("instructions".into());
+        let provider = MqttSocketProvider::new(config).expect("config");
+        let mut app =
+            Application::consumer("sink", [MQTT_TOPIC], sink).socket_provider(Arc::new(provider));
+        app.setup().await.expect("set up");
+        tokio::spawn(async move {
+            let _ = app.run_async().await;
+        });
+        is_subscribed.await.expect("subscribed");
+        replay
+    });
+    MqttPath {
+        runtime,
+        count,
+        replay,
+        stream: publishes(count, mqtt_qos(qos)),
+    }
+}
+
+/// The same path in raw rumqttc (MQTT 5): the event loop polled in a task, each message
+/// decoded and handed to the same handler, acknowledged after it at QoS 1 (as spa-dat does).
+fn raw_mqtt_consumer(count: usize, qos: u8) -> MqttPath {
+    let runtime = runtime_with_io();
+    let replay = runtime.block_on(async {
+        let (subscribed, is_subscribed) = oneshot::channel();
+        let (port, replay) = replayer(subscribed).await;
+        let mut options = MqttOptions::new("instructions-raw", "127.0.0.1", port);
+        options.set_manual_acks(true);
+        // Room for every acknowledgement of the count: `try_ack` never finds it full.
+        let (client, mut eventloop) = AsyncClient::new(options, 4 * MESSAGES);
+        client
+            .subscribe(MQTT_TOPIC, mqtt_qos(qos))
+            .await
+            .expect("subscribes");
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let Event::Incoming(Packet::Publish(publish)) = event {
+                    let message = SpaMessage::from_json(&publish.payload).expect("decodes");
+                    handled(&message);
+                    client.try_ack(&publish).expect("acknowledged");
+                }
+            }
+        });
+        is_subscribed.await.expect("subscribed");
+        replay
+    });
+    MqttPath {
+        runtime,
+        count,
+        replay,
+        stream: publishes(count, mqtt_qos(qos)),
+    }
+}
+
+fn mqtt_qos(qos: u8) -> QoS {
+    if qos == 0 {
+        QoS::AtMostOnce
+    } else {
+        QoS::AtLeastOnce
+    }
+}
+
+fn runtime_with_io() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Replays the path's stream and waits until the handler took every message.
+#[inline(never)]
+fn replay_and_handle(path: &MqttPath) {
+    HANDLED.store(0, Ordering::Relaxed);
+    EXPECTED.store(path.count, Ordering::Relaxed);
+    path.runtime.block_on(async {
+        let all_handled = ALL_HANDLED.notified();
+        path.replay
+            .send(path.stream.clone())
+            .await
+            .expect("replayer runs");
+        all_handled.await;
+    });
+}
+
+#[library_benchmark]
+#[bench::base(mqtt_consumer(MESSAGES, 0))]
+#[bench::twice(mqtt_consumer(2 * MESSAGES, 0))]
+fn mqtt_qos0_consumer(path: MqttPath) -> MqttPath {
+    replay_and_handle(&path);
+    path
+}
+
+#[library_benchmark]
+#[bench::base(raw_mqtt_consumer(MESSAGES, 0))]
+#[bench::twice(raw_mqtt_consumer(2 * MESSAGES, 0))]
+fn raw_mqtt_qos0_consumer(path: MqttPath) -> MqttPath {
+    replay_and_handle(&path);
+    path
+}
+
+#[library_benchmark]
+#[bench::base(mqtt_consumer(MESSAGES, 1))]
+#[bench::twice(mqtt_consumer(2 * MESSAGES, 1))]
+fn mqtt_qos1_consumer(path: MqttPath) -> MqttPath {
+    replay_and_handle(&path);
+    path
+}
+
+#[library_benchmark]
+#[bench::base(raw_mqtt_consumer(MESSAGES, 1))]
+#[bench::twice(raw_mqtt_consumer(2 * MESSAGES, 1))]
+fn raw_mqtt_qos1_consumer(path: MqttPath) -> MqttPath {
+    replay_and_handle(&path);
+    path
+}
+
+library_benchmark_group!(
+    name = mqtt;
+    benchmarks = mqtt_qos0_consumer, raw_mqtt_qos0_consumer, mqtt_qos1_consumer,
+        raw_mqtt_qos1_consumer
+);
+
 main!(
     config = LibraryBenchmarkConfig::default()
         .tool(Callgrind::with_args(["--cache-sim=no"]))
         // Deep stacks: an allocation in a handler's task is far below the benchmark's frame.
         .tool(Dhat::with_args(["--num-callers=128"]));
-    library_benchmark_groups = envelope, memory, request_reply
+    library_benchmark_groups = envelope, memory, request_reply, mqtt
 );

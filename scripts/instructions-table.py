@@ -5,7 +5,8 @@
 A Tokio path is counted over MESSAGES messages (`base`) and over twice as many (`twice`): the
 difference divided by MESSAGES is what one more message costs, everything done once per count
 cancelling out (RustStream's method). Each spa-dat path is set against the raw Tokio channel
-doing the same decoding, counted in the same run.
+doing the same decoding (an MQTT path: against raw rumqttc reading the same replayed
+stream), counted in the same run.
 
     python3 scripts/instructions-table.py [target/instructions]
 """
@@ -22,6 +23,8 @@ AGAINST = {
     "memory_consumer_metrics": "raw_channel_consumer",
     "memory_consumer_unsampled_traces": "raw_channel_consumer",
     "memory_request_reply": "raw_channel_request_reply",
+    "mqtt_qos0_consumer": "raw_mqtt_qos0_consumer",
+    "mqtt_qos1_consumer": "raw_mqtt_qos1_consumer",
 }
 
 HEADER = re.compile(r"^\S+::(\w+)::(\w+) (\w+):")
@@ -60,7 +63,7 @@ def main():
     functions = sorted({f for (f, i) in counts if i == "base"})
     if not functions:
         sys.exit(f"no per-message path in {log}")
-    print(f"{'path (per message)':<36} {'instructions':>12} {'allocations':>11} {'raw channel':>11} {'ratio':>6}")
+    print(f"{'path (per message)':<36} {'instructions':>12} {'allocations':>11} {'raw':>11} {'ratio':>6}")
     for function in functions:
         instructions = per_message(counts, function, "Instructions")
         allocations = per_message(counts, function, "Total blocks")

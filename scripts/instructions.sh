@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The instruction-count gate: runs benches/instructions.rs under callgrind and DHAT (gungraun)
-# and fails when a path executes more than 2 % more instructions, or makes more allocations,
-# than the counts checked in under benches/instructions-baseline/. Instruction counts do not
+# and fails when a path executes more than 2 % more instructions, or makes 1 % more
+# allocations (one more per message is more), than the counts checked in under
+# benches/instructions-baseline/. Instruction counts do not
 # move with a noisy machine as wall-clock times do (the same run varies by 5-10 % on a shared
 # 2-core machine).
 #
@@ -19,8 +20,10 @@ BASELINE=$ROOT/benches/instructions-baseline
 WORK=$ROOT/target/instructions
 NAME=checked_in
 LIMIT=2%
-# Allocation counts are exact on a current-thread runtime: any more is a regression.
-ALLOCATIONS_LIMIT=0%
+# Allocations: one more per message is at least +2 % on every path (the most, request/reply,
+# makes 45 per round trip); 1 % leaves room for the MQTT paths' few blocks that move between
+# runs (the socket's reads), while the in-process paths repeat to the block.
+ALLOCATIONS_LIMIT=1%
 FEATURES=opentelemetry
 
 log() { printf '\033[1m[instructions]\033[0m %s\n' "$*" >&2; }
@@ -71,11 +74,11 @@ if [ -n "$missing" ]; then
 fi
 if [ "$status" -ne 0 ]; then
   if grep -qi "regressed" "$WORK/run.log"; then
-    log "a path executes more than $LIMIT more instructions, or makes more allocations, than its checked-in counts (above)"
+    log "a path executes more than $LIMIT more instructions, or makes more than $ALLOCATIONS_LIMIT more allocations, than its checked-in counts (above)"
   else
     log "the instruction benches failed to run (exit $status)"
   fi
   exit 1
 fi
 python3 "$ROOT/scripts/instructions-table.py" "$WORK" || true
-log "every path within $LIMIT of its checked-in instructions, and no more allocations"
+log "every path within $LIMIT of its checked-in instructions and $ALLOCATIONS_LIMIT of its allocations"
