@@ -87,6 +87,7 @@ impl Headers {
     }
 
     /// [`Headers::append`] of a name spa-dat defines (no copy of it).
+    #[cfg(feature = "kafka")]
     pub(crate) fn append_static(&mut self, name: &'static str, value: impl Into<String>) {
         self.add(Cow::Borrowed(name), value.into());
     }

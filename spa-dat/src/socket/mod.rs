@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use crate::error::Result;
 
-#[cfg(any(feature = "mqtt", feature = "kafka"))]
 pub(crate) use crate::topic::shortened;
 pub use crate::topic::{
     topic_matches, validate_filter, validate_topic, MAX_TOPIC_BYTES, MAX_TOPIC_LEVELS,
