@@ -35,6 +35,8 @@ LAYERS = {
     # life cycle, delivery engine, health
     "app": ["error", "topic", "url", "message", "metrics", "socket", "config", "telemetry",
             "runtime", "handler"],
+    # running an application inside a test
+    "testing": ["error", "topic", "message", "socket", "runtime", "app"],
     # the macros' hidden path
     "__private": ["runtime", "handler"],
 }

@@ -725,6 +725,16 @@ async fn bad_json_input_is_a_warning_and_an_unrequested_reply_is_reported_once()
             .count()
     };
     assert_eq!(lines("WARN", "the handler cannot take"), 1, "{logs}");
+    // It says what becomes of the message, and no `position=None` on a bus without positions.
+    let line = logs
+        .lines()
+        .find(|l| l.contains("the handler cannot take"))
+        .unwrap_or_default();
+    assert!(line.contains("dropped: no dead-letter topic"), "{line}");
+    assert!(
+        !line.contains("position") && !line.contains("skipping"),
+        "{line}"
+    );
     assert_eq!(lines("ERROR", "handler failed"), 0, "{logs}");
     assert_eq!(
         lines("WARN", "without a response topic"),

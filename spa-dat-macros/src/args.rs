@@ -31,6 +31,8 @@ pub(crate) struct Options {
     pub(crate) batch_wait_ms: Option<syn::LitInt>,
     /// Kafka transactions.
     pub(crate) transactional: Option<syn::LitBool>,
+    /// A function giving each message its ordering key: `fn(&Delivery) -> Option<Bytes>`.
+    pub(crate) order_key: Option<syn::Path>,
 }
 
 /// The orderings `ordering = "..."` takes.
@@ -56,6 +58,7 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "dead_letter",
     "concurrency",
     "ordering",
+    "order_key",
     "attempts",
     "timeout_ms",
     "batch",
@@ -202,6 +205,14 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
                     &value,
                     format!("`ordering` is one of: {}", ORDERINGS.join(", ")),
                 ))
+            }
+        } else if key == "order_key" {
+            match meta.value()?.parse::<Expr>()? {
+                Expr::Path(path) => set(&mut options.order_key, path.path, &meta.path),
+                other => Err(syn::Error::new_spanned(
+                    other,
+                    "`order_key` takes the name of a function `fn(&Delivery) -> Option<Bytes>`",
+                )),
             }
         } else if key == "crate" {
             let value: LitStr = meta.value()?.parse()?;

@@ -153,6 +153,13 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         None => quote! { ::core::option::Option::None },
     };
 
+    let order_key = match &options.order_key {
+        Some(path) => quote_spanned! {path.span()=>
+            ::core::option::Option::Some(#path as #krate::__private::OrderKeyFn)
+        },
+        None => quote! { ::core::option::Option::None },
+    };
+
     let arg_types: Vec<&syn::Type> = function
         .sig
         .inputs
@@ -202,6 +209,7 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     dead_letter_topic: #dead_letter,
                     concurrency: #concurrency,
                     ordering: #ordering,
+                    order_key: #order_key,
                     attempts: #attempts,
                     timeout_ms: #timeout_ms,
                     batch: #batch,

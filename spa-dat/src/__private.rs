@@ -3,7 +3,7 @@
 pub use inventory;
 
 pub use crate::handler::call::BoxedHandler;
-pub use crate::handler::registry::Registration;
+pub use crate::handler::registry::{OrderKeyFn, Registration};
 pub use crate::handler::reply::IntoReply;
 pub use crate::handler::HandlerKind;
 pub use crate::runtime::MessageOrder;

@@ -200,6 +200,32 @@ fn join_errors(errors: &[Error]) -> String {
 }
 
 impl Error {
+    /// A message refused as bad input ([`Error::Rejected`]): logged at WARN, dead-lettered if
+    /// there is a dead-letter topic, never retried.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{Error, Json};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { total: i64 }
+    ///
+    /// async fn record(Json(order): Json<Order>) -> spa_dat::Result<()> {
+    ///     if order.total < 0 {
+    ///         return Err(Error::rejected("a negative total"));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # let _ = spa_dat::Application::consumer("record", ["orders"], record);
+    /// assert!(matches!(Error::rejected("no"), Error::Rejected { reason } if reason == "no"));
+    /// ```
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Error::Rejected {
+            reason: reason.into(),
+        }
+    }
+
     pub(crate) fn decode(reason: impl Into<String>) -> Self {
         Error::Decode {
             reason: reason.into(),

@@ -7,6 +7,7 @@
 //! direction and on any import circle between files):
 //!
 //! ```text
+//!  testing       an application run inside a test (TestRun)
 //!  app/          life cycle (Application, DistributedApplication, resources)
 //!                ├─ engine/  the delivery engine: per-message path, order keys, retries,
 //!                │           dead letters, guarded calls, watchdog
@@ -38,6 +39,7 @@ mod redact;
 mod runtime;
 pub mod socket;
 pub mod telemetry;
+pub mod testing;
 mod topic;
 mod url;
 

@@ -55,4 +55,12 @@ async fn related(socket: spa_dat::Socket) -> spa_dat::Result<()> {
         .await
 }
 
+fn device_of(delivery: &spa_dat::socket::spi::Delivery) -> Option<bytes::Bytes> {
+    let device = delivery.topic.split('/').nth(1)?;
+    Some(bytes::Bytes::copy_from_slice(device.as_bytes()))
+}
+
+#[consumer(topics = ["devices/+/state"], concurrency = 8, ordering = "key", order_key = device_of)]
+async fn devices(_state: SpaMessage) {}
+
 fn main() {}

@@ -700,6 +700,9 @@ fn from_registration(registration: &'static Registration) -> Application {
     if let Some(limit) = registration.concurrency {
         app = app.concurrency(limit);
     }
+    if let Some(key_of) = registration.order_key {
+        app = app.order_key(key_of);
+    }
     if let Some(order) = registration.ordering {
         app = app.ordering(order);
     }

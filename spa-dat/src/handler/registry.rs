@@ -4,6 +4,9 @@ use super::call::BoxedHandler;
 use super::HandlerKind;
 use crate::runtime::MessageOrder;
 
+/// What `order_key = function` names: a message's ordering key, from its delivery.
+pub type OrderKeyFn = fn(&crate::socket::Delivery) -> Option<bytes::Bytes>;
+
 /// One handler registered by an attribute macro. Built only by macro output (const).
 #[derive(Debug)]
 pub struct Registration {
@@ -27,6 +30,9 @@ pub struct Registration {
     pub concurrency: Option<usize>,
     /// Which messages may run together (`ordering = "key" | "partition" | "none"`).
     pub ordering: Option<MessageOrder>,
+    /// Each message's ordering key instead of the transport's (`order_key = function`; see
+    /// [`crate::Application::order_key`]).
+    pub order_key: Option<OrderKeyFn>,
     /// Handler calls per message, the first included (`attempts = n`).
     pub attempts: Option<u32>,
     /// Handler timeout in milliseconds (`timeout_ms = n`).

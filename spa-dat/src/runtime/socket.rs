@@ -342,6 +342,44 @@ impl Socket {
             .await
     }
 
+    /// Publishes `value` as a JSON message on `topic` with a key: [`Socket::publish_json`]
+    /// and [`Socket::publish_keyed`] in one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// # use spa_dat::socket::spi::{SocketOptions, SocketProvider};
+    /// # use spa_dat::{MessageBuilder, Socket, SpaMessage};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spa_dat::Result<()> {
+    /// # let provider = MemorySocketProvider::new(MemoryBus::new("socket-doc-keyed-json"));
+    /// # let mut reader = provider.connect(SocketOptions::new("reader").topics(["orders"])).await?;
+    /// # let writer = provider.connect(SocketOptions::new("writer")).await?;
+    /// # let socket = Socket::new(writer.socket, MessageBuilder::new(Some("w-1"), Some("writer")), Duration::from_secs(5));
+    /// #[derive(serde::Serialize)]
+    /// struct Order { customer: String, total: u32 }
+    ///
+    /// let order = Order { customer: "c-7".into(), total: 12 };
+    /// // A customer's orders are handled in order by consumers that order by key.
+    /// socket.publish_json_keyed("orders", order.customer.clone(), &order).await?;
+    ///
+    /// let delivery = reader.inbox.recv().await.expect("delivered");
+    /// assert_eq!(delivery.key.as_deref(), Some(&b"c-7"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn publish_json_keyed<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        key: impl Into<Bytes>,
+        value: &T,
+    ) -> Result<()> {
+        self.send_message(self.builder.json(topic, value)?, Some(key.into()))
+            .await
+    }
+
     /// Publishes everything `work` publishes on this socket as one Kafka transaction: all of
     /// it, once `work` returns `Ok` and the transaction is committed, or — when `work` fails,
     /// or the commit does — none of it. Returns `work`'s value once committed. A

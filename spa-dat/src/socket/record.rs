@@ -307,6 +307,11 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// How many messages are unfinished now.
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
     /// Completes once no message is unfinished.
     pub(crate) async fn emptied(&self) {
         loop {

@@ -163,6 +163,14 @@ impl Consumer {
         self.stopped.store(true, Ordering::Release);
     }
 
+    /// What becomes of bad input (never retried), for its WARN line.
+    fn bad_input_goes(&self) -> &str {
+        match &self.dead_letter_topic {
+            Some(_) => "dead-lettered",
+            None => "dropped: no dead-letter topic",
+        }
+    }
+
     /// Whether nothing new may start: shutdown was asked for and no drain goes on (none, or
     /// it ended, or its grace period is over — before the loop that ends it notices).
     pub(super) fn takes_nothing_more(&self) -> bool {
@@ -211,7 +219,7 @@ impl Consumer {
         measure: Option<Measure>,
         error: &Error,
     ) -> Unfinished {
-        about!(warn, self, delivery, size = delivery.payload.len(), %error, "skipping a message that cannot be decoded (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
+        about!(warn, self, delivery, size = delivery.payload.len(), %error, then = self.bad_input_goes(), "a message that cannot be decoded, not handled (a publisher that sends bare payloads, as FastStream does, needs `wire = \"raw\"` on the bus)");
         Unfinished {
             delivery,
             measure,
@@ -248,7 +256,7 @@ impl Consumer {
         // the request, and an MQTT broker drops the connection of a client publishing to an
         // empty topic, a wildcard or U+0000 (MQTT 3.1.1 §4.7.3).
         if let Some(Err(problem)) = response_topic.as_deref().map(crate::topic::validate_topic) {
-            about!(warn, self, delivery, %problem, "skipping a request whose response topic cannot be published to");
+            about!(warn, self, delivery, %problem, then = self.bad_input_goes(), "a request whose response topic cannot be published to, not handled");
             return Some(Unfinished {
                 delivery,
                 measure,
@@ -478,7 +486,7 @@ impl Consumer {
         let (failure, permanent) = match failure {
             Failure::BadInput(reason) => {
                 // No retry can fix it. WARN, as an undecodable message is.
-                about!(warn, self, delivery, %reason, "skipping a message the handler cannot take (bad payload, or rejected)");
+                about!(warn, self, delivery, %reason, then = self.bad_input_goes(), "the handler cannot take this message (bad payload, or rejected); not retried");
                 count(|m| &m.skipped);
                 traced.failed(&reason);
                 return self

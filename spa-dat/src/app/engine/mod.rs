@@ -23,7 +23,8 @@ macro_rules! about {
         tracing::$level!(
             app = %$consumer.runtime.name,
             topic = %$delivery.topic,
-            position = ?$delivery.position,
+            // Only where the transport keeps one (Kafka): `position=None` said nothing.
+            position = $delivery.position.map(tracing::field::display),
             $($rest)+
         )
     };

@@ -1,0 +1,176 @@
+//! `spa_dat::testing::TestRun`: an application inside a test, with no broker and no sleeps —
+//! publish, request, wait until everything is finished with, read what was published.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use spa_dat::socket::faults::Faults;
+use spa_dat::testing::TestRun;
+use spa_dat::{Application, DistributedApplication, Json, Shutdown, SpaMessage, State, Stopped};
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u32,
+    total: u64,
+}
+
+#[derive(Default)]
+struct Sales {
+    orders: AtomicU64,
+}
+
+async fn record(Json(order): Json<Order>, sales: State<Sales>) -> spa_dat::Result<()> {
+    if order.total == 0 {
+        return Err(spa_dat::Error::rejected("an empty order"));
+    }
+    // Slower than the count below: a request published after the orders overtakes them.
+    tokio::task::yield_now().await;
+    sales.orders.fetch_add(1, Ordering::SeqCst);
+    Ok(())
+}
+
+async fn count(sales: State<Sales>) -> String {
+    sales.orders.load(Ordering::SeqCst).to_string()
+}
+
+fn shop() -> DistributedApplication {
+    DistributedApplication::new()
+        .without_registered_handlers()
+        .state(Sales::default())
+        .add_application(
+            Application::consumer("record", ["orders"], record).dead_letter_topic("orders/dead"),
+        )
+        .add_consumer("count", ["orders/count"], count)
+}
+
+/// The first hour's pattern: publish 20 orders, ask for the count, stop — with `settled`
+/// between the publishes and the request, the count is 20 and nothing is lost.
+#[tokio::test]
+async fn publish_settle_request_counts_every_order_and_the_dead_letter() {
+    let run = TestRun::start(shop()).await.expect("starts");
+    for id in 0..20 {
+        run.publish_json("orders", &Order { id, total: 10 })
+            .await
+            .expect("publish");
+    }
+    run.publish_json("orders", &Order { id: 20, total: 0 })
+        .await
+        .expect("publish");
+    run.settled().await.expect("settles");
+    let reply = run
+        .request(SpaMessage::new("orders/count", ""))
+        .await
+        .expect("reply");
+    assert_eq!(reply.payload_str().expect("text"), "20");
+    let dead = run.published("orders/dead");
+    assert_eq!(dead.len(), 1, "the empty order dead-lettered");
+    let order: Order = dead[0].payload_json().expect("the order, as it was");
+    assert_eq!(order.id, 20);
+    assert_eq!(run.published("orders").len(), 21, "what the test published");
+    assert_eq!(run.stop().await.expect("stops"), Stopped::Requested);
+}
+
+#[tokio::test]
+async fn an_application_that_cannot_start_is_an_error_naming_why() {
+    // `count` needs the `Sales` state, which this application lacks.
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_consumer("count", ["orders/count"], count);
+    let error = TestRun::start(app).await.expect_err("does not start");
+    assert!(error.to_string().contains("Sales"), "{error}");
+}
+
+#[tokio::test]
+async fn settled_fails_naming_what_is_unfinished_instead_of_hanging() {
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_consumer("stuck", ["jobs"], |_: SpaMessage| async {
+            std::future::pending::<()>().await;
+        });
+    let run = TestRun::start(app).await.expect("starts");
+    run.publish(SpaMessage::new("jobs", "1"))
+        .await
+        .expect("publish");
+    let error = run
+        .settled_within(Duration::from_millis(200))
+        .await
+        .expect_err("a hung handler never settles");
+    assert!(
+        error.to_string().contains("1 messages still unfinished"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn two_runs_at_once_never_see_each_others_messages() {
+    let (first, second) = tokio::join!(TestRun::start(shop()), TestRun::start(shop()));
+    let (first, second) = (first.expect("first"), second.expect("second"));
+    first
+        .publish_json("orders", &Order { id: 1, total: 5 })
+        .await
+        .expect("publish");
+    first.settled().await.expect("settles");
+    second.settled().await.expect("settles");
+    async fn count(run: &TestRun) -> String {
+        run.request(SpaMessage::new("orders/count", ""))
+            .await
+            .expect("reply")
+            .payload_str()
+            .expect("text")
+            .to_owned()
+    }
+    assert_eq!(count(&first).await, "1");
+    assert_eq!(count(&second).await, "0");
+    assert!(second.published("orders").is_empty());
+}
+
+#[tokio::test]
+async fn on_the_fault_injecting_bus_duplicates_are_settled_too() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&calls);
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_consumer("counted", ["jobs"], move |_: SpaMessage| {
+            let calls = Arc::clone(&c);
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    let faults = Faults {
+        seed: 3,
+        duplicate: 0.2,
+        ..Faults::default()
+    };
+    let run = TestRun::start_with_faults(app, faults)
+        .await
+        .expect("starts");
+    for n in 0..200 {
+        run.publish(SpaMessage::new("jobs", n.to_string()))
+            .await
+            .expect("publish");
+    }
+    run.settled().await.expect("settles");
+    let duplicated = run.faults().expect("a faulty bus").duplicated();
+    assert!(duplicated > 0, "faults were injected");
+    assert_eq!(
+        calls.load(Ordering::SeqCst) as u64,
+        200 + duplicated,
+        "every copy handled once settled"
+    );
+    run.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_run_a_handler_ends_is_awaited_with_stopped() {
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_consumer("last", ["end"], |shutdown: Shutdown| async move {
+            shutdown.trigger();
+        });
+    let run = TestRun::start(app).await.expect("starts");
+    run.publish(SpaMessage::new("end", ""))
+        .await
+        .expect("publish");
+    assert_eq!(run.stopped().await.expect("ends"), Stopped::Requested);
+}
