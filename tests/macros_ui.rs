@@ -13,6 +13,7 @@ fn ui() {
         "bad_return",
         "not_send",
         "self_and_generics",
+        "bad_order_key",
     ] {
         cases.compile_fail(format!("tests/ui/{case}.rs"));
     }

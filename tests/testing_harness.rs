@@ -174,3 +174,48 @@ async fn a_run_a_handler_ends_is_awaited_with_stopped() {
         .expect("publish");
     assert_eq!(run.stopped().await.expect("ends"), Stopped::Requested);
 }
+
+/// `start` returns once the run is ready: a message published right after it is counted even
+/// when the consumers' tasks have not run yet (the test's body on a task of its own).
+#[tokio::test]
+async fn settled_right_after_start_waits_for_the_handler() {
+    tokio::spawn(async {
+        let handled = Arc::new(AtomicUsize::new(0));
+        let h = Arc::clone(&handled);
+        let app = DistributedApplication::new()
+            .without_registered_handlers()
+            .add_consumer("slow", ["jobs"], move |_: SpaMessage| {
+                let handled = Arc::clone(&h);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    handled.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        let run = TestRun::start(app).await.expect("starts");
+        run.publish(SpaMessage::new("jobs", "1"))
+            .await
+            .expect("publish");
+        run.settled().await.expect("settles");
+        assert_eq!(
+            handled.load(Ordering::SeqCst),
+            1,
+            "settled returned before the handler finished"
+        );
+        run.stop().await.expect("stops");
+    })
+    .await
+    .expect("the test's task");
+}
+
+#[tokio::test]
+async fn an_application_of_producers_only_starts_and_is_awaited() {
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_producer("once", |socket: spa_dat::Socket| async move {
+            socket.publish(SpaMessage::new("out", "done")).await
+        });
+    let run = TestRun::start(app)
+        .await
+        .expect("starts (it may have ended already)");
+    assert_eq!(run.stopped().await.expect("ends"), Stopped::Finished);
+}

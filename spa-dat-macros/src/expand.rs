@@ -154,8 +154,13 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     };
 
     let order_key = match &options.order_key {
+        // A binding, not a cast: a function of another signature is a type mismatch on its
+        // name.
         Some(path) => quote_spanned! {path.span()=>
-            ::core::option::Option::Some(#path as #krate::__private::OrderKeyFn)
+            ::core::option::Option::Some({
+                let order_key: #krate::__private::OrderKeyFn = #path;
+                order_key
+            })
         },
         None => quote! { ::core::option::Option::None },
     };
@@ -250,7 +255,8 @@ mod tests {
                 topics = ["sensors/+/temp", "sensors/${SITE}/humidity"], name = "averager",
                 group = "averagers", client_id = "avg-1", client_name = "Averager",
                 dead_letter = "dead-letters", concurrency = 64, ordering = "key",
-                attempts = 5, timeout_ms = 2000, batch = 500, batch_wait_ms = 20
+                order_key = keys::by_sensor, attempts = 5, timeout_ms = 2000, batch = 500,
+                batch_wait_ms = 20
             },
             quote! {
                 async fn average(message: SpaMessage, state: State<Readings>) -> Option<SpaMessage> {

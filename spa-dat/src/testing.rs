@@ -70,6 +70,11 @@ use crate::socket::memory::{MemoryBus, MemorySocketProvider};
 use crate::socket::spi::{SocketOptions, SocketProvider};
 use crate::socket::{topic_matches, Pending, WireFormat};
 
+enum Run {
+    Running(JoinHandle<Result<Stopped>>),
+    Ended(Result<Stopped>),
+}
+
 /// A message the recorder saw, with the topic it was published on.
 type Published = (Arc<str>, SpaMessage);
 
@@ -89,7 +94,8 @@ pub const TEST_LIMIT: Duration = Duration::from_secs(10);
 /// Every wait it offers ends: with what was awaited, or with an error after [`TEST_LIMIT`]
 /// saying what did not happen. See the [module docs](self).
 pub struct TestRun {
-    run: JoinHandle<Result<Stopped>>,
+    /// The run, or how it ended when it ended before it was ready (producers only).
+    run: Run,
     shutdown: Shutdown,
     client: Socket,
     /// Each message with the topic it was published on (a dead letter's envelope names the
@@ -110,7 +116,10 @@ impl std::fmt::Debug for TestRun {
 
 impl TestRun {
     /// Runs `app` on a new in-process bus of its own (its configured bus is replaced; signals
-    /// are not watched), and returns once every application is ready (subscribed).
+    /// are not watched), and returns once every application is ready (subscribed) — or has
+    /// already ended, for an application of producers only. The rest of its configuration is
+    /// its own: `.config(Config::default())` keeps the environment's (`SPA_DAT_*`, e.g. a
+    /// health port two parallel runs would share) out of the test.
     ///
     /// `app` runs what it was given: `DistributedApplication::new()` includes every
     /// `#[consumer]` / `#[producer]` of the test binary; `.without_registered_handlers()`
@@ -178,21 +187,25 @@ impl TestRun {
             TEST_LIMIT,
         );
         let readiness = app.readiness();
-        let mut run = tokio::spawn(app.start_async());
+        let mut running = tokio::spawn(app.start_async());
         let ready = tokio::time::timeout(TEST_LIMIT, async {
             tokio::select! {
-                () = readiness.ready() => Ok(()),
-                ended = &mut run => Err(match ended {
-                    Ok(Ok(stopped)) => not_in_time(format!("the application stopped before it was ready ({stopped})")),
-                    Ok(Err(error)) => error,
-                    Err(join) => not_in_time(format!("the application's run panicked: {join}")),
-                }),
+                () = readiness.ready() => Ok(None),
+                // Producers only, done before anyone asked: a run, ended well.
+                ended = &mut running => match ended {
+                    Ok(Ok(stopped)) => Ok(Some(stopped)),
+                    Ok(Err(error)) => Err(error),
+                    Err(join) => Err(not_in_time(format!("the application's run panicked: {join}"))),
+                },
             }
         })
         .await;
         match ready {
-            Ok(Ok(())) => Ok(TestRun {
-                run,
+            Ok(Ok(ended)) => Ok(TestRun {
+                run: match ended {
+                    Some(stopped) => Run::Ended(Ok(stopped)),
+                    None => Run::Running(running),
+                },
                 shutdown,
                 client,
                 published,
@@ -247,8 +260,10 @@ impl TestRun {
         self.client.request_with_timeout(message, TEST_LIMIT).await
     }
 
-    /// A socket on the test's bus, for what the other methods do not cover (subscribing as
-    /// another service would).
+    /// The test's socket on the bus, for what the other methods do not cover (a batch
+    /// publish, a request with a timeout of its own). What it subscribes to is not read: to
+    /// watch a topic, use [`TestRun::published`], or connect a socket of your own to
+    /// [`TestRun::bus`].
     pub fn socket(&self) -> &Socket {
         &self.client
     }
@@ -267,6 +282,9 @@ impl TestRun {
     /// or dropped as bad input), with everything handlers published meanwhile — replies, dead
     /// letters, messages to other consumers — finished with too, and recorded for
     /// [`TestRun::published`]. No sleep: the bus counts what it delivered and is not yet done.
+    ///
+    /// What is not published yet is not waited for: a producer still running, or a task a
+    /// handler spawned, may publish after `settled` returns.
     ///
     /// # Errors
     /// After [`TEST_LIMIT`], how many messages are still unfinished (a handler that hangs, a
@@ -308,7 +326,8 @@ impl TestRun {
     /// grace period) and returns how it stopped.
     ///
     /// # Errors
-    /// The run's error, or a timeout after the grace period and [`TEST_LIMIT`].
+    /// The run's error, or a timeout after twice [`TEST_LIMIT`] (the default grace period is
+    /// 10 s).
     pub async fn stop(self) -> Result<Stopped> {
         self.shutdown.trigger();
         self.join().await
@@ -324,7 +343,12 @@ impl TestRun {
     }
 
     async fn join(mut self) -> Result<Stopped> {
-        let run = &mut self.run;
+        let run = match &mut self.run {
+            Run::Running(run) => run,
+            Run::Ended(ended) => {
+                return std::mem::replace(ended, Ok(Stopped::Finished));
+            }
+        };
         match tokio::time::timeout(TEST_LIMIT * 2, run).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(not_in_time(format!(

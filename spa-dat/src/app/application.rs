@@ -244,6 +244,8 @@ pub(crate) struct RunningApplication {
     /// The dead-letter topic, placeholders filled in, else the configuration's.
     dead_letter_topic: Option<String>,
     acks_in_any_order: bool,
+    /// Its deliveries count for the shutdown drain (a consumer on the in-process bus).
+    drains: bool,
 }
 
 impl std::fmt::Debug for Application {
@@ -915,7 +917,12 @@ impl AppSpec {
             resources: self.all_resources(defaults),
             shutdown: defaults.shutdown.clone(),
         });
+        // A consumer's deliveries count for the shutdown drain (and `TestRun::settled`) from
+        // the moment it is connected: before the run says it is ready, not once its task runs.
+        let drains = self.kind == HandlerKind::Consumer
+            && connection.inbox.drain_into(defaults.shutdown.pending());
         Ok(RunningApplication {
+            drains,
             runtime,
             transport: connection.socket,
             inbox: Some(connection.inbox),
@@ -942,7 +949,7 @@ impl AppSpec {
             acks_in_any_order: running.acks_in_any_order,
             taken: AtomicU64::new(0),
             done: AtomicU64::new(0),
-            drains: inbox.drain_into(running.runtime.shutdown.pending()),
+            drains: running.drains,
             stopped: AtomicBool::new(false),
             left: AtomicU64::new(0),
         });

@@ -300,12 +300,14 @@ impl Pump {
             let duplicate = self
                 .dice
                 .roll(1, &copy.topic, &copy.payload, self.faults.duplicate);
+            // Counted before the original goes on: its handling must not empty the count while
+            // the copy is still on its way.
+            let duplicate = duplicate.then(|| counted(self.drain.as_ref(), copy.delivery()));
             if !self.forward(delivery, copy.clone()).await {
                 return;
             }
-            if duplicate {
+            if let Some(duplicate) = duplicate {
                 self.log.duplicated.fetch_add(1, Ordering::Relaxed);
-                let duplicate = counted(self.drain.as_ref(), copy.delivery());
                 if !self.forward(duplicate, copy).await {
                     return;
                 }
