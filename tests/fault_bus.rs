@@ -8,7 +8,8 @@ use std::time::Duration;
 use spa_dat::socket::faults::{FaultLog, Faults, FaultyProvider};
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
 use spa_dat::socket::spi::SocketProvider;
-use spa_dat::{Application, Config, RetryPolicy, Socket, SpaMessage};
+use spa_dat::testing::TestRun;
+use spa_dat::{Application, Config, DistributedApplication, RetryPolicy, Socket, SpaMessage};
 use support::{test_app, wait_until};
 
 const MESSAGES: usize = 1_000;
@@ -32,14 +33,14 @@ fn counts(log: &FaultLog) -> [u64; 5] {
 }
 
 async fn run_once(faults: Faults) -> Run {
-    let bus = MemoryBus::new(uuid::Uuid::new_v4().to_string());
-    let faulty = FaultyProvider::new(Arc::new(MemorySocketProvider::new(bus)), faults);
-    let log = faulty.log();
-    let provider: Arc<dyn SocketProvider> = Arc::new(faulty);
     let calls = Arc::new(Mutex::new(Vec::<String>::new()));
     let c = Arc::clone(&calls);
-    let app = test_app(Config::default())
-        .socket_provider(Arc::clone(&provider))
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .config(Config::default());
+    // The producer publishes once every consumer is subscribed (no sleep).
+    let readiness = app.readiness();
+    let app = app
         .add_application(
             Application::consumer("counted", ["faulty"], move |m: SpaMessage| {
                 let c = Arc::clone(&c);
@@ -51,19 +52,23 @@ async fn run_once(faults: Faults) -> Run {
             })
             .retry(RetryPolicy::no_retries()),
         )
-        .add_producer("publisher", |socket: Socket| async move {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            for i in 0..MESSAGES {
-                // A failed publish is the handler's to retry.
-                while socket
-                    .publish(SpaMessage::new("faulty", format!("m{i:04}")))
-                    .await
-                    .is_err()
-                {}
+        .add_producer("publisher", move |socket: Socket| {
+            let readiness = readiness.clone();
+            async move {
+                readiness.ready().await;
+                for i in 0..MESSAGES {
+                    // A failed publish is the handler's to retry.
+                    while socket
+                        .publish(SpaMessage::new("faulty", format!("m{i:04}")))
+                        .await
+                        .is_err()
+                    {}
+                }
             }
         });
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(app.start_async());
+    let run = TestRun::start_with_faults(app, faults)
+        .await
+        .expect("starts");
     let c = Arc::clone(&calls);
     wait_until("every message handled", Duration::from_secs(30), || {
         let calls = c.lock().expect("calls");
@@ -73,18 +78,16 @@ async fn run_once(faults: Faults) -> Run {
         distinct.len() == MESSAGES
     })
     .await;
-    // Late redeliveries (lost acknowledgements) still come in.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    shutdown.trigger();
-    support::joined("the run", Duration::from_secs(30), run)
+    // Late redeliveries (lost acknowledgements) are still on their way: they are counted
+    // until handled, so `settled` waits for them (it was a 200 ms sleep).
+    run.settled_within(Duration::from_secs(30))
         .await
-        .expect("runs");
+        .expect("settles");
+    let faults = counts(run.faults().expect("a faulty bus"));
+    run.stop().await.expect("runs");
     let mut calls = calls.lock().expect("calls").clone();
     calls.sort_unstable();
-    Run {
-        calls,
-        faults: counts(&log),
-    }
+    Run { calls, faults }
 }
 
 async fn same_run_twice(faults: Faults) -> Run {
