@@ -87,6 +87,31 @@ fn recorder(
     }
 }
 
+/// A handler that counts the messages it gets in `count`.
+fn counting(
+    count: &Arc<AtomicUsize>,
+) -> impl Fn(SpaMessage) -> std::future::Ready<()> + Clone + Send + Sync + 'static {
+    let count = Arc::clone(count);
+    move |_: SpaMessage| {
+        count.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(())
+    }
+}
+
+/// Every order recorded but order 7, which was refused and dead-lettered once.
+fn assert_every_order_but_the_refused_one(recorded: &AtomicUsize, dead: &AtomicUsize) {
+    assert_eq!(
+        recorded.load(Ordering::SeqCst),
+        ORDERS - 1,
+        "orders recorded"
+    );
+    assert_eq!(
+        dead.load(Ordering::SeqCst),
+        1,
+        "the refused order's dead letter"
+    );
+}
+
 /// The first hour's report: publish 20 orders, stop → every order recorded, the failing one
 /// dead-lettered and its dead letter handled too — for each engine.
 async fn nothing_published_before_shutdown_is_lost(shape: impl Fn(Application) -> Application) {
@@ -100,7 +125,6 @@ async fn nothing_published_before_shutdown_is_lost_on(
 ) {
     let recorded = Arc::new(AtomicUsize::new(0));
     let dead = Arc::new(AtomicUsize::new(0));
-    let d = Arc::clone(&dead);
     let app = on(provider, 10_000)
         .add_application(shape(
             Application::consumer(
@@ -110,24 +134,10 @@ async fn nothing_published_before_shutdown_is_lost_on(
             )
             .dead_letter_topic("orders/dead"),
         ))
-        .add_consumer("dead", ["orders/dead"], move |_: SpaMessage| {
-            let dead = Arc::clone(&d);
-            async move {
-                dead.fetch_add(1, Ordering::SeqCst);
-            }
-        })
+        .add_consumer("dead", ["orders/dead"], counting(&dead))
         .add_producer("orders", publish_orders_then_stop);
     run_bounded(app).await;
-    assert_eq!(
-        recorded.load(Ordering::SeqCst),
-        ORDERS - 1,
-        "orders recorded"
-    );
-    assert_eq!(
-        dead.load(Ordering::SeqCst),
-        1,
-        "the refused order's dead letter"
-    );
+    assert_every_order_but_the_refused_one(&recorded, &dead);
 }
 
 #[tokio::test]
@@ -144,7 +154,7 @@ async fn concurrently_nothing_published_before_shutdown_is_lost() {
 async fn in_batches_nothing_published_before_shutdown_is_lost() {
     let recorded = Arc::new(AtomicUsize::new(0));
     let dead = Arc::new(AtomicUsize::new(0));
-    let (r, d) = (Arc::clone(&recorded), Arc::clone(&dead));
+    let r = Arc::clone(&recorded);
     let started = Instant::now();
     // A batch that would wait a minute for more is cut at once while draining.
     let app = on_a_fresh_bus(10_000)
@@ -171,24 +181,10 @@ async fn in_batches_nothing_published_before_shutdown_is_lost() {
             .retry(spa_dat::RetryPolicy::no_retries())
             .dead_letter_topic("orders/dead"),
         )
-        .add_consumer("dead", ["orders/dead"], move |_: SpaMessage| {
-            let dead = Arc::clone(&d);
-            async move {
-                dead.fetch_add(1, Ordering::SeqCst);
-            }
-        })
+        .add_consumer("dead", ["orders/dead"], counting(&dead))
         .add_producer("orders", publish_orders_then_stop);
     run_bounded(app).await;
-    assert_eq!(
-        recorded.load(Ordering::SeqCst),
-        ORDERS - 1,
-        "orders recorded"
-    );
-    assert_eq!(
-        dead.load(Ordering::SeqCst),
-        1,
-        "the refused order's dead letter"
-    );
+    assert_every_order_but_the_refused_one(&recorded, &dead);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -190,6 +190,13 @@ impl Consumer {
         }
     }
 
+    /// `delivery` is left unfinished by shutdown: said at WARN with what becomes of it, and
+    /// counted for [`Consumer::report_left`].
+    fn left_at_shutdown(&self, delivery: &Delivery, why: &str) {
+        about!(warn, self, delivery, left = self.left_behind(), "{why}");
+        self.left.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Says, once the consumer stopped, that it left `left` messages unhandled: at WARN where
     /// they are lost (the in-process bus), at DEBUG where the broker delivers them again.
     pub(super) fn report_left(&self, left: usize) {
@@ -416,14 +423,10 @@ impl Consumer {
                     break;
                 }
                 Outcome::Cancelled => {
-                    about!(
-                        warn,
-                        self,
-                        delivery,
-                        left = self.left_behind(),
-                        "handler did not finish within the shutdown grace period; cancelled"
+                    self.left_at_shutdown(
+                        &delivery,
+                        "handler did not finish within the shutdown grace period; cancelled",
                     );
-                    self.left.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 Outcome::Done(Err(error)) => Failure::of(&error),
@@ -439,14 +442,7 @@ impl Consumer {
                 AfterFailed::RetryAfter(pause) => pause,
             };
             if !self.pause_unless_shutdown(pause).await {
-                about!(
-                    warn,
-                    self,
-                    delivery,
-                    left = self.left_behind(),
-                    "shutting down with a failed message"
-                );
-                self.left.fetch_add(1, Ordering::Relaxed);
+                self.left_at_shutdown(&delivery, "shutting down with a failed message");
                 return;
             }
             attempt = attempt.saturating_add(1);
@@ -645,14 +641,7 @@ impl Consumer {
             };
             about!(warn, self, delivery, %reply_topic, %error, tries, retry_in = ?pause, "publishing the reply failed; the request stays unacknowledged until it is published");
             if !self.pause_unless_shutdown(pause).await {
-                about!(
-                    warn,
-                    self,
-                    delivery,
-                    left = self.left_behind(),
-                    "shutting down with a reply not published"
-                );
-                self.left.fetch_add(1, Ordering::Relaxed);
+                self.left_at_shutdown(delivery, "shutting down with a reply not published");
                 return false;
             }
             tries = tries.saturating_add(1);
@@ -705,6 +694,7 @@ impl Consumer {
             }
             about!(error, self, delivery, dead_letter_topic = topic, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
             if !self.pause_unless_shutdown(pause).await {
+                // As `left_at_shutdown`, with the dead-letter topic beside it.
                 about!(
                     warn,
                     self,
