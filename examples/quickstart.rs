@@ -14,13 +14,17 @@ use spa_dat::{
     consumer, producer, DistributedApplication, Json, Shutdown, Socket, SpaMessage, State, Stopped,
 };
 
+// With the `schemars` feature, the AsyncAPI document carries the payloads' JSON Schemas
+// (`SPA_DAT_ASYNCAPI=asyncapi.json cargo run --example quickstart --features schemars`).
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 struct Reading {
     sensor: String,
     celsius: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 struct Summary {
     readings: usize,
     average_celsius: f64,
@@ -33,7 +37,7 @@ struct Temperatures {
 }
 
 /// Called once at start: publishes a stream of readings, then asks for their average.
-#[producer]
+#[producer(sends = ["sensors/kitchen/temperature", "thermostat/average"])]
 async fn kitchen_sensor(socket: Socket, shutdown: Shutdown) -> spa_dat::Result<()> {
     for celsius in [20.5, 21.0, 21.5, 22.25, 23.0] {
         let reading = Reading {
@@ -94,6 +98,7 @@ fn main() -> spa_dat::Result<Stopped> {
         )
         .init();
     DistributedApplication::new()
+        .api_info("spa-dat quick start", env!("CARGO_PKG_VERSION"))
         .state(Temperatures::default())
         .start()
 }

@@ -57,8 +57,25 @@ export SPA_DAT_KAFKA_SECURE_BOOTSTRAP
 SPA_DAT_KAFKA_SECURE_BOOTSTRAP=$(cat "$KAFKA_DIR/secure-bootstrap")
 log "Kafka answers on $SPA_DAT_KAFKA_BOOTSTRAP (SASL_SSL: $SPA_DAT_KAFKA_SECURE_BOOTSTRAP)"
 
+# --- The AsyncAPI parser and renderer (npm, scripts/asyncapi/package-lock.json) for tests/asyncapi.rs ---
+log "installing the AsyncAPI parser (npm)"
+"$ROOT/scripts/asyncapi.sh" install
+
 log "cargo test (all features)"
 cargo test --workspace --all-features -- --test-threads="${SPA_DAT_TEST_THREADS:-2}"
+
+# --- The quick start's AsyncAPI document: the committed one (README) is what the code makes
+# today, the real parser accepts it, and it renders to HTML ---
+log "the quick start's AsyncAPI document against docs/asyncapi/quickstart.json"
+mkdir -p "$ROOT/target/asyncapi"
+SPA_DAT_ASYNCAPI=$ROOT/target/asyncapi/quickstart.json cargo run -q --example quickstart --all-features >/dev/null
+"$ROOT/scripts/asyncapi.sh" validate --strict "$ROOT/target/asyncapi/quickstart.json"
+if ! diff -u "$ROOT/docs/asyncapi/quickstart.json" "$ROOT/target/asyncapi/quickstart.json"; then
+  log "docs/asyncapi/quickstart.json is out of date: regenerate it (README, 'The contract as a document')"
+  exit 1
+fi
+"$ROOT/scripts/asyncapi.sh" render --no-js "$ROOT/target/asyncapi/quickstart.json" "$ROOT/target/asyncapi/quickstart.html"
+grep -q 'thermostat' "$ROOT/target/asyncapi/quickstart.html"
 
 # --- Instruction counts of the per-message paths against the checked-in ones (2 % at most) ---
 log "instruction counts against benches/instructions-baseline"

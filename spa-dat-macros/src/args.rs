@@ -33,6 +33,8 @@ pub(crate) struct Options {
     pub(crate) transactional: Option<syn::LitBool>,
     /// A function giving each message its ordering key: `fn(&Delivery) -> Option<Bytes>`.
     pub(crate) order_key: Option<syn::Path>,
+    /// Topics the handler publishes to, for the AsyncAPI document.
+    pub(crate) sends: Option<Vec<LitStr>>,
 }
 
 /// The orderings `ordering = "..."` takes.
@@ -64,9 +66,17 @@ const CONSUMER_OPTIONS: &[&str] = &[
     "batch",
     "batch_wait_ms",
     "transactional",
+    "sends",
     "crate",
 ];
-const PRODUCER_OPTIONS: &[&str] = &["name", "client_id", "client_name", "transactional", "crate"];
+const PRODUCER_OPTIONS: &[&str] = &[
+    "name",
+    "client_id",
+    "client_name",
+    "transactional",
+    "sends",
+    "crate",
+];
 
 fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
     if slot.is_some() {
@@ -80,7 +90,7 @@ fn set<T>(slot: &mut Option<T>, value: T, key: &syn::Path) -> syn::Result<()> {
     Ok(())
 }
 
-fn topics_of(expr: Expr) -> syn::Result<Vec<LitStr>> {
+fn topics_of(expr: Expr, key: &str) -> syn::Result<Vec<LitStr>> {
     match expr {
         Expr::Lit(lit) => match lit.lit {
             Lit::Str(topic) => Ok(vec![topic]),
@@ -97,7 +107,10 @@ fn topics_of(expr: Expr) -> syn::Result<Vec<LitStr>> {
             if elems.is_empty() {
                 return Err(syn::Error::new(
                     bracket_token.span.join(),
-                    "`topics` cannot be empty: a consumer needs at least one topic",
+                    match key {
+                        "topics" => "`topics` cannot be empty: a consumer needs at least one topic",
+                        _ => "`sends` cannot be empty: leave it out instead",
+                    },
                 ));
             }
             elems
@@ -159,9 +172,13 @@ pub(crate) fn parse(kind: Kind, attr: TokenStream) -> syn::Result<Options> {
             errors.push(syn::Error::new_spanned(&meta.path, message));
             return Ok(());
         }
-        let result = if key == "topics" {
+        let result = if key == "topics" || key == "sends" {
             let expr: Expr = meta.value()?.parse()?;
-            topics_of(expr).and_then(|topics| set(&mut options.topics, topics, &meta.path))
+            let slot = match key.as_str() {
+                "topics" => &mut options.topics,
+                _ => &mut options.sends,
+            };
+            topics_of(expr, &key).and_then(|topics| set(slot, topics, &meta.path))
         } else if matches!(
             key.as_str(),
             "concurrency" | "attempts" | "timeout_ms" | "batch"

@@ -105,6 +105,19 @@ fn optional(value: &Option<LitStr>) -> TokenStream {
     }
 }
 
+/// Whether `ty` can be written in a turbofish outside the function: not an `impl Trait`, not
+/// `Self`.
+fn names_a_concrete_type(ty: &syn::Type) -> bool {
+    fn clean(tokens: TokenStream) -> bool {
+        tokens.into_iter().all(|token| match token {
+            proc_macro2::TokenTree::Ident(ident) => ident != "impl" && ident != "Self",
+            proc_macro2::TokenTree::Group(group) => clean(group.stream()),
+            _ => true,
+        })
+    }
+    clean(quote! { #ty })
+}
+
 fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     let ident = &function.sig.ident;
     let name = options
@@ -120,6 +133,7 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
         Kind::Producer => quote! { #krate::__private::HandlerKind::Producer },
     };
     let topics = options.topics.clone().unwrap_or_default();
+    let sends = options.sends.clone().unwrap_or_default();
     let group = optional(&options.group);
     let client_id = optional(&options.client_id);
     let client_name = optional(&options.client_name);
@@ -185,6 +199,17 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
             const _: () = #krate::__private::assert_into_reply::<#ty>();
         },
     };
+    // Each payload type's JSON Schema, where the `schemars` feature finds one (the probe's
+    // docs in spa-dat's __private); a type the probe cannot name has none.
+    let probe = |ty: &syn::Type| match names_a_concrete_type(ty) {
+        true => quote! { (&#krate::__private::Probe::<#ty>::NEW).payload_schema() },
+        false => quote! { ::core::option::Option::None },
+    };
+    let takes_probes: Vec<TokenStream> = arg_types.iter().map(|ty| probe(ty)).collect();
+    let reply_probe = match &function.sig.output {
+        ReturnType::Default => quote! { ::core::option::Option::None },
+        ReturnType::Type(_, ty) => probe(ty),
+    };
     let arg_names: Vec<_> = (0..arg_types.len())
         .map(|i| format_ident!("__spa_arg{}", i, span = Span::mixed_site()))
         .collect();
@@ -220,9 +245,17 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     batch: #batch,
                     batch_wait_ms: #batch_wait_ms,
                     transactional: #transactional,
+                    sends: &[#(#sends),*],
                     make_handler: {
                         fn __spa_make_handler() -> #krate::__private::BoxedHandler {
-                            #krate::__private::BoxedHandler::new(#ident)
+                            #[allow(unused_imports)]
+                            use #krate::__private::{NoPayloadSchema as _, SchemaOfPayload as _};
+                            #krate::__private::BoxedHandler::new(#ident).with_schemas(
+                                #krate::__private::PayloadSchemas {
+                                    takes: ::core::option::Option::None #(.or(#takes_probes))*,
+                                    replies: #reply_probe,
+                                },
+                            )
                         }
                         __spa_make_handler
                     },

@@ -16,3 +16,74 @@ pub const fn assert_into_reply<T: crate::IntoReply>() {}
 
 /// Compile-time check that a handler's future can run on a multi-threaded runtime.
 pub fn assert_send_future<F: std::future::Future + Send>(_: &F) {}
+
+pub use crate::handler::{PayloadSchema, PayloadSchemas};
+
+/// The macro's probe for a payload type's JSON Schema: `(&Probe::<T>::NEW).payload_schema()`
+/// finds [`SchemaOfPayload`] when `T` is a `Json<U>` (or a batch, option or result of one)
+/// with `U: JsonSchema` and the `schemars` feature is on, else [`NoPayloadSchema`] one
+/// reference further (autoref specialization: a handler's types are concrete in its crate).
+pub struct Probe<T: ?Sized>(core::marker::PhantomData<T>);
+
+impl<T: ?Sized> Probe<T> {
+    /// The probe of `T`.
+    pub const NEW: Self = Probe(core::marker::PhantomData);
+}
+
+/// The schema of a payload type whose JSON Schema is known.
+pub trait SchemaOfPayload {
+    /// `Some` schema maker.
+    fn payload_schema(&self) -> Option<PayloadSchema>;
+}
+
+/// Any other type: no schema.
+pub trait NoPayloadSchema {
+    /// `None`.
+    fn payload_schema(&self) -> Option<PayloadSchema> {
+        None
+    }
+}
+
+impl<T: ?Sized> NoPayloadSchema for &Probe<T> {}
+
+#[cfg(feature = "schemars")]
+mod schemas {
+    use super::{PayloadSchema, Probe, SchemaOfPayload};
+    use crate::{Batch, Json};
+
+    fn of<U: schemars::JsonSchema>() -> Option<PayloadSchema> {
+        Some(PayloadSchema {
+            make: |generator| generator.subschema_for::<U>(),
+        })
+    }
+
+    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Json<U>> {
+        fn payload_schema(&self) -> Option<PayloadSchema> {
+            of::<U>()
+        }
+    }
+
+    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Batch<Json<U>>> {
+        fn payload_schema(&self) -> Option<PayloadSchema> {
+            of::<U>()
+        }
+    }
+
+    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Option<Json<U>>> {
+        fn payload_schema(&self) -> Option<PayloadSchema> {
+            of::<U>()
+        }
+    }
+
+    impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Json<U>, E>> {
+        fn payload_schema(&self) -> Option<PayloadSchema> {
+            of::<U>()
+        }
+    }
+
+    impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Option<Json<U>>, E>> {
+        fn payload_schema(&self) -> Option<PayloadSchema> {
+            of::<U>()
+        }
+    }
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::asyncapi::AppContract;
 use super::engine::batch::BatchShape;
 use super::engine::concurrent::{KeyFn, Ordering};
 use super::engine::consumer::Consumer;
@@ -204,6 +205,8 @@ struct AppSpec {
     client_id: Option<String>,
     client_name: Option<String>,
     dead_letter_topic: Option<String>,
+    /// Topics it publishes to, as declared for the AsyncAPI document.
+    sends: Vec<String>,
     concurrency: usize,
     /// A batch consumer's batches (`None`: one message per call).
     batch: Option<BatchShape>,
@@ -270,6 +273,7 @@ impl Application {
                 client_id: None,
                 client_name: None,
                 dead_letter_topic: None,
+                sends: Vec::new(),
                 concurrency: 1,
                 batch: None,
                 transactional: false,
@@ -423,6 +427,46 @@ impl Application {
     pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.spec.dead_letter_topic = Some(topic.into());
         self
+    }
+
+    /// Declares topics its handler publishes to (`#[producer(sends = [...])]`): the AsyncAPI
+    /// document ([`crate::DistributedApplication::asyncapi`]) lists a send operation on each.
+    /// Publishing is not limited to them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::{Application, Socket};
+    /// async fn announce(socket: Socket) -> spa_dat::Result<()> {
+    ///     socket.publish_json("announcements", "hello").await
+    /// }
+    /// let app = Application::producer("announce", announce).sends(["announcements"]);
+    /// # let _ = app;
+    /// ```
+    pub fn sends<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.spec.sends = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// What the AsyncAPI document says of it.
+    pub(crate) fn contract(&self) -> AppContract<'_> {
+        let spec = &self.spec;
+        AppContract {
+            name: &spec.name,
+            kind: spec.kind,
+            topics: &spec.topics,
+            group: spec.group.as_deref(),
+            client_id: spec.client_id.as_deref(),
+            dead_letter_topic: spec.dead_letter_topic.as_deref(),
+            sends: &spec.sends,
+            batch: spec.batch.map(|shape| shape.size),
+            shape: spec.handler.shape(),
+            schemas: spec.handler.schemas(),
+        }
     }
 
     /// How many messages a consumer handles at once (default 1: one after the other, in
@@ -1022,6 +1066,18 @@ impl Application {
 
     /// Sets the application up in a run with `defaults`: connects its socket, then sets up its
     /// resources. What it did is undone by teardown, also when it failed half-way.
+    /// Connects its socket as a run would (subscriptions and access checked by the
+    /// transport), then closes it: the configuration check.
+    pub(crate) async fn check_connection(&self, defaults: &RunDefaults) -> Result<()> {
+        let running = self
+            .spec
+            .connect(defaults)
+            .await
+            .map_err(|e| self.spec.startup_error(e))?;
+        tracing::info!(app = %self.spec.name, "connected: check passed");
+        running.teardown().await
+    }
+
     pub(crate) async fn setup_in(&mut self, defaults: &RunDefaults) -> Result<()> {
         if self.running.is_some() {
             return Ok(());

@@ -11,10 +11,11 @@ use tokio::task::JoinSet;
 use super::application::{
     block_on_new_runtime, Application, ApplicationLifeCycle, RunDefaults, Settings,
 };
+use super::asyncapi::{self, ApiInfo};
 use super::engine::guarded::panic_message;
 use super::health::Readiness;
 use super::resource::{Resource, ResourceSet};
-use crate::config::{Config, SocketProviderFactory};
+use crate::config::{Config, SocketProviderFactory, ENV_ASYNCAPI, ENV_CHECK};
 use crate::error::{Error, Result};
 use crate::handler::call::Handler;
 use crate::handler::registry::{self, Registration};
@@ -92,6 +93,7 @@ pub struct DistributedApplication {
     shutdown: Shutdown,
     readiness: Readiness,
     watch_signals: bool,
+    info: ApiInfo,
 }
 
 impl std::fmt::Debug for DistributedApplication {
@@ -164,6 +166,7 @@ impl DistributedApplication {
             shutdown: Shutdown::new(),
             readiness: Readiness::default(),
             watch_signals: true,
+            info: ApiInfo::default(),
         }
     }
 
@@ -443,6 +446,109 @@ impl DistributedApplication {
         self.readiness.clone()
     }
 
+    /// The title and version of its AsyncAPI document (default: the executable's name,
+    /// version "unversioned").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use spa_dat::DistributedApplication;
+    /// let app = DistributedApplication::new().api_info("order service", "1.4.0");
+    /// # let _ = app;
+    /// ```
+    pub fn api_info(mut self, title: impl Into<String>, version: impl Into<String>) -> Self {
+        self.info = ApiInfo {
+            title: title.into(),
+            version: version.into(),
+        };
+        self
+    }
+
+    /// The application's contract as an [AsyncAPI 3.0](https://www.asyncapi.com/docs/reference/specification/v3.0.0)
+    /// document: a channel per topic (MQTT wildcards and `${NAME}` placeholders as
+    /// parameters), a receive operation per consumer and topic (Kafka group and client id,
+    /// MQTT QoS as bindings; a reply to the request's response topic when the handler
+    /// returns one), send operations to dead-letter topics and to what `sends = [...]`
+    /// declares, message payloads from the handlers' types (JSON Schemas of `Json<T>` with the
+    /// `schemars` feature and `T: schemars::JsonSchema`, in `#[consumer]` handlers), servers
+    /// from the configuration without credentials.
+    ///
+    /// Without code: `SPA_DAT_ASYNCAPI=asyncapi.json ./my-service` writes it there (`-`:
+    /// standard output) and exits ([`Stopped::Documented`]) instead of running; no broker is
+    /// needed and `${NAME}` placeholders need not be set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use spa_dat::{DistributedApplication, Json};
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Order { id: u64 }
+    ///
+    /// async fn record(Json(order): Json<Order>) -> String {
+    ///     format!("recorded {}", order.id)
+    /// }
+    ///
+    /// let document = DistributedApplication::new()
+    ///     .without_registered_handlers()
+    ///     .config(spa_dat::Config::default())
+    ///     .add_consumer("record", ["orders/${REGION}"], record)
+    ///     .asyncapi()?;
+    /// assert_eq!(document["asyncapi"], "3.0.0");
+    /// assert_eq!(document["channels"]["orders_REGION"]["address"], "orders/{REGION}");
+    /// assert_eq!(document["operations"]["record"]["action"], "receive");
+    /// # Ok::<(), spa_dat::Error>(())
+    /// ```
+    pub fn asyncapi(&self) -> Result<serde_json::Value> {
+        let environment;
+        let config = match &self.config {
+            Some(config) => config,
+            None => {
+                environment = Config::from_env()?;
+                &environment
+            }
+        };
+        let registered: Vec<Application> = match self.include_registered {
+            true => registry::registrations()
+                .into_iter()
+                .map(from_registration)
+                .collect(),
+            false => Vec::new(),
+        };
+        let contracts: Vec<_> = registered
+            .iter()
+            .chain(&self.apps)
+            .map(Application::contract)
+            .collect();
+        Ok(asyncapi::document(config, &contracts, &self.info))
+    }
+
+    /// Writes the AsyncAPI document where `SPA_DAT_ASYNCAPI` says, if it says.
+    fn document_if_asked(&self) -> Result<Option<Stopped>> {
+        let Some(target) = std::env::var_os(ENV_ASYNCAPI) else {
+            return Ok(None);
+        };
+        let document = self.asyncapi()?;
+        let mut text = serde_json::to_string_pretty(&document)
+            .map_err(|error| Error::config(format!("the AsyncAPI document: {error}")))?;
+        text.push('\n');
+        if target == "-" {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|error| Error::config(format!("{ENV_ASYNCAPI}=-: {error}")))?;
+        } else {
+            std::fs::write(&target, text).map_err(|error| {
+                Error::config(format!(
+                    "{ENV_ASYNCAPI}: cannot write {}: {error}",
+                    std::path::Path::new(&target).display()
+                ))
+            })?;
+            tracing::info!(path = %std::path::Path::new(&target).display(), "wrote the AsyncAPI document");
+        }
+        Ok(Some(Stopped::Documented))
+    }
+
     /// Names of the handlers registered with `#[consumer]` / `#[producer]` in this binary.
     ///
     /// # Examples
@@ -507,6 +613,96 @@ impl DistributedApplication {
     /// # }
     /// ```
     pub async fn start_async(self) -> Result<Stopped> {
+        if let Some(stopped) = self.document_if_asked()? {
+            return Ok(stopped);
+        }
+        if check_asked() {
+            return self.check().await.map(|()| Stopped::Checked);
+        }
+        let Prepared {
+            config,
+            apps,
+            defaults,
+            resources,
+            shutdown,
+            readiness,
+            watch_signals,
+        } = self.prepare()?;
+        #[cfg(any(feature = "probes", feature = "prometheus"))]
+        super::health::http::serve_configured(&config, &readiness, &shutdown).await?;
+        #[cfg(not(any(feature = "probes", feature = "prometheus")))]
+        let _ = config;
+        let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
+        let result = run_apps(apps, &resources, &defaults, &readiness).await;
+        readiness.stopped();
+        shutdown.trigger_because(Stopped::Finished);
+        if let Some(signals) = signals {
+            signals.abort();
+        }
+        let stopped = shutdown.reason().unwrap_or(Stopped::Finished);
+        match &result {
+            Ok(()) => tracing::info!(%stopped, "spa-dat stopped"),
+            Err(error) => tracing::info!(%stopped, %error, "spa-dat stopped with errors"),
+        }
+        result.map(|()| stopped)
+    }
+
+    /// Checks, for a deployment pipeline, that this application could start where it is:
+    /// the configuration is valid, every `${NAME}` placeholder is set, every handler's
+    /// arguments are offered, and every application's socket connects to the bus and is
+    /// allowed what it needs there (a consumer's subscriptions: MQTT SUBACKs, Kafka READ on its
+    /// topics and group). Sockets are closed again; no handler runs, no resource is set up,
+    /// nothing is published. Every problem is named in one error.
+    ///
+    /// Without code: `SPA_DAT_CHECK=1 ./my-service` checks instead of running, and exits 0
+    /// ([`Stopped::Checked`]) or with the error. What it cannot see: a publish the broker's
+    /// ACLs refuse (finding out would need a message).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    ///
+    /// use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+    /// use spa_dat::{DistributedApplication, SpaMessage};
+    ///
+    /// async fn handle(message: SpaMessage) { let _ = message; }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let bus = || Arc::new(MemorySocketProvider::new(MemoryBus::new("check-doc")));
+    /// let fine = DistributedApplication::new()
+    ///     .without_registered_handlers()
+    ///     .socket_provider(bus())
+    ///     .add_consumer("orders", ["orders/${CHECK_DOC_REGION}"], handle);
+    /// let error = fine.check().await.expect_err("CHECK_DOC_REGION is not set");
+    /// assert!(error.to_string().contains("CHECK_DOC_REGION"), "{error}");
+    /// # }
+    /// ```
+    pub async fn check(self) -> Result<()> {
+        let prepared = self.prepare()?;
+        let bus = prepared.defaults.provider.describe();
+        let checks = prepared
+            .apps
+            .iter()
+            .map(|app| app.check_connection(&prepared.defaults));
+        let problems: Vec<Error> = futures_util::future::join_all(checks)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        match problems.is_empty() {
+            true => {
+                tracing::info!(apps = prepared.apps.len(), %bus, "configuration check passed");
+                Ok(())
+            }
+            false => Err(Error::from_many(problems)),
+        }
+    }
+
+    /// The run's configuration, applications and defaults, every application checked
+    /// (handler arguments, placeholders) before any socket connects.
+    fn prepare(self) -> Result<Prepared> {
         let DistributedApplication {
             config,
             provider,
@@ -517,6 +713,7 @@ impl DistributedApplication {
             shutdown,
             readiness,
             watch_signals,
+            info: _,
         } = self;
         let config = match config {
             Some(config) => config,
@@ -552,23 +749,36 @@ impl DistributedApplication {
         if !problems.is_empty() {
             return Err(Error::from_many(problems));
         }
-
-        #[cfg(any(feature = "probes", feature = "prometheus"))]
-        super::health::http::serve_configured(&config, &readiness, &shutdown).await?;
-        let signals = watch_signals.then(|| tokio::spawn(on_signal(shutdown.clone())));
-        let result = run_apps(apps, &resources, &defaults, &readiness).await;
-        readiness.stopped();
-        shutdown.trigger_because(Stopped::Finished);
-        if let Some(signals) = signals {
-            signals.abort();
-        }
-        let stopped = shutdown.reason().unwrap_or(Stopped::Finished);
-        match &result {
-            Ok(()) => tracing::info!(%stopped, "spa-dat stopped"),
-            Err(error) => tracing::info!(%stopped, %error, "spa-dat stopped with errors"),
-        }
-        result.map(|()| stopped)
+        Ok(Prepared {
+            config,
+            apps,
+            defaults,
+            resources,
+            shutdown,
+            readiness,
+            watch_signals,
+        })
     }
+}
+
+/// A run, checked and ready to start.
+struct Prepared {
+    config: Config,
+    apps: Vec<Application>,
+    defaults: RunDefaults,
+    resources: ResourceSet,
+    shutdown: Shutdown,
+    readiness: Readiness,
+    watch_signals: bool,
+}
+
+/// Whether `SPA_DAT_CHECK` asks for a configuration check instead of a run (set, not empty,
+/// not `0` or `false`).
+fn check_asked() -> bool {
+    std::env::var(ENV_CHECK).is_ok_and(|value| {
+        let value = value.trim();
+        !value.is_empty() && value != "0" && !value.eq_ignore_ascii_case("false")
+    })
 }
 
 async fn run_apps(
@@ -720,6 +930,9 @@ fn from_registration(registration: &'static Registration) -> Application {
     }
     if registration.transactional {
         app = app.transactional(true);
+    }
+    if !registration.sends.is_empty() {
+        app = app.sends(registration.sends.iter().copied());
     }
     app
 }

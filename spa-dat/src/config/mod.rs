@@ -235,6 +235,12 @@ pub const ENV_SHUTDOWN_GRACE_MS: &str = "SPA_DAT_SHUTDOWN_GRACE_MS";
 pub const ENV_DEAD_LETTER_TOPIC: &str = "SPA_DAT_DEAD_LETTER_TOPIC";
 /// Environment variable overriding `metrics_addr`.
 pub const ENV_METRICS_ADDR: &str = "SPA_DAT_METRICS_ADDR";
+/// Environment variable: write the AsyncAPI document to this file (`-`: standard output) and
+/// exit instead of running (see [`crate::DistributedApplication::asyncapi`]).
+pub const ENV_ASYNCAPI: &str = "SPA_DAT_ASYNCAPI";
+/// Environment variable: check the configuration, placeholders, connections and access, and
+/// exit, instead of running (`SPA_DAT_CHECK=1`; see [`crate::DistributedApplication::check`]).
+pub const ENV_CHECK: &str = "SPA_DAT_CHECK";
 /// Environment variable overriding `health_addr`.
 pub const ENV_HEALTH_ADDR: &str = "SPA_DAT_HEALTH_ADDR";
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, PoisonError};
 
+use super::describe::Payload;
 use super::extract::{FromContext, HandlerContext, HandlerScope};
 use super::reply::{HandlerResult, IntoReply};
 use crate::error::BoxError;
@@ -82,6 +83,10 @@ impl<'a, T> IntoIterator for &'a Batch<T> {
 
 impl<T: FromContext> FromContext for Batch<T> {
     const TAKES_BATCH: bool = true;
+
+    fn payload() -> Option<Payload> {
+        T::payload()
+    }
 
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         // Here, not only in the handler's count (`call::batch_arguments`): a Batch nested in

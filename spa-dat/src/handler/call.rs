@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use super::describe::{HandlerShape, Payload, PayloadSchemas};
 use super::extract::{FromContext, HandlerContext, HandlerScope};
 use super::reply::{CallResult, IntoReply, Reply};
 
@@ -44,6 +45,16 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
 
     /// Extracts the arguments and runs the handler.
     fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult>;
+
+    /// The payload of the messages it takes: its first argument's that reads one.
+    fn takes() -> Option<Payload> {
+        None
+    }
+
+    /// The payload of its replies: its return type's.
+    fn replies() -> Option<Payload> {
+        None
+    }
 }
 
 macro_rules! impl_handler {
@@ -69,6 +80,14 @@ macro_rules! impl_handler {
                     problems.push(problem);
                 }
                 if problems.is_empty() { Ok(()) } else { Err(problems) }
+            }
+
+            fn takes() -> Option<Payload> {
+                None $(.or_else(<$arg as FromContext>::payload))*
+            }
+
+            fn replies() -> Option<Payload> {
+                Out::reply_payload()
             }
 
             #[allow(non_snake_case, unused_variables)]
@@ -128,6 +147,8 @@ type CheckFn = fn(&HandlerScope<'_>) -> Result<(), Vec<String>>;
 pub struct BoxedHandler {
     pub(super) call: Arc<CallFn>,
     pub(super) check: CheckFn,
+    pub(super) shape: HandlerShape,
+    pub(super) schemas: PayloadSchemas,
 }
 
 impl fmt::Debug for BoxedHandler {
@@ -142,7 +163,28 @@ impl BoxedHandler {
         BoxedHandler {
             call: Arc::new(move |context| handler.call(context)),
             check: H::check,
+            shape: HandlerShape {
+                takes: H::takes(),
+                replies: H::replies(),
+            },
+            schemas: PayloadSchemas::default(),
         }
+    }
+
+    /// The same handler with its payloads' JSON Schemas (what `#[consumer]` finds with the
+    /// `schemars` feature).
+    pub fn with_schemas(self, schemas: PayloadSchemas) -> Self {
+        BoxedHandler { schemas, ..self }
+    }
+
+    /// What its types say about its messages.
+    pub(crate) fn shape(&self) -> HandlerShape {
+        self.shape
+    }
+
+    /// Its payloads' JSON Schemas, where known.
+    pub(crate) fn schemas(&self) -> PayloadSchemas {
+        self.schemas
     }
 
     /// Checks the handler's arguments against `scope`.

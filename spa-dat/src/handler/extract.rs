@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 
+use super::describe::Payload;
 use crate::error::BoxError;
 use crate::handler::HandlerKind;
 use crate::message::{MessageBuilder, SpaMessage};
@@ -185,6 +186,12 @@ pub trait FromContext: Sized + Send + 'static {
 
     /// Takes the argument for one call.
     fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError>;
+
+    /// The payload this argument decodes, for the application's AsyncAPI document; `None`
+    /// (the default) when it does not read the payload.
+    fn payload() -> Option<Payload> {
+        None
+    }
 }
 
 fn needs_message(what: &str, scope: &HandlerScope<'_>) -> Result<(), String> {
@@ -209,6 +216,10 @@ fn message_of(context: &HandlerContext) -> Result<&SpaMessage, BoxError> {
 }
 
 impl FromContext for SpaMessage {
+    fn payload() -> Option<Payload> {
+        Some(Payload::any())
+    }
+
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         needs_message("SpaMessage", scope)
     }
@@ -256,6 +267,10 @@ impl<T> Deref for Json<T> {
 }
 
 impl<T: DeserializeOwned + Send + 'static> FromContext for Json<T> {
+    fn payload() -> Option<Payload> {
+        Some(Payload::json::<T>())
+    }
+
     fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
         needs_message("Json<_>", scope)
     }

@@ -97,11 +97,12 @@ impl BoxedHandler {
     /// `self` behind `layer`: calls go through the layer first. The argument check is the
     /// handler's.
     pub fn layered(self, layer: Arc<dyn Layer>) -> BoxedHandler {
-        let check = self.check;
-        let next = Next { inner: self };
+        let next = Next {
+            inner: self.clone(),
+        };
         BoxedHandler {
             call: Arc::new(move |context| layer.call(context, next.clone())),
-            check,
+            ..self
         }
     }
 }

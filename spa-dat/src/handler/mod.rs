@@ -6,6 +6,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod call;
+pub(crate) mod describe;
 pub(crate) mod extract;
 mod layer;
 pub(crate) mod registry;
@@ -13,6 +14,7 @@ pub(crate) mod reply;
 
 use std::fmt;
 
+pub use describe::{Payload, PayloadSchema, PayloadSchemas};
 pub use extract::HandlerScope;
 pub use layer::{layer_fn, Layer, Next};
 pub use reply::{CallResult, HandlerResult, Reply};

@@ -44,6 +44,8 @@ pub struct Registration {
     /// Kafka transactions (`transactional = true`; see
     /// [`crate::Application::transactional`]).
     pub transactional: bool,
+    /// Topics it publishes to (`sends = [...]`), for the AsyncAPI document.
+    pub sends: &'static [&'static str],
     /// Builds the handler.
     pub make_handler: fn() -> BoxedHandler,
 }

@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::describe::Payload;
 use super::extract::Json;
 use crate::error::BoxError;
 use crate::message::{SpaMessage, CONTENT_TYPE_JSON};
@@ -93,6 +94,12 @@ impl DerefMut for Reply {
 pub trait IntoReply {
     /// The reply (its topic is set by the runtime) or the error.
     fn into_reply(self) -> HandlerResult;
+
+    /// The payload of the reply, for the application's AsyncAPI document; `None` (the
+    /// default) when this never replies.
+    fn reply_payload() -> Option<Payload> {
+        None
+    }
 }
 
 impl IntoReply for () {
@@ -102,23 +109,35 @@ impl IntoReply for () {
 }
 
 impl IntoReply for SpaMessage {
+    fn reply_payload() -> Option<Payload> {
+        Some(Payload::any())
+    }
+
     fn into_reply(self) -> HandlerResult {
         Ok(Some(self))
     }
 }
 
 macro_rules! payload_reply {
-    ($($ty:ty),*) => {$(
+    ($($ty:ty: $payload:ident),*) => {$(
         impl IntoReply for $ty {
+            fn reply_payload() -> Option<Payload> {
+                Some(Payload::$payload())
+            }
+
             fn into_reply(self) -> HandlerResult {
                 Ok(Some(SpaMessage::new(String::new(), Bytes::from(self))))
             }
         }
     )*};
 }
-payload_reply!(String, &'static str, Vec<u8>, Bytes);
+payload_reply!(String: text, &'static str: text, Vec<u8>: bytes, Bytes: bytes);
 
 impl<T: Serialize> IntoReply for Json<T> {
+    fn reply_payload() -> Option<Payload> {
+        Some(Payload::json::<T>())
+    }
+
     fn into_reply(self) -> HandlerResult {
         let payload = serde_json::to_vec(&self.0)?;
         Ok(Some(
@@ -128,12 +147,20 @@ impl<T: Serialize> IntoReply for Json<T> {
 }
 
 impl<T: IntoReply> IntoReply for Option<T> {
+    fn reply_payload() -> Option<Payload> {
+        T::reply_payload()
+    }
+
     fn into_reply(self) -> HandlerResult {
         self.map_or(Ok(None), IntoReply::into_reply)
     }
 }
 
 impl<T: IntoReply, E: Into<BoxError>> IntoReply for Result<T, E> {
+    fn reply_payload() -> Option<Payload> {
+        T::reply_payload()
+    }
+
     fn into_reply(self) -> HandlerResult {
         self.map_err(Into::into)?.into_reply()
     }

@@ -84,6 +84,10 @@ pub enum Stopped {
     Requested,
     /// Every application ended on its own (producers done, consumers' sockets closed).
     Finished,
+    /// Nothing ran: the AsyncAPI document was written (`SPA_DAT_ASYNCAPI`).
+    Documented,
+    /// Nothing ran: the configuration check passed (`SPA_DAT_CHECK`).
+    Checked,
 }
 
 impl fmt::Display for Stopped {
@@ -92,6 +96,8 @@ impl fmt::Display for Stopped {
             Stopped::Signal(signal) => write!(f, "stopped by {signal}"),
             Stopped::Requested => f.write_str("stopped: shutdown requested"),
             Stopped::Finished => f.write_str("stopped: every application finished"),
+            Stopped::Documented => f.write_str("stopped: the AsyncAPI document was written"),
+            Stopped::Checked => f.write_str("stopped: the configuration check passed"),
         }
     }
 }
