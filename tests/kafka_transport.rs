@@ -1418,3 +1418,79 @@ async fn a_batch_keeps_its_order_while_it_waits_for_room_in_librdkafkas_queue() 
     reader.socket.close().await.expect("close");
     writer.socket.close().await.expect("close");
 }
+
+/// Item 7 of the first hour, on Kafka: a dead-letter consumer reads why a record came, its key
+/// and where it was kept through `Received` — headers written by the failing consumer's
+/// forward, the key the publisher gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_consumer_reads_the_reason_key_and_position_through_received() {
+    use spa_dat::socket::headers::{DEAD_LETTER_OFFSET, DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
+    use spa_dat::socket::spi::Outgoing;
+    use spa_dat::Received;
+
+    let config = KafkaConfig::new(support::kafka::bootstrap());
+    let topic = unique("received");
+    let dead = unique("received-dead");
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let app = test_app(Config::default())
+        .add_application(
+            Application::consumer("failing", [topic.clone()], |_m: SpaMessage| async {
+                Err::<(), _>(spa_dat::Error::rejected("no such customer"))
+            })
+            .group(unique("failing"))
+            .dead_letter_topic(dead.clone())
+            .socket_provider(provider(config.clone())),
+        )
+        .add_application(
+            Application::consumer("dead-letters", [dead.clone()], move |received: Received| {
+                let record = Arc::clone(&record);
+                async move { record.lock().expect("seen").push(received) }
+            })
+            .group(unique("inspectors"))
+            .socket_provider(provider(config.clone())),
+        );
+    let shutdown = app.shutdown_handle();
+    let run = tokio::spawn(app.start_async());
+    let publisher =
+        support::connect_publisher(&provider(config.clone()), unique("publisher")).await;
+    let mut outgoing = Outgoing::new(
+        topic.as_str(),
+        SpaMessage::new(topic.as_str(), "order 7")
+            .to_json()
+            .expect("JSON"),
+    );
+    outgoing.key = Some("customer-7".into());
+    publisher.socket.send(outgoing).await.expect("published");
+    let s = Arc::clone(&seen);
+    wait_until("the dead letter was read", Duration::from_secs(60), || {
+        !s.lock().expect("seen").is_empty()
+    })
+    .await;
+    let received = seen.lock().expect("seen")[0].clone();
+    assert_eq!(&*received.topic, dead.as_str());
+    assert_eq!(
+        received.headers.get(DEAD_LETTER_TOPIC),
+        Some(topic.as_str())
+    );
+    assert_eq!(received.headers.get(DEAD_LETTER_OFFSET), Some("0"));
+    assert!(
+        received
+            .headers
+            .get(DEAD_LETTER_REASON)
+            .is_some_and(|why| why.contains("no such customer")),
+        "{:?}",
+        received.headers
+    );
+    assert_eq!(
+        received.key.as_deref(),
+        Some(&b"customer-7"[..]),
+        "the key is kept"
+    );
+    assert!(received.position.is_some(), "a Kafka record has a position");
+    shutdown.trigger();
+    support::joined("the run", Duration::from_secs(30), run)
+        .await
+        .expect("clean");
+    publisher.socket.close().await.expect("close");
+}

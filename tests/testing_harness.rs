@@ -219,3 +219,79 @@ async fn an_application_of_producers_only_starts_and_is_awaited() {
         .expect("starts (it may have ended already)");
     assert_eq!(run.stopped().await.expect("ends"), Stopped::Finished);
 }
+
+/// Item 7 of the first hour: a dead-letter consumer reads why a message came, and a consumer
+/// its key, through `Received`.
+#[tokio::test]
+async fn a_dead_letter_consumer_reads_why_through_received() {
+    use spa_dat::socket::headers::{DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
+    use spa_dat::Received;
+    use std::sync::Mutex;
+
+    type Seen = Mutex<Vec<(String, String, Option<String>)>>;
+    async fn inspect(message: SpaMessage, received: Received, seen: State<Seen>) {
+        let header = |name: &str| received.headers.get(name).unwrap_or("").to_owned();
+        let _ = message;
+        seen.lock().expect("not poisoned").push((
+            header(DEAD_LETTER_TOPIC),
+            header(DEAD_LETTER_REASON),
+            received
+                .key
+                .as_ref()
+                .map(|key| String::from_utf8_lossy(key).into_owned()),
+        ));
+    }
+    let seen = Arc::new(Seen::default());
+    let app =
+        shop()
+            .state_arc(Arc::clone(&seen))
+            .add_consumer("dead-letters", ["orders/dead"], inspect);
+    let run = TestRun::start(app).await.expect("starts");
+    run.publish_keyed(
+        "customer-7",
+        SpaMessage::json("orders", &Order { id: 7, total: 0 }).expect("JSON"),
+    )
+    .await
+    .expect("publish");
+    run.settled().await.expect("settles");
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let (topic, reason, key) = &seen[0];
+    assert_eq!(topic, "orders");
+    assert!(
+        reason.contains("an empty order"),
+        "the handler's reason: {reason}"
+    );
+    assert_eq!(
+        key.as_deref(),
+        Some("customer-7"),
+        "the key travels to the dead letter"
+    );
+    run.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn received_is_refused_at_start_up_in_a_producer_and_a_batch_consumer() {
+    use spa_dat::{Batch, Received};
+    async fn producer(received: Received) {
+        let _ = received;
+    }
+    async fn batch(messages: Batch<SpaMessage>, received: Received) {
+        let _ = (messages, received);
+    }
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_producer("producer", producer)
+        .add_application(
+            Application::consumer("batch", ["b"], batch).batch(10, Duration::from_millis(5)),
+        );
+    let error = TestRun::start(app)
+        .await
+        .expect_err("does not start")
+        .to_string();
+    assert!(
+        error.contains("a producer has no incoming message"),
+        "{error}"
+    );
+    assert!(error.contains("a batch has many"), "{error}");
+}

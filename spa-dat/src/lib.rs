@@ -51,7 +51,7 @@ pub use config::settings::Config;
 pub use error::{BoxError, Error, Result};
 pub use handler::batch::{Batch, BatchResult};
 pub use handler::call::Handler;
-pub use handler::extract::{FromContext, HandlerContext, Json, Res, State};
+pub use handler::extract::{FromContext, HandlerContext, Json, Received, Res, State};
 pub use handler::reply::IntoReply;
 pub use message::envelope::{MessageBuilder, SpaMessage};
 pub use message::qos::QualityOfService;

@@ -1024,6 +1024,7 @@ impl AppSpec {
         let context = HandlerContext {
             app: Arc::clone(&running.runtime),
             message: None,
+            received: None,
             readers_left: 0,
             batch: None,
         };

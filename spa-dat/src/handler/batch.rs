@@ -114,6 +114,7 @@ impl<T: FromContext> FromContext for Batch<T> {
         let mut element = HandlerContext {
             app: Arc::clone(&context.app),
             message: None,
+            received: None,
             readers_left: 1,
             batch: None,
         };

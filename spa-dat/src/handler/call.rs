@@ -46,6 +46,12 @@ pub trait Handler<Args>: Clone + Send + Sync + 'static {
     /// Extracts the arguments and runs the handler.
     fn call(&self, context: HandlerContext) -> BoxFuture<'static, CallResult>;
 
+    /// Whether an argument reads what the transport delivered beside the message
+    /// ([`crate::Received`]): only then does the engine copy it for the call.
+    fn reads_delivery() -> bool {
+        false
+    }
+
     /// The payload of the messages it takes: its first argument's that reads one.
     fn takes() -> Option<Payload> {
         None
@@ -80,6 +86,10 @@ macro_rules! impl_handler {
                     problems.push(problem);
                 }
                 if problems.is_empty() { Ok(()) } else { Err(problems) }
+            }
+
+            fn reads_delivery() -> bool {
+                false $(|| <$arg as FromContext>::READS_DELIVERY)*
             }
 
             fn takes() -> Option<Payload> {
@@ -147,6 +157,7 @@ type CheckFn = fn(&HandlerScope<'_>) -> Result<(), Vec<String>>;
 pub struct BoxedHandler {
     pub(super) call: Arc<CallFn>,
     pub(super) check: CheckFn,
+    pub(super) reads_delivery: bool,
     pub(super) shape: HandlerShape,
     pub(super) schemas: PayloadSchemas,
 }
@@ -163,6 +174,7 @@ impl BoxedHandler {
         BoxedHandler {
             call: Arc::new(move |context| handler.call(context)),
             check: H::check,
+            reads_delivery: H::reads_delivery(),
             shape: HandlerShape {
                 takes: H::takes(),
                 replies: H::replies(),
@@ -175,6 +187,11 @@ impl BoxedHandler {
     /// `schemars` feature).
     pub fn with_schemas(self, schemas: PayloadSchemas) -> Self {
         BoxedHandler { schemas, ..self }
+    }
+
+    /// Whether a call needs the delivery's [`crate::Received`].
+    pub(crate) fn reads_delivery(&self) -> bool {
+        self.reads_delivery
     }
 
     /// What its types say about its messages.

@@ -4,6 +4,7 @@ use std::any::type_name;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::describe::Payload;
@@ -11,6 +12,8 @@ use crate::error::BoxError;
 use crate::handler::HandlerKind;
 use crate::message::{MessageBuilder, SpaMessage};
 use crate::runtime::{AppRuntime, Extensions, Shutdown, Socket};
+use crate::socket::headers::Headers;
+use crate::socket::{Delivery, Position};
 
 /// What an application offers its handler, known before any socket connects: used to check
 /// every handler argument at start-up.
@@ -56,6 +59,9 @@ pub struct HandlerScope<'a> {
 pub struct HandlerContext {
     pub(crate) app: Arc<AppRuntime>,
     pub(crate) message: Option<SpaMessage>,
+    /// What the transport delivered beside it, when an argument reads it
+    /// ([`FromContext::READS_DELIVERY`]).
+    pub(crate) received: Option<Received>,
     /// Arguments still to be extracted that read the message: the last one may take it.
     pub(crate) readers_left: usize,
     /// A batch call's messages, taken by its [`crate::Batch`] argument.
@@ -67,6 +73,12 @@ impl HandlerContext {
     /// the [`crate::Batch`] argument's).
     pub fn message(&self) -> Option<&SpaMessage> {
         self.message.as_ref()
+    }
+
+    /// What the transport delivered beside the message: set for a consumer's call when an
+    /// argument's [`FromContext::READS_DELIVERY`] is `true`.
+    pub fn received(&self) -> Option<&Received> {
+        self.received.as_ref()
     }
 
     /// The application's name.
@@ -166,7 +178,7 @@ pub(crate) struct BatchInput {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a spa-dat handler argument",
     label = "not something spa-dat can pass to a handler",
-    note = "handler arguments can be: SpaMessage, Json<T>, Batch<T> (in a batch consumer), Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
+    note = "handler arguments can be: SpaMessage, Json<T>, Received, Batch<T> (in a batch consumer), Socket, MessageBuilder, State<T>, Res<T>, Shutdown, or a type implementing FromContext"
 )]
 pub trait FromContext: Sized + Send + 'static {
     /// Whether `from_context` reads the message. The last argument that reads it may take it
@@ -176,6 +188,11 @@ pub trait FromContext: Sized + Send + 'static {
     /// Whether this is a batch consumer's [`crate::Batch`]: a batch handler takes exactly one,
     /// any other handler none (checked at start-up). Leave `false`.
     const TAKES_BATCH: bool = false;
+
+    /// Whether `from_context` reads [`HandlerContext::received`]: the engine copies the
+    /// delivery's headers and key for a call only when an argument says so. Leave `false`
+    /// unless it does.
+    const READS_DELIVERY: bool = false;
 
     /// Whether an application described by `scope` can provide this argument; the error text
     /// says what is missing and how to add it.
@@ -231,6 +248,79 @@ impl FromContext for SpaMessage {
             context.message.clone()
         };
         message.ok_or_else(|| "no message in a producer call".into())
+    }
+}
+
+/// What the transport delivered beside the message being handled: the topic it arrived on, its
+/// headers (Kafka headers, MQTT 5 user properties, the in-process bus's; empty on MQTT 3.1.1),
+/// its key and where the transport keeps it. A dead-letter consumer reads why a message came
+/// from its headers ([`crate::socket::headers::DEAD_LETTER_REASON`] and the others). Not in a
+/// batch consumer nor a producer (refused at start-up); copied for a call only when a handler
+/// takes it.
+///
+/// # Examples
+///
+/// ```
+/// use spa_dat::socket::headers::{DEAD_LETTER_REASON, DEAD_LETTER_TOPIC};
+/// use spa_dat::{Application, Received, SpaMessage};
+///
+/// async fn inspect(message: SpaMessage, received: Received) {
+///     let why = received.headers.get(DEAD_LETTER_REASON).unwrap_or("(not said)");
+///     let from = received.headers.get(DEAD_LETTER_TOPIC).unwrap_or("?");
+///     println!("{} bytes from {from} were dead-lettered: {why}", message.payload.len());
+/// }
+///
+/// let app = Application::consumer("dead-letters", ["orders/dead"], inspect);
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Received {
+    /// The topic the transport delivered it on (the envelope's `Topic` is what its sender
+    /// wrote).
+    pub topic: Arc<str>,
+    /// Its headers; empty where the transport carries none.
+    pub headers: Headers,
+    /// The key it was published with, where the transport keeps one (Kafka).
+    pub key: Option<Bytes>,
+    /// Where the transport keeps it (Kafka: partition and offset).
+    pub position: Option<Position>,
+}
+
+impl Received {
+    pub(crate) fn of(delivery: &Delivery) -> Self {
+        Received {
+            topic: Arc::clone(&delivery.topic),
+            headers: delivery.headers.clone(),
+            key: delivery.key.clone(),
+            position: delivery.position,
+        }
+    }
+}
+
+impl FromContext for Received {
+    const READS_MESSAGE: bool = false;
+    const READS_DELIVERY: bool = true;
+
+    fn check(scope: &HandlerScope<'_>) -> Result<(), String> {
+        match (scope.kind, scope.batch) {
+            (HandlerKind::Consumer, None) => Ok(()),
+            (HandlerKind::Consumer, Some(_)) => Err(format!(
+                "`{}` is a batch consumer: a `Received` describes one message, and a batch has many",
+                scope.app
+            )),
+            (HandlerKind::Producer, _) => Err(format!(
+                "a producer has no incoming message: remove the `Received` argument, or make `{}` a #[consumer]",
+                scope.app
+            )),
+        }
+    }
+
+    fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
+        context
+            .received
+            .take()
+            .ok_or_else(|| "no delivery to describe (a handler takes `Received` once)".into())
     }
 }
 

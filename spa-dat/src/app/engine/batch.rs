@@ -465,6 +465,7 @@ impl Consumer {
         let context = HandlerContext {
             app: Arc::clone(&self.runtime),
             message: None,
+            received: None,
             readers_left: 0,
             batch: Some(BatchInput {
                 messages,

@@ -12,7 +12,7 @@ use super::guarded::{
 };
 use crate::error::Error;
 use crate::handler::call::BoxedHandler;
-use crate::handler::extract::HandlerContext;
+use crate::handler::extract::{HandlerContext, Received};
 use crate::message::SpaMessage;
 use crate::metrics::{Measure, TopicMetrics};
 use crate::runtime::{AfterFailure, AppRuntime, RetryPolicy};
@@ -281,7 +281,7 @@ impl Consumer {
             .socket
             .spans()
             .process(&delivery, message.trace_context.as_ref());
-        let call = self.call(message);
+        let call = self.call(message, &delivery);
         let (span, polled) = traced.in_scope(|| {
             let span = self.log_span(&delivery);
             // A transactional transport's publishes are held with the message (see
@@ -550,7 +550,7 @@ impl Consumer {
             // Decoded before; cannot fail now, but a failure is still a failure.
             Err(error) => return Outcome::Done(Err(Box::new(error))),
         };
-        let call = self.call(message);
+        let call = self.call(message, delivery);
         run_guarded(call, span.clone(), &self.runtime.shutdown, self.limits).await
     }
 
@@ -561,11 +561,16 @@ impl Consumer {
         tracing::debug_span!("message", app = %self.runtime.name, topic = %delivery.topic, position = ?delivery.position)
     }
 
-    /// The handler's call for `message`.
-    fn call(&self, message: SpaMessage) -> HandlerCall {
+    /// The handler's call for `message`, decoded from `delivery`.
+    fn call(&self, message: SpaMessage, delivery: &Delivery) -> HandlerCall {
         let context = HandlerContext {
             app: Arc::clone(&self.runtime),
             message: Some(message),
+            // Copied only for a handler that asks (its headers may allocate).
+            received: self
+                .handler
+                .reads_delivery()
+                .then(|| Received::of(delivery)),
             readers_left: 0,
             batch: None,
         };
