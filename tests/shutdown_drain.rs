@@ -404,3 +404,43 @@ async fn in_batches_what_the_grace_period_cuts_off_is_counted_at_warn() {
     assert!(handled < 100, "the grace period cut the drain short");
     assert_eq!(handled + discarded_in(&logs), 100, "{logs}");
 }
+
+/// A dead letter to a topic whose only subscriber never reads waits for room in its inbox;
+/// at shutdown that wait ends with the grace period (the message is counted as left behind),
+/// and the run ends — it used to wait forever.
+#[tokio::test]
+async fn a_dead_letter_waiting_for_room_ends_with_the_grace_period() {
+    let bus = fresh_bus();
+    let provider: Arc<dyn SocketProvider> = Arc::new(MemorySocketProvider::new(bus));
+    let mut options = SocketOptions::new("never-reads");
+    options.topics = vec!["orders/dead".into()];
+    options.inbox_capacity = 1;
+    let watcher = provider.connect(options).await.expect("connects");
+    let (logs, _guard) = capture_warnings();
+    let app = on(Arc::clone(&provider), 300)
+        .add_application(
+            Application::consumer("refuse", ["orders"], |_: SpaMessage| async {
+                Err::<(), _>(spa_dat::Error::rejected("never"))
+            })
+            .dead_letter_topic("orders/dead"),
+        )
+        .add_producer("orders", |socket: Socket, shutdown: Shutdown| async move {
+            publish_then_stop(&socket, &shutdown, 3).await
+        });
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), app.start_async())
+        .await
+        .expect("the run ends although a dead letter waits for room")
+        .expect("a clean run");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the run outlasted its grace period: {:?}",
+        started.elapsed()
+    );
+    let logs = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
+    assert!(
+        logs.contains("neither handled nor dead-lettered"),
+        "the message left behind is said at WARN:\n{logs}"
+    );
+    drop(watcher);
+}

@@ -613,14 +613,14 @@ impl Consumer {
         let policy = &self.retry;
         let mut tries: u32 = 1;
         loop {
-            let error = match self
-                .runtime
-                .socket
-                .publish_reply(&reply, delivery, format)
-                .await
-            {
-                Ok(()) => return true,
-                Err(error) => error,
+            let publish = self.runtime.socket.publish_reply(&reply, delivery, format);
+            let error = match self.before_grace_ends(publish).await {
+                Some(Ok(())) => return true,
+                Some(Err(error)) => error,
+                None => {
+                    self.left_at_shutdown(delivery, "shutting down with a reply not published");
+                    return false;
+                }
             };
             let reply_topic = crate::topic::shortened(&reply.topic);
             if error.is_permanent() {
@@ -680,14 +680,16 @@ impl Consumer {
         let mut dead_letter = Outgoing::dead_letter(topic, delivery, reason, attempts);
         let mut summarized = false;
         loop {
-            let error = match self.runtime.socket.forward(dead_letter.clone()).await {
-                Ok(()) => {
+            let forward = self.runtime.socket.forward(dead_letter.clone());
+            let error = match self.before_grace_ends(forward).await {
+                Some(Ok(())) => {
                     if let Some(measure) = measure {
                         measure.topic.dead_lettered.increment(1);
                     }
                     return true;
                 }
-                Err(error) => error,
+                Some(Err(error)) => error,
+                None => return self.left_undead(delivery, topic),
             };
             if error.is_permanent() && !summarized {
                 // Most often too large (an MQTT broker takes larger packets in than out): a
@@ -699,20 +701,45 @@ impl Consumer {
             }
             about!(error, self, delivery, dead_letter_topic = topic, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
             if !self.pause_unless_shutdown(pause).await {
-                // As `left_at_shutdown`, with the dead-letter topic beside it.
-                about!(
-                    warn,
-                    self,
-                    delivery,
-                    dead_letter_topic = topic,
-                    left = self.left_behind(),
-                    "shutting down with a message neither handled nor dead-lettered"
-                );
-                self.left.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return self.left_undead(delivery, topic);
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
+    }
+
+    /// As `left_at_shutdown`, with the dead-letter topic beside it: false.
+    fn left_undead(&self, delivery: &Delivery, topic: &str) -> bool {
+        about!(
+            warn,
+            self,
+            delivery,
+            dead_letter_topic = topic,
+            left = self.left_behind(),
+            "shutting down with a message neither handled nor dead-lettered"
+        );
+        self.left.fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// `publish`'s result, unless the grace period ends first (a publish waiting for room in
+    /// an inbox nobody reads any more, a broker that does not answer): `None` then, and the
+    /// message it was for stays unfinished.
+    async fn before_grace_ends<T>(
+        &self,
+        publish: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            biased;
+            result = publish => Some(result),
+            () = self.grace_over() => None,
+        }
+    }
+
+    /// Completes when shutdown was asked for and its grace period is over.
+    async fn grace_over(&self) {
+        let shutdown = &self.runtime.shutdown;
+        shutdown.triggered().await;
+        tokio::time::sleep_until(shutdown.deadline(self.limits.grace)).await;
     }
 }
 
