@@ -286,23 +286,43 @@ fn capture_warnings() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard
     (logs, guard)
 }
 
-/// The number after `discarded=` in the WARN line about the shutdown's discards.
+/// The numbers after `discarded=` in the WARN lines about the shutdown's discards, added up
+/// (the application's inbox, and what a fault-injecting bus held for it).
 fn discarded_in(logs: &str) -> usize {
-    let line = logs
+    let lines: Vec<&str> = logs
         .lines()
-        .find(|line| line.contains("shutdown discarded in-process messages"))
-        .unwrap_or_else(|| panic!("no WARN about discarded messages in:\n{logs}"));
-    assert!(line.contains("WARN"), "{line}");
-    line.split("discarded=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {line}"))
+        .filter(|line| line.contains("shutdown discarded in-process messages"))
+        .collect();
+    assert!(
+        !lines.is_empty(),
+        "no WARN about discarded messages in:\n{logs}"
+    );
+    lines
+        .iter()
+        .map(|line| {
+            assert!(line.contains("WARN"), "{line}");
+            line.split("discarded=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("no count in {line}"))
+        })
+        .sum()
 }
 
+/// More than a consumer takes from its inbox at once (64).
+const MANY: usize = 200;
+
 async fn what_the_grace_period_cuts_off_is_counted_at_warn(concurrency: usize) {
-    // More than a consumer takes from its inbox at once (64).
-    const MANY: usize = 200;
+    let bus = Arc::new(MemorySocketProvider::new(fresh_bus()));
+    what_the_grace_period_cuts_off_is_counted_at_warn_on(bus, concurrency, MANY).await;
+}
+
+async fn what_the_grace_period_cuts_off_is_counted_at_warn_on(
+    provider: Arc<dyn SocketProvider>,
+    concurrency: usize,
+    many: usize,
+) {
     let (logs, _guard) = capture_warnings();
     let recorded = Arc::new(AtomicUsize::new(0));
     let starts = Arc::new(Mutex::new(Vec::new()));
@@ -313,7 +333,7 @@ async fn what_the_grace_period_cuts_off_is_counted_at_warn(concurrency: usize) {
         Arc::clone(&triggered),
     );
     // 200 orders of 60 ms each take 12 s one at a time; the grace period is 200 ms.
-    let app = on_a_fresh_bus(200)
+    let app = on(provider, 200)
         .add_application(
             Application::consumer("record", ["orders"], move |_: SpaMessage| {
                 let (recorded, starts) = (Arc::clone(&r), Arc::clone(&s));
@@ -328,7 +348,7 @@ async fn what_the_grace_period_cuts_off_is_counted_at_warn(concurrency: usize) {
         .add_producer("orders", move |socket: Socket, shutdown: Shutdown| {
             let triggered = Arc::clone(&t);
             async move {
-                for n in 0..MANY {
+                for n in 0..many {
                     socket
                         .publish(SpaMessage::new("orders", n.to_string()))
                         .await?;
@@ -344,10 +364,10 @@ async fn what_the_grace_period_cuts_off_is_counted_at_warn(concurrency: usize) {
     let logs = String::from_utf8_lossy(&logs.lock().expect("lock")).into_owned();
     let recorded = recorded.load(Ordering::SeqCst);
     let discarded = discarded_in(&logs);
-    assert!(recorded < MANY, "the grace period cut the drain short");
+    assert!(recorded < many, "the grace period cut the drain short");
     assert_eq!(
         recorded + discarded,
-        MANY,
+        many,
         "every order handled or counted as discarded ({recorded} + {discarded}):\n{logs}"
     );
     let deadline = triggered.lock().expect("lock").expect("triggered") + Duration::from_millis(200);
@@ -367,6 +387,17 @@ async fn what_the_grace_period_cuts_off_is_counted_at_warn(concurrency: usize) {
 #[tokio::test]
 async fn one_at_a_time_what_the_grace_period_cuts_off_is_counted_at_warn() {
     what_the_grace_period_cuts_off_is_counted_at_warn(1).await;
+}
+
+/// The fault-injecting bus's pump holds what does not fit in the application's inbox
+/// (1,024): at the end of the grace period that is discarded and counted too.
+#[tokio::test]
+async fn on_the_fault_injecting_bus_what_the_grace_period_cuts_off_is_counted_at_warn() {
+    let faulty = FaultyProvider::new(
+        Arc::new(MemorySocketProvider::new(fresh_bus())),
+        Faults::default(),
+    );
+    what_the_grace_period_cuts_off_is_counted_at_warn_on(Arc::new(faulty), 2, 2_000).await;
 }
 
 #[tokio::test]

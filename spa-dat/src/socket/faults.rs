@@ -295,6 +295,20 @@ fn counted(drain: Option<&DrainSlot>, delivery: Delivery) -> Delivery {
 
 impl Pump {
     async fn run(mut self, mut inbox: Inbox) {
+        // Whatever it holds when the application's inbox goes away (a drain cut short by the
+        // grace period) is discarded and said, as the application's own inbox's is.
+        let held = self.pump(&mut inbox).await;
+        let discarded = held + inbox.discard();
+        if discarded > 0 && self.drain.as_ref().is_some_and(|slot| slot.get().is_some()) {
+            tracing::warn!(
+                discarded,
+                "shutdown discarded in-process messages not handled within the grace period (held by the fault-injecting bus)"
+            );
+        }
+    }
+
+    /// Forwards what arrives until the application's inbox is gone: how many it held then.
+    async fn pump(&mut self, inbox: &mut Inbox) -> usize {
         while let Some(delivery) = inbox.recv().await {
             let copy = Copy::of(&delivery);
             let duplicate = self
@@ -304,12 +318,12 @@ impl Pump {
             // the copy is still on its way.
             let duplicate = duplicate.then(|| counted(self.drain.as_ref(), copy.delivery()));
             if !self.forward(delivery, copy.clone()).await {
-                return;
+                return 1 + usize::from(duplicate.is_some());
             }
             if let Some(duplicate) = duplicate {
                 self.log.duplicated.fetch_add(1, Ordering::Relaxed);
                 if !self.forward(duplicate, copy).await {
-                    return;
+                    return 1;
                 }
             }
             if self.faults.redeliver_every > 0 && self.delivered % self.faults.redeliver_every == 0
@@ -326,11 +340,12 @@ impl Pump {
                     self.log.redelivered.fetch_add(1, Ordering::Relaxed);
                     let again = counted(self.drain.as_ref(), copy.delivery());
                     if !self.forward(again, copy).await {
-                        return;
+                        return 1;
                     }
                 }
             }
         }
+        0
     }
 
     /// Hands `delivery` on with an acknowledgement that may be lost or delayed; false once the
