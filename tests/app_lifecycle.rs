@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use spa_dat::socket::memory::{MemoryBus, MemorySocketProvider};
+use spa_dat::testing::TestRun;
 use spa_dat::{
     Application, ApplicationLifeCycle, BoxError, Config, DistributedApplication, Error, Json, Res,
     Resource, Shutdown, Socket, SpaMessage, State,
@@ -194,7 +195,7 @@ async fn missing_state_is_reported_before_any_socket_connects() {
 
 #[tokio::test]
 async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
-    let (bus, app) = fresh_bus();
+    let (_bus, app) = fresh_bus();
     let handled = Arc::new(AtomicUsize::new(0));
     let dead = Arc::new(Mutex::new(Vec::<Bytes>::new()));
     let (h, d) = (Arc::clone(&handled), Arc::clone(&dead));
@@ -223,30 +224,36 @@ async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
                 let _ = shutdown;
                 async {}
             },
-        )
-        .add_producer("feeder", |socket: Socket| async move {
-            let raw = socket.transport();
-            raw.publish_bytes("work", Bytes::from_static(b"{not json"))
-                .await?;
-            raw.publish_bytes("work", Bytes::from_static(b"\xff\x00"))
-                .await?;
-            socket.publish(SpaMessage::new("work", "boom")).await?;
-            socket.publish(SpaMessage::new("work", "fail")).await?;
-            for _ in 0..3 {
-                socket.publish(SpaMessage::new("work", "ok")).await?;
-            }
-            Ok::<(), spa_dat::Error>(())
-        });
-    // Watch the dead-letter topic directly on the bus.
-    let provider = MemorySocketProvider::new(bus.clone());
+        );
+    let run = TestRun::start(app).await.expect("starts");
+    // Watch the dead-letter topic directly on the run's bus.
+    let provider = MemorySocketProvider::new(run.bus().clone());
     let mut watcher = spa_dat::socket::spi::SocketProvider::connect(
         &provider,
         spa_dat::socket::spi::SocketOptions::new("watcher").topics(["dead"]),
     )
     .await
     .expect("connects");
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(run_bounded(app));
+    let raw = run.socket().transport();
+    raw.publish_bytes("work", Bytes::from_static(b"{not json"))
+        .await
+        .expect("published");
+    raw.publish_bytes("work", Bytes::from_static(b"\xff\x00"))
+        .await
+        .expect("published");
+    run.publish(SpaMessage::new("work", "boom"))
+        .await
+        .expect("published");
+    run.publish(SpaMessage::new("work", "fail"))
+        .await
+        .expect("published");
+    for _ in 0..3 {
+        run.publish(SpaMessage::new("work", "ok"))
+            .await
+            .expect("published");
+    }
+    // Every message handled or dead-lettered: no polling for either.
+    run.settled().await.expect("settles");
     while dead.lock().expect("dead").len() < 4 {
         let delivery = tokio::time::timeout(Duration::from_secs(5), watcher.inbox.recv())
             .await
@@ -254,12 +261,7 @@ async fn malformed_messages_and_panicking_handlers_do_not_stop_the_consumer() {
             .expect("open");
         d.lock().expect("dead").push(delivery.payload.clone());
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while handled.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    shutdown.trigger();
-    run.await.expect("task").expect("run ends cleanly");
+    run.stop().await.expect("run ends cleanly");
     assert_eq!(
         handled.load(Ordering::SeqCst),
         3,
@@ -412,41 +414,21 @@ struct Sum {
 #[tokio::test]
 async fn handlers_reply_to_requests_with_typed_payloads() {
     let (_bus, app) = fresh_bus();
-    let answer = Arc::new(Mutex::new(None));
-    let slot = Arc::clone(&answer);
-    let app = app
-        .add_consumer("adder", ["math/add"], |Json(sum): Json<Sum>| async move {
-            Json(serde_json::json!({ "result": sum.a + sum.b }))
-        })
-        .add_producer("asker", move |socket: Socket| {
-            let slot = Arc::clone(&slot);
-            async move {
-                let request = SpaMessage::json("math/add", &Sum { a: 2, b: 40 })?;
-                let reply = socket.request(request).await?;
-                *slot.lock().expect("slot") = Some((
-                    reply.payload_json::<serde_json::Value>()?,
-                    reply.client_name.clone(),
-                    reply.content_type.clone(),
-                ));
-                Ok::<(), spa_dat::Error>(())
-            }
-        });
-    let shutdown = app.shutdown_handle();
-    let run = tokio::spawn(run_bounded(app));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while answer.lock().expect("slot").is_none() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    shutdown.trigger();
-    run.await.expect("task").expect("clean");
-    let (value, name, content_type) = answer.lock().expect("slot").clone().expect("answered");
+    let app = app.add_consumer("adder", ["math/add"], |Json(sum): Json<Sum>| async move {
+        Json(serde_json::json!({ "result": sum.a + sum.b }))
+    });
+    let run = TestRun::start(app).await.expect("starts");
+    let request = SpaMessage::json("math/add", &Sum { a: 2, b: 40 }).expect("JSON");
+    let reply = run.request(request).await.expect("answered");
+    run.stop().await.expect("clean");
+    let value: serde_json::Value = reply.payload_json().expect("JSON");
     assert_eq!(value["result"], 42);
     assert_eq!(
-        name.as_deref(),
+        reply.client_name.as_deref(),
         Some("adder"),
         "reply stamped by the responder app"
     );
-    assert_eq!(content_type.as_deref(), Some("application/json"));
+    assert_eq!(reply.content_type.as_deref(), Some("application/json"));
 }
 
 #[tokio::test]
