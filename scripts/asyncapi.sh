@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # AsyncAPI tooling for spa-dat's generated documents (Node.js, packages pinned in
 # scripts/asyncapi/package-lock.json, installed into scripts/asyncapi/node_modules):
-#   scripts/asyncapi.sh install                    # npm ci, only when node_modules is missing or older than the lock file
+#   scripts/asyncapi.sh install                    # npm ci, only when node_modules is missing or from another lock file
 #   scripts/asyncapi.sh validate [--strict] FILE...  # the official parser (@asyncapi/parser): every diagnostic printed;
 #                                                  # exit 1 when a file has an error (--strict: or a warning), 2 usage/unreadable
 #   scripts/asyncapi.sh render [--no-js] IN OUT    # one self-contained HTML page (@asyncapi/react-component, server-side);
@@ -24,10 +24,13 @@ need_tools() {
 
 # node_modules/.package-lock.json is npm's record of what it installed, but npm writes it
 # before an install is complete, so a marker written after a successful `npm ci` is compared.
+# It holds the digest of what was installed from: contents, not dates (a fresh checkout's
+# files are all newer than anything).
 MARKER=$DIR/node_modules/.asyncapi-sh-installed
+wanted() { cat "$DIR/package.json" "$DIR/package-lock.json" | sha256sum | cut -d' ' -f1; }
 stale() {
   [ ! -f "$MARKER" ] || [ ! -f "$DIR/node_modules/.package-lock.json" ] \
-    || [ "$DIR/package-lock.json" -nt "$MARKER" ] || [ "$DIR/package.json" -nt "$MARKER" ]
+    || [ "$(cat "$MARKER")" != "$(wanted)" ]
 }
 
 install() {
@@ -49,7 +52,7 @@ install() {
       die "npm ci failed in scripts/asyncapi (output above)"
     fi
     rm -f "$log"
-    touch "$MARKER"
+    wanted >"$MARKER"
   fi
   exec 9<&-
 }

@@ -241,3 +241,255 @@ fn spa_dat_check_exits_0_when_fine_and_names_the_problem_when_not() {
     assert!(!passed, "a check of an unknown scheme passed:\n{said}");
     assert!(said.contains("mqtt+ws"), "names the URL's scheme:\n{said}");
 }
+
+// --- From an outside attack: the check takes no running instance's place ---
+
+fn bus(url: &str) -> Config {
+    Config {
+        bus: spa_dat::config::SocketConfig::from_url(url).expect("a bus URL"),
+        ..Config::default()
+    }
+}
+
+/// With a bus-wide client id (persistent sessions), the check's MQTT connection has an id of
+/// its own: the broker never closes the running service's connection for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_never_takes_the_running_services_mqtt_client_id() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}?client_id=svc", broker.port);
+    let running = test_app(bus(&url)).add_consumer("orders", ["orders"], nothing);
+    let run = TestRunning::start(running).await;
+    check(test_app(bus(&url)).add_consumer("orders", ["orders"], nothing))
+        .await
+        .expect("the check passes");
+    run.stop().await;
+    assert!(
+        !broker
+            .log()
+            .contains("already connected, closing old connection"),
+        "the check took the running service's client id:\n{}",
+        broker.log()
+    );
+}
+
+/// An application with a group is a shared subscription on MQTT: the check's subscription is
+/// not shared, so the broker hands it none of the group's messages to lose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_takes_no_message_of_an_mqtt_group() {
+    const N: usize = 1_000;
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}?version=5&qos=1", broker.port);
+    let provider = || -> Arc<dyn SocketProvider> {
+        Arc::new(MqttSocketProvider::new(MqttConfig::from_url(&url).expect("URL")).expect("config"))
+    };
+    let live = provider()
+        .connect(
+            SocketOptions::new("live-worker")
+                .topics(["jobs"])
+                .group("workers"),
+        )
+        .await
+        .expect("the live worker connects");
+    let mut inbox = live.inbox;
+    let received = tokio::spawn(async move {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < N {
+            match tokio::time::timeout(Duration::from_secs(10), inbox.recv()).await {
+                Ok(Some(delivery)) => {
+                    seen.insert(delivery.payload.clone());
+                    delivery.ack();
+                }
+                _ => break,
+            }
+        }
+        seen.len()
+    });
+    let publisher = provider()
+        .connect(SocketOptions::new("publisher"))
+        .await
+        .expect("the publisher connects");
+    let publishing = tokio::spawn(async move {
+        for i in 0..N {
+            publisher
+                .socket
+                .publish(&SpaMessage::new("jobs", format!("job-{i}")))
+                .await
+                .expect("published");
+        }
+        publisher.socket.close().await.expect("closed");
+    });
+    // Checks of the same group while the stream flows.
+    for _ in 0..3 {
+        check(
+            test_app(bus(&url)).add_application(
+                Application::consumer("worker", ["jobs"], nothing).group("workers"),
+            ),
+        )
+        .await
+        .expect("the check passes");
+    }
+    publishing.await.expect("published all");
+    let got = received.await.expect("the worker's count");
+    live.socket.close().await.expect("closed");
+    assert_eq!(
+        got, N,
+        "the checks took messages of the group and dropped them"
+    );
+}
+
+/// With `transactional.id` set, the check begins no transaction: the running producer of that
+/// id is not fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_does_not_fence_the_running_transactional_producer() {
+    let transactional_id = unique("check-txn");
+    let topic = unique("check.fence");
+    let url = format!(
+        "kafka://{}?transactional.id={transactional_id}",
+        support::kafka::bootstrap()
+    );
+    let provider: Arc<dyn SocketProvider> = Arc::new(
+        KafkaSocketProvider::new(KafkaConfig::from_url(&url).expect("URL")).expect("config"),
+    );
+    let live = provider
+        .connect(SocketOptions::new("live").transactional(true))
+        .await
+        .expect("the live producer connects");
+    live.socket
+        .publish(&SpaMessage::new(topic.clone(), "before"))
+        .await
+        .expect("published before the check");
+    async fn produce() {}
+    check(
+        test_app(bus(&url))
+            .add_application(Application::producer("p", produce).transactional(true)),
+    )
+    .await
+    .expect("the check passes");
+    let after = live.socket.publish(&SpaMessage::new(topic, "after")).await;
+    live.socket.close().await.expect("closed");
+    after.expect("the running producer publishes after the check: not fenced");
+}
+
+/// Every problem at once: one application's unset placeholder and another's unreachable
+/// broker, in one error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_a_placeholder_and_an_unreachable_broker_at_once() {
+    let port = support::prometheus::free_port();
+    let unreachable: Arc<dyn SocketProvider> = Arc::new(
+        MqttSocketProvider::new(
+            MqttConfig::from_url(&format!("mqtt://127.0.0.1:{port}")).expect("URL"),
+        )
+        .expect("config"),
+    );
+    let error = check(
+        test_app(Config::default())
+            .add_consumer("placeholder", ["x/${CHECK_TEST_UNSET_PLACE}"], nothing)
+            .add_application(
+                Application::consumer("unreachable", ["y"], nothing).socket_provider(unreachable),
+            ),
+    )
+    .await
+    .expect_err("two problems")
+    .to_string();
+    assert!(error.contains("CHECK_TEST_UNSET_PLACE"), "{error}");
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+}
+
+/// A port the health probes cannot be served on fails the check, as it would fail the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_a_health_address_that_cannot_be_served() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let config = Config {
+        health_addr: Some(addr.clone()),
+        ..Config::default()
+    };
+    let error = check(test_app(config).add_consumer("reader", ["r"], nothing))
+        .await
+        .expect_err("the port is taken")
+        .to_string();
+    assert!(
+        error.contains("health_addr") && error.contains(&addr),
+        "{error}"
+    );
+}
+
+/// A Kafka consumer's check creates no topic: a misspelt one is not made on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_creates_no_kafka_topic() {
+    let topic = unique("check.typo");
+    let url = format!("kafka://{}", support::kafka::bootstrap());
+    check(test_app(bus(&url)).add_consumer("reader", [topic.clone()], nothing))
+        .await
+        .expect("the check passes");
+    let bootstrap = support::kafka::bootstrap();
+    let listed = topic.clone();
+    let exists = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .expect("a metadata client");
+        let metadata = client
+            .fetch_metadata(None, Duration::from_secs(20))
+            .expect("metadata");
+        metadata.topics().iter().any(|t| t.name() == listed)
+    })
+    .await;
+    assert!(!exists.expect("listed"), "the check created `{topic}`");
+}
+
+/// A run on a thread of its own, stopped by the test.
+struct TestRunning {
+    shutdown: spa_dat::Shutdown,
+    task: tokio::task::JoinHandle<spa_dat::Result<Stopped>>,
+}
+
+impl TestRunning {
+    async fn start(app: DistributedApplication) -> Self {
+        let (shutdown, readiness) = (app.shutdown_handle(), app.readiness());
+        let task = tokio::spawn(app.start_async());
+        tokio::time::timeout(Duration::from_secs(30), readiness.ready())
+            .await
+            .expect("the run is ready");
+        TestRunning { shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.trigger();
+        support::joined("the run", Duration::from_secs(30), self.task)
+            .await
+            .expect("a clean run");
+    }
+}
+
+/// An access check that cannot finish within `connect_timeout_ms` fails the check: a run
+/// subscribes anyway and says so at WARN, a check must not pass what it could not confirm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_does_not_pass_what_it_could_not_confirm_in_time() {
+    for timeout_ms in [60, 150] {
+        let mut config = KafkaConfig::new(support::kafka::secure_bootstrap());
+        for (key, value) in [
+            ("security.protocol", "SASL_SSL"),
+            ("sasl.mechanism", "SCRAM-SHA-512"),
+            ("sasl.username", "alice"),
+            ("sasl.password", "alice-secret"),
+            ("ssl.ca.location", &certs::ca().display().to_string()),
+        ] {
+            config.properties.insert(key.into(), value.into());
+        }
+        config.connect_timeout_ms = timeout_ms;
+        let provider: Arc<dyn SocketProvider> =
+            Arc::new(KafkaSocketProvider::new(config).expect("valid config"));
+        let app = test_app(Config::default()).add_application(
+            Application::consumer("kafka-reader", [unique("secure.orders")], nothing)
+                .group(format!("elsewhere.{}", unique("g")))
+                .socket_provider(provider),
+        );
+        let result = check(app).await;
+        assert!(
+            result.is_err(),
+            "connect_timeout_ms = {timeout_ms}: a group the ACLs refuse passed the check"
+        );
+    }
+}

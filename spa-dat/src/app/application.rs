@@ -911,13 +911,17 @@ impl AppSpec {
 
     /// Connects its socket in a run with `defaults`: a running application, its resources
     /// not yet set up.
-    async fn connect(&self, defaults: &RunDefaults) -> Result<RunningApplication> {
+    async fn connect(&self, defaults: &RunDefaults, probe: bool) -> Result<RunningApplication> {
         let provider = Arc::clone(self.provider_in(defaults));
         self.check(defaults)?;
-        let client_id = self.client_id.clone().unwrap_or_else(|| {
-            let suffix = uuid::Uuid::new_v4().simple().to_string();
-            format!("{}-{}", self.name, &suffix[..8])
-        });
+        let suffix = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        let client_id = match (&self.client_id, probe) {
+            // A deployment check never takes a running instance's id.
+            (Some(id), true) => format!("{id}-check-{}", suffix()),
+            (None, true) => format!("{}-check-{}", self.name, suffix()),
+            (Some(id), false) => id.clone(),
+            (None, false) => format!("{}-{}", self.name, suffix()),
+        };
         let client_name = self
             .client_name
             .clone()
@@ -927,6 +931,7 @@ impl AppSpec {
         options.client_name = Some(client_name.clone());
         options.ready = self.ready.clone();
         options.transactional = self.transactional;
+        options.probe = probe;
         let names = self.bus_names()?;
         options.group = names.group.clone();
         let mut subscriptions = Vec::new();
@@ -1072,7 +1077,7 @@ impl Application {
     pub(crate) async fn check_connection(&self, defaults: &RunDefaults) -> Result<()> {
         let running = self
             .spec
-            .connect(defaults)
+            .connect(defaults, true)
             .await
             .map_err(|e| self.spec.startup_error(e))?;
         tracing::info!(app = %self.spec.name, "connected: check passed");
@@ -1085,7 +1090,7 @@ impl Application {
         }
         let running = self
             .spec
-            .connect(defaults)
+            .connect(defaults, false)
             .await
             .map_err(|e| self.spec.startup_error(e))?;
         let running = self.running.insert(running);

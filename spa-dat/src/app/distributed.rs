@@ -523,11 +523,8 @@ impl DistributedApplication {
         Ok(asyncapi::document(config, &contracts, &self.info))
     }
 
-    /// Writes the AsyncAPI document where `SPA_DAT_ASYNCAPI` says, if it says.
-    fn document_if_asked(&self) -> Result<Option<Stopped>> {
-        let Some(target) = std::env::var_os(ENV_ASYNCAPI) else {
-            return Ok(None);
-        };
+    /// Writes the AsyncAPI document to `target` (`-`: standard output).
+    fn document_to(&self, target: &std::ffi::OsStr) -> Result<Stopped> {
         let document = self.asyncapi()?;
         let mut text = serde_json::to_string_pretty(&document)
             .map_err(|error| Error::config(format!("the AsyncAPI document: {error}")))?;
@@ -538,7 +535,7 @@ impl DistributedApplication {
                 .write_all(text.as_bytes())
                 .map_err(|error| Error::config(format!("{ENV_ASYNCAPI}=-: {error}")))?;
         } else {
-            std::fs::write(&target, text).map_err(|error| {
+            std::fs::write(target, text).map_err(|error| {
                 Error::config(format!(
                     "{ENV_ASYNCAPI}: cannot write {}: {error}",
                     std::path::Path::new(&target).display()
@@ -546,7 +543,7 @@ impl DistributedApplication {
             })?;
             tracing::info!(path = %std::path::Path::new(&target).display(), "wrote the AsyncAPI document");
         }
-        Ok(Some(Stopped::Documented))
+        Ok(Stopped::Documented)
     }
 
     /// Names of the handlers registered with `#[consumer]` / `#[producer]` in this binary.
@@ -613,11 +610,10 @@ impl DistributedApplication {
     /// # }
     /// ```
     pub async fn start_async(self) -> Result<Stopped> {
-        if let Some(stopped) = self.document_if_asked()? {
-            return Ok(stopped);
-        }
-        if check_asked() {
-            return self.check().await.map(|()| Stopped::Checked);
+        match asked_instead_of_running()? {
+            Instead::Run => {}
+            Instead::Document(target) => return self.document_to(&target),
+            Instead::Check => return self.check().await.map(|()| Stopped::Checked),
         }
         let Prepared {
             config,
@@ -649,14 +645,20 @@ impl DistributedApplication {
 
     /// Checks, for a deployment pipeline, that this application could start where it is:
     /// the configuration is valid, every `${NAME}` placeholder is set, every handler's
-    /// arguments are offered, and every application's socket connects to the bus and is
-    /// allowed what it needs there (a consumer's subscriptions: MQTT SUBACKs, Kafka READ on its
-    /// topics and group). Sockets are closed again; no handler runs, no resource is set up,
-    /// nothing is published. Every problem is named in one error.
+    /// arguments are offered, every application's socket connects to the bus and is allowed
+    /// what it needs there (a consumer's subscriptions: MQTT SUBACKs, Kafka READ on its
+    /// existing topics and its group), and `health_addr` / `metrics_addr` can be bound.
+    /// Sockets are closed again; no handler runs, no resource is set up, nothing is published
+    /// or committed. Every problem is named in one error.
+    ///
+    /// It takes no running instance's place (see [`SocketOptions::probe`](crate::socket::spi::SocketOptions::probe)):
+    /// client ids of its own, MQTT subscriptions neither shared nor kept, on Kafka no group
+    /// joined, no topic created, no transaction begun; an access check that cannot finish in
+    /// `connect_timeout_ms` fails.
     ///
     /// Without code: `SPA_DAT_CHECK=1 ./my-service` checks instead of running, and exits 0
     /// ([`Stopped::Checked`]) or with the error. What it cannot see: a publish the broker's
-    /// ACLs refuse (finding out would need a message).
+    /// ACLs refuse (finding out would need a message), a topic that does not exist yet.
     ///
     /// # Examples
     ///
@@ -680,17 +682,22 @@ impl DistributedApplication {
     /// # }
     /// ```
     pub async fn check(self) -> Result<()> {
-        let prepared = self.prepare()?;
+        let (prepared, mut problems) = self.prepare_checked()?;
         let bus = prepared.defaults.provider.describe();
+        // The applications whose own checks passed connect; every problem is named at once.
         let checks = prepared
             .apps
             .iter()
+            .filter(|app| app.check(&prepared.defaults).is_ok())
             .map(|app| app.check_connection(&prepared.defaults));
-        let problems: Vec<Error> = futures_util::future::join_all(checks)
-            .await
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
+        problems.extend(
+            futures_util::future::join_all(checks)
+                .await
+                .into_iter()
+                .filter_map(Result::err),
+        );
+        #[cfg(any(feature = "probes", feature = "prometheus"))]
+        problems.extend(super::health::http::check_addresses(&prepared.config));
         match problems.is_empty() {
             true => {
                 tracing::info!(apps = prepared.apps.len(), %bus, "configuration check passed");
@@ -703,6 +710,15 @@ impl DistributedApplication {
     /// The run's configuration, applications and defaults, every application checked
     /// (handler arguments, placeholders) before any socket connects.
     fn prepare(self) -> Result<Prepared> {
+        let (prepared, problems) = self.prepare_checked()?;
+        match problems.is_empty() {
+            true => Ok(prepared),
+            false => Err(Error::from_many(problems)),
+        }
+    }
+
+    /// [`DistributedApplication::prepare`], its applications' problems beside it.
+    fn prepare_checked(self) -> Result<(Prepared, Vec<Error>)> {
         let DistributedApplication {
             config,
             provider,
@@ -734,7 +750,7 @@ impl DistributedApplication {
                 "nothing to run: no #[consumer] or #[producer] is registered and no application was added",
             ));
         }
-        check_unique_names(&apps)?;
+        let mut problems: Vec<Error> = check_unique_names(&apps).err().into_iter().collect();
         let defaults = RunDefaults {
             provider: Arc::clone(&provider),
             settings,
@@ -742,14 +758,8 @@ impl DistributedApplication {
             resources: resources.by_type().clone(),
             shutdown: shutdown.clone(),
         };
-        let problems: Vec<Error> = apps
-            .iter()
-            .filter_map(|app| app.check(&defaults).err())
-            .collect();
-        if !problems.is_empty() {
-            return Err(Error::from_many(problems));
-        }
-        Ok(Prepared {
+        problems.extend(apps.iter().filter_map(|app| app.check(&defaults).err()));
+        let prepared = Prepared {
             config,
             apps,
             defaults,
@@ -757,7 +767,8 @@ impl DistributedApplication {
             shutdown,
             readiness,
             watch_signals,
-        })
+        };
+        Ok((prepared, problems))
     }
 }
 
@@ -772,13 +783,57 @@ struct Prepared {
     watch_signals: bool,
 }
 
-/// Whether `SPA_DAT_CHECK` asks for a configuration check instead of a run (set, not empty,
-/// not `0` or `false`).
-fn check_asked() -> bool {
-    std::env::var(ENV_CHECK).is_ok_and(|value| {
-        let value = value.trim();
-        !value.is_empty() && value != "0" && !value.eq_ignore_ascii_case("false")
-    })
+/// What the environment asks for instead of a run.
+#[derive(Debug, PartialEq)]
+enum Instead {
+    Run,
+    /// `SPA_DAT_ASYNCAPI`: write the document there.
+    Document(std::ffi::OsString),
+    /// `SPA_DAT_CHECK`: check the deployment.
+    Check,
+}
+
+/// Reads `SPA_DAT_ASYNCAPI` and `SPA_DAT_CHECK`. An empty value is unset; `SPA_DAT_CHECK`
+/// takes 1/true/yes/on or 0/false/no/off, `SPA_DAT_ASYNCAPI` a file name (or `-`), not a
+/// yes or no; asking for both is an error: a pipeline that meant to check must not pass
+/// having only written a document.
+fn asked_instead_of_running() -> Result<Instead> {
+    instead_of_running(std::env::var_os(ENV_ASYNCAPI), std::env::var_os(ENV_CHECK))
+}
+
+fn instead_of_running(
+    document: Option<std::ffi::OsString>,
+    check: Option<std::ffi::OsString>,
+) -> Result<Instead> {
+    const YES: [&str; 4] = ["1", "true", "yes", "on"];
+    const NO: [&str; 4] = ["0", "false", "no", "off"];
+    let is = |words: &[&str], value: &str| words.iter().any(|w| w.eq_ignore_ascii_case(value));
+    let document = document.filter(|value| !value.is_empty());
+    if let Some(value) = document.as_ref().and_then(|value| value.to_str()) {
+        if is(&YES, value.trim()) || is(&NO, value.trim()) {
+            return Err(Error::config(format!(
+                "{ENV_ASYNCAPI}={value}: give the file to write the AsyncAPI document to (or `-` for standard output)"
+            )));
+        }
+    }
+    let check = match check.as_ref().map(|value| value.to_string_lossy()) {
+        None => false,
+        Some(value) if value.trim().is_empty() || is(&NO, value.trim()) => false,
+        Some(value) if is(&YES, value.trim()) => true,
+        Some(value) => {
+            return Err(Error::config(format!(
+                "{ENV_CHECK}={value}: expected 1 (check instead of running) or 0"
+            )))
+        }
+    };
+    match (document, check) {
+        (Some(_), true) => Err(Error::config(format!(
+            "{ENV_ASYNCAPI} and {ENV_CHECK} are both set: ask for one (the check, or the document)"
+        ))),
+        (Some(target), false) => Ok(Instead::Document(target)),
+        (None, true) => Ok(Instead::Check),
+        (None, false) => Ok(Instead::Run),
+    }
 }
 
 async fn run_apps(
@@ -950,5 +1005,35 @@ fn check_unique_names(apps: &[Application]) -> Result<()> {
     match duplicates.is_empty() {
         true => Ok(()),
         false => Err(Error::from_many(duplicates)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(value: &str) -> Option<std::ffi::OsString> {
+        Some(value.into())
+    }
+
+    #[test]
+    fn the_environment_asks_for_one_thing_or_says_what_is_wrong() {
+        assert_eq!(instead_of_running(None, None).ok(), Some(Instead::Run));
+        assert_eq!(instead_of_running(os(""), os("")).ok(), Some(Instead::Run));
+        assert_eq!(instead_of_running(None, os("off")).ok(), Some(Instead::Run));
+        assert_eq!(
+            instead_of_running(None, os("Yes")).ok(),
+            Some(Instead::Check)
+        );
+        assert_eq!(
+            instead_of_running(os("api.json"), os("0")).ok(),
+            Some(Instead::Document("api.json".into()))
+        );
+        let both = instead_of_running(os("api.json"), os("1")).expect_err("both");
+        assert!(both.to_string().contains("both set"), "{both}");
+        let flag = instead_of_running(os("false"), None).expect_err("not a file");
+        assert!(flag.to_string().contains("give the file"), "{flag}");
+        let odd = instead_of_running(None, os("please")).expect_err("not a yes or no");
+        assert!(odd.to_string().contains("expected 1"), "{odd}");
     }
 }

@@ -174,6 +174,13 @@ pub struct SocketOptions {
     /// offsets in one transaction (Kafka's exactly-once); a transport without transactions
     /// refuses to connect.
     pub transactional: bool,
+    /// A deployment check's socket ([`crate::DistributedApplication::check`]): it connects and
+    /// checks access as a run's would, and takes no running instance's place — its client id
+    /// is its own (`client_id`, even with a bus-wide id), MQTT subscriptions are neither
+    /// shared nor kept (a clean session, QoS 0), Kafka joins no group, creates no topic, begins
+    /// no transaction (the running producer's transactional id is not fenced), and an access
+    /// check that cannot finish in time is an error, not a warning.
+    pub probe: bool,
 }
 
 impl SocketOptions {
@@ -189,6 +196,7 @@ impl SocketOptions {
             inbox_capacity: 1024,
             ready: ReadySignal::default(),
             transactional: false,
+            probe: false,
         }
     }
 
@@ -212,9 +220,11 @@ impl SocketOptions {
     /// prefix, so the sockets of one program never share an id (an MQTT broker disconnects the
     /// older of two connections with one id; on Kafka they would share a reply topic).
     pub fn client_id_with(&self, bus_client_id: Option<&str>) -> String {
-        match bus_client_id {
-            Some(prefix) => format!("{prefix}-{}", self.stable_id),
-            None => self.client_id.clone(),
+        match (bus_client_id, self.probe) {
+            (Some(prefix), false) => format!("{prefix}-{}", self.stable_id),
+            // A check's socket never takes the id a running instance uses.
+            (Some(prefix), true) => format!("{prefix}-{}", self.client_id),
+            (None, _) => self.client_id.clone(),
         }
     }
 

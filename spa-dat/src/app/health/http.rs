@@ -133,6 +133,33 @@ pub(crate) async fn serve_configured(
     Ok(())
 }
 
+/// What would stop [`serve_configured`] from serving: an address that is not `host:port`, or
+/// one it cannot bind (taken, not this machine's) — for the deployment check, which binds
+/// each and lets it go at once.
+pub(crate) fn check_addresses(config: &Config) -> Vec<crate::error::Error> {
+    let configured = [
+        ("health_addr", &config.health_addr),
+        ("metrics_addr", &config.metrics_addr),
+    ];
+    let mut problems = Vec::new();
+    let mut bound: Vec<SocketAddr> = Vec::new();
+    for (key, addr) in configured {
+        let Some(addr) = addr else { continue };
+        match parse_addr(key, addr) {
+            // One server for both when they are the same address.
+            Ok(socket) if bound.contains(&socket) => {}
+            Ok(socket) => match std::net::TcpListener::bind(socket) {
+                Ok(_listener) => bound.push(socket),
+                Err(e) => problems.push(Error::config(format!(
+                    "{key} `{addr}` cannot be served: {e}"
+                ))),
+            },
+            Err(error) => problems.push(error),
+        }
+    }
+    problems
+}
+
 /// The exporter's periodic upkeep (draining histograms), every 5 s as its own listener did,
 /// until `shutdown`.
 #[cfg(feature = "prometheus")]

@@ -17,7 +17,8 @@ use super::context::{refused_group, Failures, SocketContext};
 const POLL: Duration = Duration::from_millis(50);
 
 /// Fails with a message naming the group or topic the broker refuses this client; `Ok` also when
-/// the check could not finish within `timeout` (the consumer then reports what it finds).
+/// the check could not finish within `timeout` (the consumer then reports what it finds) unless
+/// `strict` (a deployment check: not confirmed is a failure).
 ///
 /// A throw-away consumer of `group` that never joins it: fetching the group's committed offsets
 /// needs the group's DESCRIBE (implied by READ), and one fetch at the end of partition 0 needs
@@ -30,6 +31,7 @@ pub(super) fn verify_read_access(
     group: &str,
     topics: &[String],
     timeout: Duration,
+    strict: bool,
 ) -> Result<(), String> {
     // Its own failures: what it finds is about this group and these topics only.
     let failures = Arc::new(Failures::default());
@@ -40,7 +42,7 @@ pub(super) fn verify_read_access(
     let probe: BaseConsumer<SocketContext> = config
         .create_with_context(context)
         .map_err(|e| format!("checking access: {e}"))?;
-    let checked = check(&probe, &failures, group, topics, timeout);
+    let checked = check(&probe, &failures, group, topics, timeout, strict);
     // Closing a client waits for its threads (~100 ms): not on the caller's time.
     std::thread::spawn(move || drop(probe));
     checked
@@ -52,6 +54,7 @@ fn check(
     group: &str,
     topics: &[String],
     timeout: Duration,
+    strict: bool,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     let mut partitions = TopicPartitionList::new();
@@ -80,6 +83,11 @@ fn check(
             Err(error) if is_authorization(&error) => {
                 return Err(refused_group(group, &code_of(&error)));
             }
+            Err(error) if Instant::now() >= deadline && strict => {
+                return Err(format!(
+                    "access to consumer group `{group}` not confirmed within {timeout:?} (connect_timeout_ms): {error}"
+                ));
+            }
             Err(error) if Instant::now() >= deadline => {
                 tracing::warn!(%group, %error, "consumer group access not confirmed within {timeout:?}; subscribing anyway");
                 return Ok(());
@@ -105,6 +113,11 @@ fn check(
         loop {
             if let Some(permanent) = failures.permanent() {
                 return Err(permanent);
+            }
+            if Instant::now() >= deadline && strict {
+                return Err(format!(
+                    "read access to `{topic}` not confirmed within {timeout:?} (connect_timeout_ms)"
+                ));
             }
             if Instant::now() >= deadline {
                 tracing::warn!(%topic, "read access not confirmed within {timeout:?}; subscribing anyway");

@@ -127,7 +127,8 @@ impl SocketProvider for KafkaSocketProvider {
         // restarts and unique among replicas (a pod's name) lets a restarted process abort its
         // killed predecessor's open transaction at once instead of after
         // `transaction.timeout.ms`: set `transactional.id` for that.
-        let transactional_id = options.transactional.then(|| {
+        // A deployment check begins no transaction: the same id would fence the running one.
+        let transactional_id = (options.transactional && !options.probe).then(|| {
             config
                 .properties
                 .get("transactional.id")
@@ -209,6 +210,7 @@ impl SocketProvider for KafkaSocketProvider {
         let (sender, inbox) = Inbox::channel(options.inbox_capacity);
         let shared = Arc::new(Shared {
             config: config.clone(),
+            probe: options.probe,
             broker: broker.clone(),
             replies: Arc::new(Replies::new(&client_id, RequestMultiplexer::new())),
             client_id,

@@ -28,6 +28,8 @@ pub(super) struct Shared {
     /// The socket's readiness (see `context::SocketContext::ready`).
     pub(super) ready: crate::socket::ReadySignal,
     pub(super) config: KafkaConfig,
+    /// A deployment check's socket (see [`crate::socket::spi::SocketOptions::probe`]).
+    pub(super) probe: bool,
     pub(super) broker: String,
     pub(super) client_id: String,
     pub(super) group_id: String,
@@ -86,9 +88,11 @@ impl Shared {
         );
         let (group, topics) = (group.to_owned(), topics.to_vec());
         let timeout = Duration::from_millis(self.config.connect_timeout_ms);
+        let strict = self.probe;
         blocking(&self.broker, "subscribe", move || {
             let started = Instant::now();
-            let checked = access::verify_read_access(config, &broker, &group, &topics, timeout);
+            let checked =
+                access::verify_read_access(config, &broker, &group, &topics, timeout, strict);
             tracing::debug!(%group, ?topics, took = ?started.elapsed(), ok = checked.is_ok(), "read access checked");
             checked
         })

@@ -178,6 +178,19 @@ impl SocketProvider for MqttSocketProvider {
 
 /// Connects a socket speaking `W` to the broker `config` names.
 async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result<Connection> {
+    // A check's socket keeps no session and takes no share of a group's messages.
+    let probe_config;
+    let config = match options.probe {
+        true => {
+            probe_config = MqttConfig {
+                clean_session: true,
+                qos: 0,
+                ..config.clone()
+            };
+            &probe_config
+        }
+        false => config,
+    };
     let broker = config.broker();
     let client_id = options.client_id_with(config.client_id.as_deref());
     // Never more unacknowledged deliveries than the inbox holds (MQTT 5's Receive Maximum).
@@ -235,7 +248,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         order: tokio::sync::Mutex::new(()),
         ledger: Mutex::new(Ledger::default()),
         subscriptions: Mutex::new(Vec::new()),
-        group: options.group.clone(),
+        group: options.group.clone().filter(|_| !options.probe),
         replies: RequestMultiplexer::new(),
         reply_prefix: format!("_spa/reply/{}", sanitize(&client_id)),
         reply_subscription: tokio::sync::OnceCell::new(),
