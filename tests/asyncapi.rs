@@ -197,7 +197,7 @@ fn the_document_says_what_each_handler_takes_replies_and_forwards() {
     assert_eq!(order["contentType"], "application/json");
     assert_eq!(
         order["payload"]["allOf"][0]["$ref"],
-        "#/components/schemas/SpaMessage"
+        "#/components/schemas/spa-dat.Envelope"
     );
     assert_eq!(
         order["payload"]["properties"]["Payload"]["contentSchema"]["$ref"],
@@ -214,7 +214,7 @@ fn the_document_says_what_each_handler_takes_replies_and_forwards() {
     );
     assert!(schemas["Invoice"]["properties"]["total_cents"].is_object());
     assert_eq!(
-        schemas["SpaMessage"]["required"],
+        schemas["spa-dat.Envelope"]["required"],
         serde_json::json!(["Payload", "Topic"])
     );
     // A builder-added consumer of SpaMessage takes any payload; its String reply is text.
@@ -254,7 +254,7 @@ fn bindings_and_wire_formats_follow_the_bus() {
     };
 
     let kafka = doc("kafka-envelope");
-    assert_eq!(kafka["servers"]["kafka-1"]["host"], "k1.example:9092");
+    assert_eq!(kafka["servers"]["kafka"]["host"], "k1.example:9092");
     assert_eq!(kafka["servers"]["kafka-2"]["protocol"], "kafka-secure");
     let bindings = &kafka["operations"]["bill"]["bindings"]["kafka"];
     assert_eq!(bindings["groupId"]["enum"], serde_json::json!(["billing"]));
@@ -276,7 +276,9 @@ fn bindings_and_wire_formats_follow_the_bus() {
         raw["operations"]["bill"]["reply"]["address"]["location"],
         "$message.header#/spa-response-topic"
     );
-    assert!(raw["components"]["schemas"].get("SpaMessage").is_none());
+    assert!(raw["components"]["schemas"]
+        .get("spa-dat.Envelope")
+        .is_none());
 }
 
 const CHILD_ENV: &str = "SPA_DAT_TEST_ASYNCAPI_CHILD";
@@ -347,4 +349,193 @@ fn spa_dat_asyncapi_writes_the_document_and_exits_without_running() {
         said.contains("/nonexistent-dir/asyncapi.json"),
         "names the file: {said}"
     );
+}
+
+// --- From an outside attack: names that collide, braces, renamed schemas, other buses ---
+
+mod billing {
+    /// Billing's order: another type of the same short name.
+    #[derive(serde::Deserialize, schemars::JsonSchema)]
+    pub(super) struct Order {
+        pub(super) invoice_number: String,
+    }
+}
+
+/// A user type named like spa-dat's own dead-letter message.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+struct DeadLetter {
+    why: String,
+}
+
+/// A schema name a component may not have (`^[a-zA-Z0-9.\-_]+$`).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename = "order created/v1")]
+struct OrderCreated {
+    id: u64,
+}
+
+/// A reply type of the user's own: it may reply.
+struct Ack;
+
+impl spa_dat::IntoReply for Ack {
+    fn into_reply(self) -> spa_dat::handler::HandlerResult {
+        Ok(Some(SpaMessage::new("", "ack")))
+    }
+}
+
+#[consumer(topics = ["billing/orders"], dead_letter = "billing/dead")]
+async fn take_billing_order(Json(order): Json<billing::Order>) {
+    let _ = order.invoice_number;
+}
+
+#[consumer(topics = ["audit/dead"])]
+async fn take_user_dead_letter(Json(letter): Json<DeadLetter>) -> Ack {
+    let _ = letter.why;
+    Ack
+}
+
+#[consumer(topics = ["devices/{id}/state", "created"])]
+async fn take_created(first: Json<OrderCreated>, second: Json<Invoice>) {
+    let _ = (first.0.id, second.0.order);
+}
+
+/// The document of every handler of this binary on `config`, validated by the parser.
+fn validated(name: &str, app: DistributedApplication) -> Value {
+    let doc = app.asyncapi().expect("a document");
+    let path = out_dir().join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&doc).expect("JSON")).expect("written");
+    let (accepted, said) = run_parser(&[path]);
+    assert!(accepted, "{name}: the AsyncAPI parser refused:\n{said}");
+    doc
+}
+
+#[test]
+fn colliding_names_braces_and_renamed_schemas_give_a_valid_and_true_document() {
+    let doc = validated(
+        "collisions",
+        DistributedApplication::new().config(Config::default()),
+    );
+    let messages = &doc["components"]["messages"];
+    // Two types named Order: two messages, each with its own schema.
+    let bill = &doc["operations"]["bill"]["messages"][0]["$ref"];
+    let billing = &doc["operations"]["take_billing_order"]["messages"][0]["$ref"];
+    assert_ne!(bill, billing, "two Order types share a message");
+    let id = |reference: &Value| {
+        reference
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .expect("a reference")
+            .to_owned()
+    };
+    let schema_of = |message: &str| {
+        messages[message]["payload"]["properties"]["Payload"]["contentSchema"]["$ref"].clone()
+    };
+    assert_ne!(schema_of(&id(bill)), schema_of(&id(billing)), "{messages}");
+    // The user's DeadLetter and spa-dat's are two messages; spa-dat's keeps its headers.
+    let dead = id(&doc["operations"]["take_billing_order-dead-letters"]["messages"][0]["$ref"]);
+    assert!(messages[&dead]["headers"]["properties"]["spa-dead-letter-reason"].is_object());
+    let user = id(&doc["operations"]["take_user_dead_letter"]["messages"][0]["$ref"]);
+    assert_ne!(dead, user);
+    // A reply type of the user's own may reply: the operation says so.
+    assert!(doc["operations"]["take_user_dead_letter"]["reply"].is_object());
+    // A topic's own braces are not parameters.
+    let created = &doc["channels"];
+    assert!(
+        created
+            .as_object()
+            .expect("channels")
+            .values()
+            .any(|channel| channel["address"] == "devices/%7Bid%7D/state"),
+        "{created}"
+    );
+    // The schema is the payload argument's (the first Json), under a valid key.
+    let first = id(&doc["operations"]["take_created-created"]["messages"][0]["$ref"]);
+    let reference = schema_of(&first);
+    let key = reference
+        .as_str()
+        .and_then(|r| r.strip_prefix("#/components/schemas/"))
+        .expect("a schema reference");
+    assert!(
+        key.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+        "{key}"
+    );
+    assert!(
+        doc["components"]["schemas"][key]["properties"]["id"].is_object(),
+        "the first argument's schema: {}",
+        doc["components"]["schemas"]
+    );
+}
+
+#[test]
+fn a_bus_given_as_a_provider_and_default_topics_are_what_the_document_describes() {
+    use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+    let mut config = KafkaConfig::new("k1.example:9092");
+    config.default_subscription_topics = vec!["defaults.a".into()];
+    config.group_id = Some("bus-group".into());
+    let provider = std::sync::Arc::new(KafkaSocketProvider::new(config).expect("config"));
+    let doc = validated(
+        "provider",
+        DistributedApplication::new()
+            .without_registered_handlers()
+            .config(Config::default())
+            .socket_provider(provider)
+            .add_application(
+                spa_dat::Application::consumer("defaults", Vec::<String>::new(), audit)
+                    .group("g-${REGION}"),
+            ),
+    );
+    assert_eq!(
+        doc["servers"]["kafka"]["host"], "k1.example:9092",
+        "{}",
+        doc["servers"]
+    );
+    assert!(
+        doc["servers"].get("in-process").is_none(),
+        "{}",
+        doc["servers"]
+    );
+    let operation = &doc["operations"]["defaults"];
+    assert_eq!(operation["channel"]["$ref"], "#/channels/defaults_a");
+    let group = &operation["bindings"]["kafka"]["groupId"];
+    assert!(
+        group.get("enum").is_none(),
+        "a placeholder is not a value: {group}"
+    );
+}
+
+#[test]
+fn mqtt_3_1_1_with_bare_payloads_promises_no_reply_header() {
+    let doc = validated(
+        "mqtt311-raw",
+        DistributedApplication::new()
+            .without_registered_handlers()
+            .config(Config {
+                bus: SocketConfig::from_url("mqtt://broker.example:1883?wire=raw").expect("URL"),
+                ..Config::default()
+            })
+            .add_consumer("audit", ["audit/#"], audit),
+    );
+    let address = &doc["operations"]["audit"]["reply"]["address"];
+    assert!(address.get("location").is_none(), "{address}");
+}
+
+/// A trait of the user's with a method named like the macro's old probe, in scope of a
+/// `#[consumer]`: the handler still compiles (the probe's method name is spa-dat's own).
+mod user_trait_in_scope {
+    use spa_dat::{consumer, Json};
+
+    #[allow(dead_code)]
+    pub(super) trait Describe {
+        fn payload_schema(&self) -> Option<()> {
+            None
+        }
+    }
+
+    impl<T> Describe for T {}
+
+    #[consumer(topics = ["scoped"])]
+    async fn scoped(Json(order): Json<super::Order>) {
+        let _ = order.id;
+    }
 }

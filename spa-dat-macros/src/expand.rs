@@ -202,10 +202,20 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
     // Each payload type's JSON Schema, where the `schemars` feature finds one (the probe's
     // docs in spa-dat's __private); a type the probe cannot name has none.
     let probe = |ty: &syn::Type| match names_a_concrete_type(ty) {
-        true => quote! { (&#krate::__private::Probe::<#ty>::NEW).payload_schema() },
+        true => quote! { (&#krate::__private::Probe::<#ty>::NEW).__spa_dat_payload_schema() },
         false => quote! { ::core::option::Option::None },
     };
-    let takes_probes: Vec<TokenStream> = arg_types.iter().map(|ty| probe(ty)).collect();
+    // The schema of the argument the payload is taken from, not of another `Json<_>`.
+    let takes_probes: Vec<TokenStream> = arg_types
+        .iter()
+        .map(|ty| match names_a_concrete_type(ty) {
+            true => {
+                let schema = probe(ty);
+                quote! { ((&#krate::__private::Probe::<#ty>::NEW).__spa_dat_reads_payload(), #schema) }
+            }
+            false => quote! { (false, ::core::option::Option::None) },
+        })
+        .collect();
     let reply_probe = match &function.sig.output {
         ReturnType::Default => quote! { ::core::option::Option::None },
         ReturnType::Type(_, ty) => probe(ty),
@@ -249,10 +259,13 @@ fn register(kind: Kind, function: &ItemFn, options: &Options) -> TokenStream {
                     make_handler: {
                         fn __spa_make_handler() -> #krate::__private::BoxedHandler {
                             #[allow(unused_imports)]
-                            use #krate::__private::{NoPayloadSchema as _, SchemaOfPayload as _};
+                            use #krate::__private::{
+                                NoPayloadSchema as _, ReadsNoPayload as _, ReadsPayload as _,
+                                SchemaOfPayload as _,
+                            };
                             #krate::__private::BoxedHandler::new(#ident).with_schemas(
                                 #krate::__private::PayloadSchemas {
-                                    takes: ::core::option::Option::None #(.or(#takes_probes))*,
+                                    takes: #krate::__private::schema_of_payload_argument([#(#takes_probes),*]),
                                     replies: #reply_probe,
                                 },
                             )

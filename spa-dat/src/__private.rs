@@ -19,7 +19,8 @@ pub fn assert_send_future<F: std::future::Future + Send>(_: &F) {}
 
 pub use crate::handler::{PayloadSchema, PayloadSchemas};
 
-/// The macro's probe for a payload type's JSON Schema: `(&Probe::<T>::NEW).payload_schema()`
+/// The macro's probe for a payload type's JSON Schema: `(&Probe::<T>::NEW).__spa_dat_payload_schema()`
+/// (a name no user trait in scope shares: a method of the same name would be ambiguous)
 /// finds [`SchemaOfPayload`] when `T` is a `Json<U>` (or a batch, option or result of one)
 /// with `U: JsonSchema` and the `schemars` feature is on, else [`NoPayloadSchema`] one
 /// reference further (autoref specialization: a handler's types are concrete in its crate).
@@ -33,18 +34,53 @@ impl<T: ?Sized> Probe<T> {
 /// The schema of a payload type whose JSON Schema is known.
 pub trait SchemaOfPayload {
     /// `Some` schema maker.
-    fn payload_schema(&self) -> Option<PayloadSchema>;
+    fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema>;
 }
 
 /// Any other type: no schema.
 pub trait NoPayloadSchema {
     /// `None`.
-    fn payload_schema(&self) -> Option<PayloadSchema> {
+    fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
         None
     }
 }
 
 impl<T: ?Sized> NoPayloadSchema for &Probe<T> {}
+
+/// Whether an argument type reads the payload (its `FromContext::payload`), found the same
+/// way: a type that is no handler argument answers `false` instead of failing to compile a
+/// second time (its own check names it).
+pub trait ReadsPayload {
+    /// `FromContext::payload().is_some()`.
+    fn __spa_dat_reads_payload(&self) -> bool;
+}
+
+impl<T: crate::FromContext> ReadsPayload for Probe<T> {
+    fn __spa_dat_reads_payload(&self) -> bool {
+        T::payload().is_some()
+    }
+}
+
+/// Any other type: no payload.
+pub trait ReadsNoPayload {
+    /// `false`.
+    fn __spa_dat_reads_payload(&self) -> bool {
+        false
+    }
+}
+
+impl<T: ?Sized> ReadsNoPayload for &Probe<T> {}
+
+/// The schema of the argument a handler takes its payload from: the first whose
+/// `FromContext::payload` is `Some` (`(reads the payload, its schema)` per argument).
+pub fn schema_of_payload_argument<const N: usize>(
+    arguments: [(bool, Option<PayloadSchema>); N],
+) -> Option<PayloadSchema> {
+    arguments
+        .into_iter()
+        .find(|(reads_payload, _)| *reads_payload)
+        .and_then(|(_, schema)| schema)
+}
 
 #[cfg(feature = "schemars")]
 mod schemas {
@@ -58,31 +94,31 @@ mod schemas {
     }
 
     impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Json<U>> {
-        fn payload_schema(&self) -> Option<PayloadSchema> {
+        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
             of::<U>()
         }
     }
 
     impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Batch<Json<U>>> {
-        fn payload_schema(&self) -> Option<PayloadSchema> {
+        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
             of::<U>()
         }
     }
 
     impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Option<Json<U>>> {
-        fn payload_schema(&self) -> Option<PayloadSchema> {
+        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
             of::<U>()
         }
     }
 
     impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Json<U>, E>> {
-        fn payload_schema(&self) -> Option<PayloadSchema> {
+        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
             of::<U>()
         }
     }
 
     impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Option<Json<U>>, E>> {
-        fn payload_schema(&self) -> Option<PayloadSchema> {
+        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
             of::<U>()
         }
     }

@@ -461,11 +461,13 @@ impl Application {
             topics: &spec.topics,
             group: spec.group.as_deref(),
             client_id: spec.client_id.as_deref(),
+            client_name: spec.client_name.as_deref(),
             dead_letter_topic: spec.dead_letter_topic.as_deref(),
             sends: &spec.sends,
             batch: spec.batch.map(|shape| shape.size),
             shape: spec.handler.shape(),
             schemas: spec.handler.schemas(),
+            provider: spec.provider.as_ref(),
         }
     }
 

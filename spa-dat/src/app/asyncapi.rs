@@ -1,10 +1,12 @@
 //! The application's contract as an AsyncAPI 3.0 document, from what spa-dat knows at
 //! start-up: each application's topics, group, replies and dead letters, the payload types of
 //! its handler ([`crate::handler::Payload`]; JSON Schemas with the `schemars` feature) and the
-//! configured bus (never its credentials). Written by `SPA_DAT_ASYNCAPI=out.json ./app`
+//! bus each application runs on — from the configuration, or described by the socket provider
+//! it was given (never a credential). Written by `SPA_DAT_ASYNCAPI=out.json ./app`
 //! ([`crate::DistributedApplication::asyncapi`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
 
@@ -13,7 +15,7 @@ use crate::config::{Config, SocketConfig};
 use crate::handler::describe::{HandlerShape, Payload, PayloadFormat, PayloadSchema};
 use crate::handler::{HandlerKind, PayloadSchemas};
 use crate::socket::headers;
-use crate::socket::WireFormat;
+use crate::socket::{SocketProvider, WireFormat};
 
 /// What the document says of one application.
 pub(crate) struct AppContract<'a> {
@@ -22,11 +24,14 @@ pub(crate) struct AppContract<'a> {
     pub(crate) topics: &'a [String],
     pub(crate) group: Option<&'a str>,
     pub(crate) client_id: Option<&'a str>,
+    pub(crate) client_name: Option<&'a str>,
     pub(crate) dead_letter_topic: Option<&'a str>,
     pub(crate) sends: &'a [String],
     pub(crate) batch: Option<usize>,
     pub(crate) shape: HandlerShape,
     pub(crate) schemas: PayloadSchemas,
+    /// Its own bus, when it was given one.
+    pub(crate) provider: Option<&'a Arc<dyn SocketProvider>>,
 }
 
 /// The document's title and version (`info`).
@@ -53,67 +58,89 @@ impl Default for ApiInfo {
     }
 }
 
-/// The bus as the document sees it.
+/// The schema of the spa-dat envelope in `components/schemas`: a key no Rust type's schema
+/// takes (schemars names them after the type).
+const ENVELOPE_SCHEMA: &str = "spa-dat.Envelope";
+
+/// A bus as the document sees it.
+#[derive(Clone)]
 struct Bus {
     transport: Transport,
     wire: WireFormat,
-    servers: Map<String, Value>,
+    /// Its servers: protocol, host and what else is known, never a credential.
+    servers: Vec<Value>,
+    /// What a consumer that names no topics subscribes to.
+    default_topics: Vec<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
+#[derive(Clone, PartialEq, Eq)]
 enum Transport {
     Memory,
-    Mqtt { qos: u8 },
-    Kafka,
+    Mqtt {
+        /// The QoS of subscriptions, where the configuration says.
+        qos: Option<u8>,
+        /// MQTT 3.1.1 (no headers), where the configuration says.
+        v311: bool,
+    },
+    Kafka {
+        /// The bus-wide group (`group=`).
+        group: Option<String>,
+        /// The bus-wide client id prefix.
+        client_id: Option<String>,
+    },
+    /// A transport spa-dat does not know, named by its scheme.
+    Other,
 }
 
-/// The AsyncAPI 3.0.0 document of `apps` on the bus `config` describes.
-pub(crate) fn document(config: &Config, apps: &[AppContract<'_>], info: &ApiInfo) -> Value {
-    let bus = bus_of(&config.bus);
-    let mut doc = Document::new(bus);
+/// The AsyncAPI 3.0.0 document of `apps`, run on `provider` if the run was given one, else on
+/// the bus `config` describes.
+pub(crate) fn document(
+    config: &Config,
+    provider: Option<&Arc<dyn SocketProvider>>,
+    apps: &[AppContract<'_>],
+    info: &ApiInfo,
+) -> Value {
+    let run_bus = match provider {
+        Some(provider) => bus_of_provider(provider.as_ref()),
+        None => bus_of_config(&config.bus),
+    };
+    let mut doc = Document::new();
     for app in apps {
-        doc.add(app, config.dead_letter_topic.as_deref());
+        let bus = match app.provider {
+            Some(provider) => bus_of_provider(provider.as_ref()),
+            None => run_bus.clone(),
+        };
+        doc.add(app, &bus, config.dead_letter_topic.as_deref());
+    }
+    if apps.is_empty() {
+        doc.add_servers(&run_bus);
     }
     doc.finish(info)
 }
 
-fn bus_of(config: &SocketConfig) -> Bus {
-    let mut servers = Map::new();
+fn bus_of_config(config: &SocketConfig) -> Bus {
     match config {
-        SocketConfig::Memory(memory) => {
-            servers.insert(
-                "in-process".to_owned(),
-                json!({
-                    "host": memory.bus,
-                    "protocol": "spa-dat-memory",
-                    "description": "spa-dat's in-process bus: the applications of one process, no broker",
-                }),
-            );
-            Bus {
-                transport: Transport::Memory,
-                wire: WireFormat::Envelope,
-                servers,
-            }
-        }
+        SocketConfig::Memory(memory) => Bus {
+            transport: Transport::Memory,
+            wire: WireFormat::Envelope,
+            servers: vec![memory_server(&memory.bus)],
+            default_topics: memory.default_subscription_topics.clone(),
+        },
         #[cfg(feature = "mqtt")]
         SocketConfig::Mqtt(mqtt) => {
-            let version = match mqtt.version {
-                crate::socket::mqtt::MqttVersion::V5 => "5",
-                _ => "3.1.1",
-            };
-            servers.insert(
-                "mqtt".to_owned(),
-                json!({
+            let v311 = mqtt.version == crate::socket::mqtt::MqttVersion::V311;
+            Bus {
+                transport: Transport::Mqtt {
+                    qos: Some(mqtt.qos),
+                    v311,
+                },
+                wire: mqtt.wire,
+                servers: vec![json!({
                     "host": format!("{}:{}", host_only(&mqtt.host), mqtt.port),
                     "protocol": if mqtt.tls.is_some() { "secure-mqtt" } else { "mqtt" },
-                    "protocolVersion": version,
-                }),
-            );
-            Bus {
-                transport: Transport::Mqtt { qos: mqtt.qos },
-                wire: mqtt.wire,
-                servers,
+                    "protocolVersion": if v311 { "3.1.1" } else { "5" },
+                })],
+                default_topics: mqtt.default_subscription_topics.clone(),
             }
         }
         #[cfg(feature = "kafka")]
@@ -122,31 +149,93 @@ fn bus_of(config: &SocketConfig) -> Bus {
                 .properties
                 .get("security.protocol")
                 .is_some_and(|protocol| protocol.to_ascii_uppercase().contains("SSL"));
-            let brokers = kafka
-                .bootstrap_servers
-                .split(',')
-                .map(str::trim)
-                .filter(|broker| !broker.is_empty());
-            for (index, broker) in brokers.enumerate() {
-                servers.insert(
-                    format!("kafka-{}", index + 1),
-                    json!({
-                        "host": host_only(broker),
-                        "protocol": if secure { "kafka-secure" } else { "kafka" },
-                    }),
-                );
-            }
             Bus {
-                transport: Transport::Kafka,
+                transport: Transport::Kafka {
+                    group: kafka.group_id.clone(),
+                    client_id: kafka.client_id.clone(),
+                },
                 wire: kafka.wire,
-                servers,
+                servers: kafka_servers(&kafka.bootstrap_servers, secure),
+                default_topics: kafka.default_subscription_topics.clone(),
             }
         }
     }
 }
 
+/// A bus known only by its provider: what its description (`kafka://b1:9092,b2:9092`,
+/// `faulty(memory://name)`) and its wire format say.
+fn bus_of_provider(provider: &dyn SocketProvider) -> Bus {
+    let described = provider.describe();
+    let (scheme, rest) = match described.split_once("://") {
+        Some((before, after)) => {
+            let scheme: String = before
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_alphanumeric)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let rest = after.split([')', '?', '/']).next().unwrap_or(after);
+            (scheme, rest.to_owned())
+        }
+        None => ("unknown".to_owned(), described.clone()),
+    };
+    let (transport, servers) = match scheme.as_str() {
+        "memory" => (Transport::Memory, vec![memory_server(&rest)]),
+        "mqtt" | "mqtts" => (
+            Transport::Mqtt {
+                qos: None,
+                v311: false,
+            },
+            vec![json!({
+                "host": host_only(&rest),
+                "protocol": if scheme == "mqtts" { "secure-mqtt" } else { "mqtt" },
+            })],
+        ),
+        "kafka" => (
+            Transport::Kafka {
+                group: None,
+                client_id: None,
+            },
+            kafka_servers(&rest, false),
+        ),
+        other => (
+            Transport::Other,
+            vec![json!({ "host": host_only(&rest), "protocol": other })],
+        ),
+    };
+    Bus {
+        transport,
+        wire: provider.wire_format(),
+        servers,
+        default_topics: provider.default_topics().to_vec(),
+    }
+}
+
+fn memory_server(bus: &str) -> Value {
+    json!({
+        "host": bus,
+        "protocol": "spa-dat-memory",
+        "description": "spa-dat's in-process bus: the applications of one process, no broker",
+    })
+}
+
+fn kafka_servers(bootstrap: &str, secure: bool) -> Vec<Value> {
+    bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|broker| !broker.is_empty())
+        .map(|broker| {
+            json!({
+                "host": host_only(broker),
+                "protocol": if secure { "kafka-secure" } else { "kafka" },
+            })
+        })
+        .collect()
+}
+
 /// `host[:port]` without anything that could be a credential (`user:secret@host`).
-#[cfg_attr(not(any(feature = "mqtt", feature = "kafka")), allow(dead_code))]
 fn host_only(address: &str) -> String {
     let address = address.rsplit('@').next().unwrap_or(address);
     address
@@ -155,12 +244,17 @@ fn host_only(address: &str) -> String {
         .to_owned()
 }
 
-/// A document being built: channels, operations and messages by their ids.
+/// What a message is, for telling messages apart: the payload's type, whether it is bare (not
+/// in the envelope) and whether it carries a Kafka key.
+type MessageKey = (&'static str, bool, bool);
+
+/// A document being built: servers, channels, operations and messages by their ids.
 struct Document {
-    bus: Bus,
+    servers: Map<String, Value>,
     channels: BTreeMap<String, Value>,
     operations: BTreeMap<String, Value>,
     messages: BTreeMap<String, Value>,
+    message_ids: HashMap<MessageKey, String>,
     schemas: Map<String, Value>,
     #[cfg(feature = "schemars")]
     generator: schemars::SchemaGenerator,
@@ -190,17 +284,14 @@ fn envelope_schema() -> Value {
 }
 
 impl Document {
-    fn new(bus: Bus) -> Self {
-        let mut schemas = Map::new();
-        if bus.wire == WireFormat::Envelope {
-            schemas.insert("SpaMessage".to_owned(), envelope_schema());
-        }
+    fn new() -> Self {
         Document {
-            bus,
+            servers: Map::new(),
             channels: BTreeMap::new(),
             operations: BTreeMap::new(),
             messages: BTreeMap::new(),
-            schemas,
+            message_ids: HashMap::new(),
+            schemas: Map::new(),
             #[cfg(feature = "schemars")]
             generator: schemars::generate::SchemaSettings::draft07()
                 .with(|settings| settings.definitions_path = "/components/schemas".into())
@@ -208,18 +299,41 @@ impl Document {
         }
     }
 
-    fn add(&mut self, app: &AppContract<'_>, default_dead_letter: Option<&str>) {
-        if app.kind == HandlerKind::Consumer {
-            let message = match app.shape.takes {
-                Some(payload) => self.message(payload, app.schemas.takes),
-                None => self.message(Payload::any(), None),
+    /// Adds `bus`'s servers, each once.
+    fn add_servers(&mut self, bus: &Bus) {
+        for server in &bus.servers {
+            if self.servers.values().any(|known| known == server) {
+                continue;
+            }
+            let base = match server["protocol"].as_str() {
+                Some("spa-dat-memory") => "in-process".to_owned(),
+                Some(protocol) => ident(
+                    protocol
+                        .trim_start_matches("secure-")
+                        .trim_end_matches("-secure"),
+                ),
+                None => "server".to_owned(),
             };
+            let id = unique_in(&self.servers, base);
+            self.servers.insert(id, server.clone());
+        }
+    }
+
+    fn add(&mut self, app: &AppContract<'_>, bus: &Bus, default_dead_letter: Option<&str>) {
+        self.add_servers(bus);
+        if app.kind == HandlerKind::Consumer {
+            let takes = app.shape.takes.unwrap_or_else(Payload::any);
+            let message = self.message(takes, app.schemas.takes, bus);
             let reply = app.shape.replies.map(|payload| {
-                let message = self.message(payload, app.schemas.replies);
-                self.reply(app.name, &message)
+                let message = self.message(payload, app.schemas.replies, bus);
+                self.reply(app.name, &message, bus)
             });
-            let many = app.topics.len() > 1;
-            for topic in app.topics {
+            let topics = match app.topics.is_empty() {
+                true => &bus.default_topics[..],
+                false => app.topics,
+            };
+            let many = topics.len() > 1;
+            for topic in topics {
                 let channel = self.channel(topic, &message);
                 let id = match many {
                     true => format!("{}-{}", ident(app.name), channel),
@@ -234,7 +348,7 @@ impl Document {
                     "channel": { "$ref": format!("#/channels/{channel}") },
                     "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
                 });
-                if let Some(bindings) = self.receive_bindings(app) {
+                if let Some(bindings) = receive_bindings(app, bus) {
                     operation["bindings"] = bindings;
                 }
                 if let Some(reply) = &reply {
@@ -244,59 +358,43 @@ impl Document {
                     .insert(unique(&self.operations, id), operation);
             }
             if let Some(topic) = app.dead_letter_topic.or(default_dead_letter) {
-                let dead = self.message_named("DeadLetter", dead_letter_message);
-                let channel = self.channel(topic, &dead);
-                let id = format!("{}-dead-letters", ident(app.name));
-                self.operations.insert(
-                    unique(&self.operations, id),
-                    json!({
-                        "action": "send",
-                        "summary": format!("`{}` forwards here what it cannot handle", app.name),
-                        "channel": { "$ref": format!("#/channels/{channel}") },
-                        "messages": [{ "$ref": format!("#/channels/{channel}/messages/{dead}") }],
-                    }),
+                let dead = self.dead_letter_message(bus);
+                self.send(
+                    format!("{}-dead-letters", ident(app.name)),
+                    topic,
+                    &dead,
+                    format!("`{}` forwards here what it cannot handle", app.name),
                 );
             }
         }
         for topic in app.sends {
-            let message = self.message(Payload::any(), None);
+            let message = self.message(Payload::any(), None, bus);
             let channel = self.channel(topic, &message);
-            let id = format!("{}-sends-{channel}", ident(app.name));
-            self.operations.insert(
-                unique(&self.operations, id),
-                json!({
-                    "action": "send",
-                    "summary": format!("`{}` publishes here", app.name),
-                    "channel": { "$ref": format!("#/channels/{channel}") },
-                    "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
-                }),
+            self.send(
+                format!("{}-sends-{channel}", ident(app.name)),
+                topic,
+                &message,
+                format!("`{}` publishes here", app.name),
             );
         }
     }
 
-    /// The operation bindings of a receiving application on this bus.
-    fn receive_bindings(&self, app: &AppContract<'_>) -> Option<Value> {
-        match self.bus.transport {
-            Transport::Memory => None,
-            Transport::Mqtt { qos } => {
-                Some(json!({ "mqtt": { "qos": qos, "bindingVersion": "0.2.0" } }))
-            }
-            Transport::Kafka => {
-                let mut kafka = Map::new();
-                if let Some(group) = app.group {
-                    kafka.insert("groupId".to_owned(), constant(group));
-                }
-                if let Some(client_id) = app.client_id {
-                    kafka.insert("clientId".to_owned(), constant(client_id));
-                }
-                kafka.insert("bindingVersion".to_owned(), json!("0.5.0"));
-                Some(json!({ "kafka": kafka }))
-            }
-        }
+    /// A send operation of `message` to `topic`.
+    fn send(&mut self, id: String, topic: &str, message: &str, summary: String) {
+        let channel = self.channel(topic, message);
+        self.operations.insert(
+            unique(&self.operations, id),
+            json!({
+                "action": "send",
+                "summary": summary,
+                "channel": { "$ref": format!("#/channels/{channel}") },
+                "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
+            }),
+        );
     }
 
     /// The reply of a request handled by `app`: to the topic the request names.
-    fn reply(&mut self, app: &str, message: &str) -> Value {
+    fn reply(&mut self, app: &str, message: &str, bus: &Bus) -> Value {
         let channel = unique(&self.channels, format!("{}-reply", ident(app)));
         self.channels.insert(
             channel.clone(),
@@ -306,18 +404,32 @@ impl Document {
                 "messages": { message: { "$ref": format!("#/components/messages/{message}") } },
             }),
         );
-        let location = match self.bus.wire {
-            WireFormat::Envelope => "$message.payload#/ResponseTopic".to_owned(),
-            WireFormat::Raw => format!("$message.header#/{}", headers::RESPONSE_TOPIC),
-        };
-        json!({
-            "address": {
-                "description": "The request's response topic",
-                "location": location,
-            },
+        let mut reply = json!({
             "channel": { "$ref": format!("#/channels/{channel}") },
             "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
-        })
+        });
+        let location = match (bus.wire, &bus.transport) {
+            (WireFormat::Envelope, _) => Some("$message.payload#/ResponseTopic".to_owned()),
+            // Bare payloads on MQTT 3.1.1 carry no response topic: nothing to reply to.
+            (WireFormat::Raw, Transport::Mqtt { v311: true, .. }) => None,
+            (WireFormat::Raw, _) => Some(format!("$message.header#/{}", headers::RESPONSE_TOPIC)),
+        };
+        match location {
+            Some(location) => {
+                reply["address"] = json!({
+                    "description": "The request's response topic",
+                    "location": location,
+                });
+            }
+            None => {
+                if let Some(channel) = self.channels.get_mut(&channel) {
+                    channel["description"] = json!(format!(
+                        "The reply of `{app}`: none on this bus, as MQTT 3.1.1 carries no response topic beside a bare payload (wire = \"raw\")"
+                    ));
+                }
+            }
+        }
+        reply
     }
 
     /// The id of the channel of `topic`, with `message` among its messages.
@@ -356,32 +468,36 @@ impl Document {
         id
     }
 
-    /// The id of the message carrying `payload` (added once).
-    fn message(&mut self, payload: Payload, schema: Option<PayloadSchema>) -> String {
-        let id = ident(payload.name);
-        if self.messages.contains_key(&id) {
-            return id;
+    /// The id of the message carrying `payload` on `bus` (made once).
+    fn message(&mut self, payload: Payload, schema: Option<PayloadSchema>, bus: &Bus) -> String {
+        let kafka = matches!(bus.transport, Transport::Kafka { .. });
+        let key = (payload.type_name, bus.wire == WireFormat::Raw, kafka);
+        if let Some(id) = self.message_ids.get(&key) {
+            return id.clone();
         }
-        let body = self.body_schema(payload, schema);
+        let name = payload.name();
+        let body = self.body_schema(payload, &name, schema);
         let mut message = Map::new();
-        message.insert("name".to_owned(), json!(payload.name));
+        message.insert("name".to_owned(), json!(name));
         if let Some(content_type) = content_type(payload.format) {
             message.insert("contentType".to_owned(), json!(content_type));
         }
-        let wire_payload = match self.bus.wire {
+        let wire_payload = match bus.wire {
             WireFormat::Envelope => {
                 let description = match payload.format {
                     PayloadFormat::Any => "The message body: any payload".to_owned(),
-                    _ => format!("{} as text", payload.name),
+                    _ => format!("{name} as text"),
                 };
                 let mut inner = json!({ "type": "string", "description": description });
                 if let (Some(media), Some(body)) = (content_type(payload.format), &body) {
                     inner["contentMediaType"] = json!(media);
                     inner["contentSchema"] = body.clone();
                 }
-                json!({
-                    "allOf": [{ "$ref": "#/components/schemas/SpaMessage" }],
-                    "properties": { "Payload": inner },
+                self.envelope().map_or(json!({}), |envelope| {
+                    json!({
+                        "allOf": [{ "$ref": envelope }],
+                        "properties": { "Payload": inner },
+                    })
                 })
             }
             WireFormat::Raw => {
@@ -390,30 +506,67 @@ impl Document {
             }
         };
         message.insert("payload".to_owned(), wire_payload);
-        if self.bus.transport == Transport::Kafka {
-            message.insert(
-                "bindings".to_owned(),
-                json!({ "kafka": {
-                    "key": { "type": "string", "description": "The ordering key, when the publisher gives one" },
-                    "bindingVersion": "0.5.0",
-                } }),
-            );
+        if kafka {
+            message.insert("bindings".to_owned(), kafka_message_binding());
         }
-        self.messages.insert(id.clone(), Value::Object(message));
+        self.keep_message(key, &name, Value::Object(message))
+    }
+
+    /// The dead-letter message on `bus` (made once): the original, as it arrived, with why in
+    /// headers.
+    fn dead_letter_message(&mut self, bus: &Bus) -> String {
+        let kafka = matches!(bus.transport, Transport::Kafka { .. });
+        let key = ("spa-dat::DeadLetter", bus.wire == WireFormat::Raw, kafka);
+        if let Some(id) = self.message_ids.get(&key) {
+            return id.clone();
+        }
+        let reason = |text: &str| json!({ "type": "string", "description": text });
+        let mut message = json!({
+            "name": "DeadLetter",
+            "summary": "A message its consumer could not handle, forwarded as it arrived",
+            "description": "On transports with headers (Kafka, MQTT 5, the in-process bus) the headers say why; on MQTT 3.1.1 the message is forwarded alone.",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    (headers::DEAD_LETTER_REASON): reason("Why it was not handled"),
+                    (headers::DEAD_LETTER_ATTEMPTS): reason("How many times the handler was called"),
+                    (headers::DEAD_LETTER_TOPIC): reason("The topic it came from"),
+                    (headers::DEAD_LETTER_PARTITION): reason("Kafka: the partition it came from"),
+                    (headers::DEAD_LETTER_OFFSET): reason("Kafka: its offset"),
+                    (headers::DEAD_LETTER_ORIGINAL_SIZE): reason("Its size, when only a summary fits"),
+                },
+            },
+            "payload": {},
+        });
+        if kafka {
+            message["bindings"] = kafka_message_binding();
+        }
+        self.keep_message(key, "DeadLetter", message)
+    }
+
+    /// Keeps `message` under an id of its own, named after `name`.
+    fn keep_message(&mut self, key: MessageKey, name: &str, message: Value) -> String {
+        let id = unique(&self.messages, ident(name));
+        self.messages.insert(id.clone(), message);
+        self.message_ids.insert(key, id.clone());
         id
     }
 
-    /// A message of spa-dat's own, made once.
-    fn message_named(&mut self, id: &str, make: fn(WireFormat) -> Value) -> String {
-        if !self.messages.contains_key(id) {
-            let message = make(self.bus.wire);
-            self.messages.insert(id.to_owned(), message);
-        }
-        id.to_owned()
+    /// The reference to the envelope's schema, added the first time.
+    fn envelope(&mut self) -> Option<String> {
+        self.schemas
+            .entry(ENVELOPE_SCHEMA)
+            .or_insert_with(envelope_schema);
+        Some(format!("#/components/schemas/{ENVELOPE_SCHEMA}"))
     }
 
     /// The JSON Schema of the payload's body (not its envelope), where known.
-    fn body_schema(&mut self, payload: Payload, schema: Option<PayloadSchema>) -> Option<Value> {
+    fn body_schema(
+        &mut self,
+        payload: Payload,
+        name: &str,
+        schema: Option<PayloadSchema>,
+    ) -> Option<Value> {
         match payload.format {
             PayloadFormat::Text => return Some(json!({ "type": "string" })),
             PayloadFormat::Bytes | PayloadFormat::Any => return None,
@@ -427,32 +580,37 @@ impl Document {
         let _ = schema;
         Some(json!({
             "description": format!(
-                "JSON of the Rust type `{}` (its schema needs spa-dat's `schemars` feature and `#[derive(JsonSchema)]`)",
-                payload.name
+                "JSON of the Rust type `{name}` (its schema needs spa-dat's `schemars` feature and `#[derive(JsonSchema)]`)"
             ),
         }))
     }
 
     fn finish(self, info: &ApiInfo) -> Value {
         let Document {
-            bus,
+            servers,
             channels,
             operations,
             messages,
             schemas,
             #[cfg(feature = "schemars")]
             mut generator,
+            ..
         } = self;
+        let mut components = Map::new();
+        components.insert("messages".to_owned(), json!(messages));
         #[cfg(feature = "schemars")]
         let schemas = {
             let mut schemas = schemas;
             for (name, schema) in generator.take_definitions(true) {
-                schemas.entry(name).or_insert(schema);
+                let key = unique_in(&schemas, name.clone());
+                if key != name {
+                    rename_schema(&mut components, &mut schemas, &name, &key);
+                }
+                schemas.insert(key, schema);
             }
             schemas
         };
-        let mut components = Map::new();
-        components.insert("messages".to_owned(), json!(messages));
+        let schemas = valid_schema_keys(schemas, &mut components);
         if !schemas.is_empty() {
             components.insert("schemas".to_owned(), Value::Object(schemas));
         }
@@ -464,7 +622,7 @@ impl Document {
                 "description": "Generated by spa-dat from the application's handlers and configuration.",
             },
             "defaultContentType": "application/json",
-            "servers": bus.servers,
+            "servers": servers,
             "channels": channels,
             "operations": operations,
             "components": components,
@@ -472,27 +630,66 @@ impl Document {
     }
 }
 
-/// The dead-letter message: the original, as it arrived, with why in headers.
-fn dead_letter_message(wire: WireFormat) -> Value {
-    let reason = |text: &str| json!({ "type": "string", "description": text });
-    let _ = wire;
-    json!({
-        "name": "DeadLetter",
-        "summary": "A message its consumer could not handle, forwarded as it arrived",
-        "description": "On transports with headers (Kafka, MQTT 5, the in-process bus) the headers say why; on MQTT 3.1.1 the message is forwarded alone.",
-        "headers": {
-            "type": "object",
-            "properties": {
-                (headers::DEAD_LETTER_REASON): reason("Why it was not handled"),
-                (headers::DEAD_LETTER_ATTEMPTS): reason("How many times the handler was called"),
-                (headers::DEAD_LETTER_TOPIC): reason("The topic it came from"),
-                (headers::DEAD_LETTER_PARTITION): reason("Kafka: the partition it came from"),
-                (headers::DEAD_LETTER_OFFSET): reason("Kafka: its offset"),
-                (headers::DEAD_LETTER_ORIGINAL_SIZE): reason("Its size, when only a summary fits"),
-            },
-        },
-        "payload": {},
-    })
+/// The Kafka binding of a message: its record key.
+fn kafka_message_binding() -> Value {
+    json!({ "kafka": {
+        "key": { "type": "string", "description": "The ordering key, when the publisher gives one" },
+        "bindingVersion": "0.5.0",
+    } })
+}
+
+/// The operation bindings of a receiving application on `bus`.
+fn receive_bindings(app: &AppContract<'_>, bus: &Bus) -> Option<Value> {
+    match &bus.transport {
+        Transport::Memory | Transport::Other => None,
+        Transport::Mqtt { qos, .. } => {
+            qos.map(|qos| json!({ "mqtt": { "qos": qos, "bindingVersion": "0.2.0" } }))
+        }
+        Transport::Kafka { group, client_id } => {
+            let mut kafka = Map::new();
+            let stable = app.client_id.unwrap_or(app.name);
+            let group = app
+                .group
+                .map(str::to_owned)
+                .or_else(|| group.clone())
+                .or_else(|| default_group(app.client_name.unwrap_or(app.name)));
+            if let Some(group) = group {
+                kafka.insert("groupId".to_owned(), named_value(&group));
+            }
+            let client_id = match (client_id, app.client_id) {
+                (Some(prefix), _) => Some(format!("{prefix}-{stable}")),
+                (None, Some(id)) => Some(id.to_owned()),
+                // A random suffix per run: nothing to say.
+                (None, None) => None,
+            };
+            if let Some(client_id) = client_id {
+                kafka.insert("clientId".to_owned(), named_value(&client_id));
+            }
+            kafka.insert("bindingVersion".to_owned(), json!("0.5.0"));
+            Some(json!({ "kafka": kafka }))
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn default_group(client_name: &str) -> Option<String> {
+    Some(crate::socket::kafka::default_group_id(client_name))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn default_group(_client_name: &str) -> Option<String> {
+    None
+}
+
+/// A schema of one string value; a value with `${NAME}` placeholders is known only at start-up.
+fn named_value(value: &str) -> Value {
+    match value.contains("${") {
+        true => json!({
+            "type": "string",
+            "description": format!("`{value}`, its placeholders from the environment at start-up"),
+        }),
+        false => json!({ "type": "string", "enum": [value] }),
+    }
 }
 
 /// The headers of a bare payload (`WireFormat::Raw`).
@@ -517,21 +714,117 @@ fn content_type(format: PayloadFormat) -> Option<&'static str> {
     }
 }
 
-/// A schema of one string value.
-fn constant(value: &str) -> Value {
-    json!({ "type": "string", "enum": [value] })
+/// Whether `key` may name a component (AsyncAPI: `^[a-zA-Z0-9.\-_]+$`).
+fn is_component_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+/// `schemas` with every key a component may have (a serde rename can give a type's schema any
+/// name), the references to a renamed one rewritten in `components` and `schemas`.
+fn valid_schema_keys(
+    schemas: Map<String, Value>,
+    components: &mut Map<String, Value>,
+) -> Map<String, Value> {
+    let renames: Vec<(String, String)> = {
+        let mut taken: Map<String, Value> = schemas
+            .iter()
+            .filter(|(key, _)| is_component_key(key))
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        schemas
+            .keys()
+            .filter(|key| !is_component_key(key))
+            .map(|key| {
+                let new = unique_in(&taken, ident(key));
+                taken.insert(new.clone(), Value::Null);
+                (key.clone(), new)
+            })
+            .collect()
+    };
+    let mut schemas = schemas;
+    for (old, new) in &renames {
+        rename_schema(components, &mut schemas, old, new);
+    }
+    schemas
+}
+
+/// Moves schema `old` to `new` and rewrites every reference to it.
+fn rename_schema(
+    components: &mut Map<String, Value>,
+    schemas: &mut Map<String, Value>,
+    old: &str,
+    new: &str,
+) {
+    if let Some(schema) = schemas.remove(old) {
+        schemas.insert(new.to_owned(), schema);
+    }
+    let escaped = old.replace('~', "~0").replace('/', "~1");
+    let targets: Vec<String> = [old.to_owned(), escaped.clone(), percent_encode(&escaped)]
+        .into_iter()
+        .map(|name| format!("#/components/schemas/{name}"))
+        .collect();
+    let to = format!("#/components/schemas/{new}");
+    for value in components.values_mut().chain(schemas.values_mut()) {
+        rewrite_refs(value, &targets, &to);
+    }
+}
+
+/// JSON pointer references are URI fragments: what is not safe in one is percent-encoded.
+fn percent_encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
+        .to_string()
+        .replace("%2E", ".")
+        .replace("%2D", "-")
+        .replace("%5F", "_")
+        .replace("%7E", "~")
+}
+
+fn rewrite_refs(value: &mut Value, from: &[String], to: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                match (key.as_str(), &*inner) {
+                    ("$ref", Value::String(target)) if from.contains(target) => {
+                        *inner = Value::String(to.to_owned());
+                    }
+                    _ => rewrite_refs(inner, from, to),
+                }
+            }
+        }
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|item| rewrite_refs(item, from, to)),
+        _ => {}
+    }
 }
 
 /// `topic` as a channel address: MQTT wildcards and `${NAME}` placeholders become parameters
-/// (`plant/+/temp` → `plant/{level2}/temp`, `orders/${SITE}` → `orders/{SITE}`).
+/// (`plant/+/temp` → `plant/{level2}/temp`, `orders/${SITE}` → `orders/{SITE}`); braces of the
+/// topic itself are percent-encoded (`%7B`, `%7D`), as they would read as parameters.
 fn address_of(topic: &str) -> (String, Map<String, Value>) {
+    // Placeholders first: a wildcard's generated name never takes one of theirs.
+    let placeholders: Vec<String> = {
+        let found = std::cell::RefCell::new(Vec::new());
+        let _ = placeholders::expand_with(topic, |name| {
+            found.borrow_mut().push(ident(name));
+            Some(String::new())
+        });
+        found.into_inner()
+    };
+    let wildcard = |base: String| match placeholders.contains(&base) {
+        true => format!("{base}_wildcard"),
+        false => base,
+    };
     let mut parameters = Map::new();
     let levels: Vec<String> = topic
         .split('/')
         .enumerate()
         .map(|(index, level)| match level {
             "+" => {
-                let name = format!("level{}", index + 1);
+                let name = wildcard(format!("level{}", index + 1));
                 parameters.insert(
                     name.clone(),
                     json!({ "description": format!("MQTT wildcard `+`: any one topic level (level {})", index + 1) }),
@@ -539,17 +832,20 @@ fn address_of(topic: &str) -> (String, Map<String, Value>) {
                 format!("{{{name}}}")
             }
             "#" => {
+                let name = wildcard("rest".to_owned());
                 parameters.insert(
-                    "rest".to_owned(),
+                    name.clone(),
                     json!({ "description": "MQTT wildcard `#`: any number of further topic levels" }),
                 );
-                "{rest}".to_owned()
+                format!("{{{name}}}")
             }
             level => {
+                // Placeholders become markers no topic holds, the topic's own braces are
+                // encoded, then the markers become parameters.
                 let found = std::cell::RefCell::new(Vec::new());
-                let written = placeholders::expand_with(level, |name| {
+                let marked = placeholders::expand_with(level, |name| {
                     found.borrow_mut().push(name.to_owned());
-                    Some(format!("{{{}}}", ident(name)))
+                    Some(format!("\u{0}{}\u{1}", ident(name)))
                 });
                 for name in found.into_inner() {
                     parameters.insert(
@@ -557,7 +853,12 @@ fn address_of(topic: &str) -> (String, Map<String, Value>) {
                         json!({ "description": format!("The environment variable `{name}` at start-up") }),
                     );
                 }
-                written.unwrap_or_else(|_| level.to_owned())
+                marked
+                    .unwrap_or_else(|_| level.to_owned())
+                    .replace('{', "%7B")
+                    .replace('}', "%7D")
+                    .replace('\u{0}', "{")
+                    .replace('\u{1}', "}")
             }
         })
         .collect();
@@ -577,13 +878,24 @@ fn ident(text: &str) -> String {
     }
     let id = id.trim_end_matches('_');
     match id.is_empty() {
-        true => "root".to_owned(),
+        true => "unnamed".to_owned(),
         false => id.to_owned(),
     }
 }
 
 /// `id`, or `id-2`, `id-3`, … when taken.
 fn unique(taken: &BTreeMap<String, Value>, id: String) -> String {
+    if !taken.contains_key(&id) {
+        return id;
+    }
+    (2..)
+        .map(|n| format!("{id}-{n}"))
+        .find(|candidate| !taken.contains_key(candidate))
+        .unwrap_or(id)
+}
+
+/// [`unique`] in a JSON object.
+fn unique_in(taken: &Map<String, Value>, id: String) -> String {
     if !taken.contains_key(&id) {
         return id;
     }
@@ -607,10 +919,19 @@ mod tests {
     }
 
     #[test]
+    fn a_topics_own_braces_are_encoded_and_names_never_merge() {
+        assert_eq!(address_of("devices/{id}/state").0, "devices/%7Bid%7D/state");
+        assert_eq!(address_of("a/${B/c}").0, "a/$%7BB/c%7D");
+        let (address, parameters) = address_of("a/+/${level2}");
+        assert_eq!(address, "a/{level2_wildcard}/{level2}");
+        assert_eq!(parameters.len(), 2);
+    }
+
+    #[test]
     fn ids_are_letters_digits_and_dashes() {
         assert_eq!(ident("plant/{SITE}/temp"), "plant_SITE_temp");
         assert_eq!(ident("_a__b_"), "a_b");
-        assert_eq!(ident("///"), "root");
+        assert_eq!(ident("()"), "unnamed");
         let mut taken = BTreeMap::new();
         taken.insert("a".to_owned(), Value::Null);
         taken.insert("a-2".to_owned(), Value::Null);

@@ -520,7 +520,12 @@ impl DistributedApplication {
             .chain(&self.apps)
             .map(Application::contract)
             .collect();
-        Ok(asyncapi::document(config, &contracts, &self.info))
+        Ok(asyncapi::document(
+            config,
+            self.provider.as_ref(),
+            &contracts,
+            &self.info,
+        ))
     }
 
     /// Writes the AsyncAPI document to `target` (`-`: standard output).

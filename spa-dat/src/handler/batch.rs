@@ -215,6 +215,10 @@ impl fmt::Display for BatchResult {
 impl std::error::Error for BatchResult {}
 
 impl IntoReply for BatchResult {
+    fn reply_payload() -> Option<Payload> {
+        None
+    }
+
     fn into_reply(self) -> HandlerResult {
         if self.is_ok() {
             Ok(None)

@@ -29,7 +29,10 @@
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Payload {
-    pub(crate) name: &'static str,
+    /// What tells payloads apart: the Rust type's full name, or spa-dat's own kind.
+    pub(crate) type_name: &'static str,
+    /// A name given with [`Payload::named`], instead of the type's.
+    pub(crate) given_name: Option<&'static str>,
     pub(crate) format: PayloadFormat,
 }
 
@@ -47,10 +50,11 @@ pub(crate) enum PayloadFormat {
 }
 
 impl Payload {
-    /// JSON of `T` (`Json<T>`), named by `T`'s type name without its path.
+    /// JSON of `T` (`Json<T>`), named by `T`'s type name without module paths.
     pub fn json<T: ?Sized>() -> Self {
         Payload {
-            name: short_type_name(std::any::type_name::<T>()),
+            type_name: std::any::type_name::<T>(),
+            given_name: None,
             format: PayloadFormat::Json,
         }
     }
@@ -58,7 +62,8 @@ impl Payload {
     /// UTF-8 text (a `String` reply).
     pub fn text() -> Self {
         Payload {
-            name: "Text",
+            type_name: "spa-dat::Text",
+            given_name: Some("Text"),
             format: PayloadFormat::Text,
         }
     }
@@ -66,7 +71,8 @@ impl Payload {
     /// Bytes of no declared format (a `Vec<u8>` or `Bytes` reply).
     pub fn bytes() -> Self {
         Payload {
-            name: "Bytes",
+            type_name: "spa-dat::Bytes",
+            given_name: Some("Bytes"),
             format: PayloadFormat::Bytes,
         }
     }
@@ -74,30 +80,45 @@ impl Payload {
     /// Any payload: the handler reads the whole `SpaMessage`.
     pub fn any() -> Self {
         Payload {
-            name: "SpaMessage",
+            type_name: "spa-dat::SpaMessage",
+            given_name: Some("SpaMessage"),
             format: PayloadFormat::Any,
         }
     }
 
     /// The same payload under another name (the message's name in the document).
     pub fn named(self, name: &'static str) -> Self {
-        Payload { name, ..self }
+        Payload {
+            given_name: Some(name),
+            ..self
+        }
     }
 
-    /// The payload's name in the document.
-    pub fn name(&self) -> &'static str {
-        self.name
+    /// The payload's name in the document: the given one, else the type's without module
+    /// paths (`a::Page<b::Line>` is `Page<Line>`).
+    pub fn name(&self) -> String {
+        match self.given_name {
+            Some(name) => name.to_owned(),
+            None => without_paths(self.type_name),
+        }
     }
 }
 
-/// `a::b::Order<c::Line>` → `Order<Line>`: a message name without module paths.
-fn short_type_name(full: &'static str) -> &'static str {
-    // Generic types keep their full name: cutting inside `<...>` would need an allocation,
-    // and the name is only a label (the schema, when there is one, says the rest).
-    match full.find('<') {
-        Some(_) => full,
-        None => full.rsplit("::").next().unwrap_or(full),
+/// `a::Page<b::Line, c::d::Id>` → `Page<Line, Id>`: every path cut to its last segment.
+fn without_paths(full: &str) -> String {
+    let mut out = String::with_capacity(full.len());
+    let mut segment = String::new();
+    for c in full.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+            segment.clear();
+            out.push(c);
+        }
     }
+    out.push_str(segment.rsplit("::").next().unwrap_or(&segment));
+    out
 }
 
 /// What a handler takes and replies with, from its types.
@@ -140,11 +161,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_lose_their_module_path_but_not_their_generics() {
+    fn names_lose_every_module_path() {
         struct Order;
         assert_eq!(Payload::json::<Order>().name(), "Order");
         assert_eq!(Payload::json::<u64>().name(), "u64");
-        assert!(Payload::json::<Vec<Order>>().name().contains("Vec<"));
+        assert_eq!(Payload::json::<Vec<Order>>().name(), "Vec<Order>");
+        assert_eq!(
+            Payload::json::<std::collections::HashMap<String, Vec<Order>>>().name(),
+            "HashMap<String, Vec<Order>>"
+        );
         assert_eq!(Payload::text().named("Reading").name(), "Reading");
+        assert_ne!(
+            Payload::json::<Order>().type_name,
+            Payload::json::<u32>().type_name
+        );
     }
 }

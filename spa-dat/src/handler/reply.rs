@@ -95,14 +95,18 @@ pub trait IntoReply {
     /// The reply (its topic is set by the runtime) or the error.
     fn into_reply(self) -> HandlerResult;
 
-    /// The payload of the reply, for the application's AsyncAPI document; `None` (the
-    /// default) when this never replies.
+    /// The payload of the reply, for the application's AsyncAPI document: by default any
+    /// payload (a type that may reply); `None` for one that never replies.
     fn reply_payload() -> Option<Payload> {
-        None
+        Some(Payload::any())
     }
 }
 
 impl IntoReply for () {
+    fn reply_payload() -> Option<Payload> {
+        None
+    }
+
     fn into_reply(self) -> HandlerResult {
         Ok(None)
     }

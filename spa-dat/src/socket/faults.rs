@@ -451,4 +451,8 @@ impl SocketProvider for FaultyProvider {
     fn describe(&self) -> String {
         format!("faulty({})", self.inner.describe())
     }
+
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.inner.wire_format()
+    }
 }

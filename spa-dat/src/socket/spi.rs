@@ -305,4 +305,10 @@ pub trait SocketProvider: Send + Sync + 'static {
 
     /// The bus, for logs and errors (`memory://default`, `mqtt://host:1883`, ...).
     fn describe(&self) -> String;
+
+    /// How its sockets write and read messages (the AsyncAPI document says so); the envelope
+    /// unless the transport's configuration says otherwise.
+    fn wire_format(&self) -> WireFormat {
+        WireFormat::Envelope
+    }
 }

@@ -96,6 +96,12 @@ impl TransportConfig for KafkaConfig {
     }
 }
 
+/// The consumer group of a socket that names none and whose bus names none: one per
+/// application (its client name, else its client id).
+pub(crate) fn default_group_id(client_name: &str) -> String {
+    format!("spa-dat-{}", sanitize(client_name))
+}
+
 #[async_trait]
 impl SocketProvider for KafkaSocketProvider {
     async fn connect(&self, options: SocketOptions) -> Result<Connection> {
@@ -107,10 +113,7 @@ impl SocketProvider for KafkaSocketProvider {
             .clone()
             .or_else(|| config.group_id.clone())
             .unwrap_or_else(|| {
-                format!(
-                    "spa-dat-{}",
-                    sanitize(options.client_name.as_deref().unwrap_or(&options.client_id))
-                )
+                default_group_id(options.client_name.as_deref().unwrap_or(&options.client_id))
             });
         let failures = Arc::new(Failures::default());
         let cannot_create = |e: rdkafka::error::KafkaError| {
@@ -299,5 +302,9 @@ impl SocketProvider for KafkaSocketProvider {
 
     fn describe(&self) -> String {
         self.config.broker()
+    }
+
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.config.wire
     }
 }

@@ -174,6 +174,10 @@ impl SocketProvider for MqttSocketProvider {
     fn describe(&self) -> String {
         self.config.broker()
     }
+
+    fn wire_format(&self) -> crate::socket::WireFormat {
+        self.config.wire
+    }
 }
 
 /// Connects a socket speaking `W` to the broker `config` names.
