@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use spa_dat::config::SocketConfig;
 use spa_dat::{
     consumer, producer, Config, DistributedApplication, Json, Socket, SpaMessage, Stopped,
@@ -516,8 +516,11 @@ fn mqtt_3_1_1_with_bare_payloads_promises_no_reply_header() {
             })
             .add_consumer("audit", ["audit/#"], audit),
     );
-    let address = &doc["operations"]["audit"]["reply"]["address"];
-    assert!(address.get("location").is_none(), "{address}");
+    let audit = &doc["operations"]["audit"];
+    assert!(
+        audit.get("reply").is_none(),
+        "no reply where none can be sent: {audit}"
+    );
 }
 
 /// A trait of the user's with a method named like the macro's old probe, in scope of a
@@ -538,4 +541,151 @@ mod user_trait_in_scope {
     async fn scoped(Json(order): Json<super::Order>) {
         let _ = order.id;
     }
+}
+
+// --- From a second outside review ---
+
+/// A serde rename a reference must percent-encode (a space), kept valid.
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename = "Order (v1)")]
+struct OrderV1 {
+    id: u64,
+}
+
+/// A payload of the user's own, named in the document.
+struct Reading(String);
+
+impl spa_dat::FromContext for Reading {
+    fn from_context(context: &mut spa_dat::HandlerContext) -> Result<Self, spa_dat::BoxError> {
+        Ok(Reading(
+            context
+                .message()
+                .ok_or("no message")?
+                .payload_str()?
+                .to_owned(),
+        ))
+    }
+
+    fn payload() -> Option<spa_dat::handler::Payload> {
+        Some(spa_dat::handler::Payload::text().named("Reading"))
+    }
+}
+
+async fn take_v1(Json(order): Json<OrderV1>) {
+    let _ = order.id;
+}
+
+async fn read(Reading(text): Reading) -> String {
+    text
+}
+
+/// A provider that says more than a host in its description.
+struct Talkative;
+
+#[async_trait::async_trait]
+impl spa_dat::socket::spi::SocketProvider for Talkative {
+    async fn connect(
+        &self,
+        _options: spa_dat::socket::spi::SocketOptions,
+    ) -> spa_dat::Result<spa_dat::socket::spi::Connection> {
+        Err(spa_dat::Error::Closed)
+    }
+
+    fn rebuild(
+        &self,
+        _topics: Vec<String>,
+    ) -> std::sync::Arc<dyn spa_dat::socket::spi::SocketProvider> {
+        std::sync::Arc::new(Talkative)
+    }
+
+    fn default_topics(&self) -> &[String] {
+        &[]
+    }
+
+    fn capabilities(&self) -> spa_dat::socket::spi::Capabilities {
+        spa_dat::socket::memory::MemorySocketProvider::new(spa_dat::socket::memory::MemoryBus::new(
+            "caps",
+        ))
+        .capabilities()
+    }
+
+    fn describe(&self) -> String {
+        format!("amqp://svc:pa)ss-{SECRET}@mq.example:5672/vhost")
+    }
+}
+
+#[test]
+fn encoded_references_named_payloads_placeholders_and_chatty_providers_stay_valid() {
+    use spa_dat::socket::spi::SocketProvider as _;
+    let _ = Talkative.capabilities();
+    let doc = validated(
+        "second-review",
+        DistributedApplication::new()
+            .without_registered_handlers()
+            .config(Config::default())
+            .add_consumer("v1", ["orders/${REGION}${SITE"], take_v1)
+            .add_consumer("reader", ["readings/${A.B}/${A_B}"], read)
+            .add_application(
+                spa_dat::Application::consumer("elsewhere", ["amqp/in"], audit)
+                    .socket_provider(std::sync::Arc::new(Talkative)),
+            ),
+    );
+    let text = doc.to_string();
+    assert!(
+        !text.contains(SECRET) && !text.contains("svc"),
+        "a credential: {}",
+        doc["servers"]
+    );
+    // A named payload is its own message, not the String reply's "Text".
+    let reader = &doc["operations"]["reader"];
+    let taken = reader["messages"][0]["$ref"].as_str().expect("a reference");
+    assert!(taken.ends_with("/Reading"), "{taken}");
+    let replied = reader["reply"]["messages"][0]["$ref"]
+        .as_str()
+        .expect("a reference");
+    assert!(replied.ends_with("/Text"), "{replied}");
+    // Two variables that read alike are two parameters.
+    let channel = reader["channel"]["$ref"].as_str().expect("a channel");
+    let parameters = &doc["channels"][channel.trim_start_matches("#/channels/")]["parameters"];
+    assert_eq!(
+        parameters.as_object().map(Map::len),
+        Some(2),
+        "{parameters}"
+    );
+}
+
+#[test]
+fn a_provider_described_bus_says_only_what_it_knows() {
+    use spa_dat::socket::kafka::{KafkaConfig, KafkaSocketProvider};
+    use spa_dat::socket::mqtt::{MqttConfig, MqttSocketProvider};
+    let mut kafka = KafkaConfig::new("k1.example:9092");
+    kafka.group_id = Some("bus-group".into());
+    let kafka = std::sync::Arc::new(KafkaSocketProvider::new(kafka).expect("config"));
+    let mqtt = MqttConfig::from_url("mqtt://broker.example:1883?wire=raw").expect("URL");
+    let mqtt = std::sync::Arc::new(MqttSocketProvider::new(mqtt).expect("config"));
+    let doc = validated(
+        "provider-knowledge",
+        DistributedApplication::new()
+            .without_registered_handlers()
+            .config(Config::default())
+            .add_application(
+                spa_dat::Application::consumer("k", ["k.in"], audit).socket_provider(kafka),
+            )
+            .add_application(
+                spa_dat::Application::consumer("m", ["m/in"], audit).socket_provider(mqtt),
+            ),
+    );
+    // The provider may set its own group: no group is promised.
+    let kafka_binding = &doc["operations"]["k"]["bindings"]["kafka"];
+    assert!(kafka_binding.get("groupId").is_none(), "{kafka_binding}");
+    // MQTT 3.1.1 with bare payloads: no headers, no reply.
+    let m = &doc["operations"]["m"];
+    assert!(m.get("reply").is_none(), "{m}");
+    let message = m["messages"][0]["$ref"].as_str().expect("a reference");
+    let id = message.rsplit('/').next().expect("an id");
+    assert!(
+        doc["components"]["messages"][id].get("headers").is_none(),
+        "{}",
+        doc["components"]["messages"][id]
+    );
 }

@@ -493,3 +493,52 @@ async fn the_check_does_not_pass_what_it_could_not_confirm_in_time() {
         );
     }
 }
+
+// --- From a second outside review ---
+
+/// The check subscribes as the group would: a group name a shared subscription cannot carry
+/// fails the check as it fails the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_subscribes_as_its_mqtt_group_would() {
+    let broker = Mosquitto::start();
+    let url = format!("mqtt://127.0.0.1:{}?version=5", broker.port);
+    let app = test_app(bus(&url))
+        .add_application(Application::consumer("billing", ["orders"], nothing).group("billing+eu"));
+    let error = check(app)
+        .await
+        .expect_err("no shared subscription of `billing+eu`")
+        .to_string();
+    assert!(error.contains("billing+eu"), "{error}");
+}
+
+/// Two HTTP addresses on one port that the run could not both bind fail the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_holds_each_address_while_it_tries_the_next() {
+    let port = support::prometheus::free_port();
+    let config = Config {
+        health_addr: Some(format!("0.0.0.0:{port}")),
+        metrics_addr: Some(format!("127.0.0.1:{port}")),
+        ..Config::default()
+    };
+    let error = check(test_app(config).add_consumer("reader", ["r"], nothing))
+        .await
+        .expect_err("the second address is in use by the first")
+        .to_string();
+    assert!(error.contains("metrics_addr"), "{error}");
+}
+
+/// A topic that does not exist, on a bus that does not create topics: a run would wait for
+/// it for ever, so the check fails naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_names_a_missing_topic_no_run_would_create() {
+    let topic = unique("check.absent");
+    let url = format!(
+        "kafka://{}?create_topics=false",
+        support::kafka::bootstrap()
+    );
+    let error = check(test_app(bus(&url)).add_consumer("reader", [topic.clone()], nothing))
+        .await
+        .expect_err("the topic does not exist")
+        .to_string();
+    assert!(error.contains(&topic), "{error}");
+}

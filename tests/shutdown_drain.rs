@@ -470,7 +470,7 @@ async fn a_dead_letter_waiting_for_room_ends_with_the_grace_period() {
     );
     let logs = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
     assert!(
-        logs.contains("neither handled nor dead-lettered"),
+        logs.contains("dead letter was not confirmed within the grace period"),
         "the message left behind is said at WARN:\n{logs}"
     );
     drop(watcher);

@@ -87,6 +87,9 @@ enum Transport {
         group: Option<String>,
         /// The bus-wide client id prefix.
         client_id: Option<String>,
+        /// Whether the two above are known (from the configuration, not a provider's
+        /// description): only then are a derived group and a prefixed client id said.
+        known: bool,
     },
     /// A transport spa-dat does not know, named by its scheme.
     Other,
@@ -153,6 +156,7 @@ fn bus_of_config(config: &SocketConfig) -> Bus {
                 transport: Transport::Kafka {
                     group: kafka.group_id.clone(),
                     client_id: kafka.client_id.clone(),
+                    known: true,
                 },
                 wire: kafka.wire,
                 servers: kafka_servers(&kafka.bootstrap_servers, secure),
@@ -176,17 +180,21 @@ fn bus_of_provider(provider: &dyn SocketProvider) -> Bus {
                 .into_iter()
                 .rev()
                 .collect();
-            let rest = after.split([')', '?', '/']).next().unwrap_or(after);
-            (scheme, rest.to_owned())
+            // The authority: never what comes before an `@` (a user, a password).
+            let authority = after.split(['/', '?']).next().unwrap_or(after);
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            (scheme, host.trim_end_matches(')').to_owned())
         }
-        None => ("unknown".to_owned(), described.clone()),
+        // A description that is no URL may hold anything: it is not written out.
+        None => ("unknown".to_owned(), "unknown".to_owned()),
     };
     let (transport, servers) = match scheme.as_str() {
         "memory" => (Transport::Memory, vec![memory_server(&rest)]),
         "mqtt" | "mqtts" => (
             Transport::Mqtt {
                 qos: None,
-                v311: false,
+                // The description names MQTT 5 (`?version=5`); without it, 3.1.1.
+                v311: !described.contains("version=5"),
             },
             vec![json!({
                 "host": host_only(&rest),
@@ -197,6 +205,7 @@ fn bus_of_provider(provider: &dyn SocketProvider) -> Bus {
             Transport::Kafka {
                 group: None,
                 client_id: None,
+                known: false,
             },
             kafka_servers(&rest, false),
         ),
@@ -246,7 +255,7 @@ fn host_only(address: &str) -> String {
 
 /// What a message is, for telling messages apart: the payload's type, whether it is bare (not
 /// in the envelope) and whether it carries a Kafka key.
-type MessageKey = (&'static str, bool, bool);
+type MessageKey = (&'static str, Option<&'static str>, bool, bool);
 
 /// A document being built: servers, channels, operations and messages by their ids.
 struct Document {
@@ -324,7 +333,12 @@ impl Document {
         if app.kind == HandlerKind::Consumer {
             let takes = app.shape.takes.unwrap_or_else(Payload::any);
             let message = self.message(takes, app.schemas.takes, bus);
-            let reply = app.shape.replies.map(|payload| {
+            // Bare payloads on MQTT 3.1.1 carry no response topic: no request gets a reply.
+            let replies = app
+                .shape
+                .replies
+                .filter(|_| bus.wire == WireFormat::Envelope || carries_headers(bus));
+            let reply = replies.map(|payload| {
                 let message = self.message(payload, app.schemas.replies, bus);
                 self.reply(app.name, &message, bus)
             });
@@ -404,32 +418,18 @@ impl Document {
                 "messages": { message: { "$ref": format!("#/components/messages/{message}") } },
             }),
         );
-        let mut reply = json!({
+        let location = match bus.wire {
+            WireFormat::Envelope => "$message.payload#/ResponseTopic".to_owned(),
+            WireFormat::Raw => format!("$message.header#/{}", headers::RESPONSE_TOPIC),
+        };
+        json!({
+            "address": {
+                "description": "The request's response topic",
+                "location": location,
+            },
             "channel": { "$ref": format!("#/channels/{channel}") },
             "messages": [{ "$ref": format!("#/channels/{channel}/messages/{message}") }],
-        });
-        let location = match (bus.wire, &bus.transport) {
-            (WireFormat::Envelope, _) => Some("$message.payload#/ResponseTopic".to_owned()),
-            // Bare payloads on MQTT 3.1.1 carry no response topic: nothing to reply to.
-            (WireFormat::Raw, Transport::Mqtt { v311: true, .. }) => None,
-            (WireFormat::Raw, _) => Some(format!("$message.header#/{}", headers::RESPONSE_TOPIC)),
-        };
-        match location {
-            Some(location) => {
-                reply["address"] = json!({
-                    "description": "The request's response topic",
-                    "location": location,
-                });
-            }
-            None => {
-                if let Some(channel) = self.channels.get_mut(&channel) {
-                    channel["description"] = json!(format!(
-                        "The reply of `{app}`: none on this bus, as MQTT 3.1.1 carries no response topic beside a bare payload (wire = \"raw\")"
-                    ));
-                }
-            }
-        }
-        reply
+        })
     }
 
     /// The id of the channel of `topic`, with `message` among its messages.
@@ -471,7 +471,12 @@ impl Document {
     /// The id of the message carrying `payload` on `bus` (made once).
     fn message(&mut self, payload: Payload, schema: Option<PayloadSchema>, bus: &Bus) -> String {
         let kafka = matches!(bus.transport, Transport::Kafka { .. });
-        let key = (payload.type_name, bus.wire == WireFormat::Raw, kafka);
+        let key = (
+            payload.type_name,
+            payload.given_name,
+            bus.wire == WireFormat::Raw,
+            kafka,
+        );
         if let Some(id) = self.message_ids.get(&key) {
             return id.clone();
         }
@@ -501,7 +506,9 @@ impl Document {
                 })
             }
             WireFormat::Raw => {
-                message.insert("headers".to_owned(), raw_headers());
+                if carries_headers(bus) {
+                    message.insert("headers".to_owned(), raw_headers());
+                }
                 body.unwrap_or_else(|| json!({}))
             }
         };
@@ -516,7 +523,12 @@ impl Document {
     /// headers.
     fn dead_letter_message(&mut self, bus: &Bus) -> String {
         let kafka = matches!(bus.transport, Transport::Kafka { .. });
-        let key = ("spa-dat::DeadLetter", bus.wire == WireFormat::Raw, kafka);
+        let key = (
+            "spa-dat::DeadLetter",
+            None,
+            bus.wire == WireFormat::Raw,
+            kafka,
+        );
         if let Some(id) = self.message_ids.get(&key) {
             return id.clone();
         }
@@ -630,6 +642,11 @@ impl Document {
     }
 }
 
+/// Whether messages on `bus` carry headers beside their payload (not MQTT 3.1.1).
+fn carries_headers(bus: &Bus) -> bool {
+    !matches!(bus.transport, Transport::Mqtt { v311: true, .. })
+}
+
 /// The Kafka binding of a message: its record key.
 fn kafka_message_binding() -> Value {
     json!({ "kafka": {
@@ -645,22 +662,30 @@ fn receive_bindings(app: &AppContract<'_>, bus: &Bus) -> Option<Value> {
         Transport::Mqtt { qos, .. } => {
             qos.map(|qos| json!({ "mqtt": { "qos": qos, "bindingVersion": "0.2.0" } }))
         }
-        Transport::Kafka { group, client_id } => {
+        Transport::Kafka {
+            group,
+            client_id,
+            known,
+        } => {
             let mut kafka = Map::new();
             let stable = app.client_id.unwrap_or(app.name);
-            let group = app
-                .group
-                .map(str::to_owned)
-                .or_else(|| group.clone())
-                .or_else(|| default_group(app.client_name.unwrap_or(app.name)));
+            let group = match known {
+                true => app
+                    .group
+                    .map(str::to_owned)
+                    .or_else(|| group.clone())
+                    .or_else(|| default_group(app.client_name.unwrap_or(app.name))),
+                // The provider may set a group of its own: only the application's is sure.
+                false => app.group.map(str::to_owned),
+            };
             if let Some(group) = group {
                 kafka.insert("groupId".to_owned(), named_value(&group));
             }
-            let client_id = match (client_id, app.client_id) {
-                (Some(prefix), _) => Some(format!("{prefix}-{stable}")),
-                (None, Some(id)) => Some(id.to_owned()),
-                // A random suffix per run: nothing to say.
-                (None, None) => None,
+            let client_id = match (client_id, app.client_id, known) {
+                (Some(prefix), _, _) => Some(format!("{prefix}-{stable}")),
+                (None, Some(id), true) => Some(id.to_owned()),
+                // A random suffix per run, or a prefix the provider may add: nothing to say.
+                _ => None,
             };
             if let Some(client_id) = client_id {
                 kafka.insert("clientId".to_owned(), named_value(&client_id));
@@ -761,42 +786,39 @@ fn rename_schema(
     if let Some(schema) = schemas.remove(old) {
         schemas.insert(new.to_owned(), schema);
     }
-    let escaped = old.replace('~', "~0").replace('/', "~1");
-    let targets: Vec<String> = [old.to_owned(), escaped.clone(), percent_encode(&escaped)]
-        .into_iter()
-        .map(|name| format!("#/components/schemas/{name}"))
-        .collect();
     let to = format!("#/components/schemas/{new}");
     for value in components.values_mut().chain(schemas.values_mut()) {
-        rewrite_refs(value, &targets, &to);
+        rewrite_refs(value, old, &to);
     }
 }
 
-/// JSON pointer references are URI fragments: what is not safe in one is percent-encoded.
-fn percent_encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC)
-        .to_string()
-        .replace("%2E", ".")
-        .replace("%2D", "-")
-        .replace("%5F", "_")
-        .replace("%7E", "~")
+/// The schema a `#/components/schemas/...` reference names, however it is encoded (a URI
+/// fragment's percent-encoding, a JSON pointer's `~1` and `~0`).
+fn referenced_schema(reference: &str) -> Option<String> {
+    let encoded = reference.strip_prefix("#/components/schemas/")?;
+    let decoded = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.replace("~1", "/").replace("~0", "~"))
 }
 
-fn rewrite_refs(value: &mut Value, from: &[String], to: &str) {
+fn rewrite_refs(value: &mut Value, old: &str, to: &str) {
     match value {
         Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
                 match (key.as_str(), &*inner) {
-                    ("$ref", Value::String(target)) if from.contains(target) => {
+                    ("$ref", Value::String(target))
+                        if referenced_schema(target).as_deref() == Some(old) =>
+                    {
                         *inner = Value::String(to.to_owned());
                     }
-                    _ => rewrite_refs(inner, from, to),
+                    _ => rewrite_refs(inner, old, to),
                 }
             }
         }
         Value::Array(items) => items
             .iter_mut()
-            .for_each(|item| rewrite_refs(item, from, to)),
+            .for_each(|item| rewrite_refs(item, old, to)),
         _ => {}
     }
 }
@@ -818,6 +840,7 @@ fn address_of(topic: &str) -> (String, Map<String, Value>) {
         true => format!("{base}_wildcard"),
         false => base,
     };
+    let names = std::cell::RefCell::new(ParameterNames::default());
     let mut parameters = Map::new();
     let levels: Vec<String> = topic
         .split('/')
@@ -844,14 +867,18 @@ fn address_of(topic: &str) -> (String, Map<String, Value>) {
                 // encoded, then the markers become parameters.
                 let found = std::cell::RefCell::new(Vec::new());
                 let marked = placeholders::expand_with(level, |name| {
-                    found.borrow_mut().push(name.to_owned());
-                    Some(format!("\u{0}{}\u{1}", ident(name)))
+                    let parameter = names.borrow_mut().of(name);
+                    found.borrow_mut().push((name.to_owned(), parameter.clone()));
+                    Some(format!("\u{0}{parameter}\u{1}"))
                 });
-                for name in found.into_inner() {
-                    parameters.insert(
-                        ident(&name),
-                        json!({ "description": format!("The environment variable `{name}` at start-up") }),
-                    );
+                // A level that does not read as placeholders (`${A` alone) is a literal.
+                if marked.is_ok() {
+                    for (name, parameter) in found.into_inner() {
+                        parameters.insert(
+                            parameter,
+                            json!({ "description": format!("The environment variable `{name}` at start-up") }),
+                        );
+                    }
                 }
                 marked
                     .unwrap_or_else(|_| level.to_owned())
@@ -863,6 +890,31 @@ fn address_of(topic: &str) -> (String, Map<String, Value>) {
         })
         .collect();
     (levels.join("/"), parameters)
+}
+
+/// Parameter names of environment variables: valid, and distinct for distinct variables
+/// (`${A.B}` and `${A_B}` are `A_B` and `A_B-2`).
+#[derive(Default)]
+struct ParameterNames {
+    given: Vec<(String, String)>,
+}
+
+impl ParameterNames {
+    fn of(&mut self, variable: &str) -> String {
+        if let Some((_, name)) = self.given.iter().find(|(v, _)| v == variable) {
+            return name.clone();
+        }
+        let base = ident(variable);
+        let name = (1..)
+            .map(|n| match n {
+                1 => base.clone(),
+                n => format!("{base}-{n}"),
+            })
+            .find(|candidate| !self.given.iter().any(|(_, taken)| taken == candidate))
+            .unwrap_or(base);
+        self.given.push((variable.to_owned(), name.clone()));
+        name
+    }
 }
 
 /// `text` as an id of the document: letters, digits, `_` and `-`.

@@ -618,7 +618,7 @@ impl Consumer {
                 Some(Ok(())) => return true,
                 Some(Err(error)) => error,
                 None => {
-                    self.left_at_shutdown(delivery, "shutting down with a reply not published");
+                    self.left_at_shutdown(delivery, "shutting down with a reply not confirmed within the grace period (it may still arrive); the request is not acknowledged");
                     return false;
                 }
             };
@@ -689,7 +689,13 @@ impl Consumer {
                     return true;
                 }
                 Some(Err(error)) => error,
-                None => return self.left_undead(delivery, topic),
+                None => {
+                    return self.left_undead(
+                        delivery,
+                        topic,
+                        "shutting down with a message whose dead letter was not confirmed within the grace period (it may still arrive); not acknowledged",
+                    )
+                }
             };
             if error.is_permanent() && !summarized {
                 // Most often too large (an MQTT broker takes larger packets in than out): a
@@ -701,21 +707,25 @@ impl Consumer {
             }
             about!(error, self, delivery, dead_letter_topic = topic, %error, retry_in = ?pause, "forwarding to the dead-letter topic failed; the message stays unacknowledged until it succeeds");
             if !self.pause_unless_shutdown(pause).await {
-                return self.left_undead(delivery, topic);
+                return self.left_undead(
+                    delivery,
+                    topic,
+                    "shutting down with a message neither handled nor dead-lettered",
+                );
             }
             pause = (pause * 2).min(LONGEST_PAUSE);
         }
     }
 
     /// As `left_at_shutdown`, with the dead-letter topic beside it: false.
-    fn left_undead(&self, delivery: &Delivery, topic: &str) -> bool {
+    fn left_undead(&self, delivery: &Delivery, topic: &str, why: &str) -> bool {
         about!(
             warn,
             self,
             delivery,
             dead_letter_topic = topic,
             left = self.left_behind(),
-            "shutting down with a message neither handled nor dead-lettered"
+            "{why}"
         );
         self.left.fetch_add(1, Ordering::Relaxed);
         false

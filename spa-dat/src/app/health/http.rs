@@ -143,13 +143,18 @@ pub(crate) fn check_addresses(config: &Config) -> Vec<crate::error::Error> {
     ];
     let mut problems = Vec::new();
     let mut bound: Vec<SocketAddr> = Vec::new();
+    // Held until every address was tried, as the run holds the first while binding the next.
+    let mut listeners = Vec::new();
     for (key, addr) in configured {
         let Some(addr) = addr else { continue };
         match parse_addr(key, addr) {
             // One server for both when they are the same address.
             Ok(socket) if bound.contains(&socket) => {}
             Ok(socket) => match std::net::TcpListener::bind(socket) {
-                Ok(_listener) => bound.push(socket),
+                Ok(listener) => {
+                    listeners.push(listener);
+                    bound.push(socket);
+                }
                 Err(e) => problems.push(Error::config(format!(
                     "{key} `{addr}` cannot be served: {e}"
                 ))),

@@ -216,12 +216,19 @@ impl SpaSocket for KafkaSocket {
                     .cloned()
                     .collect()
             };
-            if existing.len() < topics.len() {
-                tracing::info!(
-                    missing = topics.len() - existing.len(),
-                    create_topics = self.shared.config.create_topics,
-                    "the check leaves topics that do not exist yet as they are"
-                );
+            let missing: Vec<&str> = topics
+                .iter()
+                .filter(|t| !existing.contains(*t))
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() && !self.shared.config.create_topics {
+                return Err(Error::config(format!(
+                    "no such topic: {} (create_topics = false: a run would wait for it)",
+                    missing.join(", ")
+                )));
+            }
+            if !missing.is_empty() {
+                tracing::warn!(topics = %missing.join(", "), "the check leaves topics that do not exist yet as they are: a run creates them (create_topics)");
             }
             return self
                 .shared

@@ -182,18 +182,27 @@ impl SocketProvider for MqttSocketProvider {
 
 /// Connects a socket speaking `W` to the broker `config` names.
 async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result<Connection> {
-    // A check's socket keeps no session and takes no share of a group's messages.
+    // A check's socket keeps no session.
     let probe_config;
     let config = match options.probe {
         true => {
             probe_config = MqttConfig {
                 clean_session: true,
-                qos: 0,
                 ..config.clone()
             };
             &probe_config
         }
         false => config,
+    };
+    // A check subscribes as its group would (a shared subscription, the configured QoS), in a
+    // share group of its own: the broker's support and the filter are tried, and the real
+    // group's messages are not split with it.
+    let group = match (&options.group, options.probe) {
+        (Some(group), true) => Some(format!(
+            "{group}-check-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        )),
+        (group, _) => group.clone(),
     };
     let broker = config.broker();
     let client_id = options.client_id_with(config.client_id.as_deref());
@@ -252,7 +261,7 @@ async fn connect<W: Wire>(config: &MqttConfig, options: SocketOptions) -> Result
         order: tokio::sync::Mutex::new(()),
         ledger: Mutex::new(Ledger::default()),
         subscriptions: Mutex::new(Vec::new()),
-        group: options.group.clone().filter(|_| !options.probe),
+        group,
         replies: RequestMultiplexer::new(),
         reply_prefix: format!("_spa/reply/{}", sanitize(&client_id)),
         reply_subscription: tokio::sync::OnceCell::new(),
