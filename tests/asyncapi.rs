@@ -108,12 +108,7 @@ fn run_parser(files: &[PathBuf]) -> (bool, String) {
         .args(files)
         .output()
         .expect("bash runs scripts/asyncapi.sh (it needs Node.js and npm)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    spa_dat_test_support::outcome(&output)
 }
 
 #[test]

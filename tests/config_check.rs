@@ -209,12 +209,7 @@ fn run_child(environment: &[(&str, &str)]) -> (bool, String) {
         command.env(key, value);
     }
     let output = command.output().expect("the child runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    spa_dat_test_support::outcome(&output)
 }
 
 #[test]

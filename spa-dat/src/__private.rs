@@ -87,39 +87,40 @@ mod schemas {
     use super::{PayloadSchema, Probe, SchemaOfPayload};
     use crate::{Batch, Json};
 
-    fn of<U: schemars::JsonSchema>() -> Option<PayloadSchema> {
-        Some(PayloadSchema {
-            make: |generator| generator.subschema_for::<U>(),
-        })
+    /// Where a handler's argument or return type keeps the `Json<U>` of its payload.
+    pub trait JsonInside {
+        /// The `U` of that `Json<U>`.
+        type Inner;
     }
 
-    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Json<U>> {
-        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
-            of::<U>()
-        }
+    impl<U> JsonInside for Json<U> {
+        type Inner = U;
     }
 
-    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Batch<Json<U>>> {
-        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
-            of::<U>()
-        }
+    impl<U> JsonInside for Batch<Json<U>> {
+        type Inner = U;
     }
 
-    impl<U: schemars::JsonSchema> SchemaOfPayload for Probe<Option<Json<U>>> {
-        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
-            of::<U>()
-        }
+    impl<U> JsonInside for Option<Json<U>> {
+        type Inner = U;
     }
 
-    impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Json<U>, E>> {
-        fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
-            of::<U>()
-        }
+    impl<U, E> JsonInside for Result<Json<U>, E> {
+        type Inner = U;
     }
 
-    impl<U: schemars::JsonSchema, E> SchemaOfPayload for Probe<Result<Option<Json<U>>, E>> {
+    impl<U, E> JsonInside for Result<Option<Json<U>>, E> {
+        type Inner = U;
+    }
+
+    impl<T: JsonInside> SchemaOfPayload for Probe<T>
+    where
+        T::Inner: schemars::JsonSchema,
+    {
         fn __spa_dat_payload_schema(&self) -> Option<PayloadSchema> {
-            of::<U>()
+            Some(PayloadSchema {
+                make: |generator| generator.subschema_for::<T::Inner>(),
+            })
         }
     }
 }

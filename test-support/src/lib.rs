@@ -255,3 +255,14 @@ pub async fn failed_run(
     println!("what the user sees: {text}");
     text
 }
+
+/// Whether a finished child process succeeded, and all it printed (standard output, then
+/// standard error).
+pub fn outcome(output: &std::process::Output) -> (bool, String) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

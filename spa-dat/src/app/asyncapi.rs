@@ -172,14 +172,12 @@ fn bus_of_provider(provider: &dyn SocketProvider) -> Bus {
     let described = provider.describe();
     let (scheme, rest) = match described.split_once("://") {
         Some((before, after)) => {
-            let scheme: String = before
-                .chars()
-                .rev()
-                .take_while(char::is_ascii_alphanumeric)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
+            // `faulty(memory` → `memory`: the letters and digits just before `://`.
+            let scheme = before
+                .rsplit(|c: char| !c.is_ascii_alphanumeric())
+                .next()
+                .unwrap_or(before)
+                .to_owned();
             // The authority: never what comes before an `@` (a user, a password).
             let authority = after.split(['/', '?']).next().unwrap_or(after);
             let host = authority.rsplit('@').next().unwrap_or(authority);
@@ -498,11 +496,9 @@ impl Document {
                     inner["contentMediaType"] = json!(media);
                     inner["contentSchema"] = body.clone();
                 }
-                self.envelope().map_or(json!({}), |envelope| {
-                    json!({
-                        "allOf": [{ "$ref": envelope }],
-                        "properties": { "Payload": inner },
-                    })
+                json!({
+                    "allOf": [{ "$ref": self.envelope() }],
+                    "properties": { "Payload": inner },
                 })
             }
             WireFormat::Raw => {
@@ -565,11 +561,11 @@ impl Document {
     }
 
     /// The reference to the envelope's schema, added the first time.
-    fn envelope(&mut self) -> Option<String> {
+    fn envelope(&mut self) -> String {
         self.schemas
             .entry(ENVELOPE_SCHEMA)
             .or_insert_with(envelope_schema);
-        Some(format!("#/components/schemas/{ENVELOPE_SCHEMA}"))
+        format!("#/components/schemas/{ENVELOPE_SCHEMA}")
     }
 
     /// The JSON Schema of the payload's body (not its envelope), where known.
@@ -904,14 +900,9 @@ impl ParameterNames {
         if let Some((_, name)) = self.given.iter().find(|(v, _)| v == variable) {
             return name.clone();
         }
-        let base = ident(variable);
-        let name = (1..)
-            .map(|n| match n {
-                1 => base.clone(),
-                n => format!("{base}-{n}"),
-            })
-            .find(|candidate| !self.given.iter().any(|(_, taken)| taken == candidate))
-            .unwrap_or(base);
+        let name = first_free(ident(variable), |candidate| {
+            self.given.iter().any(|(_, taken)| taken == candidate)
+        });
         self.given.push((variable.to_owned(), name.clone()));
         name
     }
@@ -935,26 +926,25 @@ fn ident(text: &str) -> String {
     }
 }
 
-/// `id`, or `id-2`, `id-3`, … when taken.
-fn unique(taken: &BTreeMap<String, Value>, id: String) -> String {
-    if !taken.contains_key(&id) {
+/// `id`, or `id-2`, `id-3`, … the first one not `taken`.
+fn first_free(id: String, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(&id) {
         return id;
     }
     (2..)
         .map(|n| format!("{id}-{n}"))
-        .find(|candidate| !taken.contains_key(candidate))
+        .find(|candidate| !taken(candidate))
         .unwrap_or(id)
 }
 
-/// [`unique`] in a JSON object.
+/// [`first_free`] among the keys of a map.
+fn unique(taken: &BTreeMap<String, Value>, id: String) -> String {
+    first_free(id, |candidate| taken.contains_key(candidate))
+}
+
+/// [`first_free`] among the keys of a JSON object.
 fn unique_in(taken: &Map<String, Value>, id: String) -> String {
-    if !taken.contains_key(&id) {
-        return id;
-    }
-    (2..)
-        .map(|n| format!("{id}-{n}"))
-        .find(|candidate| !taken.contains_key(candidate))
-        .unwrap_or(id)
+    first_free(id, |candidate| taken.contains_key(candidate))
 }
 
 #[cfg(test)]
