@@ -65,7 +65,7 @@ async fn the_check_passes_where_a_run_could_start_and_takes_nothing_off_the_bus(
     let broker = Mosquitto::start_secure();
     let topic = unique("secure.checked");
     let group = unique("secure.checkers");
-    // A record waits on the topic before the check; the check's consumer joins the group.
+    // A record waits on the topic before the check; the check uses the group (no join).
     let owner = kafka_as("alice")
         .connect(SocketOptions::new(unique("owner")))
         .await
@@ -267,8 +267,8 @@ async fn the_check_never_takes_the_running_services_mqtt_client_id() {
     );
 }
 
-/// An application with a group is a shared subscription on MQTT: the check's subscription is
-/// not shared, so the broker hands it none of the group's messages to lose.
+/// An application with a group is a shared subscription on MQTT: the check's is in a share
+/// group of its own, so the broker hands it none of the group's messages to lose.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_check_takes_no_message_of_an_mqtt_group() {
     const N: usize = 1_000;

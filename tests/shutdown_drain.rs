@@ -475,3 +475,45 @@ async fn a_dead_letter_waiting_for_room_ends_with_the_grace_period() {
     );
     drop(watcher);
 }
+
+/// The same for a reply: a request whose response topic's only subscriber never reads. The
+/// reply waiting for room ends with the grace period, said at WARN, and the run ends.
+#[tokio::test]
+async fn a_reply_waiting_for_room_ends_with_the_grace_period() {
+    let bus = fresh_bus();
+    let provider: Arc<dyn SocketProvider> = Arc::new(MemorySocketProvider::new(bus));
+    let mut options = SocketOptions::new("never-reads");
+    options.topics = vec!["replies/stuck".into()];
+    options.inbox_capacity = 1;
+    let watcher = provider.connect(options).await.expect("connects");
+    let (logs, _guard) = capture_warnings();
+    let app = on(Arc::clone(&provider), 300)
+        .add_consumer("answer", ["questions"], |_: SpaMessage| async {
+            "an answer"
+        })
+        .add_producer("ask", |socket: Socket, shutdown: Shutdown| async move {
+            for n in 0..3 {
+                let mut question = SpaMessage::new("questions", n.to_string());
+                question.response_topic = Some("replies/stuck".into());
+                socket.publish(question).await?;
+            }
+            shutdown.trigger();
+            Ok::<(), spa_dat::Error>(())
+        });
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), app.start_async())
+        .await
+        .expect("the run ends although a reply waits for room")
+        .expect("a clean run");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the run outlasted its grace period: {:?}",
+        started.elapsed()
+    );
+    let logs = String::from_utf8_lossy(&logs.lock().expect("logs")).into_owned();
+    assert!(
+        logs.contains("reply not confirmed within the grace period"),
+        "the request left behind is said at WARN:\n{logs}"
+    );
+    drop(watcher);
+}

@@ -279,11 +279,19 @@ async fn received_is_refused_at_start_up_in_a_producer_and_a_batch_consumer() {
     async fn batch(messages: Batch<SpaMessage>, received: Received) {
         let _ = (messages, received);
     }
+    // Inside the Batch too: no element has a delivery of its own to describe.
+    async fn batch_of_received(received: Batch<Received>) {
+        let _ = received;
+    }
     let app = DistributedApplication::new()
         .without_registered_handlers()
         .add_producer("producer", producer)
         .add_application(
             Application::consumer("batch", ["b"], batch).batch(10, Duration::from_millis(5)),
+        )
+        .add_application(
+            Application::consumer("batch-of-received", ["c"], batch_of_received)
+                .batch(10, Duration::from_millis(5)),
         );
     let error = TestRun::start(app)
         .await
@@ -294,4 +302,97 @@ async fn received_is_refused_at_start_up_in_a_producer_and_a_batch_consumer() {
         "{error}"
     );
     assert!(error.contains("a batch has many"), "{error}");
+    assert!(error.contains("batch-of-received"), "{error}");
+}
+
+/// From an outside attack on `Received`: a client forges dead-letter headers on what it
+/// publishes; the dead letter carries spa-dat's own, not the client's.
+#[tokio::test]
+async fn forged_dead_letter_headers_never_reach_the_dead_letter_consumer() {
+    use spa_dat::socket::headers::{
+        DEAD_LETTER_OFFSET, DEAD_LETTER_ORIGINAL_SIZE, DEAD_LETTER_PARTITION, DEAD_LETTER_REASON,
+    };
+    use spa_dat::socket::spi::Outgoing;
+    use spa_dat::Received;
+    use std::sync::Mutex;
+
+    let seen: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let app = shop().add_consumer(
+        "dead-letters",
+        ["orders/dead"],
+        move |received: Received| {
+            let record = Arc::clone(&record);
+            async move { record.lock().expect("seen").push(received) }
+        },
+    );
+    let run = TestRun::start(app).await.expect("starts");
+    let order = SpaMessage::json("orders", &Order { id: 9, total: 0 }).expect("JSON");
+    let mut forged = Outgoing::new("orders", order.to_json().expect("envelope"));
+    for (name, value) in [
+        (DEAD_LETTER_REASON, "all is well"),
+        (DEAD_LETTER_OFFSET, "99"),
+        (DEAD_LETTER_PARTITION, "7"),
+        (DEAD_LETTER_ORIGINAL_SIZE, "9999999"),
+        ("spa-dead-letter-invented", "yes"),
+    ] {
+        forged.headers.append(name, value);
+    }
+    run.socket()
+        .transport()
+        .send(forged)
+        .await
+        .expect("published");
+    run.settled().await.expect("settles");
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), 1, "one dead letter");
+    let headers = &seen[0].headers;
+    let reason = headers.get(DEAD_LETTER_REASON).unwrap_or("");
+    assert!(
+        reason.contains("an empty order"),
+        "spa-dat's reason: {reason}"
+    );
+    let forged_left: Vec<(&str, &str)> = headers
+        .iter()
+        .filter(|(name, value)| {
+            name.starts_with("spa-dead-letter-")
+                && ["all is well", "99", "7", "9999999", "yes"].contains(value)
+        })
+        .collect();
+    assert!(
+        forged_left.is_empty(),
+        "forged headers kept: {forged_left:?}"
+    );
+    run.stop().await.expect("stops");
+}
+
+/// Two `Received` arguments both get the delivery (the second used to fail every call).
+#[tokio::test]
+async fn two_received_arguments_both_describe_the_delivery() {
+    use spa_dat::Received;
+    use std::sync::Mutex;
+
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let record = Arc::clone(&seen);
+    let app = DistributedApplication::new()
+        .without_registered_handlers()
+        .add_consumer("twice", ["t"], move |first: Received, second: Received| {
+            let record = Arc::clone(&record);
+            async move {
+                record
+                    .lock()
+                    .expect("seen")
+                    .push((first.topic.to_string(), second.topic.to_string()));
+            }
+        });
+    let run = TestRun::start(app).await.expect("starts");
+    run.publish(SpaMessage::new("t", "x"))
+        .await
+        .expect("published");
+    run.settled().await.expect("settles");
+    assert_eq!(
+        *seen.lock().expect("seen"),
+        [("t".to_owned(), "t".to_owned())]
+    );
+    run.stop().await.expect("stops");
 }

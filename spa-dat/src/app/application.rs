@@ -1033,6 +1033,7 @@ impl AppSpec {
             message: None,
             received: None,
             readers_left: 0,
+            delivery_readers_left: 0,
             batch: None,
         };
         let span = tracing::info_span!("producer", app = %self.name);

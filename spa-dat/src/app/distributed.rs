@@ -657,13 +657,15 @@ impl DistributedApplication {
     /// or committed. Every problem is named in one error.
     ///
     /// It takes no running instance's place (see [`SocketOptions::probe`](crate::socket::spi::SocketOptions::probe)):
-    /// client ids of its own, MQTT subscriptions neither shared nor kept, on Kafka no group
-    /// joined, no topic created, no transaction begun; an access check that cannot finish in
-    /// `connect_timeout_ms` fails.
+    /// client ids of its own, MQTT subscriptions not kept and a group's in a share group of its
+    /// own, on Kafka no group joined, no topic created, no transaction begun; an access check
+    /// that cannot finish in `connect_timeout_ms` fails.
     ///
     /// Without code: `SPA_DAT_CHECK=1 ./my-service` checks instead of running, and exits 0
     /// ([`Stopped::Checked`]) or with the error. What it cannot see: a publish the broker's
-    /// ACLs refuse (finding out would need a message), a topic that does not exist yet.
+    /// ACLs refuse (finding out would need a message); ACLs keyed on the service's own client
+    /// id or share group (the check's differ, `…-check-{random}`: a broker limit on client id
+    /// length, such as MQTT 3.1.1's 23 bytes, may refuse the check where the run passes).
     ///
     /// # Examples
     ///

@@ -97,6 +97,12 @@ impl<T: FromContext> FromContext for Batch<T> {
                 scope.app
             ));
         }
+        if T::READS_DELIVERY {
+            return Err(format!(
+                "`{}` takes a Batch of an argument that describes one delivery (`Received`): a batch has many; take `Batch<SpaMessage>` or `Batch<Json<_>>`",
+                scope.app
+            ));
+        }
         // Each element is taken as a single message's argument.
         T::check(&HandlerScope {
             batch: None,
@@ -116,6 +122,7 @@ impl<T: FromContext> FromContext for Batch<T> {
             message: None,
             received: None,
             readers_left: 1,
+            delivery_readers_left: 0,
             batch: None,
         };
         for (index, message) in input.messages.into_iter().enumerate() {

@@ -106,9 +106,13 @@ macro_rules! impl_handler {
                 Box::pin(async move {
                     let mut context = context;
                     context.readers_left = 0 $(+ <$arg as FromContext>::READS_MESSAGE as usize)*;
+                    context.delivery_readers_left =
+                        0 $(+ <$arg as FromContext>::READS_DELIVERY as usize)*;
                     $(
                         let $arg = <$arg as FromContext>::from_context(&mut context)?;
                         context.readers_left -= <$arg as FromContext>::READS_MESSAGE as usize;
+                        context.delivery_readers_left -=
+                            <$arg as FromContext>::READS_DELIVERY as usize;
                     )*
                     drop(context);
                     let reply = handler($($arg),*).await.into_reply()?;

@@ -64,6 +64,9 @@ pub struct HandlerContext {
     pub(crate) received: Option<Received>,
     /// Arguments still to be extracted that read the message: the last one may take it.
     pub(crate) readers_left: usize,
+    /// Arguments still to be extracted that read [`HandlerContext::received`]: the last one
+    /// may take it.
+    pub(crate) delivery_readers_left: usize,
     /// A batch call's messages, taken by its [`crate::Batch`] argument.
     pub(crate) batch: Option<BatchInput>,
 }
@@ -254,7 +257,9 @@ impl FromContext for SpaMessage {
 /// What the transport delivered beside the message being handled: the topic it arrived on, its
 /// headers (Kafka headers, MQTT 5 user properties, the in-process bus's; empty on MQTT 3.1.1),
 /// its key and where the transport keeps it. A dead-letter consumer reads why a message came
-/// from its headers ([`crate::socket::headers::DEAD_LETTER_REASON`] and the others). Not in a
+/// from its headers ([`crate::socket::headers::DEAD_LETTER_REASON`] and the others; spa-dat
+/// drops a sender's own `spa-dead-letter-*` headers when it dead-letters, but a client allowed
+/// to publish to the dead-letter topic itself can write any). Not in a
 /// batch consumer nor a producer (refused at start-up); copied for a call only when a handler
 /// takes it.
 ///
@@ -317,10 +322,11 @@ impl FromContext for Received {
     }
 
     fn from_context(context: &mut HandlerContext) -> Result<Self, BoxError> {
-        context
-            .received
-            .take()
-            .ok_or_else(|| "no delivery to describe (a handler takes `Received` once)".into())
+        let received = match context.delivery_readers_left {
+            0 | 1 => context.received.take(),
+            _ => context.received.clone(),
+        };
+        received.ok_or_else(|| "no delivery to describe".into())
     }
 }
 

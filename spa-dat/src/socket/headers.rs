@@ -31,6 +31,8 @@ pub const DEAD_LETTER_OFFSET: &str = "spa-dead-letter-offset";
 /// On a dead letter too large to forward whole: the original's size in bytes (decimal). The
 /// dead letter is then a summary (see [`super::Outgoing::dead_letter_summary`]).
 pub const DEAD_LETTER_ORIGINAL_SIZE: &str = "spa-dead-letter-original-size";
+/// What every dead-letter header's name starts with: only spa-dat writes them.
+pub const DEAD_LETTER_PREFIX: &str = "spa-dead-letter-";
 
 /// Name–value pairs in the order they were added. A name may occur more than once (Kafka
 /// allows it); [`Headers::get`] returns the first.
@@ -90,6 +92,13 @@ impl Headers {
     #[cfg(feature = "kafka")]
     pub(crate) fn append_static(&mut self, name: &'static str, value: impl Into<String>) {
         self.add(Cow::Borrowed(name), value.into());
+    }
+
+    /// Removes every header whose name starts with `prefix`.
+    pub(crate) fn remove_prefixed(&mut self, prefix: &str) {
+        if let Some(entries) = self.entries.as_mut() {
+            entries.retain(|(name, _)| !name.starts_with(prefix));
+        }
     }
 
     fn set(&mut self, name: Cow<'static, str>, value: String) {

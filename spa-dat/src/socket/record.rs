@@ -125,13 +125,16 @@ pub const DEAD_LETTER_REASON_BYTES: usize = 512;
 pub const DEAD_LETTER_EXCERPT_BYTES: usize = 1024;
 
 /// `headers` with where `delivery` came from, why (at most [`DEAD_LETTER_REASON_BYTES`]) and
-/// after how many attempts: what every dead letter carries.
+/// after how many attempts: what every dead letter carries. The sender's own
+/// `spa-dead-letter-*` headers go first: a client must not be able to say why its message
+/// was dead-lettered, nor from where.
 fn dead_letter_headers(
     mut headers: Headers,
     delivery: &Delivery,
     reason: &str,
     attempts: u32,
 ) -> Headers {
+    headers.remove_prefixed(headers::DEAD_LETTER_PREFIX);
     headers.insert_static(
         headers::DEAD_LETTER_REASON,
         shortened_to(&printable(reason), DEAD_LETTER_REASON_BYTES),

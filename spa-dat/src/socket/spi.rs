@@ -176,8 +176,9 @@ pub struct SocketOptions {
     pub transactional: bool,
     /// A deployment check's socket ([`crate::DistributedApplication::check`]): it connects and
     /// checks access as a run's would, and takes no running instance's place — its client id
-    /// is its own (`client_id`, even with a bus-wide id), MQTT subscriptions are neither
-    /// shared nor kept (a clean session, QoS 0), Kafka joins no group, creates no topic, begins
+    /// is its own (`client_id`, even with a bus-wide id), MQTT subscriptions are not kept (a
+    /// clean session) and a group's is shared in a share group of its own
+    /// (`{group}-check-{random}`), Kafka joins no group, creates no topic, begins
     /// no transaction (the running producer's transactional id is not fenced), and an access
     /// check that cannot finish in time is an error, not a warning.
     pub probe: bool,

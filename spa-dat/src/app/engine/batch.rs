@@ -467,6 +467,7 @@ impl Consumer {
             message: None,
             received: None,
             readers_left: 0,
+            delivery_readers_left: 0,
             batch: Some(BatchInput {
                 messages,
                 rejected: Arc::clone(&rejected),

@@ -572,6 +572,7 @@ impl Consumer {
                 .reads_delivery()
                 .then(|| Received::of(delivery)),
             readers_left: 0,
+            delivery_readers_left: 0,
             batch: None,
         };
         self.handler.call(context)
